@@ -1,0 +1,63 @@
+# The verbs people type. The build itself is CMake + Ninja in $(BUILD).
+#   make            install missing Debian packages, build
+#   make test       ... and run every test (unit, injector, end-to-end)
+#   make demo       ... and run the demo: a small PyTorch training script, probed live
+#   make install    install to $(PREFIX) (default /usr/local); PYTHONS gets the PROBE=1 hook
+#   make asan       unit tests under AddressSanitizer + UBSan
+#   make clang      build with clang++ (CI builds with g++)
+#   make format / make lint / make bench / make clean
+PREFIX ?= /usr/local
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+# Interpreters whose site-packages get probing.pth at install (PROBE=1 support).
+PYTHONS ?= $(shell command -v python3.11 2>/dev/null) $(shell python3 -c 'import sys; print(sys.executable)' 2>/dev/null)
+JOBS ?= $(shell nproc)
+SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 2>/dev/null)
+
+.PHONY: all deps build test unit e2e demo install asan clang format lint bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	scripts/run-tests.sh $(BUILD)
+
+demo: build
+	scripts/demo.sh $(BUILD)
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+	scripts/install-pth.sh $(PREFIX) $(PYTHONS)
+
+asan: deps
+	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPROBING_SANITIZE=ON
+	cmake --build build-asan -j $(JOBS) --target unit_tests
+	ASAN_OPTIONS=detect_leaks=1 build-asan/tests/unit_tests
+
+clang: deps
+	@scripts/install-deps.sh --dev
+	cmake -S . -B build-clang -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake --build build-clang -j $(JOBS)
+
+format:
+	@scripts/install-deps.sh --dev
+	clang-format -i $(SOURCES)
+
+lint: build
+	@scripts/install-deps.sh --dev
+	clang-tidy -p $(BUILD) --quiet $(filter %.cpp,$(filter src/%,$(SOURCES)))
+
+bench: build
+	/usr/bin/python3 bench/eval_latency.py --build $(BUILD)
+	/usr/bin/python3 bench/inject.py --build $(BUILD)
+
+clean:
+	rm -rf $(BUILD) build-asan build-clang

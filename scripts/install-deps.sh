@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian packages probing needs to build, test and run its demo, and only those
+# that are missing: with everything present it prints one line and changes nothing.
+#   scripts/install-deps.sh           build + test + demo packages
+#   scripts/install-deps.sh --dev     also the tools of `make format`, `make lint`, `make clang`
+set -euo pipefail
+
+packages=(
+  g++ make cmake ninja-build pkg-config
+  libboost1.74-dev nlohmann-json3-dev libcli11-dev libedit-dev libsqlite3-dev libssl-dev
+  libgtest-dev
+  python3 python3.11 python3-pytest python3-torch
+  procps util-linux
+)
+if [[ "${1:-}" == "--dev" ]]; then
+  packages+=(clang clang-format clang-tidy)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} packages are installed"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+if [[ $(id -u) -eq 0 ]]; then
+  sudo=()
+elif command -v sudo >/dev/null; then
+  sudo=(sudo)
+else
+  echo "install-deps: not root and no sudo; as root run: apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

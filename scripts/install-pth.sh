@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# install-pth.sh PREFIX PYTHON...: puts probing.pth into each interpreter's site-packages, so
+# that `PROBE=1 python3 app.py` starts the agent. The package itself stays in one place,
+# PREFIX/lib/probing/python; the .pth adds that directory to sys.path.
+set -euo pipefail
+prefix=$(realpath "$1"); shift
+pkg="$prefix/lib/probing/python"
+[[ -d "$pkg/probing" ]] || { echo "install-pth: $pkg/probing is missing; run cmake --install first" >&2; exit 1; }
+hook="import os; (os.environ.get('PROBE') or os.environ.get('PROBING') or '').strip().lower() in ('1', 'true', 'on', 'yes') and __import__('probing').init()"
+declare -A done_sites=()
+for py in "$@"; do
+  [[ -x "$py" ]] || continue
+  site=$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  [[ -n "${done_sites[$site]:-}" ]] && continue
+  done_sites[$site]=1
+  mkdir -p "$site"
+  printf '%s\n%s\n' "$pkg" "$hook" > "$site/probing.pth"
+  echo "install-pth: $site/probing.pth ($py)"
+done

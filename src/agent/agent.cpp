@@ -1,0 +1,129 @@
+// libprobing.so's entry points. However the library arrives — LD_PRELOAD, dlopen by the
+// injector, or ctypes from `probing.init()` — its constructor starts one thread and returns:
+// no Python runs at load time, and nothing here can take the host process down.
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "core/log.h"
+#include "core/settings.h"
+#include "python/capi.h"
+#include "server/http_server.h"
+#include "server/routes.h"
+
+#define PROBING_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace probing::agent {
+namespace {
+
+std::atomic<bool> g_started{false};
+std::atomic<int> g_listen_fd{-1};
+
+// In a forked child (a DataLoader worker, a multiprocessing fork) none of the agent's threads
+// exist. The child closes the inherited listening socket, so @probing-<parent pid> keeps meaning
+// the parent; the child itself runs without an agent (one that execs starts its own).
+void after_fork_in_child() {
+  int fd = g_listen_fd.exchange(-1);
+  if (fd >= 0) ::close(fd);
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Reads and deletes the settings `probing PID inject -D` left for this process. Only a file owned
+// by this process's user or root, and writable by nobody else, is trusted.
+void apply_inject_settings(Settings& s) {
+  std::string path = inject_settings_path(::getpid());
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st{};
+  bool trusted = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_uid == ::geteuid() || st.st_uid == 0) &&
+                 (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 && st.st_size < (1 << 16);
+  std::string text;
+  if (trusted) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (!trusted) {
+    log_warn("ignored " + path + ": not owned by this user, or writable by others");
+    return;
+  }
+  ::unlink(path.c_str());
+  for (const Status& err : s.apply_lines(text)) log_warn("inject setting: " + err.message());
+}
+
+void bootstrap() noexcept {
+  try {
+    init_logging_from_env();
+    Settings& s = settings();
+    declare_builtin_settings(s);
+    for (const Status& st : s.apply_environment()) log_warn(st.message());
+    apply_inject_settings(s);
+    if (!python::process_has_python()) {
+      log_info("not a Python process; the agent stays idle");
+      return;
+    }
+    auto* info = new server::AgentInfo;  // lives as long as the server: forever
+    info->version = PROBING_VERSION;
+    info->socket = "@probing-" + std::to_string(::getpid());
+    info->started_at = now_s();
+    server::ServerOptions options;
+    options.abstract_name = info->socket.substr(1);
+    options.max_connections = static_cast<int>(s.get_int("server.max_connections"));
+    options.request_timeout_s = s.get_double("server.request_timeout_s");
+    options.max_body_bytes = static_cast<size_t>(s.get_int("server.max_body_bytes"));
+    Result<server::HttpServer*> srv = server::HttpServer::start(options, server::make_router(*info));
+    if (!srv.is_ok()) {
+      if (srv.status().code() == Code::kAlreadyExists) {
+        log_info("another copy of the agent already serves this process");
+      } else {
+        log_error("the agent could not start: " + srv.status().message());
+      }
+      return;
+    }
+    g_listen_fd.store((*srv)->listen_fd());
+    log_info("agent listening on " + info->socket);
+  } catch (const std::exception& e) {
+    log_error(std::string("the agent could not start: ") + e.what());
+  } catch (...) {
+    log_error("the agent could not start");
+  }
+}
+
+}  // namespace
+
+// Starts the agent once per process; later calls do nothing. Returns 0.
+int start() noexcept {
+  if (g_started.exchange(true)) return 0;
+  try {
+    pthread_atfork(nullptr, nullptr, after_fork_in_child);
+    std::thread(bootstrap).detach();
+  } catch (...) {
+    g_started.store(false);
+    return -1;
+  }
+  return 0;
+}
+
+}  // namespace probing::agent
+
+// Called by `probing.init()` through ctypes. Idempotent; 0 on success.
+PROBING_EXPORT int probing_agent_start() { return probing::agent::start(); }
+
+// The agent's version text, so a client library can tell which agent it loaded.
+PROBING_EXPORT const char* probing_agent_version() { return PROBING_VERSION; }
+
+__attribute__((constructor)) static void probing_agent_load() {
+  // PROBING_DISABLE=1 keeps a preloaded or injected library idle.
+  const char* off = ::getenv("PROBING_DISABLE");
+  if (off != nullptr && off[0] != '\0' && off[0] != '0') return;
+  probing::agent::start();
+}

@@ -1,0 +1,128 @@
+// probing PID inject [-D key=value]...: attach the agent to a running process.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include "cli/common.h"
+#include "core/settings.h"
+#include "inject/inject.h"
+
+namespace probing::cli {
+namespace {
+
+struct InjectArgs {
+  std::vector<std::string> defines;
+  double timeout_s = 5;
+  bool verbose = false;
+};
+
+// Whether the agent in `pid` answers GET /health.
+bool agent_answers(const client::Target& target, double timeout_s) {
+  auto c = client::Client::connect(target, timeout_s);
+  if (!c.is_ok()) return false;
+  auto r = (*c)->request("GET", "/health", "", timeout_s);
+  return r.is_ok() && r->status == 200;
+}
+
+// Leaves the -D settings where the agent reads them at start (see inject_settings_path).
+Status write_settings(pid_t pid, const std::vector<std::pair<std::string, std::string>>& defines) {
+  std::string path = "/proc/" + std::to_string(pid) + "/root" + inject_settings_path(pid);
+  ::unlink(path.c_str());  // a stale file of an earlier, failed attempt
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return errno_status("writing the settings for the agent to " + path);
+  std::string text;
+  for (const auto& [k, v] : defines) text += k + "=" + v + "\n";
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  if (!ok) return errno_status("writing " + path);
+  return {};
+}
+
+int run_inject(const Context& ctx, const InjectArgs& args) {
+  using Clock = std::chrono::steady_clock;
+  auto start = Clock::now();
+  if (ctx.target.empty()) return fail("inject needs a pid: probing PID inject");
+  Result<client::Target> target = client::parse_target(ctx.target);
+  if (!target.is_ok()) return fail(target.status());
+  if (target->kind != client::Target::Kind::kPid) return fail("inject works on a local pid, not " + ctx.target);
+  pid_t pid = target->pid;
+  std::vector<std::pair<std::string, std::string>> defines;
+  for (const std::string& d : args.defines) {
+    auto kv = parse_define(d);
+    if (!kv.is_ok()) return fail(kv.status());
+    defines.push_back(*kv);
+  }
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return fail("no process " + std::to_string(pid));
+  if (agent_answers(*target, 2)) {
+    std::cout << "probing is already attached to process " << pid << "; nothing changed\n";
+    if (!defines.empty()) std::cout << "(to change settings now, use: probing " << pid << " config KEY=VALUE)\n";
+    return kExitOk;
+  }
+  Result<std::uintptr_t> py = inject::find_remote_symbol(pid, "Py_IsInitialized");
+  if (!py.is_ok()) {
+    if (py.status().code() == Code::kNotFound) {
+      return fail("process " + std::to_string(pid) + " is not a Python process (no CPython runtime is mapped in it)");
+    }
+    return fail(py.status());
+  }
+  Result<std::string> lib = agent_library_path();
+  if (!lib.is_ok()) return fail(lib.status());
+  Result<bool> loaded = inject::has_mapped_library(pid, "libprobing.so");
+  if (!loaded.is_ok()) return fail(loaded.status());
+  if (!*loaded) {
+    if (!defines.empty()) {
+      Status st = write_settings(pid, defines);
+      if (!st.is_ok()) return fail(st);
+    }
+    inject::InjectOptions options;
+    options.deadline = std::chrono::milliseconds(static_cast<long>(args.timeout_s * 1000));
+    Result<inject::InjectReport> report = inject::inject_library(pid, *lib, options);
+    if (!report.is_ok()) {
+      ::unlink(("/proc/" + std::to_string(pid) + "/root" + inject_settings_path(pid)).c_str());
+      return fail(report.status().with_context("attaching to process " + std::to_string(pid)));
+    }
+    if (args.verbose) {
+      std::cerr << "probing: loaded " << *lib << " using " << report->how << " (" << report->attempts
+                << " thread(s) examined)\n";
+    }
+  }
+  // The agent's constructor only starts a thread; wait until that thread serves.
+  auto deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(args.timeout_s));
+  auto pause = std::chrono::milliseconds(1);
+  while (!agent_answers(*target, 1)) {
+    if (Clock::now() > deadline) {
+      return fail("the agent was loaded into process " + std::to_string(pid) +
+                  " but did not answer in time; it may still be starting (try: probing list)");
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+  std::cout << "Successfully injected probes into process " << pid << "\n";
+  if (args.verbose) {
+    std::cerr << "probing: " << std::chrono::duration<double, std::milli>(Clock::now() - start).count()
+              << " ms from start to the agent answering\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_inject_command(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<InjectArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "inject",
+      "Attach the agent to a running Python process, with no restart (ptrace; see docs/attach.md).\n"
+      "Returns when the agent answers. A second inject reports that it is already there.");
+  cmd->add_option("-D,--define", args->defines, "a setting applied before the agent starts, key=value (repeatable)");
+  cmd->add_option("--timeout", args->timeout_s, "seconds to wait for a safe moment and for the agent to answer")
+      ->default_val(5)
+      ->check(CLI::PositiveNumber);
+  cmd->add_flag("-v,--verbose", args->verbose, "say which thread was used and how long it took");
+  on_run(cmd, [&ctx, args] { return run_inject(ctx, *args); });
+}
+
+}  // namespace probing::cli

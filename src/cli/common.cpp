@@ -1,0 +1,66 @@
+#include "cli/common.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "core/settings.h"
+
+namespace probing::cli {
+
+Result<std::unique_ptr<client::Client>> connect_target(const Context& ctx, double timeout_s) {
+  if (ctx.target.empty()) {
+    return Status(Code::kInvalidArgument, "no target: give a pid, host:port or unix:PATH, e.g. probing 1234 eval 1+1");
+  }
+  Result<client::Target> target = client::parse_target(ctx.target);
+  if (!target.is_ok()) return target.status();
+  return client::Client::connect(*target, timeout_s);
+}
+
+int fail(const std::string& message) {
+  std::cerr << "probing: " << message << "\n";
+  return kExitFailed;
+}
+
+int fail(const Status& status) { return fail(status.message()); }
+
+Result<std::string> agent_library_path() {
+  if (const char* env = ::getenv("PROBING_LIBRARY"); env != nullptr && env[0] != '\0') {
+    if (::access(env, R_OK) != 0) return Status(Code::kNotFound, std::string("PROBING_LIBRARY=") + env + " is not readable");
+    return std::string(env);
+  }
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return errno_status("readlink(/proc/self/exe)");
+  std::string exe(buf, static_cast<size_t>(n));
+  std::string dir = exe.substr(0, exe.rfind('/'));
+  std::string path = dir + "/../lib/probing/libprobing.so";
+  char resolved[PATH_MAX];
+  if (::realpath(path.c_str(), resolved) == nullptr || ::access(resolved, R_OK) != 0) {
+    return Status(Code::kNotFound, "the agent library is not at " + path + "; set PROBING_LIBRARY");
+  }
+  return std::string(resolved);
+}
+
+Result<std::pair<std::string, std::string>> parse_define(const std::string& text) {
+  size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return Status(Code::kInvalidArgument, "-D expects key=value, got '" + text + "'");
+  }
+  std::string key = text.substr(0, eq);
+  std::string value = text.substr(eq + 1);
+  Settings s;
+  declare_builtin_settings(s);
+  PROBING_RETURN_IF_ERROR(s.set(key, value));
+  return std::make_pair(key, value);
+}
+
+void on_run(CLI::App* command, std::function<int()> fn) {
+  command->callback([fn = std::move(fn)] {
+    int rc = fn();
+    if (rc != kExitOk) throw CLI::RuntimeError(rc);
+  });
+}
+
+}  // namespace probing::cli

@@ -1,0 +1,46 @@
+// What every CLI command shares: the target, connecting to it, and reporting errors.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "client/client.h"
+#include "core/status.h"
+
+namespace probing::cli {
+
+// Exit codes of the probing command.
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;  // the request failed, or the code raised in the target
+constexpr int kExitUsage = 2;
+
+struct Context {
+  std::string target;  // as given: positional before the command, or -t/--target
+};
+
+// Connects to the context's target; kInvalidArgument when none was given.
+Result<std::unique_ptr<client::Client>> connect_target(const Context& ctx, double timeout_s = 5);
+
+// Prints "probing: <message>" to stderr and returns kExitFailed.
+int fail(const Status& status);
+int fail(const std::string& message);
+
+// The agent library to preload or inject: $PROBING_LIBRARY, else ../lib/probing/libprobing.so
+// beside this executable (the same in the build tree and an install).
+Result<std::string> agent_library_path();
+
+// Checks a -D key=value against the settings table; returns the pair.
+Result<std::pair<std::string, std::string>> parse_define(const std::string& text);
+
+// Makes `fn` the command's action; its non-zero return becomes the process's exit code.
+void on_run(CLI::App* command, std::function<int()> fn);
+
+// Each command adds itself to the app. `ctx` outlives parsing and running.
+void add_eval_command(CLI::App& app, Context& ctx);
+void add_list_command(CLI::App& app, Context& ctx);
+void add_launch_command(CLI::App& app, Context& ctx);
+void add_inject_command(CLI::App& app, Context& ctx);
+
+}  // namespace probing::cli

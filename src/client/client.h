@@ -1,0 +1,60 @@
+// The HTTP client of the CLI (and of anything else in C++ that talks to an agent): one
+// connection, synchronous requests with a deadline each.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+
+namespace probing::client {
+
+struct Target {
+  enum class Kind { kPid, kUnix, kTcp };
+  Kind kind = Kind::kPid;
+  pid_t pid = 0;           // kPid
+  std::string unix_path;   // kUnix; a leading '@' means the abstract namespace
+  std::string host;        // kTcp
+  int port = 0;            // kTcp
+  std::string text;        // as the user wrote it
+};
+
+// "1234" -> pid; "unix:/run/x.sock" or "unix:@name" -> unix socket; "host:port" -> TCP.
+Result<Target> parse_target(const std::string& text);
+
+struct Response {
+  int status = 0;
+  std::string body;
+  // The body as JSON; a discarded value when it is not JSON.
+  nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, false); }
+  // The agent's {"error": {"type","message"}}, when there is one.
+  std::string error_type() const;
+  std::string error_message() const;
+};
+
+class Client {
+ public:
+  // Connects; the errors say what to do next (no such process, no agent: inject it, ...).
+  static Result<std::unique_ptr<Client>> connect(const Target& target, double timeout_s = 5);
+  virtual ~Client() = default;
+
+  // One request on this connection; kTimeout past `timeout_s`, kUnavailable when the agent
+  // closed the connection (the target exited, for instance).
+  virtual Result<Response> request(const std::string& method, const std::string& path,
+                                   const std::string& body, double timeout_s) = 0;
+
+  const Target& target() const { return target_; }
+
+ protected:
+  explicit Client(Target t) : target_(std::move(t)) {}
+  Target target_;
+};
+
+// The local processes that have an agent listening: the pids of every @probing-<pid> socket.
+std::vector<pid_t> list_local_agents();
+
+}  // namespace probing::client

@@ -1,0 +1,184 @@
+#include "core/settings.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+namespace probing {
+namespace {
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+Status positive(const std::string& v) {
+  if (std::strtod(v.c_str(), nullptr) <= 0) return {Code::kInvalidArgument, "must be > 0"};
+  return {};
+}
+
+}  // namespace
+
+void Settings::declare(const std::string& name, SettingKind kind, const std::string& default_value,
+                       const std::string& description, Validator validator) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (entries_.count(name) != 0) return;
+  Entry e{{name, default_value, default_value, description, kind}, std::move(validator)};
+  entries_.emplace(name, std::move(e));
+}
+
+Result<std::string> Settings::canonicalize(const Entry& entry, const std::string& value) const {
+  std::string canonical;
+  switch (entry.info.kind) {
+    case SettingKind::kBool: {
+      std::string v = lower(value);
+      if (v == "1" || v == "true" || v == "on" || v == "yes") {
+        canonical = "on";
+      } else if (v == "0" || v == "false" || v == "off" || v == "no") {
+        canonical = "off";
+      } else {
+        return Status(Code::kInvalidArgument, "expected on or off, got '" + value + "'");
+      }
+      break;
+    }
+    case SettingKind::kInt: {
+      char* end = nullptr;
+      errno = 0;
+      long long n = std::strtoll(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || errno != 0) {
+        return Status(Code::kInvalidArgument, "expected an integer, got '" + value + "'");
+      }
+      canonical = std::to_string(n);
+      break;
+    }
+    case SettingKind::kDouble: {
+      char* end = nullptr;
+      errno = 0;
+      double d = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || errno != 0 || !std::isfinite(d)) {
+        return Status(Code::kInvalidArgument, "expected a number, got '" + value + "'");
+      }
+      canonical = value;
+      break;
+    }
+    case SettingKind::kString: canonical = value; break;
+  }
+  if (entry.validator) {
+    Status st = entry.validator(canonical);
+    if (!st.is_ok()) return st;
+  }
+  return canonical;
+}
+
+Status Settings::set(const std::string& name, const std::string& value) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) {
+    return {Code::kNotFound, "unknown setting '" + name + "' (see: probing PID config)"};
+  }
+  Result<std::string> canonical = canonicalize(it->second, value);
+  if (!canonical.is_ok()) return canonical.status().with_context("setting " + name);
+  it->second.info.value = canonical.value();
+  return {};
+}
+
+std::optional<std::string> Settings::get(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return std::nullopt;
+  return it->second.info.value;
+}
+
+bool Settings::get_bool(const std::string& name) const { return get(name).value_or("off") == "on"; }
+
+long long Settings::get_int(const std::string& name) const {
+  return std::strtoll(get(name).value_or("0").c_str(), nullptr, 10);
+}
+
+double Settings::get_double(const std::string& name) const {
+  return std::strtod(get(name).value_or("0").c_str(), nullptr);
+}
+
+std::vector<SettingInfo> Settings::list() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<SettingInfo> out;
+  out.reserve(entries_.size());
+  for (const auto& [name, e] : entries_) out.push_back(e.info);
+  return out;
+}
+
+std::string Settings::env_name(const std::string& name) {
+  std::string out = "PROBING_";
+  for (char c : name) {
+    out += (c == '.' || c == '-') ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+std::vector<Status> Settings::apply_environment() {
+  std::vector<std::string> names;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, e] : entries_) names.push_back(name);
+  }
+  std::vector<Status> errors;
+  for (const std::string& name : names) {
+    const char* v = std::getenv(env_name(name).c_str());
+    if (v == nullptr) continue;
+    Status st = set(name, v);
+    if (!st.is_ok()) errors.push_back(st.with_context(env_name(name)));
+  }
+  return errors;
+}
+
+std::vector<Status> Settings::apply_lines(const std::string& text) {
+  std::vector<Status> errors;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    std::string line = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    start = end == std::string::npos ? text.size() : end + 1;
+    if (line.empty() || line[0] == '#') continue;
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) {
+      errors.emplace_back(Code::kInvalidArgument, "expected name=value, got '" + line + "'");
+      continue;
+    }
+    Status st = set(line.substr(0, eq), line.substr(eq + 1));
+    if (!st.is_ok()) errors.push_back(st);
+  }
+  return errors;
+}
+
+std::string inject_settings_path(int pid) { return "/tmp/probing-" + std::to_string(pid) + ".settings"; }
+
+Settings& settings() {
+  static Settings* s = new Settings;  // leaked on purpose, see header
+  return *s;
+}
+
+void declare_builtin_settings(Settings& s) {
+  s.declare("eval.timeout_s", SettingKind::kDouble, "30",
+            "Seconds an eval may run when the request names no timeout; then it is interrupted.",
+            positive);
+  s.declare("eval.max_output_bytes", SettingKind::kInt, "1048576",
+            "Most bytes of printed output one eval returns; the rest is cut with a notice.",
+            positive);
+  s.declare("gil.timeout_s", SettingKind::kDouble, "5",
+            "Seconds a request waits for the GIL before it answers that the GIL is held.",
+            positive);
+  s.declare("server.max_connections", SettingKind::kInt, "64",
+            "Most client connections served at once; further ones are refused.", positive);
+  s.declare("server.request_timeout_s", SettingKind::kDouble, "10",
+            "Seconds a client has to send a whole request before the connection is closed.",
+            positive);
+  s.declare("server.max_body_bytes", SettingKind::kInt, "8388608",
+            "Largest request body accepted; larger requests get 413.", positive);
+  s.declare("python.max_workers", SettingKind::kInt, "4",
+            "Most agent threads running Python requests at once; more requests wait their turn.",
+            positive);
+}
+
+}  // namespace probing

@@ -1,0 +1,80 @@
+// The settings table: every tunable of the agent, with its value and description. It backs
+// information_schema.df_settings, `probing config`, `SET name = value`, `-D name=value` and the
+// PROBING_<NAME> environment variables (name upper-cased, '.' -> '_': eval.timeout_s is
+// PROBING_EVAL_TIMEOUT_S). Thread-safe.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace probing {
+
+enum class SettingKind { kBool, kInt, kDouble, kString };
+
+struct SettingInfo {
+  std::string name;
+  std::string value;        // canonical text form
+  std::string default_value;
+  std::string description;
+  SettingKind kind;
+};
+
+class Settings {
+ public:
+  // Extra check run after the value parsed as its kind; returns an error to refuse the value.
+  using Validator = std::function<Status(const std::string& canonical)>;
+
+  // Declares a setting. Declaring a name twice keeps the first declaration.
+  void declare(const std::string& name, SettingKind kind, const std::string& default_value,
+               const std::string& description, Validator validator = nullptr);
+
+  // Sets a declared setting from text ("on"/"off"/"true"/"1" for booleans). kNotFound for an
+  // unknown name, kInvalidArgument for a value that does not parse or validate.
+  Status set(const std::string& name, const std::string& value);
+
+  std::optional<std::string> get(const std::string& name) const;
+  bool get_bool(const std::string& name) const;
+  long long get_int(const std::string& name) const;
+  double get_double(const std::string& name) const;
+
+  std::vector<SettingInfo> list() const;  // sorted by name
+
+  // Applies PROBING_<NAME> for every declared setting. Returns one error per bad variable.
+  std::vector<Status> apply_environment();
+
+  // Applies "name=value" lines (blank lines and '#' comments skipped). Returns one error per bad
+  // line; good lines apply regardless.
+  std::vector<Status> apply_lines(const std::string& text);
+
+  // "eval.timeout_s" -> "PROBING_EVAL_TIMEOUT_S".
+  static std::string env_name(const std::string& name);
+
+ private:
+  struct Entry {
+    SettingInfo info;
+    Validator validator;
+  };
+  Result<std::string> canonicalize(const Entry& entry, const std::string& value) const;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+};
+
+// Where `probing PID inject -D key=value` leaves settings for the agent it is about to load into
+// `pid`: a file that the agent reads once at start and deletes. (The target's /tmp, as the target
+// sees it.)
+std::string inject_settings_path(int pid);
+
+// The process-wide table. Never destroyed (agent threads may read it during exit).
+Settings& settings();
+
+// Declares the settings of the core and agent (idempotent).
+void declare_builtin_settings(Settings& s);
+
+}  // namespace probing

@@ -1,0 +1,455 @@
+// inject_library(): choose a thread, borrow it for one dlopen() call, put it back.
+// The steps and the safety rules are described for users in docs/attach.md.
+#include "inject/inject.h"
+
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "inject/arch.h"
+#include "inject/maps.h"
+#include "inject/memory.h"
+#include "inject/process.h"
+#include "inject/symbols.h"
+#include "inject/syscalls.h"
+#include "inject/tracee.h"
+
+namespace probing::inject {
+namespace {
+
+// The borrowed thread "returns" here; executing it faults, and the fault is our stop.
+constexpr std::uintptr_t kReturnAddress = 0;
+// glibc's internal flag for __libc_dlopen_mode: open as dlopen() would.
+constexpr int kRtldDlopen = static_cast<int>(0x80000000u);
+constexpr std::size_t kMaxPathLength = 4095;
+constexpr std::size_t kMaxErrorLength = 1024;
+// Per round, at most this many threads are stopped and looked at.
+constexpr int kProbesPerRound = 8;
+// Of which at most this many are threads found running (not parked in a system call).
+constexpr int kRunningProbesPerRound = 3;
+// How long one candidate may take to reach its interrupt stop.
+constexpr auto kStopTimeout = std::chrono::milliseconds(200);
+
+std::string hex(std::uintptr_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(v));
+  return buf;
+}
+
+std::string process_text(pid_t pid) { return "process " + std::to_string(pid); }
+
+// Blocks the signals that end a CLI (Ctrl-C, kill, hang-up) on the calling thread for its
+// lifetime, so the target is never left half-way; they are delivered when it ends.
+class CriticalSection {
+ public:
+  CriticalSection() {
+    sigset_t block;
+    sigemptyset(&block);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, &old_);
+  }
+  ~CriticalSection() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  CriticalSection(const CriticalSection&) = delete;
+  CriticalSection& operator=(const CriticalSection&) = delete;
+
+ private:
+  sigset_t old_;
+};
+
+// The loader entry points in the target.
+struct LoaderApi {
+  std::uintptr_t open = 0;   // dlopen, or __libc_dlopen_mode
+  std::uintptr_t error = 0;  // dlerror; 0 when there is none to call
+  int mode = RTLD_NOW;
+  std::string description;   // "dlopen in /lib/x86_64-linux-gnu/libc.so.6"
+};
+
+// dlopen from the target's own C library (glibc >= 2.34, musl), else from libdl (older glibc),
+// else glibc's private __libc_dlopen_mode; never from our own process's libc.
+Result<LoaderApi> find_loader_api(pid_t pid, const std::vector<Mapping>& maps) {
+  std::vector<std::string> libc, libdl;
+  for (const std::string& file : mapped_files(maps)) {
+    const ObjectKind kind = classify_object(file);
+    if (kind == ObjectKind::kLibc) libc.push_back(file);
+    if (kind == ObjectKind::kLibdl) libdl.push_back(file);
+  }
+  Status last(Code::kNotFound, "no C library is mapped");
+  for (const auto* group : {&libc, &libdl}) {
+    for (const std::string& object : *group) {
+      Result<std::uintptr_t> open = resolve_symbol_in(pid, maps, object, "dlopen");
+      if (!open) {
+        last = open.status();
+        continue;
+      }
+      LoaderApi api;
+      api.open = *open;
+      Result<std::uintptr_t> error = resolve_symbol_in(pid, maps, object, "dlerror");
+      if (error) api.error = *error;
+      api.description = "dlopen in " + object;
+      return api;
+    }
+  }
+  for (const std::string& object : libc) {
+    Result<std::uintptr_t> open = resolve_symbol_in(pid, maps, object, "__libc_dlopen_mode");
+    if (!open) continue;
+    LoaderApi api;
+    api.open = *open;
+    api.mode = RTLD_NOW | kRtldDlopen;
+    api.description = "__libc_dlopen_mode in " + object;
+    return api;
+  }
+  return Status(Code::kNotFound, "no dlopen in " + process_text(pid) +
+                                     " (looked in libc, libdl, then __libc_dlopen_mode): " +
+                                     last.message());
+}
+
+// A signal that reached the borrowed thread during the call, held back until it is restored.
+struct HeldSignal {
+  int signal = 0;
+  siginfo_t info{};
+  bool have_info = false;
+};
+
+// A thread stopped and judged safe to borrow.
+struct Borrowed {
+  Tracee tracee;
+  arch::CpuState saved;
+  std::string how;
+};
+
+enum class Tier { kRestartingSyscall = 0, kEintrSyscall = 1, kRunning = 2 };
+
+struct Candidate {
+  pid_t tid;
+  Tier tier;
+  SyscallHint hint;
+};
+
+// Orders the threads by how promising they look from /proc, without stopping any: parked in a
+// transparently restarted wait first, then waits that may see EINTR, then running threads.
+// Threads parked anywhere else (futex: maybe a lock the loader or malloc needs) are left alone.
+std::vector<Candidate> rank_threads(pid_t pid, const std::vector<pid_t>& tids,
+                                    const std::vector<Mapping>& maps) {
+  std::vector<Candidate> out;
+  for (pid_t tid : tids) {
+    SyscallHint hint = read_syscall_hint(pid, tid);
+    if (!hint.known || hint.running) {
+      out.push_back({tid, Tier::kRunning, hint});
+      continue;
+    }
+    if (hint.nr < 0) continue;  // stopped or blocked outside a system call
+    const Mapping* m = find_mapping(maps, hint.pc);
+    if (m != nullptr && classify_object(m->path) == ObjectKind::kLoader) continue;
+    switch (classify_syscall(hint.nr)) {
+      case SyscallSafety::kRestarts: out.push_back({tid, Tier::kRestartingSyscall, hint}); break;
+      case SyscallSafety::kMayReturnEintr: out.push_back({tid, Tier::kEintrSyscall, hint}); break;
+      case SyscallSafety::kUnsafe: break;
+    }
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const Candidate& a, const Candidate& b) { return a.tier < b.tier; });
+  return out;
+}
+
+// Decides from a stopped thread's registers whether it may be borrowed. Returns "" and sets
+// `how` when it may, else the reason it may not.
+std::string judge(pid_t tid, const arch::CpuState& state, const SyscallHint& hint,
+                  const std::vector<Mapping>& maps, const std::string& exe, std::string& how) {
+  const std::uintptr_t pc = arch::program_counter(state);
+  const Mapping* code = find_mapping(maps, pc);
+  if (code == nullptr) return "pc " + hex(pc) + " is outside every mapping (JIT code?)";
+  const ObjectKind kind = classify_object(code->path);
+  const std::string where = code->path.empty() ? std::string("anonymous memory") : path_basename(code->path);
+  if (kind == ObjectKind::kLoader) return "pc is inside the dynamic loader (" + where + ")";
+
+  // The stack must have room for the path, the frame and the red zone, all in one writable
+  // mapping (not a guard page).
+  const std::uintptr_t sp = arch::stack_pointer(state);
+  const Mapping* stack = find_mapping(maps, sp - 1);
+  if (stack == nullptr || stack->perms.size() < 2 || stack->perms[1] != 'w' ||
+      sp - stack->start < arch::kRedZone + kMaxPathLength + 256) {
+    return "stack pointer " + hex(sp) + " has too little writable stack below it";
+  }
+
+  const long nr = arch::stopped_syscall(state, hint.nr, hint.pc);
+  if (nr >= 0) {
+    if (classify_syscall(nr) == SyscallSafety::kUnsafe) return "blocked in " + syscall_name(nr);
+    // -ERESTART*: the wait was interrupted by our stop; otherwise the call had just finished.
+    const auto result = static_cast<long>(arch::return_value(state));
+    const bool blocked = result >= -516 && result <= -512;
+    how = "thread " + std::to_string(tid) + (blocked ? " blocked in " : " returning from ") +
+          syscall_name(nr);
+    return "";
+  }
+  if (kind == ObjectKind::kLibc || kind == ObjectKind::kLibpthread || kind == ObjectKind::kLibdl) {
+    return "running inside " + where + " (maybe in malloc or holding a libc lock)";
+  }
+  if (kind == ObjectKind::kLibpython || (!exe.empty() && code->path == exe)) {
+    how = "thread " + std::to_string(tid) + " running in " + where;
+    return "";
+  }
+  return "running inside " + where + ", whose locks are unknown";
+}
+
+// Stops `candidate` and keeps it when it is safe; otherwise lets it go.
+// Returns the borrowed thread, nothing (with `reason` set) when it was let go, or an error
+// that ends the whole injection (permission, process gone).
+Result<std::optional<Borrowed>> try_thread(pid_t pid, const Candidate& candidate,
+                                           const std::vector<Mapping>& maps, const std::string& exe,
+                                           Clock::time_point deadline, std::string& reason) {
+  Result<Tracee> seized = Tracee::seize(pid, candidate.tid);
+  if (!seized) {
+    if (seized.status().code() == Code::kNotFound) {  // that thread just exited
+      reason = seized.status().message();
+      return std::optional<Borrowed>();
+    }
+    return seized.status();
+  }
+  Tracee tracee = std::move(*seized);
+  Status stopped = tracee.interrupt(std::min(deadline, Clock::now() + kStopTimeout));
+  if (!stopped.is_ok()) {
+    if (stopped.code() == Code::kTimeout || tracee.gone()) {
+      reason = stopped.message();
+      return std::optional<Borrowed>();  // the destructor lets it go
+    }
+    return stopped;
+  }
+  Result<arch::CpuState> state = arch::read_state(candidate.tid);
+  if (!state) return state.status();
+  std::string how;
+  reason = judge(candidate.tid, *state, candidate.hint, maps, exe, how);
+  if (!reason.empty()) {
+    PROBING_RETURN_IF_ERROR(tracee.detach(0));
+    return std::optional<Borrowed>();
+  }
+  return std::optional<Borrowed>(Borrowed{std::move(tracee), std::move(*state), std::move(how)});
+}
+
+// Runs fn(arg0, arg1) on the borrowed thread and returns its result. Signals that arrive
+// meanwhile are held in `held`. On return the thread is stopped (or gone, see tracee.gone()).
+Result<std::uintptr_t> call_function(Borrowed& b, const RemoteMemory& memory, std::uintptr_t fn,
+                                     std::uintptr_t arg0, std::uintptr_t arg1,
+                                     std::uintptr_t stack_top, Clock::time_point deadline,
+                                     std::vector<HeldSignal>& held) {
+  const pid_t tid = b.tracee.tid();
+  arch::CallSetup call = arch::prepare_call(b.saved, fn, arg0, arg1, stack_top, kReturnAddress);
+  if (!call.stack_bytes.empty()) {
+    PROBING_RETURN_IF_ERROR(memory.write(call.stack_address, call.stack_bytes.data(), call.stack_bytes.size()));
+  }
+  PROBING_RETURN_IF_ERROR(arch::write_general(tid, call.registers));
+  PROBING_RETURN_IF_ERROR(b.tracee.resume(0));
+  // Bounded by the deadline: every pass waits for one stop.
+  for (;;) {
+    Result<Stop> stop = b.tracee.wait(deadline);
+    if (!stop) {
+      if (stop.status().code() != Code::kTimeout) return stop.status();
+      // Abandon the call: stop the thread where it is so it can be put back.
+      Status st = b.tracee.interrupt(Clock::now() + std::chrono::seconds(1));
+      if (!st.is_ok()) return st.with_context("stopping thread " + std::to_string(tid) + " after a timed-out call");
+      return Status(Code::kTimeout, "the call at " + hex(fn) + " did not return in time; thread " +
+                                        std::to_string(tid) +
+                                        " was put back, but the target's loader may stay locked");
+    }
+    if (stop->kind == Stop::Kind::kGone) {
+      return Status(Code::kUnavailable, "thread " + std::to_string(tid) + " ended during the call (" +
+                                            process_text(b.tracee.pid()) + " killed?)");
+    }
+    if (stop->kind == Stop::Kind::kEvent) {
+      // A group-stop (SIGSTOP sent to the process meanwhile): finish the call, then stop.
+      if (stop->signal != SIGTRAP) held.push_back({stop->signal, {}, false});
+      PROBING_RETURN_IF_ERROR(b.tracee.resume(0));
+      continue;
+    }
+    Result<arch::CpuState> now = arch::read_state(tid);
+    if (!now) return now.status();
+    const std::uintptr_t pc = arch::program_counter(*now);
+    if (stop->signal == SIGSEGV && pc == kReturnAddress) return arch::return_value(*now);
+    Result<siginfo_t> info = b.tracee.siginfo();
+    const bool fault = info && info->si_code > 0 &&
+                       (stop->signal == SIGSEGV || stop->signal == SIGBUS || stop->signal == SIGILL ||
+                        stop->signal == SIGFPE);
+    if (fault) {
+      return Status(Code::kInternal, "the call at " + hex(fn) + " crashed with signal " +
+                                         std::to_string(stop->signal) + " at pc " + hex(pc) +
+                                         "; thread " + std::to_string(tid) +
+                                         " was put back, but the target may be damaged");
+    }
+    HeldSignal h;
+    h.signal = stop->signal;
+    if (info) {
+      h.info = *info;
+      h.have_info = true;
+    }
+    const bool standard_dup = h.signal < SIGRTMIN &&
+        std::any_of(held.begin(), held.end(), [&](const HeldSignal& x) { return x.signal == h.signal; });
+    if (!standard_dup) held.push_back(h);  // standard signals do not queue: one is all of them
+    PROBING_RETURN_IF_ERROR(b.tracee.resume(0));
+  }
+}
+
+// Puts the borrowed thread back: stack bytes, every register, then detaches, handing it the
+// signals held during the call. The interrupted system call, if any, is restarted by the kernel
+// on the way out of this stop exactly as it would have been after the interrupt stop: the saved
+// registers still say "in syscall N, result -ERESTART*" (see docs/attach.md).
+Status restore(Borrowed& b, const RemoteMemory& memory, std::uintptr_t region,
+               const std::vector<std::uint8_t>& saved_bytes, const std::vector<HeldSignal>& held) {
+  if (b.tracee.gone()) return Status::ok();
+  const pid_t tid = b.tracee.tid();
+  Status st = memory.write(region, saved_bytes.data(), saved_bytes.size());
+  Status regs = arch::write_state(tid, b.saved);
+  if (!regs.is_ok()) return regs.with_context("restoring thread " + std::to_string(tid));
+  int detach_signal = 0;
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    if (i == 0 && b.tracee.at_signal_stop() && held[i].have_info && b.tracee.set_siginfo(held[i].info).is_ok()) {
+      detach_signal = held[i].signal;  // delivered with its original siginfo
+      continue;
+    }
+    ::syscall(SYS_tgkill, b.tracee.pid(), tid, held[i].signal);
+  }
+  Status detached = b.tracee.detach(detach_signal);
+  if (!detached.is_ok()) return detached;
+  return st.with_context("restoring the stack of thread " + std::to_string(tid));
+}
+
+// The call itself, on a borrowed thread; always restores it.
+Result<std::uintptr_t> borrow_and_call(Borrowed& b, const LoaderApi& api,
+                                       const std::string& library_path,
+                                       const InjectOptions& options) {
+  Result<RemoteMemory> memory = RemoteMemory::open(b.tracee.pid());
+  if (!memory) {
+    (void)b.tracee.detach(0);
+    return memory.status();
+  }
+  // [region, top): what we write — the path, then the call frame below it — kept below the
+  // red zone of the interrupted code and saved first.
+  const std::uintptr_t top = arch::stack_pointer(b.saved) - arch::kRedZone;
+  const std::uintptr_t path_at = (top - (library_path.size() + 1)) & ~std::uintptr_t{15};
+  const std::uintptr_t region = (path_at - arch::kCallStackBytes - 16) & ~std::uintptr_t{15};
+  Result<std::vector<std::uint8_t>> saved_bytes = memory->read(region, top - region);
+  if (!saved_bytes) {
+    (void)b.tracee.detach(0);
+    return saved_bytes.status().with_context("saving the stack of thread " + std::to_string(b.tracee.tid()));
+  }
+
+  std::vector<HeldSignal> held;
+  const Clock::time_point deadline = Clock::now() + options.call_timeout;
+  Result<std::uintptr_t> result = Status(Code::kInternal, "not called");
+  Status wrote = memory->write(path_at, library_path.c_str(), library_path.size() + 1);
+  if (!wrote.is_ok()) {
+    result = wrote;
+  } else {
+    result = call_function(b, *memory, api.open, path_at, static_cast<std::uintptr_t>(api.mode),
+                           path_at, deadline, held);
+    if (result && *result == 0) {
+      std::string message = "(no dlerror available)";
+      if (api.error != 0) {
+        Result<std::uintptr_t> text = call_function(b, *memory, api.error, 0, 0, path_at, deadline, held);
+        if (text && *text != 0) {
+          Result<std::string> s = memory->read_c_string(*text, kMaxErrorLength);
+          if (s) message = *s;
+        }
+      }
+      result = Status(Code::kInternal, api.description + " failed in the target: " + message);
+    }
+  }
+  Status restored = restore(b, *memory, region, *saved_bytes, held);
+  if (!restored.is_ok()) {
+    return restored.with_context("putting thread " + std::to_string(b.tracee.tid()) +
+                                 " back (THE TARGET MAY CRASH)");
+  }
+  return result;
+}
+
+Status preflight(pid_t pid, const std::string& library_path) {
+  if (pid <= 0) return Status(Code::kInvalidArgument, "invalid pid " + std::to_string(pid));
+  if (pid == ::getpid()) return Status(Code::kInvalidArgument, "cannot inject into this very process");
+  if (library_path.empty() || library_path[0] != '/') {
+    return Status(Code::kInvalidArgument, "library path must be absolute: \"" + library_path + "\"");
+  }
+  if (library_path.size() > kMaxPathLength || library_path.find('\0') != std::string::npos) {
+    return Status(Code::kInvalidArgument, "library path is too long or contains NUL");
+  }
+  Result<ProcStatus> st = read_proc_status(pid);
+  if (!st) return st.status();
+  const std::string who = process_text(pid);
+  if (st->state == 'Z' || st->state == 'X') return Status(Code::kUnavailable, who + " is a zombie");
+  if (st->tracer != 0 && st->tracer != ::getpid()) {
+    return Status(Code::kUnavailable, who + " is already traced by pid " + std::to_string(st->tracer) +
+                                          " (a debugger?); detach it first");
+  }
+  if (st->state == 'T' || st->state == 't') {
+    return Status(Code::kUnavailable, who + " is stopped; resume it first (kill -CONT " +
+                                          std::to_string(pid) + ")");
+  }
+  const std::string seen = "/proc/" + std::to_string(pid) + "/root" + library_path;
+  if (::access(seen.c_str(), R_OK) != 0 && errno == ENOENT) {
+    return Status(Code::kNotFound, library_path + " does not exist in the filesystem of " + who +
+                                       " (looked at " + seen + ")");
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
+                                    const InjectOptions& options) {
+  PROBING_RETURN_IF_ERROR(preflight(pid, library_path));
+  const std::string context = "injecting " + library_path + " into " + process_text(pid);
+  Result<std::vector<Mapping>> maps = read_maps(pid);
+  if (!maps) return maps.status().with_context(context);
+  Result<LoaderApi> api = find_loader_api(pid, *maps);
+  if (!api) return api.status().with_context(context);
+  const std::string exe = executable_path(pid);
+
+  CriticalSection critical;
+  const Clock::time_point deadline = Clock::now() + options.deadline;
+  InjectReport report;
+  std::string last_reason = "no thread was examined";
+  auto pause = std::chrono::milliseconds(1);
+  // Bounded by the deadline: each round stops at most kProbesPerRound threads.
+  for (int round = 0;; ++round) {
+    if (round > 0) {
+      maps = read_maps(pid);
+      if (!maps) return maps.status().with_context(context);
+    }
+    Result<std::vector<pid_t>> tids = list_threads(pid);
+    if (!tids) return tids.status().with_context(context);
+    int probes = 0;
+    int running_probes = 0;
+    for (const Candidate& c : rank_threads(pid, *tids, *maps)) {
+      if (probes >= kProbesPerRound || Clock::now() >= deadline) break;
+      if (c.tier == Tier::kRunning && running_probes++ >= kRunningProbesPerRound) break;
+      ++probes;
+      ++report.attempts;
+      std::string reason;
+      Result<std::optional<Borrowed>> b = try_thread(pid, c, *maps, exe, deadline, reason);
+      if (!b) return b.status().with_context(context);
+      if (!b->has_value()) {
+        last_reason = "thread " + std::to_string(c.tid) + ": " + reason;
+        continue;
+      }
+      Borrowed& borrowed = **b;
+      Result<std::uintptr_t> handle = borrow_and_call(borrowed, *api, library_path, options);
+      if (!handle) return handle.status().with_context(context + " (" + borrowed.how + ")");
+      report.tid = c.tid;
+      report.handle = *handle;
+      report.how = borrowed.how;
+      return report;
+    }
+    if (Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::min<Clock::duration>(pause, deadline - Clock::now()));
+    pause = std::min(pause * 2, std::chrono::milliseconds(20));
+  }
+  return Status(Code::kTimeout, context + ": no thread was safe to borrow within " +
+                                    std::to_string(options.deadline.count()) + " ms (" +
+                                    std::to_string(report.attempts) + " examined; last: " + last_reason +
+                                    "); the target was not changed");
+}
+
+}  // namespace probing::inject

@@ -1,0 +1,24 @@
+// Resolving symbols of one object mapped in another process (internal to inject).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "inject/maps.h"
+
+namespace probing::inject {
+
+// The paths of the mapped files, each once, in address order.
+std::vector<std::string> mapped_files(const std::vector<Mapping>& maps);
+
+// Address in `pid` of `symbol` as defined by the mapped file `object_path` (a path from `maps`).
+// kNotFound when that object does not define it; kUnsupported for an IFUNC (its address is a
+// resolver, not the function).
+Result<std::uintptr_t> resolve_symbol_in(pid_t pid, const std::vector<Mapping>& maps,
+                                         const std::string& object_path, const std::string& symbol);
+
+}  // namespace probing::inject

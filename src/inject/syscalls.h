@@ -1,0 +1,21 @@
+// Which system calls a thread may be borrowed from (internal to inject).
+#pragma once
+
+#include <string>
+
+namespace probing::inject {
+
+enum class SyscallSafety {
+  kUnsafe,          // not on the list: may hold a lock the loader or malloc needs (futex, mmap...)
+  kRestarts,        // a blocking wait that the kernel restarts transparently after a ptrace stop
+  kMayReturnEintr,  // a blocking wait that may return EINTR to the program after a ptrace stop
+                    // (epoll_wait, sigtimedwait...): safe, but used only when nothing better is
+};
+
+// How safe it is to borrow a thread blocked in system call `nr` (this architecture's numbers).
+SyscallSafety classify_syscall(long nr);
+
+// "clock_nanosleep", or "syscall 230" for calls not in our table.
+std::string syscall_name(long nr);
+
+}  // namespace probing::inject

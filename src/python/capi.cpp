@@ -1,0 +1,112 @@
+#include "python/capi.h"
+
+#include <dlfcn.h>
+#include <link.h>
+
+#include <cstring>
+#include <mutex>
+
+namespace probing::python {
+namespace {
+
+// Finds a libpython that was loaded RTLD_LOCAL (an application embedding Python through
+// dlopen), whose symbols RTLD_DEFAULT cannot see. Returns a handle or nullptr.
+void* find_local_libpython() {
+  std::string found;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        const char* name = info->dlpi_name;
+        if (name != nullptr && std::strstr(name, "libpython3") != nullptr) {
+          *static_cast<std::string*>(data) = name;
+          return 1;
+        }
+        return 0;
+      },
+      &found);
+  if (found.empty()) return nullptr;
+  return dlopen(found.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+}
+
+void* lookup(void* handle, const char* name) {
+  void* p = dlsym(RTLD_DEFAULT, name);
+  if (p == nullptr && handle != nullptr) p = dlsym(handle, name);
+  return p;
+}
+
+template <typename F>
+bool resolve(void* handle, const char* name, F& out, std::string& missing) {
+  out = reinterpret_cast<F>(lookup(handle, name));
+  if (out == nullptr) {
+    if (!missing.empty()) missing += ", ";
+    missing += name;
+  }
+  return out != nullptr;
+}
+
+Result<const CApi*> load_once() {
+  void* handle = nullptr;
+  if (dlsym(RTLD_DEFAULT, "Py_IsInitialized") == nullptr) {
+    handle = find_local_libpython();
+    if (handle == nullptr || dlsym(handle, "Py_IsInitialized") == nullptr) {
+      return Status(Code::kUnavailable, "this process has no CPython runtime");
+    }
+  }
+  auto* api = new CApi{};  // lives for the life of the process
+  std::string missing;
+#define PROBING_RESOLVE(name) resolve(handle, #name, api->name, missing)
+  PROBING_RESOLVE(Py_IsInitialized);
+  PROBING_RESOLVE(Py_GetVersion);
+  PROBING_RESOLVE(PyGILState_Ensure);
+  PROBING_RESOLVE(PyGILState_Release);
+  PROBING_RESOLVE(PyGILState_Check);
+  PROBING_RESOLVE(PyThread_get_thread_ident);
+  PROBING_RESOLVE(PyThreadState_SetAsyncExc);
+  PROBING_RESOLVE(PyRun_StringFlags);
+  PROBING_RESOLVE(PyImport_ImportModule);
+  PROBING_RESOLVE(PyModule_GetDict);
+  PROBING_RESOLVE(PyDict_New);
+  PROBING_RESOLVE(PyDict_GetItemString);
+  PROBING_RESOLVE(PyDict_SetItemString);
+  PROBING_RESOLVE(PyUnicode_FromStringAndSize);
+  PROBING_RESOLVE(PyUnicode_AsUTF8AndSize);
+  PROBING_RESOLVE(PyLong_FromLongLong);
+  PROBING_RESOLVE(PyFloat_FromDouble);
+  PROBING_RESOLVE(PyObject_CallFunctionObjArgs);
+  PROBING_RESOLVE(PyObject_Str);
+  PROBING_RESOLVE(Py_IncRef);
+  PROBING_RESOLVE(Py_DecRef);
+  PROBING_RESOLVE(PyErr_Occurred);
+  PROBING_RESOLVE(PyErr_Fetch);
+  PROBING_RESOLVE(PyErr_Clear);
+#undef PROBING_RESOLVE
+  api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "Py_IsFinalizing"));
+  if (api->is_finalizing == nullptr) {
+    api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "_Py_IsFinalizing"));
+  }
+  if (api->is_finalizing == nullptr) {
+    if (!missing.empty()) missing += ", ";
+    missing += "Py_IsFinalizing";
+  }
+  if (!missing.empty()) {
+    delete api;
+    return Status(Code::kUnsupported, "the CPython runtime lacks " + missing);
+  }
+  return static_cast<const CApi*>(api);
+}
+
+}  // namespace
+
+Result<const CApi*> load_capi() {
+  static std::once_flag once;
+  static Result<const CApi*>* result = nullptr;
+  std::call_once(once, [] { result = new Result<const CApi*>(load_once()); });
+  return *result;
+}
+
+bool process_has_python() noexcept {
+  if (dlsym(RTLD_DEFAULT, "Py_IsInitialized") != nullptr) return true;
+  void* handle = find_local_libpython();
+  return handle != nullptr && dlsym(handle, "Py_IsInitialized") != nullptr;
+}
+
+}  // namespace probing::python

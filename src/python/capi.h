@@ -1,0 +1,58 @@
+// The CPython API, resolved at run time. probing never links against libpython and never
+// includes Python.h: one build serves CPython 3.9-3.13 whether libpython is a shared library or
+// linked into the executable. Only functions that exist, with the same signature, in every
+// supported version are listed here; version differences live in compat.h.
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+
+namespace probing::python {
+
+// Opaque: the agent never looks inside a PyObject through these declarations.
+struct PyObject;
+using PyGILStateState = int;  // PyGILState_STATE is an int-sized enum in every version
+
+// Start symbols of PyRun_StringFlags.
+constexpr int kPyFileInput = 257;
+constexpr int kPyEvalInput = 258;
+
+struct CApi {
+  int (*Py_IsInitialized)();
+  const char* (*Py_GetVersion)();
+  PyGILStateState (*PyGILState_Ensure)();
+  void (*PyGILState_Release)(PyGILStateState);
+  int (*PyGILState_Check)();
+  unsigned long (*PyThread_get_thread_ident)();
+  int (*PyThreadState_SetAsyncExc)(unsigned long, PyObject*);
+  int (*is_finalizing)();  // Py_IsFinalizing (3.13+) or _Py_IsFinalizing (3.9-3.12)
+
+  PyObject* (*PyRun_StringFlags)(const char*, int, PyObject*, PyObject*, void*);
+  PyObject* (*PyImport_ImportModule)(const char*);
+  PyObject* (*PyModule_GetDict)(PyObject*);  // borrowed
+  PyObject* (*PyDict_New)();
+  PyObject* (*PyDict_GetItemString)(PyObject*, const char*);  // borrowed
+  int (*PyDict_SetItemString)(PyObject*, const char*, PyObject*);
+  PyObject* (*PyUnicode_FromStringAndSize)(const char*, long);
+  const char* (*PyUnicode_AsUTF8AndSize)(PyObject*, long*);
+  PyObject* (*PyLong_FromLongLong)(long long);
+  PyObject* (*PyFloat_FromDouble)(double);
+  PyObject* (*PyObject_CallFunctionObjArgs)(PyObject*, ...);
+  PyObject* (*PyObject_Str)(PyObject*);
+  void (*Py_IncRef)(PyObject*);
+  void (*Py_DecRef)(PyObject*);
+  PyObject* (*PyErr_Occurred)();  // borrowed
+  void (*PyErr_Fetch)(PyObject**, PyObject**, PyObject**);
+  void (*PyErr_Clear)();
+};
+
+// Resolves the API from the running process. kUnavailable when the process is not Python
+// (no Py_IsInitialized anywhere); kUnsupported when a required function is missing.
+// The result lives for the life of the process.
+Result<const CApi*> load_capi();
+
+// Whether this process has a CPython runtime loaded at all (cheap; no resolution of the rest).
+bool process_has_python() noexcept;
+
+}  // namespace probing::python

@@ -1,0 +1,27 @@
+// Everything that differs between CPython versions is decided here, once.
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+
+namespace probing::python {
+
+struct PythonVersion {
+  int major = 0;
+  int minor = 0;
+  int micro = 0;
+  std::string text;  // "3.11.7"
+};
+
+constexpr int kOldestMinor = 9;   // 3.9
+constexpr int kNewestMinor = 13;  // 3.13
+
+// Parses the leading "X.Y.Z" of Py_GetVersion()'s text ("3.11.7 (main, ...) [GCC 12]").
+Result<PythonVersion> parse_version(const char* py_get_version);
+
+// kUnsupported, with a message naming the supported range, outside 3.9-3.13. probing never
+// guesses at the layout of an interpreter it was not written for.
+Status check_supported(const PythonVersion& v);
+
+}  // namespace probing::python

@@ -1,0 +1,175 @@
+#include "python/executor.h"
+
+#include <cxxabi.h>
+
+#include <exception>
+#include <thread>
+
+#include "core/log.h"
+
+namespace probing::python {
+
+struct PythonExecutor::Job {
+  enum class State { kQueued, kWaitingGil, kRunning, kDone, kCancelled };
+  Work work;
+  std::mutex mu;
+  std::condition_variable cv;
+  State state = State::kQueued;  // kQueued->kRunning and kRunning->kDone happen under the GIL
+  unsigned long thread_ident = 0;
+  std::string failure;  // set when the work could not run or threw
+};
+
+PythonExecutor::PythonExecutor(const CApi& api, int max_workers, int max_queued)
+    : api_(api), max_workers_(max_workers < 1 ? 1 : max_workers), max_queued_(max_queued) {}
+
+Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType& interrupt_type,
+                           bool* interrupted) {
+  if (interrupted != nullptr) *interrupted = false;
+  auto job = std::make_shared<Job>();
+  job->work = std::move(work);
+  int busy_workers = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (static_cast<int>(queue_.size()) >= max_queued_) {
+      return {Code::kUnavailable, "too many Python requests are waiting (" +
+                                      std::to_string(queue_.size()) + "); try again later"};
+    }
+    queue_.push_back(job);
+    if (idle_ == 0 && workers_ < max_workers_) {
+      ++workers_;
+      std::thread([this] { worker_loop(); }).detach();
+    }
+    busy_workers = workers_ - idle_;
+  }
+  cv_.notify_one();
+
+  std::unique_lock<std::mutex> lock(job->mu);
+  auto started = [&] { return job->state != Job::State::kQueued && job->state != Job::State::kWaitingGil; };
+  if (!job->cv.wait_for(lock, limits.gil_timeout, started)) {
+    bool waited_for_gil = job->state == Job::State::kWaitingGil;
+    job->state = Job::State::kCancelled;
+    double s = std::chrono::duration<double>(limits.gil_timeout).count();
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%.3g", s);
+    if (waited_for_gil) {
+      return {Code::kTimeout, std::string("the GIL was not released within ") + secs +
+                                  " s: another thread holds it (see `probing PID backtrace --all`)"};
+    }
+    return {Code::kTimeout, std::string("not started within ") + secs + " s: all " +
+                                std::to_string(busy_workers) +
+                                " Python workers are busy with earlier requests"};
+  }
+  auto finished = [&] { return job->state == Job::State::kDone; };
+  if (!job->cv.wait_for(lock, limits.run_timeout, finished)) {
+    lock.unlock();
+    std::thread(interrupt, std::cref(api_), job, interrupt_type).detach();
+    lock.lock();
+    double s = std::chrono::duration<double>(limits.run_timeout).count();
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%.3g", s);
+    if (job->cv.wait_for(lock, limits.grace, finished)) {
+      if (interrupted != nullptr) *interrupted = true;
+      if (!job->failure.empty()) return {Code::kInternal, job->failure};
+      return {};
+    }
+    return {Code::kTimeout, std::string("ran past its timeout of ") + secs +
+                                " s; it is still running and will be interrupted when it next "
+                                "runs Python code"};
+  }
+  if (!job->failure.empty()) return {Code::kInternal, job->failure};
+  return {};
+}
+
+// Raises the interrupt in the job's thread if, with the GIL held, the job is still running: the
+// job's kRunning->kDone transition also happens under the GIL, so this can never hit later work.
+void PythonExecutor::interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type) {
+  try {
+    if (api.is_finalizing()) return;
+    PyGILStateState gil = api.PyGILState_Ensure();
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      PyObject* exc = type ? type(api) : nullptr;
+      if (job->state == Job::State::kRunning && exc != nullptr) {
+        api.PyThreadState_SetAsyncExc(job->thread_ident, exc);
+      }
+    }
+    api.PyGILState_Release(gil);
+  } catch (abi::__forced_unwind&) {
+    throw;  // the interpreter ends threads that want the GIL after finalization
+  } catch (...) {
+    log_warn("interrupting a Python request failed");
+  }
+}
+
+void PythonExecutor::execute(Job& job) {
+  {
+    std::lock_guard<std::mutex> lock(job.mu);
+    if (job.state == Job::State::kCancelled) return;
+    job.state = Job::State::kWaitingGil;
+  }
+  if (api_.is_finalizing()) {
+    std::lock_guard<std::mutex> lock(job.mu);
+    job.failure = "the Python interpreter is shutting down";
+    job.state = Job::State::kDone;
+    job.cv.notify_all();
+    return;
+  }
+  PyGILStateState gil = api_.PyGILState_Ensure();
+  {
+    std::lock_guard<std::mutex> lock(job.mu);
+    if (job.state == Job::State::kCancelled) {
+      api_.PyGILState_Release(gil);
+      return;
+    }
+    job.state = Job::State::kRunning;
+    job.thread_ident = api_.PyThread_get_thread_ident();
+  }
+  job.cv.notify_all();
+  std::string failure;
+  try {
+    job.work(api_);
+  } catch (abi::__forced_unwind&) {
+    throw;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  // An interrupt that arrived after the work's last bytecode must not outlive it.
+  api_.PyThreadState_SetAsyncExc(job.thread_ident, nullptr);
+  {
+    std::lock_guard<std::mutex> lock(job.mu);
+    job.failure = failure;
+    job.state = Job::State::kDone;
+  }
+  job.cv.notify_all();
+  api_.PyGILState_Release(gil);
+}
+
+// Not noexcept, and abi::__forced_unwind is rethrown everywhere below: a thread that asks for
+// the GIL after the interpreter finalized is ended by CPython with pthread_exit, whose unwinding
+// must pass through (a noexcept frame would turn it into std::terminate).
+void PythonExecutor::worker_loop() noexcept(false) {
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ++idle_;
+      cv_.wait(lock, [&] { return !queue_.empty(); });
+      --idle_;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    try {
+      execute(*job);
+    } catch (abi::__forced_unwind&) {
+      std::lock_guard<std::mutex> lock(mu_);
+      --workers_;
+      throw;
+    } catch (...) {
+      log_warn("a Python worker failed");
+    }
+  }
+}
+
+}  // namespace probing::python

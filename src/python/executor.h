@@ -1,0 +1,64 @@
+// PythonExecutor runs work that needs the GIL on agent threads, so that the thread asking never
+// waits on the GIL itself: it waits on the work with a deadline, and is told why when the
+// deadline passes (the GIL is held elsewhere, every worker is busy, or the work ran too long and
+// was interrupted). A worker stuck waiting for the GIL stays stuck, and drops its work when it
+// finally gets the GIL. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "core/status.h"
+#include "python/capi.h"
+
+namespace probing::python {
+
+class PythonExecutor {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Runs with the GIL held on a worker thread. May run Python code (which releases the GIL now
+  // and then); must not block otherwise. Exceptions are caught and reported.
+  using Work = std::function<void(const CApi&)>;
+  // Gives the exception type to raise in work that ran past its deadline. Called with the GIL
+  // held; returns a borrowed reference, or nullptr for none.
+  using InterruptType = std::function<PyObject*(const CApi&)>;
+
+  struct Limits {
+    Clock::duration gil_timeout;  // to start running
+    Clock::duration run_timeout;  // to finish once running
+    Clock::duration grace;        // to stop after the interrupt was sent
+  };
+
+  PythonExecutor(const CApi& api, int max_workers, int max_queued);
+
+  // Runs `work` and waits for it. ok when it finished, also when it ran past run_timeout, was
+  // interrupted and stopped within the grace period (then *interrupted is set). kTimeout when it
+  // could not start in time (the message says why) or did not stop after the interrupt;
+  // kUnavailable when the queue is full; kInternal when the work could not run or threw.
+  Status run(Work work, const Limits& limits, const InterruptType& interrupt_type,
+             bool* interrupted = nullptr);
+
+  int max_workers() const { return max_workers_; }
+
+ private:
+  struct Job;
+  void worker_loop() noexcept(false);  // not noexcept: see the .cpp on thread exit
+  void execute(Job& job);
+  static void interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type);
+
+  const CApi& api_;
+  const int max_workers_;
+  const int max_queued_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  int workers_ = 0;
+  int idle_ = 0;
+};
+
+}  // namespace probing::python

@@ -1,0 +1,53 @@
+// PyRef owns one reference to a Python object. REQUIRES: the GIL is held whenever a PyRef that
+// holds an object is reset or destroyed.
+#pragma once
+
+#include <utility>
+
+#include "python/capi.h"
+
+namespace probing::python {
+
+class PyRef {
+ public:
+  PyRef() = default;
+  // Takes ownership of a new reference (may be null).
+  PyRef(const CApi& api, PyObject* owned) : api_(&api), obj_(owned) {}
+  PyRef(const PyRef&) = delete;
+  PyRef& operator=(const PyRef&) = delete;
+  PyRef(PyRef&& o) noexcept : api_(o.api_), obj_(std::exchange(o.obj_, nullptr)) {}
+  PyRef& operator=(PyRef&& o) noexcept {
+    if (this != &o) {
+      reset();
+      api_ = o.api_;
+      obj_ = std::exchange(o.obj_, nullptr);
+    }
+    return *this;
+  }
+  ~PyRef() { reset(); }
+
+  // A new reference to a borrowed object.
+  static PyRef borrow(const CApi& api, PyObject* borrowed) {
+    if (borrowed != nullptr) api.Py_IncRef(borrowed);
+    return {api, borrowed};
+  }
+
+  PyObject* get() const noexcept { return obj_; }
+  explicit operator bool() const noexcept { return obj_ != nullptr; }
+  void reset() noexcept {
+    if (obj_ != nullptr) api_->Py_DecRef(std::exchange(obj_, nullptr));
+  }
+
+ private:
+  const CApi* api_ = nullptr;
+  PyObject* obj_ = nullptr;
+};
+
+// Fetches and clears the pending Python error; returns "Type: message" text (or a fallback).
+// REQUIRES: GIL held.
+std::string fetch_error_text(const CApi& api);
+
+// UTF-8 text of a str object; empty on error (cleared). REQUIRES: GIL held.
+std::string utf8(const CApi& api, PyObject* str);
+
+}  // namespace probing::python

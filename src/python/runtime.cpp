@@ -1,0 +1,35 @@
+#include "python/runtime.h"
+
+#include <mutex>
+
+#include "core/settings.h"
+
+namespace probing::python {
+
+Result<PythonRuntime*> PythonRuntime::get() {
+  static std::mutex mu;
+  static PythonRuntime* runtime = nullptr;  // leaked on purpose: used by agent threads at exit
+  std::lock_guard<std::mutex> lock(mu);
+  if (runtime != nullptr) return runtime;
+  Result<const CApi*> api = load_capi();
+  if (!api.is_ok()) return api.status();
+  if (!(*api)->Py_IsInitialized()) {
+    return Status(Code::kUnavailable, "the Python interpreter is not initialized yet");
+  }
+  Result<PythonVersion> version = parse_version((*api)->Py_GetVersion());
+  if (!version.is_ok()) return version.status();
+  PROBING_RETURN_IF_ERROR(check_supported(*version));
+  auto workers = static_cast<int>(settings().get_int("python.max_workers"));
+  runtime = new PythonRuntime(*api, *version,
+                              std::make_unique<PythonExecutor>(**api, workers, /*max_queued=*/64));
+  return runtime;
+}
+
+std::string PythonRuntime::version_text() {
+  Result<const CApi*> api = load_capi();
+  if (!api.is_ok()) return "";
+  Result<PythonVersion> v = parse_version((*api)->Py_GetVersion());
+  return v.is_ok() ? v->text : "";
+}
+
+}  // namespace probing::python

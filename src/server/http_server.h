@@ -1,0 +1,46 @@
+// The agent's HTTP/1.1 server (Boost.Beast): one I/O thread owns the accept loop and every
+// connection; handlers run on a small pool so that a slow request never stalls the others.
+// Every connection's peer credentials are checked before a byte of it is read.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "server/http.h"
+
+namespace probing::server {
+
+struct ServerOptions {
+  std::string abstract_name;      // "probing-1234": listens on the abstract socket @probing-1234
+  int max_connections = 64;       // beyond this, new connections get 503 and are closed
+  double request_timeout_s = 10;  // to receive one whole request
+  size_t max_body_bytes = 8 << 20;
+  size_t max_header_bytes = 16 << 10;
+  int handler_threads = 8;
+};
+
+class HttpServer {
+ public:
+  // Runs on a handler thread; may block (with its own deadline). Must not throw (a throw is
+  // turned into a 500 reply anyway).
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  // Binds and starts serving. kAlreadyExists when the name is taken (another agent serves this
+  // process). The server is never destroyed: it serves until the process ends.
+  static Result<HttpServer*> start(const ServerOptions& options, Handler handler);
+
+  // The listening socket, for the fork handler to close in a child.
+  virtual int listen_fd() const = 0;
+
+ protected:
+  HttpServer() = default;
+  virtual ~HttpServer() = default;
+};
+
+// Whether a peer with this uid may talk to an agent running as `self`: the same user, or root
+// (the people who could ptrace the process anyway).
+bool peer_allowed(uid_t peer, uid_t self) noexcept;
+
+}  // namespace probing::server

@@ -1,0 +1,105 @@
+#include "server/routes.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "core/log.h"
+#include "core/settings.h"
+#include "python/eval.h"
+#include "python/runtime.h"
+
+namespace probing::server {
+namespace {
+
+std::vector<std::string> read_cmdline() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  std::string arg;
+  while (std::getline(in, arg, '\0')) args.push_back(arg);
+  return args;
+}
+
+std::string read_exe() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+HttpResponse handle_health(const HttpRequest&, const AgentInfo& info) {
+  Result<python::PythonRuntime*> runtime = python::PythonRuntime::get();
+  std::string version = python::PythonRuntime::version_text();
+  nlohmann::json j = {
+      {"status", "ok"},
+      {"pid", ::getpid()},
+      {"agent_version", info.version},
+      {"socket", info.socket},
+      {"executable", read_exe()},
+      {"cmdline", read_cmdline()},
+      {"python", version.empty() ? nlohmann::json(nullptr) : nlohmann::json(version)},
+      {"python_status", runtime.is_ok() ? std::string("ready") : runtime.status().message()},
+      {"started_at", info.started_at},
+      {"uptime_s", now_s() - info.started_at},
+      {"remote", nullptr},
+  };
+  return json_response(j);
+}
+
+HttpResponse handle_eval(const HttpRequest& request) {
+  nlohmann::json body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded() || !body.is_object() || !body.contains("code") || !body["code"].is_string()) {
+    return error_response(400, "BadRequest", R"(expected a JSON body {"code": "...", "timeout": seconds})");
+  }
+  python::EvalOptions options;
+  options.timeout_s = settings().get_double("eval.timeout_s");
+  options.gil_timeout_s = settings().get_double("gil.timeout_s");
+  options.max_output_bytes = settings().get_int("eval.max_output_bytes");
+  if (body.contains("timeout") && !body["timeout"].is_null()) {
+    if (!body["timeout"].is_number() || body["timeout"].get<double>() <= 0) {
+      return error_response(400, "BadRequest", "timeout must be a positive number of seconds");
+    }
+    options.timeout_s = body["timeout"].get<double>();
+  }
+  options.gil_timeout_s = std::min(options.gil_timeout_s, options.timeout_s);
+  Result<python::PythonRuntime*> runtime = python::PythonRuntime::get();
+  if (!runtime.is_ok()) return error_response(runtime.status());
+  std::string code = body["code"].get<std::string>();
+  log_info("eval from " + request.peer.address + ": " + code.substr(0, code.find('\n')).substr(0, 200));
+  Result<nlohmann::json> result = python::run_eval(**runtime, code, options);
+  if (!result.is_ok()) return error_response(result.status());
+  nlohmann::json& r = result.value();
+  if (r.value("timed_out", false)) {
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%.3g", options.timeout_s);
+    nlohmann::json j = {{"error", {{"type", "Timeout"},
+                                   {"message", std::string("the code ran past its timeout of ") + secs +
+                                                   " s and was interrupted; the target keeps running"}}},
+                        {"output", r.value("output", "")}};
+    return json_response(j, 504);
+  }
+  return json_response(r);
+}
+
+HttpServer::Handler make_router(const AgentInfo& info) {
+  return [&info](const HttpRequest& request) -> HttpResponse {
+    if (request.path == "/health") {
+      if (request.method != "GET") return error_response(405, "BadRequest", "use GET /health");
+      return handle_health(request, info);
+    }
+    if (request.path == "/eval") {
+      if (request.method != "POST") return error_response(405, "BadRequest", "use POST /eval");
+      return handle_eval(request);
+    }
+    return error_response(404, "NotFound", "no route " + request.method + " " + request.path);
+  };
+}
+
+}  // namespace probing::server

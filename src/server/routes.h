@@ -1,0 +1,25 @@
+// The HTTP API of the agent (DESIGN.md §4): one handler per route, dispatched by method and path.
+#pragma once
+
+#include <string>
+
+#include "server/http.h"
+#include "server/http_server.h"
+
+namespace probing::server {
+
+struct AgentInfo {
+  std::string version;        // probing's version
+  std::string socket;         // "@probing-1234"
+  double started_at = 0;      // unix time the agent started serving
+  std::string python_status;  // "ready", or why Python is not available
+};
+
+// Handler for the whole API. `info` must outlive the server (it does: both live forever).
+HttpServer::Handler make_router(const AgentInfo& info);
+
+// The routes, exposed for tests.
+HttpResponse handle_health(const HttpRequest& request, const AgentInfo& info);
+HttpResponse handle_eval(const HttpRequest& request);
+
+}  // namespace probing::server

@@ -1,0 +1,71 @@
+#include "core/settings.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include "core/log.h"
+
+namespace probing {
+namespace {
+
+TEST(Settings, DefaultsAndTypedGetters) {
+  Settings s;
+  declare_builtin_settings(s);
+  EXPECT_EQ(s.get_double("eval.timeout_s"), 30);
+  EXPECT_EQ(s.get_int("server.max_connections"), 64);
+  EXPECT_FALSE(s.get("no.such").has_value());
+}
+
+TEST(Settings, SetValidatesKindAndRange) {
+  Settings s;
+  s.declare("a.flag", SettingKind::kBool, "off", "a flag");
+  s.declare("a.count", SettingKind::kInt, "1", "a count");
+  EXPECT_TRUE(s.set("a.flag", "ON").is_ok());
+  EXPECT_EQ(*s.get("a.flag"), "on");
+  EXPECT_TRUE(s.get_bool("a.flag"));
+  Status bad = s.set("a.flag", "maybe");
+  EXPECT_EQ(bad.code(), Code::kInvalidArgument);
+  EXPECT_NE(bad.message().find("a.flag"), std::string::npos);
+  EXPECT_EQ(s.set("a.count", "12x").code(), Code::kInvalidArgument);
+  EXPECT_EQ(s.set("a.missing", "1").code(), Code::kNotFound);
+  declare_builtin_settings(s);
+  EXPECT_EQ(s.set("eval.timeout_s", "-1").code(), Code::kInvalidArgument);
+  EXPECT_EQ(s.set("eval.timeout_s", "inf").code(), Code::kInvalidArgument);
+}
+
+TEST(Settings, EnvironmentNamesAndValues) {
+  EXPECT_EQ(Settings::env_name("eval.timeout_s"), "PROBING_EVAL_TIMEOUT_S");
+  Settings s;
+  declare_builtin_settings(s);
+  ::setenv("PROBING_EVAL_TIMEOUT_S", "2.5", 1);
+  ::setenv("PROBING_SERVER_MAX_CONNECTIONS", "lots", 1);
+  std::vector<Status> errors = s.apply_environment();
+  ::unsetenv("PROBING_EVAL_TIMEOUT_S");
+  ::unsetenv("PROBING_SERVER_MAX_CONNECTIONS");
+  EXPECT_DOUBLE_EQ(s.get_double("eval.timeout_s"), 2.5);
+  ASSERT_EQ(errors.size(), 1U);
+  EXPECT_NE(errors[0].message().find("PROBING_SERVER_MAX_CONNECTIONS"), std::string::npos);
+  EXPECT_EQ(s.get_int("server.max_connections"), 64);
+}
+
+TEST(Settings, ListIsSortedAndDescribed) {
+  Settings s;
+  declare_builtin_settings(s);
+  auto all = s.list();
+  ASSERT_FALSE(all.empty());
+  for (size_t i = 1; i < all.size(); ++i) EXPECT_LT(all[i - 1].name, all[i].name);
+  for (const auto& info : all) EXPECT_FALSE(info.description.empty()) << info.name;
+}
+
+TEST(Log, LevelsParseAndRingIsBounded) {
+  EXPECT_EQ(parse_log_level("DEBUG", LogLevel::kWarn), LogLevel::kDebug);
+  EXPECT_EQ(parse_log_level("nonsense", LogLevel::kError), LogLevel::kError);
+  set_log_level(LogLevel::kError);
+  for (size_t i = 0; i < kLogRingLines + 10; ++i) log_debug("line " + std::to_string(i));
+  auto lines = recent_log_lines();
+  EXPECT_EQ(lines.size(), kLogRingLines);
+  EXPECT_NE(lines.back().find("line " + std::to_string(kLogRingLines + 9)), std::string::npos);
+}
+
+}  // namespace
+}  // namespace probing
