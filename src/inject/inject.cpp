@@ -160,7 +160,7 @@ std::vector<Candidate> rank_threads(pid_t pid, const std::vector<pid_t>& tids,
 // Decides from a stopped thread's registers whether it may be borrowed. Returns "" and sets
 // `how` when it may, else the reason it may not.
 std::string judge(pid_t tid, const arch::CpuState& state, const SyscallHint& hint,
-                  const std::vector<Mapping>& maps, const std::string& exe, std::string& how) {
+                  const std::vector<Mapping>& maps, std::string& how) {
   const std::uintptr_t pc = arch::program_counter(state);
   const Mapping* code = find_mapping(maps, pc);
   if (code == nullptr) return "pc " + hex(pc) + " is outside every mapping (JIT code?)";
@@ -190,18 +190,23 @@ std::string judge(pid_t tid, const arch::CpuState& state, const SyscallHint& hin
   if (kind == ObjectKind::kLibc || kind == ObjectKind::kLibpthread || kind == ObjectKind::kLibdl) {
     return "running inside " + where + " (maybe in malloc or holding a libc lock)";
   }
-  if (kind == ObjectKind::kLibpython || (!exe.empty() && code->path == exe)) {
-    how = "thread " + std::to_string(tid) + " running in " + where;
-    return "";
+  if (kind == ObjectKind::kRuntime || kind == ObjectKind::kAllocator) {
+    return "running inside " + where + " (it may hold a lock that dlopen needs)";
   }
-  return "running inside " + where + ", whose locks are unknown";
+  if (code->path.empty() || code->path[0] != '/') return "running in " + where + " (JIT code?)";
+  // The main executable, libpython, or another library (libtorch's kernels, say): dlopen only
+  // needs the loader's and libc's locks, and a thread whose pc is here holds neither — unless a
+  // libc or loader frame below it called back into this code (dl_iterate_phdr callbacks run in
+  // libgcc_s, refused above; qsort/bsearch callbacks take no lock).
+  how = "thread " + std::to_string(tid) + " running in " + where;
+  return "";
 }
 
 // Stops `candidate` and keeps it when it is safe; otherwise lets it go.
 // Returns the borrowed thread, nothing (with `reason` set) when it was let go, or an error
 // that ends the whole injection (permission, process gone).
 Result<std::optional<Borrowed>> try_thread(pid_t pid, const Candidate& candidate,
-                                           const std::vector<Mapping>& maps, const std::string& exe,
+                                           const std::vector<Mapping>& maps,
                                            Clock::time_point deadline, std::string& reason) {
   Result<Tracee> seized = Tracee::seize(pid, candidate.tid);
   if (!seized) {
@@ -223,7 +228,7 @@ Result<std::optional<Borrowed>> try_thread(pid_t pid, const Candidate& candidate
   Result<arch::CpuState> state = arch::read_state(candidate.tid);
   if (!state) return state.status();
   std::string how;
-  reason = judge(candidate.tid, *state, candidate.hint, maps, exe, how);
+  reason = judge(candidate.tid, *state, candidate.hint, maps, how);
   if (!reason.empty()) {
     PROBING_RETURN_IF_ERROR(tracee.detach(0));
     return std::optional<Borrowed>();
@@ -405,7 +410,6 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
   if (!maps) return maps.status().with_context(context);
   Result<LoaderApi> api = find_loader_api(pid, *maps);
   if (!api) return api.status().with_context(context);
-  const std::string exe = executable_path(pid);
 
   CriticalSection critical;
   const Clock::time_point deadline = Clock::now() + options.deadline;
@@ -428,7 +432,7 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
       ++probes;
       ++report.attempts;
       std::string reason;
-      Result<std::optional<Borrowed>> b = try_thread(pid, c, *maps, exe, deadline, reason);
+      Result<std::optional<Borrowed>> b = try_thread(pid, c, *maps, deadline, reason);
       if (!b) return b.status().with_context(context);
       if (!b->has_value()) {
         last_reason = "thread " + std::to_string(c.tid) + ": " + reason;

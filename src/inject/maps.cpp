@@ -137,6 +137,13 @@ ObjectKind classify_object(const std::string& path) {
     return ObjectKind::kLibpthread;
   }
   if (starts_with(base, "libpython")) return ObjectKind::kLibpython;
+  if (starts_with(base, "libgcc_s") || starts_with(base, "libstdc++") || starts_with(base, "libc++") ||
+      starts_with(base, "libunwind")) {
+    return ObjectKind::kRuntime;
+  }
+  if (starts_with(base, "libjemalloc") || starts_with(base, "libtcmalloc") || starts_with(base, "libmimalloc")) {
+    return ObjectKind::kAllocator;
+  }
   return ObjectKind::kOther;
 }
 

@@ -47,7 +47,9 @@ enum class ObjectKind {
   kLibdl,       // libdl.so*, libdl-2.*.so
   kLibpthread,  // libpthread.so*, libpthread-2.*.so
   kLibpython,   // libpython3*.so*
-  kOther,
+  kRuntime,     // libgcc_s, libstdc++, libc++, libunwind: unwinding and static-init locks
+  kAllocator,   // libjemalloc, libtcmalloc, libmimalloc: malloc's locks
+  kOther,       // any other file-backed object (libtorch, numpy's extensions, ...)
 };
 ObjectKind classify_object(const std::string& path);
 

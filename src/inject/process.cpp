@@ -136,17 +136,4 @@ Status ptrace_denied(pid_t pid, const std::string& what) {
   return Status(Code::kPermissionDenied, std::move(msg));
 }
 
-std::string executable_path(pid_t pid) {
-  char buf[4096];
-  const std::string link = proc_dir(pid, 0) + "/exe";
-  ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return "";
-  std::string path(buf, static_cast<std::size_t>(n));
-  constexpr std::string_view kDeleted = " (deleted)";
-  if (path.size() > kDeleted.size() && path.compare(path.size() - kDeleted.size(), kDeleted.size(), kDeleted) == 0) {
-    path.resize(path.size() - kDeleted.size());
-  }
-  return path;
-}
-
 }  // namespace probing::inject

@@ -38,7 +38,5 @@ SyscallHint read_syscall_hint(pid_t pid, pid_t tid);
 // refused (uid, CAP_SYS_PTRACE, Yama's ptrace_scope with its current value) and where to read.
 Status ptrace_denied(pid_t pid, const std::string& what);
 
-// The executable's path as the target sees it (readlink /proc/PID/exe), "" when unreadable.
-std::string executable_path(pid_t pid);
 
 }  // namespace probing::inject

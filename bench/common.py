@@ -1,0 +1,115 @@
+"""Shared pieces of the benchmarks: the build, targets that say `ready`, a keep-alive HTTP client
+over the agent's abstract unix socket, and statistics."""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build_paths(build):
+    build = os.path.abspath(build)
+    return {
+        "probing": os.path.join(build, "bin", "probing"),
+        "library": os.path.join(build, "lib", "probing", "libprobing.so"),
+    }
+
+
+def real_python3():
+    """The python3 first on PATH, resolved past pyenv's shim."""
+    out = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True)
+    return out.stdout.strip() or sys.executable
+
+
+class Target:
+    """A Python program started with `code`; waits for it to print `ready`."""
+
+    def __init__(self, code, python="/usr/bin/python3.11", env=None, timeout=60):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen([python, "-u", "-c", code], stdout=subprocess.PIPE, env=full_env, text=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.strip() == "ready":
+                return
+            if not line:
+                break
+        self.close()
+        raise RuntimeError("target did not get ready")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AgentConnection:
+    """One keep-alive HTTP/1.1 connection to @probing-<pid>."""
+
+    def __init__(self, pid, timeout=30):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect("\0probing-%d" % pid)
+        self.buf = b""
+
+    def request(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        head = "%s %s HTTP/1.1\r\nHost: probing\r\nContent-Length: %d\r\n\r\n" % (method, path, len(data))
+        self.sock.sendall(head.encode() + data)
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv()
+        head, _, rest = self.buf.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            rest += self._recv()
+        self.buf = rest[length:]
+        return int(head.split(b" ")[1]), rest[:length]
+
+    def _recv(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("agent closed the connection")
+        return chunk
+
+    def close(self):
+        self.sock.close()
+
+
+def wait_for_agent(pid, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            c = AgentConnection(pid, timeout=1)
+            status, _ = c.request("GET", "/health")
+            c.close()
+            if status == 200:
+                return
+        except OSError:
+            time.sleep(0.005)
+    raise RuntimeError("agent in %d did not answer" % pid)
+
+
+def summary_ms(samples_s):
+    ms = sorted(s * 1000 for s in samples_s)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return statistics.median(ms), p99
