@@ -44,8 +44,7 @@ for name, p in model.named_parameters():
 if "$probing" --help | grep -q backtrace; then
   show "$probing" "$pid" backtrace
 fi
-show "$probing" "$pid" eval "print(f'step {step}: loss {last_loss:.4f}, lr {optimizer.param_groups[0][\"lr\"]}')"
 echo
-echo "demo: the training script kept training throughout (pid $pid); its own output meanwhile:"
+echo "demo: the training script kept training throughout; its own output meanwhile:"
 tail -n 3 "$log"
-echo "demo: done; the script is stopped now."
+show "$probing" "$pid" eval "print(f'step {step}: loss {last_loss:.4f}, lr {optimizer.param_groups[0][\"lr\"]}')"

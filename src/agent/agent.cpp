@@ -67,10 +67,6 @@ void bootstrap() noexcept {
     declare_builtin_settings(s);
     for (const Status& st : s.apply_environment()) log_warn(st.message());
     apply_inject_settings(s);
-    if (!python::process_has_python()) {
-      log_info("not a Python process; the agent stays idle");
-      return;
-    }
     auto* info = new server::AgentInfo;  // lives as long as the server: forever
     info->version = PROBING_VERSION;
     info->socket = "@probing-" + std::to_string(::getpid());
@@ -80,6 +76,7 @@ void bootstrap() noexcept {
     options.max_connections = static_cast<int>(s.get_int("server.max_connections"));
     options.request_timeout_s = s.get_double("server.request_timeout_s");
     options.max_body_bytes = static_cast<size_t>(s.get_int("server.max_body_bytes"));
+    options.inline_paths = {"/health"};
     Result<server::HttpServer*> srv = server::HttpServer::start(options, server::make_router(*info));
     if (!srv.is_ok()) {
       if (srv.status().code() == Code::kAlreadyExists) {
@@ -104,6 +101,13 @@ void bootstrap() noexcept {
 int start() noexcept {
   if (g_started.exchange(true)) return 0;
   try {
+    // `probing launch` preloads the agent into every program the command runs; only Python
+    // processes get a thread.
+    if (!python::process_has_python()) {
+      init_logging_from_env();
+      log_info("not a Python process; the agent stays idle");
+      return 0;
+    }
     pthread_atfork(nullptr, nullptr, after_fork_in_child);
     std::thread(bootstrap).detach();
   } catch (...) {

@@ -23,7 +23,10 @@ int fail(const std::string& message) {
   return kExitFailed;
 }
 
-int fail(const Status& status) { return fail(status.message()); }
+int fail(const Status& status) {
+  fail(status.message());
+  return status.code() == Code::kInvalidArgument ? kExitUsage : kExitFailed;
+}
 
 Result<std::string> agent_library_path() {
   if (const char* env = ::getenv("PROBING_LIBRARY"); env != nullptr && env[0] != '\0') {

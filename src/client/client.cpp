@@ -67,7 +67,9 @@ class LocalClient final : public Client {
  private:
   Status io_error(const std::string& what, const beast::error_code& ec, double timeout_s) {
     if (ec == beast::error::timeout) {
-      return {Code::kTimeout, target_name(target_) + " did not answer within " + std::to_string(timeout_s) + " s"};
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%g", timeout_s);
+      return {Code::kTimeout, target_name(target_) + " did not answer within " + secs + " s"};
     }
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
         ec == asio::error::broken_pipe || ec == http::error::partial_message) {

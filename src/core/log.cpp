@@ -13,7 +13,7 @@
 namespace probing {
 namespace {
 
-std::atomic<int> g_level{static_cast<int>(LogLevel::kWarn)};
+std::atomic<int> g_level{static_cast<int>(LogLevel::kError)};
 
 const char* level_name(LogLevel level) {
   switch (level) {
@@ -49,7 +49,7 @@ LogLevel parse_log_level(const std::string& text, LogLevel fallback) noexcept {
 
 void init_logging_from_env() noexcept {
   const char* v = std::getenv("PROBING_LOG");
-  if (v != nullptr) set_log_level(parse_log_level(v, LogLevel::kWarn));
+  if (v != nullptr) set_log_level(parse_log_level(v, LogLevel::kError));
 }
 
 void set_log_level(LogLevel level) noexcept { g_level.store(static_cast<int>(level)); }

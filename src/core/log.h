@@ -1,5 +1,6 @@
 // The agent's log: lines go to stderr (prefixed "[probing]") when at or above the level set by
-// PROBING_LOG (error, warn, info, debug; default warn), and the last kLogRingLines lines at any
+// PROBING_LOG (error, warn, info, debug; default error, so that
+// the target's own stderr stays as it was), and the last kLogRingLines lines at any
 // level are kept in memory for the agent to show. Thread-safe. Never throws.
 #pragma once
 

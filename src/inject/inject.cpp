@@ -371,7 +371,10 @@ Result<std::uintptr_t> borrow_and_call(Borrowed& b, const LoaderApi& api,
   return result;
 }
 
-Status preflight(pid_t pid, const std::string& library_path) {
+
+}  // namespace
+
+Status check_injectable(pid_t pid, const std::string& library_path) {
   if (pid <= 0) return Status(Code::kInvalidArgument, "invalid pid " + std::to_string(pid));
   if (pid == ::getpid()) return Status(Code::kInvalidArgument, "cannot inject into this very process");
   if (library_path.empty() || library_path[0] != '/') {
@@ -400,11 +403,9 @@ Status preflight(pid_t pid, const std::string& library_path) {
   return Status::ok();
 }
 
-}  // namespace
-
 Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
                                     const InjectOptions& options) {
-  PROBING_RETURN_IF_ERROR(preflight(pid, library_path));
+  PROBING_RETURN_IF_ERROR(check_injectable(pid, library_path));
   const std::string context = "injecting " + library_path + " into " + process_text(pid);
   Result<std::vector<Mapping>> maps = read_maps(pid);
   if (!maps) return maps.status().with_context(context);

@@ -46,6 +46,11 @@ struct InjectReport {
 Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
                                     const InjectOptions& options = {});
 
+// The checks inject_library() makes before it touches the target, for a caller that wants their
+// clear messages before doing anything else: the pid exists and is not a zombie, stopped, or
+// traced by someone else; the library exists in the target's filesystem. Touches nothing.
+Status check_injectable(pid_t pid, const std::string& library_path);
+
 // Address of the dynamic symbol `symbol` in `pid`: found from /proc/PID/maps and the .dynsym of
 // each mapped file, read through /proc/PID/root/<path> so a target in another mount namespace
 // (a container with its own glibc) is read correctly. The first mapped object (in address

@@ -7,6 +7,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -42,6 +44,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_read(beast::error_code ec);
   void write(HttpResponse response, bool keep_alive);
   void close();
+  // Ends the connection after a final reply: stops sending, then reads and drops what the client
+  // still sends (bounded in bytes and time) before closing. Closing a unix socket with unread
+  // input resets it, and the client would lose the reply.
+  void linger_close();
+  void drain();
 
   ServerImpl& server_;
   beast::basic_stream<Local> stream_;
@@ -49,6 +56,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<http::response<http::string_body>> response_;
   Peer peer_;
+  std::array<char, 4096> drain_buffer_{};
+  size_t drained_ = 0;
 };
 
 class ServerImpl final : public HttpServer {
@@ -182,6 +191,11 @@ void Session::on_read(beast::error_code ec) {
   request->body = std::move(msg.body());
   request->peer = peer_;
   bool keep_alive = msg.keep_alive();
+  const auto& inline_paths = server_.options().inline_paths;
+  if (std::find(inline_paths.begin(), inline_paths.end(), request->path) != inline_paths.end()) {
+    write(server_.handle(*request), keep_alive);
+    return;
+  }
   asio::post(server_.pool(), [self = shared_from_this(), request, keep_alive] {
     HttpResponse response = self->server_.handle(*request);
     asio::post(self->stream_.get_executor(), [self, response = std::move(response), keep_alive]() mutable {
@@ -200,11 +214,32 @@ void Session::write(HttpResponse response, bool keep_alive) {
   stream_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
       std::chrono::duration<double>(server_.options().request_timeout_s)));
   http::async_write(stream_, *response_, [self = shared_from_this(), keep_alive](beast::error_code ec, size_t) {
-    if (ec || !keep_alive) {
+    if (ec) {
+      self->close();
+    } else if (!keep_alive) {
+      self->linger_close();
+    } else {
+      self->read_request();
+    }
+  });
+}
+
+void Session::linger_close() {
+  beast::error_code ignored;
+  stream_.socket().shutdown(Local::socket::shutdown_send, ignored);
+  stream_.expires_after(std::chrono::seconds(1));
+  drain();
+}
+
+void Session::drain() {
+  constexpr size_t kMaxDrainBytes = 1 << 20;
+  stream_.async_read_some(asio::buffer(drain_buffer_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+    self->drained_ += n;
+    if (ec || self->drained_ > kMaxDrainBytes) {
       self->close();
       return;
     }
-    self->read_request();
+    self->drain();
   });
 }
 

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "server/http.h"
@@ -19,6 +20,9 @@ struct ServerOptions {
   size_t max_body_bytes = 8 << 20;
   size_t max_header_bytes = 16 << 10;
   int handler_threads = 8;
+  // Paths whose handlers never wait (GET /health): answered on the I/O thread itself, so they
+  // answer even while every handler thread waits on a wedged interpreter.
+  std::vector<std::string> inline_paths;
 };
 
 class HttpServer {

@@ -62,6 +62,10 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
     if (!defines.empty()) std::cout << "(to change settings now, use: probing " << pid << " config KEY=VALUE)\n";
     return kExitOk;
   }
+  Result<std::string> lib = agent_library_path();
+  if (!lib.is_ok()) return fail(lib.status());
+  Status injectable = inject::check_injectable(pid, *lib);
+  if (!injectable.is_ok()) return fail(injectable);
   Result<std::uintptr_t> py = inject::find_remote_symbol(pid, "Py_IsInitialized");
   if (!py.is_ok()) {
     if (py.status().code() == Code::kNotFound) {
@@ -69,8 +73,6 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
     }
     return fail(py.status());
   }
-  Result<std::string> lib = agent_library_path();
-  if (!lib.is_ok()) return fail(lib.status());
   Result<bool> loaded = inject::has_mapped_library(pid, "libprobing.so");
   if (!loaded.is_ok()) return fail(loaded.status());
   if (!*loaded) {
@@ -117,7 +119,8 @@ void add_inject_command(CLI::App& app, Context& ctx) {
       "inject",
       "Attach the agent to a running Python process, with no restart (ptrace; see docs/attach.md).\n"
       "Returns when the agent answers. A second inject reports that it is already there.");
-  cmd->add_option("-D,--define", args->defines, "a setting applied before the agent starts, key=value (repeatable)");
+  cmd->add_option("-D,--define", args->defines, "a setting applied before the agent starts, key=value (repeatable)")
+      ->allow_extra_args(false);
   cmd->add_option("--timeout", args->timeout_s, "seconds to wait for a safe moment and for the agent to answer")
       ->default_val(5)
       ->check(CLI::PositiveNumber);

@@ -43,7 +43,8 @@ void add_launch_command(CLI::App& app, Context&) {
       "launch",
       "Run a command with the agent loaded from its start (LD_PRELOAD; the same as PROBE=1 when the\n"
       "Python package is installed). Every Python process the command starts gets an agent.");
-  cmd->add_option("-D,--define", args->defines, "a setting for the agent, key=value (repeatable)");
+  cmd->add_option("-D,--define", args->defines, "a setting for the agent, key=value (repeatable)")
+      ->allow_extra_args(false);
   cmd->add_option("command", args->command, "the command, after --")->required();
   on_run(cmd, [args] { return run_launch(*args); });
 }

@@ -1,0 +1,142 @@
+"""The CLI's own behaviour: errors, help, list."""
+import json
+import re
+import subprocess
+
+import pytest
+
+from conftest import Target, agent_mapped, clean_env, run_cli
+
+
+@pytest.fixture(scope="module")
+def listed(interp):
+    with Target("idle.py", interp, mode="launch") as t:
+        yield t
+
+
+def test_no_such_process():
+    rc, out, err = run_cli(999999999, "eval", "1")
+    assert rc == 1 and out == ""
+    assert "no process 999999999" in err, err
+
+
+def test_python_without_agent_suggests_inject(interp):
+    p = subprocess.Popen([interp.path, "-c", 'import time; print("ready", flush=True); time.sleep(60)'],
+                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=clean_env(), start_new_session=True)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        rc, out, err = run_cli(p.pid, "eval", "1")
+        assert rc == 1 and out == ""
+        assert "probing %d inject" % p.pid in err, err
+        assert p.poll() is None
+        assert agent_mapped(p.pid) == 0
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_no_target_is_a_usage_error():
+    rc, out, err = run_cli("eval", "1")
+    assert rc == 2, "a missing target is a usage error (rc %d, stderr %r)" % (rc, err)
+    assert "no target" in err, err
+
+
+def test_no_command_is_a_usage_error():
+    rc, out, err = run_cli()
+    assert rc == 2
+    assert "subcommand is required" in err.lower() or "usage" in (out + err).lower(), (out, err)
+
+
+def test_bad_target_text():
+    rc, out, err = run_cli("not-a-target!", "eval", "1")
+    assert rc in (1, 2)
+    assert "not-a-target!" in err, err
+
+
+def test_help():
+    rc, out, err = run_cli("--help")
+    assert rc == 0
+    assert "Usage:" in out
+    for command in ("eval", "list", "launch"):
+        assert re.search(r"^\s+%s\s" % command, out, re.M), command
+
+
+def test_eval_help():
+    rc, out, err = run_cli("eval", "--help")
+    assert rc == 0
+    assert "Usage:" in out and "eval" in out
+    assert "--timeout" in out and "--json" in out and "-f,--file" in out
+
+
+def test_unknown_command():
+    rc, out, err = run_cli("1", "frobnicate")
+    assert rc == 2, (rc, out, err)
+
+
+def _expected_command(t):
+    cmd = " ".join([t.python, t.script_path])
+    return cmd if len(cmd) <= 80 else cmd[:77] + "..."
+
+
+def test_list_table(listed, interp):
+    rc, out, err = run_cli("list")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert re.match(r"PID\s+PYTHON\s+REMOTE\s+COMMAND$", lines[0]), lines[0]
+    rows = [l for l in lines[1:] if l.split() and l.split()[0] == str(listed.pid)]
+    assert len(rows) == 1, out
+    row = rows[0]
+    pid, version, remote = row.split()[:3]
+    assert re.fullmatch(r"3\.11\.\d+", version), row
+    assert version == listed.health["python"]
+    assert remote == "-"
+    assert row.endswith(_expected_command(listed)), row
+
+
+def test_list_json(listed, interp):
+    rc, out, err = run_cli("list", "--json")
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert isinstance(rows, list)
+    mine = [r for r in rows if r.get("pid") == listed.pid]
+    assert len(mine) == 1, rows
+    r = mine[0]
+    assert r["python"] == listed.health["python"] and r["python"].startswith("3.11.")
+    assert r["command"] == " ".join([listed.python, listed.script_path])
+    assert r["python_status"] == "ready"
+    assert r["remote"] is None
+
+
+def test_list_leaves_out_processes_without_agent(listed, interp):
+    p = subprocess.Popen([interp.path, "-c", 'import time; print("ready", flush=True); time.sleep(60)'],
+                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=clean_env(), start_new_session=True)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        rc, out, err = run_cli("list", "--json")
+        assert rc == 0
+        pids = [r["pid"] for r in json.loads(out)]
+        assert listed.pid in pids and p.pid not in pids
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_target_option_form(listed, interp):
+    rc, out, err = run_cli("-t", listed.pid, "eval", "model['layers']")
+    assert (rc, out, err) == (0, "3\n", "")
+    rc, out, err = run_cli("--target", listed.pid, "eval", "model['layers'] + 1")
+    assert (rc, out, err) == (0, "4\n", "")
+
+
+def test_eval_code_and_file_conflict(listed, interp, tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("1\n")
+    rc, out, err = run_cli(listed.pid, "eval", "-f", str(f), "2")
+    assert rc != 0 and out == ""
+    assert "not both" in err, err
+
+
+def test_eval_nothing_to_run(listed, interp):
+    rc, out, err = run_cli(listed.pid, "eval")
+    assert rc != 0 and out == ""
+    assert "nothing to run" in err, err

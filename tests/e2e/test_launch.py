@@ -1,0 +1,131 @@
+"""The ways the agent arrives at start, each under each interpreter: probing launch (LD_PRELOAD),
+LD_PRELOAD by hand, PROBE=1 / PROBING=1 through probing.pth, and import probing; probing.init()."""
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import (LIBPROBING, PYPKG, agent_listening, agent_mapped, clean_env, eval_ok,
+                      http_request, make_user_site, run_cli, wait_for_health)
+
+
+def _check_agent(t, interp):
+    """The agent in t answers, is this process's, runs Python in its __main__, and is loaded once."""
+    h = t.health
+    assert h["pid"] == t.pid
+    assert h["python_status"] == "ready"
+    assert h["python"].startswith(interp.version + "."), h["python"]
+    assert h["cmdline"] == [interp.path, t.script_path]
+    assert eval_ok(t.pid, "print(model)") == "{'layers': 3}\n"
+    assert eval_ok(t.pid, "import os; os.getpid()") == "%d\n" % t.pid
+    assert eval_ok(t.pid, "import sys; sys.executable") == repr(interp.path) + "\n"
+    assert agent_mapped(t.pid) == 1
+
+
+@pytest.mark.parametrize("mode", ["launch", "preload", "probe", "probing"])
+def test_agent_at_start(interp, mode, target_factory):
+    t = target_factory("idle.py", interp, mode=mode)
+    _check_agent(t, interp)
+
+
+def test_import_probing_init(interp, target_factory):
+    t = target_factory("imports_probing.py", interp, mode="import")
+    assert "agent at @probing-%d" % t.pid in t.stdout_lines()
+    _check_agent(t, interp)
+    # init() is idempotent and names the socket.
+    assert eval_ok(t.pid, "import probing; probing.init()") == "'@probing-%d'\n" % t.pid
+    assert agent_mapped(t.pid) == 1
+
+
+def test_import_probing_init_under_launch(interp, target_factory):
+    """probing.init() in a process that already has the preloaded agent: still one agent."""
+    t = target_factory("imports_probing.py", interp, mode="launch", env={"PYTHONPATH": PYPKG})
+    assert "agent at @probing-%d" % t.pid in t.stdout_lines()
+    _check_agent(t, interp)
+
+
+def test_probe_env_under_launch_one_agent(interp, target_factory):
+    """PROBE=1 with the .pth hook and LD_PRELOAD at once: one agent, not two."""
+    t = target_factory("idle.py", interp, mode="probe", env={"LD_PRELOAD": LIBPROBING})
+    _check_agent(t, interp)
+
+
+def test_pth_without_probe_starts_no_agent(interp, target_factory, tmp_path):
+    t = target_factory("idle.py", interp, mode="pth_off")
+    # probing.init() would have loaded the library before the script's first line ran.
+    assert agent_mapped(t.pid) == 0
+    assert not agent_listening(t.pid)
+    rc, out, err = run_cli(t.pid, "eval", "1")
+    assert rc == 1 and "has no probing agent" in err, err
+    # ...and the hook was live in that setup: site processed the .pth (its path line is on sys.path).
+    root = str(tmp_path)
+    make_user_site(interp.path, root)
+    p = subprocess.run([interp.path, "-c", "import sys; print(%r in sys.path)" % PYPKG], capture_output=True,
+                       text=True, timeout=20, env=clean_env({"PYTHONUSERBASE": root}))
+    assert p.stdout == "True\n", (p.stdout, p.stderr)
+
+
+@pytest.mark.parametrize("value", ["0", "", "no"])
+def test_probe_off_values_start_no_agent(interp, target_factory, value):
+    t = target_factory("idle.py", interp, mode="pth_off", env={"PROBE": value})
+    assert agent_mapped(t.pid) == 0
+    assert not agent_listening(t.pid)
+
+
+def test_launch_define_reaches_agent(interp, target_factory):
+    """-D eval.timeout_s=1 applies to an eval whose request names no timeout."""
+    t = target_factory("idle.py", interp, mode="launch", launch_args=["-D", "eval.timeout_s=1"])
+    t0 = time.monotonic()
+    r = http_request(t.pid, "POST", "/eval", {"code": "while True: pass"}, timeout=15)
+    elapsed = time.monotonic() - t0
+    assert r.status == 504, r
+    assert "timeout" in r.json()["error"]["message"], r
+    assert 0.9 <= elapsed < 3, elapsed
+    assert eval_ok(t.pid, "1 + 1") == "2\n"
+
+
+def test_launch_bad_define(interp, tmp_path):
+    script = tmp_path / "ran.py"
+    script.write_text("print('ran')\n")
+    rc, out, err = run_cli("launch", "-D", "no.such_setting=1", "--", interp.path, str(script))
+    assert rc != 0
+    assert "ran" not in out
+    assert "no.such_setting" in err, err
+    rc, out, err = run_cli("launch", "-D", "eval.timeout_s=-3", "--", interp.path, str(script))
+    assert rc != 0 and "ran" not in out
+    assert "eval.timeout_s" in err, err
+
+
+def test_launch_define_then_command_with_options(interp):
+    """After --, everything is the command's, even with -D before it: `-c` and `--flag` belong to
+    the command, not to probing."""
+    rc, out, err = run_cli("launch", "-D", "eval.timeout_s=7", "--", interp.path, "-c",
+                           "import os, sys; print(sys.argv[1:], os.environ.get('PROBING_EVAL_TIMEOUT_S'))", "--flag")
+    assert (rc, out, err) == (0, "['--flag'] 7\n", "")
+
+
+def test_launch_missing_command():
+    rc, out, err = run_cli("launch", "--", "/nonexistent/e2e-program")
+    assert rc == 1
+    assert "/nonexistent/e2e-program" in err, err
+
+
+def test_launch_passes_exit_code_and_args(interp):
+    rc, out, err = run_cli("launch", "--", interp.path, "-c", "import sys; print(sys.argv[1:]); sys.exit(7)", "a b", "c")
+    assert (rc, out) == (7, "['a b', 'c']\n"), err
+
+
+def test_launch_child_python_gets_agent(interp, target_factory, tmp_path):
+    """Every Python process the launched command starts gets an agent."""
+    parent = tmp_path / "parent.py"
+    parent.write_text("import subprocess, sys\nmodel = {'layers': 3}\n"
+                      "subprocess.run([sys.executable, %r])\n" % os.path.join(os.path.dirname(__file__), "targets", "idle.py"))
+    t = target_factory(str(parent), interp, mode="launch")  # 'ready' comes from the child
+    with open("/proc/%d/task/%d/children" % (t.pid, t.pid)) as f:
+        children = [int(c) for c in f.read().split()]
+    assert len(children) == 1, children
+    child = children[0]
+    wait_for_health(child, 10)
+    assert eval_ok(child, "print(model)") == "{'layers': 3}\n"
+    assert eval_ok(child, "import os; os.getppid()") == "%d\n" % t.pid
