@@ -13,7 +13,8 @@ never holds two agents.
 import ctypes
 import os
 
-__all__ = ["init", "library_path", "__version__"]
+__all__ = ["init", "library_path", "__version__", "connect", "Probe", "RemoteError", "NotSupported",
+           "TargetUnavailable", "ConnectionLost"]
 
 __version__ = "0.1.0"
 
@@ -44,3 +45,28 @@ def init():
             raise OSError("probing: the agent could not start")
         _agent = lib
     return "@probing-%d" % os.getpid()
+
+
+# The client side (probing.connect), imported on first use so that a target's `import probing`
+# does not import http.client. probing.TimeoutError is left out of __all__ so that
+# `from probing import *` does not shadow the builtin TimeoutError (it subclasses it).
+_CLIENT_NAMES = ("connect", "Probe", "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost",
+                 "TimeoutError")
+
+
+def __getattr__(name):
+    if name in _CLIENT_NAMES:
+        from . import client
+        return getattr(client, name)
+    raise AttributeError("module 'probing' has no attribute %r" % name)
+
+
+def load_ipython_extension(ipython):
+    """%load_ext probing: adds %probing and %%probing (see probing.ipython)."""
+    from . import ipython as _ipython
+    _ipython.load_ipython_extension(ipython)
+
+
+def unload_ipython_extension(ipython):
+    from . import ipython as _ipython
+    _ipython.unload_ipython_extension(ipython)

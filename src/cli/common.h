@@ -23,7 +23,8 @@ struct Context {
 // Connects to the context's target; kInvalidArgument when none was given.
 Result<std::unique_ptr<client::Client>> connect_target(const Context& ctx, double timeout_s = 5);
 
-// Prints "probing: <message>" to stderr and returns kExitFailed.
+// Prints "probing: <message>" to stderr and returns kExitFailed (kExitUsage for a
+// kInvalidArgument status: the command line was wrong).
 int fail(const Status& status);
 int fail(const std::string& message);
 
@@ -42,5 +43,7 @@ void add_eval_command(CLI::App& app, Context& ctx);
 void add_list_command(CLI::App& app, Context& ctx);
 void add_launch_command(CLI::App& app, Context& ctx);
 void add_inject_command(CLI::App& app, Context& ctx);
+void add_backtrace_command(CLI::App& app, Context& ctx);
+void add_repl_command(CLI::App& app, Context& ctx);
 
 }  // namespace probing::cli

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   add_list_command(app, ctx);
   add_launch_command(app, ctx);
   add_inject_command(app, ctx);
+  add_backtrace_command(app, ctx);
+  add_repl_command(app, ctx);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

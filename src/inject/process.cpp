@@ -50,6 +50,8 @@ Result<ProcStatus> read_proc_status(pid_t pid, pid_t tid) {
   if (!in) {
     const int err = errno;
     if (err == ENOENT || err == ESRCH) return Status(Code::kNotFound, no_process(pid, tid));
+    // /proc mounted with hidepid, or another user's process: the same refusal as ptrace's.
+    if (err == EACCES || err == EPERM) return ptrace_denied(pid, "reading " + path);
     return errno_status("opening " + path, err);
   }
   ProcStatus st;

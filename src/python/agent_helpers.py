@@ -2,14 +2,15 @@
 # sys.modules) the first time the agent needs Python. Everything here runs on agent threads with
 # the GIL held, called from src/python/eval.cpp. It must not change what the target computes:
 # it imports only standard modules, and touches sys.stdout/sys.stderr only while an eval runs.
+# It never imports threading: imported first on an agent thread, threading would take that
+# thread for the target's main thread (threading.main_thread(), and interpreter shutdown).
 import ast
+import codeop
 import json
 import linecache
 import sys
-import threading
 import traceback
-
-_get_ident = threading.get_ident
+from _thread import get_ident as _get_ident  # not threading: see above
 _REPR_LIMIT = 100_000
 
 
@@ -17,8 +18,13 @@ class ProbingTimeout(BaseException):
     """Raised asynchronously in an eval that ran past its deadline."""
 
 
+# Raised asynchronously in an eval that its client interrupted (POST /interrupt, Ctrl-C in
+# `probing PID repl`): the user's code sees what Ctrl-C raises in a local interpreter.
+ProbingInterrupt = KeyboardInterrupt
+
+
 class _Capture:
-    """Output of one eval, bounded to `limit` characters."""
+    """Output of one eval, bounded to `limit` bytes of UTF-8."""
 
     def __init__(self, limit):
         self.parts = []
@@ -30,18 +36,21 @@ class _Capture:
         if not isinstance(text, str):
             raise TypeError("write() argument must be str, not " + type(text).__name__)
         room = self.limit - self.size
-        if room > 0:
-            piece = text[:room]
-            self.parts.append(piece)
-            self.size += len(piece)
-        if len(text) > max(room, 0):
+        if room > 0 and not self.truncated:
+            data = text.encode("utf-8", "surrogateescape")
+            if len(data) > room:
+                data = data[:room]
+                self.truncated = True
+            self.parts.append(data)
+            self.size += len(data)
+        elif text:
             self.truncated = True
         return len(text)
 
     def text(self):
-        out = "".join(self.parts)
+        out = b"".join(self.parts).decode("utf-8", "ignore")  # a cut may split a character
         if self.truncated:
-            out += "\n[probing: output cut at %d characters]\n" % self.limit
+            out += "\n[probing: output cut at %d bytes]\n" % self.limit
         return out
 
 
@@ -138,14 +147,29 @@ def _describe(exc):
     return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines)}
 
 
-def run_eval(code, limit):
+def _incomplete(code):
+    """True when `code` needs more lines, decided as code.InteractiveConsole decides it. Code that
+    does not compile is complete: running it reports the SyntaxError."""
+    try:
+        return codeop.compile_command(code, "<probing>", "single") is None
+    except (SyntaxError, OverflowError, ValueError):
+        return False
+
+
+def run_eval(code, limit, interactive=False):
     """Runs `code` in __main__'s namespace and returns a JSON object as text:
     output (what the code printed), value (repr of a final expression, or null), exception
-    (type, message, traceback, or null), timed_out, output_truncated."""
+    (type, message, traceback, or null), timed_out, output_truncated. When `interactive`, code
+    that is an unfinished block (a REPL wants more lines) is not run: the result has
+    "incomplete": true."""
     capture = _Capture(limit)
     result = {"value": None, "exception": None, "timed_out": False}
     _begin_capture(capture)
     try:
+        if interactive:
+            result["incomplete"] = _incomplete(code)
+            if result["incomplete"]:
+                return json.dumps(_finish(result, capture))
         # One linecache entry, replaced by each eval, so tracebacks show the eval's source lines.
         # An entry without mtime is never dropped by linecache.checkcache().
         linecache.cache["<probing>"] = (len(code), None, code.splitlines(True), "<probing>")
@@ -165,6 +189,95 @@ def run_eval(code, limit):
         result["exception"] = _describe(e)
     finally:
         _end_capture()
+    return json.dumps(_finish(result, capture))
+
+
+def _finish(result, capture):
     result["output"] = capture.text()
     result["output_truncated"] = capture.truncated
-    return json.dumps(result)
+    return result
+
+
+_KEY_CONTEXT = None  # compiled on first use
+
+
+def _key_matches(line):
+    """Keys for `name.attr["pre` at the end of `line`: the str keys of that mapping (looked up
+    with getattr only, never evaluated) that start with `pre`."""
+    global _KEY_CONTEXT
+    if _KEY_CONTEXT is None:
+        import re
+        _KEY_CONTEXT = re.compile(r"([A-Za-z_][\w.]*)\[\s*(['\"])([^'\"]*)$")
+    m = _KEY_CONTEXT.search(line)
+    if m is None:
+        return None
+    names = m.group(1).split(".")
+    namespace = sys.modules["__main__"].__dict__
+    if names[0] in namespace:
+        obj = namespace[names[0]]
+    else:
+        import builtins
+        if not hasattr(builtins, names[0]):
+            return []
+        obj = getattr(builtins, names[0])
+    for attr in names[1:]:
+        obj = getattr(obj, attr)
+    keys = obj.keys() if hasattr(obj, "keys") else ()
+    prefix = m.group(3)
+    return sorted(k for k in keys if isinstance(k, str) and k.startswith(prefix))
+
+
+def complete(text, line, limit=1000):
+    """Completions of `text`, the word before the cursor, with `line` the input up to the cursor:
+    keys of a mapping after `x["`, else rlcompleter's names and attributes of __main__. Returns a
+    JSON object as text: {"matches": [...]} (at most `limit`, sorted, unique)."""
+    capture = _Capture(10000)  # a property that prints must not write to the target's stdout
+    _begin_capture(capture)
+    try:
+        matches = None
+        try:
+            matches = _key_matches(line)
+        except Exception:
+            matches = []
+        if matches is None:
+            matches = []
+            if text.strip():
+                completer = _completer_class()(sys.modules["__main__"].__dict__)
+                state = 0
+                while len(matches) < limit:
+                    try:
+                        m = completer.complete(text, state)
+                    except Exception:
+                        break
+                    if m is None:
+                        break
+                    matches.append(m)
+                    state += 1
+    finally:
+        _end_capture()
+    return json.dumps({"matches": sorted(set(matches))[:limit]})
+
+
+_Completer = None
+
+
+def _completer_class():
+    """rlcompleter.Completer, imported without importing readline: rlcompleter would otherwise
+    install itself as the target's readline completer."""
+    global _Completer
+    if _Completer is None:
+        if "rlcompleter" in sys.modules:
+            _Completer = sys.modules["rlcompleter"].Completer
+        else:
+            blocked = "readline" not in sys.modules
+            if blocked:
+                sys.modules["readline"] = None  # makes `import readline` raise ImportError
+            try:
+                import rlcompleter
+            finally:
+                if blocked and sys.modules.get("readline", 0) is None:
+                    del sys.modules["readline"]
+                # Our copy stays private: the target's own `import rlcompleter` gets a fresh one.
+                sys.modules.pop("rlcompleter", None)
+            _Completer = rlcompleter.Completer
+    return _Completer

@@ -14,6 +14,8 @@ struct EvalOptions {
   double timeout_s = 30;                    // then the code is interrupted
   double gil_timeout_s = 5;                 // to get the GIL at all
   long long max_output_bytes = 1 << 20;     // printed output kept
+  bool interactive = false;  // an unfinished block is not run: the result has "incomplete": true
+  std::string id;            // the client's name for this eval, for interrupt_eval(); may be ""
 };
 
 // The outcome as JSON: {"output", "value", "exception": {"type","message","traceback"} | null,
@@ -22,5 +24,15 @@ struct EvalOptions {
 // kUnavailable (shutting down), kInternal.
 Result<nlohmann::json> run_eval(PythonRuntime& runtime, const std::string& code,
                                 const EvalOptions& options);
+
+// Raises KeyboardInterrupt in the running eval whose EvalOptions::id is `id`; returns at once
+// (the GIL is taken on another thread). kNotFound when no such eval is running.
+Status interrupt_eval(PythonRuntime& runtime, const std::string& id);
+
+// Completions in __main__ of `text`, the word before the cursor, `line` being the input up to the
+// cursor: {"matches": [...]}. Names, attributes (rlcompleter) and keys after `x["`.
+// Errors as run_eval's.
+Result<nlohmann::json> complete(PythonRuntime& runtime, const std::string& text, const std::string& line,
+                                double gil_timeout_s);
 
 }  // namespace probing::python

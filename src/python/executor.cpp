@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/log.h"
+#include "python/gil_free_reader.h"
 
 namespace probing::python {
 
@@ -19,11 +20,18 @@ struct PythonExecutor::Job {
   std::string failure;  // set when the work could not run or threw
 };
 
+PythonExecutor::Limits PythonExecutor::make_limits(double gil_timeout_s, double run_timeout_s, double grace_s) {
+  auto seconds = [](double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  };
+  return {seconds(gil_timeout_s), seconds(run_timeout_s), seconds(grace_s)};
+}
+
 PythonExecutor::PythonExecutor(const CApi& api, int max_workers, int max_queued)
     : api_(api), max_workers_(max_workers < 1 ? 1 : max_workers), max_queued_(max_queued) {}
 
 Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType& interrupt_type,
-                           bool* interrupted) {
+                           bool* interrupted, const std::string& tag) {
   if (interrupted != nullptr) *interrupted = false;
   auto job = std::make_shared<Job>();
   job->work = std::move(work);
@@ -35,6 +43,7 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
                                       std::to_string(queue_.size()) + "); try again later"};
     }
     queue_.push_back(job);
+    if (!tag.empty()) tagged_[tag] = job;
     if (idle_ == 0 && workers_ < max_workers_) {
       ++workers_;
       std::thread([this] { worker_loop(); }).detach();
@@ -42,6 +51,18 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
     busy_workers = workers_ - idle_;
   }
   cv_.notify_one();
+  // The tag names the job only while this call waits on it.
+  struct Untag {
+    PythonExecutor* self;
+    const std::string& tag;
+    const std::shared_ptr<Job>& job;
+    ~Untag() {
+      if (tag.empty()) return;
+      std::lock_guard<std::mutex> lock(self->mu_);
+      auto it = self->tagged_.find(tag);
+      if (it != self->tagged_.end() && it->second.lock() == job) self->tagged_.erase(it);
+    }
+  } untag{this, tag, job};
 
   std::unique_lock<std::mutex> lock(job->mu);
   auto started = [&] { return job->state != Job::State::kQueued && job->state != Job::State::kWaitingGil; };
@@ -52,8 +73,10 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.3g", s);
     if (waited_for_gil) {
-      return {Code::kTimeout, std::string("the GIL was not released within ") + secs +
-                                  " s: another thread holds it (see `probing PID backtrace --all`)"};
+      std::string holder = describe_gil_holder();  // memory reads only; never waits
+      return {Code::kTimeout, std::string("the GIL was not released within ") + secs + " s: " +
+                                  (holder.empty() ? std::string("another thread") : holder) +
+                                  " holds it (see `probing PID backtrace --all`)"};
     }
     return {Code::kTimeout, std::string("not started within ") + secs + " s: all " +
                                 std::to_string(busy_workers) +
@@ -77,6 +100,26 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
                                 "runs Python code"};
   }
   if (!job->failure.empty()) return {Code::kInternal, job->failure};
+  return {};
+}
+
+Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptType& type) {
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = tagged_.find(tag);
+    if (it != tagged_.end()) job = it->second.lock();
+  }
+  if (!job) return {Code::kNotFound, "no Python request '" + tag + "' is running"};
+  {
+    std::lock_guard<std::mutex> lock(job->mu);
+    if (job->state == Job::State::kDone) return {Code::kNotFound, "Python request '" + tag + "' has finished"};
+    if (job->state != Job::State::kRunning) {
+      return {Code::kUnavailable, "Python request '" + tag + "' has not started running yet"};
+    }
+  }
+  // interrupt() re-checks kRunning with the GIL held, so it cannot hit later work.
+  std::thread(interrupt, std::cref(api_), job, type).detach();
   return {};
 }
 

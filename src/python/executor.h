@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,6 +34,8 @@ class PythonExecutor {
     Clock::duration run_timeout;  // to finish once running
     Clock::duration grace;        // to stop after the interrupt was sent
   };
+  // Limits from seconds.
+  static Limits make_limits(double gil_timeout_s, double run_timeout_s, double grace_s = 1.0);
 
   PythonExecutor(const CApi& api, int max_workers, int max_queued);
 
@@ -40,8 +43,16 @@ class PythonExecutor {
   // interrupted and stopped within the grace period (then *interrupted is set). kTimeout when it
   // could not start in time (the message says why) or did not stop after the interrupt;
   // kUnavailable when the queue is full; kInternal when the work could not run or threw.
+  // A non-empty `tag` names the work for interrupt_tagged() while this call waits on it (tags
+  // are chosen by clients; a second run with the same tag replaces the first in that registry).
   Status run(Work work, const Limits& limits, const InterruptType& interrupt_type,
-             bool* interrupted = nullptr);
+             bool* interrupted = nullptr, const std::string& tag = {});
+
+  // Raises the exception `type` gives, asynchronously, in the work started with `tag`, if it is
+  // still running when the GIL is had (taken on a thread of its own: this never waits on the
+  // GIL). ok when the interrupt was sent; kNotFound when no work with that tag is waiting on
+  // run(); kUnavailable when it has not started running yet. Thread-safe.
+  Status interrupt_tagged(const std::string& tag, const InterruptType& type);
 
   int max_workers() const { return max_workers_; }
 
@@ -59,6 +70,7 @@ class PythonExecutor {
   std::deque<std::shared_ptr<Job>> queue_;
   int workers_ = 0;
   int idle_ = 0;
+  std::map<std::string, std::weak_ptr<Job>> tagged_;  // guarded by mu_
 };
 
 }  // namespace probing::python

@@ -2,6 +2,7 @@
 // holds an object is reset or destroyed.
 #pragma once
 
+#include <string>
 #include <utility>
 
 #include "python/capi.h"
@@ -49,5 +50,9 @@ std::string fetch_error_text(const CApi& api);
 
 // UTF-8 text of a str object; empty on error (cleared). REQUIRES: GIL held.
 std::string utf8(const CApi& api, PyObject* str);
+
+// Runs embedded Python `source` in a new private namespace (with builtins, __name__ set to
+// `module_name`, not in sys.modules) and returns that namespace. REQUIRES: GIL held.
+Result<PyRef> run_embedded_source(const CApi& api, const char* source, const char* module_name);
 
 }  // namespace probing::python

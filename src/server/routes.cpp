@@ -68,6 +68,8 @@ HttpResponse handle_eval(const HttpRequest& request) {
     }
     options.timeout_s = body["timeout"].get<double>();
   }
+  if (body.contains("id") && body["id"].is_string()) options.id = body["id"].get<std::string>();  // for /interrupt
+  options.interactive = body.contains("interactive") && body["interactive"].is_boolean() && body["interactive"].get<bool>();
   options.gil_timeout_s = std::min(options.gil_timeout_s, options.timeout_s);
   Result<python::PythonRuntime*> runtime = python::PythonRuntime::get();
   if (!runtime.is_ok()) return error_response(runtime.status());
@@ -97,6 +99,14 @@ HttpServer::Handler make_router(const AgentInfo& info) {
     if (request.path == "/eval") {
       if (request.method != "POST") return error_response(405, "BadRequest", "use POST /eval");
       return handle_eval(request);
+    }
+    if (request.path == "/backtrace") {
+      if (request.method != "GET") return error_response(405, "BadRequest", "use GET /backtrace");
+      return handle_backtrace(request);
+    }
+    if (request.path == "/complete" || request.path == "/interrupt") {  // routes_repl.cpp
+      if (request.method != "POST") return error_response(405, "BadRequest", "use POST " + request.path);
+      return request.path == "/complete" ? handle_complete(request) : handle_interrupt(request);
     }
     return error_response(404, "NotFound", "no route " + request.method + " " + request.path);
   };

@@ -21,5 +21,8 @@ HttpServer::Handler make_router(const AgentInfo& info);
 // The routes, exposed for tests.
 HttpResponse handle_health(const HttpRequest& request, const AgentInfo& info);
 HttpResponse handle_eval(const HttpRequest& request);
+HttpResponse handle_backtrace(const HttpRequest& request);  // routes_backtrace.cpp
+HttpResponse handle_complete(const HttpRequest& request);   // routes_repl.cpp
+HttpResponse handle_interrupt(const HttpRequest& request);  // routes_repl.cpp
 
 }  // namespace probing::server

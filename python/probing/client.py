@@ -1,0 +1,306 @@
+"""probing.connect(): talk to a probed process from Python (a notebook, a script, a test).
+
+Pure Python over the agent's HTTP API (docs/python-client.md); it needs no agent in *this*
+process::
+
+    from probing import connect
+    with connect(pid=12345) as probe:
+        print(probe.eval("model.training"))
+        frames = probe.backtrace()
+
+Errors:
+  RemoteError        the code raised in the target, or the agent refused the request
+                     (.type, .message, .traceback, .output)
+  TimeoutError       a RemoteError that is also the builtin TimeoutError: the code ran past its
+                     timeout (the target keeps running) or the agent did not answer in time
+  NotSupported       a RemoteError: the agent has no such route yet (POST /query, for instance)
+  TargetUnavailable  a ConnectionError: no such process, no agent in it, nothing at host:port
+  ConnectionLost     a TargetUnavailable: the target closed the connection mid-call (it exited)
+"""
+
+import builtins
+import http.client
+import json
+import os
+import socket
+import urllib.parse
+
+__all__ = ["connect", "Probe", "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost"]
+
+DEFAULT_TIMEOUT = 30.0
+_GRACE_S = 10.0  # the agent answers by an eval's deadline plus its grace period
+
+
+class RemoteError(Exception):
+    """The target (or its agent) reported an error. `type` is the Python exception's class name
+    ("ZeroDivisionError") or the agent's error type ("BadRequest", "Timeout", "NotFound");
+    `traceback` the remote traceback text ("" when there is none); `output` what the code
+    printed before it failed."""
+
+    def __init__(self, type, message, traceback="", output="", status=None):
+        self.type = type
+        self.message = message
+        self.traceback = traceback or ""
+        self.output = output or ""
+        self.status = status
+        super().__init__(self._text())
+
+    def _text(self):
+        if self.traceback:
+            return "%s: %s\n\nRemote traceback:\n%s" % (self.type, self.message, self.traceback.rstrip("\n"))
+        return "%s: %s" % (self.type, self.message)
+
+
+class TimeoutError(RemoteError, builtins.TimeoutError):
+    """The code ran past its timeout and was interrupted (the target keeps running), or the agent
+    did not answer in time. Caught by `except TimeoutError` for the builtin as well."""
+
+    def __init__(self, message, output="", status=None):
+        RemoteError.__init__(self, "Timeout", message, output=output, status=status)
+
+
+class NotSupported(RemoteError):
+    """The agent has no such route (an older agent, or a feature not built yet)."""
+
+
+class TargetUnavailable(builtins.ConnectionError):
+    """Nothing to talk to: no such process, no agent in it, or nothing listening at host:port."""
+
+
+class ConnectionLost(TargetUnavailable):
+    """The target closed the connection during a call; usually it exited."""
+
+
+def _parse_target(target, pid):
+    """("unix", address) or ("tcp", (host, port)); `target` as the CLI takes it."""
+    if pid is not None and target is not None:
+        raise ValueError("give a target or pid=, not both")
+    if pid is None and target is None:
+        raise ValueError("give the process to talk to: connect(pid=1234), connect('host:port') or connect('unix:PATH')")
+    if pid is None and isinstance(target, int):
+        pid = target
+    if pid is None and isinstance(target, str) and target.isdigit():
+        pid = int(target)
+    if pid is not None:
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            raise ValueError("pid must be a positive int, got %r" % (pid,))
+        return "pid", pid, "\0probing-%d" % pid
+    if not isinstance(target, str):
+        raise TypeError("target must be a str or an int, got %s" % type(target).__name__)
+    if target.startswith("unix:"):
+        path = target[5:]
+        if not path:
+            raise ValueError("unix: needs a path, e.g. unix:/run/probing.sock or unix:@name")
+        return "unix", None, "\0" + path[1:] if path.startswith("@") else path
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("target must be a pid, host:port or unix:PATH, got %r" % target)
+    return "tcp", None, (host.strip("[]"), int(port))
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, address, timeout):
+        super().__init__("probing", timeout=timeout)
+        self._address = address
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self._address)
+        except BaseException:
+            s.close()
+            raise
+        self.sock = s
+
+
+def _process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rpartition(")")[2].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+class Probe:
+    """A connection to one target. Each call is one HTTP request on a fresh connection (the
+    agent closes idle ones), so a Probe may be kept for as long as the target lives, and used
+    from several threads (calls share no socket). close() makes every later call raise."""
+
+    def __init__(self, target=None, *, pid=None, token=None, timeout=DEFAULT_TIMEOUT):
+        self._kind, self.pid, self._address = _parse_target(target, pid)
+        self.target = str(self.pid) if self.pid is not None else target
+        self.token = token
+        self.timeout = float(timeout)
+        self._closed = False
+
+    def __repr__(self):
+        return "<probing.Probe %s%s>" % (self._name(), " closed" if self._closed else "")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Forgets the target; later calls raise ValueError. The target is not touched."""
+        self._closed = True
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def health(self):
+        """GET /health as a dict (pid, python version, agent version, ...)."""
+        return self._call("GET", "/health", timeout=self.timeout)
+
+    def eval(self, code, timeout=None):
+        """Runs `code` in the target's __main__ and returns what it printed, followed by the repr
+        of a final expression's value on its own line (as `probing PID eval` prints them).
+        Raises RemoteError (with the remote traceback) when the code raised, TimeoutError when it
+        ran past `timeout` seconds (default: this Probe's timeout; the target keeps running)."""
+        if not isinstance(code, str):
+            raise TypeError("code must be a str, got %s" % type(code).__name__)
+        limit = self.timeout if timeout is None else float(timeout)
+        if limit <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        reply = self._call("POST", "/eval", {"code": code, "timeout": limit}, timeout=limit + _GRACE_S)
+        output = reply.get("output") or ""
+        exc = reply.get("exception")
+        if exc:
+            raise RemoteError(exc.get("type", "Exception"), exc.get("message", ""), exc.get("traceback", ""),
+                              output=output)
+        if reply.get("value") is not None:
+            if output and not output.endswith("\n"):
+                output += "\n"
+            output += reply["value"] + "\n"
+        return output
+
+    def query(self, sql):
+        """Runs SQL in the target: a pandas DataFrame when pandas can be imported, else a list of
+        dicts (one per row). Raises NotSupported while the agent has no SQL engine."""
+        if not isinstance(sql, str):
+            raise TypeError("sql must be a str, got %s" % type(sql).__name__)
+        try:
+            reply = self._call("POST", "/query", {"sql": sql}, timeout=self.timeout)
+        except NotSupported as e:
+            raise NotSupported("NotImplemented", "this agent cannot run SQL yet (%s)" % e.message,
+                               status=e.status) from None
+        columns = reply.get("columns") or []
+        rows = [dict(zip(columns, row)) if isinstance(row, list) else row for row in reply.get("rows") or []]
+        try:
+            import pandas
+        except ImportError:
+            return rows
+        return pandas.DataFrame(rows, columns=columns or None)
+
+    def backtrace(self, thread=None, all=False, locals=False):
+        """The target's Python stack, innermost frame first (GET /backtrace). By default the main
+        thread's frames (or `thread`'s, a threading ident or kernel tid): a list of dicts with
+        depth, func, file, lineno, source, frame_type (and locals with locals=True). With
+        all=True, every thread: a list of dicts with thread_id, name, frames, ..."""
+        params = {}
+        if thread is not None:
+            params["thread"] = str(int(thread))
+        for name, on in (("all", all), ("locals", locals)):
+            if on:
+                params[name] = "1"
+        path = "/backtrace" + ("?" + urllib.parse.urlencode(params) if params else "")
+        reply = self._call("GET", path, timeout=self.timeout)
+        threads = reply.get("threads") if isinstance(reply, dict) else None
+        if threads is None:
+            return reply
+        if all:
+            return threads
+        return threads[0].get("frames", []) if threads else []
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _name(self):
+        if self._kind == "pid":
+            return "process %d" % self.pid
+        return self.target
+
+    def _connection(self, timeout):
+        if self._kind == "tcp":
+            host, port = self._address
+            return http.client.HTTPConnection(host, port, timeout=timeout)
+        return _UnixHTTPConnection(self._address, timeout)
+
+    def _connect_error(self, e):
+        if self._kind == "pid":
+            if not _process_exists(self.pid):
+                return TargetUnavailable("no process %d" % self.pid)
+            return TargetUnavailable("process %d has no probing agent; attach one with: probing %d inject"
+                                     % (self.pid, self.pid))
+        if self._kind == "tcp":
+            return TargetUnavailable("cannot connect to %s: %s (is the agent serving TCP there? "
+                                     "set PROBING_PORT in the target)" % (self.target, e.strerror or e))
+        return TargetUnavailable("nothing listens on %s: %s" % (self.target, e.strerror or e))
+
+    def _lost(self, what):
+        hint = ""
+        if self._kind == "pid" and not _process_exists(self.pid):
+            hint = ": the process exited"
+        return ConnectionLost("%s closed the connection while %s%s" % (self._name(), what, hint))
+
+    def _call(self, method, path, body=None, timeout=None):
+        if self._closed:
+            raise ValueError("this probing connection is closed")
+        payload = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Host": "probing", "Connection": "close"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        conn = self._connection(timeout)
+        try:
+            try:
+                conn.connect()
+            except socket.timeout:
+                raise TimeoutError("connecting to %s timed out after %g s" % (self._name(), timeout)) from None
+            except OSError as e:
+                raise self._connect_error(e) from None
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except socket.timeout:
+                raise TimeoutError("%s did not answer %s %s within %g s" % (self._name(), method, path, timeout)) from None
+            except (http.client.RemoteDisconnected, http.client.IncompleteRead, ConnectionResetError,
+                    BrokenPipeError) as e:
+                raise self._lost("answering %s %s" % (method, path)) from e
+        finally:
+            conn.close()
+        try:
+            reply = json.loads(data.decode("utf-8")) if data else {}
+        except ValueError:
+            raise RemoteError("BadReply", "the agent sent a reply that is not JSON: %r" % data[:200],
+                              status=response.status) from None
+        if response.status == 200:
+            return reply
+        error = reply.get("error") if isinstance(reply, dict) else None
+        error = error if isinstance(error, dict) else {}
+        etype = error.get("type", "HTTP %d" % response.status)
+        message = error.get("message", data[:200].decode("utf-8", "replace"))
+        output = reply.get("output", "") if isinstance(reply, dict) else ""
+        if etype == "Timeout" or response.status == 504:
+            raise TimeoutError(message, output=output, status=response.status)
+        if response.status == 404 and message.startswith("no route"):
+            raise NotSupported(etype, message, status=404)
+        raise RemoteError(etype, message, output=output, status=response.status)
+
+
+def connect(target=None, *, pid=None, token=None, timeout=DEFAULT_TIMEOUT):
+    """A Probe for one target: connect(pid=1234), connect(1234), connect("host:8080", token=...),
+    or connect("unix:/path/to.sock"). `timeout` is how long a call may take (and an eval's
+    default timeout). Checks that the agent answers; raises TargetUnavailable if it does not."""
+    probe = Probe(target, pid=pid, token=token, timeout=timeout)
+    probe.health()
+    return probe

@@ -1,0 +1,182 @@
+# Python half of `probing PID backtrace`: compiled once into a private namespace of the target
+# (never put in sys.modules), called from src/python/frames.cpp on an agent thread with the GIL
+# held. It reads frames and shows locals briefly and safely: it never imports a module the target
+# has not imported, never touches a tensor's or array's data, and turns any failure of a repr
+# into a placeholder.
+import json
+import linecache
+import reprlib
+import _thread
+import sys
+import time
+
+_ModuleType = type(sys)
+
+_REPR_CHARS = 200
+
+
+class ProbingTimeout(BaseException):
+    """Raised asynchronously when a capture ran past its deadline (a repr that never returns)."""
+
+
+class _Repr(reprlib.Repr):
+    def __init__(self, limit):
+        super().__init__()
+        self.maxstring = limit
+        self.maxother = limit
+        self.maxlong = 60
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = 8
+        self.maxdict = 8
+        self.maxlevel = 3
+
+    def repr1(self, x, level):
+        brief = _array_summary(x)
+        if brief is not None:
+            return brief
+        return super().repr1(x, level)
+
+    def repr_instance(self, x, level):
+        try:
+            s = repr(x)
+        except BaseException as e:  # noqa: B902 - a broken __repr__ must not reach the target
+            if isinstance(e, ProbingTimeout):
+                raise
+            return "<%s object; repr failed: %s>" % (_type_name(x), type(e).__name__)
+        if len(s) > self.maxother:
+            s = s[: self.maxother - 3] + "..."
+        return s
+
+
+def _type_name(x):
+    t = type(x)
+    return "%s.%s" % (getattr(t, "__module__", "?"), getattr(t, "__qualname__", t.__name__))
+
+
+def _mro_names(t):
+    try:
+        return [(getattr(c, "__module__", ""), getattr(c, "__name__", "")) for c in type.mro(t)]
+    except BaseException:
+        return []
+
+
+def _array_summary(x):
+    """shape/dtype/device of a torch tensor or numpy array, known by module and class name (torch
+    and numpy are not imported here); None for anything else."""
+    t = type(x)
+    mod = getattr(t, "__module__", "") or ""
+    if not (mod.startswith("torch") or mod.startswith("numpy")):
+        return None
+    names = _mro_names(t)
+    if any(m in ("torch", "torch._tensor") and n == "Tensor" for m, n in names):
+        try:
+            shape = list(x.shape)
+            grad = ", requires_grad=True" if x.requires_grad else ""
+            return "%s(shape=%s, dtype=%s, device=%s%s)" % (t.__name__, shape, x.dtype, x.device, grad)
+        except BaseException:
+            return "<%s>" % t.__name__
+    if any(m == "numpy" and n == "ndarray" for m, n in names):
+        try:
+            return "ndarray(shape=%s, dtype=%s)" % (list(x.shape), x.dtype)
+        except BaseException:
+            return "<ndarray>"
+    return None
+
+
+def _brief(value, r, deadline):
+    if time.monotonic() > deadline:
+        return "<not shown: time budget spent>"
+    try:
+        return r.repr(value)
+    except ProbingTimeout:
+        return "<repr interrupted: took too long>"
+    except BaseException as e:
+        return "<%s object; repr failed: %s>" % (_type_name(value), type(e).__name__)
+
+
+def _source(filename, lineno):
+    if lineno is None or lineno <= 0 or not filename or filename.startswith("<"):
+        return None
+    try:
+        text = linecache.getline(filename, lineno)
+    except BaseException:
+        return None
+    return text.strip() or None
+
+
+def _frames(frame, want_locals, max_depth, r, deadline):
+    out = []
+    depth = 0
+    while frame is not None:
+        if depth >= max_depth:
+            return out, True
+        code = frame.f_code
+        lineno = frame.f_lineno
+        entry = {
+            "depth": depth,
+            "func": getattr(code, "co_qualname", code.co_name),
+            "file": code.co_filename,
+            "lineno": lineno if lineno is not None else -1,
+            "source": _source(code.co_filename, lineno),
+            "frame_type": "Python",
+        }
+        if want_locals:
+            try:
+                items = list(frame.f_locals.items())
+            except BaseException:
+                items = []
+            if code.co_name == "<module>":  # module globals: leave out dunders and imports
+                items = [(k, v) for k, v in items
+                         if not (str(k).startswith("__") and str(k).endswith("__")) and not isinstance(v, _ModuleType)]
+            entry["locals"] = {str(k): _brief(v, r, deadline) for k, v in items[:64]}
+        out.append(entry)
+        frame = frame.f_back
+        depth += 1
+    return out, False
+
+
+def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s, main_ident):
+    """The backtrace as JSON text. want_thread: a threading ident or native tid, or 0 for the main
+    thread; want_all: every thread; main_ident: the main thread's ident as the agent read it
+    (0: ask threading). Threads the agent itself runs on are left out."""
+    me = _thread.get_ident()
+    deadline = time.monotonic() + budget_s
+    r = _Repr(repr_chars or _REPR_CHARS)
+    frames = sys._current_frames()
+    # Never import threading here: imported first on an agent thread, it would take that thread
+    # for the target's main thread.
+    threading = sys.modules.get("threading")
+    by_ident = {t.ident: t for t in threading.enumerate()} if threading is not None else {}
+    if not main_ident and threading is not None:
+        main_ident = threading.main_thread().ident
+    names = []
+    threads = []
+    for ident, frame in frames.items():
+        if ident == me:
+            continue
+        t = by_ident.get(ident)
+        native = getattr(t, "native_id", None) if t is not None else None
+        if want_all:
+            pass
+        elif want_thread:
+            if want_thread not in (ident, native):
+                continue
+        elif ident != main_ident:
+            continue
+        name = t.name if t is not None else None
+        if ident == main_ident and (t is None or t is not threading.main_thread()):
+            name = "MainThread"  # threading not imported, or first imported on another thread
+        if name is not None:
+            names.append((ident, name))
+        stack, truncated = _frames(frame, want_locals, max_depth, r, deadline)
+        threads.append({
+            "thread_id": ident,
+            "native_thread_id": native,
+            "name": name,
+            "daemon": t.daemon if t is not None else None,
+            "is_main": ident == main_ident,
+            "holds_gil": False,
+            "frames": stack,
+            "truncated": truncated,
+        })
+    threads.sort(key=lambda th: (not th["is_main"], th["thread_id"]))
+    return json.dumps({"threads": threads, "names": names})

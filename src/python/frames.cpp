@@ -1,0 +1,214 @@
+#include "python/frames.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <map>
+
+#include "python/gil_free_reader.h"
+#include "python/ref.h"
+
+namespace probing::python {
+
+extern const char kBacktraceHelpersSource[];
+
+namespace {
+
+constexpr int kMaxLocalsBudgetMs = 1500;
+
+// The compiled backtrace_helpers.py. Created on first use and never freed; every access happens
+// with the GIL held, which is what serializes it.
+struct BacktraceHelpers {
+  PyRef ns;
+  PyObject* capture;      // borrowed from ns
+  PyObject* timeout_exc;  // borrowed from ns
+};
+BacktraceHelpers* g_bt = nullptr;
+
+// REQUIRES: GIL held.
+Result<BacktraceHelpers*> helpers(const CApi& api) {
+  if (g_bt != nullptr) return g_bt;
+  Result<PyRef> loaded = run_embedded_source(api, kBacktraceHelpersSource, "probing._backtrace");
+  if (!loaded.is_ok()) return loaded.status().with_context("loading the backtrace helpers");
+  PyRef ns = std::move(loaded).value();
+  PyObject* capture = api.PyDict_GetItemString(ns.get(), "capture");        // borrowed
+  PyObject* timeout = api.PyDict_GetItemString(ns.get(), "ProbingTimeout");  // borrowed
+  if (capture == nullptr || timeout == nullptr) return Status(Code::kInternal, "the backtrace helpers are incomplete");
+  g_bt = new BacktraceHelpers{std::move(ns), capture, timeout};
+  return g_bt;
+}
+
+// Source lines for the GIL-free answer, read without Python; files over 8 MiB are not read.
+class SourceLines {
+ public:
+  std::string line(const std::string& file, int lineno) {
+    if (lineno <= 0 || file.empty() || file[0] == '<') return {};
+    auto it = files_.find(file);
+    if (it == files_.end()) {
+      std::vector<std::string> lines;
+      struct stat st {};
+      if (files_.size() < 256 && ::stat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size < (8 << 20)) {
+        std::ifstream in(file);
+        std::string text;
+        while (std::getline(in, text)) lines.push_back(std::move(text));
+      }
+      it = files_.emplace(file, std::move(lines)).first;
+    }
+    if (static_cast<size_t>(lineno) > it->second.size()) return {};
+    const std::string& s = it->second[static_cast<size_t>(lineno) - 1];
+    size_t b = s.find_first_not_of(" \t");
+    size_t e = s.find_last_not_of(" \t\r");
+    return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+  }
+
+ private:
+  std::map<std::string, std::vector<std::string>> files_;
+};
+
+nlohmann::json holder_json(unsigned long thread_id, long native, const std::string& name) {
+  return {{"thread_id", thread_id},
+          {"native_thread_id", native == 0 ? nlohmann::json(nullptr) : nlohmann::json(native)},
+          {"name", name.empty() ? nlohmann::json(nullptr) : nlohmann::json(name)}};
+}
+
+void add_depth_note(nlohmann::json& thread, int max_depth) {
+  if (thread.value("truncated", false)) {
+    thread["note"] = "the stack is deeper than " + std::to_string(max_depth) +
+                     " frames; only the innermost " + std::to_string(max_depth) + " are shown";
+  }
+}
+
+}  // namespace
+
+Result<nlohmann::json> capture_backtrace_gil_free(const BacktraceOptions& options, const std::string& why) {
+  GilFreeLimits limits;
+  limits.max_frames = options.max_depth;
+  Result<GilFreeSnapshot> snap = read_stacks_gil_free(limits);
+  if (!snap.is_ok()) return snap.status().with_context(why + "; and reading the stacks without the GIL failed");
+  long main_tid = static_cast<long>(::getpid());
+  SourceLines sources;
+  nlohmann::json threads = nlohmann::json::array();
+  unsigned long main_ident = 0;
+  for (const RawThread& t : snap->threads) {
+    if (t.native_thread_id == main_tid) main_ident = t.thread_id;
+  }
+  if (main_ident == 0 && !snap->threads.empty()) main_ident = snap->threads.back().thread_id;  // the oldest
+  bool found = false;
+  for (const RawThread& t : snap->threads) {
+    bool is_main = t.thread_id == main_ident;
+    if (!options.all) {
+      if (options.thread != 0) {
+        if (static_cast<long long>(t.thread_id) != options.thread && t.native_thread_id != options.thread) continue;
+      } else if (!is_main) {
+        continue;
+      }
+    } else if (t.frames.empty() && !t.holds_gil) {
+      continue;  // an agent thread waiting for the GIL, or a thread between two Python calls
+    }
+    found = true;
+    nlohmann::json frames = nlohmann::json::array();
+    int depth = 0;
+    for (const RawFrame& f : t.frames) {
+      std::string src = sources.line(f.file, f.lineno);
+      frames.push_back({{"depth", depth++},
+                        {"func", f.func},
+                        {"file", f.file},
+                        {"lineno", f.lineno},
+                        {"source", src.empty() ? nlohmann::json(nullptr) : nlohmann::json(src)},
+                        {"frame_type", "Python"}});
+    }
+    std::string name = thread_name_for(t.thread_id, t.native_thread_id);
+    nlohmann::json j = {{"thread_id", t.thread_id},
+                        {"native_thread_id", t.native_thread_id == 0 ? nlohmann::json(nullptr) : nlohmann::json(t.native_thread_id)},
+                        {"name", name.empty() ? nlohmann::json(nullptr) : nlohmann::json(name)},
+                        {"daemon", nullptr},
+                        {"is_main", is_main},
+                        {"holds_gil", t.holds_gil},
+                        {"frames", std::move(frames)},
+                        {"truncated", t.truncated}};
+    add_depth_note(j, options.max_depth);
+    if (!t.error.empty()) j["note"] = t.error;
+    threads.push_back(std::move(j));
+  }
+  if (!found && options.thread != 0) {
+    return Status(Code::kNotFound, "no Python thread " + std::to_string(options.thread));
+  }
+  nlohmann::json notes = nlohmann::json::array();
+  notes.push_back(why + "; the stacks were read without the GIL (" + snap->offsets_source +
+                  " offsets): no locals, no daemon flags, thread names from the last live backtrace");
+  if (options.locals) notes.push_back("locals cannot be shown without the GIL");
+  return nlohmann::json{{"threads", std::move(threads)},
+                        {"gil_free", true},
+                        {"gil_holder", snap->holder_thread_id != 0
+                                           ? holder_json(snap->holder_thread_id, snap->holder_native_thread_id,
+                                                         thread_name_for(snap->holder_thread_id, snap->holder_native_thread_id))
+                                           : nlohmann::json(nullptr)},
+                        {"notes", std::move(notes)}};
+}
+
+Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const BacktraceOptions& options) {
+  struct Outcome {
+    std::string json_text;
+    std::string error;
+  };
+  auto outcome = std::make_shared<Outcome>();
+  double budget_s = std::min(options.run_timeout_s * 0.75, kMaxLocalsBudgetMs / 1000.0);
+  unsigned long main_ident = main_thread_ident();
+  auto work = [outcome, options, budget_s, main_ident](const CApi& api) {
+    Result<BacktraceHelpers*> h = helpers(api);
+    if (!h.is_ok()) {
+      outcome->error = h.status().message();
+      return;
+    }
+    PyRef thread(api, api.PyLong_FromLongLong(options.thread));
+    PyRef all(api, api.PyLong_FromLongLong(options.all ? 1 : 0));
+    PyRef locals(api, api.PyLong_FromLongLong(options.locals ? 1 : 0));
+    PyRef depth(api, api.PyLong_FromLongLong(options.max_depth));
+    PyRef chars(api, api.PyLong_FromLongLong(options.repr_chars));
+    PyRef budget(api, api.PyFloat_FromDouble(budget_s));
+    PyRef main(api, api.PyLong_FromLongLong(static_cast<long long>(main_ident)));
+    if (!thread || !all || !locals || !depth || !chars || !budget || !main) {
+      outcome->error = "preparing the capture: " + fetch_error_text(api);
+      return;
+    }
+    PyRef text(api, api.PyObject_CallFunctionObjArgs((*h)->capture, thread.get(), all.get(), locals.get(),
+                                                     depth.get(), chars.get(), budget.get(), main.get(), nullptr));
+    if (!text) {
+      outcome->error = "the capture failed: " + fetch_error_text(api);
+      return;
+    }
+    outcome->json_text = utf8(api, text.get());
+  };
+  PythonExecutor::Limits limits = PythonExecutor::make_limits(options.gil_timeout_s, options.run_timeout_s);
+  auto interrupt_type = [](const CApi&) -> PyObject* { return g_bt ? g_bt->timeout_exc : nullptr; };
+  Status st = runtime.executor().run(work, limits, interrupt_type);
+  if (st.code() == Code::kTimeout || st.code() == Code::kUnavailable) {
+    Result<nlohmann::json> j = capture_backtrace_gil_free(options, st.message());
+    if (j.is_ok()) (*j)["python"] = runtime.version().text;
+    return j;
+  }
+  if (!st.is_ok()) return st;
+  if (!outcome->error.empty()) return Status(Code::kInternal, outcome->error);
+  nlohmann::json j = nlohmann::json::parse(outcome->json_text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return Status(Code::kInternal, "the backtrace is not valid JSON");
+  std::vector<std::pair<unsigned long, std::string>> names;
+  for (const auto& pair : j["names"]) {
+    if (pair.is_array() && pair.size() == 2 && pair[0].is_number_unsigned() && pair[1].is_string()) {
+      names.emplace_back(pair[0].get<unsigned long>(), pair[1].get<std::string>());
+    }
+  }
+  remember_thread_names(names);
+  j.erase("names");
+  if (options.thread != 0 && j["threads"].empty()) {
+    return Status(Code::kNotFound, "no Python thread " + std::to_string(options.thread));
+  }
+  for (auto& t : j["threads"]) add_depth_note(t, options.max_depth);
+  nlohmann::json notes = nlohmann::json::array();
+  j["gil_free"] = false;
+  j["gil_holder"] = nullptr;
+  j["notes"] = std::move(notes);
+  j["python"] = runtime.version().text;
+  return j;
+}
+
+}  // namespace probing::python

@@ -1,0 +1,34 @@
+// Backtraces of the target's threads. The live path runs backtrace_helpers.py with the GIL (full
+// detail: names, daemon flags, locals, source lines); when the GIL cannot be had by the deadline
+// it falls back to the GIL-free reader (gil_free_reader.h) and says so in the answer.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+#include "python/runtime.h"
+
+namespace probing::python {
+
+struct BacktraceOptions {
+  long long thread = 0;       // threading ident or kernel tid; 0 = the main thread
+  bool all = false;           // every thread
+  bool locals = false;
+  double gil_timeout_s = 0.5;  // then the GIL-free reader answers
+  double run_timeout_s = 2;   // a capture (reprs of locals) past this is interrupted
+  int max_depth = 4096;
+  int repr_chars = 200;
+};
+
+// {"threads": [{"thread_id", "native_thread_id", "name", "daemon", "is_main", "holds_gil",
+//   "frames": [{"depth", "func", "file", "lineno", "source", "frame_type", "locals"?}],
+//   "truncated", "note"?}], "gil_free": bool, "gil_holder": {...} | null, "notes": [...],
+//   "python": "3.11.7"}
+// kNotFound when `thread` names no thread; kUnsupported when neither path can read this
+// interpreter. Never blocks past gil_timeout_s + run_timeout_s + 1 s.
+Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const BacktraceOptions& options);
+
+// The GIL-free reader's answer in the same shape (used by capture_backtrace; exposed for tests).
+Result<nlohmann::json> capture_backtrace_gil_free(const BacktraceOptions& options, const std::string& why);
+
+}  // namespace probing::python

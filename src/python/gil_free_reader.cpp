@@ -1,0 +1,405 @@
+#include "python/gil_free_reader.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+
+#include "python/capi.h"
+#include "python/safe_memory.h"
+
+namespace probing::python {
+namespace {
+
+constexpr size_t kMaxStringChars = 1024;
+constexpr size_t kMaxLineTableBytes = 1 << 16;
+constexpr int kFrameOwnedByCStack = 3;
+
+// What the reader needs from the process, found once.
+struct Process {
+  CPythonOffsets off;
+  uintptr_t runtime = 0;
+  uintptr_t unicode_type = 0;
+  uintptr_t code_type = 0;
+  uintptr_t bytes_type = 0;
+  uintptr_t frame_type = 0;  // 3.9-3.10
+};
+
+uintptr_t symbol(const char* name) { return reinterpret_cast<uintptr_t>(dlsym(RTLD_DEFAULT, name)); }
+
+Result<Process> find_process() {
+  PROBING_RETURN_IF_ERROR(safe_memory_available());
+  Result<const CApi*> api = load_capi();
+  if (!api.is_ok()) return api.status();
+  Result<PythonVersion> v = parse_version((*api)->Py_GetVersion());
+  if (!v.is_ok()) return v.status();
+  PROBING_RETURN_IF_ERROR(check_supported(*v));
+  Process p;
+  p.runtime = symbol("_PyRuntime");
+  p.unicode_type = symbol("PyUnicode_Type");
+  p.code_type = symbol("PyCode_Type");
+  p.bytes_type = symbol("PyBytes_Type");
+  p.frame_type = symbol("PyFrame_Type");
+  if (p.runtime == 0 || p.unicode_type == 0 || p.code_type == 0 || p.bytes_type == 0) {
+    return Status(Code::kUnavailable, "CPython's _PyRuntime or type objects are not visible to dlsym");
+  }
+  Result<CPythonOffsets> off = cpython_offsets(*v, p.runtime);
+  if (!off.is_ok()) return off.status();
+  p.off = *off;
+  return p;
+}
+
+const Result<Process>& process() {
+  static std::once_flag once;
+  static Result<Process>* p = nullptr;
+  std::call_once(once, [] { p = new Result<Process>(find_process()); });
+  return *p;
+}
+
+uintptr_t at(uintptr_t base, size_t field) { return field == kNoField ? 0 : base + field; }
+
+bool has_type(const Process&, uintptr_t obj, uintptr_t type) {
+  return obj != 0 && safe_read_ptr(obj + 8) == type;
+}
+
+void append_utf8(std::string& out, uint32_t c) {
+  if (c < 0x80) {
+    out += static_cast<char>(c);
+  } else if (c < 0x800) {
+    out += static_cast<char>(0xc0 | (c >> 6));
+    out += static_cast<char>(0x80 | (c & 0x3f));
+  } else if (c < 0x10000) {
+    out += static_cast<char>(0xe0 | (c >> 12));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (c & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (c >> 18));
+    out += static_cast<char>(0x80 | ((c >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (c & 0x3f));
+  }
+}
+
+// The text of a compact str object, capped at kMaxStringChars characters.
+bool read_str(const Process& p, uintptr_t obj, std::string* out) {
+  if (!has_type(p, obj, p.unicode_type)) return false;
+  int64_t length = 0;
+  uint32_t state = 0;
+  if (!safe_read_value(obj + p.off.unicode_length, &length) || !safe_read_value(obj + p.off.unicode_state, &state)) {
+    return false;
+  }
+  unsigned kind = (state >> 2) & 7;
+  bool compact = (state >> 5) & 1;
+  bool ascii = (state >> 6) & 1;
+  if (length < 0 || !compact || (kind != 1 && kind != 2 && kind != 4)) return false;
+  size_t n = std::min(static_cast<size_t>(length), kMaxStringChars);
+  uintptr_t data = obj + (ascii ? p.off.ascii_object_size : p.off.compact_object_size);
+  std::string bytes(n * kind, '\0');
+  if (!safe_read(data, bytes.data(), bytes.size())) return false;
+  out->clear();
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t c = 0;
+    if (kind == 1) c = static_cast<uint8_t>(bytes[i]);
+    if (kind == 2) c = static_cast<uint16_t>(static_cast<uint8_t>(bytes[2 * i]) | static_cast<uint8_t>(bytes[2 * i + 1]) << 8);
+    if (kind == 4) std::memcpy(&c, &bytes[4 * i], 4);
+    append_utf8(*out, c);
+  }
+  if (static_cast<size_t>(length) > n) *out += "...";
+  return true;
+}
+
+bool read_bytes_object(const Process& p, uintptr_t obj, std::vector<uint8_t>* out) {
+  if (!has_type(p, obj, p.bytes_type)) return false;
+  int64_t size = 0;
+  if (!safe_read_value(obj + p.off.bytes_size, &size) || size < 0 || static_cast<size_t>(size) > kMaxLineTableBytes) {
+    return false;
+  }
+  out->resize(static_cast<size_t>(size));
+  return safe_read(obj + p.off.bytes_data, out->data(), out->size());
+}
+
+// One frame's code and line. False when the frame does not check out.
+bool read_frame(const Process& p, uintptr_t code, int byte_offset, RawFrame* f) {
+  const CPythonOffsets& o = p.off;
+  if (!has_type(p, code, p.code_type)) return false;
+  uintptr_t name = safe_read_ptr(code + (o.code_qualname != kNoField ? o.code_qualname : o.code_name));
+  uintptr_t file = safe_read_ptr(code + o.code_filename);
+  if (!read_str(p, name, &f->func) || !read_str(p, file, &f->file)) return false;
+  int first = 0;
+  if (!safe_read_value(code + o.code_firstlineno, &first)) return false;
+  std::vector<uint8_t> table;
+  f->lineno = first;
+  if (read_bytes_object(p, safe_read_ptr(code + o.code_linetable), &table)) {
+    int line = line_for_offset(o.line_table, table.data(), table.size(), first, byte_offset);
+    if (line > 0) f->lineno = line;
+  }
+  return true;
+}
+
+void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits, RawThread* t) {
+  const CPythonOffsets& o = p.off;
+  uintptr_t frame = 0;
+  if (o.ts_cframe != kNoField) {
+    uintptr_t cframe = safe_read_ptr(tstate + o.ts_cframe);
+    frame = cframe != 0 ? safe_read_ptr(cframe + o.cframe_current_frame) : 0;
+  } else {
+    frame = safe_read_ptr(tstate + o.ts_frame);
+  }
+  for (int steps = 0; frame != 0; ++steps) {
+    if (static_cast<int>(t->frames.size()) >= limits.max_frames || steps >= 4 * limits.max_frames) {
+      t->truncated = true;
+      return;
+    }
+    uintptr_t code = 0;
+    int byte_offset = 0;
+    if (o.frame_model == FrameModel::kFrameObject) {
+      if (p.frame_type != 0 && !has_type(p, frame, p.frame_type)) {
+        t->error = "a frame at 0x" + std::to_string(frame) + " is not a frame object";
+        return;
+      }
+      code = safe_read_ptr(frame + o.frame_code);
+      int lasti = 0;
+      if (!safe_read_value(frame + o.frame_lasti, &lasti)) lasti = 0;
+      byte_offset = o.lasti_in_code_units ? lasti * 2 : lasti;
+    } else {
+      if (o.frame_owner != kNoField) {
+        char owner = 0;
+        if (!safe_read_value(frame + o.frame_owner, &owner)) {
+          t->error = "a frame became unreadable while it was read";
+          return;
+        }
+        if (owner == kFrameOwnedByCStack) {
+          frame = safe_read_ptr(frame + o.frame_previous);
+          continue;
+        }
+      }
+      code = safe_read_ptr(frame + o.frame_code);
+      uintptr_t instr = safe_read_ptr(frame + o.frame_instr_ptr);
+      uintptr_t first_unit = code + o.code_adaptive;
+      byte_offset = instr >= first_unit && instr - first_unit < (1u << 26) ? static_cast<int>(instr - first_unit) : -1;
+    }
+    RawFrame f;
+    if (!read_frame(p, code, byte_offset, &f)) {
+      t->error = "the stack changed while it was read; frames beyond this point are not shown";
+      return;
+    }
+    t->frames.push_back(std::move(f));
+    frame = safe_read_ptr(frame + o.frame_previous);
+  }
+}
+
+struct GilState {
+  bool locked = false;
+  uintptr_t holder = 0;  // PyThreadState*
+};
+
+GilState read_gil(const Process& p, uintptr_t interp) {
+  const CPythonOffsets& o = p.off;
+  GilState g;
+  int locked = 0;
+  if (o.runtime_gil_locked != kNoField) {
+    if (safe_read_value(p.runtime + o.runtime_gil_locked, &locked)) g.locked = locked != 0;
+    g.holder = safe_read_ptr(p.runtime + o.runtime_gil_last_holder);
+  } else if (o.interp_ceval_gil != kNoField && interp != 0) {
+    uintptr_t gil = safe_read_ptr(interp + o.interp_ceval_gil);
+    if (gil != 0 && safe_read_value(gil + o.gil_locked, &locked)) g.locked = locked != 0;
+    if (gil != 0) g.holder = safe_read_ptr(gil + o.gil_last_holder);
+  }
+  if (!g.locked) g.holder = 0;
+  return g;
+}
+
+std::mutex g_names_mu;
+std::map<unsigned long, std::string>* g_names = nullptr;
+
+}  // namespace
+
+int line_for_offset(LineTableFormat format, const uint8_t* t, size_t n, int firstlineno, int byte_offset) {
+  if (t == nullptr) return -1;
+  if (byte_offset < 0) return firstlineno;  // not started yet
+  int line = firstlineno;
+  if (format == LineTableFormat::kLnotab) {
+    int addr = 0;
+    for (size_t i = 0; i + 1 < n; i += 2) {
+      addr += t[i];
+      if (addr > byte_offset) break;
+      line += static_cast<int8_t>(t[i + 1]);
+    }
+    return line;
+  }
+  if (format == LineTableFormat::kLinetable) {
+    int start = 0;
+    for (size_t i = 0; i + 1 < n; i += 2) {
+      int end = start + t[i];
+      int8_t delta = static_cast<int8_t>(t[i + 1]);
+      if (delta != -128) line += delta;
+      if (byte_offset >= start && byte_offset < end) return delta == -128 ? -1 : line;
+      start = end;
+    }
+    return -1;
+  }
+  // 3.11+ location table: entries of a header byte (1, code:4, length-1:3) and payload.
+  size_t pos = 0;
+  auto varint = [&](bool* ok) -> unsigned {
+    unsigned value = 0;
+    int shift = 0;
+    for (;;) {
+      if (pos >= n || shift > 28) {
+        *ok = false;
+        return 0;
+      }
+      uint8_t b = t[pos++];
+      value |= static_cast<unsigned>(b & 63) << shift;
+      shift += 6;
+      if ((b & 64) == 0) return value;
+    }
+  };
+  auto svarint = [&](bool* ok) -> int {
+    unsigned v = varint(ok);
+    return (v & 1) ? -static_cast<int>(v >> 1) : static_cast<int>(v >> 1);
+  };
+  int end = 0;
+  while (pos < n) {
+    uint8_t head = t[pos++];
+    if ((head & 0x80) == 0) return -1;
+    int code = (head >> 3) & 15;
+    int units = (head & 7) + 1;
+    bool ok = true;
+    int delta = 0;
+    bool none = false;
+    if (code == 15) {
+      none = true;
+    } else if (code == 14) {
+      delta = svarint(&ok);
+      varint(&ok);
+      varint(&ok);
+      varint(&ok);
+    } else if (code == 13) {
+      delta = svarint(&ok);
+    } else if (code >= 10) {
+      delta = code - 10;
+      pos += 2;
+    } else {
+      pos += 1;
+    }
+    if (!ok || pos > n) return -1;
+    line += delta;
+    end += units * 2;
+    if (byte_offset < end) return none ? -1 : line;
+  }
+  return -1;
+}
+
+Result<GilFreeSnapshot> read_stacks_gil_free(const GilFreeLimits& limits) {
+  const Result<Process>& pr = process();
+  if (!pr.is_ok()) return pr.status();
+  const Process& p = *pr;
+  const CPythonOffsets& o = p.off;
+  GilFreeSnapshot snap;
+  snap.offsets_source = o.source;
+  uintptr_t interp = safe_read_ptr(p.runtime + o.runtime_interpreters_head);
+  if (interp == 0) return Status(Code::kUnavailable, "no interpreter is running (reading _PyRuntime.interpreters.head)");
+  GilState gil = read_gil(p, interp);
+  snap.gil_locked = gil.locked;
+  int threads = 0;
+  for (int i = 0; interp != 0 && i < limits.max_interpreters; ++i) {
+    uintptr_t ts = safe_read_ptr(interp + o.interp_threads_head);
+    for (; ts != 0 && threads < limits.max_threads; ++threads) {
+      RawThread t;
+      if (!safe_read_value(ts + o.ts_thread_id, &t.thread_id)) break;
+      if (o.ts_native_thread_id != kNoField) safe_read_value(ts + o.ts_native_thread_id, &t.native_thread_id);
+      t.holds_gil = gil.locked && ts == gil.holder;
+      walk_frames(p, ts, limits, &t);
+      if (t.holds_gil) {
+        snap.holder_thread_id = t.thread_id;
+        snap.holder_native_thread_id = t.native_thread_id;
+      }
+      snap.threads.push_back(std::move(t));
+      ts = safe_read_ptr(at(ts, o.ts_next));
+    }
+    interp = safe_read_ptr(at(interp, o.interp_next));
+  }
+  return snap;
+}
+
+Result<GilHolder> read_gil_holder() {
+  const Result<Process>& pr = process();
+  if (!pr.is_ok()) return pr.status();
+  const Process& p = *pr;
+  const CPythonOffsets& o = p.off;
+  uintptr_t interp = safe_read_ptr(p.runtime + o.runtime_interpreters_head);
+  GilState gil = read_gil(p, interp);
+  GilHolder h;
+  h.locked = gil.locked;
+  if (gil.holder != 0) {
+    if (!safe_read_value(gil.holder + o.ts_thread_id, &h.thread_id)) h.thread_id = 0;
+    if (o.ts_native_thread_id != kNoField) safe_read_value(gil.holder + o.ts_native_thread_id, &h.native_thread_id);
+    h.name = thread_name_for(h.thread_id, h.native_thread_id);
+  }
+  return h;
+}
+
+unsigned long main_thread_ident() noexcept {
+  const Result<Process>& pr = process();
+  if (!pr.is_ok()) return 0;
+  const Process& p = *pr;
+  const CPythonOffsets& o = p.off;
+  unsigned long ident = 0;
+  if (o.runtime_main_thread != kNoField && safe_read_value(p.runtime + o.runtime_main_thread, &ident)) return ident;
+  if (o.ts_native_thread_id == kNoField) return 0;
+  uintptr_t interp = safe_read_ptr(p.runtime + o.runtime_interpreters_head);
+  uintptr_t ts = interp != 0 ? safe_read_ptr(interp + o.interp_threads_head) : 0;
+  for (int i = 0; ts != 0 && i < 4096; ++i) {
+    long native = 0;
+    if (safe_read_value(ts + o.ts_native_thread_id, &native) && native == static_cast<long>(::getpid()) &&
+        safe_read_value(ts + o.ts_thread_id, &ident)) {
+      return ident;
+    }
+    ts = safe_read_ptr(ts + o.ts_next);
+  }
+  return 0;
+}
+
+std::string describe_gil_holder() noexcept {
+  try {
+    Result<GilHolder> h = read_gil_holder();
+    if (!h.is_ok() || !h->locked || h->thread_id == 0) return "";
+    std::string text = "thread " + std::to_string(h->thread_id);
+    if (h->native_thread_id != 0) text += " (tid " + std::to_string(h->native_thread_id);
+    if (!h->name.empty()) text += std::string(h->native_thread_id != 0 ? ", " : " (") + "\"" + h->name + "\"";
+    if (h->native_thread_id != 0 || !h->name.empty()) text += ")";
+    return text;
+  } catch (...) {
+    return "";
+  }
+}
+
+void remember_thread_names(const std::vector<std::pair<unsigned long, std::string>>& names) {
+  std::lock_guard<std::mutex> lock(g_names_mu);
+  if (g_names == nullptr) g_names = new std::map<unsigned long, std::string>;  // lives forever
+  if (g_names->size() > 4096) g_names->clear();
+  for (const auto& [id, name] : names) (*g_names)[id] = name.substr(0, 256);
+}
+
+std::string thread_name_for(unsigned long thread_id, long native_thread_id) {
+  {
+    std::lock_guard<std::mutex> lock(g_names_mu);
+    if (g_names != nullptr) {
+      auto it = g_names->find(thread_id);
+      if (it != g_names->end()) return it->second;
+    }
+  }
+  if (native_thread_id != 0 && native_thread_id == static_cast<long>(::getpid())) return "MainThread";
+  if (native_thread_id > 0) {
+    std::ifstream in("/proc/self/task/" + std::to_string(native_thread_id) + "/comm");
+    std::string comm;
+    if (std::getline(in, comm)) return comm;
+  }
+  return "";
+}
+
+}  // namespace probing::python

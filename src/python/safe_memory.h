@@ -1,0 +1,32 @@
+// Fault-safe reads of this process's own memory. The GIL-free stack reader follows pointers that
+// other threads may be changing; a plain dereference of a stale pointer would crash the target.
+// process_vm_readv on our own pid returns EFAULT for unmapped memory instead. Thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "core/status.h"
+
+namespace probing::python {
+
+// Copies n bytes at addr into out. False (out unspecified) when any byte is unreadable or addr
+// is null. Never faults.
+bool safe_read(uintptr_t addr, void* out, size_t n) noexcept;
+
+template <typename T>
+bool safe_read_value(uintptr_t addr, T* out) noexcept {
+  return safe_read(addr, out, sizeof(T));
+}
+
+// Reads a pointer-sized word; 0 when unreadable (0 is never a valid object address).
+inline uintptr_t safe_read_ptr(uintptr_t addr) noexcept {
+  uintptr_t v = 0;
+  return safe_read_value(addr, &v) ? v : 0;
+}
+
+// ok when process_vm_readv works in this process (it may be forbidden by a seccomp policy).
+Status safe_memory_available();
+
+}  // namespace probing::python

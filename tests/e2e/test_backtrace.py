@@ -1,0 +1,183 @@
+"""`probing PID backtrace` on real processes: known stacks and locals, named threads, a thread
+that holds the GIL (the GIL-free reader), a blocked queue, deep recursion, and --json."""
+import json
+import os
+import time
+
+import pytest
+
+from conftest import TARGETS, Target, interpreter_params, run_cli
+
+
+def marker_line(script, marker):
+    with open(os.path.join(TARGETS, script)) as f:
+        for i, line in enumerate(f, 1):
+            if marker in line:
+                return i
+    raise AssertionError("no %s in %s" % (marker, script))
+
+
+def backtrace_json(pid, *flags, timeout=15):
+    rc, out, err = run_cli(pid, "backtrace", "--json", *flags, timeout=timeout)
+    assert rc == 0, (rc, out, err)
+    return json.loads(out)
+
+
+def wait_for_stack(pid, predicate, *flags, timeout=10.0):
+    """Backtraces until the answer satisfies predicate: the target announces 'ready' one
+    statement before it blocks, so its innermost frame may still be on that statement."""
+    deadline = time.monotonic() + timeout
+    while True:
+        j = backtrace_json(pid, *flags)
+        if predicate(j) or time.monotonic() > deadline:
+            return j
+
+
+def main_thread(j):
+    mains = [t for t in j["threads"] if t["is_main"]]
+    assert len(mains) == 1, j
+    return mains[0]
+
+
+PARAMS = interpreter_params()
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_nested_calls_and_locals(py):
+    inner = marker_line("bt_nested.py", "BT_INNER_LINE")
+    with Target("bt_nested.py", py, mode="launch") as t:
+        j = wait_for_stack(t.pid, lambda j: main_thread(j)["frames"][0]["lineno"] == inner, "--locals")
+        assert j["gil_free"] is False
+        assert len(j["threads"]) == 1  # the main thread only, by default
+        frames = main_thread(j)["frames"]
+        script = os.path.join(TARGETS, "bt_nested.py")
+        got = [(f["depth"], f["func"], f["file"], f["lineno"], f["frame_type"]) for f in frames]
+        assert got == [
+            (0, "inner", script, inner, "Python"),
+            (1, "middle", script, marker_line("bt_nested.py", "BT_MIDDLE_LINE"), "Python"),
+            (2, "outer", script, marker_line("bt_nested.py", "BT_OUTER_LINE"), "Python"),
+            (3, "<module>", script, marker_line("bt_nested.py", "BT_MODULE_LINE"), "Python"),
+        ], got
+        assert frames[0]["source"] == "sys.stdin.readline()  # BT_INNER_LINE"
+        loc = frames[0]["locals"]
+        assert loc["count"] == "42"
+        assert loc["label"] == "'hello'"
+        assert loc["numbers"] == "[1, 2, 3]"
+        assert loc["broken"] == "<__main__.Broken object; repr failed: RuntimeError>"
+        assert len(loc["text"]) == 200 and "..." in loc["text"] and loc["text"].startswith("'xxx")
+        assert frames[1]["locals"] == {"n": "21", "factor": "42"}
+        assert "locals" not in backtrace_json(t.pid)["threads"][0]["frames"][0]
+
+        # The text form: header, one line per frame, the source under it, locals further in.
+        rc, out, err = run_cli(t.pid, "backtrace", "--locals")
+        assert rc == 0, (rc, out, err)
+        lines = out.splitlines()
+        assert lines[0] == 'Thread %d "MainThread" (tid %d)' % (main_thread(j)["thread_id"], t.proc.pid) or \
+            lines[0].startswith('Thread %d "MainThread"' % main_thread(j)["thread_id"]), lines[0]
+        assert lines[1] == "  inner (%s:%d)" % (script, inner)
+        assert lines[2] == "      sys.stdin.readline()  # BT_INNER_LINE"
+        assert "          count = 42" in lines
+        assert "  middle (%s:%d)" % (script, marker_line("bt_nested.py", "BT_MIDDLE_LINE")) in lines
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_all_threads_named(py):
+    with Target("bt_nested.py", py, mode="launch") as t:
+        j = backtrace_json(t.pid, "--all")
+        by_name = {th["name"]: th for th in j["threads"]}
+        assert {"MainThread", "worker-0", "worker-1", "worker-2"} <= set(by_name), sorted(by_name)
+        assert by_name["worker-0"]["daemon"] is False and by_name["worker-1"]["daemon"] is True
+        assert by_name["MainThread"]["native_thread_id"] == t.proc.pid or by_name["MainThread"]["is_main"]
+        for i in range(3):
+            w = by_name["worker-%d" % i]
+            assert [f["func"] for f in w["frames"]][:2] == ["Condition.wait", "Event.wait"]
+        # one thread by its kernel tid
+        tid = by_name["worker-2"]["native_thread_id"]
+        one = backtrace_json(t.pid, "--thread", tid)
+        assert [th["name"] for th in one["threads"]] == ["worker-2"]
+        rc, out, err = run_cli(t.pid, "backtrace", "--all")
+        assert rc == 0 and 'Thread %d "worker-1" (tid %d, daemon)' % (
+            by_name["worker-1"]["thread_id"], by_name["worker-1"]["native_thread_id"]) in out, out
+        rc, out, err = run_cli(t.pid, "backtrace", "--thread", "999999999")
+        assert rc == 1 and "no Python thread 999999999" in err, (rc, out, err)
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_gil_held_answers_without_the_gil(py):
+    script = os.path.join(TARGETS, "bt_gil.py")
+    with Target("bt_gil.py", py, mode="launch", args=["60"]) as t:
+        backtrace_json(t.pid, "--all")  # a live backtrace first: it records the thread names
+        t.write("hold\n")
+        t.wait_line("holding")
+        # 'holding' is printed just before the call that keeps the GIL: wait until it is held.
+        deadline = time.monotonic() + 10
+        while True:
+            start = time.monotonic()
+            j = backtrace_json(t.pid, "--all")
+            elapsed = time.monotonic() - start
+            if j["gil_free"] or time.monotonic() > deadline:
+                break
+        assert j["gil_free"] is True, j
+        assert elapsed < 2.0, elapsed
+        assert j["gil_holder"]["name"] == "gil-holder", j["gil_holder"]
+        holder = [th for th in j["threads"] if th["holds_gil"]]
+        assert len(holder) == 1 and holder[0]["name"] == "gil-holder"
+        assert (holder[0]["frames"][0]["func"], holder[0]["frames"][0]["lineno"]) == \
+            ("hold", marker_line("bt_gil.py", "BT_HOLD_LINE"))
+        main = main_thread(j)
+        assert [(f["func"], f["file"]) for f in main["frames"]] == [
+            ("wait_for_line", script), ("main_loop", script), ("<module>", script)]
+        assert main["frames"][0]["lineno"] == marker_line("bt_gil.py", "BT_WAIT_LINE")
+        assert main["frames"][1]["source"] == "line = wait_for_line()"
+        assert main["frames"][2]["source"] == "main_loop()"
+        assert main["frames"][0]["source"] == "return sys.stdin.readline()  # BT_WAIT_LINE"
+        # text form says so; --locals is refused gracefully with a note
+        start = time.monotonic()
+        rc, out, err = run_cli(t.pid, "backtrace", "--locals")
+        assert time.monotonic() - start < 2.0
+        assert rc == 0, (rc, out, err)
+        assert out.splitlines()[0].startswith("(read without the GIL; thread %d \"gil-holder\" holds it)"
+                                              % j["gil_holder"]["thread_id"]), out
+        assert "locals cannot be shown without the GIL" in err
+        # eval's GIL timeout names the holder
+        rc, out, err = run_cli(t.pid, "eval", "--timeout", "1", "1+1")
+        assert rc == 1 and '"gil-holder"' in err and "holds it" in err, (rc, out, err)
+        assert t.alive()
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_blocked_on_queue_get(py):
+    with Target("bt_queue.py", py, mode="launch") as t:
+        j = wait_for_stack(t.pid, lambda j: main_thread(j)["frames"][0]["func"] == "Condition.wait")
+        frames = main_thread(j)["frames"]
+        assert (frames[0]["func"], os.path.basename(frames[0]["file"])) == ("Condition.wait", "threading.py")
+        assert (frames[1]["func"], os.path.basename(frames[1]["file"])) == ("Queue.get", "queue.py")
+        assert (frames[2]["func"], frames[2]["lineno"]) == ("consumer", marker_line("bt_queue.py", "BT_GET_LINE"))
+        assert frames[3]["func"] == "<module>" and len(frames) == 4
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_deep_recursion_is_capped(py):
+    bottom = marker_line("bt_deep.py", "BT_BOTTOM_LINE")
+    with Target("bt_deep.py", py, mode="launch", args=["5000"]) as t:
+        j = wait_for_stack(t.pid, lambda j: main_thread(j)["frames"][0]["lineno"] == bottom)
+        main = main_thread(j)
+        assert len(main["frames"]) == 4096 and main["truncated"] is True
+        assert "deeper than 4096 frames" in main["note"]
+        assert main["frames"][0]["func"] == "recurse" and main["frames"][4095]["func"] == "recurse"
+        assert [f["depth"] for f in main["frames"][:3]] == [0, 1, 2]
+        rc, out, err = run_cli(t.pid, "backtrace")
+        assert rc == 0 and "deeper than 4096 frames" in out.splitlines()[-1], out[-300:]
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_json_matches_text(py):
+    with Target("bt_nested.py", py, mode="launch") as t:
+        j = backtrace_json(t.pid, "--all")
+        rc, out, err = run_cli(t.pid, "backtrace", "--all")
+        assert rc == 0
+        for th in j["threads"]:
+            assert ('Thread %d "%s"' % (th["thread_id"], th["name"])) in out
+            for f in th["frames"]:
+                assert "  %s (%s:%d)" % (f["func"], f["file"], f["lineno"]) in out
+        assert set(j) >= {"threads", "gil_free", "gil_holder", "notes", "python"}
