@@ -14,7 +14,7 @@ PYTHONS ?= $(shell command -v python3.11 2>/dev/null) $(shell python3 -c 'import
 JOBS ?= $(shell nproc)
 SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 2>/dev/null)
 
-.PHONY: all deps build test unit e2e demo install asan clang format lint bench clean
+.PHONY: all deps build test demo install asan clang format lint bench clean
 
 all: build
 
@@ -58,6 +58,7 @@ lint: build
 bench: build
 	/usr/bin/python3 bench/eval_latency.py --build $(BUILD)
 	/usr/bin/python3 bench/inject.py --build $(BUILD)
+	/usr/bin/python3 bench/backtrace.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-clang

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""backtrace latency over the unix socket, on one keep-alive connection:
+- the main thread 50 frames deep with locals (target <= 5 ms median);
+- the GIL-free path, while another thread holds the GIL in a C call (target <= 50 ms);
+- every thread (`all=1`) of a target with 100 extra threads.
+The baseline, on the same connection in the same run, is `GET /health` (no Python).
+"""
+
+import argparse
+import json
+import time
+
+from common import AgentConnection, Target, build_paths, summary_ms, wait_for_agent
+
+DEEP = (
+    "import time\n"
+    "def dive(n, payload):\n"
+    "    label = 'frame %d' % n\n"
+    "    if n == 0:\n"
+    "        print('ready', flush=True)\n"
+    "        while True: time.sleep(1)\n"
+    "    return dive(n - 1, payload)\n"
+    "dive(48, list(range(10)))\n"
+)
+GIL_HELD = (  # says ready, then a thread takes the GIL for good (the agent answers without it)
+    "import ctypes, threading, time\n"
+    "print('ready', flush=True)\n"
+    "threading.Thread(target=lambda: ctypes.PyDLL(None).sleep(3600), daemon=True).start()\n"
+    "while True: time.sleep(1)\n"
+)
+THREADS = (
+    "import threading, time\n"
+    "ev = threading.Event()\n"
+    "for i in range(100): threading.Thread(target=ev.wait, name='worker-%d' % i, daemon=True).start()\n"
+    "print('ready', flush=True)\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+def measure(conn, path, n, check):
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        status, body = conn.request("GET", path)
+        samples.append(time.perf_counter() - t0)
+        assert status == 200, (status, body[:200])
+        check(json.loads(body))
+    return samples
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("-n", type=int, default=200)
+    args = ap.parse_args()
+    lib = build_paths(args.build)["library"]
+    # The GIL-free answer comes after backtrace.gil_timeout_s (0.5 s by default) of waiting for
+    # the GIL; the second GIL case waits 10 ms, which leaves the cost of the GIL-free read itself.
+    gil_free = lambda j: j.get("gil_free") is True  # noqa: E731
+    cases = (
+        ("50 frames, locals", DEEP, "/backtrace?locals=1", {},
+         lambda j: len(j["threads"][0]["frames"]) >= 50 and not j.get("gil_free")),
+        ("GIL held (wait 0.5 s)", GIL_HELD, "/backtrace?all=1", {}, gil_free),
+        ("GIL held (wait 10 ms)", GIL_HELD, "/backtrace?all=1", {"PROBING_BACKTRACE_GIL_TIMEOUT_S": "0.01"}, gil_free),
+        ("100 threads, --all", THREADS, "/backtrace?all=1", {},
+         lambda j: len(j["threads"]) >= 101),
+    )
+    print("backtrace over @probing-<pid>, %d requests each (ms)" % args.n)
+    print("%-22s %8s %8s %12s %8s" % ("case", "median", "p99", "health med", "ratio"))
+    for name, code, path, env, ok in cases:
+        with Target(code, env=dict(env, LD_PRELOAD=lib)) as t:
+            wait_for_agent(t.pid)
+            conn = AgentConnection(t.pid)
+
+            def check(j, ok=ok):
+                assert ok(j), json.dumps(j)[:300]
+
+            n = args.n if "GIL held" not in name else max(10, args.n // 10)
+            deadline = time.monotonic() + 10  # warm up; the GIL case until the holder holds it
+            while not ok(json.loads(conn.request("GET", path)[1])):
+                assert time.monotonic() < deadline, "the case never set up"
+            health = summary_ms(measure(conn, "/health", n, lambda j: None))
+            bt = summary_ms(measure(conn, path, n, check))
+            conn.close()
+        print("%-22s %8.3f %8.3f %12.3f %8.1f" % (name, bt[0], bt[1], health[0], bt[0] / health[0]))
+
+
+if __name__ == "__main__":
+    main()
