@@ -206,7 +206,9 @@ def test_ctrl_c_interrupts_code_in_target(target_factory, repl_factory):
     r.send("'still' + 'here'\r")
     r.expect(r"'stillhere'\n")
     assert "NameError" not in r.text()
-    # Ctrl-D leaves.
+    # Ctrl-D at the prompt leaves. (Typed before the prompt is back, the terminal may still be in
+    # cooked mode, where ^D is not a character the line editor will read.)
+    r.expect(PROMPT)
     r.send("\x04")
     assert r.wait_exit() == 0
 
