@@ -1,6 +1,6 @@
 """A small PyTorch training loop for the demo: an MLP learning y = sin(x) on CPU.
 
-Prints `ready` once training has started, then a line every 100 steps. Runs until killed (or
+Prints `ready` once training has started, then a line every 20 steps. Runs until killed (or
 for --steps steps)."""
 
 import argparse
@@ -53,7 +53,7 @@ for batch, target in batches(32):
     step += 1
     if step == 1:
         print("ready", flush=True)
-    if step % 50 == 0:
+    if step % 20 == 0:
         print(f"step {step} loss {last_loss:.4f}", flush=True)
     if args.steps and step >= args.steps:
         break

@@ -11,7 +11,14 @@ fifo=$(mktemp -u /tmp/probing-demo-fifo.XXXXXX)
 mkfifo "$fifo"
 "$python" examples/train.py > "$fifo" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$fifo" "$log"' EXIT
+cleanup() {
+  local rc=$?
+  kill "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true  # its status is the SIGTERM we sent, not the demo's
+  rm -f "$fifo" "$log"
+  exit "$rc"
+}
+trap cleanup EXIT
 # Wait for the script to say it is training (its first line), then keep its output in $log.
 exec 3< "$fifo"
 if ! IFS= read -r -t 120 line <&3 || [[ "$line" != ready ]]; then
