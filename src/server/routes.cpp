@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <fstream>
 #include <sstream>
 
@@ -91,22 +92,26 @@ HttpResponse handle_eval(const HttpRequest& request) {
 }
 
 HttpServer::Handler make_router(const AgentInfo& info) {
-  return [&info](const HttpRequest& request) -> HttpResponse {
-    if (request.path == "/health") {
-      if (request.method != "GET") return error_response(405, "BadRequest", "use GET /health");
-      return handle_health(request, info);
-    }
-    if (request.path == "/eval") {
-      if (request.method != "POST") return error_response(405, "BadRequest", "use POST /eval");
-      return handle_eval(request);
-    }
-    if (request.path == "/backtrace") {
-      if (request.method != "GET") return error_response(405, "BadRequest", "use GET /backtrace");
-      return handle_backtrace(request);
-    }
-    if (request.path == "/complete" || request.path == "/interrupt") {  // routes_repl.cpp
-      if (request.method != "POST") return error_response(405, "BadRequest", "use POST " + request.path);
-      return request.path == "/complete" ? handle_complete(request) : handle_interrupt(request);
+  struct Route {
+    const char* method;
+    const char* path;
+    std::function<HttpResponse(const HttpRequest&)> handle;
+  };
+  // One line per route of the API (DESIGN.md §4).
+  std::vector<Route> routes{
+      {"GET", "/health", [&info](const HttpRequest& r) { return handle_health(r, info); }},
+      {"POST", "/eval", handle_eval},
+      {"GET", "/backtrace", handle_backtrace},     // routes_backtrace.cpp
+      {"POST", "/complete", handle_complete},      // routes_repl.cpp
+      {"POST", "/interrupt", handle_interrupt},    // routes_repl.cpp
+  };
+  return [routes = std::move(routes)](const HttpRequest& request) -> HttpResponse {
+    for (const Route& route : routes) {
+      if (request.path != route.path) continue;
+      if (request.method != route.method) {
+        return error_response(405, "BadRequest", std::string("use ") + route.method + " " + route.path);
+      }
+      return route.handle(request);
     }
     return error_response(404, "NotFound", "no route " + request.method + " " + request.path);
   };
