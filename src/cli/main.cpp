@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
   Context ctx;
   CLI::App app{
       "probing: a live debugger and profiler for Python processes.\n"
-      "Attach to a running Python process and run code in it, capture its stacks, query what it recorded.\n\n"
+      "Attach to a running Python process, run code in it, and read its stacks.\n\n"
       "TARGET is a pid, host:port, or unix:PATH. Examples:\n"
       "  probing list\n"
       "  probing launch -- python3 train.py\n"
@@ -25,6 +25,10 @@ int main(int argc, char** argv) {
   add_inject_command(app, ctx);
   add_backtrace_command(app, ctx);
   add_repl_command(app, ctx);
+  if (argc <= 1) {
+    std::cout << app.help();
+    return kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

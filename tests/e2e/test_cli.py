@@ -41,10 +41,16 @@ def test_no_target_is_a_usage_error():
     assert "no target" in err, err
 
 
-def test_no_command_is_a_usage_error():
+def test_no_arguments_prints_help():
     rc, out, err = run_cli()
     assert rc == 2
-    assert "subcommand is required" in err.lower() or "usage" in (out + err).lower(), (out, err)
+    assert "Usage:" in out and "Subcommands:" in out, (out, err)
+
+
+def test_no_command_is_a_usage_error():
+    rc, out, err = run_cli("1")
+    assert rc == 2
+    assert "subcommand is required" in err.lower(), (out, err)
 
 
 def test_bad_target_text():
