@@ -10,7 +10,8 @@ import json
 import linecache
 import sys
 import traceback
-from _thread import get_ident as _get_ident  # not threading: see above
+from _thread import allocate_lock as _allocate_lock  # not threading: see above
+from _thread import get_ident as _get_ident
 _REPR_LIMIT = 100_000
 
 
@@ -103,18 +104,25 @@ def _uninstall(name):
         setattr(sys, name, stream._probing_target)
 
 
+# Evals run on several agent threads at once, and the GIL can pass between any two bytecodes:
+# installing or removing the routers and changing _captures happen under one lock.
+_capture_lock = _allocate_lock()
+
+
 def _begin_capture(capture):
-    if not _captures:
-        _install("stdout")
-        _install("stderr")
-    _captures[_get_ident()] = capture
+    with _capture_lock:
+        if not _captures:
+            _install("stdout")
+            _install("stderr")
+        _captures[_get_ident()] = capture
 
 
 def _end_capture():
-    _captures.pop(_get_ident(), None)
-    if not _captures:
-        _uninstall("stdout")
-        _uninstall("stderr")
+    with _capture_lock:
+        _captures.pop(_get_ident(), None)
+        if not _captures:
+            _uninstall("stdout")
+            _uninstall("stderr")
 
 
 def _safe_repr(value):
@@ -164,8 +172,8 @@ def run_eval(code, limit, interactive=False):
     "incomplete": true."""
     capture = _Capture(limit)
     result = {"value": None, "exception": None, "timed_out": False}
-    _begin_capture(capture)
     try:
+        _begin_capture(capture)
         if interactive:
             result["incomplete"] = _incomplete(code)
             if result["incomplete"]:
@@ -232,8 +240,8 @@ def complete(text, line, limit=1000):
     keys of a mapping after `x["`, else rlcompleter's names and attributes of __main__. Returns a
     JSON object as text: {"matches": [...]} (at most `limit`, sorted, unique)."""
     capture = _Capture(10000)  # a property that prints must not write to the target's stdout
-    _begin_capture(capture)
     try:
+        _begin_capture(capture)
         matches = None
         try:
             matches = _key_matches(line)

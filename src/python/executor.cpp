@@ -2,7 +2,10 @@
 
 #include <cxxabi.h>
 
+#include <algorithm>
+#include <atomic>
 #include <exception>
+#include <system_error>
 #include <thread>
 
 #include "core/log.h"
@@ -18,10 +21,13 @@ struct PythonExecutor::Job {
   State state = State::kQueued;  // kQueued->kRunning and kRunning->kDone happen under the GIL
   unsigned long thread_ident = 0;
   std::string failure;  // set when the work could not run or threw
+  std::atomic<bool> interrupt_pending{false};
 };
 
 PythonExecutor::Limits PythonExecutor::make_limits(double gil_timeout_s, double run_timeout_s, double grace_s) {
+  // Clamped to [0, 1e6] s: a larger client-given timeout would overflow the clock's nanoseconds.
   auto seconds = [](double s) {
+    s = std::clamp(s, 0.0, 1e6);
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
   };
   return {seconds(gil_timeout_s), seconds(run_timeout_s), seconds(grace_s)};
@@ -42,12 +48,17 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
       return {Code::kUnavailable, "too many Python requests are waiting (" +
                                       std::to_string(queue_.size()) + "); try again later"};
     }
+    // Enough workers for every queued job, up to the cap (an idle worker may not have woken yet).
+    if (static_cast<int>(queue_.size()) >= idle_ && workers_ < max_workers_) {
+      try {
+        std::thread([this] { worker_loop(); }).detach();
+        ++workers_;
+      } catch (const std::system_error& e) {
+        if (workers_ == 0) return {Code::kUnavailable, std::string("cannot start a Python worker: ") + e.what()};
+      }
+    }
     queue_.push_back(job);
     if (!tag.empty()) tagged_[tag] = job;
-    if (idle_ == 0 && workers_ < max_workers_) {
-      ++workers_;
-      std::thread([this] { worker_loop(); }).detach();
-    }
     busy_workers = workers_ - idle_;
   }
   cv_.notify_one();
@@ -85,7 +96,7 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
   auto finished = [&] { return job->state == Job::State::kDone; };
   if (!job->cv.wait_for(lock, limits.run_timeout, finished)) {
     lock.unlock();
-    std::thread(interrupt, std::cref(api_), job, interrupt_type).detach();
+    spawn_interrupt(job, interrupt_type);
     lock.lock();
     double s = std::chrono::duration<double>(limits.run_timeout).count();
     char secs[32];
@@ -119,8 +130,20 @@ Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptT
     }
   }
   // interrupt() re-checks kRunning with the GIL held, so it cannot hit later work.
-  std::thread(interrupt, std::cref(api_), job, type).detach();
+  spawn_interrupt(job, type);
   return {};
+}
+
+// At most one interrupting thread per job: a job stuck in C code holding the GIL would otherwise
+// collect one blocked thread per Ctrl-C.
+void PythonExecutor::spawn_interrupt(const std::shared_ptr<Job>& job, const InterruptType& type) {
+  if (job->interrupt_pending.exchange(true)) return;
+  try {
+    std::thread(interrupt, std::cref(api_), job, type).detach();
+  } catch (const std::system_error& e) {
+    job->interrupt_pending.store(false);
+    log_warn(std::string("cannot start a thread to interrupt a Python request: ") + e.what());
+  }
 }
 
 // Raises the interrupt in the job's thread if, with the GIL held, the job is still running: the
@@ -137,6 +160,7 @@ void PythonExecutor::interrupt(const CApi& api, std::shared_ptr<Job> job, Interr
       }
     }
     api.PyGILState_Release(gil);
+    job->interrupt_pending.store(false);
   } catch (abi::__forced_unwind&) {
     throw;  // the interpreter ends threads that want the GIL after finalization
   } catch (...) {

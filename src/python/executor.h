@@ -61,6 +61,7 @@ class PythonExecutor {
   void worker_loop() noexcept(false);  // not noexcept: see the .cpp on thread exit
   void execute(Job& job);
   static void interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type);
+  void spawn_interrupt(const std::shared_ptr<Job>& job, const InterruptType& type);
 
   const CApi& api_;
   const int max_workers_;

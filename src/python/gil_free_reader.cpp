@@ -343,7 +343,8 @@ Result<GilHolder> read_gil_holder() {
   return h;
 }
 
-unsigned long main_thread_ident() noexcept {
+namespace {
+unsigned long main_thread_ident_or_throw() {
   const Result<Process>& pr = process();
   if (!pr.is_ok()) return 0;
   const Process& p = *pr;
@@ -362,6 +363,15 @@ unsigned long main_thread_ident() noexcept {
     ts = safe_read_ptr(ts + o.ts_next);
   }
   return 0;
+}
+}  // namespace
+
+unsigned long main_thread_ident() noexcept {
+  try {
+    return main_thread_ident_or_throw();
+  } catch (...) {  // process() may allocate on first use
+    return 0;
+  }
 }
 
 std::string describe_gil_holder() noexcept {

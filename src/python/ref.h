@@ -35,8 +35,12 @@ class PyRef {
 
   PyObject* get() const noexcept { return obj_; }
   explicit operator bool() const noexcept { return obj_ != nullptr; }
+  // Without the GIL (a worker unwound by CPython's pthread_exit at interpreter exit) the
+  // reference is leaked rather than touched.
   void reset() noexcept {
-    if (obj_ != nullptr) api_->Py_DecRef(std::exchange(obj_, nullptr));
+    if (obj_ == nullptr) return;
+    PyObject* obj = std::exchange(obj_, nullptr);
+    if (api_->PyGILState_Check()) api_->Py_DecRef(obj);
   }
 
  private:

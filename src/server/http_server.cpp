@@ -3,6 +3,7 @@
 
 #include "server/http_server.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -109,7 +110,12 @@ class ServerImpl final : public HttpServer {
       } else if (ec == asio::error::operation_aborted) {
         return;
       } else {
-        log_warn("accept: " + ec.message());
+        // Out of descriptors (EMFILE) and the like: the connection stays in the backlog, so an
+        // immediate retry would spin. Wait a little first.
+        log_warn("accept: " + ec.message() + "; retrying in 200 ms");
+        retry_.expires_after(std::chrono::milliseconds(200));
+        retry_.async_wait([this](beast::error_code) { accept(); });
+        return;
       }
       accept();
     });
@@ -121,6 +127,7 @@ class ServerImpl final : public HttpServer {
   asio::io_context ioc_{1};
   asio::executor_work_guard<asio::io_context::executor_type> guard_{ioc_.get_executor()};
   Local::acceptor acceptor_;
+  asio::steady_timer retry_{ioc_};
   asio::thread_pool pool_;
   std::atomic<int> connections_{0};
 };
@@ -132,6 +139,8 @@ Session::Session(ServerImpl& server, Local::socket socket) : server_(server), st
 Session::~Session() { server_.connections().fetch_sub(1); }
 
 void Session::start(bool over_capacity) {
+  // Asio accepts without SOCK_CLOEXEC: keep client connections out of programs the host runs.
+  ::fcntl(stream_.socket().native_handle(), F_SETFD, FD_CLOEXEC);
   ucred cred{};
   socklen_t len = sizeof cred;
   if (getsockopt(stream_.socket().native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
