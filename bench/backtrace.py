@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from common import AgentConnection, Target, build_paths, summary_ms, wait_for_agent
+from common import AgentConnection, Target, build_paths, measure, summary_ms, wait_for_agent
 
 DEEP = (
     "import time\n"
@@ -35,17 +35,6 @@ THREADS = (
     "print('ready', flush=True)\n"
     "while True: time.sleep(1)\n"
 )
-
-
-def measure(conn, path, n, check):
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        status, body = conn.request("GET", path)
-        samples.append(time.perf_counter() - t0)
-        assert status == 200, (status, body[:200])
-        check(json.loads(body))
-    return samples
 
 
 def main():
@@ -79,8 +68,8 @@ def main():
             deadline = time.monotonic() + 10  # warm up; the GIL case until the holder holds it
             while not ok(json.loads(conn.request("GET", path)[1])):
                 assert time.monotonic() < deadline, "the case never set up"
-            health = summary_ms(measure(conn, "/health", n, lambda j: None))
-            bt = summary_ms(measure(conn, path, n, check))
+            health = summary_ms(measure(conn, "GET", "/health", n=n))
+            bt = summary_ms(measure(conn, "GET", path, n=n, check=check))
             conn.close()
         print("%-22s %8.3f %8.3f %12.3f %8.1f" % (name, bt[0], bt[1], health[0], bt[0] / health[0]))
 

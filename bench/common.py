@@ -109,6 +109,20 @@ def wait_for_agent(pid, timeout=10):
     raise RuntimeError("agent in %d did not answer" % pid)
 
 
+def measure(conn, method, path, body=None, n=100, check=None):
+    """Seconds each of `n` requests took on `conn`; each must answer 200, and `check` (when
+    given) is called with the reply parsed as JSON."""
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        status, reply = conn.request(method, path, body)
+        samples.append(time.perf_counter() - t0)
+        assert status == 200, (status, reply[:200])
+        if check is not None:
+            check(json.loads(reply))
+    return samples
+
+
 def summary_ms(samples_s):
     ms = sorted(s * 1000 for s in samples_s)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]

@@ -8,7 +8,7 @@ the difference is the cost of getting the GIL and running the code. Target: <= 1
 import argparse
 import time
 
-from common import AgentConnection, Target, build_paths, summary_ms, wait_for_agent
+from common import AgentConnection, Target, build_paths, measure, summary_ms, wait_for_agent
 
 IDLE = "import time\nprint('ready', flush=True)\nwhile True: time.sleep(1)\n"
 BUSY = (
@@ -20,16 +20,6 @@ BUSY = (
     "print('ready', flush=True)\n"
     "while True: time.sleep(1)\n"
 )
-
-
-def measure(conn, method, path, body, n):
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        status, _ = conn.request(method, path, body)
-        samples.append(time.perf_counter() - t0)
-        assert status == 200, status
-    return samples
 
 
 def main():
@@ -44,9 +34,9 @@ def main():
         with Target(code, env={"LD_PRELOAD": lib}) as t:
             wait_for_agent(t.pid)
             conn = AgentConnection(t.pid)
-            measure(conn, "POST", "/eval", {"code": "1"}, 20)  # warm up: helpers compiled once
-            health = summary_ms(measure(conn, "GET", "/health", None, n))
-            ev = summary_ms(measure(conn, "POST", "/eval", {"code": "1"}, n))
+            measure(conn, "POST", "/eval", {"code": "1"}, n=20)  # warm up: helpers compiled once
+            health = summary_ms(measure(conn, "GET", "/health", n=n))
+            ev = summary_ms(measure(conn, "POST", "/eval", {"code": "1"}, n=n))
             conn.close()
         print("%-8s %-10s %8.3f %8.3f %8s" % (name, "health", health[0], health[1], "1.00"))
         print("%-8s %-10s %8.3f %8.3f %8.2f" % (name, "eval 1", ev[0], ev[1], ev[0] / health[0]))
