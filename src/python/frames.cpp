@@ -38,19 +38,29 @@ Result<BacktraceHelpers*> helpers(const CApi& api) {
   return g_bt;
 }
 
-// Source lines for the GIL-free answer, read without Python; files over 8 MiB are not read.
+// Source lines for the GIL-free answer, read without Python. Bounded: at most 8 MiB read from
+// one file (counted as read: /proc files report size 0), 32 MiB in all, 256 files.
 class SourceLines {
  public:
+  static constexpr size_t kMaxFileBytes = 8 << 20;
+  static constexpr size_t kMaxTotalBytes = 32 << 20;
+
   std::string line(const std::string& file, int lineno) {
     if (lineno <= 0 || file.empty() || file[0] == '<') return {};
     auto it = files_.find(file);
     if (it == files_.end()) {
       std::vector<std::string> lines;
       struct stat st {};
-      if (files_.size() < 256 && ::stat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size < (8 << 20)) {
+      if (files_.size() < 256 && ::stat(file.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+          static_cast<size_t>(st.st_size) < kMaxFileBytes) {
         std::ifstream in(file);
         std::string text;
-        while (std::getline(in, text)) lines.push_back(std::move(text));
+        size_t file_bytes = 0;
+        while (file_bytes < kMaxFileBytes && total_bytes_ < kMaxTotalBytes && std::getline(in, text)) {
+          file_bytes += text.size() + 1;
+          total_bytes_ += text.size() + 1;
+          lines.push_back(std::move(text));
+        }
       }
       it = files_.emplace(file, std::move(lines)).first;
     }
@@ -63,6 +73,7 @@ class SourceLines {
 
  private:
   std::map<std::string, std::vector<std::string>> files_;
+  size_t total_bytes_ = 0;
 };
 
 nlohmann::json holder_json(unsigned long thread_id, long native, const std::string& name) {
