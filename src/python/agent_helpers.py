@@ -270,22 +270,23 @@ _Completer = None
 
 
 def _completer_class():
-    """rlcompleter.Completer, imported without importing readline: rlcompleter would otherwise
-    install itself as the target's readline completer."""
+    """rlcompleter.Completer from a private copy of rlcompleter whose `import readline` fails:
+    imported normally, rlcompleter would install itself as the target's readline completer.
+    Nothing in sys.modules changes, so the target's own imports meet nothing unusual."""
     global _Completer
     if _Completer is None:
-        if "rlcompleter" in sys.modules:
-            _Completer = sys.modules["rlcompleter"].Completer
-        else:
-            blocked = "readline" not in sys.modules
-            if blocked:
-                sys.modules["readline"] = None  # makes `import readline` raise ImportError
-            try:
-                import rlcompleter
-            finally:
-                if blocked and sys.modules.get("readline", 0) is None:
-                    del sys.modules["readline"]
-                # Our copy stays private: the target's own `import rlcompleter` gets a fresh one.
-                sys.modules.pop("rlcompleter", None)
-            _Completer = rlcompleter.Completer
+        import builtins
+        import importlib.machinery
+
+        real_import = builtins.__import__
+
+        def no_readline(name, *args, **kwargs):
+            if name == "readline":
+                raise ImportError("readline is not for probing's completer")
+            return real_import(name, *args, **kwargs)
+
+        spec = importlib.machinery.PathFinder.find_spec("rlcompleter")
+        ns = {"__name__": "rlcompleter", "__builtins__": dict(vars(builtins), __import__=no_readline)}
+        exec(spec.loader.get_code("rlcompleter"), ns)
+        _Completer = ns["Completer"]
     return _Completer

@@ -126,6 +126,9 @@ def test_completion_and_block(target_factory, repl_factory, interp):
     r.send("\r")
     r.expect(r"\nTrue\n")
     r.expect(PROMPT)
+    # Completing left the target's modules as they were: no readline, no rlcompleter.
+    assert eval_ok(t.pid, "import sys; 'readline' in sys.modules, 'rlcompleter' in sys.modules") == \
+        "(False, False)\n"
     # Keys of a dict after x["
     r.send('settings_table["lea\t')
     r.expect(r"learning_rate")
