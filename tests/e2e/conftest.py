@@ -514,3 +514,14 @@ def eval_ok(pid, code, timeout=15):
 def interp(request):
     """Each interpreter on the machine (a test may parametrize `interp` itself to narrow it)."""
     return request.param
+
+
+def eval_while_gil_held(t):
+    """Makes a gil_holder.py target take the GIL, then runs `probing PID eval 1` against it.
+    Returns (holder tid, rc, stdout, stderr, seconds the eval took)."""
+    t.write("hold\n")
+    i = t.wait_line(lambda l: l.startswith("holding "))
+    holder = int(t.stdout_lines()[i].split()[1])
+    t0 = time.monotonic()
+    rc, out, err = run_cli(t.pid, "eval", "--timeout", "30", "1", timeout=20)
+    return holder, rc, out, err, time.monotonic() - t0

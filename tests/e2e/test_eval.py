@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from conftest import (PROBING, Target, connect_agent, eval_ok, http_request, interpreter_params, read_http_reply,
-                      run_cli)
+from conftest import (PROBING, Target, connect_agent, eval_ok, eval_while_gil_held, http_request, interpreter_params,
+                      read_http_reply, run_cli)
 
 
 @pytest.fixture(scope="module")
@@ -379,12 +379,7 @@ def test_target_exits_mid_request(interp, target_factory):
 
 def test_gil_held_answers_within_gil_timeout(interp, target_factory):
     t = target_factory("gil_holder.py", interp, mode="preload", args=[3], env={"PROBING_GIL_TIMEOUT_S": "1"})
-    t.write("hold\n")
-    i = t.wait_line(lambda l: l.startswith("holding "))
-    holder = int(t.stdout_lines()[i].split()[1])
-    t0 = time.monotonic()
-    rc, out, err = run_cli(t.pid, "eval", "--timeout", "30", "1", timeout=20)
-    elapsed = time.monotonic() - t0
+    holder, rc, out, err, elapsed = eval_while_gil_held(t)
     assert rc == 1, (out, err)
     assert 0.9 <= elapsed < 2.5, "answered after %.2f s with gil.timeout_s=1" % elapsed
     assert "GIL" in err and "not released" in err, err
@@ -397,12 +392,7 @@ def test_gil_held_answers_within_gil_timeout(interp, target_factory):
 @pytest.mark.parametrize("interp", interpreter_params(only=["debian"]), scope="module")
 def test_gil_held_default_timeout(interp, target_factory):
     t = target_factory("gil_holder.py", interp, mode="preload", args=[30])
-    t.write("hold\n")
-    i = t.wait_line(lambda l: l.startswith("holding "))
-    holder = int(t.stdout_lines()[i].split()[1])
-    t0 = time.monotonic()
-    rc, out, err = run_cli(t.pid, "eval", "--timeout", "30", "1", timeout=20)
-    elapsed = time.monotonic() - t0
+    holder, rc, out, err, elapsed = eval_while_gil_held(t)
     assert rc == 1, (out, err)
     assert 4.8 <= elapsed < 7, "answered after %.2f s with the default gil.timeout_s=5" % elapsed
     assert "GIL" in err and "tid %d" % holder in err, err

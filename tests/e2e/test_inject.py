@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import (INTERPRETERS, Target, agent_mapped, clean_env, eval_ok, http_request,
+from conftest import (INTERPRETERS, Target, agent_mapped, clean_env, eval_ok, eval_while_gil_held, http_request,
                       needs_inject, run_cli)
 
 pytestmark = needs_inject
@@ -201,12 +201,7 @@ def test_define_gil_timeout(interp, target_factory):
     assert r.status == 504, r
     assert 1.9 <= elapsed < 4, elapsed
     # gil.timeout_s: with the GIL held, the answer comes after about 1 s, not the default 5 s.
-    t.write("hold\n")
-    i = t.wait_line(lambda l: l.startswith("holding "))
-    holder = int(t.stdout_lines()[i].split()[1])
-    t0 = time.monotonic()
-    rc, out, err = run_cli(t.pid, "eval", "--timeout", "30", "1", timeout=20)
-    elapsed = time.monotonic() - t0
+    holder, rc, out, err, elapsed = eval_while_gil_held(t)
     assert rc == 1 and "GIL" in err and "tid %d" % holder in err, (out, err)
     assert 0.9 <= elapsed < 2.5, "GIL error after %.2f s with -D gil.timeout_s=1" % elapsed
 
