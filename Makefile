@@ -59,6 +59,7 @@ bench: build
 	/usr/bin/python3 bench/eval_latency.py --build $(BUILD)
 	/usr/bin/python3 bench/inject.py --build $(BUILD)
 	/usr/bin/python3 bench/backtrace.py --build $(BUILD)
+	/usr/bin/python3 bench/sql.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-clang

@@ -13,7 +13,7 @@ never holds two agents.
 import ctypes
 import os
 
-__all__ = ["init", "library_path", "__version__", "connect", "Probe", "RemoteError", "NotSupported",
+__all__ = ["init", "library_path", "table", "Table", "__version__", "connect", "Probe", "RemoteError", "NotSupported",
            "TargetUnavailable", "ConnectionLost"]
 
 __version__ = "0.1.0"
@@ -31,12 +31,26 @@ def library_path():
     return os.path.normpath(os.path.join(here, "..", "..", "libprobing.so"))
 
 
+def _mapped_library():
+    """Path of a libprobing.so this process already has (preloaded or injected), or None: a
+    second copy from another path would be a second agent."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rstrip("\n").split(None, 5)[-1]
+                if path.endswith("/libprobing.so"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
 def init():
     """Starts the probing agent in this process (idempotent). Returns the socket it serves,
     '@probing-<pid>'. Raises OSError when the agent library cannot be loaded."""
     global _agent
     if _agent is None:
-        path = library_path()
+        path = _mapped_library() or library_path()
         try:
             lib = ctypes.CDLL(path)
         except OSError as e:
@@ -45,6 +59,53 @@ def init():
             raise OSError("probing: the agent could not start")
         _agent = lib
     return "@probing-%d" % os.getpid()
+
+
+_native = None
+_tables = {}
+
+
+class Table:
+    """A recorded table, queried as python.<name>: rows appended here are kept in the agent,
+    in a bounded column store (the oldest rows are dropped first past the caps), and never
+    wait on a running query.
+
+    ``append(row)`` takes a dict {column: value}; the first row appended sets the columns (later
+    rows may leave some out: NULL, but may not add new ones). Values are int, float, str, bool,
+    None, or anything with ``__float__`` (a numpy scalar, a 0-d tensor)."""
+
+    __slots__ = ("name", "append")
+
+    def __init__(self, name, append):
+        self.name = name
+        self.append = append
+
+    def __repr__(self):
+        return "<probing.Table python.%s>" % self.name
+
+
+def table(name, max_rows=None, max_bytes=None):
+    """The recorded table python.<name> (made on first use; the same object for the same name).
+    max_rows and max_bytes override the store.max_rows and store.max_bytes settings for it.
+    Starts the agent in this process if it is not running yet::
+
+        losses = probing.table("losses")
+        losses.append({"step": 7, "loss": 0.31})
+        # probing PID query "SELECT * FROM python.losses"
+    """
+    t = _tables.get(name)
+    if t is not None and max_rows is None and max_bytes is None:
+        return t
+    global _native
+    if _native is None:
+        init()
+        native = ctypes.PyDLL(_agent._name).probing_native
+        native.restype = ctypes.py_object
+        native.argtypes = []
+        _native = native()
+    t = Table(name, _native["make_appender"](name, int(max_rows or 0), int(max_bytes or 0)))
+    _tables[name] = t
+    return t
 
 
 # The client side (probing.connect), imported on first use so that a target's `import probing`

@@ -13,7 +13,7 @@ Errors:
                      (.type, .message, .traceback, .output)
   TimeoutError       a RemoteError that is also the builtin TimeoutError: the code ran past its
                      timeout (the target keeps running) or the agent did not answer in time
-  NotSupported       a RemoteError: the agent has no such route yet (POST /query, for instance)
+  NotSupported       a RemoteError: the agent has no such route (an older agent)
   TargetUnavailable  a ConnectionError: no such process, no agent in it, nothing at host:port
   ConnectionLost     a TargetUnavailable: the target closed the connection mid-call (it exited)
 """
@@ -184,14 +184,11 @@ class Probe:
 
     def query(self, sql):
         """Runs SQL in the target: a pandas DataFrame when pandas can be imported, else a list of
-        dicts (one per row). Raises NotSupported while the agent has no SQL engine."""
+        dicts (one per row). A bad query raises RemoteError with type 'SQLError' and SQLite's
+        message; a result past the agent's row cap (query.max_rows) comes back cut."""
         if not isinstance(sql, str):
             raise TypeError("sql must be a str, got %s" % type(sql).__name__)
-        try:
-            reply = self._call("POST", "/query", {"sql": sql}, timeout=self.timeout)
-        except NotSupported as e:
-            raise NotSupported("NotImplemented", "this agent cannot run SQL yet (%s)" % e.message,
-                               status=e.status) from None
+        reply = self._call("POST", "/query", {"sql": sql}, timeout=self.timeout)
         columns = reply.get("columns") or []
         rows = [dict(zip(columns, row)) if isinstance(row, list) else row for row in reply.get("rows") or []]
         try:

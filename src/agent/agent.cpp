@@ -15,6 +15,8 @@
 #include "python/capi.h"
 #include "server/http_server.h"
 #include "server/routes.h"
+#include "sql/python_module.h"
+#include "sql/tables/tables.h"
 
 #define PROBING_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -30,6 +32,7 @@ std::atomic<int> g_listen_fd{-1};
 void after_fork_in_child() {
   int fd = g_listen_fd.exchange(-1);
   if (fd >= 0) ::close(fd);
+  sql::on_fork_child();
 }
 
 double now_s() {
@@ -67,6 +70,8 @@ void bootstrap() noexcept {
     declare_builtin_settings(s);
     for (const Status& st : s.apply_environment()) log_warn(st.message());
     apply_inject_settings(s);
+    if (Status st = sql::add_builtin_tables(); !st.is_ok()) log_error("SQL tables: " + st.message());
+    sql::start_metrics_sampler();
     auto* info = new server::AgentInfo;  // lives as long as the server: forever
     info->version = PROBING_VERSION;
     info->socket = "@probing-" + std::to_string(::getpid());
@@ -124,6 +129,10 @@ PROBING_EXPORT int probing_agent_start() { return probing::agent::start(); }
 
 // The agent's version text, so a client library can tell which agent it loaded.
 PROBING_EXPORT const char* probing_agent_version() { return PROBING_VERSION; }
+
+// The native functions of the probing package (probing.table), for ctypes.PyDLL: called with the
+// GIL held; returns a new reference, or NULL with a Python error set.
+PROBING_EXPORT void* probing_native() { return probing::sql::native_functions(); }
 
 __attribute__((constructor)) static void probing_agent_load() {
   // PROBING_DISABLE=1 keeps a preloaded or injected library idle.

@@ -45,5 +45,7 @@ void add_launch_command(CLI::App& app, Context& ctx);
 void add_inject_command(CLI::App& app, Context& ctx);
 void add_backtrace_command(CLI::App& app, Context& ctx);
 void add_repl_command(CLI::App& app, Context& ctx);
+void add_query_command(CLI::App& app, Context& ctx);
+void add_config_command(CLI::App& app, Context& ctx);
 
 }  // namespace probing::cli

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   add_inject_command(app, ctx);
   add_backtrace_command(app, ctx);
   add_repl_command(app, ctx);
+  add_query_command(app, ctx);
+  add_config_command(app, ctx);
   if (argc <= 1) {
     std::cout << app.help();
     return kExitUsage;

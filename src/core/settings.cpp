@@ -19,7 +19,22 @@ Status positive(const std::string& v) {
   return {};
 }
 
+Status non_negative(const std::string& v) {
+  if (std::strtod(v.c_str(), nullptr) < 0) return {Code::kInvalidArgument, "must be >= 0"};
+  return {};
+}
+
 }  // namespace
+
+const char* kind_name(SettingKind kind) {
+  switch (kind) {
+    case SettingKind::kBool: return "bool";
+    case SettingKind::kInt: return "int";
+    case SettingKind::kDouble: return "double";
+    case SettingKind::kString: return "string";
+  }
+  return "";
+}
 
 void Settings::declare(const std::string& name, SettingKind kind, const std::string& default_value,
                        const std::string& description, Validator validator) {
@@ -178,6 +193,24 @@ void declare_builtin_settings(Settings& s) {
             positive);
   s.declare("server.max_body_bytes", SettingKind::kInt, "8388608",
             "Largest request body accepted; larger requests get 413.", positive);
+  s.declare("query.timeout_s", SettingKind::kDouble, "10",
+            "Seconds a SQL query may run; then it is stopped with an error.", positive);
+  s.declare("query.max_rows", SettingKind::kInt, "10000",
+            "Most rows one query returns; a longer result is cut with a notice.", positive);
+  s.declare("query.max_result_bytes", SettingKind::kInt, "16777216",
+            "Most bytes of cells one query returns; a larger result is cut with a notice.", positive);
+  s.declare("sql.max_memory_mb", SettingKind::kInt, "256",
+            "Most memory, in MiB, the SQL engine may hold for running queries (read at start).", positive);
+  s.declare("store.max_rows", SettingKind::kInt, "1000000",
+            "Most rows a recorded table (probing.table) keeps; the oldest are dropped first.", positive);
+  s.declare("store.max_bytes", SettingKind::kInt, "33554432",
+            "Most bytes a recorded table (probing.table) keeps; the oldest rows are dropped first.",
+            positive);
+  s.declare("metrics.interval_s", SettingKind::kDouble, "1",
+            "Seconds between two samples of process.metrics (CPU, memory, threads); 0 stops sampling.",
+            non_negative);
+  s.declare("metrics.max_rows", SettingKind::kInt, "86400",
+            "Most samples process.metrics keeps; the oldest are dropped first.", positive);
   s.declare("python.max_workers", SettingKind::kInt, "4",
             "Most agent threads running Python requests at once; more requests wait their turn.",
             positive);

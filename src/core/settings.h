@@ -17,6 +17,9 @@ namespace probing {
 
 enum class SettingKind { kBool, kInt, kDouble, kString };
 
+// "bool", "int", "double", "string".
+const char* kind_name(SettingKind kind);
+
 struct SettingInfo {
   std::string name;
   std::string value;        // canonical text form

@@ -78,7 +78,29 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyErr_Occurred);
   PROBING_RESOLVE(PyErr_Fetch);
   PROBING_RESOLVE(PyErr_Clear);
+  PROBING_RESOLVE(PyCFunction_NewEx);
+  PROBING_RESOLVE(PyCapsule_New);
+  PROBING_RESOLVE(PyCapsule_GetPointer);
+  PROBING_RESOLVE(PyDict_Next);
+  PROBING_RESOLVE(PyLong_AsLongLong);
+  PROBING_RESOLVE(PyFloat_AsDouble);
+  PROBING_RESOLVE(PyType_IsSubtype);
+  PROBING_RESOLVE(PyErr_SetString);
+  PROBING_RESOLVE(PyLong_Type);
+  PROBING_RESOLVE(PyFloat_Type);
+  PROBING_RESOLVE(PyUnicode_Type);
+  PROBING_RESOLVE(PyBool_Type);
+  PROBING_RESOLVE(PyDict_Type);
 #undef PROBING_RESOLVE
+  api->None = reinterpret_cast<PyObject*>(lookup(handle, "_Py_NoneStruct"));
+  auto exception = [&](const char* name) -> PyObject* {
+    auto* slot = reinterpret_cast<PyObject**>(lookup(handle, name));
+    if (slot == nullptr) missing += std::string(missing.empty() ? "" : ", ") + name;
+    return slot == nullptr ? nullptr : *slot;
+  };
+  if (api->None == nullptr) missing += std::string(missing.empty() ? "" : ", ") + "_Py_NoneStruct";
+  api->exc_type_error = exception("PyExc_TypeError");
+  api->exc_value_error = exception("PyExc_ValueError");
   api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "Py_IsFinalizing"));
   if (api->is_finalizing == nullptr) {
     api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "_Py_IsFinalizing"));

@@ -45,7 +45,30 @@ struct CApi {
   PyObject* (*PyErr_Occurred)();  // borrowed
   void (*PyErr_Fetch)(PyObject**, PyObject**, PyObject**);
   void (*PyErr_Clear)();
+
+  // For the native functions the agent hands to Python code (probing.table().append).
+  PyObject* (*PyCFunction_NewEx)(void* method_def, PyObject* self, PyObject* module);
+  PyObject* (*PyCapsule_New)(void* pointer, const char* name, void (*destructor)(PyObject*));
+  void* (*PyCapsule_GetPointer)(PyObject* capsule, const char* name);
+  int (*PyDict_Next)(PyObject* dict, long* pos, PyObject** key, PyObject** value);  // borrowed
+  long long (*PyLong_AsLongLong)(PyObject*);
+  double (*PyFloat_AsDouble)(PyObject*);
+  int (*PyType_IsSubtype)(void* type, void* base);
+  void (*PyErr_SetString)(PyObject* type, const char* message);
+  // Type objects and singletons (addresses of the interpreter's own objects).
+  void* PyLong_Type;
+  void* PyFloat_Type;
+  void* PyUnicode_Type;
+  void* PyBool_Type;
+  void* PyDict_Type;
+  PyObject* None;
+  PyObject* exc_type_error;   // *PyExc_TypeError
+  PyObject* exc_value_error;  // *PyExc_ValueError
 };
+
+// Py_TYPE(obj): the type pointer follows the reference count in every supported (default,
+// GIL-ful) build of 3.9-3.13.
+inline void* type_of(PyObject* obj) { return *reinterpret_cast<void**>(reinterpret_cast<char*>(obj) + sizeof(long)); }
 
 // Resolves the API from the running process. kUnavailable when the process is not Python
 // (no Py_IsInitialized anywhere); kUnsupported when a required function is missing.

@@ -6,6 +6,7 @@
 #include <functional>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "core/log.h"
 #include "core/settings.h"
@@ -93,8 +94,8 @@ HttpResponse handle_eval(const HttpRequest& request) {
 
 HttpServer::Handler make_router(const AgentInfo& info) {
   struct Route {
-    const char* method;
-    const char* path;
+    const char* method;  // "*": the handler checks the method itself
+    const char* path;    // ending in '/': the path and everything under it
     std::function<HttpResponse(const HttpRequest&)> handle;
   };
   // One line per route of the API (DESIGN.md §4).
@@ -104,11 +105,16 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       {"GET", "/backtrace", handle_backtrace},     // routes_backtrace.cpp
       {"POST", "/complete", handle_complete},      // routes_repl.cpp
       {"POST", "/interrupt", handle_interrupt},    // routes_repl.cpp
+      {"POST", "/query", handle_query},            // routes_query.cpp
+      {"*", "/config", handle_config},             // routes_query.cpp
+      {"*", "/config/", handle_config},
   };
   return [routes = std::move(routes)](const HttpRequest& request) -> HttpResponse {
     for (const Route& route : routes) {
-      if (request.path != route.path) continue;
-      if (request.method != route.method) {
+      std::string_view path = route.path;
+      bool under = path.back() == '/' && request.path.size() > path.size() && request.path.starts_with(path);
+      if (request.path != path && !under) continue;
+      if (route.method[0] != '*' && request.method != route.method) {
         return error_response(405, "BadRequest", std::string("use ") + route.method + " " + route.path);
       }
       return route.handle(request);

@@ -24,5 +24,7 @@ HttpResponse handle_eval(const HttpRequest& request);
 HttpResponse handle_backtrace(const HttpRequest& request);  // routes_backtrace.cpp
 HttpResponse handle_complete(const HttpRequest& request);   // routes_repl.cpp
 HttpResponse handle_interrupt(const HttpRequest& request);  // routes_repl.cpp
+HttpResponse handle_query(const HttpRequest& request);      // routes_query.cpp
+HttpResponse handle_config(const HttpRequest& request);     // routes_query.cpp: /config, /config/KEY
 
 }  // namespace probing::server

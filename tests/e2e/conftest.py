@@ -503,6 +503,15 @@ def target_factory():
         t.kill()
 
 
+def marker_line(script, marker):
+    """The line number of the first line of targets/SCRIPT that contains MARKER."""
+    with open(os.path.join(TARGETS, script)) as f:
+        for i, line in enumerate(f, 1):
+            if marker in line:
+                return i
+    raise AssertionError("no %s in %s" % (marker, script))
+
+
 def eval_ok(pid, code, timeout=15):
     """Runs `probing PID eval CODE`, requires rc 0 and no stderr, returns stdout."""
     rc, out, err = run_cli(pid, "eval", code, timeout=timeout)

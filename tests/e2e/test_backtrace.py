@@ -6,15 +6,7 @@ import time
 
 import pytest
 
-from conftest import TARGETS, Target, interpreter_params, run_cli
-
-
-def marker_line(script, marker):
-    with open(os.path.join(TARGETS, script)) as f:
-        for i, line in enumerate(f, 1):
-            if marker in line:
-                return i
-    raise AssertionError("no %s in %s" % (marker, script))
+from conftest import TARGETS, Target, interpreter_params, marker_line, run_cli
 
 
 def backtrace_json(pid, *flags, timeout=15):

@@ -117,14 +117,15 @@ def test_backtrace(target):
 
 def test_query(target):
     probe = probing.connect(pid=target.pid)
-    try:
-        result = probe.query("SELECT 1 AS x")
-    except probing.NotSupported as e:  # the agent has no SQL engine yet
-        assert isinstance(e, probing.RemoteError)
-        assert "cannot run SQL yet" in e.message
-        return
+    result = probe.query("SELECT 1 AS x, 'a' AS y")
     rows = result.to_dict("records") if hasattr(result, "to_dict") else result
-    assert rows == [{"x": 1}]
+    assert rows == [{"x": 1, "y": "a"}]
+    result = probe.query("SELECT pid FROM process.info")
+    rows = result.to_dict("records") if hasattr(result, "to_dict") else result
+    assert rows == [{"pid": target.pid}]
+    with pytest.raises(probing.RemoteError) as e:
+        probe.query("SELECT * FROM python.no_such_table")
+    assert e.value.type == "SQLError" and "no such table" in e.value.message
 
 
 def test_close_and_context_manager(target):

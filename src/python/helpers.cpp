@@ -1,0 +1,94 @@
+#include "python/helpers.h"
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "python/ref.h"
+
+namespace probing::python {
+namespace {
+
+// Compiled namespaces by module name. Only touched with the GIL held, which serializes it.
+std::map<std::string, PyRef>& namespaces() {
+  static auto* m = new std::map<std::string, PyRef>;  // never freed: see PyRef
+  return *m;
+}
+
+// REQUIRES: GIL held.
+Result<PyObject*> namespace_of(const CApi& api, const HelperSource& helper) {
+  auto& all = namespaces();
+  auto it = all.find(helper.module_name);
+  if (it == all.end()) {
+    Result<PyRef> loaded = run_embedded_source(api, helper.source, helper.module_name);
+    if (!loaded.is_ok()) return loaded.status().with_context(std::string("loading ") + helper.module_name);
+    it = all.emplace(helper.module_name, std::move(loaded).value()).first;
+  }
+  return it->second.get();
+}
+
+PyRef to_python(const CApi& api, const nlohmann::json& v) {
+  if (v.is_number_integer()) return {api, api.PyLong_FromLongLong(v.get<long long>())};
+  if (v.is_number()) return {api, api.PyFloat_FromDouble(v.get<double>())};
+  if (v.is_boolean()) return {api, api.PyLong_FromLongLong(v.get<bool>() ? 1 : 0)};
+  if (v.is_string()) {
+    const std::string& s = v.get_ref<const std::string&>();
+    return {api, api.PyUnicode_FromStringAndSize(s.data(), static_cast<long>(s.size()))};
+  }
+  return PyRef::borrow(api, api.None);
+}
+
+}  // namespace
+
+Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
+                                   const nlohmann::json& args, double gil_timeout_s, double run_timeout_s) {
+  struct Outcome {
+    std::string text;
+    std::string error;
+    PyObject* timeout_exc = nullptr;  // borrowed from the namespace, which lives forever
+  };
+  auto outcome = std::make_shared<Outcome>();
+  std::string name = function;
+  auto work = [outcome, helper, name, args](const CApi& api) {
+    Result<PyObject*> ns = namespace_of(api, helper);
+    if (!ns.is_ok()) {
+      outcome->error = ns.status().message();
+      return;
+    }
+    outcome->timeout_exc = api.PyDict_GetItemString(*ns, "ProbingTimeout");
+    PyObject* fn = api.PyDict_GetItemString(*ns, name.c_str());  // borrowed
+    if (fn == nullptr) {
+      outcome->error = std::string(helper.module_name) + " has no " + name;
+      return;
+    }
+    std::vector<PyRef> refs;
+    for (const auto& a : args) {
+      refs.push_back(to_python(api, a));
+      if (!refs.back()) {
+        outcome->error = "preparing the call: " + fetch_error_text(api);
+        return;
+      }
+    }
+    PyObject* p[4] = {nullptr, nullptr, nullptr, nullptr};
+    if (refs.size() > 3) {
+      outcome->error = "too many arguments";
+      return;
+    }
+    for (size_t i = 0; i < refs.size(); ++i) p[i] = refs[i].get();
+    PyRef text(api, api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3]));
+    if (!text) {
+      outcome->error = fetch_error_text(api);
+      return;
+    }
+    outcome->text = utf8(api, text.get());
+  };
+  auto interrupt_type = [outcome](const CApi&) -> PyObject* { return outcome->timeout_exc; };
+  Status st = runtime.executor().run(work, PythonExecutor::make_limits(gil_timeout_s, run_timeout_s), interrupt_type);
+  if (!st.is_ok()) return st;
+  if (!outcome->error.empty()) return Status(Code::kInternal, outcome->error);
+  nlohmann::json j = nlohmann::json::parse(outcome->text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status(Code::kInternal, std::string(helper.module_name) + "." + name + " gave no JSON");
+  return j;
+}
+
+}  // namespace probing::python

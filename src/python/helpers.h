@@ -1,0 +1,25 @@
+// Calls into the agent's embedded Python helpers: a helper source is compiled once into a private
+// namespace (never in sys.modules) and its functions are called on an executor worker, with the
+// executor's deadlines, returning JSON text. A helper that defines `ProbingTimeout` gets it
+// raised when it runs past its deadline.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+#include "python/runtime.h"
+
+namespace probing::python {
+
+struct HelperSource {
+  const char* source;       // the module's text
+  const char* module_name;  // its __name__, e.g. "probing._tables"
+};
+
+// Calls `function(*args)`, args being ints, floats, strings or null, and parses the str it
+// returns as JSON. Errors: the executor's (kTimeout when the GIL is not had in time), kInternal
+// when the helper raised (the message has the exception).
+Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
+                                   const nlohmann::json& args, double gil_timeout_s, double run_timeout_s);
+
+}  // namespace probing::python

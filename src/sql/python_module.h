@@ -1,0 +1,18 @@
+// The native functions the probing Python package calls in the target (probing.table(name)
+// .append(row)): built from the resolved CPython API, without Python.h, and handed to the
+// package through the agent's probing_native() export.
+#pragma once
+
+#include "python/capi.h"
+
+namespace probing::sql {
+
+// A new dict {"make_appender": fn}; nullptr with a Python error set on failure (or nullptr
+// without one when the CPython API cannot be resolved). REQUIRES: GIL held.
+python::PyObject* native_functions() noexcept;
+
+// Called in a forked child: its appends become no-ops (no agent serves the child, and a store's
+// mutex may have been held by another thread at the fork).
+void on_fork_child() noexcept;
+
+}  // namespace probing::sql

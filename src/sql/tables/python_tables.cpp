@@ -1,0 +1,196 @@
+// The python.* live tables: stacks and threads (from the backtrace capture, which falls back to
+// the GIL-free reader when the GIL is held), loaded modules and live objects.
+#include "core/settings.h"
+#include "python/frames.h"
+#include "python/helpers.h"
+#include "sql/tables/tables.h"
+
+namespace probing::sql {
+
+extern const char kPythonTablesSource[];
+
+namespace {
+
+constexpr ColumnType kInt = ColumnType::kInteger;
+constexpr ColumnType kText = ColumnType::kText;
+constexpr python::HelperSource kHelpers{kPythonTablesSource, "probing._tables"};
+constexpr int kMaxModules = 100000;
+constexpr double kObjectsBudgetS = 0.5;
+
+Value json_value(const nlohmann::json& j) {
+  if (j.is_number_integer()) return j.get<long long>();
+  if (j.is_number()) return j.get<double>();
+  if (j.is_boolean()) return static_cast<long long>(j.get<bool>());
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_null()) return std::monostate{};
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Result<python::PythonRuntime*> runtime() {
+  Result<python::PythonRuntime*> rt = python::PythonRuntime::get();
+  if (!rt.is_ok()) return rt.status().with_context("Python is not available");
+  return rt;
+}
+
+void add_capture_notices(const nlohmann::json& capture, LiveRows& out) {
+  for (const auto& n : capture.value("notes", nlohmann::json::array())) {
+    if (n.is_string()) out.notices.push_back(n.get<std::string>());
+  }
+}
+
+// ---- python.backtrace ----
+
+constexpr int kBacktraceThreadColumn = 5;
+
+Result<LiveRows> fetch_backtrace(const ScanRequest& request) {
+  Result<python::PythonRuntime*> rt = runtime();
+  if (!rt.is_ok()) return rt.status();
+  python::BacktraceOptions options;
+  options.locals = request.uses(7);
+  options.gil_timeout_s = settings().get_double("backtrace.gil_timeout_s");
+  for (const auto& [column, value] : request.equals) {
+    if (column != kBacktraceThreadColumn) continue;
+    const long long* tid = std::get_if<long long>(&value);
+    if (tid == nullptr || *tid <= 0) return LiveRows{};  // no thread has that id
+    options.thread = *tid;
+  }
+  Result<nlohmann::json> capture = python::capture_backtrace(**rt, options);
+  if (capture.status().code() == Code::kNotFound) return LiveRows{};
+  if (!capture.is_ok()) return capture.status();
+  LiveRows out;
+  add_capture_notices(*capture, out);
+  for (const auto& t : (*capture)["threads"]) {
+    Value thread = json_value(t.value("thread_id", nlohmann::json()));
+    for (const auto& f : t["frames"]) {
+      Value locals;
+      if (f.contains("locals") && f["locals"].is_object()) {
+        locals = f["locals"].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      }
+      out.rows.push_back({json_value(f.value("func", nlohmann::json())), json_value(f.value("file", nlohmann::json())),
+                          json_value(f.value("lineno", nlohmann::json())), json_value(f.value("depth", nlohmann::json())),
+                          json_value(f.value("frame_type", nlohmann::json("Python"))), thread,
+                          json_value(f.value("source", nlohmann::json())), locals});
+    }
+    if (t.contains("note") && t["note"].is_string()) out.notices.push_back(t["note"].get<std::string>());
+  }
+  return out;
+}
+
+// ---- python.threads ----
+
+Result<LiveRows> fetch_threads(const ScanRequest&) {
+  Result<python::PythonRuntime*> rt = runtime();
+  if (!rt.is_ok()) return rt.status();
+  python::BacktraceOptions options;
+  options.all = true;
+  options.gil_timeout_s = settings().get_double("backtrace.gil_timeout_s");
+  Result<nlohmann::json> capture = python::capture_backtrace(**rt, options);
+  if (!capture.is_ok()) return capture.status();
+  LiveRows out;
+  add_capture_notices(*capture, out);
+  for (const auto& t : (*capture)["threads"]) {
+    const nlohmann::json& frames = t["frames"];
+    nlohmann::json top = frames.empty() ? nlohmann::json::object() : frames[0];
+    out.rows.push_back({json_value(t.value("thread_id", nlohmann::json())),
+                        json_value(t.value("native_thread_id", nlohmann::json())),
+                        json_value(t.value("name", nlohmann::json())), json_value(t.value("daemon", nlohmann::json())),
+                        json_value(t.value("is_main", nlohmann::json())),
+                        json_value(t.value("holds_gil", nlohmann::json())),
+                        json_value(top.value("func", nlohmann::json())), json_value(top.value("file", nlohmann::json())),
+                        json_value(top.value("lineno", nlohmann::json())),
+                        static_cast<long long>(frames.size())});
+  }
+  return out;
+}
+
+// ---- python.modules and python.objects ----
+
+Result<LiveRows> rows_from_helper(const char* function, const nlohmann::json& args, double run_timeout_s,
+                                  nlohmann::json* reply) {
+  Result<python::PythonRuntime*> rt = runtime();
+  if (!rt.is_ok()) return rt.status();
+  Result<nlohmann::json> j =
+      python::call_helper(**rt, kHelpers, function, args, settings().get_double("gil.timeout_s"), run_timeout_s);
+  if (!j.is_ok()) return j.status();
+  LiveRows out;
+  for (const auto& row : (*j)["rows"]) {
+    Row r;
+    for (const auto& cell : row) r.push_back(json_value(cell));
+    out.rows.push_back(std::move(r));
+  }
+  *reply = std::move(j).value();
+  return out;
+}
+
+Result<LiveRows> fetch_modules(const ScanRequest&) {
+  nlohmann::json reply;
+  Result<LiveRows> out = rows_from_helper("modules", {kMaxModules}, 5, &reply);
+  if (out.is_ok() && reply.value("total", 0) > kMaxModules) {
+    out->notices.push_back("only the first " + std::to_string(kMaxModules) + " modules are listed");
+  }
+  return out;
+}
+
+Result<LiveRows> fetch_objects(const ScanRequest& request) {
+  nlohmann::json reply;
+  bool sizes = request.uses(3);
+  Result<LiveRows> out = rows_from_helper("objects", {kObjectsBudgetS, sizes ? 1 : 0}, 5, &reply);
+  if (out.is_ok() && reply.value("seen", 0) < reply.value("total", 0)) {
+    out->notices.push_back("counted " + std::to_string(reply.value("seen", 0)) + " of " +
+                           std::to_string(reply.value("total", 0)) + " objects before the 0.5 s limit");
+  }
+  return out;
+}
+
+}  // namespace
+
+Status add_python_tables(Engine& engine) {
+  PROBING_RETURN_IF_ERROR(engine.add_live_table(
+      {"python", "backtrace",
+       "The main thread's Python stack, innermost frame first; WHERE thread_id = N gives another thread's. "
+       "Read without the GIL (no locals) when the GIL is held past backtrace.gil_timeout_s.",
+       {{"func", kText, "function name (<module> for module-level code)"},
+        {"file", kText, "source file path"},
+        {"lineno", kInt, "line being run"},
+        {"depth", kInt, "0 is the innermost frame"},
+        {"frame_type", kText, "'Python' or 'Native'"},
+        {"thread_id", kInt, "threading ident of the thread"},
+        {"source", kText, "text of the line, when the file can be read"},
+        {"locals", kText, "JSON object of the frame's locals, name -> brief repr (read only when selected)"}},
+       {kBacktraceThreadColumn},
+       fetch_backtrace}));
+  PROBING_RETURN_IF_ERROR(engine.add_live_table(
+      {"python", "threads", "Every Python thread, with where it is now.",
+       {{"thread_id", kInt, "threading ident"},
+        {"native_thread_id", kInt, "kernel thread id (process.threads.tid)"},
+        {"name", kText, "thread name"},
+        {"daemon", kInt, "1 for a daemon thread; NULL when unknown"},
+        {"is_main", kInt, "1 for the main thread"},
+        {"holds_gil", kInt, "1 for the thread holding the GIL when it could not be had"},
+        {"func", kText, "innermost function"},
+        {"file", kText, "its file"},
+        {"lineno", kInt, "its line"},
+        {"depth", kInt, "number of Python frames on the stack"}},
+       {},
+       fetch_threads}));
+  PROBING_RETURN_IF_ERROR(engine.add_live_table(
+      {"python", "modules", "Modules in sys.modules.",
+       {{"name", kText, "module name"},
+        {"version", kText, "its __version__, when it is a string"},
+        {"file", kText, "where it was loaded from ('built-in', 'frozen' or a path)"},
+        {"package", kText, "its __package__"},
+        {"top_level", kInt, "1 for a top-level module (no dot in the name)"}},
+       {},
+       fetch_modules}));
+  return engine.add_live_table(
+      {"python", "objects",
+       "Objects tracked by the garbage collector, counted by type (at most 0.5 s of counting).",
+       {{"type", kText, "type's qualified name"},
+        {"module", kText, "module of the type"},
+        {"count", kInt, "live objects of that type"},
+        {"size_bytes", kInt, "sum of sys.getsizeof, bytes (shallow sizes; computed only when selected)"}},
+       {},
+       fetch_objects});
+}
+
+}  // namespace probing::sql

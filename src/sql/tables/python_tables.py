@@ -1,0 +1,74 @@
+# Python half of the python.modules and python.objects tables: compiled once into a private
+# namespace of the target (never put in sys.modules) and called from python_tables.cpp on an
+# agent thread with the GIL held. It imports nothing the target has not, runs no code of the
+# target's modules (no getattr on a module, which could run a module __getattr__ or a lazy
+# import), and stops counting objects at its deadline.
+import gc
+import json
+import sys
+import time
+
+
+class ProbingTimeout(BaseException):
+    """Raised asynchronously when a call ran past its deadline."""
+
+
+def _text(x):
+    return x if isinstance(x, str) else None
+
+
+def modules(max_rows):
+    rows = []
+    for name, module in list(sys.modules.items()):
+        if len(rows) >= max_rows:
+            break
+        try:
+            d = object.__getattribute__(module, "__dict__")
+        except BaseException:
+            d = {}
+        if not isinstance(d, dict):
+            d = {}
+        version = _text(d.get("__version__"))
+        spec = d.get("__spec__")
+        origin = None
+        try:
+            origin = _text(object.__getattribute__(spec, "origin")) if spec is not None else None
+        except BaseException:
+            pass
+        rows.append([name, version, _text(d.get("__file__")) or origin,
+                     _text(d.get("__package__")), "." not in name])
+    return json.dumps({"rows": rows, "total": len(sys.modules)})
+
+
+def objects(budget_s, with_sizes):
+    deadline = time.monotonic() + budget_s
+    all_objects = gc.get_objects()
+    total = len(all_objects)
+    counts = {}
+    sizes = {}
+    getsizeof = sys.getsizeof
+    seen = 0
+    for i in range(0, total, 4096):
+        for o in all_objects[i:i + 4096]:
+            t = type(o)
+            counts[t] = counts.get(t, 0) + 1
+            if with_sizes:
+                try:
+                    sizes[t] = sizes.get(t, 0) + getsizeof(o)
+                except BaseException:
+                    pass
+        seen = min(total, i + 4096)
+        if time.monotonic() > deadline:
+            break
+    del all_objects
+    rows = []
+    qualname = type.__dict__["__qualname__"].__get__
+    module_of = type.__dict__["__module__"].__get__
+    for t, n in counts.items():
+        try:
+            name, module = qualname(t), _text(module_of(t))
+        except BaseException:
+            name, module = "?", None
+        rows.append([name, module, n, sizes.get(t) if with_sizes else None])
+    rows.sort(key=lambda r: -r[2])
+    return json.dumps({"rows": rows, "seen": seen, "total": total})

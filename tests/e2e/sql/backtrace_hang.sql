@@ -1,0 +1,3 @@
+SELECT func, lineno
+FROM python.backtrace
+WHERE depth < 5

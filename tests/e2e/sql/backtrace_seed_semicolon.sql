@@ -1,0 +1,3 @@
+SELECT func, file, lineno, depth
+FROM python.backtrace
+ORDER BY depth;

@@ -1,0 +1,3 @@
+SELECT func, file, lineno
+FROM python.backtrace
+WHERE depth = 0

@@ -1,0 +1,246 @@
+// The SQL engine without a target: column stores, their virtual tables (pruning, ordering,
+// caps), live tables with pushdown, and the engine's limits and read-only rule.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "core/settings.h"
+#include "sql/column_store.h"
+#include "sql/engine.h"
+
+namespace probing::sql {
+namespace {
+
+class SqlTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    declare_builtin_settings(settings());
+    // One store shared by the tests: 100 steps of 1000 rows, a time column, repeated text.
+    auto store = std::make_shared<ColumnStore>(
+        "python", "trace",
+        std::vector<ColumnDef>{{"step", ColumnType::kInteger, ""},
+                               {"module", ColumnType::kText, ""},
+                               {"duration", ColumnType::kReal, ""},
+                               {"note", ColumnType::kText, ""}},
+        ColumnStore::Limits{1'000'000, 256u << 20, 4096});
+    for (long long step = 0; step < 100; ++step) {
+      for (int i = 0; i < 1000; ++i) {
+        std::string module = "layer." + std::to_string(i % 10);
+        Cell cells[] = {step, std::string_view(module), 0.001 * (i % 7), i == 0 ? Cell{std::string_view("first")} : Cell{}};
+        ASSERT_TRUE(store->append(cells).is_ok());
+      }
+    }
+    ASSERT_TRUE(Engine::get().add_store(store, "test store").is_ok());
+    ASSERT_TRUE(Engine::get()
+                    .add_live_table({"process", "numbers", "test live table",
+                                     {{"n", ColumnType::kInteger, ""}, {"square", ColumnType::kInteger, ""}},
+                                     {0},
+                                     [](const ScanRequest& r) -> Result<LiveRows> {
+                                       LiveRows out;
+                                       for (const auto& [column, value] : r.equals) {
+                                         long long n = std::get<long long>(value);
+                                         out.rows.push_back({n, n * n});
+                                         out.notices.push_back("pushed n = " + std::to_string(n));
+                                         return out;
+                                       }
+                                       for (long long n = 0; n < 10; ++n) out.rows.push_back({n, n * n});
+                                       return out;
+                                     }})
+                    .is_ok());
+  }
+
+  static QueryResult run(const std::string& sql) {
+    Result<QueryResult> r = Engine::get().query(sql);
+    EXPECT_TRUE(r.is_ok()) << sql << ": " << r.status().message();
+    return r.is_ok() ? std::move(r).value() : QueryResult{};
+  }
+};
+
+TEST_F(SqlTest, GroupByOverTheStore) {
+  QueryResult r = run("SELECT module, count(*), sum(step) FROM python.trace GROUP BY module ORDER BY module");
+  ASSERT_EQ(r.rows.size(), 10u);
+  EXPECT_EQ(r.rows[0][0], "layer.0");
+  EXPECT_EQ(r.rows[0][1], 10000);
+  EXPECT_EQ(r.rows[0][2], 100 * 99 / 2 * 100);
+  EXPECT_EQ(r.columns, (std::vector<std::string>{"module", "count(*)", "sum(step)"}));
+}
+
+TEST_F(SqlTest, PrunedScansGiveTheSameRowsAsFullOnes) {
+  // `+ 0` keeps the constraint from the virtual table, so the second query scans everything.
+  for (const char* op : {">", ">=", "<", "<=", "="}) {
+    std::string cond = std::string(op) + " 57";
+    QueryResult pruned = run("SELECT count(*), sum(duration) FROM python.trace WHERE step " + cond);
+    QueryResult full = run("SELECT count(*), sum(duration) FROM python.trace WHERE step + 0 " + cond);
+    EXPECT_EQ(pruned.rows, full.rows) << op;
+  }
+  EXPECT_EQ(run("SELECT count(*) FROM python.trace WHERE step > 94").rows[0][0], 5000);
+  EXPECT_EQ(run("SELECT count(*) FROM python.trace WHERE step > 1000").rows[0][0], 0);
+  EXPECT_EQ(run("SELECT count(*) FROM python.trace WHERE step > 94.5").rows[0][0], 5000);
+  EXPECT_EQ(run("SELECT count(*) FROM python.trace WHERE step > '94'").rows[0][0], 5000);  // text converts
+}
+
+TEST_F(SqlTest, SeedQueryOnTheLastSteps) {
+  QueryResult r = run(
+      "SELECT module, avg(duration) AS avg_time FROM python.trace "
+      "WHERE step > (SELECT max(step) - 5 FROM python.trace) GROUP BY module ORDER BY module LIMIT 3");
+  ASSERT_EQ(r.rows.size(), 3u);
+  EXPECT_EQ(r.rows[0][0], "layer.0");
+  EXPECT_EQ(run("SELECT max(step), min(step) FROM python.trace").rows[0], (std::vector<nlohmann::json>{99, 0}));
+}
+
+TEST_F(SqlTest, OrderByTheAscendingColumnIsServedInOrder) {
+  QueryResult desc = run("SELECT step FROM python.trace ORDER BY step DESC LIMIT 3");
+  EXPECT_EQ(desc.rows, (std::vector<std::vector<nlohmann::json>>{{99}, {99}, {99}}));
+  QueryResult asc = run("SELECT step FROM python.trace WHERE step >= 98 ORDER BY step LIMIT 1001");
+  ASSERT_EQ(asc.rows.size(), 1001u);
+  EXPECT_EQ(asc.rows.front()[0], 98);
+  EXPECT_EQ(asc.rows.back()[0], 99);
+}
+
+TEST_F(SqlTest, NullsAndSparseText) {
+  EXPECT_EQ(run("SELECT count(note), count(*) FROM python.trace").rows[0], (std::vector<nlohmann::json>{100, 100000}));
+  EXPECT_EQ(run("SELECT note FROM python.trace WHERE step = 3 AND note IS NOT NULL").rows[0][0], "first");
+}
+
+TEST_F(SqlTest, LiveTablePushdownAndNotices) {
+  QueryResult all = run("SELECT sum(square) FROM process.numbers");
+  EXPECT_EQ(all.rows[0][0], 285);
+  EXPECT_TRUE(all.notices.empty());
+  QueryResult one = run("SELECT square FROM process.numbers WHERE n = 12");
+  ASSERT_EQ(one.rows.size(), 1u);
+  EXPECT_EQ(one.rows[0][0], 144);
+  ASSERT_EQ(one.notices.size(), 1u);
+  EXPECT_EQ(one.notices[0], "process.numbers: pushed n = 12");
+}
+
+TEST_F(SqlTest, ErrorsCarrySqliteMessages) {
+  Result<QueryResult> r = Engine::get().query("SELEC 1");
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("syntax error"), std::string::npos);
+  r = Engine::get().query("SELECT * FROM python.nope");
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("no such table: python.nope"), std::string::npos);
+}
+
+TEST_F(SqlTest, ReadOnly) {
+  for (const char* sql : {"DROP TABLE python.trace", "ATTACH '/tmp/probing-test.db' AS x", "CREATE TABLE t(x)",
+                          "CREATE TEMP TABLE t(x)", "PRAGMA writable_schema = 1", "DELETE FROM python.trace"}) {
+    Result<QueryResult> r = Engine::get().query(sql);
+    ASSERT_FALSE(r.is_ok()) << sql;
+    EXPECT_NE(r.status().message().find("read-only"), std::string::npos) << sql << ": " << r.status().message();
+  }
+  EXPECT_EQ(run("SELECT count(*) FROM python.trace").rows[0][0], 100000);  // still there
+  EXPECT_FALSE(run("PRAGMA python.table_info(trace)").rows.empty());
+}
+
+TEST_F(SqlTest, RowCapCutsWithANotice) {
+  QueryResult r = run("SELECT step FROM python.trace");
+  EXPECT_TRUE(r.truncated);
+  EXPECT_EQ(r.rows.size(), static_cast<size_t>(settings().get_int("query.max_rows")));
+  ASSERT_FALSE(r.notices.empty());
+  EXPECT_NE(r.notices.back().find("query.max_rows"), std::string::npos);
+}
+
+TEST_F(SqlTest, TimeoutStopsARunawayQuery) {
+  ASSERT_TRUE(settings().set("query.timeout_s", "0.2").is_ok());
+  auto start = std::chrono::steady_clock::now();
+  Result<QueryResult> r = Engine::get().query(
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c");
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(settings().set("query.timeout_s", "10").is_ok());
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), Code::kTimeout);
+  EXPECT_NE(r.status().message().find("query.timeout_s"), std::string::npos);
+  EXPECT_LT(took, 2.0);
+}
+
+TEST_F(SqlTest, SetChangesSettings) {
+  QueryResult r = run("SET eval.timeout_s = 12");
+  EXPECT_EQ(r.rows[0], (std::vector<nlohmann::json>{"eval.timeout_s", "12"}));
+  EXPECT_EQ(settings().get_double("eval.timeout_s"), 12);
+  run("set eval.timeout_s to '30'");
+  EXPECT_EQ(settings().get_double("eval.timeout_s"), 30);
+  Result<QueryResult> bad = Engine::get().query("SET eval.timeout_s = soon");
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
+  Result<QueryResult> unknown = Engine::get().query("SET no.such = 1");
+  ASSERT_FALSE(unknown.is_ok());
+  EXPECT_NE(unknown.status().message().find("unknown setting 'no.such'"), std::string::npos);
+}
+
+TEST_F(SqlTest, ConcurrentQueriesAndAppends) {
+  auto store = std::make_shared<ColumnStore>("python", "busy",
+                                             std::vector<ColumnDef>{{"i", ColumnType::kInteger, ""}},
+                                             ColumnStore::Limits{1'000'000, 64u << 20, 1024});
+  ASSERT_TRUE(Engine::get().add_store(store, "").is_ok());
+  std::atomic<bool> stop{false};
+  Cell first[] = {0LL};
+  ASSERT_TRUE(store->append(first).is_ok());
+  std::thread writer([&] {
+    for (long long i = 1; !stop && i < 500'000; ++i) {  // under the caps: nothing dropped
+      Cell c[] = {i};
+      (void)store->append(c);
+    }
+  });
+  std::vector<std::thread> readers;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&] {
+      for (int k = 0; k < 20; ++k) {
+        // The rows seen are a prefix of 0, 1, 2, ...: count(*) = max(i) + 1 in every snapshot.
+        Result<QueryResult> r = Engine::get().query("SELECT count(*), max(i) + 1 FROM python.busy");
+        if (!r.is_ok() || r->rows[0][0] != r->rows[0][1]) {
+          ADD_FAILURE() << (r.is_ok() ? r->to_json().dump() : r.status().message());
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& r : readers) r.join();
+  stop = true;
+  writer.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST(ColumnStoreTest, DropsTheOldestChunksPastTheCaps) {
+  ColumnStore store("python", "capped", {{"i", ColumnType::kInteger, ""}}, {1000, 1u << 30, 100});
+  for (long long i = 0; i < 5050; ++i) {
+    Cell c[] = {i};
+    ASSERT_TRUE(store.append(c).is_ok());
+  }
+  ColumnStore::Stats st = store.stats();
+  EXPECT_LE(st.rows, 1000u);
+  EXPECT_GE(st.rows, 900u);
+  EXPECT_EQ(st.appended, 5050u);
+  EXPECT_EQ(st.dropped + st.rows, 5050u);
+  ColumnStore::Snapshot snap = store.snapshot();
+  const ColumnChunk& last = snap.chunks.back()->columns[0];
+  EXPECT_EQ(last.int_at(snap.chunks.back()->rows - 1), 5049);  // the newest rows survive
+
+  ColumnStore by_bytes("python", "small", {{"s", ColumnType::kText, ""}}, {1'000'000, 64 << 10, 100});
+  std::string big(500, 'x');
+  for (int i = 0; i < 1000; ++i) {
+    std::string v = big + std::to_string(i);
+    Cell c[] = {std::string_view(v)};
+    ASSERT_TRUE(by_bytes.append(c).is_ok());
+  }
+  EXPECT_LE(by_bytes.stats().bytes, 64u << 10);
+  EXPECT_GT(by_bytes.stats().dropped, 0u);
+}
+
+TEST(ColumnStoreTest, TracksWhetherAColumnAscends) {
+  ColumnStore store("python", "asc", {{"a", ColumnType::kInteger, ""}, {"b", ColumnType::kReal, ""}}, {});
+  Cell r1[] = {1LL, 2.0};
+  Cell r2[] = {1LL, 1.0};
+  ASSERT_TRUE(store.append(r1).is_ok());
+  ASSERT_TRUE(store.append(r2).is_ok());
+  EXPECT_TRUE(store.ascending(0));
+  EXPECT_FALSE(store.ascending(1));
+  Cell too_many[] = {1LL, 2.0, 3.0};
+  EXPECT_EQ(store.append(too_many).code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace probing::sql
