@@ -53,6 +53,10 @@ show "$probing" "$pid" query "SELECT func, file, lineno, depth FROM python.backt
 show "$probing" "$pid" query "SELECT name, version FROM python.modules WHERE name IN ('torch', 'numpy')"
 show "$probing" "$pid" query "SELECT rss_mb, peak_rss_mb, (SELECT count(*) FROM process.threads) AS threads FROM process.memory"
 echo
+echo "demo: since the inject, every training step has been traced (python.torch_trace):"
+sleep 1
+show "$probing" "$pid" query "SELECT module, stage, avg(duration) * 1000 AS avg_ms, count(*) AS calls FROM python.torch_trace WHERE step > (SELECT max(step) - 5 FROM python.torch_trace) GROUP BY module, stage ORDER BY avg_ms DESC LIMIT 10"
+echo
 echo "demo: the training script kept training throughout; its own output meanwhile:"
 tail -n 3 "$log"
 show "$probing" "$pid" eval "print(f'step {step}: loss {last_loss:.4f}, lr {optimizer.param_groups[0][\"lr\"]}')"

@@ -17,6 +17,7 @@
 #include "server/routes.h"
 #include "sql/python_module.h"
 #include "sql/tables/tables.h"
+#include "torch/torch_trace.h"
 
 #define PROBING_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -69,9 +70,13 @@ void bootstrap() noexcept {
     Settings& s = settings();
     declare_builtin_settings(s);
     for (const Status& st : s.apply_environment()) log_warn(st.message());
+    if (const char* t = ::getenv("PROBING_TORCH"); t != nullptr && *t != '\0') {  // short for PROBING_TORCH_TRACE
+      if (Status st = s.set("torch.trace", t); !st.is_ok()) log_warn("PROBING_TORCH: " + st.message());
+    }
     apply_inject_settings(s);
     if (Status st = sql::add_builtin_tables(); !st.is_ok()) log_error("SQL tables: " + st.message());
     sql::start_metrics_sampler();
+    torch::start_torch_tracing();
     auto* info = new server::AgentInfo;  // lives as long as the server: forever
     info->version = PROBING_VERSION;
     info->socket = "@probing-" + std::to_string(::getpid());

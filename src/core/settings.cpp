@@ -88,15 +88,26 @@ Result<std::string> Settings::canonicalize(const Entry& entry, const std::string
 }
 
 Status Settings::set(const std::string& name, const std::string& value) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(name);
-  if (it == entries_.end()) {
-    return {Code::kNotFound, "unknown setting '" + name + "' (see: probing PID config)"};
+  std::vector<Observer> observers;
+  std::string now;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) {
+      return {Code::kNotFound, "unknown setting '" + name + "' (see: probing PID config)"};
+    }
+    Result<std::string> canonical = canonicalize(it->second, value);
+    if (!canonical.is_ok()) return canonical.status().with_context("setting " + name);
+    it->second.info.value = now = canonical.value();
+    for (auto [o, end] = observers_.equal_range(name); o != end; ++o) observers.push_back(o->second);
   }
-  Result<std::string> canonical = canonicalize(it->second, value);
-  if (!canonical.is_ok()) return canonical.status().with_context("setting " + name);
-  it->second.info.value = canonical.value();
+  for (const Observer& observer : observers) observer(name, now);
   return {};
+}
+
+void Settings::observe(const std::string& name, Observer observer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  observers_.emplace(name, std::move(observer));
 }
 
 std::optional<std::string> Settings::get(const std::string& name) const {
@@ -211,6 +222,16 @@ void declare_builtin_settings(Settings& s) {
             non_negative);
   s.declare("metrics.max_rows", SettingKind::kInt, "86400",
             "Most samples process.metrics keeps; the oldest are dropped first.", positive);
+  s.declare("torch.trace", SettingKind::kBool, "on",
+            "Trace PyTorch module calls, backward passes and optimizer steps into python.torch_trace "
+            "once torch is imported (PROBING_TORCH sets it too).");
+  s.declare("torch.sample_rate", SettingKind::kDouble, "1",
+            "Fraction of training steps traced (0.1: one step in ten); 0 traces none.",
+            [](const std::string& v) -> Status {
+              double d = std::strtod(v.c_str(), nullptr);
+              if (d < 0 || d > 1) return {Code::kInvalidArgument, "must be between 0 and 1"};
+              return {};
+            });
   s.declare("python.max_workers", SettingKind::kInt, "4",
             "Most agent threads running Python requests at once; more requests wait their turn.",
             positive);

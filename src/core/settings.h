@@ -37,6 +37,11 @@ class Settings {
   void declare(const std::string& name, SettingKind kind, const std::string& default_value,
                const std::string& description, Validator validator = nullptr);
 
+  // Called after `name` changed value (by set(), from any source), outside the table's lock, on
+  // the thread that set it. Must not throw.
+  using Observer = std::function<void(const std::string& name, const std::string& value)>;
+  void observe(const std::string& name, Observer observer);
+
   // Sets a declared setting from text ("on"/"off"/"true"/"1" for booleans). kNotFound for an
   // unknown name, kInvalidArgument for a value that does not parse or validate.
   Status set(const std::string& name, const std::string& value);
@@ -67,6 +72,7 @@ class Settings {
 
   mutable std::mutex mu_;
   std::map<std::string, Entry> entries_;
+  std::multimap<std::string, Observer> observers_;  // guarded by mu_
 };
 
 // Where `probing PID inject -D key=value` leaves settings for the agent it is about to load into

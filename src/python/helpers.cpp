@@ -15,8 +15,11 @@ std::map<std::string, PyRef>& namespaces() {
   return *m;
 }
 
-// REQUIRES: GIL held.
-Result<PyObject*> namespace_of(const CApi& api, const HelperSource& helper) {
+PyRef to_python(const CApi& api, const nlohmann::json& v);
+
+}  // namespace
+
+Result<PyObject*> helper_namespace(const CApi& api, const HelperSource& helper) {
   auto& all = namespaces();
   auto it = all.find(helper.module_name);
   if (it == all.end()) {
@@ -26,6 +29,8 @@ Result<PyObject*> namespace_of(const CApi& api, const HelperSource& helper) {
   }
   return it->second.get();
 }
+
+namespace {
 
 PyRef to_python(const CApi& api, const nlohmann::json& v) {
   if (v.is_number_integer()) return {api, api.PyLong_FromLongLong(v.get<long long>())};
@@ -50,7 +55,7 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
   auto outcome = std::make_shared<Outcome>();
   std::string name = function;
   auto work = [outcome, helper, name, args](const CApi& api) {
-    Result<PyObject*> ns = namespace_of(api, helper);
+    Result<PyObject*> ns = helper_namespace(api, helper);
     if (!ns.is_ok()) {
       outcome->error = ns.status().message();
       return;

@@ -16,6 +16,10 @@ struct HelperSource {
   const char* module_name;  // its __name__, e.g. "probing._tables"
 };
 
+// The helper's namespace (a borrowed dict, compiled on first use and kept for the life of the
+// process). REQUIRES: GIL held.
+Result<PyObject*> helper_namespace(const CApi& api, const HelperSource& helper);
+
 // Calls `function(*args)`, args being ints, floats, strings or null, and parses the str it
 // returns as JSON. Errors: the executor's (kTimeout when the GIL is not had in time), kInternal
 // when the helper raised (the message has the exception).

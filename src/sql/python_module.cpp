@@ -206,6 +206,15 @@ PyObject* table_append(PyObject* self, PyObject* row) noexcept {
 MethodDef g_append_def{"append", reinterpret_cast<void*>(table_append), static_cast<int>(kMethO),
                        "append(row: dict) -> None\n\nRecords one row; keys are column names."};
 
+// The append builtin bound to `h`. REQUIRES: GIL held.
+PyObject* append_function(TableHandle* h) {
+  PyObject* capsule = g_api->PyCapsule_New(h, kCapsule, nullptr);
+  if (capsule == nullptr) return nullptr;
+  PyObject* fn = g_api->PyCFunction_NewEx(&g_append_def, capsule, nullptr);
+  g_api->Py_DecRef(capsule);
+  return fn;
+}
+
 // make_appender(name, max_rows, max_bytes) -> the table's append function.
 PyObject* make_appender(PyObject*, PyObject* const* args, long nargs) noexcept {
   try {
@@ -246,20 +255,56 @@ PyObject* make_appender(PyObject*, PyObject* const* args, long nargs) noexcept {
       limits.max_bytes = max_bytes > 0 ? static_cast<size_t>(max_bytes) : static_cast<size_t>(settings().get_int("store.max_bytes"));
       s->set_limits(limits);
     }
-    PyObject* capsule = api.PyCapsule_New(h, kCapsule, nullptr);
-    if (capsule == nullptr) return nullptr;
-    PyObject* fn = api.PyCFunction_NewEx(&g_append_def, capsule, nullptr);
-    api.Py_DecRef(capsule);
-    return fn;
+    return append_function(h);
   } catch (...) {
     return raise(g_api->exc_value_error, "probing.table: internal error");
   }
 }
 
+// agent_table(name) -> the append function of a table the agent made (python.spans, ...).
+PyObject* agent_table(PyObject*, PyObject* const* args, long nargs) noexcept {
+  const CApi& api = *g_api;
+  if (nargs != 1 || !is_type(args[0], api.PyUnicode_Type)) return raise(api.exc_type_error, "agent_table(name: str)");
+  std::string name(text_of(args[0]));
+  if (name != "spans" && name != "events" && name != "torch_trace") {
+    return raise(api.exc_value_error, "no agent table '" + name + "'");
+  }
+  std::shared_ptr<ColumnStore> store = Engine::get().find_store("python", name);
+  if (store == nullptr) return raise(api.exc_value_error, "the agent has no table python." + name);
+  return appender_for(store.get());
+}
+
+MethodDef g_agent_table_def{"agent_table", reinterpret_cast<void*>(agent_table), static_cast<int>(kMethFastcall),
+                            "agent_table(name) -> append function of python.<name>"};
+
 MethodDef g_make_appender_def{"make_appender", reinterpret_cast<void*>(make_appender), static_cast<int>(kMethFastcall),
                               "make_appender(name, max_rows, max_bytes) -> append function"};
 
 }  // namespace
+
+PyObject* appender_for(ColumnStore* store) noexcept {
+  try {
+    Result<const CApi*> api = python::load_capi();
+    if (!api.is_ok()) return nullptr;
+    g_api = *api;
+    std::lock_guard<std::mutex> lock(g_handles_mu);
+    std::string key = "\n" + store->name();  // not a valid probing.table name: no clash
+    auto it = handles().find(key);
+    TableHandle* h;
+    if (it == handles().end()) {
+      h = new TableHandle;
+      h->name = store->name();
+      for (const ColumnDef& c : store->columns()) h->columns.push_back(c.name);
+      h->store.store(store);
+      handles().emplace(key, h);
+    } else {
+      h = it->second;
+    }
+    return append_function(h);
+  } catch (...) {
+    return nullptr;
+  }
+}
 
 void on_fork_child() noexcept { g_forked.store(true); }
 
@@ -274,13 +319,15 @@ PyObject* native_functions() noexcept {
   (void)add_builtin_tables();
   PyObject* d = a.PyDict_New();
   if (d == nullptr) return nullptr;
-  PyObject* fn = a.PyCFunction_NewEx(&g_make_appender_def, nullptr, nullptr);
-  if (fn == nullptr || a.PyDict_SetItemString(d, "make_appender", fn) != 0) {
-    if (fn != nullptr) a.Py_DecRef(fn);
-    a.Py_DecRef(d);
-    return nullptr;
+  for (MethodDef* def : {&g_make_appender_def, &g_agent_table_def}) {
+    PyObject* fn = a.PyCFunction_NewEx(def, nullptr, nullptr);
+    if (fn == nullptr || a.PyDict_SetItemString(d, def->name, fn) != 0) {
+      if (fn != nullptr) a.Py_DecRef(fn);
+      a.Py_DecRef(d);
+      return nullptr;
+    }
+    a.Py_DecRef(fn);
   }
-  a.Py_DecRef(fn);
   return d;
 }
 

@@ -142,6 +142,49 @@ Result<LiveRows> fetch_objects(const ScanRequest& request) {
   return out;
 }
 
+// The tables the agent records into: torch tracing (src/torch) and probing.span/event.
+Status add_recorded_tables(Engine& engine) {
+  constexpr ColumnType kReal = ColumnType::kReal;
+  ColumnStore::Limits limits{static_cast<size_t>(settings().get_int("store.max_rows")),
+                             static_cast<size_t>(settings().get_int("store.max_bytes")), 8192};
+  auto torch_trace = std::make_shared<ColumnStore>(
+      "python", "torch_trace",
+      std::vector<ColumnDef>{
+          {"step", kInt, "training step: counted by optimizer.step(), or by top-level forward calls without one"},
+          {"seq", kInt, "order of the row within its step, from 0"},
+          {"module", kText, "dotted module name from the top model (its class name for the model itself); "
+                            "the optimizer's class for stage 'step'"},
+          {"stage", kText, "forward, backward (one row per backward pass) or step (the optimizer)"},
+          {"duration", kReal, "seconds: wall clock on CPU, CUDA events on the GPU"},
+          {"allocated", kReal, "CUDA memory allocated after the call, MB; NULL on CPU"},
+          {"max_allocated", kReal, "peak CUDA memory allocated so far, MB; NULL on CPU"},
+          {"time", kReal, "when the call started, unix time in seconds"}},
+      limits);
+  PROBING_RETURN_IF_ERROR(engine.add_store(
+      torch_trace, "PyTorch module calls, backward passes and optimizer steps, per step (torch.trace)."));
+  auto spans = std::make_shared<ColumnStore>(
+      "python", "spans",
+      std::vector<ColumnDef>{{"span_id", kInt, "id of the span, unique in the process"},
+                             {"parent_id", kInt, "the enclosing span's id; NULL at top level"},
+                             {"name", kText, "the name given to probing.span"},
+                             {"start", kReal, "when it began, unix time in seconds"},
+                             {"duration", kReal, "seconds"},
+                             {"thread_id", kInt, "threading ident of the thread it ran on"},
+                             {"attrs", kText, "its keyword attributes as a JSON object"},
+                             {"error", kText, "the exception type that left the span, or NULL"}},
+      limits);
+  PROBING_RETURN_IF_ERROR(engine.add_store(spans, "probing.span(name, **attrs): timed regions, nested."));
+  auto events = std::make_shared<ColumnStore>(
+      "python", "events",
+      std::vector<ColumnDef>{{"time", kReal, "unix time in seconds"},
+                             {"name", kText, "the name given to probing.event"},
+                             {"span_id", kInt, "the span it happened in; NULL outside any"},
+                             {"thread_id", kInt, "threading ident of the thread"},
+                             {"attrs", kText, "its keyword attributes as a JSON object"}},
+      limits);
+  return engine.add_store(events, "probing.event(name, **attrs): points in time.");
+}
+
 }  // namespace
 
 Status add_python_tables(Engine& engine) {
@@ -182,6 +225,7 @@ Status add_python_tables(Engine& engine) {
         {"top_level", kInt, "1 for a top-level module (no dot in the name)"}},
        {},
        fetch_modules}));
+  PROBING_RETURN_IF_ERROR(add_recorded_tables(engine));
   return engine.add_live_table(
       {"python", "objects",
        "Objects tracked by the garbage collector, counted by type (at most 0.5 s of counting).",

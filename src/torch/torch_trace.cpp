@@ -1,0 +1,126 @@
+#include "torch/torch_trace.h"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "core/log.h"
+#include "core/settings.h"
+#include "python/helpers.h"
+#include "python/ref.h"
+#include "python/runtime.h"
+#include "sql/engine.h"
+#include "sql/python_module.h"
+
+namespace probing::torch {
+
+extern const char kTorchTraceSource[];
+
+namespace {
+
+using python::CApi;
+using python::PyObject;
+using python::PyRef;
+
+constexpr python::HelperSource kHelpers{kTorchTraceSource, "probing._torch_trace"};
+constexpr double kWatchIntervalS = 0.5;
+constexpr double kApplyTimeoutS = 5;
+
+std::mutex g_apply_mu;  // one apply at a time
+std::atomic<bool> g_installed{false};
+PyObject* g_appender = nullptr;  // the store's append builtin; made once with the GIL, kept
+
+// REQUIRES: GIL held. Calls torch_trace.py's install or uninstall; its JSON text, or an error.
+std::string call_tracer(const CApi& api, bool on, double rate, std::string* error) {
+  Result<PyObject*> ns = python::helper_namespace(api, kHelpers);
+  if (!ns.is_ok()) {
+    *error = ns.status().message();
+    return {};
+  }
+  PyObject* fn = api.PyDict_GetItemString(*ns, on ? "install" : "uninstall");  // borrowed
+  if (fn == nullptr) {
+    *error = "the torch tracer is incomplete";
+    return {};
+  }
+  PyRef text;
+  if (on) {
+    if (g_appender == nullptr) {
+      std::shared_ptr<sql::ColumnStore> store = sql::Engine::get().find_store("python", "torch_trace");
+      if (store == nullptr) {
+        *error = "python.torch_trace is not registered";
+        return {};
+      }
+      g_appender = sql::appender_for(store.get());
+      if (g_appender == nullptr) {
+        *error = "making the appender: " + python::fetch_error_text(api);
+        return {};
+      }
+    }
+    PyRef r(api, api.PyFloat_FromDouble(rate));
+    text = PyRef(api, api.PyObject_CallFunctionObjArgs(fn, g_appender, r.get(), nullptr));
+  } else {
+    text = PyRef(api, api.PyObject_CallFunctionObjArgs(fn, nullptr));
+  }
+  if (!text) {
+    *error = python::fetch_error_text(api);
+    return {};
+  }
+  return python::utf8(api, text.get());
+}
+
+void watch() noexcept {
+  try {
+    ::pthread_setname_np(::pthread_self(), "probing-torch");
+    for (;; std::this_thread::sleep_for(std::chrono::duration<double>(kWatchIntervalS))) {
+      if (!settings().get_bool("torch.trace")) continue;  // a SET turning it on applies by itself
+      Result<nlohmann::json> st = apply_torch_settings();
+      if (st.is_ok() && st->value("installed", false)) return;  // from now on, settings changes drive it
+    }
+  } catch (...) {
+    log_error("the torch watcher stopped");
+  }
+}
+
+}  // namespace
+
+Result<nlohmann::json> apply_torch_settings() {
+  Result<python::PythonRuntime*> rt = python::PythonRuntime::get();
+  if (!rt.is_ok()) return rt.status();
+  std::lock_guard<std::mutex> lock(g_apply_mu);
+  bool on = settings().get_bool("torch.trace");
+  double rate = settings().get_double("torch.sample_rate");
+  auto text = std::make_shared<std::string>();
+  auto error = std::make_shared<std::string>();
+  auto work = [on, rate, text, error](const CApi& api) { *text = call_tracer(api, on, rate, error.get()); };
+  Status st = (*rt)->executor().run(work, python::PythonExecutor::make_limits(kApplyTimeoutS, kApplyTimeoutS),
+                                    [](const CApi&) -> PyObject* { return nullptr; });
+  if (!st.is_ok()) return st;
+  if (!error->empty()) return Status(Code::kInternal, "torch tracing: " + *error);
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status(Code::kInternal, "torch tracing: no status");
+  bool installed = j.value("installed", false);
+  if (installed != g_installed.exchange(installed)) {
+    log_info(std::string("torch tracing ") + (installed ? "on" : "off"));
+  }
+  if (j.contains("error") && j["error"].is_string()) log_warn("torch tracing stopped itself: " + j["error"].get<std::string>());
+  return j;
+}
+
+void start_torch_tracing() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto apply = [](const std::string&, const std::string&) {
+      Result<nlohmann::json> st = apply_torch_settings();
+      if (!st.is_ok() && st.status().code() != Code::kUnavailable) log_warn(st.status().message());
+    };
+    settings().observe("torch.trace", apply);
+    settings().observe("torch.sample_rate", apply);
+    std::thread(watch).detach();
+  });
+}
+
+}  // namespace probing::torch

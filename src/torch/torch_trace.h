@@ -1,0 +1,21 @@
+// PyTorch tracing into python.torch_trace (torch_trace.py does the tracing in the target). It
+// starts by itself: a watcher thread looks for torch in sys.modules every half second until it
+// is imported, then installs the hooks when torch.trace is on; changing torch.trace or
+// torch.sample_rate (SET, config, PUT /config) applies at once.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+
+namespace probing::torch {
+
+// Starts the watcher and observes the torch.* settings. Once per process; needs the SQL tables
+// (python.torch_trace) registered first.
+void start_torch_tracing();
+
+// Installs or removes the hooks now, as the settings say; the tracer's status
+// {"installed", "step", "rows", "error", "cuda", ...}. kUnavailable without Python or torch.
+Result<nlohmann::json> apply_torch_settings();
+
+}  // namespace probing::torch

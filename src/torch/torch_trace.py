@@ -1,0 +1,363 @@
+# Python half of PyTorch tracing (python.torch_trace): compiled once into a private namespace of
+# the target (never put in sys.modules) and driven from torch_trace.cpp on an agent thread with
+# the GIL held. install() registers PyTorch's global module hooks (one registration each, not
+# one per module) and wraps the optimizer's step; uninstall() removes every one of them and puts
+# back exactly what was there. The hooks run on the target's threads: they never raise into the
+# model (any failure switches tracing off and is reported), and record into the agent's column
+# store through `append`, a builtin of the agent.
+import json
+import sys
+import time
+import _thread
+
+_perf = time.perf_counter
+_now = time.time
+
+
+class ProbingTimeout(BaseException):
+    """Raised asynchronously when a call ran past its deadline."""
+
+
+class _State:
+    def __init__(self):
+        self.installed = False
+        self.append = None
+        self.handles = []         # RemovableHandles of the global module hooks
+        self.restore = []         # (owner, attribute, original) to put back, in reverse order
+        self.wrapped_steps = {}   # optimizer class -> original step (1.13 path)
+        self.step = 0
+        self.seq = 0
+        self.traced = True        # whether the current step is sampled
+        self.period = 1           # trace one step in `period`
+        self.optimizer_seen = False
+        self.primary_root = None  # the first top-level module called: without an optimizer,
+                                  # each of its top-level calls is a step
+        self.names = None         # WeakKeyDictionary module -> dotted name
+        self.local = _thread._local()
+        self.cuda = None          # torch.cuda when timing with CUDA events
+        self.pending = []         # (start_event, end_event, row) waiting for the GPU
+        self.error = None         # why tracing switched itself off
+        self.rows = 0
+
+
+S = _State()
+_MAX_PENDING = 10000
+_MB = 1.0 / (1 << 20)
+
+
+def _torch():
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    spec = getattr(torch, "__spec__", None)
+    if spec is None or getattr(spec, "_initializing", False):
+        return None  # still importing
+    if "torch.nn.modules.module" not in sys.modules or "torch.optim.optimizer" not in sys.modules:
+        return None
+    return torch
+
+
+def _stack():
+    try:
+        return S.local.stack
+    except AttributeError:
+        S.local.stack = []
+        return S.local.stack
+
+
+def _name_tree(root):
+    """Names a top-level module (its class name) and everything under it (dotted from it). A
+    module first seen as top-level may turn out to be inside a larger model (tracing started
+    while that model's forward was running): the larger model's names win, and it becomes the
+    primary model if it holds the old one."""
+    names = S.names
+    top = type(root).__name__
+    try:
+        for sub_name, sub in root.named_modules():
+            names[sub] = sub_name or top
+            if sub is S.primary_root and sub is not root:
+                S.primary_root = root
+    except Exception:
+        pass
+    names[root] = top
+
+
+def _name(module):
+    name = S.names.get(module)
+    if name is None:  # made after its model was first called
+        name = S.names[module] = type(module).__name__
+    return name
+
+
+def _memory():
+    cuda = S.cuda
+    if cuda is None:
+        return None, None
+    return cuda.memory_allocated() * _MB, cuda.max_memory_allocated() * _MB
+
+
+def _new_step():
+    S.step += 1
+    S.seq = 0
+    S.traced = S.period == 1 or S.step % S.period == 0
+    _stack().clear()  # a forward that raised left its entries behind
+    if S.pending:
+        _flush()
+
+
+def _record(module_name, stage, start_perf, start_time, start_event=None):
+    if start_event is not None:
+        end_event = S.cuda.Event(enable_timing=True)
+        end_event.record()
+        allocated, max_allocated = _memory()
+        row = {"step": S.step, "seq": S.seq, "module": module_name, "stage": stage, "duration": None,
+               "allocated": allocated, "max_allocated": max_allocated, "time": start_time}
+        if len(S.pending) < _MAX_PENDING:
+            S.pending.append((start_event, end_event, row))
+    else:
+        allocated, max_allocated = _memory()
+        S.append({"step": S.step, "seq": S.seq, "module": module_name, "stage": stage,
+                  "duration": _perf() - start_perf, "allocated": allocated,
+                  "max_allocated": max_allocated, "time": start_time})
+        S.rows += 1
+    S.seq += 1
+
+
+def _flush():
+    """Rows whose CUDA events completed; never waits for the GPU."""
+    still = []
+    for start, end, row in S.pending:
+        if end.query():
+            row["duration"] = start.elapsed_time(end) / 1000.0
+            S.append(row)
+            S.rows += 1
+        else:
+            still.append((start, end, row))
+    S.pending = still
+
+
+def _start_event():
+    if S.cuda is None:
+        return None
+    e = S.cuda.Event(enable_timing=True)
+    e.record()
+    return e
+
+
+def _fail(e):
+    S.error = "%s: %s" % (type(e).__name__, e)
+    try:
+        uninstall()
+    except Exception:
+        pass
+
+
+# ---- the hooks ----
+
+def _pre_forward(module, inputs):
+    try:
+        stack = _stack()
+        if not stack:
+            if module not in S.names:
+                _name_tree(module)
+            if S.primary_root is None:
+                S.primary_root = module
+            if module is S.primary_root and not S.optimizer_seen:
+                _new_step()
+        if S.traced:
+            stack.append((module, _perf(), _now(), _start_event()))
+        else:
+            stack.append((module, 0.0, 0.0, None))
+    except Exception as e:
+        _fail(e)
+
+
+def _post_forward(module, inputs, output):
+    try:
+        stack = _stack()
+        while stack:
+            entry = stack.pop()
+            if entry[0] is module:
+                if S.traced:
+                    _record(_name(module), "forward", entry[1], entry[2], entry[3])
+                break
+    except Exception as e:
+        _fail(e)
+
+
+def _timed(stage, label_of):
+    """Wraps a callable so that each call is a row of `stage` (backward, step)."""
+    def wrap(fn):
+        def traced(*args, **kwargs):
+            if not S.installed or not S.traced:
+                return _after(stage, fn(*args, **kwargs))
+            start, start_time, event = _perf(), _now(), _start_event()
+            result = fn(*args, **kwargs)
+            try:
+                _record(label_of(args), stage, start, start_time, event)
+            except Exception as e:
+                _fail(e)
+            return _after(stage, result)
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            try:
+                setattr(traced, attr, getattr(fn, attr))
+            except (AttributeError, TypeError):
+                pass
+        try:
+            traced.__dict__.update(getattr(fn, "__dict__", {}))  # keeps 1.13's step.hooked mark
+        except (AttributeError, TypeError):
+            pass
+        traced.__wrapped__ = fn  # after the update: fn's own __dict__ may carry an older __wrapped__
+        traced.__probing_traced__ = True
+        return traced
+    return wrap
+
+
+def _after(stage, result):
+    if stage == "step" and S.installed:
+        S.optimizer_seen = True
+        _new_step()
+    return result
+
+
+def _backward_label(args):
+    root = S.primary_root
+    return _name(root) if root is not None else "backward"
+
+
+def _step_label(args):
+    return type(args[0]).__name__ if args else "optimizer"
+
+
+def _wrap_optimizer_class(cls):
+    """1.13: wraps cls.step (the class's own) unless already wrapped."""
+    step = cls.__dict__.get("step")
+    if step is None or getattr(step, "__probing_traced__", False) or cls in S.wrapped_steps:
+        return
+    S.wrapped_steps[cls] = step
+    cls.step = _timed("step", _step_label)(step)
+
+
+def _optimizer_classes(base):
+    seen, todo = [], [base]
+    while todo:
+        cls = todo.pop()
+        for sub in type.__subclasses__(cls):
+            if sub not in seen:
+                seen.append(sub)
+                todo.append(sub)
+    return seen
+
+
+# ---- install / uninstall ----
+
+def install(append, sample_rate):
+    """Starts tracing; returns the status as JSON text. Idempotent."""
+    torch = _torch()
+    if torch is None:
+        return json.dumps(dict(status(), reason="torch is not imported"))
+    set_sample_rate(sample_rate)
+    if S.installed:
+        return status_json()
+    import weakref
+    module_mod = sys.modules["torch.nn.modules.module"]
+    optim_mod = sys.modules["torch.optim.optimizer"]
+    S.append = append
+    S.names = weakref.WeakKeyDictionary()
+    S.error = None
+    try:
+        cuda = getattr(torch, "cuda", None)
+        S.cuda = cuda if cuda is not None and cuda.is_available() and cuda.is_initialized() else None
+    except Exception:
+        S.cuda = None
+    S.handles = [module_mod.register_module_forward_pre_hook(_pre_forward),
+                 module_mod.register_module_forward_hook(_post_forward)]
+    # backward: one row per backward pass, around torch.autograd.backward (Tensor.backward calls it)
+    autograd = sys.modules.get("torch.autograd")
+    if autograd is not None and callable(getattr(autograd, "backward", None)):
+        original = autograd.backward
+        S.restore.append((autograd, "backward", original))
+        autograd.backward = _timed("backward", _backward_label)(original)
+    # optimizer steps: PyTorch 2.x has global step hooks; 1.13 gets its classes' step wrapped.
+    pre = getattr(optim_mod, "register_optimizer_step_pre_hook", None)
+    post = getattr(optim_mod, "register_optimizer_step_post_hook", None)
+    if pre is not None and post is not None:
+        S.handles.append(pre(_step_pre_hook))
+        S.handles.append(post(_step_post_hook))
+    else:
+        Optimizer = optim_mod.Optimizer
+        for cls in _optimizer_classes(Optimizer):
+            if getattr(cls.__dict__.get("step"), "hooked", False):  # an instance was made: in use
+                _wrap_optimizer_class(cls)
+        # classes first used later: Optimizer.__init__ calls _hook_for_profile on each new one
+        original_hook = Optimizer.__dict__.get("_hook_for_profile")
+        if original_hook is not None:
+            def _hook_for_profile(self, _original=original_hook):
+                _original(self)
+                if S.installed:
+                    _wrap_optimizer_class(type(self))
+            S.restore.append((Optimizer, "_hook_for_profile", original_hook))
+            Optimizer._hook_for_profile = _hook_for_profile
+    S.installed = True
+    return status_json()
+
+
+_step_started = []
+
+
+def _step_pre_hook(optimizer, args, kwargs):
+    _step_started.append((_perf(), _now(), _start_event()))
+
+
+def _step_post_hook(optimizer, args, kwargs):
+    try:
+        if _step_started:
+            start, start_time, event = _step_started.pop()
+            if S.traced:
+                _record(type(optimizer).__name__, "step", start, start_time, event)
+        _after("step", None)
+    except Exception as e:
+        _fail(e)
+
+
+def uninstall():
+    """Removes every hook and wrapper install() added; returns the status as JSON text."""
+    for h in S.handles:
+        try:
+            h.remove()
+        except Exception:
+            pass
+    S.handles = []
+    for owner, attr, original in reversed(S.restore):
+        setattr(owner, attr, original)
+    S.restore = []
+    for cls, step in S.wrapped_steps.items():
+        current = cls.__dict__.get("step")
+        if getattr(current, "__probing_traced__", False) and current.__wrapped__ is step:
+            cls.step = step
+        # else: something wrapped it after us (a profiler); our wrapper stays and passes through
+    S.wrapped_steps = {}
+    if S.pending:
+        _flush()
+    S.pending = []
+    S.installed = False
+    S.names = None
+    return status_json()
+
+
+def set_sample_rate(rate):
+    rate = float(rate)
+    S.period = 0 if rate <= 0 else max(1, int(round(1.0 / min(rate, 1.0))))
+    if S.period == 0:
+        S.traced = False
+        S.period = 1 << 62
+
+
+def status_json():
+    return json.dumps(status())
+
+
+def status():
+    return {"installed": S.installed, "step": S.step, "rows": S.rows, "error": S.error,
+            "cuda": S.cuda is not None, "optimizer_classes": sorted(c.__name__ for c in S.wrapped_steps),
+            "period": S.period}

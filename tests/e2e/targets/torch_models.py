@@ -1,0 +1,78 @@
+"""Training and inference loops for the torch tracing tests (tests/e2e/test_torch.py), chosen by
+argv[1]:
+  mlp          an MLP (model.encoder.{0,1,2}, model.head) trained with SGD
+  transformer  a small transformer encoder (layers.N.self_attn, ...) trained with Adam
+  inference    the MLP called forward-only, no optimizer
+Each step sleeps a little so that the test's queries get CPU. Prints 'ready' after the first
+step. A line 'spans' on stdin runs three nested probing.span blocks (when probing is importable)."""
+import sys
+import threading
+import time
+
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+kind = sys.argv[1] if len(sys.argv) > 1 else "mlp"
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32))
+        self.head = nn.Linear(32, 1)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, batch_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers=2)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.head(self.layers(self.embed(x))).mean(dim=1)
+
+
+if kind == "transformer":
+    model = Tiny()
+    x = torch.randn(4, 6, 8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+else:
+    model = MLP()
+    x = torch.randn(16, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind == "mlp" else None
+y = torch.randn(x.shape[0], 1)
+step = 0
+
+
+def spans_on_request():
+    for line in sys.stdin:
+        if line.strip() == "spans":
+            import probing
+            with probing.span("epoch", n=1):
+                with probing.span("batch"):
+                    with probing.span("forward", size=16):
+                        probing.event("deep")
+            print("spans done", flush=True)
+
+
+threading.Thread(target=spans_on_request, daemon=True).start()
+while True:
+    if optimizer is None:
+        with torch.no_grad():
+            model(x)
+    else:
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+    step += 1
+    if step == 1:
+        print("ready", flush=True)
+    time.sleep(0.005)

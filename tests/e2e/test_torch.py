@@ -1,0 +1,181 @@
+"""PyTorch tracing on real training loops (Debian's python3-torch, CPU): python.torch_trace rows
+with the right modules, stages and steps for an MLP and a small transformer; tracing switched
+off (every hook gone, every wrapper put back) and on again; inject into a process that imported
+torch long before; PROBING_TORCH=0; sampling; a loop with no optimizer; spans nested three
+deep."""
+import json
+import time
+
+import pytest
+
+from conftest import DEBIAN_PYTHON, PYPKG, Interpreter, eval_ok, run_cli
+
+TORCH = Interpreter("debian", DEBIAN_PYTHON)  # the interpreter python3-torch is installed for
+
+
+def torch_available():
+    import subprocess
+    return subprocess.run([DEBIAN_PYTHON, "-c", "import torch"], capture_output=True).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not torch_available(), reason="python3-torch is not installed for %s" % DEBIAN_PYTHON)
+
+
+def rows(pid, sql):
+    rc, out, err = run_cli(pid, "query", "--format", "json", sql, timeout=30)
+    assert rc == 0, (sql, err)
+    return json.loads(out)
+
+
+def wait_rows(pid, sql, predicate, timeout=20.0):
+    """Queries until predicate(rows) holds; returns the rows (the last ones on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = rows(pid, sql)
+        if predicate(r) or time.monotonic() > deadline:
+            return r
+        time.sleep(0.2)
+
+
+def last_full_step(pid):
+    """The rows of the newest step that is complete (the one before the last)."""
+    r = wait_rows(pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 3)
+    step = r[0]["s"] - 1
+    return rows(pid, "SELECT step, seq, module, stage, duration, allocated, max_allocated, time "
+                     "FROM python.torch_trace WHERE step = %d ORDER BY seq" % step)
+
+
+def start(target_factory, kind, env=None, mode="preload"):
+    env = dict(env or {})
+    env["PYTHONPATH"] = PYPKG  # for probing.span in the target
+    return target_factory("torch_models.py", TORCH, mode=mode, args=[kind], env=env, ready_timeout=60)
+
+
+def test_mlp_rows(target_factory):
+    t = start(target_factory, "mlp")
+    step = last_full_step(t.pid)
+    got = [(r["module"], r["stage"]) for r in step]
+    assert got == [("encoder.0", "forward"), ("encoder.1", "forward"), ("encoder.2", "forward"),
+                   ("encoder", "forward"), ("head", "forward"), ("MLP", "forward"),
+                   ("MLP", "backward"), ("SGD", "step")], got
+    assert [r["seq"] for r in step] == list(range(len(step)))
+    assert all(r["duration"] > 0 for r in step), step
+    assert all(r["allocated"] is None and r["max_allocated"] is None for r in step)  # CPU
+    assert all(abs(r["time"] - time.time()) < 60 for r in step)
+    outer = {r["module"]: r["duration"] for r in step if r["stage"] == "forward"}
+    assert outer["MLP"] >= outer["encoder"] >= outer["encoder.0"]  # a parent contains its children
+    # the seeds' queries on this table, as written
+    slowest = rows(t.pid, """SELECT module, stage, avg(duration) as avg_time
+FROM python.torch_trace
+WHERE step > (SELECT max(step) - 5 FROM python.torch_trace)
+GROUP BY module, stage
+ORDER BY avg_time DESC
+LIMIT 10;""")
+    assert len(slowest) == 8 and slowest[0]["avg_time"] > 0, slowest
+    assert rows(t.pid, "SELECT step, AVG(allocated) as avg_memory, MAX(allocated) as peak_memory FROM python.torch_trace "
+                       "WHERE step >= (SELECT MAX(step) - 20 FROM python.torch_trace) GROUP BY step ORDER BY step")
+    rows(t.pid, "SELECT step, module, SUM(allocated) as total_memory_mb, COUNT(*) as operation_count "
+                "FROM python.torch_trace WHERE step > 100 GROUP BY step, module ORDER BY total_memory_mb DESC LIMIT 10")
+
+
+def test_transformer_rows(target_factory):
+    t = start(target_factory, "transformer")
+    step = last_full_step(t.pid)
+    modules = {(r["module"], r["stage"]) for r in step}
+    for expected in [("embed", "forward"), ("layers.layers.0.self_attn", "forward"),
+                     ("layers.layers.1.linear2", "forward"), ("layers", "forward"), ("Tiny", "forward"),
+                     ("Tiny", "backward"), ("Adam", "step")]:
+        assert expected in modules, (expected, sorted(modules))
+    assert step[-1]["module"] == "Adam" and step[-1]["stage"] == "step"
+
+
+def tracing_state(pid):
+    out = eval_ok(pid, """
+import torch, json
+from torch.nn.modules import module as m
+_step = type(optimizer).__dict__['step']  # not `step`: that is the target's own counter
+print(json.dumps({
+    'hooks': len(m._global_forward_pre_hooks) + len(m._global_forward_hooks),
+    'step_wrapped': bool(getattr(_step, '__probing_traced__', False)),
+    'backward_wrapped': bool(getattr(torch.autograd.backward, '__probing_traced__', False)),
+    'init_hook_wrapped': torch.optim.Optimizer.__dict__['_hook_for_profile'].__qualname__ != 'Optimizer._hook_for_profile',
+}))""")
+    return json.loads(out)
+
+
+def count(pid):
+    return rows(pid, "SELECT count(*) AS n FROM python.torch_trace")[0]["n"]
+
+
+def test_off_removes_every_hook_and_on_restores_tracing(target_factory):
+    t = start(target_factory, "mlp")
+    last_full_step(t.pid)
+    assert tracing_state(t.pid) == {"hooks": 2, "step_wrapped": True, "backward_wrapped": True,
+                                    "init_hook_wrapped": True}
+    rc, out, err = run_cli(t.pid, "query", "SET torch.trace = off")
+    assert rc == 0, err
+    assert tracing_state(t.pid) == {"hooks": 0, "step_wrapped": False, "backward_wrapped": False,
+                                    "init_hook_wrapped": False}
+    n = count(t.pid)
+    time.sleep(0.5)  # the loop runs a step every ~5 ms
+    assert count(t.pid) == n
+    rc, out, err = run_cli(t.pid, "config", "torch.trace=on")
+    assert rc == 0, err
+    assert wait_rows(t.pid, "SELECT count(*) AS n FROM python.torch_trace", lambda r: r[0]["n"] > n + 16)[0]["n"] > n + 16
+    assert tracing_state(t.pid)["hooks"] == 2
+
+
+def test_inject_into_a_process_that_imported_torch_long_before(target_factory):
+    t = start(target_factory, "mlp", mode="none")
+    time.sleep(1)  # training runs without an agent
+    rc, out, err = run_cli(t.pid, "inject", timeout=60)
+    assert rc == 0, (out, err)
+    step = last_full_step(t.pid)
+    assert [r["module"] for r in step][-3:] == ["MLP", "MLP", "SGD"], step
+    assert tracing_state(t.pid)["step_wrapped"] is True  # the optimizer made before the agent came
+
+
+def test_probing_torch_0_keeps_it_off_until_switched_on(target_factory):
+    t = start(target_factory, "mlp", env={"PROBING_TORCH": "0"})
+    time.sleep(1.5)
+    assert count(t.pid) == 0
+    assert rows(t.pid, "SELECT value FROM information_schema.df_settings WHERE name = 'torch.trace'") == [{"value": "off"}]
+    assert run_cli(t.pid, "query", "SET torch.trace = on")[0] == 0
+    assert wait_rows(t.pid, "SELECT count(*) AS n FROM python.torch_trace", lambda r: r[0]["n"] > 0)[0]["n"] > 0
+
+
+def test_sample_rate(target_factory):
+    t = start(target_factory, "mlp")
+    last_full_step(t.pid)
+    rc, out, err = run_cli(t.pid, "query", "SET torch.sample_rate = 0.25")
+    assert rc == 0, err
+    since = rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace")[0]["s"] + 1
+    got = wait_rows(t.pid, "SELECT DISTINCT step %% 4 AS r FROM python.torch_trace WHERE step > %d" % since,
+                    lambda r: len(r) > 0)
+    assert got == [{"r": 0}], got
+    assert run_cli(t.pid, "query", "SET torch.sample_rate = 2")[0] == 1  # refused: between 0 and 1
+
+
+def test_no_optimizer_counts_top_level_forward_calls(target_factory):
+    t = start(target_factory, "inference")
+    step = last_full_step(t.pid)
+    assert [(r["module"], r["stage"]) for r in step] == [
+        ("encoder.0", "forward"), ("encoder.1", "forward"), ("encoder.2", "forward"), ("encoder", "forward"),
+        ("head", "forward"), ("MLP", "forward")], step
+
+
+def test_spans_nested_three_deep(target_factory):
+    t = start(target_factory, "mlp")
+    n = len(t.stdout_lines())
+    t.write("spans\n")
+    assert t.wait_line(lambda l: l == "spans done", timeout=20, start=n) is not None, t.stderr_lines()[-10:]
+    spans = rows(t.pid, "SELECT span_id, parent_id, name, duration, attrs, error FROM python.spans ORDER BY span_id")
+    by_name = {s["name"]: s for s in spans}
+    assert set(by_name) == {"epoch", "batch", "forward"}, spans
+    assert by_name["epoch"]["parent_id"] is None
+    assert by_name["batch"]["parent_id"] == by_name["epoch"]["span_id"]
+    assert by_name["forward"]["parent_id"] == by_name["batch"]["span_id"]
+    assert json.loads(by_name["forward"]["attrs"]) == {"size": 16}
+    assert by_name["epoch"]["duration"] >= by_name["batch"]["duration"] >= by_name["forward"]["duration"] > 0
+    events = rows(t.pid, "SELECT name, span_id FROM python.events")
+    assert events == [{"name": "deep", "span_id": by_name["forward"]["span_id"]}], events
