@@ -5,6 +5,7 @@
 #   make install    install to $(PREFIX) (default /usr/local); PYTHONS gets the PROBE=1 hook
 #   make asan       unit tests under AddressSanitizer + UBSan
 #   make clang      build with clang++ (CI builds with g++)
+#   make fuzz       the request fuzz target (libFuzzer, clang), for FUZZ_SECONDS (default 60)
 #   make format / make lint / make bench / make clean
 PREFIX ?= /usr/local
 BUILD ?= build
@@ -14,7 +15,8 @@ PYTHONS ?= $(shell command -v python3.11 2>/dev/null) $(shell python3 -c 'import
 JOBS ?= $(shell nproc)
 SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 2>/dev/null)
 
-.PHONY: all deps build test demo install asan clang format lint bench clean
+.PHONY: all deps build test demo install asan clang fuzz format lint bench clean
+FUZZ_SECONDS ?= 60
 
 all: build
 
@@ -47,6 +49,9 @@ clang: deps
 	cmake -S . -B build-clang -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 	cmake --build build-clang -j $(JOBS)
 
+fuzz: deps
+	scripts/run-fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
 format:
 	@scripts/install-deps.sh --dev
 	clang-format -i $(SOURCES)
@@ -60,6 +65,7 @@ bench: build
 	/usr/bin/python3 bench/inject.py --build $(BUILD)
 	/usr/bin/python3 bench/backtrace.py --build $(BUILD)
 	/usr/bin/python3 bench/sql.py --build $(BUILD)
+	/usr/bin/python3 bench/torch_overhead.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-clang

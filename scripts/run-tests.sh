@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # run-tests.sh BUILD: every test, on an already built tree. Unit and injector tests (ctest, in
-# parallel), then the end-to-end tests on real processes (pytest, with Debian's python3).
+# parallel), then the end-to-end tests on real processes (pytest, with Debian's python3), then the
+# request fuzz target for FUZZ_SECONDS (default 60; 0 skips it), built with clang in build-fuzz.
 set -uo pipefail
 build=${1:-build}
 ctest --test-dir "$build" -j "$(nproc)" --output-on-failure --timeout 180
 unit=$?
 PROBING_BUILD=$(realpath "$build") /usr/bin/python3 -m pytest tests/e2e -q -rs -p no:cacheprovider
 e2e=$?
-[[ $unit -eq 0 && $e2e -eq 0 ]]
+fuzz=0
+if [[ "${FUZZ_SECONDS:-60}" -gt 0 ]]; then
+  "$(dirname "$0")/run-fuzz.sh" build-fuzz "${FUZZ_SECONDS:-60}"
+  fuzz=$?
+else
+  echo "fuzz: skipped (FUZZ_SECONDS=0)"
+fi
+[[ $unit -eq 0 && $e2e -eq 0 && $fuzz -eq 0 ]]

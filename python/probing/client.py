@@ -7,14 +7,18 @@ process::
     with connect(pid=12345) as probe:
         print(probe.eval("model.training"))
         frames = probe.backtrace()
+    with connect("trainer-7:9000", tls=True) as probe:   # token= defaults to $PROBING_TOKEN
+        ...
 
 Errors:
   RemoteError        the code raised in the target, or the agent refused the request
-                     (.type, .message, .traceback, .output)
+                     (.type, .message, .traceback, .output); .type "Unauthorized" (HTTP 401: no
+                     token or a wrong one), "PermissionDenied" (403: the token may not do this)
   TimeoutError       a RemoteError that is also the builtin TimeoutError: the code ran past its
                      timeout (the target keeps running) or the agent did not answer in time
   NotSupported       a RemoteError: the agent has no such route (an older agent)
-  TargetUnavailable  a ConnectionError: no such process, no agent in it, nothing at host:port
+  TargetUnavailable  a ConnectionError: no such process, no agent in it, nothing at host:port,
+                     the host does not resolve, the TLS handshake failed
   ConnectionLost     a TargetUnavailable: the target closed the connection mid-call (it exited)
 """
 
@@ -23,6 +27,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import urllib.parse
 
 __all__ = ["connect", "Probe", "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost"]
@@ -64,7 +69,8 @@ class NotSupported(RemoteError):
 
 
 class TargetUnavailable(builtins.ConnectionError):
-    """Nothing to talk to: no such process, no agent in it, or nothing listening at host:port."""
+    """Nothing to talk to: no such process, no agent in it, nothing listening at host:port, a host
+    that does not resolve, or a failed TLS handshake (the message says which)."""
 
 
 class ConnectionLost(TargetUnavailable):
@@ -114,6 +120,43 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = s
 
 
+class _HandshakeFailed(Exception):
+    """The TCP connection was made and the TLS handshake on it failed; the cause is `error`."""
+
+    def __init__(self, error):
+        super().__init__(error)
+        self.error = error
+
+
+class _TlsHTTPConnection(http.client.HTTPSConnection):
+    """HTTPS that tells a failed TLS handshake apart from a failed TCP connect (for the message)."""
+
+    def __init__(self, host, port, timeout, context):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._tls_context = context
+
+    def connect(self):
+        http.client.HTTPConnection.connect(self)
+        try:
+            self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self.host)
+        except (OSError, ValueError) as e:
+            self.sock.close()
+            self.sock = None
+            raise _HandshakeFailed(e) from None
+
+
+def _tls_context(cacert, insecure):
+    """A client context, TLS 1.2+: the system CAs, or only `cacert`'s; no checks when insecure."""
+    if insecure:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=cacert)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def _process_exists(pid):
     try:
         os.kill(pid, 0)
@@ -134,11 +177,22 @@ class Probe:
     agent closes idle ones), so a Probe may be kept for as long as the target lives, and used
     from several threads (calls share no socket). close() makes every later call raise."""
 
-    def __init__(self, target=None, *, pid=None, token=None, timeout=DEFAULT_TIMEOUT):
+    def __init__(self, target=None, *, pid=None, token=None, timeout=DEFAULT_TIMEOUT, tls=False, cacert=None,
+                 insecure=False):
         self._kind, self.pid, self._address = _parse_target(target, pid)
         self.target = str(self.pid) if self.pid is not None else target
-        self.token = token
+        self.token = os.environ.get("PROBING_TOKEN") if token is None else token
         self.timeout = float(timeout)
+        self.tls = bool(tls or cacert or insecure)
+        if self.tls and self._kind != "tcp":
+            raise ValueError("tls, cacert and insecure are for host:port targets; %s is reached over its local socket"
+                             % self._name())
+        self._tls_context = None
+        if self.tls:
+            try:
+                self._tls_context = _tls_context(cacert, insecure)
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                raise ValueError("cacert=%r is not a readable PEM certificate file: %s" % (cacert, e)) from None
         self._closed = False
 
     def __repr__(self):
@@ -227,6 +281,8 @@ class Probe:
     def _connection(self, timeout):
         if self._kind == "tcp":
             host, port = self._address
+            if self.tls:
+                return _TlsHTTPConnection(host, port, timeout, self._tls_context)
             return http.client.HTTPConnection(host, port, timeout=timeout)
         return _UnixHTTPConnection(self._address, timeout)
 
@@ -237,21 +293,45 @@ class Probe:
             return TargetUnavailable("process %d has no probing agent; attach one with: probing %d inject"
                                      % (self.pid, self.pid))
         if self._kind == "tcp":
-            return TargetUnavailable("cannot connect to %s: %s (is the agent serving TCP there? "
-                                     "set PROBING_PORT in the target)" % (self.target, e.strerror or e))
+            if isinstance(e, socket.gaierror):
+                return TargetUnavailable("cannot resolve host '%s' (of %s): %s"
+                                         % (self._address[0], self.target, e.strerror or e))
+            if isinstance(e, ConnectionRefusedError):
+                return TargetUnavailable("cannot connect to %s: nothing listens on that port (is the agent serving "
+                                         "TCP? start the target with PROBING_PORT)" % self.target)
+            return TargetUnavailable("cannot connect to %s: %s" % (self.target, e.strerror or e))
         return TargetUnavailable("nothing listens on %s: %s" % (self.target, e.strerror or e))
+
+    def _handshake_error(self, e, timeout):
+        prefix = "TLS handshake with %s" % self.target
+        if isinstance(e, socket.timeout):
+            return TimeoutError("%s got no answer within %g s; is the agent using TLS (PROBING_TLS_CERT)?"
+                                % (prefix, timeout))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return TargetUnavailable("%s failed: the agent's certificate was refused: %s; give cacert=FILE (its "
+                                     "certificate or CA) or insecure=True" % (prefix, str(e.verify_message or e).rstrip(".")))
+        reason = getattr(e, "reason", None)  # "WRONG_VERSION_NUMBER"
+        reason = reason.lower().replace("_", " ") if reason else (e.strerror or str(e) or type(e).__name__)
+        if isinstance(e, (ConnectionResetError, ssl.SSLEOFError)) or not str(e):
+            reason = "the agent closed the connection"
+        return TargetUnavailable("%s failed: %s; is the agent using TLS (PROBING_TLS_CERT)? give cacert= or "
+                                 "insecure=True" % (prefix, reason))
 
     def _lost(self, what):
         hint = ""
         if self._kind == "pid" and not _process_exists(self.pid):
             hint = ": the process exited"
+        elif self._kind == "tcp" and not self.tls:
+            hint = " (if the agent serves TLS, give tls=True)"
         return ConnectionLost("%s closed the connection while %s%s" % (self._name(), what, hint))
 
     def _call(self, method, path, body=None, timeout=None):
         if self._closed:
             raise ValueError("this probing connection is closed")
         payload = None if body is None else json.dumps(body).encode("utf-8")
-        headers = {"Host": "probing", "Connection": "close"}
+        headers = {"Connection": "close"}
+        if self._kind != "tcp":
+            headers["Host"] = "probing"
         if payload is not None:
             headers["Content-Type"] = "application/json"
         if self.token:
@@ -260,6 +340,8 @@ class Probe:
         try:
             try:
                 conn.connect()
+            except _HandshakeFailed as e:
+                raise self._handshake_error(e.error, timeout) from None
             except socket.timeout:
                 raise TimeoutError("connecting to %s timed out after %g s" % (self._name(), timeout)) from None
             except OSError as e:
@@ -271,8 +353,12 @@ class Probe:
             except socket.timeout:
                 raise TimeoutError("%s did not answer %s %s within %g s" % (self._name(), method, path, timeout)) from None
             except (http.client.RemoteDisconnected, http.client.IncompleteRead, ConnectionResetError,
-                    BrokenPipeError) as e:
+                    BrokenPipeError, ssl.SSLEOFError) as e:
                 raise self._lost("answering %s %s" % (method, path)) from e
+            except http.client.HTTPException as e:
+                hint = "; if the agent serves TLS, give tls=True" if self._kind == "tcp" and not self.tls else ""
+                raise RemoteError("BadReply", "the reply from %s is not HTTP (%s %r)%s"
+                                  % (self._name(), type(e).__name__, str(e)[:40], hint)) from None
         finally:
             conn.close()
         try:
@@ -294,10 +380,16 @@ class Probe:
         raise RemoteError(etype, message, output=output, status=response.status)
 
 
-def connect(target=None, *, pid=None, token=None, timeout=DEFAULT_TIMEOUT):
+def connect(target=None, *, pid=None, token=None, timeout=DEFAULT_TIMEOUT, tls=False, cacert=None, insecure=False):
     """A Probe for one target: connect(pid=1234), connect(1234), connect("host:8080", token=...),
     or connect("unix:/path/to.sock"). `timeout` is how long a call may take (and an eval's
-    default timeout). Checks that the agent answers; raises TargetUnavailable if it does not."""
-    probe = Probe(target, pid=pid, token=token, timeout=timeout)
+    default timeout). Checks that the agent answers; raises TargetUnavailable if it does not.
+
+    For a host:port target: `token` (default: $PROBING_TOKEN) is sent as "Authorization: Bearer
+    TOKEN"; `tls=True` speaks TLS 1.2+, checking the agent's certificate against the system CAs
+    and its host name; `cacert=FILE` checks it against FILE's certificates instead, and
+    `insecure=True` checks nothing (both imply tls). A refused token raises RemoteError with
+    .type "Unauthorized" (401), a token without the right "PermissionDenied" (403)."""
+    probe = Probe(target, pid=pid, token=token, timeout=timeout, tls=tls, cacert=cacert, insecure=insecure)
     probe.health()
     return probe

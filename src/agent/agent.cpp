@@ -7,12 +7,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <chrono>
 #include <thread>
 
 #include "core/log.h"
 #include "core/settings.h"
 #include "python/capi.h"
+#include "server/audit.h"
+#include "server/auth.h"
 #include "server/http_server.h"
 #include "server/routes.h"
 #include "sql/python_module.h"
@@ -26,13 +29,16 @@ namespace {
 
 std::atomic<bool> g_started{false};
 std::atomic<int> g_listen_fd{-1};
+std::atomic<int> g_tcp_listen_fd{-1};
 
 // In a forked child (a DataLoader worker, a multiprocessing fork) none of the agent's threads
 // exist. The child closes the inherited listening socket, so @probing-<parent pid> keeps meaning
 // the parent; the child itself runs without an agent (one that execs starts its own).
 void after_fork_in_child() {
-  int fd = g_listen_fd.exchange(-1);
-  if (fd >= 0) ::close(fd);
+  for (std::atomic<int>* listener : {&g_listen_fd, &g_tcp_listen_fd}) {
+    int fd = listener->exchange(-1);
+    if (fd >= 0) ::close(fd);
+  }
   sql::on_fork_child();
 }
 
@@ -87,6 +93,16 @@ void bootstrap() noexcept {
     options.request_timeout_s = s.get_double("server.request_timeout_s");
     options.max_body_bytes = static_cast<size_t>(s.get_int("server.max_body_bytes"));
     options.inline_paths = {"/health"};
+    Result<server::RemoteOptions> remote = server::remote_options_from_env();
+    if (remote.is_ok()) {
+      options.remote = *remote;
+      options.max_tcp_connections = options.max_connections;
+      info->remote = *remote;
+    } else {
+      // TCP stays off; the rest of the agent, and the process, go on. (Errors reach stderr.)
+      log_error("not listening on TCP: " + remote.status().message());
+    }
+    server::add_audit_table();
     Result<server::HttpServer*> srv = server::HttpServer::start(options, server::make_router(*info));
     if (!srv.is_ok()) {
       if (srv.status().code() == Code::kAlreadyExists) {
@@ -97,7 +113,21 @@ void bootstrap() noexcept {
       return;
     }
     g_listen_fd.store((*srv)->listen_fd());
+    g_tcp_listen_fd.store((*srv)->tcp_listen_fd());
     log_info("agent listening on " + info->socket);
+    if (options.remote.enabled) {
+      info->remote_address = (*srv)->remote_address();
+      if (!info->remote_address.empty()) {
+        const server::RemoteOptions& r = options.remote;
+        std::string how = std::string(r.tls_cert.empty() ? "" : "TLS, ") +
+                          (r.token.empty() && r.read_token.empty() ? "no token: this user and root only" : "token required") +
+                          (r.allow.empty() ? "" : ", PROBING_ALLOW networks only");
+        std::fprintf(stderr, "Probing server listening on %s (%s)\n", info->remote_address.c_str(), how.c_str());
+        log_info("listening on " + info->remote_address + " (" + how + ")");
+      } else {
+        log_error("not listening on TCP: " + (*srv)->remote_error());
+      }
+    }
   } catch (const std::exception& e) {
     log_error(std::string("the agent could not start: ") + e.what());
   } catch (...) {

@@ -15,7 +15,7 @@ Result<std::unique_ptr<client::Client>> connect_target(const Context& ctx, doubl
   }
   Result<client::Target> target = client::parse_target(ctx.target);
   if (!target.is_ok()) return target.status();
-  return client::Client::connect(*target, timeout_s);
+  return client::Client::connect(*target, timeout_s, ctx.connect);
 }
 
 int fail(const std::string& message) {

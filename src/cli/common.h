@@ -17,10 +17,11 @@ constexpr int kExitFailed = 1;  // the request failed, or the code raised in the
 constexpr int kExitUsage = 2;
 
 struct Context {
-  std::string target;  // as given: positional before the command, or -t/--target
+  std::string target;              // as given: positional before the command, or -t/--target
+  client::ConnectOptions connect;  // --token (or PROBING_TOKEN), --tls, --cacert, --insecure
 };
 
-// Connects to the context's target; kInvalidArgument when none was given.
+// Connects to the context's target with its options; kInvalidArgument when none was given.
 Result<std::unique_ptr<client::Client>> connect_target(const Context& ctx, double timeout_s = 5);
 
 // Prints "probing: <message>" to stderr and returns kExitFailed (kExitUsage for a

@@ -1,4 +1,4 @@
-// probing [-t] TARGET COMMAND ...
+// probing [OPTIONS] [-t] TARGET COMMAND ...
 #include <iostream>
 
 #include "cli/common.h"
@@ -9,14 +9,26 @@ int main(int argc, char** argv) {
   CLI::App app{
       "probing: a live debugger and profiler for Python processes.\n"
       "Attach to a running Python process, run code in it, and read its stacks.\n\n"
-      "TARGET is a pid, host:port, or unix:PATH. Examples:\n"
+      "TARGET is one of:\n"
+      "  PID          a local process (its agent's socket @probing-PID)\n"
+      "  unix:PATH    an agent's unix socket; unix:@NAME for an abstract one\n"
+      "  HOST:PORT    an agent serving TCP (started with PROBING_PORT); [::1]:PORT for IPv6.\n"
+      "               Give --token when it has PROBING_TOKEN, --tls when it has PROBING_TLS_CERT.\n"
+      "The options go before the command. Examples:\n"
       "  probing list\n"
       "  probing launch -- python3 train.py\n"
-      "  probing 1234 eval 'print(model)'\n",
+      "  probing 1234 eval 'print(model)'\n"
+      "  PROBING_TOKEN=... probing --tls trainer-7:9000 backtrace\n",
       "probing"};
   app.set_version_flag("--version", std::string("probing ") + PROBING_VERSION);
   app.add_option("target", ctx.target, "pid, host:port or unix:PATH of the process to talk to");
   app.add_option("-t,--target", ctx.target, "the target, as an option");
+  app.add_option("--token", ctx.connect.token, "the agent's token, sent as Authorization: Bearer TOKEN")
+      ->envname("PROBING_TOKEN");
+  app.add_flag("--tls", ctx.connect.tls, "TLS to a HOST:PORT target; the certificate is checked against the system CAs");
+  app.add_option("--cacert", ctx.connect.cacert, "check the agent's certificate against this PEM file (implies --tls)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--insecure", ctx.connect.insecure, "TLS without checking the certificate or host name (implies --tls)");
   app.require_subcommand(1);
   app.fallthrough();
   add_eval_command(app, ctx);

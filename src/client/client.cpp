@@ -1,31 +1,59 @@
-// The only translation unit of the client that includes Boost.Beast.
+// The only translation unit of the client that includes Boost.Beast (and OpenSSL).
+//
+// One implementation, StreamClient<Stream>, serves the three transports: a unix socket
+// (beast::basic_stream<local::stream_protocol>), TCP (beast::tcp_stream) and TLS over TCP
+// (beast::ssl_stream<beast::tcp_stream>). Every operation is asynchronous underneath and run to
+// completion on the client's own io_context, because Beast's stream timeouts apply to
+// asynchronous operations only: that is what makes every connect, handshake and request end by
+// its deadline, whatever the peer does.
 #include <utility>  // before Asio: Boost 1.74 with GCC 12 in C++20 needs it
 
 #include "client/client.h"
 
+#include <netdb.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <set>
+#include <thread>
+#include <type_traits>
 
 namespace probing::client {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using Local = asio::local::stream_protocol;
+using Tcp = asio::ip::tcp;
+using UnixStream = beast::basic_stream<Local>;
+using TcpStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::chrono::steady_clock::duration seconds(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+Clock::duration seconds(double s) {
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+}
+
+std::string format_seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
 }
 
 bool all_digits(const std::string& s) {
@@ -36,58 +64,176 @@ std::string target_name(const Target& t) {
   return t.kind == Target::Kind::kPid ? "process " + std::to_string(t.pid) : t.text;
 }
 
-class LocalClient final : public Client {
+// "the agent closed the connection" in all its spellings, TLS's included.
+bool is_closed(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == http::error::partial_message || ec == ssl::error::stream_truncated;
+}
+
+// The bytes that came back are not an HTTP reply (a TLS alert, say).
+bool is_parse_error(const beast::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_version).category() && !is_closed(ec);
+}
+
+constexpr const char* kTlsHint = "is the agent using TLS (PROBING_TLS_CERT)?";
+
+template <class Stream>
+constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
+
+template <class Stream>
+class StreamClient final : public Client {
  public:
-  // Takes ownership of a connected socket. Throws on failure (caught by the caller).
-  LocalClient(Target t, int fd) : Client(std::move(t)), stream_(Local::socket(ioc_, Local(), fd)) {}
+  // REQUIRES: `tls` set for TlsStream (it outlives the stream, being a member before it).
+  StreamClient(Target t, ConnectOptions options, std::unique_ptr<ssl::context> tls)
+      : Client(std::move(t)), options_(std::move(options)), tls_(std::move(tls)), stream_(make_stream()) {}
+
+  Stream& stream() { return stream_; }
+
+  // Runs one asynchronous operation, started by `start(handler)`, to completion; its error.
+  // The stream's expiry (set by the caller) bounds it.
+  template <class Start>
+  beast::error_code run(Start&& start) {
+    beast::error_code result = asio::error::would_block;
+    ioc_.restart();
+    start([&result](const beast::error_code& ec, auto&&...) { result = ec; });
+    ioc_.run();
+    return result;
+  }
+
+  // Takes ownership of a connected unix socket.
+  void adopt(int fd) requires std::is_same_v<Stream, UnixStream> { stream_.socket().assign(Local(), fd); }
+
+  // Connects to the first of `endpoints` that accepts, by `deadline`.
+  Status connect_tcp(const std::vector<Tcp::endpoint>& endpoints, Clock::time_point deadline, double timeout_s)
+    requires(!std::is_same_v<Stream, UnixStream>) {
+    auto& tcp = beast::get_lowest_layer(stream_);
+    tcp.expires_at(deadline);
+    beast::error_code ec = run([&](auto handler) { tcp.async_connect(endpoints, std::move(handler)); });
+    if (!ec) return Status::ok();
+    const std::string& name = target_.text;
+    if (ec == beast::error::timeout) {
+      return {Code::kTimeout, "connecting to " + name + " timed out after " + format_seconds(timeout_s) +
+                                  " s (a firewall, or no such host on the network?)"};
+    }
+    if (ec == asio::error::connection_refused) {
+      return {Code::kUnavailable, "nothing listens on " + name + " (is the agent serving TCP there? start the "
+                                      "target with PROBING_PORT)"};
+    }
+    return {Code::kUnavailable, "connecting to " + name + ": " + ec.message()};
+  }
+
+  // The TLS handshake, verifying the agent's certificate and host name unless insecure.
+  Status handshake(Clock::time_point deadline, double timeout_s) requires kIsTls<Stream> {
+    const std::string& name = target_.text;
+    const std::string& host = target_.host;
+    SSL* native = stream_.native_handle();
+    beast::error_code addr_ec;
+    asio::ip::make_address(host, addr_ec);
+    bool is_address = !addr_ec;
+    // SNI takes host names only (RFC 6066).
+    if (!is_address && SSL_set_tlsext_host_name(native, host.c_str()) != 1) {
+      return {Code::kInternal, "setting the TLS server name for " + name};
+    }
+    if (!options_.insecure) {
+      // OpenSSL's own check (what ssl::host_name_verification does), set on the connection so
+      // that a mismatch is reported as one ("hostname mismatch"), not as a bare failure.
+      X509_VERIFY_PARAM* param = SSL_get0_param(native);
+      int ok = is_address ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
+                          : X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
+      if (ok != 1) return {Code::kInternal, "setting the TLS host name check for " + name};
+    }
+    beast::get_lowest_layer(stream_).expires_at(deadline);
+    beast::error_code ec =
+        run([&](auto handler) { stream_.async_handshake(ssl::stream_base::client, std::move(handler)); });
+    if (!ec) return Status::ok();
+    std::string prefix = "TLS handshake with " + name;
+    if (ec == beast::error::timeout) {
+      return {Code::kTimeout, prefix + " got no answer within " + format_seconds(timeout_s) + " s; " + kTlsHint};
+    }
+    long verify = SSL_get_verify_result(native);
+    if (verify != X509_V_OK) {
+      bool wrong_name = verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH;
+      return {Code::kUnavailable, prefix + " failed: the agent's certificate was refused: " +
+                                      X509_verify_cert_error_string(verify) +
+                                      (wrong_name ? "; connect by a name the certificate carries, or use --insecure"
+                                                  : "; use --cacert FILE (its certificate or CA) or --insecure")};
+    }
+    std::string reason = is_closed(ec) ? "the agent closed the connection" : ec.message();
+    return {Code::kUnavailable, prefix + " failed: " + reason + "; " + kTlsHint + " use --cacert or --insecure"};
+  }
 
   Result<Response> request(const std::string& method, const std::string& path, const std::string& body,
                            double timeout_s) override {
     http::request<http::string_body> req(http::string_to_verb(method), path, 11);
-    req.set(http::field::host, "probing");
+    req.set(http::field::host, target_.kind == Target::Kind::kTcp ? target_.text : std::string("probing"));
     req.set(http::field::user_agent, "probing-cli");
+    if (!options_.token.empty()) req.set(http::field::authorization, "Bearer " + options_.token);
     if (!body.empty()) req.set(http::field::content_type, "application/json");
     req.body() = body;
     req.keep_alive(true);
     req.prepare_payload();
-    beast::error_code ec;
-    stream_.expires_after(seconds(timeout_s));
-    http::write(stream_, req, ec);
+    beast::get_lowest_layer(stream_).expires_after(seconds(timeout_s));
+    beast::error_code ec = run([&](auto handler) { http::async_write(stream_, req, std::move(handler)); });
     if (ec) return io_error("sending the request", ec, timeout_s);
     http::response_parser<http::string_body> parser;
     parser.body_limit(1ULL << 30);
-    http::read(stream_, buffer_, parser, ec);
+    ec = run([&](auto handler) { http::async_read(stream_, buffer_, parser, std::move(handler)); });
     if (ec) return io_error("reading the reply", ec, timeout_s);
     Response r;
     r.status = static_cast<int>(parser.get().result_int());
     r.body = std::move(parser.get().body());
+    if (r.status == 401) return refused_token(r);
+    if (r.status == 403) return Status(Code::kPermissionDenied, r.error_message());
     return r;
   }
 
  private:
-  Status io_error(const std::string& what, const beast::error_code& ec, double timeout_s) {
-    if (ec == beast::error::timeout) {
-      char secs[32];
-      std::snprintf(secs, sizeof secs, "%g", timeout_s);
-      return {Code::kTimeout, target_name(target_) + " did not answer within " + secs + " s"};
+  Stream make_stream() {
+    if constexpr (kIsTls<Stream>) {
+      return Stream(ioc_, *tls_);
+    } else {
+      return Stream(ioc_);
     }
-    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-        ec == asio::error::broken_pipe || ec == http::error::partial_message) {
+  }
+
+  Status refused_token(const Response& r) const {
+    std::string message = r.error_message();
+    std::string text =
+        target_name(target_) + (options_.token.empty() ? " asks for a token: " : " refused the token: ") + message;
+    if (message.find("--token") == std::string::npos) text += " (give --token or PROBING_TOKEN)";
+    return {Code::kPermissionDenied, text};
+  }
+
+  Status io_error(const std::string& what, const beast::error_code& ec, double timeout_s) {
+    const bool plain_tcp = target_.kind == Target::Kind::kTcp && !kIsTls<Stream>;
+    if (ec == beast::error::timeout) {
+      return {Code::kTimeout, target_name(target_) + " did not answer within " + format_seconds(timeout_s) + " s"};
+    }
+    if (is_closed(ec)) {
       std::string hint;
       if (target_.kind == Target::Kind::kPid && ::kill(target_.pid, 0) != 0 && errno == ESRCH) {
         hint = ": the process exited";
+      } else if (plain_tcp) {
+        hint = " (if the agent serves TLS, give --tls)";
       }
       return {Code::kUnavailable, target_name(target_) + " closed the connection while " + what + hint};
+    }
+    if (is_parse_error(ec)) {
+      return {Code::kUnavailable, "the reply from " + target_name(target_) + " is not HTTP (" + ec.message() + ")" +
+                                      (plain_tcp ? "; if the agent serves TLS, give --tls" : "")};
     }
     return {Code::kInternal, what + " to " + target_name(target_) + ": " + ec.message()};
   }
 
+  ConnectOptions options_;
   asio::io_context ioc_{1};
-  beast::basic_stream<Local> stream_;
+  std::unique_ptr<ssl::context> tls_;  // TlsStream only; before stream_, which refers to it
+  Stream stream_;
   beast::flat_buffer buffer_;
 };
 
-Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::string& path, double timeout_s) {
+Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::string& path, double timeout_s,
+                                             const ConnectOptions& options) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() + 1 > sizeof addr.sun_path) return Status(Code::kInvalidArgument, "socket path too long: " + path);
@@ -117,9 +263,112 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
     return errno_status("connecting to " + path, err);
   }
   try {
-    return std::unique_ptr<Client>(new LocalClient(target, fd));
+    auto client = std::make_unique<StreamClient<UnixStream>>(target, options, nullptr);
+    client->adopt(fd);
+    return std::unique_ptr<Client>(std::move(client));
   } catch (const std::exception& e) {
+    ::close(fd);  // adopt() failed: the fd is still ours
     return Status(Code::kInternal, std::string("connecting: ") + e.what());
+  }
+}
+
+// getaddrinfo on a thread of its own, so that a slow DNS server cannot hold the caller past
+// `deadline`: the thread is left to finish alone (it owns what it writes) when it is late.
+Result<std::vector<Tcp::endpoint>> resolve(const Target& target, Clock::time_point deadline, double timeout_s) {
+  beast::error_code ec;
+  asio::ip::address address = asio::ip::make_address(target.host, ec);
+  if (!ec) return std::vector<Tcp::endpoint>{Tcp::endpoint(address, static_cast<uint16_t>(target.port))};
+  struct Lookup {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    int rc = 0;
+    std::vector<Tcp::endpoint> endpoints;
+  };
+  auto lookup = std::make_shared<Lookup>();
+  try {
+    std::thread([lookup, host = target.host, port = std::to_string(target.port)]() noexcept {
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* found = nullptr;
+      int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
+      std::vector<Tcp::endpoint> endpoints;
+      for (addrinfo* ai = found; rc == 0 && ai != nullptr; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(sockaddr_in6)) continue;
+        Tcp::endpoint ep;
+        std::memcpy(ep.data(), ai->ai_addr, ai->ai_addrlen);
+        endpoints.push_back(ep);
+      }
+      if (found != nullptr) ::freeaddrinfo(found);
+      std::lock_guard<std::mutex> lock(lookup->mu);
+      lookup->rc = rc;
+      lookup->endpoints = std::move(endpoints);
+      lookup->done = true;
+      lookup->cv.notify_all();
+    }).detach();
+  } catch (const std::exception& e) {
+    return Status(Code::kInternal, std::string("resolving ") + target.host + ": " + e.what());
+  }
+  std::unique_lock<std::mutex> lock(lookup->mu);
+  if (!lookup->cv.wait_until(lock, deadline, [&] { return lookup->done; })) {
+    return Status(Code::kTimeout, "resolving host '" + target.host + "' (of " + target.text + ") took more than " +
+                                      format_seconds(timeout_s) + " s (DNS)");
+  }
+  if (lookup->rc != 0) {
+    return Status(Code::kNotFound, "cannot resolve host '" + target.host + "' (of " + target.text +
+                                       "): " + ::gai_strerror(lookup->rc));
+  }
+  if (lookup->endpoints.empty()) {
+    return Status(Code::kNotFound, "host '" + target.host + "' (of " + target.text + ") has no address");
+  }
+  return std::move(lookup->endpoints);
+}
+
+Result<std::unique_ptr<ssl::context>> make_tls_context(const ConnectOptions& options) {
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  if (SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION) != 1) {
+    return Status(Code::kInternal, "setting the TLS minimum version");
+  }
+  beast::error_code ec;
+  if (options.insecure) {
+    ctx->set_verify_mode(ssl::verify_none, ec);
+  } else {
+    ctx->set_verify_mode(ssl::verify_peer, ec);
+    if (!ec) {
+      if (!options.cacert.empty()) {
+        ctx->load_verify_file(options.cacert, ec);
+        if (ec) {
+          return Status(Code::kInvalidArgument,
+                        "--cacert " + options.cacert + ": not a readable PEM certificate file (" + ec.message() + ")");
+        }
+      } else {
+        ctx->set_default_verify_paths(ec);
+      }
+    }
+  }
+  if (ec) return Status(Code::kInternal, "setting up TLS: " + ec.message());
+  return ctx;
+}
+
+template <class Stream>
+Result<std::unique_ptr<Client>> connect_tcp(const Target& target, double timeout_s, const ConnectOptions& options) {
+  Clock::time_point deadline = Clock::now() + seconds(timeout_s);
+  Result<std::vector<Tcp::endpoint>> endpoints = resolve(target, deadline, timeout_s);
+  if (!endpoints.is_ok()) return endpoints.status();
+  try {
+    std::unique_ptr<ssl::context> tls;
+    if constexpr (kIsTls<Stream>) {
+      Result<std::unique_ptr<ssl::context>> made = make_tls_context(options);
+      if (!made.is_ok()) return made.status();
+      tls = std::move(*made);
+    }
+    auto client = std::make_unique<StreamClient<Stream>>(target, options, std::move(tls));
+    PROBING_RETURN_IF_ERROR(client->connect_tcp(*endpoints, deadline, timeout_s));
+    if constexpr (kIsTls<Stream>) PROBING_RETURN_IF_ERROR(client->handshake(deadline, timeout_s));
+    return std::unique_ptr<Client>(std::move(client));
+  } catch (const std::exception& e) {
+    return Status(Code::kInternal, "connecting to " + target.text + ": " + e.what());
   }
 }
 
@@ -165,7 +414,11 @@ std::string Response::error_message() const {
   return body.empty() ? "HTTP " + std::to_string(status) : body.substr(0, 500);
 }
 
-Result<std::unique_ptr<Client>> Client::connect(const Target& target, double timeout_s) {
+Result<std::unique_ptr<Client>> Client::connect(const Target& target, double timeout_s, const ConnectOptions& options) {
+  if (target.kind != Target::Kind::kTcp && options.use_tls()) {
+    return Status(Code::kInvalidArgument, "TLS (--tls, --cacert, --insecure) is for host:port targets; " +
+                                              target_name(target) + " is reached over its local socket");
+  }
   switch (target.kind) {
     case Target::Kind::kPid: {
       struct stat st{};
@@ -173,14 +426,14 @@ Result<std::unique_ptr<Client>> Client::connect(const Target& target, double tim
       if (::stat(proc.c_str(), &st) != 0) {
         return Status(Code::kNotFound, "no process " + std::to_string(target.pid));
       }
-      return connect_unix(target, "@probing-" + std::to_string(target.pid), timeout_s);
+      return connect_unix(target, "@probing-" + std::to_string(target.pid), timeout_s, options);
     }
-    case Target::Kind::kUnix: return connect_unix(target, target.unix_path, timeout_s);
-    case Target::Kind::kTcp: break;
+    case Target::Kind::kUnix: return connect_unix(target, target.unix_path, timeout_s, options);
+    case Target::Kind::kTcp:
+      return options.use_tls() ? connect_tcp<TlsStream>(target, timeout_s, options)
+                               : connect_tcp<TcpStream>(target, timeout_s, options);
   }
-  return Status(Code::kUnsupported,
-                "remote targets (host:port) need the agent's TCP listener, which this version of probing "
-                "does not have yet; use a local pid");
+  return Status(Code::kInternal, "unknown target kind");
 }
 
 std::vector<pid_t> list_local_agents() {

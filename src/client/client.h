@@ -1,5 +1,5 @@
 // The HTTP client of the CLI (and of anything else in C++ that talks to an agent): one
-// connection, synchronous requests with a deadline each.
+// connection (unix socket, TCP, or TLS over TCP), synchronous requests with a deadline each.
 #pragma once
 
 #include <sys/types.h>
@@ -16,11 +16,11 @@ namespace probing::client {
 struct Target {
   enum class Kind { kPid, kUnix, kTcp };
   Kind kind = Kind::kPid;
-  pid_t pid = 0;           // kPid
-  std::string unix_path;   // kUnix; a leading '@' means the abstract namespace
-  std::string host;        // kTcp
-  int port = 0;            // kTcp
-  std::string text;        // as the user wrote it
+  pid_t pid = 0;          // kPid
+  std::string unix_path;  // kUnix; a leading '@' means the abstract namespace
+  std::string host;       // kTcp
+  int port = 0;           // kTcp
+  std::string text;       // as the user wrote it
 };
 
 // "1234" -> pid; "unix:/run/x.sock" or "unix:@name" -> unix socket; "host:port" -> TCP.
@@ -36,14 +36,34 @@ struct Response {
   std::string error_message() const;
 };
 
+// How to reach an agent beyond naming it: the agent's remote options (PROBING_TOKEN,
+// PROBING_TLS_CERT) decide what it asks for.
+struct ConnectOptions {
+  std::string token;      // sent as "Authorization: Bearer TOKEN" on every request when not empty
+  bool tls = false;       // TLS 1.2+ over TCP (host:port targets only)
+  std::string cacert;     // PEM file of CAs (or the agent's own certificate) to verify against,
+                          // instead of the system store; implies tls
+  bool insecure = false;  // no certificate or host name check; implies tls
+
+  bool use_tls() const { return tls || !cacert.empty() || insecure; }
+};
+
 class Client {
  public:
-  // Connects; the errors say what to do next (no such process, no agent: inject it, ...).
-  static Result<std::unique_ptr<Client>> connect(const Target& target, double timeout_s = 5);
+  // Connects within `timeout_s` (resolving, connecting and the TLS handshake together); the
+  // errors say what failed and what to do next: no such process, no agent (inject it), the host
+  // does not resolve (kNotFound), nothing listens on host:port (kUnavailable), the TLS handshake
+  // failed (kUnavailable), no answer in time (kTimeout). TLS with a pid or unix: target is
+  // kInvalidArgument. A TLS connection verifies the certificate (system CAs, or
+  // `options.cacert`) and that it names the target's host, unless `options.insecure`.
+  static Result<std::unique_ptr<Client>> connect(const Target& target, double timeout_s = 5,
+                                                 const ConnectOptions& options = {});
   virtual ~Client() = default;
 
   // One request on this connection; kTimeout past `timeout_s`, kUnavailable when the agent
-  // closed the connection (the target exited, for instance).
+  // closed the connection (the target exited, for instance). A 401 reply (no token, or a wrong
+  // one) and a 403 reply (the token lacks the right, or the peer is not allowed) are
+  // kPermissionDenied with the agent's message; every other reply is returned as it came.
   virtual Result<Response> request(const std::string& method, const std::string& path,
                                    const std::string& body, double timeout_s) = 0;
 

@@ -60,7 +60,7 @@ std::string percent_decode(const std::string& s) {
 
 HttpResponse error_response(int http_status, const std::string& type, const std::string& message) {
   nlohmann::json j = {{"error", {{"type", type}, {"message", message}}}};
-  return {http_status, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json"};
+  return {http_status, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json", {}};
 }
 
 HttpResponse error_response(const Status& status) {
@@ -68,7 +68,7 @@ HttpResponse error_response(const Status& status) {
 }
 
 HttpResponse json_response(const nlohmann::json& body, int http_status) {
-  return {http_status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json"};
+  return {http_status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json", {}};
 }
 
 void split_target(const std::string& target, std::string* path, std::map<std::string, std::string>* query) {

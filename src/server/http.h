@@ -6,6 +6,8 @@
 
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -14,10 +16,12 @@
 namespace probing::server {
 
 struct Peer {
-  bool local = true;  // unix socket (uid known) or TCP
+  bool local = true;       // unix socket (uid checked) or TCP
+  bool uid_known = false;  // the uid is known: unix socket, or a loopback TCP client found in /proc/net
   uid_t uid = 0;
   pid_t pid = 0;
   std::string address;  // "uid 1000 pid 42" or "10.0.0.3:51234"
+  bool tls = false;
 };
 
 struct HttpRequest {
@@ -25,6 +29,7 @@ struct HttpRequest {
   std::string path;    // without the query string
   std::map<std::string, std::string> query;
   std::string body;
+  std::string authorization;  // the Authorization header, or ""
   Peer peer;
 };
 
@@ -32,6 +37,7 @@ struct HttpResponse {
   int status = 200;
   std::string body;
   std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;  // extra ones (WWW-Authenticate)
 };
 
 // {"error": {"type", "message"}} with a status fitting the code.

@@ -6,9 +6,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
+#include "server/auth.h"
 #include "server/http.h"
 
 namespace probing::server {
@@ -20,6 +22,10 @@ struct ServerOptions {
   size_t max_body_bytes = 8 << 20;
   size_t max_header_bytes = 16 << 10;
   int handler_threads = 8;
+  // TCP (and TLS) besides the unix socket, when remote.enabled. Its connections have their own
+  // cap, so clients over the network can never crowd out local ones.
+  RemoteOptions remote;
+  int max_tcp_connections = 64;
   // Paths whose handlers never wait (GET /health): answered on the I/O thread itself, so they
   // answer even while every handler thread waits on a wedged interpreter.
   std::vector<std::string> inline_paths;
@@ -35,13 +41,23 @@ class HttpServer {
   // process). The server is never destroyed: it serves until the process ends.
   static Result<HttpServer*> start(const ServerOptions& options, Handler handler);
 
-  // The listening socket, for the fork handler to close in a child.
+  // The listening sockets, for the fork handler to close in a child (-1: none).
   virtual int listen_fd() const = 0;
+  virtual int tcp_listen_fd() const = 0;
+  // "host:port" (with "https://"-less form) the TCP listener is bound to, "" when none; and why
+  // TCP is not listening when it was asked for.
+  virtual std::string remote_address() const = 0;
+  virtual std::string remote_error() const = 0;
 
  protected:
   HttpServer() = default;
   virtual ~HttpServer() = default;
 };
+
+// One whole request from bytes, parsed as a connection's are (the same parser and limits). For
+// the fuzz target and tests.
+Result<HttpRequest> parse_request(std::string_view bytes, const Peer& peer, size_t max_body_bytes,
+                                  size_t max_header_bytes);
 
 // Whether a peer with this uid may talk to an agent running as `self`: the same user, or root
 // (the people who could ptrace the process anyway).

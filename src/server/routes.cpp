@@ -12,6 +12,8 @@
 #include "core/settings.h"
 #include "python/eval.h"
 #include "python/runtime.h"
+#include "server/audit.h"
+#include "sql/engine.h"
 
 namespace probing::server {
 namespace {
@@ -50,7 +52,7 @@ HttpResponse handle_health(const HttpRequest&, const AgentInfo& info) {
       {"python_status", runtime.is_ok() ? std::string("ready") : runtime.status().message()},
       {"started_at", info.started_at},
       {"uptime_s", now_s() - info.started_at},
-      {"remote", nullptr},
+      {"remote", info.remote_address.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.remote_address)},
   };
   return json_response(j);
 }
@@ -92,31 +94,79 @@ HttpResponse handle_eval(const HttpRequest& request) {
   return json_response(r);
 }
 
+Right request_right(const HttpRequest& request, const AgentInfo& info, HttpResponse* refusal) {
+  if (request.peer.local) return Right::kFull;
+  const RemoteOptions& remote = info.remote;
+  if (!remote.token.empty() || !remote.read_token.empty()) {
+    Right right = right_of_token(remote, request.authorization);
+    if (right == Right::kNone) {
+      *refusal = error_response(401, "Unauthorized",
+                                request.authorization.empty()
+                                    ? "this agent needs a token: Authorization: Bearer TOKEN (probing --token, PROBING_TOKEN)"
+                                    : "the token is not valid for this agent");
+      refusal->headers.emplace_back("WWW-Authenticate", "Bearer");
+    }
+    return right;
+  }
+  // No token: the listener is on loopback, and serves the users the unix socket would.
+  if (request.peer.uid_known && peer_allowed(request.peer.uid, ::geteuid())) return Right::kFull;
+  *refusal = error_response(403, "PermissionDenied",
+                            "this agent's TCP port has no token and serves uid " + std::to_string(::geteuid()) +
+                                " and root only (start the target with PROBING_TOKEN for other clients)");
+  return Right::kNone;
+}
+
 HttpServer::Handler make_router(const AgentInfo& info) {
   struct Route {
     const char* method;  // "*": the handler checks the method itself
     const char* path;    // ending in '/': the path and everything under it
+    Right right;         // what a client needs (over TCP); some routes need more for some bodies
     std::function<HttpResponse(const HttpRequest&)> handle;
   };
+  constexpr Right kRead = Right::kRead, kFull = Right::kFull;
   // One line per route of the API (DESIGN.md §4).
   std::vector<Route> routes{
-      {"GET", "/health", [&info](const HttpRequest& r) { return handle_health(r, info); }},
-      {"POST", "/eval", handle_eval},
-      {"GET", "/backtrace", handle_backtrace},     // routes_backtrace.cpp
-      {"POST", "/complete", handle_complete},      // routes_repl.cpp
-      {"POST", "/interrupt", handle_interrupt},    // routes_repl.cpp
-      {"POST", "/query", handle_query},            // routes_query.cpp
-      {"*", "/config", handle_config},             // routes_query.cpp
-      {"*", "/config/", handle_config},
+      {"GET", "/health", kRead, [&info](const HttpRequest& r) { return handle_health(r, info); }},
+      {"POST", "/eval", kFull, handle_eval},
+      {"GET", "/backtrace", kRead, handle_backtrace},  // routes_backtrace.cpp
+      {"POST", "/complete", kFull, handle_complete},   // routes_repl.cpp: completion evaluates lookups
+      {"POST", "/interrupt", kFull, handle_interrupt}, // routes_repl.cpp
+      {"POST", "/query", kRead, handle_query},         // routes_query.cpp; SET needs kFull
+      {"*", "/config", kRead, handle_config},          // routes_query.cpp; PUT needs kFull
+      {"*", "/config/", kRead, handle_config},
   };
-  return [routes = std::move(routes)](const HttpRequest& request) -> HttpResponse {
+  return [routes = std::move(routes), &info](const HttpRequest& request) -> HttpResponse {
     for (const Route& route : routes) {
       std::string_view path = route.path;
       bool under = path.back() == '/' && request.path.size() > path.size() && request.path.starts_with(path);
       if (request.path != path && !under) continue;
+      HttpResponse refusal;
+      Right right = request_right(request, info, &refusal);
+      if (right == Right::kNone) return refusal;
       if (route.method[0] != '*' && request.method != route.method) {
         return error_response(405, "BadRequest", std::string("use ") + route.method + " " + route.path);
       }
+      Right needed = route.right;
+      std::string action;  // audited when not empty
+      if (request.path == "/eval") {
+        action = "eval";
+      } else if (request.method == "PUT") {
+        needed = kFull;
+        action = "config";
+      } else if (request.path == "/query") {
+        nlohmann::json body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+        if (body.is_object() && body.contains("sql") && body["sql"].is_string() &&
+            sql::is_set_statement(body["sql"].get<std::string>())) {
+          needed = kFull;
+          action = "set";
+        }
+      }
+      if (right < needed) {
+        return error_response(403, "PermissionDenied",
+                              "this token may only read (health, backtrace, query, config); " +
+                                  std::string(action.empty() ? request.path : action) + " needs the full token");
+      }
+      if (!action.empty()) audit(request, right, action);
       return route.handle(request);
     }
     return error_response(404, "NotFound", "no route " + request.method + " " + request.path);

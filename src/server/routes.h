@@ -4,6 +4,7 @@
 #include <string>
 
 #include "server/http.h"
+#include "server/auth.h"
 #include "server/http_server.h"
 
 namespace probing::server {
@@ -13,7 +14,14 @@ struct AgentInfo {
   std::string socket;         // "@probing-1234"
   double started_at = 0;      // unix time the agent started serving
   std::string python_status;  // "ready", or why Python is not available
+  RemoteOptions remote;       // the TCP listener's tokens and networks (when enabled)
+  std::string remote_address; // "127.0.0.1:8080" when TCP listens, else ""
 };
+
+// The right a request has: everything over the unix socket (its uid was checked); over TCP, what
+// its token gives, or — when the agent has no token (a loopback listener) — everything for a
+// client of this user or root, found in /proc/net. kNone with the reply to send otherwise.
+Right request_right(const HttpRequest& request, const AgentInfo& info, HttpResponse* refusal);
 
 // Handler for the whole API. `info` must outlive the server (it does: both live forever).
 HttpServer::Handler make_router(const AgentInfo& info);

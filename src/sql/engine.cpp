@@ -613,6 +613,11 @@ bool parse_set(const std::string& sql, std::string* name, std::string* value) {
 
 }  // namespace
 
+bool is_set_statement(const std::string& sql) {
+  std::string name, value;
+  return parse_set(sql, &name, &value);
+}
+
 struct Engine::Connection {
   sqlite3* db = nullptr;
   uint64_t version = 0;

@@ -94,6 +94,9 @@ class Engine {
   std::vector<std::unique_ptr<Connection>> idle_;
 };
 
+// Whether `sql` is a `SET name = value` (a settings change, which needs the full right).
+bool is_set_statement(const std::string& sql);
+
 // Adds a notice to the query running on this thread (from a provider). No-op outside a query.
 void add_notice(const std::string& notice);
 

@@ -1,0 +1,14 @@
+"""A loop for the remote-access tests: counts steps every 10 ms and keeps the longest gap between
+two steps (max_gap, seconds), so a test can tell whether the agent ever stalled the program."""
+import time
+
+step = 0
+max_gap = 0.0
+last = time.monotonic()
+print("ready", flush=True)
+while True:
+    time.sleep(0.01)
+    now = time.monotonic()
+    max_gap = max(max_gap, now - last)
+    last = now
+    step += 1
