@@ -1,8 +1,10 @@
 #include "torch/torch_trace.h"
 
+#include <link.h>
 #include <pthread.h>
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -72,11 +74,21 @@ std::string call_tracer(const CApi& api, bool on, double rate, std::string* erro
   return python::utf8(api, text.get());
 }
 
+// Whether PyTorch's extension library is loaded: `import torch` loads it first thing. Checked
+// without the GIL, so a process that never imports torch is never asked for it by the watcher.
+bool torch_loaded() {
+  auto visit = [](dl_phdr_info* info, size_t, void*) -> int {
+    return info->dlpi_name != nullptr && std::strstr(info->dlpi_name, "libtorch_python") != nullptr;
+  };
+  return ::dl_iterate_phdr(visit, nullptr) != 0;
+}
+
 void watch() noexcept {
   try {
     ::pthread_setname_np(::pthread_self(), "probing-torch");
     for (;; std::this_thread::sleep_for(std::chrono::duration<double>(kWatchIntervalS))) {
       if (!settings().get_bool("torch.trace")) continue;  // a SET turning it on applies by itself
+      if (!torch_loaded()) continue;
       Result<nlohmann::json> st = apply_torch_settings();
       if (st.is_ok() && st->value("installed", false)) return;  // from now on, settings changes drive it
     }
