@@ -10,7 +10,7 @@ packages=(
   libboost1.74-dev nlohmann-json3-dev libcli11-dev libedit-dev libsqlite3-dev libssl-dev
   libgtest-dev
   clang libclang-rt-14-dev openssl
-  python3 python3.11 python3-pytest python3-torch
+  python3 python3.11 python3-pytest python3-torch python3-ipython
   procps util-linux
 )
 if [[ "${1:-}" == "--dev" ]]; then

@@ -1,16 +1,18 @@
 """probing.connect(): every method against a real target, remote errors with their traceback,
-timeouts, a target that exits mid-call; and the IPython magic driven with a stand-in `ipython`."""
+timeouts, a target that exits mid-call; and the IPython magic, with a stand-in shell and in Debian's real
+IPython."""
 import builtins
 import io
 import os
 import socket
+import subprocess
 import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from conftest import INTERPRETERS, PYPKG, interpreter_params
+from conftest import DEBIAN_PYTHON, INTERPRETERS, PYPKG, clean_env, interpreter_params
 
 sys.path.insert(0, PYPKG)
 import probing  # noqa: E402  (the build's package)
@@ -184,6 +186,24 @@ def test_ipython_extension(target):
         assert "probing: no process 999999999" in err
     finally:
         probing.unload_ipython_extension(ip)
+
+
+def test_ipython_extension_in_a_real_shell(target):
+    # The real IPython (Debian's python3-ipython): %load_ext probing, then the line and cell magics.
+    code = r"""
+import sys
+from IPython.testing.globalipapp import start_ipython
+ip = start_ipython()
+ip.run_line_magic("load_ext", "probing")
+ip.run_line_magic("probing", "%d eval model.layers['encoder'] * 10")
+ip.run_cell_magic("probing", "%d", "print('from a cell', 6 * 7)")
+""" % (target.pid, target.pid)
+    out = subprocess.run([DEBIAN_PYTHON, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(clean_env(), PYTHONPATH=PYPKG))
+    if "No module named 'IPython'" in out.stderr:
+        pytest.skip("IPython is not installed for %s (Debian: python3-ipython)" % DEBIAN_PYTHON)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.endswith("30\nfrom a cell 42\n"), out.stdout  # (after IPython's terminal-title codes)
 
 
 def test_import_probing_stays_light():
