@@ -125,23 +125,31 @@ _current_span = None  # a contextvars.ContextVar: the span a new span or event i
 _span_ids = None      # itertools.count
 
 
+_span_lock = _thread.allocate_lock()
+
+
 def _span_setup():
     global _span_append, _event_append, _current_span, _span_ids
-    if _span_append is None:
+    with _span_lock:  # two threads' first spans make one ContextVar
+        if _span_append is not None:
+            return
         import contextvars
         import itertools
         natives = _natives()
         _current_span = contextvars.ContextVar("probing_span", default=None)
         _span_ids = itertools.count(1)
         _event_append = natives["agent_table"]("events")
-        _span_append = natives["agent_table"]("spans")
+        _span_append = natives["agent_table"]("spans")  # last: it is what says setup is done
 
 
 def _attrs_text(attrs):
     if not attrs:
         return None
     import json
-    return json.dumps(attrs, default=repr, sort_keys=True)
+    try:
+        return json.dumps(attrs, default=repr, sort_keys=True)
+    except (TypeError, ValueError):  # a circular value, keys that do not sort
+        return json.dumps({str(k): repr(v) for k, v in attrs.items()})
 
 
 class span:
@@ -157,36 +165,49 @@ class span:
 
     Costs a few microseconds; safe to leave in production code (the table is bounded)."""
 
-    __slots__ = ("name", "attrs", "_id", "_parent", "_start", "_perf", "_token")
+    __slots__ = ("name", "attrs", "_open")
 
     def __init__(self, name, **attrs):
         self.name = str(name)
         self.attrs = attrs
-        self._token = None
+        self._open = []  # (id, parent, token, start, perf) per enter: one object may be entered again
 
     def __enter__(self):
         if _span_append is None:
             _span_setup()
-        self._parent = _current_span.get()
-        self._id = next(_span_ids)
-        self._token = _current_span.set(self._id)
-        self._start = _time()
-        self._perf = _perf()
+        parent = _current_span.get()
+        span_id = next(_span_ids)
+        self._open.append((span_id, parent, _current_span.set(span_id), _time(), _perf()))
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        duration = _perf() - self._perf
-        if self._token is not None:
-            _current_span.reset(self._token)
-            self._token = None
-        _span_append({"span_id": self._id, "parent_id": self._parent, "name": self.name, "start": self._start,
-                      "duration": duration, "thread_id": _get_ident(), "attrs": _attrs_text(self.attrs),
-                      "error": exc_type.__name__ if exc_type is not None else None})
+        end = _perf()
+        try:
+            span_id, parent, token, start, began = self._open.pop()
+        except IndexError:
+            return False
+        try:
+            _current_span.reset(token)
+        except ValueError:  # entered in another context (an object shared between tasks)
+            pass
+        try:
+            _span_append({"span_id": span_id, "parent_id": parent, "name": self.name, "start": start,
+                          "duration": end - began, "thread_id": _get_ident(), "attrs": _attrs_text(self.attrs),
+                          "error": exc_type.__name__ if exc_type is not None else None})
+        except Exception:  # recording never raises into the code it measures
+            pass
         return False
 
     def __call__(self, fn):
         import functools
+        import inspect
         name, attrs = self.name, self.attrs
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def spanned_async(*args, **kwargs):
+                with span(name, **attrs):
+                    return await fn(*args, **kwargs)
+            return spanned_async
 
         @functools.wraps(fn)
         def spanned(*args, **kwargs):
@@ -200,10 +221,13 @@ def event(name, **attrs):
 
         probing.event("checkpoint_saved", path=path, step=step)
     """
-    if _event_append is None:
+    if _span_append is None:
         _span_setup()
-    _event_append({"time": _time(), "name": str(name), "span_id": _current_span.get(),
-                   "thread_id": _get_ident(), "attrs": _attrs_text(attrs)})
+    try:
+        _event_append({"time": _time(), "name": str(name), "span_id": _current_span.get(),
+                       "thread_id": _get_ident(), "attrs": _attrs_text(attrs)})
+    except Exception:  # recording never raises into the code it measures
+        pass
 
 
 # The client side (probing.connect), imported on first use so that a target's `import probing`

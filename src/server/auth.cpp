@@ -194,8 +194,11 @@ std::optional<uid_t> loopback_peer_uid(const std::string& peer_ip, int peer_port
     std::getline(in, line);  // header
     while (std::getline(in, line)) {
       std::istringstream f(line);
-      std::string sl, loc, rem, st, queues, timer, retr, uid;
-      if (!(f >> sl >> loc >> rem >> st >> queues >> timer >> retr >> uid)) continue;
+      std::string sl, loc, rem, st, queues, timer, retr, uid, timeout, inode;
+      if (!(f >> sl >> loc >> rem >> st >> queues >> timer >> retr >> uid >> timeout >> inode)) continue;
+      // Only a live socket with an owner: a closed one (TIME_WAIT, an orphan) shows uid 0 and
+      // inode 0, and must not pass for root.
+      if (st != "01" || inode == "0") continue;
       std::array<unsigned char, 16> la{}, ra{};
       int lp = 0, rp = 0;
       if (!parse_proc_address(loc, &la, &lp) || !parse_proc_address(rem, &ra, &rp)) continue;

@@ -30,6 +30,8 @@ struct HttpRequest {
   std::map<std::string, std::string> query;
   std::string body;
   std::string authorization;  // the Authorization header, or ""
+  std::string origin;         // the Origin header (sent by browsers), or ""
+  std::string host;           // the Host header, or ""
   Peer peer;
 };
 

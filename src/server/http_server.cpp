@@ -46,6 +46,8 @@ HttpRequest to_request(http::request<http::string_body>& msg, const Peer& peer) 
   split_target(std::string(msg.target()), &request.path, &request.query);
   request.body = std::move(msg.body());
   request.authorization = std::string(msg[http::field::authorization]);
+  request.origin = std::string(msg[http::field::origin]);
+  request.host = std::string(msg[http::field::host]);
   request.peer = peer;
   return request;
 }
@@ -122,6 +124,8 @@ class ServerImpl final : public HttpServer {
         tls_ = std::make_unique<ssl::context>(ssl::context::tls_server);
         tls_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                           ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+        // An encrypted key would make OpenSSL ask for its passphrase on the target's terminal.
+        tls_->set_password_callback([](size_t, ssl::context::password_purpose) { return std::string(); });
         tls_->use_certificate_chain_file(r.tls_cert);
         tls_->use_private_key_file(r.tls_key, ssl::context::pem);
       }
@@ -253,7 +257,8 @@ class ServerImpl final : public HttpServer {
     if (!allow.empty() && (!bytes || std::none_of(allow.begin(), allow.end(), [&](const Cidr& c) { return c.contains(*bytes); }))) {
       log_warn("refused a connection from " + peer.address + ": not in PROBING_ALLOW");
       refusal = error_response(403, "PermissionDenied", "this address may not connect (PROBING_ALLOW)");
-    } else if (address.is_loopback()) {
+    } else if (address.is_loopback() && options_.remote.token.empty() && options_.remote.read_token.empty()) {
+      // Only a token-less (loopback) listener decides by the client's uid.
       std::string local_ip = local.address().to_string();
       if (local.address().is_v6() && local.address().to_v6().is_v4_mapped()) {
         local_ip = asio::ip::make_address_v4(asio::ip::v4_mapped, local.address().to_v6()).to_string();

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <fstream>
@@ -94,6 +95,23 @@ HttpResponse handle_eval(const HttpRequest& request) {
   return json_response(r);
 }
 
+namespace {
+
+// A Host header naming an address or localhost (with a port or not), as every client of a port
+// does. A name would mean a browser sent here by DNS rebinding.
+bool plain_host(const std::string& host) {
+  if (host.empty()) return true;
+  std::string h = host;
+  if (h.front() == '[') {
+    h = h.substr(1, h.find(']') == std::string::npos ? std::string::npos : h.find(']') - 1);
+  } else if (std::count(h.begin(), h.end(), ':') == 1) {
+    h = h.substr(0, h.find(':'));
+  }
+  return h == "localhost" || parse_address(h).has_value();
+}
+
+}  // namespace
+
 Right request_right(const HttpRequest& request, const AgentInfo& info, HttpResponse* refusal) {
   if (request.peer.local) return Right::kFull;
   const RemoteOptions& remote = info.remote;
@@ -108,7 +126,13 @@ Right request_right(const HttpRequest& request, const AgentInfo& info, HttpRespo
     }
     return right;
   }
-  // No token: the listener is on loopback, and serves the users the unix socket would.
+  // No token: the listener is on loopback, and serves the users the unix socket would — but not a
+  // web page reaching it through the user's browser (a cross-site POST, DNS rebinding): browsers
+  // send Origin, and their Host is the page's name. (A page cannot send a bearer token.)
+  if (!request.origin.empty() || !plain_host(request.host)) {
+    *refusal = error_response(403, "PermissionDenied", "requests from web pages are refused");
+    return Right::kNone;
+  }
   if (request.peer.uid_known && peer_allowed(request.peer.uid, ::geteuid())) return Right::kFull;
   *refusal = error_response(403, "PermissionDenied",
                             "this agent's TCP port has no token and serves uid " + std::to_string(::geteuid()) +

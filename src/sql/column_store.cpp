@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 
 namespace probing::sql {
 namespace {
 
 constexpr size_t kCellBytes = sizeof(uint8_t) + sizeof(uint64_t);
 constexpr size_t kTextOverhead = sizeof(std::string) + 32;  // the string and its index entry
+constexpr size_t kMaxTextBytes = 64 << 10;
 
 }  // namespace
 
@@ -29,7 +31,8 @@ ColumnStore::ColumnStore(std::string schema, std::string name, std::vector<Colum
       limits_(limits),
       open_index_(columns_.size()),
       ascending_(new std::atomic<bool>[columns_.size()]),
-      last_number_(columns_.size(), -1e308) {
+      last_number_(columns_.size(), -1e308),
+      last_int_(columns_.size()) {
   open_.columns.resize(columns_.size());
   for (size_t i = 0; i < columns_.size(); ++i) ascending_[i].store(columns_[i].type != ColumnType::kText);
 }
@@ -51,12 +54,18 @@ Status ColumnStore::append(std::span<const Cell> cells) {
       tag = ColumnChunk::kInt;
       slot = static_cast<uint64_t>(*i);
       number = static_cast<double>(*i);
-    } else if (const double* d = std::get_if<double>(&cell)) {
-      tag = ColumnChunk::kReal;
+    } else if (const double* d = std::get_if<double>(&cell); d != nullptr && !std::isnan(*d)) {
+      tag = ColumnChunk::kReal;  // (NaN is stored as NULL, as SQLite shows it)
       slot = std::bit_cast<uint64_t>(*d);
       number = *d;
-    } else if (const std::string_view* s = std::get_if<std::string_view>(&cell)) {
+    } else if (const std::string_view* full = std::get_if<std::string_view>(&cell)) {
       tag = ColumnChunk::kText;
+      const std::string_view* s = full;
+      std::string_view cut;
+      if (full->size() > kMaxTextBytes) {  // one cell never holds more than this
+        cut = full->substr(0, kMaxTextBytes);
+        s = &cut;
+      }
       auto it = open_index_[c].find(*s);
       if (it == open_index_[c].end()) {
         it = open_index_[c].emplace(std::string(*s), static_cast<uint32_t>(col.dict.size())).first;
@@ -73,8 +82,13 @@ Status ColumnStore::append(std::span<const Cell> cells) {
         col.min = std::min(col.min, number);
         col.max = std::max(col.max, number);
       }
-      if (number < last_number_[c]) ascending_[c].store(false, std::memory_order_relaxed);
+      // Integers compare exactly (past 2^53 two of them can share a double).
+      bool both_int = tag == ColumnChunk::kInt && last_int_[c].has_value();
+      if (both_int ? static_cast<long long>(slot) < *last_int_[c] : number < last_number_[c]) {
+        ascending_[c].store(false, std::memory_order_relaxed);
+      }
       last_number_[c] = number;
+      last_int_[c] = tag == ColumnChunk::kInt ? std::optional<long long>(static_cast<long long>(slot)) : std::nullopt;
     } else {
       col.has_other = true;
       ascending_[c].store(false, std::memory_order_relaxed);
@@ -86,7 +100,9 @@ Status ColumnStore::append(std::span<const Cell> cells) {
   ++open_.rows;
   open_.bytes += bytes;
   ++appended_;
-  if (open_.rows >= limits_.chunk_rows) seal_locked();
+  // Sealed by rows, or by bytes (big text): the open chunk, never dropped, stays a small part of
+  // the cap, and so does the copy each query makes of it.
+  if (open_.rows >= limits_.chunk_rows || open_.bytes >= limits_.max_bytes / 8) seal_locked();
   enforce_limits_locked();
   return Status::ok();
 }

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <string>
@@ -107,6 +108,7 @@ class ColumnStore {
   uint64_t dropped_ = 0;
   std::unique_ptr<std::atomic<bool>[]> ascending_;
   std::vector<double> last_number_;
+  std::vector<std::optional<long long>> last_int_;
 };
 
 }  // namespace probing::sql

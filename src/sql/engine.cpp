@@ -53,7 +53,8 @@ void result_value(sqlite3_context* ctx, const Value& v) {
   } else if (const double* d = std::get_if<double>(&v)) {
     sqlite3_result_double(ctx, *d);
   } else if (const std::string* s = std::get_if<std::string>(&v)) {
-    sqlite3_result_text(ctx, s->data(), static_cast<int>(s->size()), SQLITE_STATIC);
+    // Copied: min()/max() keep a text value past the next xFilter, which replaces the rows.
+    sqlite3_result_text(ctx, s->data(), static_cast<int>(s->size()), SQLITE_TRANSIENT);
   } else {
     sqlite3_result_null(ctx);
   }
@@ -291,6 +292,9 @@ bool is_range_op(int op) {
 // judged; SQLite checks every row it is given anyway, so this only needs to be conservative.
 bool excluded(const ColumnChunk& col, int op, double x) {
   if (col.has_other || !col.has_numbers) return false;
+  // Past 2^53 doubles no longer tell neighbouring integers apart: judge nothing there.
+  constexpr double kExact = 9007199254740992.0;
+  if (std::fabs(x) >= kExact || std::fabs(col.min) >= kExact || std::fabs(col.max) >= kExact) return false;
   switch (op) {
     case SQLITE_INDEX_CONSTRAINT_EQ: return x < col.min || x > col.max;
     case SQLITE_INDEX_CONSTRAINT_GT: return col.max <= x;
@@ -407,7 +411,9 @@ int store_filter(sqlite3_vtab_cursor* base, int idx_num, const char* idx_str, in
       if (chunk.rows == 0) continue;
       bool skip = false;
       for (const auto& [b, x] : bounds) {
+        // A TEXT column compares as text against a literal: its numeric zone map does not apply.
         if (b.column >= 0 && static_cast<size_t>(b.column) < chunk.columns.size() &&
+            store.columns()[static_cast<size_t>(b.column)].type != ColumnType::kText &&
             excluded(chunk.columns[static_cast<size_t>(b.column)], b.op, x)) {
           skip = true;
           break;
@@ -482,9 +488,9 @@ int store_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) no
     case ColumnChunk::kInt: sqlite3_result_int64(ctx, col.int_at(r)); break;
     case ColumnChunk::kReal: sqlite3_result_double(ctx, col.real_at(r)); break;
     case ColumnChunk::kText: {
-      // The snapshot keeps the chunk, and so the text, alive as long as the cursor.
+      // Copied: min()/max() keep a text value past the next xFilter, which replaces the snapshot.
       const std::string& s = col.text_at(r);
-      sqlite3_result_text(ctx, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
+      sqlite3_result_text(ctx, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
       break;
     }
     default: sqlite3_result_null(ctx);
@@ -599,6 +605,9 @@ nlohmann::json cell_json(sqlite3_stmt* stmt, int i, size_t* bytes) {
 
 // SET name = value | SET name TO value, the value optionally quoted.
 bool parse_set(const std::string& sql, std::string* name, std::string* value) {
+  // std::regex recurses per character: only a statement of a settings-change's size is tried.
+  constexpr size_t kMaxSetLength = 1024;
+  if (sql.size() > kMaxSetLength) return false;
   static const std::regex kSet(R"(^\s*SET\s+([A-Za-z_][A-Za-z0-9_.]*)\s*(?:=|\s[Tt][Oo]\s)\s*(.*?)\s*;?\s*$)",
                                std::regex::icase);
   std::smatch m;
@@ -705,6 +714,9 @@ Result<std::unique_ptr<Engine::Connection>> Engine::borrow() {
     int rc = sqlite3_open_v2(":memory:", &conn->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY,
                              nullptr);
     if (rc != SQLITE_OK) return Status(Code::kInternal, std::string("opening SQLite: ") + sqlite3_errstr(rc));
+    // No single value (a randomblob, a huge string) may outgrow what a reply may carry.
+    sqlite3_limit(conn->db, SQLITE_LIMIT_LENGTH,
+                  static_cast<int>(std::min<long long>(settings().get_int("query.max_result_bytes"), 1 << 30)));
     sqlite3_create_module_v2(conn->db, "probing_live", &kLiveModule, registry_.get(), nullptr);
     sqlite3_create_module_v2(conn->db, "probing_store", &kStoreModule, registry_.get(), nullptr);
     // The sorter (GROUP BY, ORDER BY over many rows) keeps SQLite's default: runs of a few MB in

@@ -262,7 +262,7 @@ PyObject* make_appender(PyObject*, PyObject* const* args, long nargs) noexcept {
 }
 
 // agent_table(name) -> the append function of a table the agent made (python.spans, ...).
-PyObject* agent_table(PyObject*, PyObject* const* args, long nargs) noexcept {
+PyObject* agent_table(PyObject*, PyObject* const* args, long nargs) noexcept try {
   const CApi& api = *g_api;
   if (nargs != 1 || !is_type(args[0], api.PyUnicode_Type)) return raise(api.exc_type_error, "agent_table(name: str)");
   std::string name(text_of(args[0]));
@@ -272,6 +272,8 @@ PyObject* agent_table(PyObject*, PyObject* const* args, long nargs) noexcept {
   std::shared_ptr<ColumnStore> store = Engine::get().find_store("python", name);
   if (store == nullptr) return raise(api.exc_value_error, "the agent has no table python." + name);
   return appender_for(store.get());
+} catch (...) {
+  return raise(g_api->exc_value_error, "probing: internal error");
 }
 
 MethodDef g_agent_table_def{"agent_table", reinterpret_cast<void*>(agent_table), static_cast<int>(kMethFastcall),
@@ -308,7 +310,7 @@ PyObject* appender_for(ColumnStore* store) noexcept {
 
 void on_fork_child() noexcept { g_forked.store(true); }
 
-PyObject* native_functions() noexcept {
+PyObject* native_functions() noexcept try {
   Result<const CApi*> api = python::load_capi();
   if (!api.is_ok()) return nullptr;
   g_api = *api;
@@ -329,6 +331,8 @@ PyObject* native_functions() noexcept {
     a.Py_DecRef(fn);
   }
   return d;
+} catch (...) {
+  return nullptr;
 }
 
 }  // namespace probing::sql

@@ -34,6 +34,7 @@ constexpr double kApplyTimeoutS = 5;
 
 std::mutex g_apply_mu;  // one apply at a time
 std::atomic<bool> g_installed{false};
+std::atomic<bool> g_failed{false};  // the tracer switched itself off: wait for the next SET
 PyObject* g_appender = nullptr;  // the store's append builtin; made once with the GIL, kept
 
 // REQUIRES: GIL held. Calls torch_trace.py's install or uninstall; its JSON text, or an error.
@@ -83,14 +84,17 @@ bool torch_loaded() {
   return ::dl_iterate_phdr(visit, nullptr) != 0;
 }
 
+// Keeps the tracer as the settings say: installs it once torch is imported, and retries a
+// change that could not be applied at once (the GIL was held when SET came). Asks for the GIL
+// only when the state differs from the settings.
 void watch() noexcept {
   try {
     ::pthread_setname_np(::pthread_self(), "probing-torch");
     for (;; std::this_thread::sleep_for(std::chrono::duration<double>(kWatchIntervalS))) {
-      if (!settings().get_bool("torch.trace")) continue;  // a SET turning it on applies by itself
-      if (!torch_loaded()) continue;
-      Result<nlohmann::json> st = apply_torch_settings();
-      if (st.is_ok() && st->value("installed", false)) return;  // from now on, settings changes drive it
+      bool wanted = settings().get_bool("torch.trace");
+      if (wanted == g_installed.load() || g_failed.load()) continue;
+      if (wanted && !torch_loaded()) continue;
+      (void)apply_torch_settings();
     }
   } catch (...) {
     log_error("the torch watcher stopped");
@@ -118,7 +122,10 @@ Result<nlohmann::json> apply_torch_settings() {
   if (installed != g_installed.exchange(installed)) {
     log_info(std::string("torch tracing ") + (installed ? "on" : "off"));
   }
-  if (j.contains("error") && j["error"].is_string()) log_warn("torch tracing stopped itself: " + j["error"].get<std::string>());
+  if (j.contains("error") && j["error"].is_string()) {
+    g_failed.store(true);
+    log_warn("torch tracing stopped itself: " + j["error"].get<std::string>());
+  }
   return j;
 }
 
@@ -126,6 +133,7 @@ void start_torch_tracing() {
   static std::once_flag once;
   std::call_once(once, [] {
     auto apply = [](const std::string&, const std::string&) {
+      g_failed.store(false);  // a new setting: try again
       Result<nlohmann::json> st = apply_torch_settings();
       if (!st.is_ok() && st.status().code() != Code::kUnavailable) log_warn(st.status().message());
     };

@@ -1,7 +1,7 @@
 // PyTorch tracing into python.torch_trace (torch_trace.py does the tracing in the target). It
-// starts by itself: a watcher thread looks for torch in sys.modules every half second until it
-// is imported, then installs the hooks when torch.trace is on; changing torch.trace or
-// torch.sample_rate (SET, config, PUT /config) applies at once.
+// starts by itself: a watcher thread checks every half second whether the tracer's state matches
+// torch.trace (installing it once torch is imported, retrying a change the GIL delayed);
+// changing torch.trace or torch.sample_rate (SET, config, PUT /config) applies at once.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -24,6 +24,7 @@ class _State:
         self.append = None
         self.handles = []         # RemovableHandles of the global module hooks
         self.restore = []         # (owner, attribute, original) to put back, in reverse order
+        self.ours = []            # the wrappers install() put in place of those originals
         self.wrapped_steps = {}   # optimizer class -> original step (1.13 path)
         self.step = 0
         self.seq = 0
@@ -35,6 +36,7 @@ class _State:
         self.names = None         # WeakKeyDictionary module -> dotted name
         self.local = _thread._local()
         self.cuda = None          # torch.cuda when timing with CUDA events
+        self.torch_cuda = None    # torch.cuda when it is available but not initialized yet
         self.pending = []         # (start_event, end_event, row) waiting for the GPU
         self.error = None         # why tracing switched itself off
         self.rows = 0
@@ -103,6 +105,14 @@ def _new_step():
     _stack().clear()  # a forward that raised left its entries behind
     if S.pending:
         _flush()
+    if S.cuda is None and S.torch_cuda is not None and S.step % 16 == 1:
+        # CUDA is usually initialized after torch is imported (model.cuda()): time with events
+        # from the first step boundary that sees it.
+        try:
+            if S.torch_cuda.is_initialized():
+                S.cuda = S.torch_cuda
+        except Exception:
+            S.torch_cuda = None
 
 
 def _record(module_name, stage, start_perf, start_time, start_event=None):
@@ -205,9 +215,14 @@ def _timed(stage, label_of):
     """Wraps a callable so that each call is a row of `stage` (backward, step)."""
     def wrap(fn):
         def traced(*args, **kwargs):
+            # Only fn's own exceptions reach the caller; a failure of the tracer switches it off.
             if not S.installed or not S.traced:
                 return _after(stage, fn(*args, **kwargs))
-            start, start_time, event = _perf(), _now(), _start_event()
+            try:
+                start, start_time, event = _perf(), _now(), _start_event()
+            except Exception as e:
+                _fail(e)
+                return fn(*args, **kwargs)
             result = fn(*args, **kwargs)
             try:
                 _record(label_of(args), stage, start, start_time, event)
@@ -231,8 +246,11 @@ def _timed(stage, label_of):
 
 def _after(stage, result):
     if stage == "step" and S.installed:
-        S.optimizer_seen = True
-        _new_step()
+        try:
+            S.optimizer_seen = True
+            _new_step()
+        except Exception as e:
+            _fail(e)
     return result
 
 
@@ -283,17 +301,33 @@ def install(append, sample_rate):
     S.error = None
     try:
         cuda = getattr(torch, "cuda", None)
-        S.cuda = cuda if cuda is not None and cuda.is_available() and cuda.is_initialized() else None
+        S.torch_cuda = cuda if cuda is not None and cuda.is_available() else None
+        S.cuda = S.torch_cuda if S.torch_cuda is not None and S.torch_cuda.is_initialized() else None
     except Exception:
-        S.cuda = None
-    S.handles = [module_mod.register_module_forward_pre_hook(_pre_forward),
-                 module_mod.register_module_forward_hook(_post_forward)]
+        S.cuda = S.torch_cuda = None
+    try:
+        _install_hooks(torch, module_mod, optim_mod)
+    except Exception as e:
+        # Half installed is worse than not at all: take back what went in.
+        S.installed = True
+        uninstall()
+        S.error = "install: %s: %s" % (type(e).__name__, e)
+        return status_json()
+    S.installed = True
+    return status_json()
+
+
+def _install_hooks(torch, module_mod, optim_mod):
+    S.handles.append(module_mod.register_module_forward_pre_hook(_pre_forward))
+    S.handles.append(module_mod.register_module_forward_hook(_post_forward))
     # backward: one row per backward pass, around torch.autograd.backward (Tensor.backward calls it)
     autograd = sys.modules.get("torch.autograd")
     if autograd is not None and callable(getattr(autograd, "backward", None)):
         original = autograd.backward
+        wrapper = _timed("backward", _backward_label)(original)
         S.restore.append((autograd, "backward", original))
-        autograd.backward = _timed("backward", _backward_label)(original)
+        S.ours.append(wrapper)
+        autograd.backward = wrapper
     # optimizer steps: PyTorch 2.x has global step hooks; 1.13 gets its classes' step wrapped.
     pre = getattr(optim_mod, "register_optimizer_step_pre_hook", None)
     post = getattr(optim_mod, "register_optimizer_step_post_hook", None)
@@ -313,16 +347,18 @@ def install(append, sample_rate):
                 if S.installed:
                     _wrap_optimizer_class(type(self))
             S.restore.append((Optimizer, "_hook_for_profile", original_hook))
+            S.ours.append(_hook_for_profile)
             Optimizer._hook_for_profile = _hook_for_profile
-    S.installed = True
-    return status_json()
 
 
 _step_started = []
 
 
 def _step_pre_hook(optimizer, args, kwargs):
-    _step_started.append((_perf(), _now(), _start_event()))
+    try:
+        _step_started.append((_perf(), _now(), _start_event()))
+    except Exception as e:
+        _fail(e)
 
 
 def _step_post_hook(optimizer, args, kwargs):
@@ -345,8 +381,16 @@ def uninstall():
             pass
     S.handles = []
     for owner, attr, original in reversed(S.restore):
-        setattr(owner, attr, original)
+        # Put back only where our wrapper is still in place: one installed over it stays (and
+        # ours under it passes calls through once uninstalled).
+        try:
+            current = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+            if any(current is ours for ours in S.ours):
+                setattr(owner, attr, original)
+        except Exception:
+            pass
     S.restore = []
+    S.ours = []
     for cls, step in S.wrapped_steps.items():
         current = cls.__dict__.get("step")
         if getattr(current, "__probing_traced__", False) and current.__wrapped__ is step:
@@ -357,7 +401,6 @@ def uninstall():
         _flush()
     S.pending = []
     S.installed = False
-    S.names = None
     return status_json()
 
 

@@ -16,7 +16,8 @@ from conftest import (LIBPROBING, TARGETS, Target, eval_ok, http_request, interp
 
 SQL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sql")
 GOLDEN = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(SQL_DIR, "*.sql")))
-TARGET_ENV = {"SQL_GOLDEN": "hello golden", "SQL_GOLDEN_TOKEN": "do-not-show", "PROBING_METRICS_INTERVAL_S": "0.2"}
+TARGET_ENV = {"SQL_GOLDEN": "hello golden", "SQL_GOLDEN_TOKEN": "do-not-show", "SQL_GOLDEN_SIGNING_KEY": "no",
+              "SQL_GOLDEN_URL": "postgres://user:pw@db.internal:5432/x", "PROBING_METRICS_INTERVAL_S": "0.2"}
 
 
 @pytest.fixture(scope="module", params=interpreter_params())
@@ -91,6 +92,17 @@ def test_sql_is_read_only(sql_target, sql):
     assert rc == 1 and "read-only" in err, (rc, out, err)
     assert not os.path.exists("/tmp/probing-e2e-attach.db")
     assert query_json(sql_target.pid, "SELECT count(*) AS n FROM python.losses") == [{"n": 10}]
+
+
+def test_oversized_statements_and_values_are_errors_not_crashes(sql_target):
+    pid = sql_target.pid
+    r = http_request(pid, "POST", "/query", {"sql": "SET a = " + "x" * 200000})  # not a SET: too long
+    assert r.status == 400 and r.json()["error"]["type"] == "SQLError", r
+    r = http_request(pid, "POST", "/query", {"sql": " " * 200000 + "SELECT 1"})
+    assert r.status == 200 and r.json()["rows"] == [[1]], r
+    r = http_request(pid, "POST", "/query", {"sql": "SELECT length(randomblob(100000000))"}, timeout=30)
+    assert r.status == 400 and "too big" in r.json()["error"]["message"], r
+    assert eval_ok(pid, "print(1)") == "1\n"
 
 
 def test_huge_result_is_cut_with_a_notice(sql_target):

@@ -38,13 +38,13 @@ def remote_target(target_factory, **env):
     return target_factory("remote_target.py", PY, env=e)
 
 
-def call(addr, method, path, body=None, token=None, tls=None, timeout=10):
+def call(addr, method, path, body=None, token=None, tls=None, timeout=10, headers=None):
     host, port = addr
     if tls is not None:
         conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls)
     else:
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    headers = {"Content-Type": "application/json"}
+    headers = dict({"Content-Type": "application/json"}, **(headers or {}))
     if token is not None:
         headers["Authorization"] = "Bearer " + token
     try:
@@ -156,6 +156,12 @@ def test_loopback_without_token_serves_this_user_only(target_factory):
     assert "no token" in t.stderr_lines()[0]
     status, body, _ = call(addr, "POST", "/eval", {"code": "step > 0"})
     assert status == 200 and body["value"] == "True"
+    # a web page going through the user's browser: a cross-site POST, or DNS rebinding
+    status, body, _ = call(addr, "POST", "/eval", {"code": "1"}, headers={"Origin": "http://evil.example"})
+    assert status == 403 and "web pages" in body["error"]["message"]
+    status, body, _ = call(addr, "GET", "/health", headers={"Host": "rebound.evil.example:%d" % addr[1]})
+    assert status == 403
+    assert call(addr, "GET", "/health", headers={"Host": "localhost:%d" % addr[1]})[0] == 200
     if os.geteuid() != 0:
         pytest.skip("needs root to connect as another user")
     probe = ("import http.client,sys; c=http.client.HTTPConnection('%s', %d, timeout=5); c.request('GET', '/health'); "

@@ -98,6 +98,38 @@ TEST_F(SqlTest, OrderByTheAscendingColumnIsServedInOrder) {
   EXPECT_EQ(asc.rows.back()[0], 99);
 }
 
+TEST_F(SqlTest, TextColumnsAreNotPrunedByNumbers) {
+  auto store = std::make_shared<ColumnStore>("python", "texty", std::vector<ColumnDef>{{"v", ColumnType::kText, ""}},
+                                             ColumnStore::Limits{1'000'000, 64u << 20, 4});
+  for (long long v : {2, 3, 4, 9, 20, 30}) {
+    Cell c[] = {v};
+    ASSERT_TRUE(store->append(c).is_ok());
+  }
+  ASSERT_TRUE(Engine::get().add_store(store, "").is_ok());
+  // Declared TEXT: the literal compares as text, '9' > '10', and the first chunk (2..9) must be read.
+  QueryResult pruned = run("SELECT count(*) FROM python.texty WHERE v > '10'");
+  QueryResult full = run("SELECT count(*) FROM python.texty WHERE v || '' > '10'");
+  EXPECT_EQ(pruned.rows, full.rows);
+}
+
+TEST_F(SqlTest, MinAndMaxOfTextAcrossRescans) {
+  // max() keeps its text between two scans of the inner table: the values must be copies.
+  auto store = std::make_shared<ColumnStore>(
+      "python", "names", std::vector<ColumnDef>{{"k", ColumnType::kInteger, ""}, {"name", ColumnType::kText, ""}},
+      ColumnStore::Limits{1'000'000, 64u << 20, 100});  // all in the open chunk: copied per scan
+  for (long long k = 0; k < 12; ++k) {
+    std::string name = "name-" + std::to_string(k % 6) + std::string(40, 'x');  // not a short string
+    Cell c[] = {k % 3, std::string_view(name)};
+    ASSERT_TRUE(store->append(c).is_ok());
+  }
+  ASSERT_TRUE(Engine::get().add_store(store, "").is_ok());
+  QueryResult r = run("SELECT max(b.name), min(b.name) FROM (SELECT 0 AS k UNION ALL SELECT 1 UNION ALL SELECT 2) a "
+                      "JOIN python.names b ON b.k = a.k");
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.rows[0][0], "name-5" + std::string(40, 'x'));
+  EXPECT_EQ(r.rows[0][1], "name-0" + std::string(40, 'x'));
+}
+
 TEST_F(SqlTest, NullsAndSparseText) {
   EXPECT_EQ(run("SELECT count(note), count(*) FROM python.trace").rows[0], (std::vector<nlohmann::json>{100, 100000}));
   EXPECT_EQ(run("SELECT note FROM python.trace WHERE step = 3 AND note IS NOT NULL").rows[0][0], "first");
@@ -228,6 +260,19 @@ TEST(ColumnStoreTest, DropsTheOldestChunksPastTheCaps) {
   }
   EXPECT_LE(by_bytes.stats().bytes, 64u << 10);
   EXPECT_GT(by_bytes.stats().dropped, 0u);
+}
+
+TEST(ColumnStoreTest, NaNIsNullAndBigIntegersCompareExactly) {
+  ColumnStore store("python", "exact", {{"a", ColumnType::kInteger, ""}, {"b", ColumnType::kReal, ""}}, {});
+  long long big = (1LL << 53) + 1;
+  Cell r1[] = {big, 1.0};
+  Cell r2[] = {big - 1, std::nan("")};
+  ASSERT_TRUE(store.append(r1).is_ok());
+  ASSERT_TRUE(store.append(r2).is_ok());
+  EXPECT_FALSE(store.ascending(0));  // 2^53 + 1, then 2^53: a double would call them equal
+  EXPECT_FALSE(store.ascending(1));  // NaN is not a number to order by
+  ColumnStore::Snapshot snap = store.snapshot();
+  EXPECT_EQ(snap.chunks.back()->columns[1].tags[1], ColumnChunk::kNull);
 }
 
 TEST(ColumnStoreTest, TracksWhetherAColumnAscends) {

@@ -137,8 +137,7 @@ Result<LiveRows> fetch_info(const ScanRequest&) {
 // Values of variables that look like secrets are not shown: a read-only client may query this.
 bool secret_name(std::string name) {
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::toupper(c); });
-  for (const char* word : {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "PRIVATE_KEY",
-                           "ACCESS_KEY", "AUTH"}) {
+  for (const char* word : {"TOKEN", "SECRET", "PASS", "CREDENTIAL", "KEY", "AUTH", "COOKIE", "SESSION"}) {
     if (name.find(word) != std::string::npos) return true;
   }
   return false;
@@ -156,11 +155,18 @@ Result<LiveRows> fetch_env(const ScanRequest&) {
     size_t eq = entry.find('=');
     if (eq == std::string::npos || eq == 0) continue;
     std::string name = entry.substr(0, eq);
+    std::string value = entry.substr(eq + 1);
     if (secret_name(name)) {
-      out.rows.push_back({name, std::string("<hidden>")});
-    } else {
-      out.rows.push_back({name, entry.substr(eq + 1)});
+      value = "<hidden>";
+    } else if (size_t scheme = value.find("://"); scheme != std::string::npos) {
+      // A URL's user:password@ (DATABASE_URL=postgres://u:pw@host/db) is hidden too.
+      size_t at = value.find('@', scheme + 3);
+      size_t slash = value.find('/', scheme + 3);
+      if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+        value = value.substr(0, scheme + 3) + "<hidden>" + value.substr(at);
+      }
     }
+    out.rows.push_back({name, value});
   }
   std::sort(out.rows.begin(), out.rows.end(),
             [](const Row& a, const Row& b) { return std::get<std::string>(a[0]) < std::get<std::string>(b[0]); });
@@ -338,7 +344,8 @@ Status add_process_tables(Engine& engine) {
                     fetch_info});
   tables.push_back({"process", "env",
                     "The environment the process started with (from /proc/self/environ). Values of names "
-                    "that look like secrets (TOKEN, SECRET, PASSWORD, KEY...) show as <hidden>.",
+                    "that look like secrets (TOKEN, SECRET, PASS, KEY, AUTH, CREDENTIAL, COOKIE, SESSION) "
+                    "show as <hidden>, and so does the user:password@ of a URL.",
                     {col("name", kText, "variable name"), col("value", kText, "its value, or <hidden>")},
                     {},
                     fetch_env});

@@ -1,1 +1,1 @@
-SELECT name, value FROM process.env WHERE name IN ('SQL_GOLDEN', 'SQL_GOLDEN_TOKEN', 'SQL_GOLDEN_ABSENT') ORDER BY name
+SELECT name, value FROM process.env WHERE name LIKE 'SQL\_GOLDEN%' ESCAPE '\' ORDER BY name
