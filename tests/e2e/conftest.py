@@ -503,6 +503,23 @@ def target_factory():
         t.kill()
 
 
+def run_as_nobody(args, timeout=20):
+    """Runs ARGS as uid/gid 65534 from /, for tests of refused peers. Skips (saying why) when not
+    root, or when uid 65534 cannot run Debian's python here (a root directory closed to others,
+    as in a chroot)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as uid 65534")
+    as_nobody = dict(user=65534, group=65534, extra_groups=[], cwd="/")
+    try:
+        probe = subprocess.run(["/usr/bin/python3", "-c", "pass"], capture_output=True, text=True, timeout=timeout,
+                               **as_nobody)
+    except PermissionError as e:
+        pytest.skip("uid 65534 cannot run /usr/bin/python3 here (%s): a root directory closed to others" % e)
+    if probe.returncode != 0:
+        pytest.skip("uid 65534 cannot run /usr/bin/python3 here (%s)" % probe.stderr.strip()[:200])
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **as_nobody)
+
+
 def marker_line(script, marker):
     """The line number of the first line of targets/SCRIPT that contains MARKER."""
     with open(os.path.join(TARGETS, script)) as f:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from conftest import (PROBING, Target, connect_agent, eval_ok, eval_while_gil_held, http_request, interpreter_params,
-                      read_http_reply, run_cli)
+                      read_http_reply, run_as_nobody, run_cli)
 
 
 @pytest.fixture(scope="module")
@@ -331,16 +331,8 @@ print(json.dumps({"uid": os.getuid(), "tries": tries, "head": head.decode("latin
 
 
 def _refused_peer(pid):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to run a client as uid 65534")
     # The client runs under Debian's python: root's pyenv is not readable by uid 65534.
-    try:
-        subprocess.run(["/usr/bin/python3", "-c", "pass"], user=65534, group=65534, extra_groups=[], cwd="/",
-                       check=True, timeout=20)
-    except PermissionError as e:
-        pytest.skip("uid 65534 cannot run /usr/bin/python3 here (%s): a root directory closed to others" % e)
-    p = subprocess.run(["/usr/bin/python3", "-c", REFUSED_PEER, str(pid)], capture_output=True, text=True,
-                       timeout=20, user=65534, group=65534, extra_groups=[], cwd="/")
+    p = run_as_nobody(["/usr/bin/python3", "-c", REFUSED_PEER, str(pid)])
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
     assert got["uid"] == 65534
