@@ -1,6 +1,5 @@
 """probing PID eval, and the agent's HTTP surface, against real targets under each interpreter."""
 import json
-import os
 import re
 import subprocess
 import time
