@@ -28,6 +28,7 @@ import json
 import os
 import socket
 import ssl
+import time
 import urllib.parse
 
 __all__ = ["connect", "Probe", "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost"]
@@ -155,6 +156,17 @@ def _tls_context(cacert, insecure):
         context = ssl.create_default_context(cafile=cacert)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _process_exited(pid, wait=0.5):
+    # A process's sockets close before it becomes a zombie: a caller that just saw its connection
+    # close gives it a moment to finish exiting.
+    deadline = time.monotonic() + wait
+    while _process_exists(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _process_exists(pid):
@@ -319,7 +331,7 @@ class Probe:
 
     def _lost(self, what):
         hint = ""
-        if self._kind == "pid" and not _process_exists(self.pid):
+        if self._kind == "pid" and _process_exited(self.pid):
             hint = ": the process exited"
         elif self._kind == "tcp" and not self.tls:
             hint = " (if the agent serves TLS, give tls=True)"

@@ -211,7 +211,7 @@ class StreamClient final : public Client {
     }
     if (is_closed(ec)) {
       std::string hint;
-      if (target_.kind == Target::Kind::kPid && ::kill(target_.pid, 0) != 0 && errno == ESRCH) {
+      if (target_.kind == Target::Kind::kPid && process_exited(target_.pid)) {
         hint = ": the process exited";
       } else if (plain_tcp) {
         hint = " (if the agent serves TLS, give --tls)";
@@ -434,6 +434,21 @@ Result<std::unique_ptr<Client>> Client::connect(const Target& target, double tim
                                : connect_tcp<TcpStream>(target, timeout_s, options);
   }
   return Status(Code::kInternal, "unknown target kind");
+}
+
+bool process_exited(pid_t pid, double wait_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_s);
+  for (;;) {
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    size_t paren = text.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= text.size()) return true;
+    const char state = text[paren + 2];
+    if (state == 'Z' || state == 'X') return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 std::vector<pid_t> list_local_agents() {

@@ -412,27 +412,12 @@ class Repl {
     const client::Target* t = nullptr;
     Result<client::Target> parsed = client::parse_target(ctx_.target);
     if (parsed.is_ok()) t = &*parsed;
-    if (t != nullptr && t->kind == client::Target::Kind::kPid && !process_alive(t->pid)) {
+    if (t != nullptr && t->kind == client::Target::Kind::kPid && client::process_exited(t->pid)) {
       std::cerr << "probing: the target (process " << t->pid << ") has exited\n";
     } else {
       std::cerr << "probing: lost the target: " << status.message() << "\n";
     }
     return Outcome::kLost;
-  }
-
-  // False once the process is gone or a zombie (it may take a moment after its socket closed).
-  static bool process_alive(pid_t pid) {
-    for (int i = 0; i < 20; ++i) {
-      if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
-      std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-      std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-      size_t paren = text.rfind(')');
-      if (paren == std::string::npos || paren + 2 >= text.size()) return false;
-      char state = text[paren + 2];
-      if (state == 'Z' || state == 'X') return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    return true;
   }
 
   const Context& ctx_;
