@@ -4,10 +4,14 @@
 - the GIL-free path, while another thread holds the GIL in a C call (target <= 50 ms);
 - every thread (`all=1`) of a target with 100 extra threads.
 The baseline, on the same connection in the same run, is `GET /health` (no Python).
+Then `probing PID backtrace --native`: the whole command (a new process each time, which also asks
+the agent for thread names), and how long each thread was held stopped.
 """
 
 import argparse
 import json
+import statistics
+import subprocess
 import time
 
 from common import AgentConnection, Target, build_paths, measure, summary_ms, wait_for_agent
@@ -72,6 +76,28 @@ def main():
             bt = summary_ms(measure(conn, "GET", path, n=n, check=check))
             conn.close()
         print("%-22s %8.3f %8.3f %12.3f %8.1f" % (name, bt[0], bt[1], health[0], bt[0] / health[0]))
+
+    probing = build_paths(args.build)["probing"]
+    native_cases = (("50 frames, --native", DEEP, []), ("GIL held, --native --all", GIL_HELD, ["--all"]),
+                    ("100 threads, --native --all", THREADS, ["--all"]))
+    print()
+    print("probing PID backtrace --native --json, %d runs each (ms)" % max(5, args.n // 10))
+    print("%-28s %8s %8s %16s %14s" % ("case", "median", "p99", "threads", "held med/max"))
+    for name, code, flags in native_cases:
+        with Target(code, env={"LD_PRELOAD": lib}) as t:
+            wait_for_agent(t.pid)
+            walls, held, threads = [], [], 0
+            for _ in range(max(5, args.n // 10)):
+                start = time.perf_counter()
+                out = subprocess.run([probing, str(t.pid), "backtrace", "--native", "--json", *flags],
+                                     capture_output=True, text=True, check=True).stdout
+                walls.append((time.perf_counter() - start) * 1e3)
+                j = json.loads(out)
+                threads = len(j["threads"])
+                held += [th["stopped_ms"] for th in j["threads"]]
+            walls.sort()
+            print("%-28s %8.1f %8.1f %16d %7.2f/%-6.2f" % (name, statistics.median(walls), walls[int(0.99 * (len(walls) - 1))],
+                                                            threads, statistics.median(held), max(held)))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ for name, p in model.named_parameters():
     print(f'{name:20} {tuple(p.shape)}  grad={p.grad is not None}')
 "
 show "$probing" "$pid" backtrace
+show "$probing" "$pid" backtrace --native
 show "$probing" "$pid" query "SELECT func, file, lineno, depth FROM python.backtrace ORDER BY depth LIMIT 10"
 show "$probing" "$pid" query "SELECT name, version FROM python.modules WHERE name IN ('torch', 'numpy')"
 show "$probing" "$pid" query "SELECT rss_mb, peak_rss_mb, (SELECT count(*) FROM process.threads) AS threads FROM process.memory"

@@ -1,5 +1,7 @@
 #include "python/compat_offsets.h"
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "python/safe_memory.h"
@@ -54,6 +56,7 @@ CPythonOffsets offsets_3_11() {
   o.frame_code = 32;
   o.frame_previous = 48;
   o.frame_instr_ptr = 56;  // prev_instr
+  o.frame_is_entry = 68;
   o.frame_owner = 69;
   o.code_firstlineno = 72;
   o.code_filename = 112;
@@ -76,12 +79,10 @@ struct DebugOffsets313 {
   } runtime_state;
   struct {
     uint64_t size, id, next, threads_head, gc, imports_modules, sysdict, builtins, ceval_gil,
-        gil_runtime_state, gil_runtime_state_enabled, gil_runtime_state_locked,
-        gil_runtime_state_holder;
+        gil_runtime_state, gil_runtime_state_enabled, gil_runtime_state_locked, gil_runtime_state_holder;
   } interpreter_state;
   struct {
-    uint64_t size, prev, next, interp, current_frame, thread_id, native_thread_id, datastack_chunk,
-        status;
+    uint64_t size, prev, next, interp, current_frame, thread_id, native_thread_id, datastack_chunk, status;
   } thread_state;
   struct {
     uint64_t size, previous, executable, instr_ptr, localsplus, owner;
@@ -94,19 +95,21 @@ struct DebugOffsets313 {
 
 bool within(uint64_t field, uint64_t size) { return field < size && size < (1u << 20); }
 
-Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, uintptr_t runtime) {
+Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, pid_t pid, uintptr_t runtime) {
   DebugOffsets313 d{};
-  if (!safe_read(runtime, &d, sizeof d)) {
+  if (!read_memory(pid, runtime, &d, sizeof d)) {
     return Status(Code::kInternal, "reading _Py_DebugOffsets at _PyRuntime: unreadable memory");
   }
   if (std::memcmp(d.cookie, "xdebugpy", 8) != 0) {
-    return Status(Code::kUnsupported, "CPython " + v.text + ": _PyRuntime does not start with _Py_DebugOffsets");
+    return Status(Code::kUnsupported,
+                  "CPython " + v.text + ": _PyRuntime does not start with _Py_DebugOffsets");
   }
   if ((d.version >> 24) != 3 || ((d.version >> 16) & 0xff) != static_cast<uint64_t>(v.minor)) {
     return Status(Code::kUnsupported, "CPython " + v.text + ": _Py_DebugOffsets names another version");
   }
   if (d.free_threaded != 0) {
-    return Status(Code::kUnsupported, "CPython " + v.text + " is free-threaded; the GIL-free reader supports GIL builds");
+    return Status(Code::kUnsupported,
+                  "CPython " + v.text + " is free-threaded; the GIL-free reader supports GIL builds");
   }
   const auto& is = d.interpreter_state;
   const auto& ts = d.thread_state;
@@ -118,8 +121,8 @@ Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, uintptr_t runt
       !within(ts.native_thread_id, ts.size) || !within(fr.previous, fr.size) ||
       !within(fr.executable, fr.size) || !within(fr.instr_ptr, fr.size) || !within(fr.owner, fr.size) ||
       !within(co.filename, co.size) || !within(co.name, co.size) || !within(co.qualname, co.size) ||
-      !within(co.linetable, co.size) || !within(co.firstlineno, co.size) ||
-      co.co_code_adaptive == 0 || co.co_code_adaptive > (1u << 20)) {
+      !within(co.linetable, co.size) || !within(co.firstlineno, co.size) || co.co_code_adaptive == 0 ||
+      co.co_code_adaptive > (1u << 20)) {
     return Status(Code::kUnsupported, "CPython " + v.text + ": _Py_DebugOffsets fails its sanity checks");
   }
   CPythonOffsets o;
@@ -154,7 +157,7 @@ Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, uintptr_t runt
 
 }  // namespace
 
-Result<CPythonOffsets> cpython_offsets(const PythonVersion& v, uintptr_t runtime) {
+Result<CPythonOffsets> cpython_offsets(const PythonVersion& v, uintptr_t runtime, pid_t pid) {
   if (v.major == 3) {
     switch (v.minor) {
       case 9:
@@ -163,7 +166,7 @@ Result<CPythonOffsets> cpython_offsets(const PythonVersion& v, uintptr_t runtime
       case 11:
         return offsets_3_11();
       case 13:
-        return offsets_from_debug(v, runtime);
+        return offsets_from_debug(v, pid == 0 ? ::getpid() : pid, runtime);
       default:
         break;
     }

@@ -7,6 +7,8 @@
 // instead of trusting a table. Only 3.11 is exercised by the test suite on this machine.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -36,7 +38,7 @@ struct CPythonOffsets {
 
   // _PyRuntime
   size_t runtime_interpreters_head = kNoField;
-  size_t runtime_main_thread = kNoField;  // 3.9-3.11: unsigned long, the main thread's ident
+  size_t runtime_main_thread = kNoField;      // 3.9-3.11: unsigned long, the main thread's ident
   size_t runtime_gil_locked = kNoField;       // 3.9-3.11: _PyRuntime.ceval.gil.locked (int)
   size_t runtime_gil_last_holder = kNoField;  // 3.9-3.11: ...gil.last_holder (PyThreadState*)
   // PyInterpreterState
@@ -60,6 +62,7 @@ struct CPythonOffsets {
   size_t frame_lasti = kNoField;      // 3.9-3.10: f_lasti (int)
   bool lasti_in_code_units = false;   // 3.10: f_lasti counts code units, 3.9: bytes
   size_t frame_owner = kNoField;      // 3.11+: char; 3 = owned by the C stack (3.12+ shims)
+  size_t frame_is_entry = kNoField;   // 3.11: bool, the first frame of its C-level eval call
   // PyCodeObject
   size_t code_filename = kNoField;
   size_t code_name = kNoField;
@@ -77,9 +80,9 @@ struct CPythonOffsets {
   size_t bytes_data = 32;           // ob_sval
 };
 
-// The offsets for this interpreter. `runtime` is the address of _PyRuntime, read (fault-safely)
-// for _Py_DebugOffsets on 3.13+. kUnsupported, naming the version, for any version without a
-// checked table: the reader never guesses.
-Result<CPythonOffsets> cpython_offsets(const PythonVersion& version, uintptr_t runtime);
+// The offsets for this interpreter. `runtime` is the address of _PyRuntime in process `pid`
+// (0: this one), read (fault-safely) for _Py_DebugOffsets on 3.13+. kUnsupported, naming the version, for any
+// version without a checked table: the reader never guesses.
+Result<CPythonOffsets> cpython_offsets(const PythonVersion& version, uintptr_t runtime, pid_t pid = 0);
 
 }  // namespace probing::python

@@ -21,12 +21,25 @@ constexpr int kFrameOwnedByCStack = 3;
 
 // What the reader needs from the process, found once.
 struct Process {
+  pid_t pid = 0;  // whose memory: 0 for this process (even once forked), else one read from outside
   CPythonOffsets off;
   uintptr_t runtime = 0;
   uintptr_t unicode_type = 0;
   uintptr_t code_type = 0;
   uintptr_t bytes_type = 0;
   uintptr_t frame_type = 0;  // 3.9-3.10
+
+  bool read(uintptr_t addr, void* out, size_t n) const noexcept {
+    return read_memory(pid != 0 ? pid : ::getpid(), addr, out, n);
+  }
+  template <typename T>
+  bool value(uintptr_t addr, T* out) const noexcept {
+    return read(addr, out, sizeof(T));
+  }
+  uintptr_t ptr(uintptr_t addr) const noexcept {
+    uintptr_t v = 0;
+    return value(addr, &v) ? v : 0;
+  }
 };
 
 uintptr_t symbol(const char* name) { return reinterpret_cast<uintptr_t>(dlsym(RTLD_DEFAULT, name)); }
@@ -62,9 +75,7 @@ const Result<Process>& process() {
 
 uintptr_t at(uintptr_t base, size_t field) { return field == kNoField ? 0 : base + field; }
 
-bool has_type(const Process&, uintptr_t obj, uintptr_t type) {
-  return obj != 0 && safe_read_ptr(obj + 8) == type;
-}
+bool has_type(const Process& p, uintptr_t obj, uintptr_t type) { return obj != 0 && p.ptr(obj + 8) == type; }
 
 void append_utf8(std::string& out, uint32_t c) {
   if (c < 0x80) {
@@ -89,7 +100,7 @@ bool read_str(const Process& p, uintptr_t obj, std::string* out) {
   if (!has_type(p, obj, p.unicode_type)) return false;
   int64_t length = 0;
   uint32_t state = 0;
-  if (!safe_read_value(obj + p.off.unicode_length, &length) || !safe_read_value(obj + p.off.unicode_state, &state)) {
+  if (!p.value(obj + p.off.unicode_length, &length) || !p.value(obj + p.off.unicode_state, &state)) {
     return false;
   }
   unsigned kind = (state >> 2) & 7;
@@ -99,12 +110,14 @@ bool read_str(const Process& p, uintptr_t obj, std::string* out) {
   size_t n = std::min(static_cast<size_t>(length), kMaxStringChars);
   uintptr_t data = obj + (ascii ? p.off.ascii_object_size : p.off.compact_object_size);
   std::string bytes(n * kind, '\0');
-  if (!safe_read(data, bytes.data(), bytes.size())) return false;
+  if (!p.read(data, bytes.data(), bytes.size())) return false;
   out->clear();
   for (size_t i = 0; i < n; ++i) {
     uint32_t c = 0;
     if (kind == 1) c = static_cast<uint8_t>(bytes[i]);
-    if (kind == 2) c = static_cast<uint16_t>(static_cast<uint8_t>(bytes[2 * i]) | static_cast<uint8_t>(bytes[2 * i + 1]) << 8);
+    if (kind == 2) {
+      c = static_cast<uint8_t>(bytes[2 * i]) | static_cast<uint32_t>(static_cast<uint8_t>(bytes[2 * i + 1])) << 8;
+    }
     if (kind == 4) std::memcpy(&c, &bytes[4 * i], 4);
     append_utf8(*out, c);
   }
@@ -115,25 +128,25 @@ bool read_str(const Process& p, uintptr_t obj, std::string* out) {
 bool read_bytes_object(const Process& p, uintptr_t obj, std::vector<uint8_t>* out) {
   if (!has_type(p, obj, p.bytes_type)) return false;
   int64_t size = 0;
-  if (!safe_read_value(obj + p.off.bytes_size, &size) || size < 0 || static_cast<size_t>(size) > kMaxLineTableBytes) {
+  if (!p.value(obj + p.off.bytes_size, &size) || size < 0 || static_cast<size_t>(size) > kMaxLineTableBytes) {
     return false;
   }
   out->resize(static_cast<size_t>(size));
-  return safe_read(obj + p.off.bytes_data, out->data(), out->size());
+  return p.read(obj + p.off.bytes_data, out->data(), out->size());
 }
 
 // One frame's code and line. False when the frame does not check out.
 bool read_frame(const Process& p, uintptr_t code, int byte_offset, RawFrame* f) {
   const CPythonOffsets& o = p.off;
   if (!has_type(p, code, p.code_type)) return false;
-  uintptr_t name = safe_read_ptr(code + (o.code_qualname != kNoField ? o.code_qualname : o.code_name));
-  uintptr_t file = safe_read_ptr(code + o.code_filename);
+  uintptr_t name = p.ptr(code + (o.code_qualname != kNoField ? o.code_qualname : o.code_name));
+  uintptr_t file = p.ptr(code + o.code_filename);
   if (!read_str(p, name, &f->func) || !read_str(p, file, &f->file)) return false;
   int first = 0;
-  if (!safe_read_value(code + o.code_firstlineno, &first)) return false;
+  if (!p.value(code + o.code_firstlineno, &first)) return false;
   std::vector<uint8_t> table;
   f->lineno = first;
-  if (read_bytes_object(p, safe_read_ptr(code + o.code_linetable), &table)) {
+  if (read_bytes_object(p, p.ptr(code + o.code_linetable), &table)) {
     int line = line_for_offset(o.line_table, table.data(), table.size(), first, byte_offset);
     if (line > 0) f->lineno = line;
   }
@@ -144,10 +157,10 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
   const CPythonOffsets& o = p.off;
   uintptr_t frame = 0;
   if (o.ts_cframe != kNoField) {
-    uintptr_t cframe = safe_read_ptr(tstate + o.ts_cframe);
-    frame = cframe != 0 ? safe_read_ptr(cframe + o.cframe_current_frame) : 0;
+    uintptr_t cframe = p.ptr(tstate + o.ts_cframe);
+    frame = cframe != 0 ? p.ptr(cframe + o.cframe_current_frame) : 0;
   } else {
-    frame = safe_read_ptr(tstate + o.ts_frame);
+    frame = p.ptr(tstate + o.ts_frame);
   }
   for (int steps = 0; frame != 0; ++steps) {
     if (static_cast<int>(t->frames.size()) >= limits.max_frames || steps >= 4 * limits.max_frames) {
@@ -161,34 +174,42 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
         t->error = "a frame at 0x" + std::to_string(frame) + " is not a frame object";
         return;
       }
-      code = safe_read_ptr(frame + o.frame_code);
+      code = p.ptr(frame + o.frame_code);
       int lasti = 0;
-      if (!safe_read_value(frame + o.frame_lasti, &lasti)) lasti = 0;
+      if (!p.value(frame + o.frame_lasti, &lasti)) lasti = 0;
       byte_offset = o.lasti_in_code_units ? lasti * 2 : lasti;
     } else {
       if (o.frame_owner != kNoField) {
         char owner = 0;
-        if (!safe_read_value(frame + o.frame_owner, &owner)) {
+        if (!p.value(frame + o.frame_owner, &owner)) {
           t->error = "a frame became unreadable while it was read";
           return;
         }
-        if (owner == kFrameOwnedByCStack) {
-          frame = safe_read_ptr(frame + o.frame_previous);
+        if (owner == kFrameOwnedByCStack) {  // 3.12+: the shim an eval call starts with
+          if (!t->frames.empty()) t->frames.back().entry = true;
+          frame = p.ptr(frame + o.frame_previous);
           continue;
         }
       }
-      code = safe_read_ptr(frame + o.frame_code);
-      uintptr_t instr = safe_read_ptr(frame + o.frame_instr_ptr);
+      code = p.ptr(frame + o.frame_code);
+      uintptr_t instr = p.ptr(frame + o.frame_instr_ptr);
       uintptr_t first_unit = code + o.code_adaptive;
-      byte_offset = instr >= first_unit && instr - first_unit < (1u << 26) ? static_cast<int>(instr - first_unit) : -1;
+      byte_offset =
+          instr >= first_unit && instr - first_unit < (1u << 26) ? static_cast<int>(instr - first_unit) : -1;
     }
     RawFrame f;
     if (!read_frame(p, code, byte_offset, &f)) {
       t->error = "the stack changed while it was read; frames beyond this point are not shown";
       return;
     }
+    if (o.frame_model == FrameModel::kFrameObject) {
+      f.entry = true;  // 3.9-3.10: one C-level eval call per frame
+    } else if (o.frame_is_entry != kNoField) {
+      bool entry = false;
+      f.entry = p.value(frame + o.frame_is_entry, &entry) && entry;
+    }
     t->frames.push_back(std::move(f));
-    frame = safe_read_ptr(frame + o.frame_previous);
+    frame = p.ptr(frame + o.frame_previous);
   }
 }
 
@@ -202,12 +223,12 @@ GilState read_gil(const Process& p, uintptr_t interp) {
   GilState g;
   int locked = 0;
   if (o.runtime_gil_locked != kNoField) {
-    if (safe_read_value(p.runtime + o.runtime_gil_locked, &locked)) g.locked = locked != 0;
-    g.holder = safe_read_ptr(p.runtime + o.runtime_gil_last_holder);
+    if (p.value(p.runtime + o.runtime_gil_locked, &locked)) g.locked = locked != 0;
+    g.holder = p.ptr(p.runtime + o.runtime_gil_last_holder);
   } else if (o.interp_ceval_gil != kNoField && interp != 0) {
-    uintptr_t gil = safe_read_ptr(interp + o.interp_ceval_gil);
-    if (gil != 0 && safe_read_value(gil + o.gil_locked, &locked)) g.locked = locked != 0;
-    if (gil != 0) g.holder = safe_read_ptr(gil + o.gil_last_holder);
+    uintptr_t gil = p.ptr(interp + o.interp_ceval_gil);
+    if (gil != 0 && p.value(gil + o.gil_locked, &locked)) g.locked = locked != 0;
+    if (gil != 0) g.holder = p.ptr(gil + o.gil_last_holder);
   }
   if (!g.locked) g.holder = 0;
   return g;
@@ -294,36 +315,65 @@ int line_for_offset(LineTableFormat format, const uint8_t* t, size_t n, int firs
   return -1;
 }
 
-Result<GilFreeSnapshot> read_stacks_gil_free(const GilFreeLimits& limits) {
-  const Result<Process>& pr = process();
-  if (!pr.is_ok()) return pr.status();
-  const Process& p = *pr;
+namespace {
+
+Result<GilFreeSnapshot> read_stacks(const Process& p, const GilFreeLimits& limits) {
   const CPythonOffsets& o = p.off;
   GilFreeSnapshot snap;
   snap.offsets_source = o.source;
-  uintptr_t interp = safe_read_ptr(p.runtime + o.runtime_interpreters_head);
-  if (interp == 0) return Status(Code::kUnavailable, "no interpreter is running (reading _PyRuntime.interpreters.head)");
+  uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
+  if (interp == 0)
+    return Status(Code::kUnavailable, "no interpreter is running (reading _PyRuntime.interpreters.head)");
   GilState gil = read_gil(p, interp);
   snap.gil_locked = gil.locked;
   int threads = 0;
   for (int i = 0; interp != 0 && i < limits.max_interpreters; ++i) {
-    uintptr_t ts = safe_read_ptr(interp + o.interp_threads_head);
+    uintptr_t ts = p.ptr(interp + o.interp_threads_head);
     for (; ts != 0 && threads < limits.max_threads; ++threads) {
       RawThread t;
-      if (!safe_read_value(ts + o.ts_thread_id, &t.thread_id)) break;
-      if (o.ts_native_thread_id != kNoField) safe_read_value(ts + o.ts_native_thread_id, &t.native_thread_id);
+      if (!p.value(ts + o.ts_thread_id, &t.thread_id)) break;
+      if (o.ts_native_thread_id != kNoField) p.value(ts + o.ts_native_thread_id, &t.native_thread_id);
       t.holds_gil = gil.locked && ts == gil.holder;
-      walk_frames(p, ts, limits, &t);
+      const bool wanted = limits.native_thread_id == 0 || t.native_thread_id == limits.native_thread_id;
+      if (wanted) walk_frames(p, ts, limits, &t);
       if (t.holds_gil) {
         snap.holder_thread_id = t.thread_id;
         snap.holder_native_thread_id = t.native_thread_id;
       }
-      snap.threads.push_back(std::move(t));
-      ts = safe_read_ptr(at(ts, o.ts_next));
+      if (wanted) snap.threads.push_back(std::move(t));
+      ts = p.ptr(at(ts, o.ts_next));
     }
-    interp = safe_read_ptr(at(interp, o.interp_next));
+    interp = p.ptr(at(interp, o.interp_next));
   }
   return snap;
+}
+
+}  // namespace
+
+Result<GilFreeSnapshot> read_stacks_gil_free(const GilFreeLimits& limits) {
+  const Result<Process>& p = process();
+  if (!p.is_ok()) return p.status();
+  return read_stacks(*p, limits);
+}
+
+Result<GilFreeSnapshot> read_stacks_of(const PythonProcess& target, const GilFreeLimits& limits) {
+  if (target.pid <= 0) return Status(Code::kInvalidArgument, "read_stacks_of needs a pid");
+  PROBING_RETURN_IF_ERROR(check_supported(target.version));
+  Process p;
+  p.pid = target.pid;
+  p.runtime = target.runtime;
+  p.unicode_type = target.unicode_type;
+  p.code_type = target.code_type;
+  p.bytes_type = target.bytes_type;
+  p.frame_type = target.frame_type;
+  if (p.runtime == 0 || p.unicode_type == 0 || p.code_type == 0 || p.bytes_type == 0) {
+    return Status(Code::kInvalidArgument,
+                  "read_stacks_of needs _PyRuntime and the str, code and bytes types");
+  }
+  Result<CPythonOffsets> off = cpython_offsets(target.version, p.runtime, p.pid);
+  if (!off.is_ok()) return off.status();
+  p.off = *off;
+  return read_stacks(p, limits);
 }
 
 Result<GilHolder> read_gil_holder() {
@@ -331,13 +381,13 @@ Result<GilHolder> read_gil_holder() {
   if (!pr.is_ok()) return pr.status();
   const Process& p = *pr;
   const CPythonOffsets& o = p.off;
-  uintptr_t interp = safe_read_ptr(p.runtime + o.runtime_interpreters_head);
+  uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
   GilState gil = read_gil(p, interp);
   GilHolder h;
   h.locked = gil.locked;
   if (gil.holder != 0) {
-    if (!safe_read_value(gil.holder + o.ts_thread_id, &h.thread_id)) h.thread_id = 0;
-    if (o.ts_native_thread_id != kNoField) safe_read_value(gil.holder + o.ts_native_thread_id, &h.native_thread_id);
+    if (!p.value(gil.holder + o.ts_thread_id, &h.thread_id)) h.thread_id = 0;
+    if (o.ts_native_thread_id != kNoField) p.value(gil.holder + o.ts_native_thread_id, &h.native_thread_id);
     h.name = thread_name_for(h.thread_id, h.native_thread_id);
   }
   return h;
@@ -350,17 +400,17 @@ unsigned long main_thread_ident_or_throw() {
   const Process& p = *pr;
   const CPythonOffsets& o = p.off;
   unsigned long ident = 0;
-  if (o.runtime_main_thread != kNoField && safe_read_value(p.runtime + o.runtime_main_thread, &ident)) return ident;
+  if (o.runtime_main_thread != kNoField && p.value(p.runtime + o.runtime_main_thread, &ident)) return ident;
   if (o.ts_native_thread_id == kNoField) return 0;
-  uintptr_t interp = safe_read_ptr(p.runtime + o.runtime_interpreters_head);
-  uintptr_t ts = interp != 0 ? safe_read_ptr(interp + o.interp_threads_head) : 0;
+  uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
+  uintptr_t ts = interp != 0 ? p.ptr(interp + o.interp_threads_head) : 0;
   for (int i = 0; ts != 0 && i < 4096; ++i) {
     long native = 0;
-    if (safe_read_value(ts + o.ts_native_thread_id, &native) && native == static_cast<long>(::getpid()) &&
-        safe_read_value(ts + o.ts_thread_id, &ident)) {
+    if (p.value(ts + o.ts_native_thread_id, &native) && native == static_cast<long>(::getpid()) &&
+        p.value(ts + o.ts_thread_id, &ident)) {
       return ident;
     }
-    ts = safe_read_ptr(ts + o.ts_next);
+    ts = p.ptr(ts + o.ts_next);
   }
   return 0;
 }

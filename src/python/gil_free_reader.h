@@ -7,6 +7,8 @@
 // GIL; never calls into Python.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -20,12 +22,13 @@ namespace probing::python {
 struct RawFrame {
   std::string func;  // co_qualname on 3.11+, co_name before
   std::string file;
-  int lineno = 0;    // -1 when the instruction has no line
+  int lineno = 0;      // -1 when the instruction has no line
+  bool entry = false;  // the first frame its C-level _PyEval_EvalFrameDefault call ran
 };
 
 struct RawThread {
-  unsigned long thread_id = 0;   // threading.get_ident()
-  long native_thread_id = 0;     // the kernel tid; 0 when unknown (3.9-3.10)
+  unsigned long thread_id = 0;  // threading.get_ident()
+  long native_thread_id = 0;    // the kernel tid; 0 when unknown (3.9-3.10)
   bool holds_gil = false;
   std::vector<RawFrame> frames;  // innermost first
   bool truncated = false;        // capped at max_frames
@@ -44,11 +47,27 @@ struct GilFreeLimits {
   int max_frames = 4096;
   int max_threads = 512;
   int max_interpreters = 16;
+  long native_thread_id = 0;  // when not 0, only the thread with this kernel tid (3.11+)
 };
 
 // kUnsupported for a CPython version without offsets; kUnavailable when process_vm_readv is
 // forbidden or CPython's symbols cannot be found.
 Result<GilFreeSnapshot> read_stacks_gil_free(const GilFreeLimits& limits);
+
+// Another process, read from outside with process_vm_readv (ptrace's permission): the addresses
+// there of _PyRuntime and the type objects, and the interpreter's version.
+struct PythonProcess {
+  pid_t pid = 0;
+  PythonVersion version;
+  uintptr_t runtime = 0;
+  uintptr_t unicode_type = 0;
+  uintptr_t code_type = 0;
+  uintptr_t bytes_type = 0;
+  uintptr_t frame_type = 0;  // 3.9-3.10; 0 skips the frame type check
+};
+
+// read_stacks_gil_free on another process. A thread that is ptrace-stopped reads consistently.
+Result<GilFreeSnapshot> read_stacks_of(const PythonProcess& target, const GilFreeLimits& limits);
 
 struct GilHolder {
   bool locked = false;

@@ -7,13 +7,17 @@
 
 namespace probing::python {
 
-bool safe_read(uintptr_t addr, void* out, size_t n) noexcept {
+bool read_memory(pid_t pid, uintptr_t addr, void* out, size_t n) noexcept {
   if (n == 0) return true;
   if (addr == 0 || out == nullptr || addr + n < addr) return false;
   iovec local{out, n};
   iovec remote{reinterpret_cast<void*>(addr), n};
-  ssize_t got = ::process_vm_readv(::getpid(), &local, 1, &remote, 1, 0);
+  ssize_t got = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
   return got == static_cast<ssize_t>(n);
+}
+
+bool safe_read(uintptr_t addr, void* out, size_t n) noexcept {
+  return read_memory(::getpid(), addr, out, n);  // not cached: a forked child must read itself
 }
 
 Status safe_memory_available() {

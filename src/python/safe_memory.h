@@ -3,6 +3,8 @@
 // process_vm_readv on our own pid returns EFAULT for unmapped memory instead. Thread-safe.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -11,8 +13,11 @@
 
 namespace probing::python {
 
-// Copies n bytes at addr into out. False (out unspecified) when any byte is unreadable or addr
-// is null. Never faults.
+// Copies n bytes at addr in process `pid` into out. False (out unspecified) when any byte is
+// unreadable, addr is null, or `pid` may not be read (ptrace's permission rules). Never faults.
+bool read_memory(pid_t pid, uintptr_t addr, void* out, size_t n) noexcept;
+
+// read_memory on this process.
 bool safe_read(uintptr_t addr, void* out, size_t n) noexcept;
 
 template <typename T>

@@ -24,7 +24,10 @@ HttpResponse handle_backtrace(const HttpRequest& request) {
   options.all = flag(request, "all");
   options.locals = flag(request, "locals");
   if (flag(request, "native")) {
-    return error_response(501, "Unsupported", "native frames are not captured by this version of the agent");
+    return error_response(
+        501, "Unsupported",
+        "native frames are read from outside the process, with ptrace: run `probing PID backtrace "
+        "--native` on the target's machine");
   }
   if (auto it = request.query.find("thread"); it != request.query.end() && !it->second.empty()) {
     char* end = nullptr;

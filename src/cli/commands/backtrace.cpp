@@ -1,7 +1,12 @@
-// probing TARGET backtrace [--all] [--thread TID] [--locals] [--json]
+// probing TARGET backtrace [--all] [--thread TID] [--locals] [--native] [--json]
+#include <sys/stat.h>
+
+#include <fstream>
 #include <iostream>
+#include <map>
 
 #include "cli/common.h"
+#include "native/native_stack.h"
 
 namespace probing::cli {
 namespace {
@@ -10,6 +15,7 @@ struct BacktraceArgs {
   bool all = false;
   long long thread = 0;
   bool locals = false;
+  bool native = false;
   bool json = false;
 };
 
@@ -21,12 +27,15 @@ std::string text_of(const nlohmann::json& v, const std::string& fallback = "") {
 
 // Thread 12345 "MainThread" (tid 678, daemon, holds the GIL)
 void print_thread(const nlohmann::json& t) {
-  std::cout << "Thread " << text_of(t.value("thread_id", nlohmann::json()), "?");
+  std::cout << "Thread";
+  if (!t.value("thread_id", nlohmann::json()).is_null()) std::cout << " " << text_of(t["thread_id"], "?");
   if (t.contains("name") && t["name"].is_string()) std::cout << " \"" << t["name"].get<std::string>() << "\"";
   std::vector<std::string> tags;
-  if (t.contains("native_thread_id") && t["native_thread_id"].is_number()) tags.push_back("tid " + t["native_thread_id"].dump());
+  if (t.contains("native_thread_id") && t["native_thread_id"].is_number())
+    tags.push_back("tid " + t["native_thread_id"].dump());
   if (t.value("daemon", nlohmann::json()).is_boolean() && t["daemon"].get<bool>()) tags.push_back("daemon");
   if (t.value("holds_gil", false)) tags.push_back("holds the GIL");
+  if (t.value("python", true) == false) tags.push_back("not a Python thread");
   if (!tags.empty()) {
     std::cout << " (";
     for (size_t i = 0; i < tags.size(); ++i) std::cout << (i ? ", " : "") << tags[i];
@@ -34,25 +43,171 @@ void print_thread(const nlohmann::json& t) {
   }
   std::cout << "\n";
   for (const auto& f : t.value("frames", nlohmann::json::array())) {
-    std::cout << "  " << text_of(f.value("func", nlohmann::json()), "?") << " (" << text_of(f.value("file", nlohmann::json()), "?");
+    if (f.value("frame_type", "Python") == "Native") {  // clock_nanosleep+0x4b (libc.so.6) [Native]
+      std::cout << "  " << text_of(f.value("func", nlohmann::json()), "??");
+      if (f.value("offset", 0) > 0) std::cout << "+0x" << std::hex << f["offset"].get<uint64_t>() << std::dec;
+      std::cout << " (" << text_of(f.value("library", nlohmann::json()), "?") << ") [Native]\n";
+      continue;
+    }
+    std::cout << "  " << text_of(f.value("func", nlohmann::json()), "?") << " ("
+              << text_of(f.value("file", nlohmann::json()), "?");
     if (f.value("lineno", -1) > 0) std::cout << ":" << f["lineno"].get<int>();
     std::cout << ")";
-    if (f.value("frame_type", "Python") != "Python") std::cout << " [" << f["frame_type"].get<std::string>() << "]";
+    if (f.value("frame_type", "Python") != "Python")
+      std::cout << " [" << f["frame_type"].get<std::string>() << "]";
     std::cout << "\n";
-    if (f.contains("source") && f["source"].is_string()) std::cout << "      " << f["source"].get<std::string>() << "\n";
+    if (f.contains("source") && f["source"].is_string())
+      std::cout << "      " << f["source"].get<std::string>() << "\n";
     if (f.contains("locals") && f["locals"].is_object()) {
       for (const auto& [name, value] : f["locals"].items()) {
         std::string text = text_of(value);
         // One line per local: a multi-line repr (a module, a DataFrame) keeps its newlines escaped.
-        for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 2)) text.replace(at, 1, "\\n");
+        for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 2))
+          text.replace(at, 1, "\\n");
         std::cout << "          " << name << " = " << text << "\n";
       }
     }
   }
-  if (t.contains("note") && t["note"].is_string()) std::cout << "  (" << t["note"].get<std::string>() << ")\n";
+  if (t.contains("note") && t["note"].is_string())
+    std::cout << "  (" << t["note"].get<std::string>() << ")\n";
+}
+
+// The text of line `lineno` of `file` as process `pid` sees it, stripped; "" when unreadable.
+std::string source_line(pid_t pid, const std::string& file, int lineno) {
+  static std::map<std::string, std::vector<std::string>> cache;
+  if (lineno <= 0 || file.empty() || file[0] != '/') return "";
+  auto it = cache.find(file);
+  if (it == cache.end()) {
+    std::vector<std::string> lines;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/root" + file);
+    for (std::string line; lines.size() < 1000000 && std::getline(in, line);)
+      lines.push_back(std::move(line));
+    it = cache.emplace(file, std::move(lines)).first;
+  }
+  if (static_cast<size_t>(lineno) > it->second.size()) return "";
+  const std::string& line = it->second[lineno - 1];
+  const size_t first = line.find_first_not_of(" \t");
+  const size_t last = line.find_last_not_of(" \t\r");
+  return first == std::string::npos ? "" : line.substr(first, last - first + 1);
+}
+
+// What the agent knows of each thread (name, daemon) by kernel tid; empty when no agent answers.
+std::map<long, nlohmann::json> agent_threads(const Context& ctx, std::vector<std::string>* notes) {
+  std::map<long, nlohmann::json> threads;
+  auto client = connect_target(ctx, 2);
+  Result<client::Response> reply = client.is_ok() ? (*client)->request("GET", "/backtrace?all=1", "", 5)
+                                                  : Result<client::Response>(client.status());
+  nlohmann::json j = reply.is_ok() && reply->status == 200 ? reply->json() : nlohmann::json();
+  if (!j.is_object()) {
+    notes->push_back("no agent answered, so thread names are the kernel's (" +
+                     (reply.is_ok() ? reply->error_message() : reply.status().message()) + ")");
+    return threads;
+  }
+  for (const auto& t : j.value("threads", nlohmann::json::array())) {
+    if (t.value("native_thread_id", nlohmann::json()).is_number())
+      threads[t["native_thread_id"].get<long>()] = t;
+  }
+  return threads;
+}
+
+// --native: the stacks are read from outside the process (native/native_stack.h); the agent,
+// when it answers, only names the threads.
+int run_native(const Context& ctx, const BacktraceArgs& args) {
+  if (args.locals) {
+    return fail(Status(Code::kInvalidArgument,
+                       "--locals cannot be combined with --native (locals are read in "
+                       "the target with the GIL; native frames from outside)"));
+  }
+  Result<client::Target> target = client::parse_target(ctx.target);
+  if (!target.is_ok()) return fail(target.status());
+  if (target->kind != client::Target::Kind::kPid) {
+    return fail(Status(Code::kInvalidArgument,
+                       "--native reads the process from outside with ptrace: run it on the "
+                       "target's machine and give its pid"));
+  }
+  const pid_t pid = target->pid;
+  std::vector<std::string> notes;
+  std::map<long, nlohmann::json> known = agent_threads(ctx, &notes);
+  std::vector<pid_t> tids;
+  if (args.all) {
+    tids = native::list_threads(pid);
+  } else if (args.thread != 0) {
+    struct stat st {};
+    const std::string task = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(args.thread);
+    pid_t tid = args.thread > 0 && args.thread < (1 << 22) && ::stat(task.c_str(), &st) == 0
+                    ? static_cast<pid_t>(args.thread)
+                    : native::tid_for_ident(pid, static_cast<unsigned long>(args.thread));
+    if (tid == 0) {
+      return fail(Status(Code::kNotFound, "process " + std::to_string(pid) + " has no thread " +
+                                              std::to_string(args.thread) +
+                                              " (give a kernel tid or a threading ident)"));
+    }
+    tids.push_back(tid);
+  } else {
+    tids.push_back(pid);
+  }
+  if (tids.empty()) return fail(Status(Code::kNotFound, "no process " + std::to_string(pid)));
+  Result<native::Capture> cap = native::capture(pid, tids);
+  if (!cap.is_ok()) return fail(cap.status());
+
+  nlohmann::json out = {
+      {"native", true}, {"python", cap->python_version}, {"threads", nlohmann::json::array()}};
+  for (const native::ThreadStack& t : cap->threads) {
+    nlohmann::json thread = {{"thread_id", t.python ? nlohmann::json(t.thread_id) : nlohmann::json()},
+                             {"native_thread_id", t.tid},
+                             {"name", t.comm},
+                             {"daemon", nullptr},
+                             {"is_main", t.tid == pid},
+                             {"holds_gil", t.holds_gil},
+                             {"python", t.python},
+                             {"stopped_ms", t.stopped_ms},
+                             {"truncated", t.truncated},
+                             {"frames", nlohmann::json::array()}};
+    if (auto it = known.find(t.tid); it != known.end()) {
+      thread["name"] = it->second.value("name", nlohmann::json(t.comm));
+      thread["daemon"] = it->second.value("daemon", nlohmann::json());
+    } else if (t.tid == pid && t.python) {
+      thread["name"] = "MainThread";
+    }
+    int depth = 0;
+    for (const native::Frame& f : t.frames) {
+      nlohmann::json frame = {{"depth", depth++}, {"func", f.func}, {"file", f.file}};
+      if (f.python) {
+        frame["lineno"] = f.lineno;
+        std::string source = source_line(pid, f.file, f.lineno);
+        frame["source"] = source.empty() ? nlohmann::json() : nlohmann::json(source);
+        frame["frame_type"] = "Python";
+      } else {
+        frame["lineno"] = nullptr;
+        frame["source"] = nullptr;
+        frame["frame_type"] = "Native";
+        frame["library"] = f.file.substr(f.file.rfind('/') + 1);
+        frame["address"] = f.address;
+        frame["offset"] = f.offset;
+      }
+      thread["frames"].push_back(std::move(frame));
+    }
+    if (!t.note.empty()) thread["note"] = t.note;
+    out["threads"].push_back(std::move(thread));
+  }
+  for (const std::string& n : cap->notes) notes.push_back(n);
+  out["notes"] = notes;
+  if (args.json) {
+    std::cout << out.dump(2) << "\n";
+    return kExitOk;
+  }
+  bool first = true;
+  for (const auto& t : out["threads"]) {
+    if (!first) std::cout << "\n";
+    first = false;
+    print_thread(t);
+  }
+  for (const std::string& n : notes) std::cerr << "probing: note: " << n << "\n";
+  return kExitOk;
 }
 
 int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
+  if (args.native) return run_native(ctx, args);
   auto client = connect_target(ctx);
   if (!client.is_ok()) return fail(client.status());
   std::string path = "/backtrace?";
@@ -64,7 +219,8 @@ int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
   if (!reply.is_ok()) return fail(reply.status());
   nlohmann::json j = reply->json();
   if (reply->status != 200) return fail(reply->error_message());
-  if (j.is_discarded() || !j.is_object()) return fail("the agent sent a reply that is not JSON: " + reply->body.substr(0, 200));
+  if (j.is_discarded() || !j.is_object())
+    return fail("the agent sent a reply that is not JSON: " + reply->body.substr(0, 200));
   if (args.json) {
     std::cout << j.dump(2) << "\n";
     return kExitOk;
@@ -74,7 +230,8 @@ int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
     const nlohmann::json& h = j.value("gil_holder", nlohmann::json());
     if (h.is_object()) {
       std::cout << "; thread " << text_of(h.value("thread_id", nlohmann::json()), "?");
-      if (h.value("name", nlohmann::json()).is_string()) std::cout << " \"" << h["name"].get<std::string>() << "\"";
+      if (h.value("name", nlohmann::json()).is_string())
+        std::cout << " \"" << h["name"].get<std::string>() << "\"";
       std::cout << " holds it";
     }
     std::cout << ")\n";
@@ -102,6 +259,9 @@ void add_backtrace_command(CLI::App& app, Context& ctx) {
   cmd->add_flag("--all", args->all, "every thread, with its name, tid and daemon flag");
   cmd->add_option("--thread", args->thread, "one thread, by threading ident or kernel tid");
   cmd->add_flag("--locals", args->locals, "show each frame's local variables (briefly)");
+  cmd->add_flag("--native", args->native,
+                "native (C/C++) frames too, merged with the Python frames they run; read from outside with\n"
+                "ptrace (each thread is stopped for a few ms), so the target must be a local pid");
   cmd->add_flag("--json", args->json, "print the stacks as JSON");
   on_run(cmd, [&ctx, args] { return run_backtrace(ctx, *args); });
 }

@@ -1,0 +1,298 @@
+#include "native/native_stack.h"
+
+#include <cxxabi.h>
+#include <dirent.h>
+#include <elfutils/libdwfl.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+
+#include "inject/maps.h"
+#include "inject/symbols.h"
+#include "inject/tracee.h"
+#include "python/gil_free_reader.h"
+#include "python/safe_memory.h"
+
+namespace probing::native {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string read_comm(pid_t pid, pid_t tid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/comm");
+  std::string comm;
+  std::getline(in, comm);
+  return comm;
+}
+
+// "python3.10", "libpython3.10.so.1.0" -> 3.10; for interpreters without Py_Version (3.9-3.10).
+bool version_from_name(const std::string& base, python::PythonVersion* v) {
+  size_t at = base.find("python3.");
+  if (at == std::string::npos) return false;
+  int minor = std::atoi(base.c_str() + at + 8);
+  if (minor <= 0) return false;
+  v->major = 3;
+  v->minor = minor;
+  v->text = "3." + std::to_string(minor);
+  return true;
+}
+
+// Where CPython lives in `pid`: the executable or libpython that defines _PyRuntime.
+Result<python::PythonProcess> find_python(pid_t pid, const std::vector<inject::Mapping>& maps) {
+  for (const std::string& path : inject::mapped_files(maps)) {
+    const std::string base = inject::path_basename(path);
+    if (inject::classify_object(path) != inject::ObjectKind::kLibpython && base.rfind("python", 0) != 0)
+      continue;
+    Result<uintptr_t> runtime = inject::resolve_symbol_in(pid, maps, path, "_PyRuntime");
+    if (!runtime.is_ok()) continue;
+    python::PythonProcess p;
+    p.pid = pid;
+    p.runtime = *runtime;
+    auto symbol = [&](const char* name) -> uintptr_t {
+      Result<uintptr_t> a = inject::resolve_symbol_in(pid, maps, path, name);
+      return a.is_ok() ? *a : 0;
+    };
+    p.unicode_type = symbol("PyUnicode_Type");
+    p.code_type = symbol("PyCode_Type");
+    p.bytes_type = symbol("PyBytes_Type");
+    p.frame_type = symbol("PyFrame_Type");
+    uint64_t hex = 0;
+    const uintptr_t version = symbol("Py_Version");  // 3.11+: PY_VERSION_HEX
+    if (version != 0 && python::read_memory(pid, version, &hex, sizeof hex) && (hex >> 24) == 3) {
+      p.version.major = 3;
+      p.version.minor = static_cast<int>((hex >> 16) & 0xff);
+      p.version.micro = static_cast<int>((hex >> 8) & 0xff);
+      p.version.text = "3." + std::to_string(p.version.minor) + "." + std::to_string(p.version.micro);
+    } else if (!version_from_name(base, &p.version)) {
+      return Status(Code::kUnsupported, "cannot tell which CPython " + path + " is");
+    }
+    return p;
+  }
+  return Status(Code::kNotFound,
+                "no CPython found in the process (no _PyRuntime in its executable or libpython)");
+}
+
+// The readable name: C++ demangled, without the symbol version ("clock_nanosleep@GLIBC_2.2.5").
+std::string demangle(const char* symbol) {
+  if (symbol == nullptr) return "??";
+  std::string plain(symbol, std::strcspn(symbol, "@"));
+  const char* name = plain.c_str();
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> out(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
+  return status == 0 && out ? std::string(out.get()) : plain;
+}
+
+bool is_eval_frame(const Frame& f) {
+  return !f.python && (f.func == "_PyEval_EvalFrameDefault" || f.func == "_PyEval_EvalFrame");
+}
+
+// What was read from one thread while it was stopped; names are looked up after.
+struct Held {
+  std::vector<Dwarf_Addr> pcs;  // for symbol lookup: return addresses moved back into the call
+  std::vector<Dwarf_Addr> raw;
+  int max = 0;
+  bool truncated = false;
+  std::vector<python::RawFrame> python;
+};
+
+int on_frame(Dwfl_Frame* frame, void* arg) {
+  auto* u = static_cast<Held*>(arg);
+  Dwarf_Addr pc = 0;
+  bool activation = false;
+  if (!dwfl_frame_pc(frame, &pc, &activation)) return DWARF_CB_ABORT;
+  u->raw.push_back(pc);
+  u->pcs.push_back(activation || pc == 0 ? pc : pc - 1);
+  if (static_cast<int>(u->pcs.size()) >= u->max) {
+    u->truncated = true;
+    return DWARF_CB_ABORT;
+  }
+  return DWARF_CB_OK;
+}
+
+Frame symbolize(Dwfl* dwfl, Dwarf_Addr pc, Dwarf_Addr raw) {
+  Frame f;
+  f.address = raw;
+  f.func = "??";
+  Dwfl_Module* module = dwfl_addrmodule(dwfl, pc);
+  if (module == nullptr) return f;
+  const char* path = dwfl_module_info(module, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr);
+  if (path != nullptr) f.file = path;
+  GElf_Off offset = 0;
+  GElf_Sym sym;
+  const char* name = dwfl_module_addrinfo(module, pc, &offset, &sym, nullptr, nullptr, nullptr);
+  if (name != nullptr) {
+    f.func = demangle(name);
+    f.offset = offset + (raw - pc);
+  }
+  return f;
+}
+
+Frame python_frame(const python::RawFrame& r) {
+  Frame f;
+  f.python = true;
+  f.func = r.func;
+  f.file = r.file;
+  f.lineno = r.lineno;
+  return f;
+}
+
+// Native frames with the Python frames put where their _PyEval_EvalFrameDefault call runs:
+// each eval call stands for the frames from the current one out to its entry frame.
+void merge(std::vector<Frame> native, const std::vector<python::RawFrame>& py, ThreadStack* t) {
+  size_t next = 0;
+  int evals = 0;
+  for (Frame& f : native) {
+    if (!is_eval_frame(f) || next >= py.size()) {
+      t->frames.push_back(std::move(f));
+      continue;
+    }
+    ++evals;
+    while (next < py.size()) {
+      const bool entry = py[next].entry;
+      t->frames.push_back(python_frame(py[next++]));
+      if (entry) break;
+    }
+  }
+  if (next < py.size() && t->note.empty()) {
+    t->note = evals == 0
+                  ? "no _PyEval_EvalFrameDefault among the native frames: Python frames shown outermost"
+                  : "more Python frames than eval calls: the rest are shown outermost";
+  }
+  while (next < py.size()) t->frames.push_back(python_frame(py[next++]));
+}
+
+struct DwflDeleter {
+  void operator()(Dwfl* d) const { dwfl_end(d); }
+};
+
+}  // namespace
+
+std::vector<pid_t> list_threads(pid_t pid) {
+  std::vector<pid_t> tids;
+  DIR* dir = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (dir == nullptr) return tids;
+  while (dirent* e = ::readdir(dir)) {
+    const pid_t tid = static_cast<pid_t>(std::atol(e->d_name));
+    if (tid > 0) tids.push_back(tid);
+  }
+  ::closedir(dir);
+  std::sort(tids.begin(), tids.end(),
+            [pid](pid_t a, pid_t b) { return (a == pid) != (b == pid) ? a == pid : a < b; });
+  return tids;
+}
+
+pid_t tid_for_ident(pid_t pid, unsigned long ident) {
+  Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid);
+  if (!maps.is_ok()) return 0;
+  Result<python::PythonProcess> py = find_python(pid, *maps);
+  if (!py.is_ok()) return 0;
+  python::GilFreeLimits limits;
+  limits.max_frames = 0;
+  Result<python::GilFreeSnapshot> snap = python::read_stacks_of(*py, limits);
+  if (!snap.is_ok()) return 0;
+  for (const auto& t : snap->threads) {
+    if (t.thread_id == ident) return static_cast<pid_t>(t.native_thread_id);
+  }
+  return 0;
+}
+
+Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options& options) {
+  Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid);
+  if (!maps.is_ok()) return maps.status();
+  Capture out;
+  Result<python::PythonProcess> py = find_python(pid, *maps);
+  if (py.is_ok()) {
+    out.python_version = py->version.text;
+  } else {
+    out.notes.push_back("Python frames not shown: " + py.status().message());
+  }
+
+  // Symbols come from the files themselves (and local debug files); never from the network.
+  ::unsetenv("DEBUGINFOD_URLS");
+  static char* debuginfo_path = nullptr;
+  static const Dwfl_Callbacks callbacks = {dwfl_linux_proc_find_elf, dwfl_standard_find_debuginfo, nullptr,
+                                           &debuginfo_path};
+  std::unique_ptr<Dwfl, DwflDeleter> dwfl(dwfl_begin(&callbacks));
+  if (!dwfl) return Status(Code::kInternal, std::string("libdw: ") + dwfl_errmsg(-1));
+  dwfl_report_begin(dwfl.get());
+  const int reported = dwfl_linux_proc_report(dwfl.get(), pid);
+  dwfl_report_end(dwfl.get(), nullptr, nullptr);
+  if (reported != 0) {
+    return Status(reported == ENOENT ? Code::kNotFound : Code::kUnavailable,
+                  "reading the libraries of process " + std::to_string(pid) + ": " +
+                      (reported > 0 ? std::strerror(reported) : dwfl_errmsg(-1)));
+  }
+  // true: each thread is stopped by us before libdw reads it; libdw attaches to nothing.
+  if (int err = dwfl_linux_proc_attach(dwfl.get(), pid, true); err != 0) {
+    return Status(Code::kUnavailable, "libdw cannot read process " + std::to_string(pid) + ": " +
+                                          (err > 0 ? std::strerror(err) : dwfl_errmsg(-1)));
+  }
+
+  std::vector<Held> held(tids.size());
+  for (size_t i = 0; i < tids.size(); ++i) {
+    ThreadStack t;
+    t.tid = tids[i];
+    t.comm = read_comm(pid, t.tid);
+    Result<inject::Tracee> tracee = inject::Tracee::seize(pid, t.tid);
+    if (!tracee.is_ok()) {
+      if (tracee.status().code() == Code::kPermissionDenied) return tracee.status();
+      t.note = tracee.status().message();
+      out.threads.push_back(std::move(t));
+      continue;
+    }
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(options.stop_timeout_s));
+    if (Status s = tracee->interrupt(deadline); !s.is_ok()) {
+      t.note = "not stopped: " + s.message();
+      out.threads.push_back(std::move(t));
+      continue;  // the destructor lets it go
+    }
+    const auto stopped = Clock::now();
+    held[i].max = options.max_native_frames;
+    if (dwfl_getthread_frames(dwfl.get(), t.tid, on_frame, &held[i]) != 0 && held[i].pcs.empty()) {
+      t.note = std::string("native frames not read: ") + dwfl_errmsg(-1);
+    }
+    if (py.is_ok()) {
+      python::GilFreeLimits limits;
+      limits.max_frames = options.max_python_frames;
+      limits.native_thread_id = t.tid;
+      Result<python::GilFreeSnapshot> snap = python::read_stacks_of(*py, limits);
+      if (!snap.is_ok()) {
+        out.notes.push_back("Python frames not shown: " + snap.status().message());
+        py = snap.status();
+      } else if (!snap->threads.empty()) {
+        python::RawThread& rt = snap->threads.front();
+        t.python = true;
+        t.thread_id = rt.thread_id;
+        t.holds_gil = rt.holds_gil;
+        t.truncated = rt.truncated;
+        if (!rt.error.empty()) t.note = rt.error;
+        held[i].python = std::move(rt.frames);
+      }
+    }
+    if (Status s = tracee->detach(0); !s.is_ok() && t.note.empty()) t.note = s.message();
+    t.stopped_ms = std::chrono::duration<double, std::milli>(Clock::now() - stopped).count();
+    out.threads.push_back(std::move(t));
+  }
+
+  // After every thread runs again: names for the native frames, then the merge.
+  for (size_t i = 0; i < out.threads.size(); ++i) {
+    ThreadStack& t = out.threads[i];
+    std::vector<Frame> native;
+    native.reserve(held[i].pcs.size());
+    for (size_t k = 0; k < held[i].pcs.size(); ++k) {
+      native.push_back(symbolize(dwfl.get(), held[i].pcs[k], held[i].raw[k]));
+    }
+    if (held[i].truncated) t.truncated = true;
+    merge(std::move(native), held[i].python, &t);
+  }
+  return out;
+}
+
+}  // namespace probing::native
