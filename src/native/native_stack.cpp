@@ -1,8 +1,9 @@
 #include "native/native_stack.h"
 
 #include <cxxabi.h>
-#include <dirent.h>
 #include <elfutils/libdwfl.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,8 +13,10 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <string_view>
 
 #include "inject/maps.h"
+#include "inject/process.h"
 #include "inject/symbols.h"
 #include "inject/tracee.h"
 #include "python/gil_free_reader.h"
@@ -88,8 +91,11 @@ std::string demangle(const char* symbol) {
   return status == 0 && out ? std::string(out.get()) : plain;
 }
 
+// The interpreter's eval loop, or a part of it the compiler split off (".cold", ".isra.0").
 bool is_eval_frame(const Frame& f) {
-  return !f.python && (f.func == "_PyEval_EvalFrameDefault" || f.func == "_PyEval_EvalFrame");
+  constexpr std::string_view kEval = "_PyEval_EvalFrameDefault";
+  return !f.python && f.func.compare(0, kEval.size(), kEval) == 0 &&
+         (f.func.size() == kEval.size() || f.func[kEval.size()] == '.');
 }
 
 // What was read from one thread while it was stopped; names are looked up after.
@@ -170,22 +176,82 @@ void merge(std::vector<Frame> native, const std::vector<python::RawFrame>& py, T
 struct DwflDeleter {
   void operator()(Dwfl* d) const { dwfl_end(d); }
 };
+using DwflPtr = std::unique_ptr<Dwfl, DwflDeleter>;
+
+pid_t g_files_of = 0;  // whose root the libraries are opened under (the CLI is one thread)
+
+// A library at its path as the target sees it: through /proc/PID/root, so that a process in a
+// container is unwound and named from its own files, not the host's.
+int find_elf(Dwfl_Module* module, void** userdata, const char* name, Dwarf_Addr base, char** file_name,
+             Elf** elf) {
+  if (name != nullptr && name[0] == '/' && g_files_of > 0) {
+    const std::string path = "/proc/" + std::to_string(g_files_of) + "/root" + name;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      *file_name = ::strdup(path.c_str());
+      *elf = nullptr;
+      return fd;  // libdw owns it now
+    }
+  }
+  return dwfl_linux_proc_find_elf(module, userdata, name, base, file_name, elf);
+}
+
+// libdw over one process: its libraries as /proc/PID/maps lists them, and threads that the
+// caller has ptrace-stopped (libdw attaches to nothing itself).
+class Unwinder {
+ public:
+  static Result<Unwinder> open(pid_t pid) {
+    Unwinder u;
+    u.pid_ = pid;
+    PROBING_RETURN_IF_ERROR(u.attach());
+    return u;
+  }
+
+  // The stopped thread's return addresses into `held`; an error only when none could be read.
+  Status unwind(pid_t tid, Held* held) {
+    const int rc = dwfl_getthread_frames(dwfl_.get(), tid, on_frame, held);
+    if (rc == 0 || held->truncated) return Status::ok();
+    const std::string why = dwfl_errmsg(-1);
+    if (!held->pcs.empty()) return Status(Code::kUnavailable, "native frames end early: " + why);
+    // libdw keeps a failed thread's state (its register read failed: the thread was killed
+    // meanwhile); a fresh session serves the next one.
+    PROBING_RETURN_IF_ERROR(attach());
+    return Status(Code::kUnavailable, "native frames not read: " + why);
+  }
+
+  Dwfl* dwfl() const { return dwfl_.get(); }
+
+ private:
+  Status attach() {
+    // Symbols come from the files themselves (and local debug files); never from the network.
+    ::unsetenv("DEBUGINFOD_URLS");
+    static char* debuginfo_path = nullptr;
+    static const Dwfl_Callbacks callbacks = {find_elf, dwfl_standard_find_debuginfo, nullptr,
+                                             &debuginfo_path};
+    g_files_of = pid_;
+    DwflPtr dwfl(dwfl_begin(&callbacks));
+    if (!dwfl) return Status(Code::kInternal, std::string("libdw: ") + dwfl_errmsg(-1));
+    dwfl_report_begin(dwfl.get());
+    const int reported = dwfl_linux_proc_report(dwfl.get(), pid_);
+    dwfl_report_end(dwfl.get(), nullptr, nullptr);
+    if (reported != 0) {
+      return Status(reported == ENOENT ? Code::kNotFound : Code::kUnavailable,
+                    "reading the libraries of process " + std::to_string(pid_) + ": " +
+                        (reported > 0 ? std::strerror(reported) : dwfl_errmsg(-1)));
+    }
+    if (int err = dwfl_linux_proc_attach(dwfl.get(), pid_, /*assume_ptrace_stopped=*/true); err != 0) {
+      return Status(Code::kUnavailable, "libdw cannot read process " + std::to_string(pid_) + ": " +
+                                            (err > 0 ? std::strerror(err) : dwfl_errmsg(-1)));
+    }
+    dwfl_ = std::move(dwfl);
+    return Status::ok();
+  }
+
+  pid_t pid_ = 0;
+  DwflPtr dwfl_;
+};
 
 }  // namespace
-
-std::vector<pid_t> list_threads(pid_t pid) {
-  std::vector<pid_t> tids;
-  DIR* dir = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
-  if (dir == nullptr) return tids;
-  while (dirent* e = ::readdir(dir)) {
-    const pid_t tid = static_cast<pid_t>(std::atol(e->d_name));
-    if (tid > 0) tids.push_back(tid);
-  }
-  ::closedir(dir);
-  std::sort(tids.begin(), tids.end(),
-            [pid](pid_t a, pid_t b) { return (a == pid) != (b == pid) ? a == pid : a < b; });
-  return tids;
-}
 
 pid_t tid_for_ident(pid_t pid, unsigned long ident) {
   Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid);
@@ -209,55 +275,54 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
   Result<python::PythonProcess> py = find_python(pid, *maps);
   if (py.is_ok()) {
     out.python_version = py->version.text;
-  } else {
-    out.notes.push_back("Python frames not shown: " + py.status().message());
+    if (py->version.minor < 11) {  // their thread states carry no kernel tid
+      py = Status(Code::kUnsupported, "on CPython " + py->version.text +
+                                          " Python stacks cannot be matched to kernel threads (3.11+ only)");
+    }
   }
+  if (!py.is_ok()) out.notes.push_back("Python frames not shown: " + py.status().message());
 
-  // Symbols come from the files themselves (and local debug files); never from the network.
-  ::unsetenv("DEBUGINFOD_URLS");
-  static char* debuginfo_path = nullptr;
-  static const Dwfl_Callbacks callbacks = {dwfl_linux_proc_find_elf, dwfl_standard_find_debuginfo, nullptr,
-                                           &debuginfo_path};
-  std::unique_ptr<Dwfl, DwflDeleter> dwfl(dwfl_begin(&callbacks));
-  if (!dwfl) return Status(Code::kInternal, std::string("libdw: ") + dwfl_errmsg(-1));
-  dwfl_report_begin(dwfl.get());
-  const int reported = dwfl_linux_proc_report(dwfl.get(), pid);
-  dwfl_report_end(dwfl.get(), nullptr, nullptr);
-  if (reported != 0) {
-    return Status(reported == ENOENT ? Code::kNotFound : Code::kUnavailable,
-                  "reading the libraries of process " + std::to_string(pid) + ": " +
-                      (reported > 0 ? std::strerror(reported) : dwfl_errmsg(-1)));
-  }
-  // true: each thread is stopped by us before libdw reads it; libdw attaches to nothing.
-  if (int err = dwfl_linux_proc_attach(dwfl.get(), pid, true); err != 0) {
-    return Status(Code::kUnavailable, "libdw cannot read process " + std::to_string(pid) + ": " +
-                                          (err > 0 ? std::strerror(err) : dwfl_errmsg(-1)));
-  }
-
+  Result<Unwinder> unwinder = Unwinder::open(pid);
+  if (!unwinder.is_ok()) return unwinder.status();
   std::vector<Held> held(tids.size());
+  std::vector<inject::Tracee> late;  // seized, but not stopped in time: let go before returning
+  bool seized_any = false;
   for (size_t i = 0; i < tids.size(); ++i) {
-    ThreadStack t;
+    ThreadStack& t = out.threads.emplace_back();
     t.tid = tids[i];
     t.comm = read_comm(pid, t.tid);
+    Result<inject::ProcStatus> st = inject::read_proc_status(pid, t.tid);
+    if (!st.is_ok() || st->state == 'Z' || st->state == 'X') {
+      t.note = "the thread has exited";
+      continue;
+    }
+    if (st->state == 'D') {  // in uninterruptible sleep (a disk, an NFS mount): it would not stop
+      t.note = "not read: the thread is in uninterruptible sleep (state D)";
+      continue;
+    }
     Result<inject::Tracee> tracee = inject::Tracee::seize(pid, t.tid);
     if (!tracee.is_ok()) {
-      if (tracee.status().code() == Code::kPermissionDenied) return tracee.status();
-      t.note = tracee.status().message();
-      out.threads.push_back(std::move(t));
+      // Denied on the first thread: this process may not be traced at all. Later, or for a
+      // thread that is exiting, it is about that thread only.
+      if (tracee.status().code() == Code::kPermissionDenied && !seized_any) return tracee.status();
+      t.note = "not read: " + tracee.status().message();
+      continue;
+    }
+    seized_any = true;
+    if (!inject::read_proc_status(pid, t.tid).is_ok()) {  // the tid was reused by another process
+      t.note = "the thread has exited";
       continue;
     }
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(options.stop_timeout_s));
     if (Status s = tracee->interrupt(deadline); !s.is_ok()) {
-      t.note = "not stopped: " + s.message();
-      out.threads.push_back(std::move(t));
-      continue;  // the destructor lets it go
+      t.note = "not read: it did not stop (" + s.message() + ")";
+      if (s.code() == Code::kTimeout) late.push_back(std::move(*tracee));
+      continue;
     }
     const auto stopped = Clock::now();
     held[i].max = options.max_native_frames;
-    if (dwfl_getthread_frames(dwfl.get(), t.tid, on_frame, &held[i]) != 0 && held[i].pcs.empty()) {
-      t.note = std::string("native frames not read: ") + dwfl_errmsg(-1);
-    }
+    if (Status s = unwinder->unwind(t.tid, &held[i]); !s.is_ok()) t.note = s.message();
     if (py.is_ok()) {
       python::GilFreeLimits limits;
       limits.max_frames = options.max_python_frames;
@@ -272,22 +337,31 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
         t.thread_id = rt.thread_id;
         t.holds_gil = rt.holds_gil;
         t.truncated = rt.truncated;
-        if (!rt.error.empty()) t.note = rt.error;
+        if (!rt.error.empty()) t.note += (t.note.empty() ? "" : "; ") + rt.error;
         held[i].python = std::move(rt.frames);
       }
     }
     if (Status s = tracee->detach(0); !s.is_ok() && t.note.empty()) t.note = s.message();
     t.stopped_ms = std::chrono::duration<double, std::milli>(Clock::now() - stopped).count();
-    out.threads.push_back(std::move(t));
+  }
+  // A thread that stopped after its deadline is let go now, whatever it takes, so that none
+  // stays held by a CLI that goes on printing (into a pager, say).
+  for (inject::Tracee& tracee : late) {
+    if (tracee.interrupt(Clock::now() + std::chrono::seconds(2)).is_ok() || tracee.stopped()) {
+      (void)tracee.detach(0);
+    } else if (!tracee.gone()) {
+      out.notes.push_back("thread " + std::to_string(tracee.tid()) +
+                          " never stopped; it is let go when this command exits");
+    }
   }
 
-  // After every thread runs again: names for the native frames, then the merge.
+  // With every thread running again: names for the native frames, then the merge.
   for (size_t i = 0; i < out.threads.size(); ++i) {
     ThreadStack& t = out.threads[i];
     std::vector<Frame> native;
     native.reserve(held[i].pcs.size());
     for (size_t k = 0; k < held[i].pcs.size(); ++k) {
-      native.push_back(symbolize(dwfl.get(), held[i].pcs[k], held[i].raw[k]));
+      native.push_back(symbolize(unwinder->dwfl(), held[i].pcs[k], held[i].raw[k]));
     }
     if (held[i].truncated) t.truncated = true;
     merge(std::move(native), held[i].python, &t);

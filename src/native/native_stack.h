@@ -54,9 +54,6 @@ struct Capture {
 // be traced (with the reason), kNotFound when it is gone; a thread that cannot be read gets a note.
 Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options& options = {});
 
-// The threads of `pid` (its /proc/PID/task), the main thread first.
-std::vector<pid_t> list_threads(pid_t pid);
-
 // The kernel tid of the thread whose threading ident is `ident`, read from outside; 0 if none.
 pid_t tid_for_ident(pid_t pid, unsigned long ident);
 

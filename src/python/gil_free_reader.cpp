@@ -205,8 +205,8 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
     if (o.frame_model == FrameModel::kFrameObject) {
       f.entry = true;  // 3.9-3.10: one C-level eval call per frame
     } else if (o.frame_is_entry != kNoField) {
-      bool entry = false;
-      f.entry = p.value(frame + o.frame_is_entry, &entry) && entry;
+      uint8_t entry = 0;
+      f.entry = p.value(frame + o.frame_is_entry, &entry) && entry != 0;
     }
     t->frames.push_back(std::move(f));
     frame = p.ptr(frame + o.frame_previous);

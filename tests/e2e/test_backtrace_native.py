@@ -1,6 +1,7 @@
 """`probing PID backtrace --native` on real processes: native frames read from outside with
 ptrace and libdw, merged with the Python frames each _PyEval_EvalFrameDefault call runs."""
 import os
+import subprocess
 import sys
 import time
 
@@ -154,3 +155,26 @@ def test_native_refusals():
         assert info.value.status == 501 and "backtrace --native" in info.value.message, info.value
     rc, out, err = run_cli("127.0.0.1:1", "backtrace", "--native")
     assert rc != 0 and "give its pid" in err, (rc, err)
+
+
+def test_native_thread_held_by_another_tracer():
+    # Another tracer holds the main thread: that thread gets a note, the command fails (nothing
+    # could be read), and the target is untouched.
+    seize = ("import ctypes, sys, time\n"
+             "libc = ctypes.CDLL(None, use_errno=True)\n"
+             "assert libc.ptrace(0x4206, int(sys.argv[1]), None, None) == 0, ctypes.get_errno()\n"
+             "print('seized', flush=True)\n"
+             "time.sleep(60)\n")
+    with Target("bt_nested.py", "/usr/bin/python3.11", mode="none") as t:
+        tracer = subprocess.Popen(["/usr/bin/python3.11", "-c", seize, str(t.pid)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert tracer.stdout.readline().strip() == "seized"
+            rc, out, err = run_cli(t.pid, "backtrace", "--native")
+            assert rc == 1, (rc, out, err)
+            assert "already traced by pid %d" % tracer.pid in out, out
+        finally:
+            tracer.kill()
+            tracer.wait()
+        t.write("\n")  # the target was never stopped: it reads its line and goes on
+        j = wait_for_native(t.pid, lambda j: j["threads"][0]["frames"])
+        assert j["threads"][0]["frames"], j

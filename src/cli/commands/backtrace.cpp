@@ -6,6 +6,7 @@
 #include <map>
 
 #include "cli/common.h"
+#include "inject/process.h"
 #include "native/native_stack.h"
 
 namespace probing::cli {
@@ -78,10 +79,17 @@ std::string source_line(pid_t pid, const std::string& file, int lineno) {
   if (lineno <= 0 || file.empty() || file[0] != '/') return "";
   auto it = cache.find(file);
   if (it == cache.end()) {
+    // A regular file only (a FIFO would block, /dev/zero never ends), read up to 16 MiB.
     std::vector<std::string> lines;
-    std::ifstream in("/proc/" + std::to_string(pid) + "/root" + file);
-    for (std::string line; lines.size() < 1000000 && std::getline(in, line);)
-      lines.push_back(std::move(line));
+    const std::string path = "/proc/" + std::to_string(pid) + "/root" + file;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      std::ifstream in(path);
+      size_t bytes = 0;
+      for (std::string line; bytes < (16u << 20) && std::getline(in, line); bytes += line.size() + 1) {
+        lines.push_back(std::move(line));
+      }
+    }
     it = cache.emplace(file, std::move(lines)).first;
   }
   if (static_cast<size_t>(lineno) > it->second.size()) return "";
@@ -126,11 +134,11 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
                        "target's machine and give its pid"));
   }
   const pid_t pid = target->pid;
-  std::vector<std::string> notes;
-  std::map<long, nlohmann::json> known = agent_threads(ctx, &notes);
   std::vector<pid_t> tids;
   if (args.all) {
-    tids = native::list_threads(pid);
+    Result<std::vector<pid_t>> all = inject::list_threads(pid);
+    if (!all.is_ok()) return fail(all.status());
+    tids = std::move(*all);
   } else if (args.thread != 0) {
     struct stat st {};
     const std::string task = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(args.thread);
@@ -149,6 +157,10 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
   if (tids.empty()) return fail(Status(Code::kNotFound, "no process " + std::to_string(pid)));
   Result<native::Capture> cap = native::capture(pid, tids);
   if (!cap.is_ok()) return fail(cap.status());
+  // Asked after the capture, so that the agent's work does not show in the stacks.
+  std::vector<std::string> notes;
+  std::map<long, nlohmann::json> known = agent_threads(ctx, &notes);
+  bool any_frames = false;
 
   nlohmann::json out = {
       {"native", true}, {"python", cap->python_version}, {"threads", nlohmann::json::array()}};
@@ -170,6 +182,7 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
       thread["name"] = "MainThread";
     }
     int depth = 0;
+    any_frames = any_frames || !t.frames.empty();
     for (const native::Frame& f : t.frames) {
       nlohmann::json frame = {{"depth", depth++}, {"func", f.func}, {"file", f.file}};
       if (f.python) {
@@ -192,9 +205,11 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
   }
   for (const std::string& n : cap->notes) notes.push_back(n);
   out["notes"] = notes;
+  // Nothing read at all (the thread would not stop, another tracer holds it): a failure.
+  const int rc = any_frames ? kExitOk : kExitFailed;
   if (args.json) {
     std::cout << out.dump(2) << "\n";
-    return kExitOk;
+    return rc;
   }
   bool first = true;
   for (const auto& t : out["threads"]) {
@@ -203,7 +218,7 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
     print_thread(t);
   }
   for (const std::string& n : notes) std::cerr << "probing: note: " << n << "\n";
-  return kExitOk;
+  return rc;
 }
 
 int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
