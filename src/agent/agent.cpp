@@ -81,8 +81,6 @@ void bootstrap() noexcept {
     }
     apply_inject_settings(s);
     if (Status st = sql::add_builtin_tables(); !st.is_ok()) log_error("SQL tables: " + st.message());
-    sql::start_metrics_sampler();
-    torch::start_torch_tracing();
     auto* info = new server::AgentInfo;  // lives as long as the server: forever
     info->version = PROBING_VERSION;
     info->socket = "@probing-" + std::to_string(::getpid());
@@ -115,6 +113,10 @@ void bootstrap() noexcept {
     g_listen_fd.store((*srv)->listen_fd());
     g_tcp_listen_fd.store((*srv)->tcp_listen_fd());
     log_info("agent listening on " + info->socket);
+    // Only the copy that serves the process samples and traces it: a second copy (another
+    // libprobing.so file loaded too) stops above with nothing started.
+    sql::start_metrics_sampler();
+    torch::start_torch_tracing();
     if (options.remote.enabled) {
       info->remote_address = (*srv)->remote_address();
       if (!info->remote_address.empty()) {

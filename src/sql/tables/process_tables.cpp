@@ -74,10 +74,10 @@ ProcStat parse_stat(const std::string& text) {
   return st;
 }
 
-// "VmRSS:    1234 kB" lines of /proc/self/status, in MB.
-std::map<std::string, double> status_kb_fields(const std::string& path) {
+// The "VmRSS:    1234 kB" lines of a /proc/PID/status or /proc/meminfo text, in MB.
+std::map<std::string, double> status_kb_fields(const std::string& text) {
   std::map<std::string, double> out;
-  std::istringstream in(read_file(path));
+  std::istringstream in(text);
   std::string line;
   while (std::getline(in, line)) {
     size_t colon = line.find(':');
@@ -176,8 +176,8 @@ Result<LiveRows> fetch_env(const ScanRequest&) {
 // ---- process.memory ----
 
 Result<LiveRows> fetch_memory(const ScanRequest&) {
-  auto self = status_kb_fields("/proc/self/status");
-  auto system = status_kb_fields("/proc/meminfo");
+  auto self = status_kb_fields(read_file("/proc/self/status"));
+  auto system = status_kb_fields(read_file("/proc/meminfo"));
   LiveRows out;
   out.rows.push_back({mb(self, "VmRSS"), mb(self, "VmHWM"), mb(self, "VmSize"), mb(self, "RssAnon"),
                       mb(self, "RssFile"), mb(self, "RssShmem"), mb(self, "VmSwap"), mb(self, "VmData"),
@@ -289,14 +289,11 @@ class MetricsSampler {
         Sample now = sample_cpu();
         double cpu = now.wall_s > last.wall_s ? 100.0 * (now.cpu_s - last.cpu_s) / (now.wall_s - last.wall_s) : 0;
         last = now;
-        auto status = status_kb_fields("/proc/self/status");
+        const std::string status_text = read_file("/proc/self/status");
+        auto status = status_kb_fields(status_text);
         long long threads = 0, files = 0;
-        {
-          std::istringstream in(read_file("/proc/self/status"));
-          std::string line;
-          while (std::getline(in, line)) {
-            if (line.rfind("Threads:", 0) == 0) threads = std::atoll(line.c_str() + 8);
-          }
+        if (size_t at = status_text.find("\nThreads:"); at != std::string::npos) {
+          threads = std::atoll(status_text.c_str() + at + 9);
         }
         if (DIR* dir = ::opendir("/proc/self/fd")) {
           while (dirent* e = ::readdir(dir)) files += e->d_name[0] >= '0' && e->d_name[0] <= '9';
