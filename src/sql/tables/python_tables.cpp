@@ -196,7 +196,7 @@ Status add_python_tables(Engine& engine) {
         {"file", kText, "source file path"},
         {"lineno", kInt, "line being run"},
         {"depth", kInt, "0 is the innermost frame"},
-        {"frame_type", kText, "'Python' or 'Native'"},
+        {"frame_type", kText, "'Python'; native frames are read from outside the process: backtrace --native"},
         {"thread_id", kInt, "threading ident of the thread"},
         {"source", kText, "text of the line, when the file can be read"},
         {"locals", kText, "JSON object of the frame's locals, name -> brief repr (read only when selected)"}},
