@@ -3,9 +3,11 @@
 #include <cxxabi.h>
 #include <elfutils/libdwfl.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -13,7 +15,9 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string_view>
+#include <thread>
 
 #include "inject/maps.h"
 #include "inject/process.h"
@@ -125,7 +129,7 @@ Frame symbolize(Dwfl* dwfl, Dwarf_Addr pc, Dwarf_Addr raw) {
   Frame f;
   f.address = raw;
   f.func = "??";
-  Dwfl_Module* module = dwfl_addrmodule(dwfl, pc);
+  Dwfl_Module* module = dwfl != nullptr ? dwfl_addrmodule(dwfl, pc) : nullptr;
   if (module == nullptr) return f;
   const char* path = dwfl_module_info(module, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr);
   if (path != nullptr) f.file = path;
@@ -178,22 +182,34 @@ struct DwflDeleter {
 };
 using DwflPtr = std::unique_ptr<Dwfl, DwflDeleter>;
 
-pid_t g_files_of = 0;  // whose root the libraries are opened under (the CLI is one thread)
+std::atomic<pid_t> g_files_of{0};  // whose root the libraries are opened under
+
+bool ends_with(const char* s, std::string_view suffix) {
+  const size_t n = std::strlen(s);
+  return n >= suffix.size() && std::string_view(s + n - suffix.size()) == suffix;
+}
 
 // A library at its path as the target sees it: through /proc/PID/root, so that a process in a
-// container is unwound and named from its own files, not the host's.
+// container is unwound and named from its own files, never the host's. Regular files only: a
+// device mapping (/dev/nvidia0) may block on open, with a thread stopped.
 int find_elf(Dwfl_Module* module, void** userdata, const char* name, Dwarf_Addr base, char** file_name,
              Elf** elf) {
-  if (name != nullptr && name[0] == '/' && g_files_of > 0) {
-    const std::string path = "/proc/" + std::to_string(g_files_of) + "/root" + name;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      *file_name = ::strdup(path.c_str());
-      *elf = nullptr;
-      return fd;  // libdw owns it now
-    }
+  if (name == nullptr || name[0] != '/' || ends_with(name, " (deleted)")) {
+    // [vdso], a deleted file: libdw reads them from the process's memory.
+    return dwfl_linux_proc_find_elf(module, userdata, name, base, file_name, elf);
   }
-  return dwfl_linux_proc_find_elf(module, userdata, name, base, file_name, elf);
+  const std::string path = "/proc/" + std::to_string(g_files_of.load()) + "/root" + name;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_PATH);
+  if (fd < 0) return -1;
+  struct stat st {};
+  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  const int file =
+      regular ? ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDONLY | O_CLOEXEC) : -1;
+  ::close(fd);
+  if (file < 0) return -1;
+  *file_name = ::strdup(name);  // the target's name: libdw looks for its debug file by it
+  *elf = nullptr;
+  return file;  // libdw owns it now
 }
 
 // libdw over one process: its libraries as /proc/PID/maps lists them, and threads that the
@@ -209,13 +225,17 @@ class Unwinder {
 
   // The stopped thread's return addresses into `held`; an error only when none could be read.
   Status unwind(pid_t tid, Held* held) {
+    if (!dwfl_) {
+      return Status(Code::kUnavailable, "native frames not read: libdw could not read the process again");
+    }
     const int rc = dwfl_getthread_frames(dwfl_.get(), tid, on_frame, held);
     if (rc == 0 || held->truncated) return Status::ok();
     const std::string why = dwfl_errmsg(-1);
     if (!held->pcs.empty()) return Status(Code::kUnavailable, "native frames end early: " + why);
     // libdw keeps a failed thread's state (its register read failed: the thread was killed
-    // meanwhile); a fresh session serves the next one.
-    PROBING_RETURN_IF_ERROR(attach());
+    // meanwhile) and would assert on the next one: a fresh session serves it, or none at all.
+    dwfl_.reset();
+    (void)attach();
     return Status(Code::kUnavailable, "native frames not read: " + why);
   }
 
@@ -228,7 +248,7 @@ class Unwinder {
     static char* debuginfo_path = nullptr;
     static const Dwfl_Callbacks callbacks = {find_elf, dwfl_standard_find_debuginfo, nullptr,
                                              &debuginfo_path};
-    g_files_of = pid_;
+    g_files_of.store(pid_);
     DwflPtr dwfl(dwfl_begin(&callbacks));
     if (!dwfl) return Status(Code::kInternal, std::string("libdw: ") + dwfl_errmsg(-1));
     dwfl_report_begin(dwfl.get());
@@ -268,10 +288,19 @@ pid_t tid_for_ident(pid_t pid, unsigned long ident) {
   return 0;
 }
 
-Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options& options) {
+namespace {
+
+// What is read while threads are stopped, on the thread that stops them.
+struct Stopped {
+  Capture out;
+  std::vector<Held> held;
+  std::optional<Unwinder> unwinder;
+};
+
+Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& options, Stopped* r) {
+  Capture& out = r->out;
   Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid);
   if (!maps.is_ok()) return maps.status();
-  Capture out;
   Result<python::PythonProcess> py = find_python(pid, *maps);
   if (py.is_ok()) {
     out.python_version = py->version.text;
@@ -282,10 +311,12 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
   }
   if (!py.is_ok()) out.notes.push_back("Python frames not shown: " + py.status().message());
 
-  Result<Unwinder> unwinder = Unwinder::open(pid);
-  if (!unwinder.is_ok()) return unwinder.status();
-  std::vector<Held> held(tids.size());
-  std::vector<inject::Tracee> late;  // seized, but not stopped in time: let go before returning
+  Result<Unwinder> opened = Unwinder::open(pid);
+  if (!opened.is_ok()) return opened.status();
+  Unwinder& unwinder = r->unwinder.emplace(std::move(*opened));
+  std::vector<Held>& held = r->held;
+  held.resize(tids.size());
+  std::vector<inject::Tracee> late;  // seized, not stopped in time: let go after the others are read
   bool seized_any = false;
   for (size_t i = 0; i < tids.size(); ++i) {
     ThreadStack& t = out.threads.emplace_back();
@@ -304,6 +335,11 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
     if (!tracee.is_ok()) {
       // Denied on the first thread: this process may not be traced at all. Later, or for a
       // thread that is exiting, it is about that thread only.
+      Result<inject::ProcStatus> now = inject::read_proc_status(pid, t.tid);
+      if (!now.is_ok() || now->state == 'Z' || now->state == 'X') {
+        t.note = "the thread has exited";
+        continue;
+      }
       if (tracee.status().code() == Code::kPermissionDenied && !seized_any) return tracee.status();
       t.note = "not read: " + tracee.status().message();
       continue;
@@ -322,7 +358,7 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
     }
     const auto stopped = Clock::now();
     held[i].max = options.max_native_frames;
-    if (Status s = unwinder->unwind(t.tid, &held[i]); !s.is_ok()) t.note = s.message();
+    if (Status s = unwinder.unwind(t.tid, &held[i]); !s.is_ok()) t.note = s.message();
     if (py.is_ok()) {
       python::GilFreeLimits limits;
       limits.max_frames = options.max_python_frames;
@@ -344,16 +380,30 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
     if (Status s = tracee->detach(0); !s.is_ok() && t.note.empty()) t.note = s.message();
     t.stopped_ms = std::chrono::duration<double, std::milli>(Clock::now() - stopped).count();
   }
-  // A thread that stopped after its deadline is let go now, whatever it takes, so that none
-  // stays held by a CLI that goes on printing (into a pager, say).
-  for (inject::Tracee& tracee : late) {
-    if (tracee.interrupt(Clock::now() + std::chrono::seconds(2)).is_ok() || tracee.stopped()) {
-      (void)tracee.detach(0);
-    } else if (!tracee.gone()) {
-      out.notes.push_back("thread " + std::to_string(tracee.tid()) +
-                          " never stopped; it is let go when this command exits");
+  // `late` goes out of scope: each gets one more chance to stop and be let go (Tracee's
+  // destructor); whatever is still traced is let go by the kernel when this thread ends.
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options& options) {
+  // Threads are stopped from a thread of their own: should one be left traced (it never
+  // stopped), the kernel lets it go when that thread ends, before anything is printed.
+  Stopped r;
+  Status status = Status(Code::kInternal, "the native stack reader stopped unexpectedly");
+  std::thread reader([&] {
+    try {
+      status = read_stopped(pid, tids, options, &r);
+    } catch (const std::exception& e) {
+      status = Status(Code::kInternal, std::string("reading native stacks: ") + e.what());
     }
-  }
+  });
+  reader.join();
+  if (!status.is_ok()) return status;
+  Capture& out = r.out;
+  std::vector<Held>& held = r.held;
+  Dwfl* dwfl = r.unwinder ? r.unwinder->dwfl() : nullptr;
 
   // With every thread running again: names for the native frames, then the merge.
   for (size_t i = 0; i < out.threads.size(); ++i) {
@@ -361,7 +411,7 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
     std::vector<Frame> native;
     native.reserve(held[i].pcs.size());
     for (size_t k = 0; k < held[i].pcs.size(); ++k) {
-      native.push_back(symbolize(unwinder->dwfl(), held[i].pcs[k], held[i].raw[k]));
+      native.push_back(symbolize(dwfl, held[i].pcs[k], held[i].raw[k]));
     }
     if (held[i].truncated) t.truncated = true;
     merge(std::move(native), held[i].python, &t);

@@ -1,7 +1,9 @@
 // probing TARGET backtrace [--all] [--thread TID] [--locals] [--native] [--json]
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-#include <fstream>
+#include <algorithm>
 #include <iostream>
 #include <map>
 
@@ -79,17 +81,22 @@ std::string source_line(pid_t pid, const std::string& file, int lineno) {
   if (lineno <= 0 || file.empty() || file[0] != '/') return "";
   auto it = cache.find(file);
   if (it == cache.end()) {
-    // A regular file only (a FIFO would block, /dev/zero never ends), read up to 16 MiB.
+    // A regular file only (a FIFO would block, /dev/zero never ends), its first 16 MiB.
     std::vector<std::string> lines;
     const std::string path = "/proc/" + std::to_string(pid) + "/root" + file;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     struct stat st {};
-    if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-      std::ifstream in(path);
-      size_t bytes = 0;
-      for (std::string line; bytes < (16u << 20) && std::getline(in, line); bytes += line.size() + 1) {
-        lines.push_back(std::move(line));
+    if (fd >= 0 && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+      std::string text(static_cast<size_t>(std::min<off_t>(st.st_size, 16 << 20)), '\0');
+      const ssize_t n = ::pread(fd, text.data(), text.size(), 0);
+      text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      for (size_t at = 0; at < text.size();) {
+        size_t eol = std::min(text.find('\n', at), text.size());
+        lines.push_back(text.substr(at, eol - at));
+        at = eol + 1;
       }
     }
+    if (fd >= 0) ::close(fd);
     it = cache.emplace(file, std::move(lines)).first;
   }
   if (static_cast<size_t>(lineno) > it->second.size()) return "";
@@ -208,7 +215,7 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
   // Nothing read at all (the thread would not stop, another tracer holds it): a failure.
   const int rc = any_frames ? kExitOk : kExitFailed;
   if (args.json) {
-    std::cout << out.dump(2) << "\n";
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return rc;
   }
   bool first = true;
@@ -237,7 +244,7 @@ int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
   if (j.is_discarded() || !j.is_object())
     return fail("the agent sent a reply that is not JSON: " + reply->body.substr(0, 200));
   if (args.json) {
-    std::cout << j.dump(2) << "\n";
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return kExitOk;
   }
   if (j.value("gil_free", false)) {
