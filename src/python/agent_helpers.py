@@ -91,14 +91,32 @@ class _Router:
         return getattr(self._probing_target, name)
 
 
+# Every router ever installed, kept alive for the life of the process. CPython's print() (before
+# 3.13) and PyFile_WriteObject hold only a borrowed reference to sys.stdout between their writes,
+# and a write can release the GIL: were a router freed when _uninstall puts the original stream
+# back, a print that another thread began through it would go on writing through freed memory.
+# One router per stream it stands in for, reused by each later eval, so this holds a few objects.
+_routers = []
+
+
+def _router_for(stream):
+    for router in _routers:
+        if router._probing_target is stream:
+            return router
+    router = _Router(stream)
+    _routers.append(router)
+    return router
+
+
 def _install(name):
     stream = getattr(sys, name, None)
     if stream is not None and not isinstance(stream, _Router):
-        setattr(sys, name, _Router(stream))
+        setattr(sys, name, _router_for(stream))
 
 
 def _uninstall(name):
-    # Put the original back only if nobody replaced our router meanwhile.
+    # Put the original back only if nobody replaced our router meanwhile. The router stays alive
+    # (see _routers), and passes writes through to the original for any thread still inside it.
     stream = getattr(sys, name, None)
     if isinstance(stream, _Router):
         setattr(sys, name, stream._probing_target)
