@@ -7,8 +7,9 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "core/log.h"
@@ -30,6 +31,18 @@ namespace {
 std::atomic<bool> g_started{false};
 std::atomic<int> g_listen_fd{-1};
 std::atomic<int> g_tcp_listen_fd{-1};
+std::atomic<server::HttpServer*> g_server{nullptr};
+
+// How long the host's exit may wait for the agent's I/O thread to leave what it is doing.
+constexpr std::chrono::milliseconds kExitWait{200};
+
+// Runs from exit(), before the library state that exit() tears down (OpenSSL's, Boost's, the C++
+// runtime's): registered after each of them (see bootstrap), and exit handlers run in reverse.
+// Agent threads may go on after it, but only in code that uses nothing exit() destroys: the
+// agent's own objects are never destroyed, and no reply reaches the I/O thread.
+void stop_serving_at_exit() noexcept {
+  if (server::HttpServer* srv = g_server.load()) srv->stop_serving(kExitWait);
+}
 
 // In a forked child (a DataLoader worker, a multiprocessing fork) none of the agent's threads
 // exist. The child closes the inherited listening socket, so @probing-<parent pid> keeps meaning
@@ -110,6 +123,11 @@ void bootstrap() noexcept {
       }
       return;
     }
+    g_server.store(*srv);
+    // The server's construction initialized OpenSSL and Boost's statics (their exit handlers are
+    // registered by now), and this runs after libprobing's load-time constructors: registered
+    // now, the agent stops serving before any of them is torn down.
+    if (std::atexit(stop_serving_at_exit) != 0) log_warn("could not register the agent's exit handler");
     g_listen_fd.store((*srv)->listen_fd());
     g_tcp_listen_fd.store((*srv)->tcp_listen_fd());
     log_info("agent listening on " + info->socket);

@@ -1,6 +1,10 @@
 #include "server/audit.h"
 
-#include <openssl/evp.h>
+// SHA256_Init/Update/Final are deprecated in OpenSSL 3 in favour of EVP, and kept on purpose: they
+// are pure computation, where EVP_Digest fetches the algorithm through libcrypto's global tables
+// and locks, which OPENSSL_cleanup frees when the host exits while a request may still be audited.
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
 
 #include <chrono>
 #include <mutex>
@@ -15,15 +19,19 @@ constexpr size_t kAuditRows = 10000;
 constexpr size_t kAuditBytes = 4 << 20;
 constexpr size_t kFirstLineChars = 200;
 
+// Uses no library state (see the include above), so it is right while the host exits.
 std::string sha256_hex(const std::string& text) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (EVP_Digest(text.data(), text.size(), digest, &n, EVP_sha256(), nullptr) != 1) return {};
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256_CTX ctx;
+  if (SHA256_Init(&ctx) != 1 || SHA256_Update(&ctx, text.data(), text.size()) != 1 ||
+      SHA256_Final(digest, &ctx) != 1) {
+    return {};
+  }
   static const char kHex[] = "0123456789abcdef";
   std::string out;
-  for (unsigned int i = 0; i < n; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 15];
+  for (unsigned char byte : digest) {
+    out += kHex[byte >> 4];
+    out += kHex[byte & 15];
   }
   return out;
 }

@@ -172,7 +172,7 @@ Result<RemoteOptions> remote_options_from_env() {
 }
 
 Right right_of_token(const RemoteOptions& options, const std::string& authorization) {
-  static const std::string kBearer = "Bearer ";
+  constexpr std::string_view kBearer = "Bearer ";
   if (authorization.size() <= kBearer.size() || authorization.compare(0, kBearer.size(), kBearer) != 0) {
     return Right::kNone;
   }

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
@@ -158,20 +160,39 @@ class ServerImpl final : public HttpServer {
       for (;;) {
         try {
           ioc_.run();
-          return;
+          break;
         } catch (const std::exception& e) {
           log_error(std::string("agent I/O loop: ") + e.what() + "; continuing");
         } catch (...) {
           log_error("agent I/O loop: unknown exception; continuing");
         }
       }
+      std::lock_guard<std::mutex> lock(stop_mu_);
+      io_stopped_ = true;
+      stop_cv_.notify_all();
     }).detach();
+  }
+
+  void stop_serving(std::chrono::milliseconds wait) noexcept override {
+    std::unique_lock<std::mutex> lock(stop_mu_);
+    if (stopping_.exchange(true)) return;
+    ioc_.stop();  // run() returns once the handler running now (if any) returns
+    stop_cv_.wait_for(lock, wait, [this] { return io_stopped_; });
+  }
+
+  // Hands a finished reply to the I/O thread, unless serving has stopped. Under stop_mu_, so
+  // that nothing is posted to the I/O loop once stop_serving() has begun.
+  template <class Post>
+  void deliver(Post post) {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    if (!stopping_.load()) post();
   }
 
   const ServerOptions& options() const { return options_; }
   asio::thread_pool& pool() { return pool_; }
 
   HttpResponse handle(const HttpRequest& request) noexcept {
+    if (stopping_.load()) return error_response(503, "Unavailable", "the process is exiting");
     try {
       return handler_(request);
     } catch (const std::exception& e) {
@@ -295,6 +316,11 @@ class ServerImpl final : public HttpServer {
   asio::thread_pool pool_;
   Capacity unix_capacity_;
   Capacity tcp_capacity_;
+  // stop_serving(): set once, never cleared. The server is never destroyed, so neither are these.
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  std::atomic<bool> stopping_{false};
+  bool io_stopped_ = false;  // guarded by stop_mu_
 };
 
 template <class Stream>
@@ -362,8 +388,10 @@ void Session<Stream>::on_read(beast::error_code ec) {
   }
   asio::post(server_.pool(), [self = this->shared_from_this(), request, keep_alive] {
     HttpResponse response = self->server_.handle(*request);
-    asio::post(self->stream_.get_executor(), [self, response = std::move(response), keep_alive]() mutable {
-      self->write(std::move(response), keep_alive);
+    self->server_.deliver([&] {
+      asio::post(self->stream_.get_executor(), [self, response = std::move(response), keep_alive]() mutable {
+        self->write(std::move(response), keep_alive);
+      });
     });
   });
 }

@@ -3,6 +3,7 @@
 // Every connection's peer credentials are checked before a byte of it is read.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -48,6 +49,12 @@ class HttpServer {
   // TCP is not listening when it was asked for.
   virtual std::string remote_address() const = 0;
   virtual std::string remote_error() const = 0;
+
+  // Stops serving for good, for the host's exit: once it returns, nothing is accepted, read or
+  // written, and no reply reaches the I/O thread; requests already on handler threads finish and
+  // their replies are dropped. Waits up to `wait` for the I/O thread to leave whatever it is
+  // doing (a TLS handshake step, at most). Thread-safe; later calls do nothing.
+  virtual void stop_serving(std::chrono::milliseconds wait) noexcept = 0;
 
  protected:
   HttpServer() = default;

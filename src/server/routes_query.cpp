@@ -39,7 +39,7 @@ HttpResponse handle_query(const HttpRequest& request) {
 }
 
 HttpResponse handle_config(const HttpRequest& request) {
-  static const std::string kPrefix = "/config/";
+  constexpr std::string_view kPrefix = "/config/";
   if (request.path == "/config") {
     if (request.method != "GET") return error_response(405, "BadRequest", "use GET /config or PUT /config/KEY");
     nlohmann::json list = nlohmann::json::array();

@@ -553,8 +553,9 @@ int authorize(void*, int action, const char* a, const char*, const char*, const 
     case SQLITE_RECURSIVE:
       return SQLITE_OK;
     case SQLITE_PRAGMA: {
-      static const std::set<std::string> kAllowed{"table_info", "table_xinfo", "table_list", "database_list",
-                                                   "function_list", "module_list", "compile_options"};
+      static const auto& kAllowed = *new std::set<std::string>{  // never destroyed
+          "table_info", "table_xinfo", "table_list", "database_list", "function_list", "module_list",
+          "compile_options"};
       if (a != nullptr && kAllowed.count(a) != 0) return SQLITE_OK;
       break;
     }
@@ -608,8 +609,8 @@ bool parse_set(const std::string& sql, std::string* name, std::string* value) {
   // std::regex recurses per character: only a statement of a settings-change's size is tried.
   constexpr size_t kMaxSetLength = 1024;
   if (sql.size() > kMaxSetLength) return false;
-  static const std::regex kSet(R"(^\s*SET\s+([A-Za-z_][A-Za-z0-9_.]*)\s*(?:=|\s[Tt][Oo]\s)\s*(.*?)\s*;?\s*$)",
-                               std::regex::icase);
+  static const auto& kSet = *new std::regex(  // never destroyed: queries may run while the host exits
+      R"(^\s*SET\s+([A-Za-z_][A-Za-z0-9_.]*)\s*(?:=|\s[Tt][Oo]\s)\s*(.*?)\s*;?\s*$)", std::regex::icase);
   std::smatch m;
   if (!std::regex_match(sql, m, kSet)) return false;
   *name = m[1];
@@ -638,7 +639,7 @@ struct Engine::Connection {
 };
 
 const std::vector<std::string>& schema_names() {
-  static const std::vector<std::string> kSchemas{"python", "process", "information_schema"};
+  static const auto& kSchemas = *new std::vector<std::string>{"python", "process", "information_schema"};
   return kSchemas;
 }
 

@@ -81,14 +81,15 @@ Status add_information_schema(Engine& engine) {
 
 Status add_builtin_tables() {
   static std::once_flag once;
-  static Status result;
+  static Status* result = nullptr;  // never destroyed
   std::call_once(once, [] {
     Engine& engine = Engine::get();
-    result = add_information_schema(engine);
-    if (result.is_ok()) result = add_process_tables(engine);
-    if (result.is_ok()) result = add_python_tables(engine);
+    Status st = add_information_schema(engine);
+    if (st.is_ok()) st = add_process_tables(engine);
+    if (st.is_ok()) st = add_python_tables(engine);
+    result = new Status(std::move(st));
   });
-  return result;
+  return *result;
 }
 
 }  // namespace probing::sql

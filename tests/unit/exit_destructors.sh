@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# exit_destructors.sh LIBPROBING: fails when code of the agent's own registers a destructor to run
+# at exit. exit() runs such destructors while the agent's threads may still be serving a request
+# (docs/architecture.md, "Nothing the agent uses is destroyed"), so every static the agent keeps
+# is built with `new` and never destroyed. Function-local statics and namespace-scope globals
+# with a destructor both show up as a call to __cxa_atexit in the function that constructs them.
+#
+# Allowed: Boost's own header-defined statics, constructed at load time in http_server.cpp's
+# initializer (Asio's service ids and thread-local keys, its OpenSSL initializer). The agent stops
+# serving in an exit handler registered after them, so they are destroyed only once its I/O
+# thread has stopped (src/agent/agent.cpp).
+set -euo pipefail
+lib=${1:?usage: exit_destructors.sh LIBPROBING}
+command -v objdump >/dev/null || { echo "objdump is missing (binutils)"; exit 1; }
+registrars=$(objdump -d --no-show-raw-insn -C "$lib" |
+  awk '/^[0-9a-f]+ <.*>:$/ { fn = $0; sub(/^[0-9a-f]+ </, "", fn); sub(/>:$/, "", fn) }
+       /call.*<__cxa_atexit@plt>/ { print fn }' | sort -u)
+bad=$(grep -v -e '^_GLOBAL__sub_I_http_server\.cpp$' -e '^boost::' <<<"$registrars" || true)
+if [[ -n "$bad" ]]; then
+  echo "these functions of libprobing.so register a destructor to run at exit (use a static built with new):"
+  echo "$bad"
+  exit 1
+fi
+echo "no agent code registers an exit-time destructor ($(wc -l <<<"$registrars") allowed Boost registrars)"
