@@ -73,6 +73,13 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyFloat_FromDouble);
   PROBING_RESOLVE(PyObject_CallFunctionObjArgs);
   PROBING_RESOLVE(PyObject_Str);
+  PROBING_RESOLVE(PyObject_GetAttrString);
+  PROBING_RESOLVE(PyObject_IsTrue);
+  PROBING_RESOLVE(PyList_New);
+  PROBING_RESOLVE(PyList_Size);
+  PROBING_RESOLVE(PyList_GetItem);
+  PROBING_RESOLVE(PyList_Append);
+  PROBING_RESOLVE(PyType_GetFlags);
   PROBING_RESOLVE(Py_IncRef);
   PROBING_RESOLVE(Py_DecRef);
   PROBING_RESOLVE(PyErr_Occurred);
@@ -91,6 +98,7 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyUnicode_Type);
   PROBING_RESOLVE(PyBool_Type);
   PROBING_RESOLVE(PyDict_Type);
+  PROBING_RESOLVE(PyBaseObject_Type);
 #undef PROBING_RESOLVE
   api->None = reinterpret_cast<PyObject*>(lookup(handle, "_Py_NoneStruct"));
   auto exception = [&](const char* name) -> PyObject* {

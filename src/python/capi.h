@@ -40,6 +40,13 @@ struct CApi {
   PyObject* (*PyFloat_FromDouble)(double);
   PyObject* (*PyObject_CallFunctionObjArgs)(PyObject*, ...);
   PyObject* (*PyObject_Str)(PyObject*);
+  PyObject* (*PyObject_GetAttrString)(PyObject*, const char*);
+  int (*PyObject_IsTrue)(PyObject*);
+  PyObject* (*PyList_New)(long);
+  long (*PyList_Size)(PyObject*);
+  PyObject* (*PyList_GetItem)(PyObject*, long);  // borrowed
+  int (*PyList_Append)(PyObject*, PyObject*);
+  unsigned long (*PyType_GetFlags)(void* type);
   void (*Py_IncRef)(PyObject*);
   void (*Py_DecRef)(PyObject*);
   PyObject* (*PyErr_Occurred)();  // borrowed
@@ -61,6 +68,7 @@ struct CApi {
   void* PyUnicode_Type;
   void* PyBool_Type;
   void* PyDict_Type;
+  void* PyBaseObject_Type;  // `object`
   PyObject* None;
   PyObject* exc_type_error;   // *PyExc_TypeError
   PyObject* exc_value_error;  // *PyExc_ValueError

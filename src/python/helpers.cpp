@@ -47,6 +47,19 @@ PyRef to_python(const CApi& api, const nlohmann::json& v) {
 
 Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
                                    const nlohmann::json& args, double gil_timeout_s, double run_timeout_s) {
+  MakeArgs make_args = [args](const CApi& api) -> Result<std::vector<PyRef>> {
+    std::vector<PyRef> refs;
+    for (const auto& a : args) {
+      refs.push_back(to_python(api, a));
+      if (!refs.back()) return Status(Code::kInternal, "preparing the call: " + fetch_error_text(api));
+    }
+    return refs;
+  };
+  return call_helper(runtime, helper, function, std::move(make_args), gil_timeout_s, run_timeout_s);
+}
+
+Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
+                                   MakeArgs make_args, double gil_timeout_s, double run_timeout_s) {
   struct Outcome {
     std::string text;
     std::string error;
@@ -54,7 +67,7 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
   };
   auto outcome = std::make_shared<Outcome>();
   std::string name = function;
-  auto work = [outcome, helper, name, args](const CApi& api) {
+  auto work = [outcome, helper, name, make_args = std::move(make_args)](const CApi& api) {
     Result<PyObject*> ns = helper_namespace(api, helper);
     if (!ns.is_ok()) {
       outcome->error = ns.status().message();
@@ -66,20 +79,17 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
       outcome->error = std::string(helper.module_name) + " has no " + name;
       return;
     }
-    std::vector<PyRef> refs;
-    for (const auto& a : args) {
-      refs.push_back(to_python(api, a));
-      if (!refs.back()) {
-        outcome->error = "preparing the call: " + fetch_error_text(api);
-        return;
-      }
+    Result<std::vector<PyRef>> refs = make_args(api);
+    if (!refs.is_ok()) {
+      outcome->error = refs.status().message();
+      return;
     }
-    PyObject* p[4] = {nullptr, nullptr, nullptr, nullptr};
-    if (refs.size() > 3) {
+    if (refs->size() > 3) {
       outcome->error = "too many arguments";
       return;
     }
-    for (size_t i = 0; i < refs.size(); ++i) p[i] = refs[i].get();
+    PyObject* p[4] = {nullptr, nullptr, nullptr, nullptr};
+    for (size_t i = 0; i < refs->size(); ++i) p[i] = (*refs)[i].get();
     PyRef text(api, api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3]));
     if (!text) {
       outcome->error = fetch_error_text(api);

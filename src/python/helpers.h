@@ -4,9 +4,12 @@
 // raised when it runs past its deadline.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "core/status.h"
+#include "python/ref.h"
 #include "python/runtime.h"
 
 namespace probing::python {
@@ -25,5 +28,13 @@ Result<PyObject*> helper_namespace(const CApi& api, const HelperSource& helper);
 // when the helper raised (the message has the exception).
 Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
                                    const nlohmann::json& args, double gil_timeout_s, double run_timeout_s);
+
+// Makes a helper's arguments on the worker, with the GIL held: Python objects that only native
+// code can make. Fails with a Status the call returns.
+using MakeArgs = std::function<Result<std::vector<PyRef>>(const CApi&)>;
+
+// The same, with the arguments made by `make_args` (at most 3).
+Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
+                                   MakeArgs make_args, double gil_timeout_s, double run_timeout_s);
 
 }  // namespace probing::python

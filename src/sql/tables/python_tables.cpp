@@ -2,6 +2,7 @@
 // the GIL-free reader when the GIL is held), loaded modules and live objects.
 #include "core/settings.h"
 #include "python/frames.h"
+#include "python/gc_census.h"
 #include "python/helpers.h"
 #include "sql/tables/tables.h"
 
@@ -105,6 +106,17 @@ Result<LiveRows> fetch_threads(const ScanRequest&) {
 
 // ---- python.modules and python.objects ----
 
+// The rows of a helper's reply: {"rows": [[cell, ...], ...]}.
+LiveRows rows_of(const nlohmann::json& reply) {
+  LiveRows out;
+  for (const auto& row : reply["rows"]) {
+    Row r;
+    for (const auto& cell : row) r.push_back(json_value(cell));
+    out.rows.push_back(std::move(r));
+  }
+  return out;
+}
+
 Result<LiveRows> rows_from_helper(const char* function, const nlohmann::json& args, double run_timeout_s,
                                   nlohmann::json* reply) {
   Result<python::PythonRuntime*> rt = runtime();
@@ -112,12 +124,7 @@ Result<LiveRows> rows_from_helper(const char* function, const nlohmann::json& ar
   Result<nlohmann::json> j =
       python::call_helper(**rt, kHelpers, function, args, settings().get_double("gil.timeout_s"), run_timeout_s);
   if (!j.is_ok()) return j.status();
-  LiveRows out;
-  for (const auto& row : (*j)["rows"]) {
-    Row r;
-    for (const auto& cell : row) r.push_back(json_value(cell));
-    out.rows.push_back(std::move(r));
-  }
+  LiveRows out = rows_of(*j);
   *reply = std::move(j).value();
   return out;
 }
@@ -132,12 +139,39 @@ Result<LiveRows> fetch_modules(const ScanRequest&) {
 }
 
 Result<LiveRows> fetch_objects(const ScanRequest& request) {
-  nlohmann::json reply;
+  Result<python::PythonRuntime*> rt = runtime();
+  if (!rt.is_ok()) return rt.status();
   bool sizes = request.uses(3);
-  Result<LiveRows> out = rows_from_helper("objects", {kObjectsBudgetS, sizes ? 1 : 0}, 5, &reply);
-  if (out.is_ok() && reply.value("seen", 0) < reply.value("total", 0)) {
-    out->notices.push_back("counted " + std::to_string(reply.value("seen", 0)) + " of " +
-                           std::to_string(reply.value("total", 0)) + " objects before the 0.5 s limit");
+  auto counted = std::make_shared<std::pair<long long, long long>>(0, 0);  // seen, total
+  python::MakeArgs census_args = [sizes, counted](const python::CApi& api) -> Result<std::vector<python::PyRef>> {
+    Result<python::Census> census = python::take_census(api, kObjectsBudgetS, sizes);
+    if (!census.is_ok()) return census.status();
+    *counted = {census->seen, census->total};
+    python::PyRef types(api, api.PyList_New(0)), counts(api, api.PyList_New(0));
+    python::PyRef size_list = sizes ? python::PyRef(api, api.PyList_New(0)) : python::PyRef::borrow(api, api.None);
+    if (!types || !counts || !size_list) return Status(Code::kInternal, python::fetch_error_text(api));
+    for (const python::TypeCount& tc : census->types) {
+      python::PyRef n(api, api.PyLong_FromLongLong(tc.count));
+      python::PyRef bytes(api, api.PyLong_FromLongLong(tc.size_bytes));
+      if (!n || !bytes || api.PyList_Append(types.get(), tc.type.get()) != 0 ||
+          api.PyList_Append(counts.get(), n.get()) != 0 ||
+          (sizes && api.PyList_Append(size_list.get(), bytes.get()) != 0)) {
+        return Status(Code::kInternal, python::fetch_error_text(api));
+      }
+    }
+    std::vector<python::PyRef> args;
+    args.push_back(std::move(types));
+    args.push_back(std::move(counts));
+    args.push_back(std::move(size_list));
+    return args;
+  };
+  Result<nlohmann::json> j = python::call_helper(**rt, kHelpers, "objects", std::move(census_args),
+                                                 settings().get_double("gil.timeout_s"), 5);
+  if (!j.is_ok()) return j.status();
+  LiveRows out = rows_of(*j);
+  if (counted->first < counted->second) {
+    out.notices.push_back("counted " + std::to_string(counted->first) + " of " + std::to_string(counted->second) +
+                          " objects before the 0.5 s limit");
   }
   return out;
 }
@@ -232,7 +266,9 @@ Status add_python_tables(Engine& engine) {
        {{"type", kText, "type's qualified name"},
         {"module", kText, "module of the type"},
         {"count", kInt, "live objects of that type"},
-        {"size_bytes", kInt, "sum of sys.getsizeof, bytes (shallow sizes; computed only when selected)"}},
+        {"size_bytes", kInt,
+         "sum of shallow sizes, bytes: sys.getsizeof for built-in types, object.__sizeof__ for classes "
+         "(computed only when selected)"}},
        {},
        fetch_objects});
 }

@@ -2,7 +2,7 @@
 # namespace of the target (never put in sys.modules) and called from python_tables.cpp on an
 # agent thread with the GIL held. It imports nothing the target has not, runs no code of the
 # target's modules (no getattr on a module, which could run a module __getattr__ or a lazy
-# import), and stops counting objects at its deadline.
+# import).
 import gc
 import json
 import sys
@@ -40,35 +40,17 @@ def modules(max_rows):
     return json.dumps({"rows": rows, "total": len(sys.modules)})
 
 
-def objects(budget_s, with_sizes):
-    deadline = time.monotonic() + budget_s
-    all_objects = gc.get_objects()
-    total = len(all_objects)
-    counts = {}
-    sizes = {}
-    getsizeof = sys.getsizeof
-    seen = 0
-    for i in range(0, total, 4096):
-        for o in all_objects[i:i + 4096]:
-            t = type(o)
-            counts[t] = counts.get(t, 0) + 1
-            if with_sizes:
-                try:
-                    sizes[t] = sizes.get(t, 0) + getsizeof(o)
-                except BaseException:
-                    pass
-        seen = min(total, i + 4096)
-        if time.monotonic() > deadline:
-            break
-    del all_objects
+def objects(types, counts, sizes):
+    """Rows of python.objects from a census taken natively (src/python/gc_census.cpp): the types,
+    how many objects of each, and their sizes (None when not asked for)."""
     rows = []
     qualname = type.__dict__["__qualname__"].__get__
     module_of = type.__dict__["__module__"].__get__
-    for t, n in counts.items():
+    for i, t in enumerate(types):
         try:
             name, module = qualname(t), _text(module_of(t))
         except BaseException:
             name, module = "?", None
-        rows.append([name, module, n, sizes.get(t) if with_sizes else None])
+        rows.append([name, module, counts[i], sizes[i] if sizes is not None else None])
     rows.sort(key=lambda r: -r[2])
-    return json.dumps({"rows": rows, "seen": seen, "total": total})
+    return json.dumps({"rows": rows})
