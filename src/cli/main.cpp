@@ -56,6 +56,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return kExitUsage;
+  } catch (const std::exception& e) {  // a bug: said, not an abort
+    std::cerr << "probing: internal error: " << e.what() << "\n";
+    return kExitFailed;
   }
   return kExitOk;
 }

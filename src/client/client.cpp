@@ -32,6 +32,8 @@
 #include <thread>
 #include <type_traits>
 
+#include "core/proc_files.h"
+
 namespace probing::client {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -253,6 +255,9 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
     int err = errno;
     ::close(fd);
     if (err == ECONNREFUSED || err == ENOENT) {
+      if (target.kind == Target::Kind::kPid && process_exited(target.pid, 0.1)) {
+        return Status(Code::kUnavailable, "process " + std::to_string(target.pid) + " has exited");
+      }
       if (target.kind == Target::Kind::kPid) {
         return Status(Code::kUnavailable, "process " + std::to_string(target.pid) +
                                               " has no probing agent; attach one with: probing " +
@@ -440,12 +445,11 @@ bool process_exited(pid_t pid, double wait_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_s);
   for (;;) {
     if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    size_t paren = text.rfind(')');
-    if (paren == std::string::npos || paren + 2 >= text.size()) return true;
-    const char state = text[paren + 2];
-    if (state == 'Z' || state == 'X') return true;
+    std::optional<ProcStat> st = read_proc_stat(pid);
+    if (!st || st->state() == 'Z' || st->state() == 'X') return true;
+    // PF_EXITING (0x4) is set from the start of exit(), before the process closes its sockets
+    // and long before it is a zombie.
+    if ((st->flags() & 0x4) != 0) return true;
     if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

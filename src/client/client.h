@@ -77,8 +77,9 @@ class Client {
 // The local processes that have an agent listening: the pids of every @probing-<pid> socket.
 std::vector<pid_t> list_local_agents();
 
-// True once process `pid` is gone or a zombie. A process's sockets close before it becomes a
-// zombie, so a caller that just saw its connection close waits up to `wait_s` for the rest.
+// True once process `pid` is gone, a zombie, or exiting (PF_EXITING). A process's sockets close
+// before it becomes a zombie, so a caller that just saw its connection close waits up to `wait_s`
+// for the rest.
 bool process_exited(pid_t pid, double wait_s = 0.5);
 
 }  // namespace probing::client

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "core/log.h"
+#include "core/proc_files.h"
 #include "core/settings.h"
 #include "python/runtime.h"
 #include "sql/tables/tables.h"
@@ -25,13 +26,7 @@ constexpr size_t kMaxProcFileBytes = 4 << 20;
 constexpr size_t kMaxFds = 65536;
 
 std::string read_file(const std::string& path, size_t max_bytes = kMaxProcFileBytes) {
-  std::ifstream in(path, std::ios::binary);
-  std::string text;
-  char buf[8192];
-  while (text.size() < max_bytes && in.read(buf, sizeof buf)) text.append(buf, sizeof buf);
-  text.append(buf, static_cast<size_t>(in.gcount()));
-  if (text.size() > max_bytes) text.resize(max_bytes);
-  return text;
+  return read_proc_file(path, max_bytes);
 }
 
 std::string read_link(const std::string& path) {
@@ -49,30 +44,8 @@ double ticks_per_second() {
   return hz > 0 ? hz : 100;
 }
 
-// The fields of a /proc/.../stat line after "(comm)", numbered as in proc(5): fields[0] is
-// field 3 (state). The comm itself may hold spaces and parentheses.
-struct ProcStat {
-  std::string comm;
-  std::vector<std::string> fields;
-  const std::string& field(int n) const {  // proc(5) numbering, n >= 3
-    static const std::string kEmpty;
-    size_t i = static_cast<size_t>(n - 3);
-    return i < fields.size() ? fields[i] : kEmpty;
-  }
-  double number(int n) const { return std::strtod(field(n).c_str(), nullptr); }
-};
-
-ProcStat parse_stat(const std::string& text) {
-  ProcStat st;
-  size_t open = text.find('(');
-  size_t close = text.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close < open) return st;
-  st.comm = text.substr(open + 1, close - open - 1);
-  std::istringstream rest(text.substr(close + 1));
-  std::string f;
-  while (rest >> f) st.fields.push_back(f);
-  return st;
-}
+// A stat line of this process, or an empty one.
+ProcStat parse_stat(const std::string& text) { return parse_proc_stat(text).value_or(ProcStat{}); }
 
 // The "VmRSS:    1234 kB" lines of a /proc/PID/status or /proc/meminfo text, in MB.
 std::map<std::string, double> status_kb_fields(const std::string& text) {

@@ -1,0 +1,35 @@
+// Reading /proc: whole small files, and the stat line of a process or thread (proc(5)). Plain
+// read(2) underneath: a process that exits while it is read gives a short or empty text, never an
+// exception (libstdc++'s filebuf throws from its iterators when read fails with ESRCH).
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace probing {
+
+// The first `max_bytes` of the file at `path`; empty when it cannot be opened or read.
+std::string read_proc_file(const std::string& path, size_t max_bytes = 4 << 20) noexcept;
+
+// One /proc/PID/stat (or /proc/PID/task/TID/stat) line.
+struct ProcStat {
+  std::string comm;                 // field 2, without its parentheses (it may hold both, and spaces)
+  std::vector<std::string> fields;  // fields 3 onwards: fields[0] is field 3 (state)
+
+  // Field `n` in proc(5) numbering (n >= 3); "" when the line is shorter.
+  std::string field(int n) const;
+  double number(int n) const;
+  char state() const { return fields.empty() || fields[0].empty() ? '\0' : fields[0][0]; }
+  unsigned long flags() const;  // field 9, the kernel's PF_* flags of the task
+};
+
+// Parses a stat line; nullopt when it has no "(comm)".
+std::optional<ProcStat> parse_proc_stat(const std::string& text);
+
+// /proc/PID/stat, or /proc/PID/task/TID/stat when tid > 0; nullopt when the process is gone.
+std::optional<ProcStat> read_proc_stat(pid_t pid, pid_t tid = 0);
+
+}  // namespace probing
