@@ -1,6 +1,7 @@
 # The verbs people type. The build itself is CMake + Ninja in $(BUILD).
 #   make            install missing Debian packages, build
-#   make test       ... and run every test (unit, injector, end-to-end)
+#   make test       ... and run every test (unit, injector, end-to-end, a short soak)
+#   make soak       ... and the soak: a training run under every command at once (SOAK_SECONDS)
 #   make demo       ... and run the demo: a small PyTorch training script, probed live
 #   make install    install to $(PREFIX) (default /usr/local); PYTHONS gets the PROBE=1 hook
 #   make asan       unit tests under AddressSanitizer + UBSan
@@ -15,8 +16,9 @@ PYTHONS ?= $(shell command -v python3.11 2>/dev/null) $(shell python3 -c 'import
 JOBS ?= $(shell nproc)
 SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 2>/dev/null)
 
-.PHONY: all deps build test demo install asan clang fuzz format lint bench clean
+.PHONY: all deps build test soak demo install asan clang fuzz format lint bench clean
 FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 60
 
 all: build
 
@@ -31,6 +33,10 @@ build: deps $(BUILD)/build.ninja
 
 test: build
 	scripts/run-tests.sh $(BUILD)
+
+soak: build
+	PROBING_BUILD=$(abspath $(BUILD)) PROBING_SOAK_SECONDS=$(SOAK_SECONDS) \
+	  /usr/bin/python3 -m pytest tests/e2e/test_soak.py -q -rs -s -p no:cacheprovider
 
 demo: build
 	scripts/demo.sh $(BUILD)

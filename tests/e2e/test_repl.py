@@ -69,14 +69,41 @@ class PtyRepl:
     def send(self, text):
         os.write(self.fd, text.encode())
 
-    def leave(self):
-        """Ctrl-D at the prompt; sent again if the line editor had not taken the terminal yet
-        (a ^D typed while the terminal is still in cooked mode is not a key it reads)."""
-        for _ in range(5):
+    def editing(self):
+        """True while the line editor holds the terminal (canonical mode off): a ^D typed now is
+        a key it reads. (tcgetattr on the master reads the terminal's modes.)"""
+        try:
+            return not termios.tcgetattr(self.fd)[3] & termios.ICANON
+        except termios.error:
+            return False
+
+    def leave(self, timeout=20.0):
+        """Ctrl-D at the prompt, once the line editor has the terminal (a ^D typed in cooked mode
+        is not a key it reads); sent again each 2 s it has not left. None when it never left; the
+        failure then says where the REPL waits (see why_not_left)."""
+        deadline = time.monotonic() + timeout
+        while not self.editing() and time.monotonic() < deadline:
+            self._read(0.05)
+        while time.monotonic() < deadline:
             self.send("\x04")
-            if self.wait_exit(2.0) is not None:
+            if self.wait_exit(min(2.0, max(0.1, deadline - time.monotonic()))) is not None:
                 return self.rc
         return None
+
+    def why_not_left(self):
+        """Where the REPL process is: each thread's state and kernel wait channel, and the
+        terminal's mode."""
+        out = ["terminal %s" % ("raw (editing)" if self.editing() else "cooked")]
+        try:
+            for tid in sorted(os.listdir("/proc/%d/task" % self.pid)):
+                with open("/proc/%d/task/%s/stat" % (self.pid, tid)) as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                with open("/proc/%d/task/%s/wchan" % (self.pid, tid)) as f:
+                    wchan = f.read()
+                out.append("thread %s: %s in %s" % (tid, state, wchan or "-"))
+        except OSError as e:
+            out.append("(%s)" % e)
+        return "; ".join(out) + "\nscreen:\n" + self.text()[-1500:]
 
     def wait_exit(self, timeout=10.0):
         deadline = time.monotonic() + timeout
@@ -221,7 +248,7 @@ def test_ctrl_c_interrupts_code_in_target(target_factory, repl_factory):
     # Ctrl-D at the prompt leaves. (Typed before the prompt is back, the terminal may still be in
     # cooked mode, where ^D is not a character the line editor will read.)
     r.expect(PROMPT)
-    assert r.leave() == 0, r.text()[-1500:]
+    assert r.leave() == 0, r.why_not_left()
 
 
 def test_history_across_sessions(target_factory, repl_factory, home):
@@ -231,7 +258,7 @@ def test_history_across_sessions(target_factory, repl_factory, home):
     r1.send("print('from-history', 6 * 7)\r")
     r1.expect(r"from-history 42\n")
     r1.expect(PROMPT)
-    assert r1.leave() == 0, r1.text()[-500:]
+    assert r1.leave() == 0, r1.why_not_left()
     assert os.path.exists(os.path.join(home, ".probing_history"))
     r2 = repl_factory(t.pid, "repl")
     r2.expect(PROMPT)
