@@ -1,5 +1,7 @@
 #include "sql/engine.h"
 
+#include "sql/authorizer.h"
+
 #include <sqlite3.h>
 
 #include <algorithm>
@@ -524,48 +526,10 @@ const sqlite3_module kStoreModule = make_store_module();
 
 // ---- Read-only queries. ----
 
-const char* action_name(int action) {
-  switch (action) {
-    case SQLITE_INSERT: return "INSERT";
-    case SQLITE_UPDATE: return "UPDATE";
-    case SQLITE_DELETE: return "DELETE";
-    case SQLITE_ATTACH: return "ATTACH";
-    case SQLITE_DETACH: return "DETACH";
-    case SQLITE_CREATE_TABLE:
-    case SQLITE_CREATE_TEMP_TABLE:
-    case SQLITE_CREATE_VTABLE: return "CREATE TABLE";
-    case SQLITE_DROP_TABLE:
-    case SQLITE_DROP_TEMP_TABLE:
-    case SQLITE_DROP_VTABLE: return "DROP TABLE";
-    case SQLITE_CREATE_VIEW:
-    case SQLITE_CREATE_TEMP_VIEW: return "CREATE VIEW";
-    case SQLITE_PRAGMA: return "this PRAGMA";
-    case SQLITE_TRANSACTION: return "a transaction";
-    default: return "this statement";
-  }
-}
-
-int authorize(void*, int action, const char* a, const char*, const char*, const char*) noexcept {
-  switch (action) {
-    case SQLITE_SELECT:
-    case SQLITE_READ:
-    case SQLITE_FUNCTION:
-    case SQLITE_RECURSIVE:
-      return SQLITE_OK;
-    case SQLITE_PRAGMA: {
-      static const auto& kAllowed = *new std::set<std::string>{  // never destroyed
-          "table_info", "table_xinfo", "table_list", "database_list", "function_list", "module_list",
-          "compile_options"};
-      if (a != nullptr && kAllowed.count(a) != 0) return SQLITE_OK;
-      break;
-    }
-    default:
-      break;
-  }
-  // Name the statement, not the row changes it implies (DROP TABLE also deletes from the schema).
-  bool row_change = action == SQLITE_INSERT || action == SQLITE_UPDATE || action == SQLITE_DELETE;
-  if (g_query != nullptr && (g_query->denied.empty() || !row_change)) g_query->denied = action_name(action);
-  return SQLITE_DENY;
+// SQLite's authorizer callback: the decision is authorizer.cpp's; what it refused is kept for
+// the query's error message.
+int authorize_query(void*, int action, const char* arg1, const char* arg2, const char*, const char*) noexcept {
+  return authorize(action, arg1, arg2, g_query != nullptr ? &g_query->denied : nullptr);
 }
 
 int on_progress(void*) noexcept {
@@ -715,6 +679,7 @@ Result<std::unique_ptr<Engine::Connection>> Engine::borrow() {
     int rc = sqlite3_open_v2(":memory:", &conn->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY,
                              nullptr);
     if (rc != SQLITE_OK) return Status(Code::kInternal, std::string("opening SQLite: ") + sqlite3_errstr(rc));
+    harden_connection(conn->db);
     // No single value (a randomblob, a huge string) may outgrow what a reply may carry.
     sqlite3_limit(conn->db, SQLITE_LIMIT_LENGTH,
                   static_cast<int>(std::min<long long>(settings().get_int("query.max_result_bytes"), 1 << 30)));
@@ -766,7 +731,7 @@ Result<std::unique_ptr<Engine::Connection>> Engine::borrow() {
     }
   }
   conn->version = version;
-  sqlite3_set_authorizer(conn->db, authorize, nullptr);
+  sqlite3_set_authorizer(conn->db, authorize_query, nullptr);
   sqlite3_progress_handler(conn->db, 1000, on_progress, nullptr);
   return conn;
 }
@@ -817,7 +782,10 @@ Result<QueryResult> Engine::query(const std::string& sql) {
     int rc = sqlite3_prepare_v2(conn->db, tail, static_cast<int>(end - tail), &stmt, &tail);
     if (rc != SQLITE_OK) {
       std::string message = sqlite3_errmsg(conn->db);
-      if (!state.denied.empty()) {
+      if (state.denied.rfind("the function ", 0) == 0) {
+        message = "probing's SQL does not allow " + state.denied +
+                  " (only SQLite's core, date, math, window and JSON functions: see docs/security.md)";
+      } else if (!state.denied.empty()) {
         message = "probing's SQL is read-only: " + state.denied + " is not allowed";
       } else if (message.find("may not be modified") != std::string::npos) {
         message = "probing's SQL is read-only: " + message;  // a write to a virtual table

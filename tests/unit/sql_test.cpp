@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/settings.h"
+#include "sql/authorizer.h"
 #include "sql/column_store.h"
 #include "sql/engine.h"
 
@@ -165,6 +166,48 @@ TEST_F(SqlTest, ReadOnly) {
   }
   EXPECT_EQ(run("SELECT count(*) FROM python.trace").rows[0][0], 100000);  // still there
   EXPECT_FALSE(run("PRAGMA python.table_info(trace)").rows.empty());
+}
+
+TEST_F(SqlTest, OnlyAllowListedFunctions) {
+  // fts3_tokenizer('simple') returns the address of a tokenizer module: a heap pointer.
+  for (const char* sql : {"SELECT fts3_tokenizer('simple')", "SELECT load_extension('/tmp/x.so')",
+                          "SELECT sqlite_log(1, 'x')", "SELECT fts5(NULL)", "SELECT rtreenode(2, x'00')",
+                          "SELECT Load_Extension('/tmp/x.so')", "SELECT upper(fts3_tokenizer('simple'))"}) {
+    Result<QueryResult> r = Engine::get().query(sql);
+    ASSERT_FALSE(r.is_ok()) << sql;
+    EXPECT_NE(r.status().message().find("does not allow the function"), std::string::npos)
+        << sql << ": " << r.status().message();
+  }
+  // What users write still works: core, aggregate, window, date, math, JSON functions, -> and ->>.
+  QueryResult ok = run(
+      "SELECT upper('a'), round(avg(step), 1), max(duration), json_object('n', count(*)) ->> '$.n', "
+      "strftime('%Y', 0, 'unixepoch'), sqrt(16.0), row_number() OVER () FROM python.trace GROUP BY module LIMIT 1");
+  ASSERT_EQ(ok.rows.size(), 1u);
+  EXPECT_EQ(ok.rows[0][0], "A");
+  EXPECT_EQ(ok.rows[0][4], "1970");
+  EXPECT_EQ(ok.rows[0][5], 4.0);
+}
+
+TEST(AuthorizerTest, FunctionsAndActions) {
+  EXPECT_TRUE(function_allowed("count"));
+  EXPECT_TRUE(function_allowed("JSON_EXTRACT"));
+  EXPECT_TRUE(function_allowed("->>"));
+  EXPECT_FALSE(function_allowed("fts3_tokenizer"));
+  EXPECT_FALSE(function_allowed("load_extension"));
+  EXPECT_FALSE(function_allowed(""));
+  std::string denied;
+  EXPECT_EQ(authorize(SQLITE_FUNCTION, nullptr, "fts3_tokenizer", &denied), SQLITE_DENY);
+  EXPECT_EQ(denied, "the function fts3_tokenizer");
+  denied.clear();
+  EXPECT_EQ(authorize(SQLITE_READ, "trace", "step", &denied), SQLITE_OK);
+  EXPECT_EQ(authorize(SQLITE_PRAGMA, "table_info", nullptr, &denied), SQLITE_OK);
+  EXPECT_EQ(authorize(SQLITE_PRAGMA, "writable_schema", nullptr, &denied), SQLITE_DENY);
+  EXPECT_EQ(denied, "this PRAGMA");
+  denied.clear();
+  // DROP TABLE deletes from the schema too: the statement is named, not its row change.
+  EXPECT_EQ(authorize(SQLITE_DROP_TABLE, "t", nullptr, &denied), SQLITE_DENY);
+  EXPECT_EQ(authorize(SQLITE_DELETE, "sqlite_master", nullptr, &denied), SQLITE_DENY);
+  EXPECT_EQ(denied, "DROP TABLE");
 }
 
 TEST_F(SqlTest, RowCapCutsWithANotice) {
