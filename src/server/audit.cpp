@@ -61,12 +61,14 @@ void add_audit_table() {
         std::vector<sql::ColumnDef>{{"time", kReal, "unix time in seconds"},
                                     {"peer", kText, "who: 'uid U pid P' over the unix socket, 'ip:port' over TCP"},
                                     {"right", kText, "the right used: full (eval, settings) or read"},
-                                    {"action", kText, "eval (also each repl input), set (SQL SET) or config (PUT /config)"},
+                                    {"action", kText, "eval (also each repl input), set (SQL SET), config (PUT /config), "
+                                               "complete (repl completion: the line) or interrupt (the eval's id)"},
                                     {"first_line", kText, "first line of the code or statement, cut at 200 characters"},
                                     {"sha256", kText, "SHA-256 of the whole code or statement, hex"},
                                     {"bytes", kInt, "length of the code or statement"}},
         sql::ColumnStore::Limits{kAuditRows, kAuditBytes, 1024});
-    Status st = sql::Engine::get().add_store(store, "Every eval, repl input and settings change: who, with which right, what.");
+    Status st = sql::Engine::get().add_store(
+        store, "Every eval, repl input, settings change, completion and interrupt: who, with which right, what.");
     if (!st.is_ok()) log_error("probing.audit: " + st.message());
   });
 }
@@ -79,6 +81,10 @@ void audit(const HttpRequest& request, Right right, const std::string& action) n
       code = body["code"].get<std::string>();
     } else if (action == "set" && body.is_object() && body.value("sql", nlohmann::json()).is_string()) {
       code = body["sql"].get<std::string>();
+    } else if (action == "complete" && body.is_object() && body.value("line", nlohmann::json()).is_string()) {
+      code = body["line"].get<std::string>();
+    } else if (action == "interrupt" && body.is_object() && body.value("id", nlohmann::json()).is_string()) {
+      code = "interrupt " + body["id"].get<std::string>();
     } else if (action == "config") {
       code = request.path.substr(request.path.rfind('/') + 1) + " = " +
              (body.is_object() && body.contains("value") ? body["value"].dump() : std::string("?"));

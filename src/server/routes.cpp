@@ -172,8 +172,8 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       }
       Right needed = route.right;
       std::string action;  // audited when not empty
-      if (request.path == "/eval") {
-        action = "eval";
+      if (request.path == "/eval" || request.path == "/complete" || request.path == "/interrupt") {
+        action = request.path.substr(1);  // completion runs attribute lookups: audited like code
       } else if (request.method == "PUT") {
         needed = kFull;
         action = "config";

@@ -79,12 +79,15 @@ def test_tokens_and_rights(target_factory):
     assert status == 200 and body["output"] == "hi from True\n", body
     assert call(addr, "POST", "/query", {"sql": "SET query.max_rows = 500"}, token=TOKEN)[0] == 200
     assert call(addr, "PUT", "/config/query.max_rows", {"value": "10000"}, token=TOKEN)[0] == 200
+    assert call(addr, "POST", "/complete", {"text": "ste", "line": "x = ste"}, token=TOKEN)[0] == 200
+    assert call(addr, "POST", "/interrupt", {"id": "no-such-eval"}, token=TOKEN)[0] == 404
     # the audit trail has them, with the peer and the right
     status, body, _ = call(addr, "POST", "/query", {"sql": "SELECT peer, right, action, first_line, length(sha256) "
                                                           "FROM probing.audit ORDER BY time"}, token=READ_TOKEN)
     rows = [r[1:] for r in body["rows"]]
     assert rows == [["full", "eval", "print('hi from', step > 0)", 64], ["full", "set", "SET query.max_rows = 500", 64],
-                    ["full", "config", 'query.max_rows = "10000"', 64]], body["rows"]
+                    ["full", "config", 'query.max_rows = "10000"', 64], ["full", "complete", "x = ste", 64],
+                    ["full", "interrupt", "interrupt no-such-eval", 64]], body["rows"]
     assert all(r[0].startswith("127.0.0.1:") for r in body["rows"])
     # the unix socket needs no token
     assert http_request(t.pid, "POST", "/eval", {"code": "1"}).status == 200
