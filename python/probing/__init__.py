@@ -89,7 +89,8 @@ class Table:
 def table(name, max_rows=None, max_bytes=None):
     """The recorded table python.<name> (made on first use; the same object for the same name).
     max_rows and max_bytes override the store.max_rows and store.max_bytes settings for it.
-    Starts the agent in this process if it is not running yet::
+    Starts the agent in this process if it is not running yet; where it cannot start, warns once
+    (RuntimeWarning) and returns a table whose append records nothing::
 
         losses = probing.table("losses")
         losses.append({"step": 7, "loss": 0.31})
@@ -98,19 +99,39 @@ def table(name, max_rows=None, max_bytes=None):
     t = _tables.get(name)
     if t is not None and max_rows is None and max_bytes is None:
         return t
-    t = Table(name, _natives()["make_appender"](name, int(max_rows or 0), int(max_bytes or 0)))
+    natives = _natives()
+    append = natives["make_appender"](name, int(max_rows or 0), int(max_bytes or 0)) if natives else _discard
+    t = Table(name, append)
     _tables[name] = t
     return t
 
 
+def _discard(*args, **kwargs):
+    """What recording does where the agent could not start: nothing."""
+
+
+_agent_failure = None  # why the agent could not start, once it could not
+
+
 def _natives():
-    global _native
-    if _native is None:
-        init()
-        native = ctypes.PyDLL(_agent._name).probing_native
-        native.restype = ctypes.py_object
-        native.argtypes = []
-        _native = native()
+    """The agent's native functions, or None (after one RuntimeWarning) when the agent cannot be
+    loaded here: tables, spans and events then record nothing, and never raise into the code they
+    measure."""
+    global _native, _agent_failure
+    if _native is None and _agent_failure is None:
+        try:
+            init()
+            native = ctypes.PyDLL(_agent._name).probing_native
+            native.restype = ctypes.py_object
+            native.argtypes = []
+            _native = native()
+        except (OSError, AttributeError, ValueError) as e:  # no library, an old one, or it did not start
+            _agent_failure = str(e)
+            if _agent_failure.startswith("probing: "):
+                _agent_failure = _agent_failure[len("probing: "):]
+            import warnings
+            warnings.warn("probing: recording is off in this process: " + _agent_failure, RuntimeWarning,
+                          stacklevel=3)
     return _native
 
 
@@ -138,8 +159,8 @@ def _span_setup():
         natives = _natives()
         _current_span = contextvars.ContextVar("probing_span", default=None)
         _span_ids = itertools.count(1)
-        _event_append = natives["agent_table"]("events")
-        _span_append = natives["agent_table"]("spans")  # last: it is what says setup is done
+        _event_append = natives["agent_table"]("events") if natives else _discard
+        _span_append = natives["agent_table"]("spans") if natives else _discard  # last: says setup is done
 
 
 def _attrs_text(attrs):

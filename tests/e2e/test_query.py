@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from conftest import (LIBPROBING, TARGETS, Target, eval_ok, http_request, interpreter_params, marker_line,
-                      run_cli)
+from conftest import (LIBPROBING, PYPKG, TARGETS, Target, clean_env, eval_ok, http_request, interpreter_params,
+                      marker_line, run_cli)
 
 SQL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sql")
 GOLDEN = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(SQL_DIR, "*.sql")))
@@ -277,3 +277,36 @@ def test_recorded_tables(tmp_path, interp):
                         {"step": 49999, "flag": 0, "value": 24999.5, "label": "x1", "none": None}], last
         types = query_json(t.pid, "SELECT column_name, type FROM information_schema.columns WHERE table_name = 'rec'")
         assert [c["type"] for c in types] == ["INTEGER", "INTEGER", "REAL", "TEXT", "TEXT"], types
+
+
+NO_AGENT = r"""
+import warnings
+warnings.simplefilter("always")
+import probing
+with warnings.catch_warnings(record=True) as caught:
+    t = probing.table("losses")
+    t.append({"step": 1, "loss": 0.5})
+    with probing.span("step", n=1):
+        probing.event("checkpoint")
+
+    @probing.span("decorated")
+    def f(x):
+        return x + 1
+
+    assert f(1) == 2
+    probing.table("other").append({"x": 1})
+print(len(caught), caught[0].category.__name__ if caught else "-", str(caught[0].message) if caught else "")
+"""
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_recording_without_an_agent_is_a_no_op(tmp_path, interp):
+    # No agent library to load: tables, spans and events record nothing, never raise, warn once.
+    script = tmp_path / "no_agent.py"
+    script.write_text(NO_AGENT)
+    env = clean_env({"PYTHONPATH": PYPKG, "PROBING_LIBRARY": str(tmp_path / "missing" / "libprobing.so")})
+    p = subprocess.run([interp.path, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    count, category, message = p.stdout.strip().split(" ", 2)
+    assert (count, category) == ("1", "RuntimeWarning"), p.stdout
+    assert "recording is off" in message and "missing/libprobing.so" in message, message
