@@ -37,10 +37,11 @@ const char* kind_name(SettingKind kind) {
 }
 
 void Settings::declare(const std::string& name, SettingKind kind, const std::string& default_value,
-                       const std::string& description, Validator validator) {
+                       const std::string& description, Validator validator, Scope scope) {
   std::lock_guard<std::mutex> lock(mu_);
   if (entries_.count(name) != 0) return;
-  Entry e{{name, default_value, default_value, description, kind}, std::move(validator)};
+  Entry e{{name, default_value, default_value, description, kind, scope == Scope::kAtStart},
+          std::move(validator)};
   entries_.emplace(name, std::move(e));
 }
 
@@ -103,6 +104,20 @@ Status Settings::set(const std::string& name, const std::string& value) {
   }
   for (const Observer& observer : observers) observer(name, now);
   return {};
+}
+
+Status Settings::change(const std::string& name, const std::string& value) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(name);
+    if (it != entries_.end() && it->second.info.read_at_start) {
+      return {Code::kUnsupported, name + " is read at start, so the running agent keeps " +
+                                      it->second.info.value + ": set " + env_name(name) + "=" + value +
+                                      " before the process starts, or `probing PID inject -D " + name + "=" +
+                                      value + "`"};
+    }
+  }
+  return set(name, value);
 }
 
 void Settings::observe(const std::string& name, Observer observer) {
@@ -198,12 +213,15 @@ void declare_builtin_settings(Settings& s) {
   s.declare("backtrace.gil_timeout_s", SettingKind::kDouble, "0.5",
             "Seconds a backtrace waits for the GIL before it reads the stacks without it.", positive);
   s.declare("server.max_connections", SettingKind::kInt, "64",
-            "Most client connections served at once; further ones are refused.", positive);
+            "Most client connections served at once; further ones are refused (read at start).", positive,
+            Settings::Scope::kAtStart);
   s.declare("server.request_timeout_s", SettingKind::kDouble, "10",
-            "Seconds a client has to send a whole request before the connection is closed.",
-            positive);
+            "Seconds a client has to send a whole request before the connection is closed "
+            "(read at start).",
+            positive, Settings::Scope::kAtStart);
   s.declare("server.max_body_bytes", SettingKind::kInt, "8388608",
-            "Largest request body accepted; larger requests get 413.", positive);
+            "Largest request body accepted; larger requests get 413 (read at start).", positive,
+            Settings::Scope::kAtStart);
   s.declare("query.timeout_s", SettingKind::kDouble, "10",
             "Seconds a SQL query may run; then it is stopped with an error.", positive);
   s.declare("query.max_rows", SettingKind::kInt, "10000",
@@ -211,12 +229,16 @@ void declare_builtin_settings(Settings& s) {
   s.declare("query.max_result_bytes", SettingKind::kInt, "16777216",
             "Most bytes of cells one query returns; a larger result is cut with a notice.", positive);
   s.declare("sql.max_memory_mb", SettingKind::kInt, "256",
-            "Most memory, in MiB, the SQL engine may hold for running queries (read at start).", positive);
+            "Most memory, in MiB, the SQL engine may hold for running queries (read at start).", positive,
+            Settings::Scope::kAtStart);
   s.declare("store.max_rows", SettingKind::kInt, "1000000",
-            "Most rows a recorded table (probing.table) keeps; the oldest are dropped first.", positive);
+            "Most rows a recorded table (probing.table) keeps; the oldest are dropped first "
+            "(read at start).",
+            positive, Settings::Scope::kAtStart);
   s.declare("store.max_bytes", SettingKind::kInt, "33554432",
-            "Most bytes a recorded table (probing.table) keeps; the oldest rows are dropped first.",
-            positive);
+            "Most bytes a recorded table (probing.table) keeps; the oldest rows are dropped first "
+            "(read at start).",
+            positive, Settings::Scope::kAtStart);
   s.declare("metrics.interval_s", SettingKind::kDouble, "1",
             "Seconds between two samples of process.metrics (CPU, memory, threads); 0 stops sampling.",
             non_negative);
@@ -233,8 +255,9 @@ void declare_builtin_settings(Settings& s) {
               return {};
             });
   s.declare("python.max_workers", SettingKind::kInt, "4",
-            "Most agent threads running Python requests at once; more requests wait their turn.",
-            positive);
+            "Most agent threads running Python requests at once; more requests wait their turn "
+            "(read at start).",
+            positive, Settings::Scope::kAtStart);
 }
 
 }  // namespace probing

@@ -26,6 +26,7 @@ struct SettingInfo {
   std::string default_value;
   std::string description;
   SettingKind kind;
+  bool read_at_start = false;  // read once when the agent (or the part that uses it) starts
 };
 
 class Settings {
@@ -33,18 +34,28 @@ class Settings {
   // Extra check run after the value parsed as its kind; returns an error to refuse the value.
   using Validator = std::function<Status(const std::string& canonical)>;
 
+  // When a setting takes effect: at once, or only when the agent starts (then it can be set by
+  // PROBING_<NAME> or `inject -D`, and the running agent refuses to change it).
+  enum class Scope { kLive, kAtStart };
+
   // Declares a setting. Declaring a name twice keeps the first declaration.
   void declare(const std::string& name, SettingKind kind, const std::string& default_value,
-               const std::string& description, Validator validator = nullptr);
+               const std::string& description, Validator validator = nullptr,
+               Scope scope = Scope::kLive);
 
   // Called after `name` changed value (by set(), from any source), outside the table's lock, on
   // the thread that set it. Must not throw.
   using Observer = std::function<void(const std::string& name, const std::string& value)>;
   void observe(const std::string& name, Observer observer);
 
-  // Sets a declared setting from text ("on"/"off"/"true"/"1" for booleans). kNotFound for an
-  // unknown name, kInvalidArgument for a value that does not parse or validate.
+  // Sets a declared setting from text ("on"/"off"/"true"/"1" for booleans), at start (the
+  // environment, -D, tests). kNotFound for an unknown name, kInvalidArgument for a value that
+  // does not parse or validate.
   Status set(const std::string& name, const std::string& value);
+
+  // The same for a running agent (SQL SET, PUT /config): a setting read at start is refused with
+  // kUnsupported and a message that says how to set it, and nothing changes.
+  Status change(const std::string& name, const std::string& value);
 
   std::optional<std::string> get(const std::string& name) const;
   bool get_bool(const std::string& name) const;

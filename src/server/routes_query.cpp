@@ -58,7 +58,7 @@ HttpResponse handle_config(const HttpRequest& request) {
     return error_response(400, "BadRequest", R"(expected a JSON body {"value": "..."})");
   }
   std::string value = body["value"].is_string() ? body["value"].get<std::string>() : body["value"].dump();
-  Status st = settings().set(name, value);
+  Status st = settings().change(name, value);
   if (st.code() == Code::kNotFound) return unknown_setting(name);
   if (!st.is_ok()) return error_response(400, "BadRequest", st.message());
   std::optional<SettingInfo> s = find_setting(name);

@@ -746,7 +746,7 @@ Result<QueryResult> Engine::query(const std::string& sql) {
   QueryResult result;
   std::string set_name, set_value;
   if (parse_set(sql, &set_name, &set_value)) {
-    Status st = settings().set(set_name, set_value);
+    Status st = settings().change(set_name, set_value);
     if (st.code() == Code::kNotFound) {
       return Status(Code::kInvalidArgument, "unknown setting '" + set_name +
                                                 "' (SELECT name FROM information_schema.df_settings lists them)");

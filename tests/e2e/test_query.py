@@ -155,6 +155,13 @@ def test_set_and_config(sql_target):
     assert rc == 1 and "unknown setting" in err, err
     rc, out, err = run_cli(pid, "config", "query.max_rows=-5")
     assert rc == 1 and "must be > 0" in err, err
+    # What the agent reads at start is refused at run time, saying how to set it; nothing changes.
+    rc, out, err = query(pid, "SET python.max_workers = 8")
+    assert rc == 1 and "python.max_workers is read at start" in err and "PROBING_PYTHON_MAX_WORKERS=8" in err, err
+    rc, out, err = run_cli(pid, "config", "store.max_rows=5")
+    assert rc == 1 and "read at start" in err and "inject -D store.max_rows=5" in err, err
+    assert query_json(pid, "SELECT value FROM information_schema.df_settings WHERE name IN "
+                           "('python.max_workers', 'store.max_rows') ORDER BY name") == [{"value": "4"}, {"value": "1000000"}]
 
     r = http_request(pid, "PUT", "/config/query.max_rows", {"value": 500})
     assert r.status == 200 and r.json()["value"] == "500", r

@@ -48,6 +48,30 @@ TEST(Settings, EnvironmentNamesAndValues) {
   EXPECT_EQ(s.get_int("server.max_connections"), 64);
 }
 
+TEST(Settings, ARunningAgentRefusesWhatItReadsAtStart) {
+  Settings s;
+  declare_builtin_settings(s);
+  // At start (environment, -D) every setting may be set.
+  ASSERT_TRUE(s.set("python.max_workers", "6").is_ok());
+  // At run time, a setting read at start is refused, says how to set it, and keeps its value.
+  for (const char* name : {"python.max_workers", "server.max_connections", "server.request_timeout_s",
+                           "server.max_body_bytes", "sql.max_memory_mb", "store.max_rows", "store.max_bytes"}) {
+    Status st = s.change(name, "8");
+    EXPECT_EQ(st.code(), Code::kUnsupported) << name;
+    EXPECT_NE(st.message().find("read at start"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find(Settings::env_name(name) + "=8"), std::string::npos) << st.message();
+  }
+  EXPECT_EQ(s.get_int("python.max_workers"), 6);
+  // The others change at once, and unknown names and bad values fail as set() does.
+  EXPECT_TRUE(s.change("query.max_rows", "50").is_ok());
+  EXPECT_EQ(s.get_int("query.max_rows"), 50);
+  EXPECT_EQ(s.change("no.such", "1").code(), Code::kNotFound);
+  EXPECT_EQ(s.change("query.max_rows", "lots").code(), Code::kInvalidArgument);
+  for (const SettingInfo& info : s.list()) {
+    EXPECT_EQ(info.read_at_start, info.description.find("(read at start)") != std::string::npos) << info.name;
+  }
+}
+
 TEST(Settings, ListIsSortedAndDescribed) {
   Settings s;
   declare_builtin_settings(s);
