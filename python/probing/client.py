@@ -28,6 +28,7 @@ import json
 import os
 import socket
 import ssl
+import struct
 import time
 import urllib.parse
 
@@ -105,16 +106,34 @@ def _parse_target(target, pid):
     return "tcp", None, (host.strip("[]"), int(port))
 
 
+class _NotTheTarget(Exception):
+    """@probing-PID answered, but from another process (pid, uid): the name was taken first."""
+
+    def __init__(self, pid, uid):
+        super().__init__(pid, uid)
+        self.pid = pid
+        self.uid = uid
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, address, timeout):
+    """HTTP over a unix socket. With `expected_pid`, the listener must be that process (its
+    SO_PEERCRED), checked before a byte is sent: an abstract name can be bound by anyone first."""
+
+    def __init__(self, address, timeout, expected_pid=None):
         super().__init__("probing", timeout=timeout)
         self._address = address
+        self._expected_pid = expected_pid
 
     def connect(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(self.timeout)
         try:
             s.connect(self._address)
+            if self._expected_pid is not None:
+                pid, uid, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                               struct.calcsize("3i")))
+                if pid != self._expected_pid:
+                    raise _NotTheTarget(pid, uid)
         except BaseException:
             s.close()
             raise
@@ -296,7 +315,7 @@ class Probe:
             if self.tls:
                 return _TlsHTTPConnection(host, port, timeout, self._tls_context)
             return http.client.HTTPConnection(host, port, timeout=timeout)
-        return _UnixHTTPConnection(self._address, timeout)
+        return _UnixHTTPConnection(self._address, timeout, self.pid if self._kind == "pid" else None)
 
     def _connect_error(self, e):
         if self._kind == "pid":
@@ -354,6 +373,9 @@ class Probe:
                 conn.connect()
             except _HandshakeFailed as e:
                 raise self._handshake_error(e.error, timeout) from None
+            except _NotTheTarget as e:
+                raise TargetUnavailable("@probing-%d is held by process %d (uid %d), not by process %d: nothing "
+                                        "was sent to it" % (self.pid, e.pid, e.uid, self.pid)) from None
             except socket.timeout:
                 raise TimeoutError("connecting to %s timed out after %g s" % (self._name(), timeout)) from None
             except OSError as e:

@@ -3,13 +3,19 @@
 // no Python runs at load time, and nothing here can take the host process down.
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
 #include <thread>
 
 #include "core/log.h"
@@ -83,6 +89,24 @@ void apply_inject_settings(Settings& s) {
   for (const Status& err : s.apply_lines(text)) log_warn("inject setting: " + err.message());
 }
 
+// Who holds the abstract socket `name` (its listener's credentials), or nullopt when nobody
+// answers on it.
+std::optional<ucred> holder_of(const std::string& name) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  size_t n = std::min(name.size(), sizeof addr.sun_path - 1);
+  std::memcpy(addr.sun_path + 1, name.data(), n);
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), addr_len) == 0 &&
+            ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
+  ::close(fd);
+  return ok ? std::optional<ucred>(cred) : std::nullopt;
+}
+
 void bootstrap() noexcept {
   try {
     init_logging_from_env();
@@ -117,7 +141,14 @@ void bootstrap() noexcept {
     Result<server::HttpServer*> srv = server::HttpServer::start(options, server::make_router(*info));
     if (!srv.is_ok()) {
       if (srv.status().code() == Code::kAlreadyExists) {
-        log_info("another copy of the agent already serves this process");
+        std::optional<ucred> holder = holder_of(options.abstract_name);
+        if (holder && holder->pid != ::getpid()) {
+          log_warn(info->socket + " is held by process " + std::to_string(holder->pid) + " (uid " +
+                   std::to_string(holder->uid) + "), not by this process: the agent does not serve, and clients " +
+                   "refuse to talk to the holder");
+        } else {
+          log_info("another copy of the agent already serves this process");
+        }
       } else {
         log_error("the agent could not start: " + srv.status().message());
       }

@@ -267,6 +267,18 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
     }
     return errno_status("connecting to " + path, err);
   }
+  if (target.kind == Target::Kind::kPid) {
+    // An abstract name can be bound by anyone first: talk only to the process the name is for,
+    // before a byte (code, a token) is sent.
+    ucred cred{};
+    socklen_t cred_len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0 || cred.pid != target.pid) {
+      ::close(fd);
+      return Status(Code::kPermissionDenied, path + " is held by process " + std::to_string(cred.pid) + " (uid " +
+                                                 std::to_string(cred.uid) + "), not by process " +
+                                                 std::to_string(target.pid) + ": nothing was sent to it");
+    }
+  }
   try {
     auto client = std::make_unique<StreamClient<UnixStream>>(target, options, nullptr);
     client->adopt(fd);

@@ -12,11 +12,13 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
 
-from conftest import DEBIAN_PYTHON, PROBING, Interpreter, clean_env, http_request, run_as_nobody, run_cli
+from conftest import (DEBIAN_PYTHON, PROBING, PYPKG, Interpreter, agent_mapped, clean_env, http_request, run_as_nobody,
+                      run_cli)
 
 PY = Interpreter("debian", DEBIAN_PYTHON)
 TOKEN = "s3cret-full-token"
@@ -268,3 +270,53 @@ def test_hostile_client(target_factory):
     # the target's loop never stalled: its longest gap between two steps stayed small
     gap = http_request(t.pid, "POST", "/eval", {"code": "max_gap"}).json()["value"]
     assert float(gap) < 0.5, gap
+
+
+def test_a_socket_name_taken_first_gets_nothing(target_factory):
+    """Anyone may bind @probing-PID before the agent does. The CLI, inject and the Python client
+    check who listens (SO_PEERCRED) and send nothing — no code, no token — to another process."""
+    t = target_factory("idle.py", PY, mode="none")
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    squatter.bind("\0probing-%d" % t.pid)
+    squatter.listen(64)
+    received = []  # what each connection sent before it closed
+
+    def serve():
+        while True:
+            try:
+                conn, _ = squatter.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(10)
+                data = b""
+                try:
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                except OSError:
+                    pass
+                received.append(data)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        holder = "@probing-%d is held by process %d" % (t.pid, os.getpid())
+        rc, out, err = run_cli(t.pid, "eval", "print('secret code')", env={"PROBING_TOKEN": TOKEN})
+        assert rc == 1 and holder in err and "nothing was sent" in err, (rc, out, err)
+        rc, out, err = run_cli(t.pid, "inject", timeout=60)
+        assert rc == 1 and "cannot attach to process %d" % t.pid in err and holder in err, (rc, out, err)
+        assert agent_mapped(t.pid) == 0  # refused before injecting anything
+        code = ("import probing\n"
+                "try:\n"
+                "    probing.connect(pid=%d, token=%r).eval('1')\n"
+                "except probing.TargetUnavailable as e:\n"
+                "    print(e)\n" % (t.pid, TOKEN))
+        p = subprocess.run([DEBIAN_PYTHON, "-c", code], capture_output=True, text=True, timeout=30,
+                           env=clean_env({"PYTHONPATH": PYPKG}))
+        assert holder in p.stdout and "nothing was sent" in p.stdout, (p.stdout, p.stderr)
+    finally:
+        squatter.shutdown(socket.SHUT_RDWR)
+        squatter.close()
+        server.join(15)
+    # Every client connected and closed without sending a byte.
+    assert len(received) >= 3 and all(r == b"" for r in received), received

@@ -21,8 +21,11 @@ struct InjectArgs {
 };
 
 // Whether the agent in `pid` answers GET /health.
-bool agent_answers(const client::Target& target, double timeout_s) {
+// Whether the target's agent answers; an error when its socket name is held by another process
+// (which no inject can fix).
+Result<bool> agent_answers(const client::Target& target, double timeout_s) {
   auto c = client::Client::connect(target, timeout_s);
+  if (c.status().code() == Code::kPermissionDenied) return c.status();
   if (!c.is_ok()) return false;
   auto r = (*c)->request("GET", "/health", "", timeout_s);
   return r.is_ok() && r->status == 200;
@@ -57,7 +60,9 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
     defines.push_back(*kv);
   }
   if (::kill(pid, 0) != 0 && errno == ESRCH) return fail("no process " + std::to_string(pid));
-  if (agent_answers(*target, 2)) {
+  Result<bool> answers = agent_answers(*target, 2);
+  if (!answers.is_ok()) return fail(answers.status().with_context("cannot attach to process " + std::to_string(pid)));
+  if (*answers) {
     std::cout << "probing is already attached to process " << pid << "; nothing changed\n";
     if (!defines.empty()) std::cout << "(to change settings now, use: probing " << pid << " config KEY=VALUE)\n";
     return kExitOk;
@@ -95,7 +100,13 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
   // The agent's constructor only starts a thread; wait until that thread serves.
   auto deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(args.timeout_s));
   auto pause = std::chrono::milliseconds(1);
-  while (!agent_answers(*target, 1)) {
+  for (;;) {
+    Result<bool> ready = agent_answers(*target, 1);
+    if (!ready.is_ok()) {
+      return fail(ready.status().with_context("the agent was loaded into process " + std::to_string(pid) +
+                                              " but cannot serve"));
+    }
+    if (*ready) break;
     if (Clock::now() > deadline) {
       return fail("the agent was loaded into process " + std::to_string(pid) +
                   " but did not answer in time; it may still be starting (try: probing list)");
