@@ -107,7 +107,7 @@ class ServerImpl final : public HttpServer {
  public:
   ServerImpl(ServerOptions options, Handler handler, int fd)
       : options_(std::move(options)), handler_(std::move(handler)), fd_(fd),
-        acceptor_(ioc_), tcp_acceptor_(ioc_), pool_(static_cast<size_t>(options_.handler_threads)) {
+        acceptor_(ioc_), tcp_acceptor_(ioc_) {
     acceptor_.assign(Local(), fd);
     unix_capacity_.max = options_.max_connections;
     tcp_capacity_.max = options_.max_tcp_connections;
@@ -189,7 +189,14 @@ class ServerImpl final : public HttpServer {
   }
 
   const ServerOptions& options() const { return options_; }
-  asio::thread_pool& pool() { return pool_; }
+  // The handler threads, started by the first request that needs one: an agent that has served
+  // nothing runs no thread that could hold a lock when the host forks. I/O thread only.
+  asio::thread_pool& pool() {
+    if (pool_ == nullptr) {
+      pool_ = std::make_unique<asio::thread_pool>(static_cast<size_t>(options_.handler_threads));
+    }
+    return *pool_;
+  }
 
   HttpResponse handle(const HttpRequest& request) noexcept {
     if (stopping_.load()) return error_response(503, "Unavailable", "the process is exiting");
@@ -313,7 +320,7 @@ class ServerImpl final : public HttpServer {
   std::unique_ptr<ssl::context> tls_;
   asio::steady_timer retry_{ioc_};
   asio::steady_timer tcp_retry_{ioc_};
-  asio::thread_pool pool_;
+  std::unique_ptr<asio::thread_pool> pool_;  // never destroyed, as the server is
   Capacity unix_capacity_;
   Capacity tcp_capacity_;
   // stop_serving(): set once, never cleared. The server is never destroyed, so neither are these.

@@ -129,3 +129,24 @@ def test_launch_child_python_gets_agent(interp, target_factory, tmp_path):
     wait_for_health(child, 10)
     assert eval_ok(child, "print(model)") == "{'layers': 3}\n"
     assert eval_ok(child, "import os; os.getppid()") == "%d\n" % t.pid
+
+
+def _threads(pid):
+    return len(os.listdir("/proc/%d/task" % pid))
+
+
+def test_no_handler_threads_until_a_request(interp, target_factory):
+    # An agent that has served nothing runs its I/O thread and two watchers (probing-metrics,
+    # probing-torch) and nothing else: no handler thread holds a lock when the host forks.
+    plain = target_factory("idle.py", interp, mode="none")
+    agent = target_factory("idle.py", interp, mode="preload")
+    expected = _threads(plain.pid) + 3
+    deadline = time.monotonic() + 5  # the bootstrap thread ends just after the agent answers
+    while _threads(agent.pid) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _threads(agent.pid) == expected
+    # A child forked from an eval (handler pool and worker running) exits as it would without.
+    out = eval_ok(agent.pid, "import os\npid = os.fork()\nif pid == 0:\n    os._exit(sum(range(10)) - 42)\n"
+                             "os.waitpid(pid, 0)[1] >> 8")
+    assert out == "3\n", out
+    assert _threads(agent.pid) > expected  # the eval started the handler pool and a Python worker
