@@ -300,8 +300,11 @@ def install(append, sample_rate):
     S.names = weakref.WeakKeyDictionary()
     S.error = None
     try:
+        # Only is_initialized(), which asks the driver nothing: is_available() and device_count()
+        # initialize it, and a process that forks afterwards (DataLoader workers) could then not
+        # use CUDA in its children. A process without CUDA pays one call every 16 steps.
         cuda = getattr(torch, "cuda", None)
-        S.torch_cuda = cuda if cuda is not None and cuda.is_available() else None
+        S.torch_cuda = cuda if cuda is not None and hasattr(cuda, "is_initialized") else None
         S.cuda = S.torch_cuda if S.torch_cuda is not None and S.torch_cuda.is_initialized() else None
     except Exception:
         S.cuda = S.torch_cuda = None

@@ -179,3 +179,22 @@ def test_spans_nested_three_deep(target_factory):
     assert by_name["epoch"]["duration"] >= by_name["batch"]["duration"] >= by_name["forward"]["duration"] > 0
     events = rows(t.pid, "SELECT name, span_id FROM python.events")
     assert events == [{"name": "deep", "span_id": by_name["forward"]["span_id"]}], events
+
+
+@pytest.mark.parametrize("how", ["preload", "inject"])
+def test_tracing_never_touches_cuda(target_factory, how):
+    # Nothing the agent does may initialize CUDA before the program does: torch.cuda.is_available()
+    # or device_count() in the parent poisons fork for DataLoader workers that use CUDA.
+    t = target_factory("cuda_calls.py", TORCH, mode="preload" if how == "preload" else "none", ready_timeout=60)
+    if how == "inject":
+        rc, out, err = run_cli(t.pid, "inject", timeout=60)
+        assert rc == 0, err
+    rows = wait_rows(t.pid, "SELECT count(DISTINCT step) AS n FROM python.torch_trace", lambda r: r[0]["n"] >= 60)
+    assert rows[0]["n"] >= 60, rows  # traced across the forks
+    forked = t.wait_line(lambda l: l.startswith("forked"), 30)
+    assert t.stdout_lines()[forked] == "forked 0"
+    # The eval's own query and backtrace paths, and the tables, must not ask either.
+    rows = json.loads(run_cli(t.pid, "query", "--format", "json", "SELECT * FROM python.torch_trace LIMIT 5")[1])
+    assert rows and rows[0]["allocated"] is None
+    assert run_cli(t.pid, "backtrace", "--all", "--locals")[0] == 0
+    assert eval_ok(t.pid, "calls") == "[]\n"
