@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/settings.h"
 #include "python/capi.h"
+#include "python/compat.h"
 #include "server/audit.h"
 #include "server/auth.h"
 #include "server/http_server.h"
@@ -162,6 +163,12 @@ void bootstrap() noexcept {
     g_listen_fd.store((*srv)->listen_fd());
     g_tcp_listen_fd.store((*srv)->tcp_listen_fd());
     log_info("agent listening on " + info->socket);
+    if (Result<const python::CApi*> api = python::load_capi(); api.is_ok() && (*api)->free_threaded) {
+      // Said at start, on the host's stderr: every Python request will be refused the same way.
+      Result<python::PythonVersion> v = python::parse_version((*api)->Py_GetVersion());
+      log_error(python::check_not_free_threaded(v.is_ok() ? *v : python::PythonVersion{3, 13, 0, "3.13"}, true)
+                    .message());
+    }
     // Only the copy that serves the process samples and traces it: a second copy (another
     // libprobing.so file loaded too) stops above with nothing started.
     sql::start_metrics_sampler();

@@ -69,6 +69,7 @@ Result<python::PythonProcess> find_python(pid_t pid, const std::vector<inject::M
     p.code_type = symbol("PyCode_Type");
     p.bytes_type = symbol("PyBytes_Type");
     p.frame_type = symbol("PyFrame_Type");
+    p.free_threaded = symbol(python::kFreeThreadedSymbol) != 0;
     uint64_t hex = 0;
     const uintptr_t version = symbol("Py_Version");  // 3.11+: PY_VERSION_HEX
     if (version != 0 && python::read_memory(pid, version, &hex, sizeof hex) && (hex >> 24) == 3) {

@@ -22,4 +22,11 @@ Status check_supported(const PythonVersion& v) {
                                   std::to_string(kNewestMinor) + ")"};
 }
 
+Status check_not_free_threaded(const PythonVersion& v, bool free_threaded) {
+  if (!free_threaded) return {};
+  return {Code::kUnsupported, "CPython " + v.text + " is a free-threaded build (no GIL), which probing does "
+                              "not support yet: run the job on the default build of CPython " +
+                              std::to_string(v.major) + "." + std::to_string(v.minor)};
+}
+
 }  // namespace probing::python

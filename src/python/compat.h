@@ -24,4 +24,12 @@ Result<PythonVersion> parse_version(const char* py_get_version);
 // guesses at the layout of an interpreter it was not written for.
 Status check_supported(const PythonVersion& v);
 
+// A symbol that only free-threaded builds (3.13t, 3.14t: Py_GIL_DISABLED) export: their
+// Py_DECREF calls it. Their objects and thread states are laid out differently, and the agent is
+// built around the GIL, so such a build is refused.
+constexpr const char* kFreeThreadedSymbol = "_Py_MergeZeroLocalRefcount";
+
+// kUnsupported for a free-threaded build, naming it.
+Status check_not_free_threaded(const PythonVersion& v, bool free_threaded);
+
 }  // namespace probing::python

@@ -51,6 +51,7 @@ Result<Process> find_process() {
   Result<PythonVersion> v = parse_version((*api)->Py_GetVersion());
   if (!v.is_ok()) return v.status();
   PROBING_RETURN_IF_ERROR(check_supported(*v));
+  PROBING_RETURN_IF_ERROR(check_not_free_threaded(*v, (*api)->free_threaded));
   Process p;
   p.runtime = symbol("_PyRuntime");
   p.unicode_type = symbol("PyUnicode_Type");
@@ -359,6 +360,7 @@ Result<GilFreeSnapshot> read_stacks_gil_free(const GilFreeLimits& limits) {
 Result<GilFreeSnapshot> read_stacks_of(const PythonProcess& target, const GilFreeLimits& limits) {
   if (target.pid <= 0) return Status(Code::kInvalidArgument, "read_stacks_of needs a pid");
   PROBING_RETURN_IF_ERROR(check_supported(target.version));
+  PROBING_RETURN_IF_ERROR(check_not_free_threaded(target.version, target.free_threaded));
   Process p;
   p.pid = target.pid;
   p.runtime = target.runtime;

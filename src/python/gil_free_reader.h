@@ -64,6 +64,7 @@ struct PythonProcess {
   uintptr_t code_type = 0;
   uintptr_t bytes_type = 0;
   uintptr_t frame_type = 0;  // 3.9-3.10; 0 skips the frame type check
+  bool free_threaded = false;  // exports compat.h's kFreeThreadedSymbol: refused
 };
 
 // read_stacks_gil_free on another process. A thread that is ptrace-stopped reads consistently.

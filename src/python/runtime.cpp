@@ -19,6 +19,7 @@ Result<PythonRuntime*> PythonRuntime::get() {
   Result<PythonVersion> version = parse_version((*api)->Py_GetVersion());
   if (!version.is_ok()) return version.status();
   PROBING_RETURN_IF_ERROR(check_supported(*version));
+  PROBING_RETURN_IF_ERROR(check_not_free_threaded(*version, (*api)->free_threaded));
   auto workers = static_cast<int>(settings().get_int("python.max_workers"));
   runtime = new PythonRuntime(*api, *version,
                               std::make_unique<PythonExecutor>(**api, workers, /*max_queued=*/64));

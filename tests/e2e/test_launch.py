@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import (LIBPROBING, PYPKG, agent_listening, agent_mapped, clean_env, eval_ok,
+from conftest import (DEBIAN_PYTHON, LIBPROBING, PYPKG, agent_listening, agent_mapped, clean_env, eval_ok,
                       http_request, make_user_site, run_cli, wait_for_health)
 
 
@@ -150,3 +150,24 @@ def test_no_handler_threads_until_a_request(interp, target_factory):
                              "os.waitpid(pid, 0)[1] >> 8")
     assert out == "3\n", out
     assert _threads(agent.pid) > expected  # the eval started the handler pool and a Python worker
+
+
+def test_free_threaded_build_is_refused_at_start(target_factory, tmp_path):
+    # A free-threaded CPython (3.13t) exports _Py_MergeZeroLocalRefcount; none is installed here,
+    # so a library that exports it stands in for one. The agent must say so at start and refuse
+    # every Python request, never reading objects laid out for another build.
+    src = tmp_path / "ft.c"
+    src.write_text("void _Py_MergeZeroLocalRefcount(void *op) { (void)op; }\n")
+    lib = tmp_path / "libft.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, timeout=60)
+    t = target_factory("idle.py", DEBIAN_PYTHON, mode="none", wait_health=False,
+                       env={"LD_PRELOAD": "%s:%s" % (lib, LIBPROBING)})
+    i = t.err.wait_for(lambda l: "free-threaded build" in l, 10)
+    assert i is not None, t.stderr_lines()
+    assert "not support" in t.stderr_lines()[i]
+    rc, out, err = run_cli(t.pid, "eval", "1")
+    assert rc == 1 and "free-threaded build (no GIL)" in err, (rc, out, err)
+    assert "free-threaded" in http_request(t.pid, "GET", "/health").json()["python_status"]
+    rc, out, err = run_cli(t.pid, "backtrace")
+    assert rc == 1 and "free-threaded" in err, (rc, out, err)
+    assert t.alive()
