@@ -538,6 +538,15 @@ int on_progress(void*) noexcept {
   return 1;
 }
 
+// What cell_json will count for column i of the current row, without encoding it.
+size_t encoded_size(sqlite3_stmt* stmt, int i) {
+  switch (sqlite3_column_type(stmt, i)) {
+    case SQLITE_TEXT: return static_cast<size_t>(sqlite3_column_bytes(stmt, i));
+    case SQLITE_BLOB: return 3 + 2 * static_cast<size_t>(sqlite3_column_bytes(stmt, i));  // x'..'
+    default: return 8;
+  }
+}
+
 nlohmann::json cell_json(sqlite3_stmt* stmt, int i, size_t* bytes) {
   switch (sqlite3_column_type(stmt, i)) {
     case SQLITE_INTEGER: *bytes += 8; return static_cast<long long>(sqlite3_column_int64(stmt, i));
@@ -809,6 +818,17 @@ Result<QueryResult> Engine::query(const std::string& sql) {
                                      ? "the result was cut at " + std::to_string(max_rows) + " rows (query.max_rows)"
                                      : "the result was cut at " + std::to_string(result.rows.size()) + " rows, " +
                                            std::to_string(bytes) + " bytes (query.max_result_bytes)");
+        break;
+      }
+      // A row is measured before it is encoded: many large cells in one row (randomblobs) must
+      // not make the agent allocate past query.max_result_bytes.
+      size_t row_bytes = 0;
+      for (int i = 0; i < ncol; ++i) row_bytes += encoded_size(stmt, i);
+      if (bytes + row_bytes > max_bytes) {
+        result.truncated = true;
+        result.notices.push_back("the result was cut at " + std::to_string(result.rows.size()) +
+                                 " rows: the next row's " + std::to_string(row_bytes) + " bytes would pass " +
+                                 std::to_string(max_bytes) + " (query.max_result_bytes)");
         break;
       }
       std::vector<nlohmann::json> row;

@@ -218,6 +218,22 @@ TEST_F(SqlTest, RowCapCutsWithANotice) {
   EXPECT_NE(r.notices.back().find("query.max_rows"), std::string::npos);
 }
 
+TEST_F(SqlTest, ResultBytesAreCountedBeforeARowIsEncoded) {
+  // Each cell is under SQLite's length limit, the row is not: it is measured (blobs at their hex
+  // size) and refused before any of it is encoded.
+  ASSERT_TRUE(settings().set("query.max_result_bytes", "1000000").is_ok());
+  QueryResult wide = run("SELECT randomblob(300000), randomblob(300000)");
+  EXPECT_TRUE(wide.truncated);
+  EXPECT_TRUE(wide.rows.empty());
+  ASSERT_FALSE(wide.notices.empty());
+  EXPECT_NE(wide.notices.back().find("1200006 bytes would pass 1000000"), std::string::npos) << wide.notices.back();
+  QueryResult many = run("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 50) "
+                         "SELECT randomblob(100000) FROM c");
+  EXPECT_TRUE(many.truncated);
+  EXPECT_EQ(many.rows.size(), 4u);  // 4 x 200003 bytes fit in 1000000; a 5th would not
+  ASSERT_TRUE(settings().set("query.max_result_bytes", "16777216").is_ok());
+}
+
 TEST_F(SqlTest, TimeoutStopsARunawayQuery) {
   ASSERT_TRUE(settings().set("query.timeout_s", "0.2").is_ok());
   auto start = std::chrono::steady_clock::now();
