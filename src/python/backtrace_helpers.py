@@ -47,6 +47,70 @@ class _Repr(reprlib.Repr):
         return s
 
 
+# Exact types whose repr is the interpreter's own C code, and containers of them.
+_BUILTIN_SCALARS = frozenset([int, float, complex, bool, str, bytes, bytearray, type(None), type(...)])
+_BUILTIN_CONTAINERS = frozenset([list, tuple, dict, set, frozenset])
+_type_module = type.__dict__["__module__"].__get__
+_type_qualname = type.__dict__["__qualname__"].__get__
+
+
+class _BriefRepr(_Repr):
+    """Locals for a client with the read right only: runs no code of the target's own classes
+    (a __repr__ that queries a database, a __lt__ or __hash__ of a dict key). Built-in scalars
+    and containers are shown; tensors and arrays as shape/dtype/device; any other object as
+    <module.Type at 0x...>."""
+
+    def repr1(self, x, level):
+        t = type(x)
+        if t in _BUILTIN_SCALARS or t in _BUILTIN_CONTAINERS:
+            return super().repr1(x, level)
+        brief = _array_summary(x)
+        if brief is not None:
+            return brief
+        return _opaque(x)
+
+    # reprlib sorts dict keys and set items, which runs their __lt__: keep their own order, and
+    # read values from items() (a lookup would run the key's __hash__ and __eq__).
+    def repr_dict(self, x, level):
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        parts = ["%s: %s" % (self.repr1(k, level - 1), self.repr1(v, level - 1))
+                 for k, v in _take(x.items(), self.maxdict)]
+        return "{%s%s}" % (", ".join(parts), ", ..." if len(x) > self.maxdict else "")
+
+    def repr_set(self, x, level):
+        return self._items(x, level, "{", "}", self.maxset) if x else "set()"
+
+    def repr_frozenset(self, x, level):
+        return "frozenset(%s)" % self._items(x, level, "{", "}", self.maxfrozenset) if x else "frozenset()"
+
+    def _items(self, x, level, left, right, most):
+        if level <= 0:
+            return left + "..." + right
+        parts = [self.repr1(v, level - 1) for v in _take(x, most)]
+        return left + ", ".join(parts) + (", ..." if len(x) > most else "") + right
+
+
+def _take(iterable, n):
+    out = []
+    for item in iterable:
+        if len(out) >= n:
+            break
+        out.append(item)
+    return out
+
+
+def _opaque(x):
+    t = type(x)
+    try:
+        name = "%s.%s" % (_type_module(t), _type_qualname(t))
+    except BaseException:
+        name = "?"
+    return "<%s at %#x>" % (name, id(x))
+
+
 def _type_name(x):
     t = type(x)
     return "%s.%s" % (getattr(t, "__module__", "?"), getattr(t, "__qualname__", t.__name__))
@@ -124,23 +188,25 @@ def _frames(frame, want_locals, max_depth, r, deadline):
                 items = list(frame.f_locals.items())
             except BaseException:
                 items = []
+            items = [(k if type(k) is str else _opaque(k), v) for k, v in items]  # no key's __str__
             if code.co_name == "<module>":  # module globals: leave out dunders and imports
                 items = [(k, v) for k, v in items
-                         if not (str(k).startswith("__") and str(k).endswith("__")) and not isinstance(v, _ModuleType)]
-            entry["locals"] = {str(k): _brief(v, r, deadline) for k, v in items[:64]}
+                         if not (k.startswith("__") and k.endswith("__")) and not issubclass(type(v), _ModuleType)]
+            entry["locals"] = {k: _brief(v, r, deadline) for k, v in items[:64]}
         out.append(entry)
         frame = frame.f_back
         depth += 1
     return out, False
 
 
-def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s, main_ident):
+def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s, main_ident, user_reprs=1):
     """The backtrace as JSON text. want_thread: a threading ident or native tid, or 0 for the main
     thread; want_all: every thread; main_ident: the main thread's ident as the agent read it
-    (0: ask threading). Threads the agent itself runs on are left out."""
+    (0: ask threading); user_reprs: locals may run the target's own __repr__ (the full right),
+    else _BriefRepr. Threads the agent itself runs on are left out."""
     me = _thread.get_ident()
     deadline = time.monotonic() + budget_s
-    r = _Repr(repr_chars or _REPR_CHARS)
+    r = (_Repr if user_reprs else _BriefRepr)(repr_chars or _REPR_CHARS)
     frames = sys._current_frames()
     # Never import threading here: imported first on an agent thread, it would take that thread
     # for the target's main thread.

@@ -157,6 +157,16 @@ Result<nlohmann::json> capture_backtrace_gil_free(const BacktraceOptions& option
                         {"notes", std::move(notes)}};
 }
 
+namespace {
+thread_local bool t_user_reprs = true;
+}  // namespace
+
+bool user_reprs_allowed() noexcept { return t_user_reprs; }
+
+ScopedUserReprs::ScopedUserReprs(bool allowed) noexcept : saved_(t_user_reprs) { t_user_reprs = allowed; }
+
+ScopedUserReprs::~ScopedUserReprs() { t_user_reprs = saved_; }
+
 Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const BacktraceOptions& options) {
   struct Outcome {
     std::string json_text;
@@ -178,12 +188,14 @@ Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const Backtrace
     PyRef chars(api, api.PyLong_FromLongLong(options.repr_chars));
     PyRef budget(api, api.PyFloat_FromDouble(budget_s));
     PyRef main(api, api.PyLong_FromLongLong(static_cast<long long>(main_ident)));
-    if (!thread || !all || !locals || !depth || !chars || !budget || !main) {
+    PyRef user_reprs(api, api.PyLong_FromLongLong(options.user_reprs ? 1 : 0));
+    if (!thread || !all || !locals || !depth || !chars || !budget || !main || !user_reprs) {
       outcome->error = "preparing the capture: " + fetch_error_text(api);
       return;
     }
     PyRef text(api, api.PyObject_CallFunctionObjArgs((*h)->capture, thread.get(), all.get(), locals.get(),
-                                                     depth.get(), chars.get(), budget.get(), main.get(), nullptr));
+                                                     depth.get(), chars.get(), budget.get(), main.get(),
+                                                     user_reprs.get(), nullptr));
     if (!text) {
       outcome->error = "the capture failed: " + fetch_error_text(api);
       return;

@@ -10,6 +10,22 @@
 
 namespace probing::python {
 
+// Whether the request the calling thread serves may run the target's own code to show a local
+// (a class's __repr__): the full right may, the read right may not. True unless a
+// ScopedUserReprs on this thread says otherwise; the router sets one per request.
+bool user_reprs_allowed() noexcept;
+
+class ScopedUserReprs {
+ public:
+  explicit ScopedUserReprs(bool allowed) noexcept;
+  ~ScopedUserReprs();
+  ScopedUserReprs(const ScopedUserReprs&) = delete;
+  ScopedUserReprs& operator=(const ScopedUserReprs&) = delete;
+
+ private:
+  bool saved_;
+};
+
 struct BacktraceOptions {
   long long thread = 0;       // threading ident or kernel tid; 0 = the main thread
   bool all = false;           // every thread
@@ -18,6 +34,8 @@ struct BacktraceOptions {
   double run_timeout_s = 2;   // a capture (reprs of locals) past this is interrupted
   int max_depth = 4096;
   int repr_chars = 200;
+  // false: locals whose type is not built in show as <module.Type at 0x...> (no __repr__ runs).
+  bool user_reprs = user_reprs_allowed();
 };
 
 // {"threads": [{"thread_id", "native_thread_id", "name", "daemon", "is_main", "holds_gil",

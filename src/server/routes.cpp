@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/settings.h"
 #include "python/eval.h"
+#include "python/frames.h"
 #include "python/runtime.h"
 #include "server/audit.h"
 #include "sql/engine.h"
@@ -191,6 +192,7 @@ HttpServer::Handler make_router(const AgentInfo& info) {
                                   std::string(action.empty() ? request.path : action) + " needs the full token");
       }
       if (!action.empty()) audit(request, right, action);
+      python::ScopedUserReprs reprs(right == kFull);  // the read right runs no __repr__ of the target's
       return route.handle(request);
     }
     return error_response(404, "NotFound", "no route " + request.method + " " + request.path);

@@ -320,3 +320,43 @@ def test_a_socket_name_taken_first_gets_nothing(target_factory):
         server.join(15)
     # Every client connected and closed without sending a byte.
     assert len(received) >= 3 and all(r == b"" for r in received), received
+
+
+def test_read_right_runs_no_repr_of_the_target(target_factory):
+    # A class's __repr__ can do anything (query a database, take a lock): with the read right the
+    # locals show built-in values only, and <Type at 0x...> for the rest; the full right sees reprs.
+    t = remote_target(target_factory, PROBING_TOKEN=TOKEN, PROBING_READ_TOKEN=READ_TOKEN)
+    addr = listening_address(t)
+    setup = ("class Spy:\n"
+             "    def __repr__(self):\n"
+             "        global spied\n"
+             "        spied += 1\n"
+             "        return 'Spy!'\n"
+             "    def __hash__(self):\n"
+             "        global spied\n"
+             "        spied += 1\n"
+             "        return 1\n"
+             "spied = 0\n"
+             "spy = Spy()\n"
+             "plain = {'a': [1, 2.5, None], 'b': (True, b'x')}\n"
+             "keyed = {Spy(): 'value'}\n"
+             "spied = 0\n")  # the dict above hashed its key once
+    status, body, _ = call(addr, "POST", "/eval", {"code": setup}, token=TOKEN)
+    assert status == 200 and body["exception"] is None, body
+
+    def module_locals(token):
+        status, body, _ = call(addr, "GET", "/backtrace?locals=1", token=token)
+        assert status == 200, body
+        return body["threads"][0]["frames"][-1]["locals"]  # the outermost frame: <module>
+
+    brief = module_locals(READ_TOKEN)
+    assert re.fullmatch(r"<__main__\.Spy at 0x[0-9a-f]+>", brief["spy"]), brief["spy"]
+    assert brief["plain"] == "{'a': [1, 2.5, None], 'b': (True, b'x')}", brief["plain"]
+    assert re.fullmatch(r"\{<__main__\.Spy at 0x[0-9a-f]+>: 'value'\}", brief["keyed"]), brief["keyed"]
+    status, body, _ = call(addr, "POST", "/query", {"sql": "SELECT locals FROM python.backtrace WHERE func = "
+                                                          "'<module>'"}, token=READ_TOKEN)
+    assert status == 200 and "Spy at 0x" in body["rows"][0][0] and "Spy!" not in body["rows"][0][0], body
+    status, body, _ = call(addr, "POST", "/eval", {"code": "spied"}, token=TOKEN)
+    assert body["value"] == "0", body  # no __repr__ or __hash__ of the target ran
+    full = module_locals(TOKEN)
+    assert full["spy"] == "Spy!" and full["keyed"] == "{Spy!: 'value'}", full
