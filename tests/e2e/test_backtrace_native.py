@@ -1,5 +1,6 @@
 """`probing PID backtrace --native` on real processes: native frames read from outside with
 ptrace and libdw, merged with the Python frames each _PyEval_EvalFrameDefault call runs."""
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import PYPKG, TARGETS, Target, interpreter_params, marker_line, run_cli
+from conftest import PYPKG, TARGETS, Target, agent_mapped, interpreter_params, marker_line, run_cli
 
 sys.path.insert(0, PYPKG)
 import probing  # noqa: E402  (the build's package)
@@ -143,6 +144,38 @@ def test_native_without_an_agent():
         assert [f for f, _ in python_frames(j["threads"][0]["frames"])] == ["inner", "middle", "outer", "<module>"]
         assert any("no agent answered" in n for n in j["notes"]), j["notes"]
         assert t.alive()
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_plain_backtrace_without_an_agent_reads_from_outside(py):
+    # No agent, and none attached: `backtrace` still answers, with the Python stacks read from
+    # outside (ptrace), and says so; without an agent there are no locals, and it says that too.
+    with Target("bt_nested.py", py, mode="none") as t:
+        want = ("inner", marker_line("bt_nested.py", "BT_INNER_LINE"))
+        deadline = time.monotonic() + 10
+        while True:
+            rc, out, err = run_cli(t.pid, "backtrace", "--json")
+            j = json.loads(out) if rc == 0 else {}
+            frames = j["threads"][0]["frames"] if j else []
+            if (frames and (frames[0]["func"], frames[0]["lineno"]) == want) or time.monotonic() > deadline:
+                break
+        assert rc == 0, err
+        assert j["from_outside"] is True and j["native"] is False
+        assert [f["frame_type"] for f in frames] == ["Python"] * 4
+        assert [f["func"] for f in frames] == ["inner", "middle", "outer", "<module>"]
+        assert any("has no agent" in n and "inject" in n for n in j["notes"]), j["notes"]
+        rc, out, err = run_cli(t.pid, "backtrace", "--locals")
+        assert rc == 0 and out.startswith("(no agent: read from outside)\n") and "inner" in out, (out, err)
+        assert "--locals needs the agent" in err, err
+        assert agent_mapped(t.pid) == 0 and t.alive()
+    # A process with no CPython to read is refused with both reasons.
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        rc, out, err = run_cli(sleeper.pid, "backtrace")
+        assert rc == 1 and "has no probing agent" in err and "no CPython" in err, (rc, err)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_native_refusals():

@@ -126,9 +126,10 @@ std::map<long, nlohmann::json> agent_threads(const Context& ctx, std::vector<std
 }
 
 // --native: the stacks are read from outside the process (native/native_stack.h); the agent,
-// when it answers, only names the threads.
-int run_native(const Context& ctx, const BacktraceArgs& args) {
-  if (args.locals) {
+// when it answers, only names the threads. `no_agent`: the same read, for a process without an
+// agent, showing only the Python frames (the answer plain `backtrace` gives then).
+int run_from_outside(const Context& ctx, const BacktraceArgs& args, bool no_agent) {
+  if (args.locals && !no_agent) {
     return fail(Status(Code::kInvalidArgument,
                        "--locals cannot be combined with --native (locals are read in "
                        "the target with the GIL; native frames from outside)"));
@@ -163,15 +164,32 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
   }
   if (tids.empty()) return fail(Status(Code::kNotFound, "no process " + std::to_string(pid)));
   Result<native::Capture> cap = native::capture(pid, tids);
-  if (!cap.is_ok()) return fail(cap.status());
+  const std::string no_agent_text =
+      "process " + std::to_string(pid) + " has no probing agent (attach one with: probing " + std::to_string(pid) +
+      " inject), and its Python stacks could not be read from outside: ";
+  if (!cap.is_ok()) return no_agent ? fail(no_agent_text + cap.status().message()) : fail(cap.status());
+  if (no_agent && cap->python_version.empty()) {
+    std::string why = cap->notes.empty() ? "no CPython runtime is mapped in it" : cap->notes.front();
+    return fail(no_agent_text + why);
+  }
   // Asked after the capture, so that the agent's work does not show in the stacks.
   std::vector<std::string> notes;
-  std::map<long, nlohmann::json> known = agent_threads(ctx, &notes);
+  std::map<long, nlohmann::json> known;
+  if (no_agent) {
+    notes.push_back("process " + std::to_string(pid) + " has no agent: its Python stacks were read from outside " +
+                    "(ptrace), without locals" + (args.locals ? " (--locals needs the agent)" : "") +
+                    "; `probing " + std::to_string(pid) + " inject` attaches one");
+  } else {
+    known = agent_threads(ctx, &notes);
+  }
   bool any_frames = false;
 
-  nlohmann::json out = {
-      {"native", true}, {"python", cap->python_version}, {"threads", nlohmann::json::array()}};
+  nlohmann::json out = {{"native", !no_agent},
+                        {"from_outside", true},
+                        {"python", cap->python_version},
+                        {"threads", nlohmann::json::array()}};
   for (const native::ThreadStack& t : cap->threads) {
+    if (no_agent && !t.python && args.all) continue;  // a thread Python does not know
     nlohmann::json thread = {{"thread_id", t.python ? nlohmann::json(t.thread_id) : nlohmann::json()},
                              {"native_thread_id", t.tid},
                              {"name", t.comm},
@@ -189,8 +207,10 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
       thread["name"] = "MainThread";
     }
     int depth = 0;
-    any_frames = any_frames || !t.frames.empty();
+    any_frames = any_frames || (!no_agent && !t.frames.empty());
     for (const native::Frame& f : t.frames) {
+      if (no_agent && !f.python) continue;
+      any_frames = any_frames || no_agent;
       nlohmann::json frame = {{"depth", depth++}, {"func", f.func}, {"file", f.file}};
       if (f.python) {
         frame["lineno"] = f.lineno;
@@ -218,6 +238,7 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
     std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return rc;
   }
+  if (no_agent) std::cout << "(no agent: read from outside)\n";
   bool first = true;
   for (const auto& t : out["threads"]) {
     if (!first) std::cout << "\n";
@@ -229,9 +250,18 @@ int run_native(const Context& ctx, const BacktraceArgs& args) {
 }
 
 int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
-  if (args.native) return run_native(ctx, args);
+  if (args.native) return run_from_outside(ctx, args, /*no_agent=*/false);
   auto client = connect_target(ctx);
-  if (!client.is_ok()) return fail(client.status());
+  if (!client.is_ok()) {
+    // No agent in a local process that is still there: read its Python stacks from outside, as
+    // --native does, rather than give nothing (inject may be refused, or not wanted).
+    Result<client::Target> target = client::parse_target(ctx.target);
+    if (client.status().code() == Code::kUnavailable && target.is_ok() &&
+        target->kind == client::Target::Kind::kPid && !client::process_exited(target->pid, 0)) {
+      return run_from_outside(ctx, args, /*no_agent=*/true);
+    }
+    return fail(client.status());
+  }
   std::string path = "/backtrace?";
   if (args.all) path += "all=1&";
   if (args.thread != 0) path += "thread=" + std::to_string(args.thread) + "&";
@@ -277,7 +307,8 @@ void add_backtrace_command(CLI::App& app, Context& ctx) {
   CLI::App* cmd = app.add_subcommand(
       "backtrace",
       "Print the target's Python stack, innermost frame first: the main thread by default.\n"
-      "Answers within about a second even when another thread holds the GIL.");
+      "Answers within about a second even when another thread holds the GIL. A local process with\n"
+      "no agent has its Python stacks read from outside (ptrace; no locals), and the answer says so.");
   cmd->add_flag("--all", args->all, "every thread, with its name, tid and daemon flag");
   cmd->add_option("--thread", args->thread, "one thread, by threading ident or kernel tid");
   cmd->add_flag("--locals", args->locals, "show each frame's local variables (briefly)");
