@@ -88,11 +88,17 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
     double s = std::chrono::duration<double>(limits.gil_timeout).count();
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.3g", s);
-    if (waited_for_gil) {
+    // Queued behind workers that themselves wait for the GIL is waiting for the GIL too: say who
+    // holds it, not that earlier requests are to blame.
+    const int stuck = gil_waiters_.load();
+    if (waited_for_gil || stuck > 0) {
       std::string holder = describe_gil_holder();  // memory reads only; never waits
+      std::string also = !waited_for_gil ? " (" + std::to_string(stuck) + " earlier request" +
+                                               (stuck == 1 ? " waits" : "s wait") + " for it too)"
+                                         : "";
       return {Code::kTimeout, std::string("the GIL was not released within ") + secs + " s: " +
-                                  (holder.empty() ? std::string("another thread") : holder) +
-                                  " holds it (see `probing PID backtrace --all`)"};
+                                  (holder.empty() ? std::string("another thread") : holder) + " holds it" + also +
+                                  " (see `probing PID backtrace --all`)"};
     }
     return {Code::kTimeout, std::string("not started within ") + secs + " s: all " +
                                 std::to_string(busy_workers) +
@@ -186,7 +192,15 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::execute(Job& job) {
     job.cv.notify_all();
     return;
   }
-  PyGILStateState gil = api_.PyGILState_Ensure();
+  PyGILStateState gil;
+  {
+    struct Waiting {  // a destructor, so that CPython's pthread_exit in Ensure counts it out too
+      std::atomic<int>& n;
+      explicit Waiting(std::atomic<int>& count) : n(count) { n.fetch_add(1); }
+      ~Waiting() { n.fetch_sub(1); }
+    } waiting(gil_waiters_);
+    gil = api_.PyGILState_Ensure();
+  }
   {
     std::lock_guard<std::mutex> lock(job.mu);
     if (job.state == Job::State::kCancelled) {

@@ -5,6 +5,7 @@
 // finally gets the GIL. Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -71,6 +72,7 @@ class PythonExecutor {
   std::deque<std::shared_ptr<Job>> queue_;
   int workers_ = 0;
   int idle_ = 0;
+  std::atomic<int> gil_waiters_{0};  // workers inside PyGILState_Ensure now
   std::map<std::string, std::weak_ptr<Job>> tagged_;  // guarded by mu_
 };
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import TARGETS, Target, interpreter_params, marker_line, run_cli
+from conftest import TARGETS, Target, http_request, interpreter_params, marker_line, run_cli
 
 
 def backtrace_json(pid, *flags, timeout=15):
@@ -111,6 +111,14 @@ def test_gil_held_answers_without_the_gil(py):
                 break
         assert j["gil_free"] is True, j
         assert elapsed < 2.0, elapsed
+        # The agent's own answer: the GIL-free read after backtrace.gil_timeout_s (50 ms), not 0.5 s.
+        times = []
+        for _ in range(5):
+            start = time.monotonic()
+            r = http_request(t.pid, "GET", "/backtrace?all=1")
+            times.append(time.monotonic() - start)
+            assert r.status == 200 and r.json()["gil_free"] is True
+        assert sorted(times)[2] < 0.2, times
         assert j["gil_holder"]["name"] == "gil-holder", j["gil_holder"]
         holder = [th for th in j["threads"] if th["holds_gil"]]
         assert len(holder) == 1 and holder[0]["name"] == "gil-holder"
