@@ -55,6 +55,9 @@ void stop_serving_at_exit() noexcept {
 // exist. The child closes the inherited listening socket, so @probing-<parent pid> keeps meaning
 // the parent; the child itself runs without an agent (one that execs starts its own).
 void after_fork_in_child() {
+  // The exit handler is inherited too; it must not touch the parent's server (whose I/O thread
+  // the child does not have, and whose locks it may have copied held).
+  g_server.store(nullptr);
   for (std::atomic<int>* listener : {&g_listen_fd, &g_tcp_listen_fd}) {
     int fd = listener->exchange(-1);
     if (fd >= 0) ::close(fd);

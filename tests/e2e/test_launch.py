@@ -171,3 +171,21 @@ def test_free_threaded_build_is_refused_at_start(target_factory, tmp_path):
     rc, out, err = run_cli(t.pid, "backtrace")
     assert rc == 1 and "free-threaded" in err, (rc, out, err)
     assert t.alive()
+
+
+def test_forked_child_exits_as_without_the_agent(interp, target_factory):
+    # A child inherits the agent's exit handler but not its threads: leaving through sys.exit, it
+    # must neither touch the parent's server nor wait for it.
+    t = target_factory("fork_exit.py", interp, mode="preload")
+    assert eval_ok(t.pid, "1 + 1") == "2\n"  # the agent has served: its pool and workers run
+    start = 0
+    for _ in range(3):
+        t.write("fork\n")
+        start = t.wait_line(lambda l: l.startswith("child "), 30, start) + 1
+    children = [l for l in t.stdout_lines() if l.startswith("child ")]
+    assert len(children) == 3, t.stdout_lines()
+    for line in children:
+        _, status, seconds = line.split()
+        assert status == "7", line
+        assert float(seconds) < 0.15, line  # the agent's 200 ms exit wait must not apply here
+    assert eval_ok(t.pid, "2 + 2") == "4\n"
