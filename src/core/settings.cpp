@@ -210,7 +210,7 @@ void declare_builtin_settings(Settings& s) {
   s.declare("gil.timeout_s", SettingKind::kDouble, "5",
             "Seconds a request waits for the GIL before it answers that the GIL is held.",
             positive);
-  s.declare("backtrace.gil_timeout_s", SettingKind::kDouble, "0.05",
+  s.declare("backtrace.gil_timeout_s", SettingKind::kDouble, "0.04",
             "Seconds a backtrace waits for the GIL before it reads the stacks without it.", positive);
   s.declare("server.max_connections", SettingKind::kInt, "64",
             "Most client connections served at once; further ones are refused (read at start).", positive,

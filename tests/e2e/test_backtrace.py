@@ -111,7 +111,7 @@ def test_gil_held_answers_without_the_gil(py):
                 break
         assert j["gil_free"] is True, j
         assert elapsed < 2.0, elapsed
-        # The agent's own answer: the GIL-free read after backtrace.gil_timeout_s (50 ms), not 0.5 s.
+        # The agent's own answer: the GIL-free read after backtrace.gil_timeout_s (40 ms), not 0.5 s.
         times = []
         for _ in range(5):
             start = time.monotonic()

@@ -307,7 +307,7 @@ void add_backtrace_command(CLI::App& app, Context& ctx) {
   CLI::App* cmd = app.add_subcommand(
       "backtrace",
       "Print the target's Python stack, innermost frame first: the main thread by default.\n"
-      "Answers within about 50 ms even when another thread holds the GIL. A local process with\n"
+      "Answers within 50 ms even when another thread holds the GIL. A local process with\n"
       "no agent has its Python stacks read from outside (ptrace; no locals), and the answer says so.");
   cmd->add_flag("--all", args->all, "every thread, with its name, tid and daemon flag");
   cmd->add_option("--thread", args->thread, "one thread, by threading ident or kernel tid");
