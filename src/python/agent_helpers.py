@@ -198,7 +198,12 @@ def run_eval(code, limit, interactive=False):
                 return json.dumps(_finish(result, capture))
         # One linecache entry, replaced by each eval, so tracebacks show the eval's source lines.
         # An entry without mtime is never dropped by linecache.checkcache().
-        linecache.cache["<probing>"] = (len(code), None, code.splitlines(True), "<probing>")
+        # Every line ends with a newline, as linecache's own entries do: traceback places its
+        # carets by that (one column off on a last line without one).
+        lines = code.splitlines(True)
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        linecache.cache["<probing>"] = (len(code), None, lines, "<probing>")
         namespace = sys.modules["__main__"].__dict__
         tree = ast.parse(code, "<probing>", "exec")
         last = None

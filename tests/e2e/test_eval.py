@@ -130,6 +130,12 @@ def test_exception_in_final_expression(idle, interp):
     assert rc == 1 and out == ""
     assert "ZeroDivisionError: division by zero" in err
     assert "    1/0\n" in err, "the traceback lacks the source line:\n" + err
+    # 3.11+ marks the failing expression under the line; the carets must sit under it, also when
+    # the code has no final newline.
+    if tuple(map(int, interp.version.split("."))) >= (3, 11):
+        assert "    1/0\n    ~^~\n" in err, err
+        rc, out, err = run_cli(idle.pid, "eval", "x = 1\ny = x / 0")
+        assert "    y = x / 0\n        ~~^~~\n" in err, err
 
 
 def test_syntax_error(idle, interp):
