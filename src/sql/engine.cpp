@@ -765,7 +765,6 @@ Result<QueryResult> Engine::query(const std::string& sql) {
     log_info("setting " + set_name + " = " + value + " (SET)");
     result.columns = {"name", "value"};
     result.rows.push_back({set_name, value});
-    result.notices.push_back(set_name + " = " + value);
     result.elapsed_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     return result;
   }
