@@ -208,7 +208,6 @@ def test_soak(interp):
     steps = max(200, int(SOAK_SECONDS / (STEP_PAUSE_S + 0.002)))
     alone_out, alone_err, alone_rc = run_alone(interp.path, steps)
     assert alone_rc == 0, alone_err[-2000:]
-    alone_peak = None
 
     # The same run alone once more, as the soak runs it (with the pause), for its peak RSS.
     solo = subprocess.Popen([interp.path, os.path.join(TARGETS, "soak_train.py"), "200", str(STEP_PAUSE_S)],
