@@ -232,6 +232,19 @@ PyObject* make_appender(PyObject*, PyObject* const* args, long nargs) noexcept {
                                             "starting with a digit)");
     }
     if (max_rows < 0 || max_bytes < 0) return raise(api.exc_value_error, "probing.table: limits must be positive");
+    {
+      // A built-in table's name (python.backtrace, python.torch_trace, ...) is refused here, at
+      // creation, not at the first append.
+      std::lock_guard<std::mutex> lock(g_handles_mu);
+      if (handles().find(name) == handles().end()) {
+        for (const TableInfo& t : Engine::get().tables()) {
+          if (t.schema == "python" && t.name == name) {
+            return raise(api.exc_value_error, "probing.table: python." + name +
+                                                  " is a built-in table; give your table another name");
+          }
+        }
+      }
+    }
     TableHandle* h;
     {
       std::lock_guard<std::mutex> lock(g_handles_mu);

@@ -253,6 +253,10 @@ for name in ("backtrace", "9lives", "a-b", ""):
         probing.table(name).append({"x": 1})
     except ValueError as e:
         errors.append("ValueError: " + str(e))
+try:
+    probing.table("torch_trace")  # refused when made, not at the first append
+except ValueError as e:
+    errors.append("ValueError: " + str(e))
 import json
 print(json.dumps({"same": same, "errors": errors}), flush=True)
 print("ready", flush=True)
@@ -267,13 +271,14 @@ def test_recorded_tables(tmp_path, interp):
         report = json.loads(t.stdout_lines()[0])
         assert report["same"] is True
         errors = report["errors"]
-        assert len(errors) == 8, errors
+        assert len(errors) == 9, errors
         assert errors[0].startswith("TypeError: probing.table('rec').append takes a dict"), errors[0]
         assert "has no column 'nope'" in errors[1] and "step, flag, value, label, none" in errors[1], errors[1]
         assert errors[2].startswith("TypeError:") and "'step'" in errors[2], errors[2]
         assert errors[3].startswith("OverflowError"), errors[3]
-        assert "already exists" in errors[4], errors[4]
-        assert all("is not a table name" in e for e in errors[5:]), errors[5:]
+        assert "python.backtrace is a built-in table" in errors[4], errors[4]
+        assert all("is not a table name" in e for e in errors[5:8]), errors[5:8]
+        assert "python.torch_trace is a built-in table" in errors[8], errors[8]
 
         rows = query_json(t.pid, "SELECT count(*) AS n, max(step) AS last, min(step) AS first FROM python.rec")
         assert rows[0]["last"] == 50000 and rows[0]["n"] <= 20000 and rows[0]["first"] == 50001 - rows[0]["n"], rows
