@@ -168,11 +168,12 @@ def test_plain_backtrace_without_an_agent_reads_from_outside(py):
         assert rc == 0 and out.startswith("(no agent: read from outside)\n") and "inner" in out, (out, err)
         assert "--locals needs the agent" in err, err
         assert agent_mapped(t.pid) == 0 and t.alive()
-    # A process with no CPython to read is refused with both reasons.
+    # A process with no CPython is told so, and pointed at --native, not at inject (which would
+    # refuse it too).
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         rc, out, err = run_cli(sleeper.pid, "backtrace")
-        assert rc == 1 and "has no probing agent" in err and "no CPython" in err, (rc, err)
+        assert rc == 1 and "is not a Python process" in err and "--native" in err and "inject" not in err, (rc, err)
     finally:
         sleeper.kill()
         sleeper.wait()

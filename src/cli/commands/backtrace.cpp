@@ -169,8 +169,13 @@ int run_from_outside(const Context& ctx, const BacktraceArgs& args, bool no_agen
       " inject), and its Python stacks could not be read from outside: ";
   if (!cap.is_ok()) return no_agent ? fail(no_agent_text + cap.status().message()) : fail(cap.status());
   if (no_agent && cap->python_version.empty()) {
-    std::string why = cap->notes.empty() ? "no CPython runtime is mapped in it" : cap->notes.front();
-    return fail(no_agent_text + why);
+    const bool no_python = cap->notes.empty() || cap->notes.front().find("no CPython found") != std::string::npos;
+    if (no_python) {  // inject would refuse it too: suggest nothing
+      return fail("process " + std::to_string(pid) + " is not a Python process (no CPython runtime is mapped in " +
+                  "it), so it has no Python stack; `probing " + std::to_string(pid) +
+                  " backtrace --native` shows its native one");
+    }
+    return fail(no_agent_text + cap->notes.front());
   }
   // Asked after the capture, so that the agent's work does not show in the stacks.
   std::vector<std::string> notes;
