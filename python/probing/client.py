@@ -343,6 +343,9 @@ class Probe:
                                      "certificate or CA) or insecure=True" % (prefix, str(e.verify_message or e).rstrip(".")))
         reason = getattr(e, "reason", None)  # "WRONG_VERSION_NUMBER"
         reason = reason.lower().replace("_", " ") if reason else (e.strerror or str(e) or type(e).__name__)
+        if reason in ("wrong version number", "packet length too long"):  # a plain-HTTP agent's reply
+            return TargetUnavailable("%s failed: the agent answers in plain HTTP, not TLS (it was started without "
+                                     "PROBING_TLS_CERT): drop tls=, cacert= and insecure=" % prefix)
         if isinstance(e, (ConnectionResetError, ssl.SSLEOFError)) or not str(e):
             reason = "the agent closed the connection"
         return TargetUnavailable("%s failed: %s; is the agent using TLS (PROBING_TLS_CERT)? give cacert= or "

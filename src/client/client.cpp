@@ -161,7 +161,14 @@ class StreamClient final : public Client {
                                                   : "; use --cacert FILE (its certificate or CA) or --insecure")};
     }
     std::string reason = is_closed(ec) ? "the agent closed the connection" : ec.message();
-    return {Code::kUnavailable, prefix + " failed: " + reason + "; " + kTlsHint + " use --cacert or --insecure"};
+    // What a plain-HTTP agent's reply to a ClientHello looks like to OpenSSL.
+    if (reason.find("wrong version number") != std::string::npos ||
+        reason.find("packet length too long") != std::string::npos) {
+      return {Code::kUnavailable, prefix + " failed: the agent at " + name + " answers in plain HTTP, not TLS " +
+                                      "(it was started without PROBING_TLS_CERT): drop --tls, --cacert and " +
+                                      "--insecure"};
+    }
+    return {Code::kUnavailable, prefix + " failed: " + reason + "; " + kTlsHint};
   }
 
   Result<Response> request(const std::string& method, const std::string& path, const std::string& body,

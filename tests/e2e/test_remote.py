@@ -154,6 +154,25 @@ def test_tls(target_factory, certificate):
     assert rc == 1 and "TLS" in err, err  # the certificate is not trusted
 
 
+def test_tls_to_a_plain_agent_says_to_drop_tls(target_factory):
+    t = remote_target(target_factory, PROBING_TOKEN=TOKEN)
+    where = "%s:%d" % listening_address(t)
+    for flag in ("--tls", "--insecure"):
+        rc, out, err = run_cli("-t", where, "--token", TOKEN, flag, "eval", "1")
+        assert rc == 1 and "answers in plain HTTP, not TLS" in err and "drop --tls" in err, (flag, err)
+        assert "use --cacert" not in err, err
+    rc, out, err = run_cli("-t", where, "--token", TOKEN, "eval", "1")
+    assert (rc, out) == (0, "1\n"), err
+    code = ("import probing\n"
+            "try:\n"
+            "    probing.connect(%r, token=%r, tls=True).eval('1')\n"
+            "except probing.TargetUnavailable as e:\n"
+            "    print(e)\n" % (where, TOKEN))
+    p = subprocess.run([DEBIAN_PYTHON, "-c", code], capture_output=True, text=True, timeout=30,
+                       env=clean_env({"PYTHONPATH": PYPKG}))
+    assert "answers in plain HTTP, not TLS" in p.stdout, (p.stdout, p.stderr)
+
+
 def test_loopback_without_token_serves_this_user_only(target_factory):
     t = remote_target(target_factory)
     addr = listening_address(t)
