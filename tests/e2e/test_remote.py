@@ -154,6 +154,16 @@ def test_tls(target_factory, certificate):
     assert rc == 1 and "TLS" in err, err  # the certificate is not trusted
 
 
+def test_piped_repl_with_the_read_token_fails(target_factory):
+    # Nothing ran, so the exit status must say so (the code's own exceptions would not).
+    t = remote_target(target_factory, PROBING_TOKEN=TOKEN, PROBING_READ_TOKEN=READ_TOKEN)
+    where = "%s:%d" % listening_address(t)
+    rc, out, err = run_cli("-t", where, "--token", READ_TOKEN, "repl", input="x = 1\nprint(x)\n", timeout=30)
+    assert rc == 1 and "needs the full token" in err and out == "", (rc, out, err)
+    rc, out, err = run_cli("-t", where, "--token", TOKEN, "repl", input="x = 1\nprint(x)\n1/0\n", timeout=30)
+    assert rc == 0 and out == "1\n" and "ZeroDivisionError" in err, (rc, out, err)
+
+
 def test_tls_to_a_plain_agent_says_to_drop_tls(target_factory):
     t = remote_target(target_factory, PROBING_TOKEN=TOKEN)
     where = "%s:%d" % listening_address(t)

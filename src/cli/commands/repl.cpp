@@ -107,7 +107,10 @@ class Repl {
       std::optional<std::string> line = read_line(buffer.empty() ? ">>> " : "... ");
       if (!line) {
         if (interactive_) std::cout << "\n";
-        return kExitOk;
+        // Piped input: an input the agent refused (a read-only token, a Python busy past its
+        // deadline) ran nothing, so say so in the exit status. The code's own exceptions do not
+        // count, as in Python's own interactive mode.
+        return interactive_ || !refused_ ? kExitOk : kExitFailed;
       }
       if (cancelled_) {  // Ctrl-C at the prompt drops the line and the unfinished block
         cancelled_ = false;
@@ -384,6 +387,7 @@ class Repl {
     if (!reply.is_ok()) {
       if (reply.status().code() == Code::kUnavailable) return lost(reply.status());
       std::cerr << "probing: " << reply.status().message() << "\n";
+      refused_ = true;
       return Outcome::kDone;
     }
     nlohmann::json j = reply->json();
@@ -397,6 +401,7 @@ class Repl {
     std::cout << std::flush;
     if (reply->status != 200) {
       std::cerr << "probing: " << reply->error_message() << "\n";
+      refused_ = true;
       return Outcome::kDone;
     }
     if (j.value("incomplete", false)) return Outcome::kIncomplete;
@@ -426,6 +431,7 @@ class Repl {
   unsigned long evals_ = 0;
   bool interactive_ = false;
   bool cancelled_ = false;
+  bool refused_ = false;  // an input the agent did not run (see run())
   const char* prompt_ = ">>> ";
   EditLine* el_ = nullptr;
   History* hist_ = nullptr;
