@@ -2,6 +2,43 @@
 #include <iostream>
 
 #include "cli/common.h"
+#include "core/suggest.h"
+
+namespace {
+
+// No command was recognized: name the word that was meant as one, with the nearest command
+// ("probing 4242 bactrace": did you mean backtrace?), or say that a command is missing.
+int no_command(CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> commands;
+  for (const CLI::App* sub : app.get_subcommands({})) commands.push_back(sub->get_name());
+  std::vector<std::string> words;  // the positional words: TARGET, then what should be a command
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-t" || arg == "--target" || arg == "--token" || arg == "--cacert") {
+      ++i;  // an option's value
+    } else if (arg.empty() || arg[0] != '-') {
+      words.push_back(arg);
+    }
+  }
+  std::string list;
+  for (const std::string& c : commands) list += (list.empty() ? "" : ", ") + c;
+  for (const std::string& word : words) {
+    std::string near = probing::closest(word, commands);
+    if (!near.empty()) {
+      std::cerr << "probing: unknown command '" << word << "'; did you mean '" << near << "'?\n";
+      return probing::cli::kExitUsage;
+    }
+  }
+  if (words.size() >= 2) {
+    std::cerr << "probing: unknown command '" << words[1] << "'; the commands are: " << list << "\n";
+  } else {
+    std::cerr << "probing: give a command after the target, one of: " << list
+              << "\n  e.g. probing 1234 backtrace  (probing --help says more)\n";
+  }
+  return probing::cli::kExitUsage;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace probing::cli;
@@ -53,6 +90,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::RuntimeError& e) {
     return e.get_exit_code();  // a command's own exit code
+  } catch (const CLI::RequiredError& e) {
+    if (app.get_subcommands().empty()) return no_command(app, argc, argv);
+    app.exit(e);
+    return kExitUsage;
   } catch (const CLI::ParseError& e) {
     app.exit(e);
     return kExitUsage;

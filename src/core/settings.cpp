@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "core/suggest.h"
+
 namespace probing {
 namespace {
 
@@ -95,7 +97,7 @@ Status Settings::set(const std::string& name, const std::string& value) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = entries_.find(name);
     if (it == entries_.end()) {
-      return {Code::kNotFound, "unknown setting '" + name + "' (see: probing PID config)"};
+      return {Code::kNotFound, unknown_text_locked(name)};
     }
     Result<std::string> canonical = canonicalize(it->second, value);
     if (!canonical.is_ok()) return canonical.status().with_context("setting " + name);
@@ -118,6 +120,18 @@ Status Settings::change(const std::string& name, const std::string& value) {
     }
   }
   return set(name, value);
+}
+
+std::string Settings::unknown_text(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return unknown_text_locked(name);
+}
+
+std::string Settings::unknown_text_locked(const std::string& name) const {
+  std::vector<std::string> names;
+  for (const auto& [known, entry] : entries_) names.push_back(known);
+  std::string near = closest(name, names);
+  return "unknown setting '" + name + "'" + (near.empty() ? "" : "; did you mean " + near + "?");
 }
 
 void Settings::observe(const std::string& name, Observer observer) {

@@ -64,6 +64,9 @@ class Settings {
 
   std::vector<SettingInfo> list() const;  // sorted by name
 
+  // "unknown setting 'NAME'", with the nearest declared name when one is near ("did you mean").
+  std::string unknown_text(const std::string& name) const;
+
   // Applies PROBING_<NAME> for every declared setting. Returns one error per bad variable.
   std::vector<Status> apply_environment();
 
@@ -80,6 +83,7 @@ class Settings {
     Validator validator;
   };
   Result<std::string> canonicalize(const Entry& entry, const std::string& value) const;
+  std::string unknown_text_locked(const std::string& name) const;  // REQUIRES: mu_ held
 
   mutable std::mutex mu_;
   std::map<std::string, Entry> entries_;

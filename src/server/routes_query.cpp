@@ -20,7 +20,7 @@ std::optional<SettingInfo> find_setting(const std::string& name) {
 }
 
 HttpResponse unknown_setting(const std::string& name) {
-  return error_response(404, "NotFound", "unknown setting '" + name + "' (`probing PID config` lists them)");
+  return error_response(404, "NotFound", settings().unknown_text(name) + " (`probing PID config` lists them)");
 }
 
 }  // namespace

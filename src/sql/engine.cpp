@@ -757,8 +757,8 @@ Result<QueryResult> Engine::query(const std::string& sql) {
   if (parse_set(sql, &set_name, &set_value)) {
     Status st = settings().change(set_name, set_value);
     if (st.code() == Code::kNotFound) {
-      return Status(Code::kInvalidArgument, "unknown setting '" + set_name +
-                                                "' (SELECT name FROM information_schema.df_settings lists them)");
+      return Status(Code::kInvalidArgument, settings().unknown_text(set_name) +
+                                                " (SELECT name FROM information_schema.df_settings lists them)");
     }
     if (!st.is_ok()) return Status(Code::kInvalidArgument, st.message());
     std::string value = settings().get(set_name).value_or(set_value);

@@ -50,7 +50,30 @@ def test_no_arguments_prints_help():
 def test_no_command_is_a_usage_error():
     rc, out, err = run_cli("1")
     assert rc == 2
-    assert "subcommand is required" in err.lower(), (out, err)
+    assert "give a command after the target" in err and "backtrace" in err, (out, err)
+
+
+@pytest.mark.parametrize("args, meant", [(["4242", "bactrace"], "backtrace"), (["4242", "evl", "1"], "eval"),
+                                         (["bactrace"], "backtrace"), (["-t", "4242", "quer", "SELECT 1"], "query")])
+def test_mistyped_command_gets_a_suggestion(args, meant):
+    rc, out, err = run_cli(*args)
+    assert rc == 2 and "unknown command '%s'; did you mean '%s'?" % ([a for a in args if a not in ("4242", "-t")][0], meant) in err, \
+        (rc, err)
+
+
+def test_unknown_command_lists_the_commands():
+    rc, out, err = run_cli("4242", "frobnicate")
+    assert rc == 2 and "unknown command 'frobnicate'; the commands are: eval," in err, err
+
+
+def test_misspelt_setting_gets_a_suggestion():
+    with Target("idle.py", "/usr/bin/python3.11", mode="preload") as t:
+        rc, out, err = run_cli(t.pid, "config", "torch.trac=on")
+        assert rc == 1 and "unknown setting 'torch.trac'; did you mean torch.trace?" in err, err
+        rc, out, err = run_cli(t.pid, "query", "SET qurey.max_rows = 5")
+        assert rc == 1 and "did you mean query.max_rows?" in err, err
+        rc, out, err = run_cli(t.pid, "config", "nothing.like.it=1")
+        assert rc == 1 and "unknown setting 'nothing.like.it'" in err and "did you mean" not in err, err
 
 
 def test_bad_target_text():

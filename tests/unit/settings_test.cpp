@@ -1,4 +1,5 @@
 #include "core/settings.h"
+#include "core/suggest.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -70,6 +71,22 @@ TEST(Settings, ARunningAgentRefusesWhatItReadsAtStart) {
   for (const SettingInfo& info : s.list()) {
     EXPECT_EQ(info.read_at_start, info.description.find("(read at start)") != std::string::npos) << info.name;
   }
+}
+
+TEST(Suggest, NearestNameOrNone) {
+  EXPECT_EQ(edit_distance("bactrace", "backtrace"), 1U);
+  EXPECT_EQ(edit_distance("", "abc"), 3U);
+  EXPECT_EQ(edit_distance("kitten", "sitting"), 3U);
+  const std::vector<std::string> commands{"eval", "list", "launch", "inject", "backtrace", "repl", "query", "config"};
+  EXPECT_EQ(closest("bactrace", commands), "backtrace");
+  EXPECT_EQ(closest("evl", commands), "eval");
+  EXPECT_EQ(closest("injcet", commands), "inject");  // a swap costs 2: still within a third of 6
+  EXPECT_EQ(closest("frobnicate", commands), "");
+  EXPECT_EQ(closest("4242", commands), "");
+  Settings s;
+  declare_builtin_settings(s);
+  EXPECT_EQ(s.set("torch.trac", "on").message(), "unknown setting 'torch.trac'; did you mean torch.trace?");
+  EXPECT_EQ(s.unknown_text("zzz"), "unknown setting 'zzz'");
 }
 
 TEST(Settings, ListIsSortedAndDescribed) {
