@@ -54,16 +54,21 @@ Result<Census> take_census(const CApi& api, double budget_s, bool sizes) {
   PyRef object_sizeof(api, api.PyObject_GetAttrString(static_cast<PyObject*>(api.PyBaseObject_Type), "__sizeof__"));
   if (!object_sizeof) return Status(Code::kInternal, "object.__sizeof__: " + fetch_error_text(api));
 
-  const long long was_enabled = call_int(api, isenabled->get(), nullptr);
-  if (was_enabled == 1) call_void(api, disable->get());
+  // Automatic collection is off while the references are held, and back on however this ends
+  // (an allocation here may throw).
+  struct CollectionOff {
+    const CApi& api;
+    PyObject* enable;
+    bool was_enabled;
+    ~CollectionOff() {
+      if (was_enabled) call_void(api, enable);
+    }
+  } off{api, enable->get(), call_int(api, isenabled->get(), nullptr) == 1};
+  if (off.was_enabled) call_void(api, disable->get());
   Census census;
   {
     PyRef objects(api, api.PyObject_CallFunctionObjArgs(get_objects->get(), nullptr));
-    if (!objects) {
-      std::string error = fetch_error_text(api);
-      if (was_enabled == 1) call_void(api, enable->get());
-      return Status(Code::kInternal, "gc.get_objects(): " + error);
-    }
+    if (!objects) return Status(Code::kInternal, "gc.get_objects(): " + fetch_error_text(api));
     std::unordered_map<void*, size_t> index;  // type -> its place in census.types
     const long n = api.PyList_Size(objects.get());
     census.total = n;
@@ -83,7 +88,6 @@ Result<Census> take_census(const CApi& api, double budget_s, bool sizes) {
       census.seen = i + 1;
     }
   }  // the references to the objects are dropped here, before anything else can run
-  if (was_enabled == 1) call_void(api, enable->get());
   return census;
 }
 

@@ -322,3 +322,15 @@ def test_recording_without_an_agent_is_a_no_op(tmp_path, interp):
     count, category, message = p.stdout.strip().split(" ", 2)
     assert (count, category) == ("1", "RuntimeWarning"), p.stdout
     assert "recording is off" in message and "missing/libprobing.so" in message, message
+
+
+def test_objects_count_leaves_the_collector_as_it_was(sql_target):
+    # The count turns automatic collection off while it holds the objects; the target's own
+    # setting is what remains afterwards, on or off.
+    pid = sql_target.pid
+    assert query_json(pid, "SELECT count(*) AS n FROM python.objects")[0]["n"] > 10
+    assert eval_ok(pid, "import gc; gc.isenabled()") == "True\n"
+    eval_ok(pid, "gc.disable()")
+    assert query_json(pid, "SELECT sum(size_bytes) > 0 AS sized FROM python.objects") == [{"sized": 1}]
+    assert eval_ok(pid, "gc.isenabled()") == "False\n"
+    eval_ok(pid, "gc.enable()")
