@@ -262,7 +262,9 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
     int err = errno;
     ::close(fd);
     if (err == ECONNREFUSED || err == ENOENT) {
-      if (target.kind == Target::Kind::kPid && process_exited(target.pid, 0.1)) {
+      // No waiting: a refused connect is also what inject's wait for the agent sees, and
+      // PF_EXITING is set from the start of exit().
+      if (target.kind == Target::Kind::kPid && process_exited(target.pid, 0)) {
         return Status(Code::kUnavailable, "process " + std::to_string(target.pid) + " has exited");
       }
       if (target.kind == Target::Kind::kPid) {

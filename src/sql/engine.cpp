@@ -538,27 +538,28 @@ int on_progress(void*) noexcept {
   return 1;
 }
 
-// What cell_json will count for column i of the current row, without encoding it.
+// What column i of the current row counts against query.max_result_bytes: its size as
+// cell_json encodes it, known without encoding it.
 size_t encoded_size(sqlite3_stmt* stmt, int i) {
   switch (sqlite3_column_type(stmt, i)) {
+    case SQLITE_INTEGER:
+    case SQLITE_FLOAT: return 8;
     case SQLITE_TEXT: return static_cast<size_t>(sqlite3_column_bytes(stmt, i));
     case SQLITE_BLOB: return 3 + 2 * static_cast<size_t>(sqlite3_column_bytes(stmt, i));  // x'..'
-    default: return 8;
+    default: return 0;
   }
 }
 
-nlohmann::json cell_json(sqlite3_stmt* stmt, int i, size_t* bytes) {
+nlohmann::json cell_json(sqlite3_stmt* stmt, int i) {
   switch (sqlite3_column_type(stmt, i)) {
-    case SQLITE_INTEGER: *bytes += 8; return static_cast<long long>(sqlite3_column_int64(stmt, i));
+    case SQLITE_INTEGER: return static_cast<long long>(sqlite3_column_int64(stmt, i));
     case SQLITE_FLOAT: {
-      *bytes += 8;
       double d = sqlite3_column_double(stmt, i);
       return std::isfinite(d) ? nlohmann::json(d) : nlohmann::json(nullptr);
     }
     case SQLITE_TEXT: {
       const char* t = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
       size_t n = static_cast<size_t>(sqlite3_column_bytes(stmt, i));
-      *bytes += n;
       return std::string(t == nullptr ? "" : t, n);
     }
     case SQLITE_BLOB: {
@@ -570,7 +571,6 @@ nlohmann::json cell_json(sqlite3_stmt* stmt, int i, size_t* bytes) {
         hex += kHex[b[k] >> 4];
         hex += kHex[b[k] & 15];
       }
-      *bytes += hex.size();
       return hex + "'";
     }
     default: return nullptr;
@@ -757,8 +757,8 @@ Result<QueryResult> Engine::query(const std::string& sql) {
   if (parse_set(sql, &set_name, &set_value)) {
     Status st = settings().change(set_name, set_value);
     if (st.code() == Code::kNotFound) {
-      return Status(Code::kInvalidArgument, settings().unknown_text(set_name) +
-                                                " (SELECT name FROM information_schema.df_settings lists them)");
+      return Status(Code::kInvalidArgument,
+                    st.message() + " (SELECT name FROM information_schema.df_settings lists them)");
     }
     if (!st.is_ok()) return Status(Code::kInvalidArgument, st.message());
     std::string value = settings().get(set_name).value_or(set_value);
@@ -832,7 +832,8 @@ Result<QueryResult> Engine::query(const std::string& sql) {
       }
       std::vector<nlohmann::json> row;
       row.reserve(static_cast<size_t>(ncol));
-      for (int i = 0; i < ncol; ++i) row.push_back(cell_json(stmt, i, &bytes));
+      for (int i = 0; i < ncol; ++i) row.push_back(cell_json(stmt, i));
+      bytes += row_bytes;
       result.rows.push_back(std::move(row));
     }
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {

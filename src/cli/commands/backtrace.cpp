@@ -212,10 +212,9 @@ int run_from_outside(const Context& ctx, const BacktraceArgs& args, bool no_agen
       thread["name"] = "MainThread";
     }
     int depth = 0;
-    any_frames = any_frames || (!no_agent && !t.frames.empty());
     for (const native::Frame& f : t.frames) {
       if (no_agent && !f.python) continue;
-      any_frames = any_frames || no_agent;
+      any_frames = true;
       nlohmann::json frame = {{"depth", depth++}, {"func", f.func}, {"file", f.file}};
       if (f.python) {
         frame["lineno"] = f.lineno;

@@ -20,9 +20,8 @@ struct InjectArgs {
   bool verbose = false;
 };
 
-// Whether the agent in `pid` answers GET /health.
-// Whether the target's agent answers; an error when its socket name is held by another process
-// (which no inject can fix).
+// Whether the target's agent answers GET /health; an error when its socket name is held by
+// another process (which no inject can fix).
 Result<bool> agent_answers(const client::Target& target, double timeout_s) {
   auto c = client::Client::connect(target, timeout_s);
   if (c.status().code() == Code::kPermissionDenied) return c.status();

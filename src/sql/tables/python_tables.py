@@ -3,10 +3,8 @@
 # agent thread with the GIL held. It imports nothing the target has not, runs no code of the
 # target's modules (no getattr on a module, which could run a module __getattr__ or a lazy
 # import).
-import gc
 import json
 import sys
-import time
 
 
 class ProbingTimeout(BaseException):
