@@ -32,7 +32,8 @@ class Target:
     def __init__(self, code, python="/usr/bin/python3.11", env=None, timeout=60):
         full_env = dict(os.environ)
         full_env.update(env or {})
-        self.proc = subprocess.Popen([python, "-u", "-c", code], stdout=subprocess.PIPE, env=full_env, text=True)
+        self.proc = subprocess.Popen([python, "-u", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=full_env, text=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()

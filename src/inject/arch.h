@@ -8,9 +8,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "core/status.h"
+
+namespace probing::inject {
+class RemoteMemory;
+}
 
 namespace probing::inject::arch {
 
@@ -62,5 +67,11 @@ inline constexpr std::size_t kCallStackBytes = 32;
 CallSetup prepare_call(const CpuState& saved, std::uintptr_t fn, std::uintptr_t arg0,
                        std::uintptr_t arg1, std::uintptr_t stack_top,
                        std::uintptr_t return_address);
+
+// The function called by the call instruction that ends just before `return_address`, with a
+// PLT stub followed to the function it jumps to (through its GOT slot). nullopt when that
+// instruction is not a call this decodes (a call through a register) or cannot be read; always
+// nullopt on aarch64 for now.
+std::optional<std::uintptr_t> call_target(const RemoteMemory& memory, std::uintptr_t return_address);
 
 }  // namespace probing::inject::arch

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "inject/arch.h"
+#include "inject/memory.h"
 
 namespace probing::inject::arch {
 namespace {
@@ -102,6 +103,50 @@ CallSetup prepare_call(const CpuState& saved, std::uintptr_t fn, std::uintptr_t 
   const std::uint64_t ret = return_address;
   std::memcpy(call.stack_bytes.data(), &ret, sizeof ret);
   return call;
+}
+
+namespace {
+
+std::int32_t rel32_at(const std::vector<std::uint8_t>& bytes, std::size_t at) {
+  std::int32_t v;
+  std::memcpy(&v, bytes.data() + at, sizeof v);
+  return v;
+}
+
+std::optional<std::uintptr_t> read_pointer(const RemoteMemory& memory, std::uintptr_t address) {
+  Result<std::vector<std::uint8_t>> bytes = memory.read(address, sizeof(std::uint64_t));
+  if (!bytes) return std::nullopt;
+  std::uint64_t v;
+  std::memcpy(&v, bytes->data(), sizeof v);
+  return v;
+}
+
+}  // namespace
+
+std::optional<std::uintptr_t> call_target(const RemoteMemory& memory, std::uintptr_t return_address) {
+  Result<std::vector<std::uint8_t>> call = memory.read(return_address - 6, 6);
+  if (!call) return std::nullopt;
+  std::uintptr_t target = 0;
+  if ((*call)[1] == 0xe8) {  // call rel32
+    target = return_address + rel32_at(*call, 2);
+  } else if ((*call)[0] == 0xff && (*call)[1] == 0x15) {  // call *rel32(%rip): -fno-plt
+    std::optional<std::uintptr_t> slot = read_pointer(memory, return_address + rel32_at(*call, 2));
+    if (!slot) return std::nullopt;
+    return *slot;
+  } else {
+    return std::nullopt;
+  }
+  // A PLT stub: [endbr64] [bnd] jmp *rel32(%rip), its GOT slot holding the function.
+  Result<std::vector<std::uint8_t>> stub = memory.read(target, 16);
+  if (!stub) return target;
+  std::size_t at = 0;
+  const std::uint8_t endbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
+  if (std::memcmp(stub->data(), endbr64, sizeof endbr64) == 0) at += sizeof endbr64;
+  if ((*stub)[at] == 0xf2) ++at;  // bnd
+  if ((*stub)[at] != 0xff || (*stub)[at + 1] != 0x25) return target;  // not a stub: the function
+  const std::uintptr_t next = target + at + 6;
+  std::optional<std::uintptr_t> slot = read_pointer(memory, next + rel32_at(*stub, at + 2));
+  return slot ? slot : std::optional<std::uintptr_t>(target);
 }
 
 }  // namespace probing::inject::arch

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "inject/maps.h"
 #include "inject/memory.h"
 #include "inject/process.h"
+#include "inject/stack_policy.h"
 #include "inject/symbols.h"
 #include "inject/syscalls.h"
 #include "inject/tracee.h"
@@ -123,7 +125,7 @@ struct Borrowed {
   std::string how;
 };
 
-enum class Tier { kRestartingSyscall = 0, kEintrSyscall = 1, kRunning = 2 };
+enum class Tier { kRestartingSyscall = 0, kEintrSyscall = 1, kLockWait = 2, kRunning = 3 };
 
 struct Candidate {
   pid_t tid;
@@ -131,11 +133,14 @@ struct Candidate {
   SyscallHint hint;
 };
 
+// Why each thread was not borrowed, for the message when none was.
+using Reasons = std::map<pid_t, std::string>;
+
 // Orders the threads by how promising they look from /proc, without stopping any: parked in a
-// transparently restarted wait first, then waits that may see EINTR, then running threads.
-// Threads parked anywhere else (futex: maybe a lock the loader or malloc needs) are left alone.
+// transparently restarted wait first, then waits that may see EINTR, then lock waits (only with
+// a stack reader to judge them), then running threads. The others go to `skipped`.
 std::vector<Candidate> rank_threads(pid_t pid, const std::vector<pid_t>& tids,
-                                    const std::vector<Mapping>& maps) {
+                                    const std::vector<Mapping>& maps, bool read_stacks, Reasons& skipped) {
   std::vector<Candidate> out;
   for (pid_t tid : tids) {
     SyscallHint hint = read_syscall_hint(pid, tid);
@@ -143,13 +148,26 @@ std::vector<Candidate> rank_threads(pid_t pid, const std::vector<pid_t>& tids,
       out.push_back({tid, Tier::kRunning, hint});
       continue;
     }
-    if (hint.nr < 0) continue;  // stopped or blocked outside a system call
+    if (hint.nr < 0) {
+      skipped[tid] = "stopped or blocked outside a system call";
+      continue;
+    }
     const Mapping* m = find_mapping(maps, hint.pc);
-    if (m != nullptr && classify_object(m->path) == ObjectKind::kLoader) continue;
+    if (m != nullptr && classify_object(m->path) == ObjectKind::kLoader) {
+      skipped[tid] = "blocked inside the dynamic loader";
+      continue;
+    }
     switch (classify_syscall(hint.nr)) {
       case SyscallSafety::kRestarts: out.push_back({tid, Tier::kRestartingSyscall, hint}); break;
       case SyscallSafety::kMayReturnEintr: out.push_back({tid, Tier::kEintrSyscall, hint}); break;
-      case SyscallSafety::kUnsafe: break;
+      case SyscallSafety::kUnsafe:
+        if (read_stacks && syscall_name(hint.nr) == "futex") {
+          out.push_back({tid, Tier::kLockWait, hint});
+        } else {
+          skipped[tid] = "blocked in " + syscall_name(hint.nr) +
+                         (read_stacks ? "" : " (its stack could not be read to judge it)");
+        }
+        break;
     }
   }
   std::stable_sort(out.begin(), out.end(),
@@ -157,10 +175,27 @@ std::vector<Candidate> rank_threads(pid_t pid, const std::vector<pid_t>& tids,
   return out;
 }
 
+// One line per thread: why it was not borrowed (at most kMaxReasonLines of them).
+std::string reasons_text(pid_t pid, const Reasons& reasons) {
+  constexpr std::size_t kMaxReasonLines = 32;
+  std::string text;
+  std::size_t n = 0;
+  for (const auto& [tid, reason] : reasons) {
+    if (n++ == kMaxReasonLines) {
+      text += "\n  ... and " + std::to_string(reasons.size() - kMaxReasonLines) + " more threads";
+      break;
+    }
+    Result<ProcStatus> st = read_proc_status(pid, tid);
+    text += "\n  thread " + std::to_string(tid) + (st ? " \"" + st->name + "\"" : std::string()) + ": " + reason;
+  }
+  return text;
+}
+
 // Decides from a stopped thread's registers whether it may be borrowed. Returns "" and sets
-// `how` when it may, else the reason it may not.
+// `how` and `parked` when it may (a lock wait only when `lock_waits` says its stack is judged
+// next), else the reason it may not.
 std::string judge(pid_t tid, const arch::CpuState& state, const SyscallHint& hint,
-                  const std::vector<Mapping>& maps, std::string& how) {
+                  const std::vector<Mapping>& maps, bool lock_waits, std::string& how, Parked& parked) {
   const std::uintptr_t pc = arch::program_counter(state);
   const Mapping* code = find_mapping(maps, pc);
   if (code == nullptr) return "pc " + hex(pc) + " is outside every mapping (JIT code?)";
@@ -179,12 +214,14 @@ std::string judge(pid_t tid, const arch::CpuState& state, const SyscallHint& hin
 
   const long nr = arch::stopped_syscall(state, hint.nr, hint.pc);
   if (nr >= 0) {
-    if (classify_syscall(nr) == SyscallSafety::kUnsafe) return "blocked in " + syscall_name(nr);
+    const bool lock_wait = lock_waits && syscall_name(nr) == "futex";
+    if (classify_syscall(nr) == SyscallSafety::kUnsafe && !lock_wait) return "blocked in " + syscall_name(nr);
     // -ERESTART*: the wait was interrupted by our stop; otherwise the call had just finished.
     const auto result = static_cast<long>(arch::return_value(state));
     const bool blocked = result >= -516 && result <= -512;
     how = "thread " + std::to_string(tid) + (blocked ? " blocked in " : " returning from ") +
           syscall_name(nr);
+    parked = lock_wait ? Parked::kLockWait : Parked::kSyscall;
     return "";
   }
   if (kind == ObjectKind::kLibc || kind == ObjectKind::kLibpthread || kind == ObjectKind::kLibdl) {
@@ -196,9 +233,55 @@ std::string judge(pid_t tid, const arch::CpuState& state, const SyscallHint& hin
   if (code->path.empty() || code->path[0] != '/') return "running in " + where + " (JIT code?)";
   // The main executable, libpython, or another library (libtorch's kernels, say): dlopen only
   // needs the loader's and libc's locks, and a thread whose pc is here holds neither — unless a
-  // libc or loader frame below it called back into this code (dl_iterate_phdr callbacks run in
-  // libgcc_s, refused above; qsort/bsearch callbacks take no lock).
+  // frame below it holds one, which judge_whole_stack() looks for when it can read the stack.
   how = "thread " + std::to_string(tid) + " running in " + where;
+  parked = Parked::kRunning;
+  return "";
+}
+
+// Decides from a stopped thread's whole stack (see stack_policy.h). Returns "" when it may be
+// borrowed, and adds to `how` what it waits in; else the reason it may not.
+std::string judge_whole_stack(StackReader& reader, const RemoteMemory& memory, pid_t tid,
+                              const std::vector<Mapping>& maps, Parked parked, std::string& how) {
+  StackRead read = reader.read(tid);
+  std::vector<PlacedFrame> frames;
+  frames.reserve(read.frames.size());
+  for (const StackFrame& sf : read.frames) {
+    PlacedFrame& f = frames.emplace_back();
+    f.pc = sf.pc;
+    f.after_signal = sf.after_signal;
+    const Mapping* m = find_mapping(maps, sf.pc);
+    f.mapped = m != nullptr && m->is_file();
+    if (!f.mapped) continue;
+    f.kind = classify_object(m->path);
+    f.object = path_basename(m->path);
+    // Names matter in the C library and the loader only; naming libtorch's frames would load
+    // its symbol table while the thread waits.
+    if (f.kind == ObjectKind::kLibc || f.kind == ObjectKind::kLibpthread || f.kind == ObjectKind::kLibdl ||
+        f.kind == ObjectKind::kLoader) {
+      f.function = reader.function_at(frames.size() == 1 ? sf.pc : sf.pc - 1);
+    }
+  }
+  std::string entry;
+  const std::size_t top = libc_frames_on_top(frames);
+  if (parked == Parked::kLockWait && top > 0 && top < frames.size()) {
+    // What the program called to wait: decoded from the call before the return address.
+    if (std::optional<std::uintptr_t> callee = arch::call_target(memory, frames[top].pc)) {
+      const Mapping* m = find_mapping(maps, *callee);
+      const ObjectKind kind = m != nullptr ? classify_object(m->path) : ObjectKind::kOther;
+      if (kind == ObjectKind::kLibc || kind == ObjectKind::kLibpthread) entry = reader.function_at(*callee);
+    }
+    if (entry.empty()) entry = frames[top - 1].function;  // the outermost libc frame, if it was not a tail call
+  }
+  std::string reason = judge_stack(frames, read.complete, parked, entry);
+  if (!reason.empty()) {
+    if (!read.complete && !read.error.empty()) reason += " (" + read.error + ")";
+    return reason;
+  }
+  if (parked == Parked::kLockWait) {
+    how += " (" + (entry.empty() ? std::string("a wait") : plain_function_name(entry)) + " called from " +
+           frames[top].object + ")";
+  }
   return "";
 }
 
@@ -206,8 +289,9 @@ std::string judge(pid_t tid, const arch::CpuState& state, const SyscallHint& hin
 // Returns the borrowed thread, nothing (with `reason` set) when it was let go, or an error
 // that ends the whole injection (permission, process gone).
 Result<std::optional<Borrowed>> try_thread(pid_t pid, const Candidate& candidate,
-                                           const std::vector<Mapping>& maps,
-                                           Clock::time_point deadline, std::string& reason) {
+                                           const std::vector<Mapping>& maps, const RemoteMemory& memory,
+                                           StackReader* stacks, Clock::time_point deadline,
+                                           std::string& reason) {
   Result<Tracee> seized = Tracee::seize(pid, candidate.tid);
   if (!seized) {
     if (seized.status().code() == Code::kNotFound) {  // that thread just exited
@@ -228,7 +312,11 @@ Result<std::optional<Borrowed>> try_thread(pid_t pid, const Candidate& candidate
   Result<arch::CpuState> state = arch::read_state(candidate.tid);
   if (!state) return state.status();
   std::string how;
-  reason = judge(candidate.tid, *state, candidate.hint, maps, how);
+  Parked parked = Parked::kRunning;
+  reason = judge(candidate.tid, *state, candidate.hint, maps, stacks != nullptr, how, parked);
+  if (reason.empty() && stacks != nullptr) {
+    reason = judge_whole_stack(*stacks, memory, candidate.tid, maps, parked, how);
+  }
   if (!reason.empty()) {
     PROBING_RETURN_IF_ERROR(tracee.detach(0));
     return std::optional<Borrowed>();
@@ -323,20 +411,15 @@ Status restore(Borrowed& b, const RemoteMemory& memory, std::uintptr_t region,
 }
 
 // The call itself, on a borrowed thread; always restores it.
-Result<std::uintptr_t> borrow_and_call(Borrowed& b, const LoaderApi& api,
+Result<std::uintptr_t> borrow_and_call(Borrowed& b, const RemoteMemory& memory, const LoaderApi& api,
                                        const std::string& library_path,
                                        const InjectOptions& options) {
-  Result<RemoteMemory> memory = RemoteMemory::open(b.tracee.pid());
-  if (!memory) {
-    (void)b.tracee.detach(0);
-    return memory.status();
-  }
   // [region, top): what we write — the path, then the call frame below it — kept below the
   // red zone of the interrupted code and saved first.
   const std::uintptr_t top = arch::stack_pointer(b.saved) - arch::kRedZone;
   const std::uintptr_t path_at = (top - (library_path.size() + 1)) & ~std::uintptr_t{15};
   const std::uintptr_t region = (path_at - arch::kCallStackBytes - 16) & ~std::uintptr_t{15};
-  Result<std::vector<std::uint8_t>> saved_bytes = memory->read(region, top - region);
+  Result<std::vector<std::uint8_t>> saved_bytes = memory.read(region, top - region);
   if (!saved_bytes) {
     (void)b.tracee.detach(0);
     return saved_bytes.status().with_context("saving the stack of thread " + std::to_string(b.tracee.tid()));
@@ -345,25 +428,25 @@ Result<std::uintptr_t> borrow_and_call(Borrowed& b, const LoaderApi& api,
   std::vector<HeldSignal> held;
   const Clock::time_point deadline = Clock::now() + options.call_timeout;
   Result<std::uintptr_t> result = Status(Code::kInternal, "not called");
-  Status wrote = memory->write(path_at, library_path.c_str(), library_path.size() + 1);
+  Status wrote = memory.write(path_at, library_path.c_str(), library_path.size() + 1);
   if (!wrote.is_ok()) {
     result = wrote;
   } else {
-    result = call_function(b, *memory, api.open, path_at, static_cast<std::uintptr_t>(api.mode),
+    result = call_function(b, memory, api.open, path_at, static_cast<std::uintptr_t>(api.mode),
                            path_at, deadline, held);
     if (result && *result == 0) {
       std::string message = "(no dlerror available)";
       if (api.error != 0) {
-        Result<std::uintptr_t> text = call_function(b, *memory, api.error, 0, 0, path_at, deadline, held);
+        Result<std::uintptr_t> text = call_function(b, memory, api.error, 0, 0, path_at, deadline, held);
         if (text && *text != 0) {
-          Result<std::string> s = memory->read_c_string(*text, kMaxErrorLength);
+          Result<std::string> s = memory.read_c_string(*text, kMaxErrorLength);
           if (s) message = *s;
         }
       }
       result = Status(Code::kInternal, api.description + " failed in the target: " + message);
     }
   }
-  Status restored = restore(b, *memory, region, *saved_bytes, held);
+  Status restored = restore(b, memory, region, *saved_bytes, held);
   if (!restored.is_ok()) {
     return restored.with_context("putting thread " + std::to_string(b.tracee.tid()) +
                                  " back (THE TARGET MAY CRASH)");
@@ -412,10 +495,15 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
   Result<LoaderApi> api = find_loader_api(pid, *maps);
   if (!api) return api.status().with_context(context);
 
+  Result<RemoteMemory> memory = RemoteMemory::open(pid);
+  if (!memory) return memory.status().with_context(context);
+
   CriticalSection critical;
   const Clock::time_point deadline = Clock::now() + options.deadline;
   InjectReport report;
-  std::string last_reason = "no thread was examined";
+  Reasons reasons;                  // the latest word on each thread not borrowed
+  std::map<pid_t, int> examined;    // threads stopped so far, and how often
+  std::map<pid_t, SyscallHint> refused;  // blocked threads found unsafe, where they were blocked
   auto pause = std::chrono::milliseconds(1);
   // Bounded by the deadline: each round stops at most kProbesPerRound threads.
   for (int round = 0;; ++round) {
@@ -425,22 +513,34 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
     }
     Result<std::vector<pid_t>> tids = list_threads(pid);
     if (!tids) return tids.status().with_context(context);
+    std::vector<Candidate> candidates = rank_threads(pid, *tids, *maps, options.stacks != nullptr, reasons);
+    // Within a tier, the threads looked at least so far first: every thread gets its turn.
+    std::stable_sort(candidates.begin(), candidates.end(), [&](const Candidate& a, const Candidate& b) {
+      return a.tier != b.tier ? a.tier < b.tier : examined[a.tid] < examined[b.tid];
+    });
     int probes = 0;
     int running_probes = 0;
-    for (const Candidate& c : rank_threads(pid, *tids, *maps)) {
+    for (const Candidate& c : candidates) {
       if (probes >= kProbesPerRound || Clock::now() >= deadline) break;
+      // Still in the very wait it was refused in: its stack has not changed, nor the answer.
+      if (const auto r = refused.find(c.tid); r != refused.end() && c.tier != Tier::kRunning &&
+          r->second.nr == c.hint.nr && r->second.sp == c.hint.sp && r->second.pc == c.hint.pc) {
+        continue;
+      }
       if (c.tier == Tier::kRunning && running_probes++ >= kRunningProbesPerRound) break;
       ++probes;
       ++report.attempts;
+      ++examined[c.tid];
       std::string reason;
-      Result<std::optional<Borrowed>> b = try_thread(pid, c, *maps, deadline, reason);
+      Result<std::optional<Borrowed>> b = try_thread(pid, c, *maps, *memory, options.stacks, deadline, reason);
       if (!b) return b.status().with_context(context);
       if (!b->has_value()) {
-        last_reason = "thread " + std::to_string(c.tid) + ": " + reason;
+        reasons[c.tid] = reason;
+        if (c.tier != Tier::kRunning) refused[c.tid] = c.hint;
         continue;
       }
       Borrowed& borrowed = **b;
-      Result<std::uintptr_t> handle = borrow_and_call(borrowed, *api, library_path, options);
+      Result<std::uintptr_t> handle = borrow_and_call(borrowed, *memory, *api, library_path, options);
       if (!handle) return handle.status().with_context(context + " (" + borrowed.how + ")");
       report.tid = c.tid;
       report.handle = *handle;
@@ -453,8 +553,8 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
   }
   return Status(Code::kTimeout, context + ": no thread was safe to borrow within " +
                                     std::to_string(options.deadline.count()) + " ms (" +
-                                    std::to_string(report.attempts) + " examined; last: " + last_reason +
-                                    "); the target was not changed");
+                                    std::to_string(report.attempts) + " examined); the target was not changed." +
+                                    reasons_text(pid, reasons));
 }
 
 }  // namespace probing::inject

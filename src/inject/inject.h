@@ -13,10 +13,36 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 
 namespace probing::inject {
+
+// One frame of a stopped thread's stack.
+struct StackFrame {
+  std::uintptr_t pc = 0;      // frame 0: where the thread is; the others: their return address
+  bool after_signal = false;  // a signal interrupted this frame: a handler runs above it
+};
+
+// A stopped thread's stack as far as it could be unwound.
+struct StackRead {
+  std::vector<StackFrame> frames;  // innermost first
+  bool complete = false;           // unwound to the thread's first frame
+  std::string error;               // why it is not complete
+};
+
+// Reads the stacks of threads the injector has stopped, so that a thread parked in a lock wait
+// is judged by its whole stack (docs/attach.md). The injector itself links no unwinder: the CLI
+// passes one (native::open_stack_reader). Called only from the thread that runs inject_library.
+class StackReader {
+ public:
+  virtual ~StackReader() = default;
+  // REQUIRES: `tid` is ptrace-stopped by the calling thread.
+  virtual StackRead read(pid_t tid) = 0;
+  // The name of the function whose code holds `address`; "" when that is not known for certain.
+  virtual std::string function_at(std::uintptr_t address) = 0;
+};
 
 struct InjectOptions {
   // Finding a thread that is safe to borrow gives up after this (target restored, kTimeout).
@@ -26,6 +52,9 @@ struct InjectOptions {
   // and the result is kTimeout. Abandoning a dlopen can leave the target's loader locked, so
   // this is a last resort, far longer than any sane constructor.
   std::chrono::milliseconds call_timeout{30000};
+  // Without a reader, threads parked in a lock wait (futex) are never borrowed, and the others
+  // are judged by their registers alone.
+  StackReader* stacks = nullptr;
 };
 
 struct InjectReport {

@@ -107,6 +107,7 @@ bool is_eval_frame(const Frame& f) {
 struct Held {
   std::vector<Dwarf_Addr> pcs;  // for symbol lookup: return addresses moved back into the call
   std::vector<Dwarf_Addr> raw;
+  std::vector<bool> exact;  // the pc is where the frame was interrupted (the first, or after a signal)
   int max = 0;
   bool truncated = false;
   std::vector<python::RawFrame> python;
@@ -118,6 +119,7 @@ int on_frame(Dwfl_Frame* frame, void* arg) {
   bool activation = false;
   if (!dwfl_frame_pc(frame, &pc, &activation)) return DWARF_CB_ABORT;
   u->raw.push_back(pc);
+  u->exact.push_back(activation);
   u->pcs.push_back(activation || pc == 0 ? pc : pc - 1);
   if (static_cast<int>(u->pcs.size()) >= u->max) {
     u->truncated = true;
@@ -272,7 +274,47 @@ class Unwinder {
   DwflPtr dwfl_;
 };
 
+// The whole stack of a stopped thread and the names of C library functions, for the injector.
+class InjectStackReader : public inject::StackReader {
+ public:
+  explicit InjectStackReader(Unwinder unwinder) : unwinder_(std::move(unwinder)) {}
+
+  inject::StackRead read(pid_t tid) override {
+    constexpr int kMaxFrames = 1024;
+    Held held;
+    held.max = kMaxFrames;
+    Status st = unwinder_.unwind(tid, &held);
+    inject::StackRead out;
+    for (size_t i = 0; i < held.raw.size(); ++i) out.frames.push_back({held.raw[i], i > 0 && held.exact[i]});
+    out.complete = st.is_ok() && !held.truncated;
+    if (!st.is_ok()) out.error = st.message();
+    if (held.truncated) out.error = "more than " + std::to_string(kMaxFrames) + " frames";
+    return out;
+  }
+
+  std::string function_at(std::uintptr_t address) override {
+    Dwfl* dwfl = unwinder_.dwfl();
+    Dwfl_Module* module = dwfl != nullptr ? dwfl_addrmodule(dwfl, address) : nullptr;
+    if (module == nullptr) return "";
+    GElf_Off offset = 0;
+    GElf_Sym sym;
+    const char* name = dwfl_module_addrinfo(module, address, &offset, &sym, nullptr, nullptr, nullptr);
+    // A symbol without a size, or one that ends before `address`, is only the nearest name.
+    if (name == nullptr || sym.st_size == 0 || offset >= sym.st_size) return "";
+    return name;
+  }
+
+ private:
+  Unwinder unwinder_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<inject::StackReader>> open_stack_reader(pid_t pid) {
+  Result<Unwinder> unwinder = Unwinder::open(pid);
+  if (!unwinder.is_ok()) return unwinder.status();
+  return std::unique_ptr<inject::StackReader>(std::make_unique<InjectStackReader>(std::move(*unwinder)));
+}
 
 pid_t tid_for_ident(pid_t pid, unsigned long ident) {
   Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid);

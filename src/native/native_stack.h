@@ -10,10 +10,12 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
+#include "inject/inject.h"
 
 namespace probing::native {
 
@@ -53,6 +55,11 @@ struct Capture {
 // The stacks of `tids` (threads of `pid`), in that order. kPermissionDenied when `pid` may not
 // be traced (with the reason), kNotFound when it is gone; a thread that cannot be read gets a note.
 Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options& options = {});
+
+// Unwinds threads of `pid` that the caller has ptrace-stopped, for the injector's judgement of a
+// thread's whole stack (inject::InjectOptions::stacks). Errors as capture(). Use it from one
+// thread only: the one that stops the threads.
+Result<std::unique_ptr<inject::StackReader>> open_stack_reader(pid_t pid);
 
 // The kernel tid of the thread whose threading ident is `ident`, read from outside; 0 if none.
 pid_t tid_for_ident(pid_t pid, unsigned long ident);

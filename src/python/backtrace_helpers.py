@@ -5,6 +5,7 @@
 # into a placeholder.
 import json
 import linecache
+import re
 import reprlib
 import _thread
 import sys
@@ -167,6 +168,74 @@ def _source(filename, lineno):
     return text.strip() or None
 
 
+_LOCK_TYPES = {type(_thread.allocate_lock()): "threading.Lock", _thread.RLock: "threading.RLock"}
+_MISSING = object()
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+# `with NAME:` and `NAME.acquire(`: how a thread comes to wait for a lock in Python code.
+_WAITS_ON = re.compile(r"\bwith\s+(" + _NAME + r")|(" + _NAME + r")\.acquire\(")
+_RLOCK_OWNER = re.compile(r"owner=(\d+)")
+
+
+def _instance_attr(obj, name):
+    """obj.name from the instance's own __dict__ only: no property, no __getattr__ runs."""
+    try:
+        d = object.__getattribute__(obj, "__dict__")
+    except BaseException:
+        return _MISSING
+    return d.get(name, _MISSING) if type(d) is dict else _MISSING
+
+
+def _resolve(dotted, frame):
+    parts = dotted.split(".")
+    f_locals = frame.f_locals
+    obj = f_locals.get(parts[0], _MISSING) if type(f_locals) is dict else _MISSING
+    if obj is _MISSING:
+        obj = frame.f_globals.get(parts[0], _MISSING)
+    for name in parts[1:]:
+        if obj is _MISSING:
+            break
+        obj = _instance_attr(obj, name)
+    if obj is not _MISSING and type(obj) not in _LOCK_TYPES:
+        inner = _instance_attr(obj, "_lock")  # `with condition:` waits for the condition's lock
+        if type(inner) in _LOCK_TYPES:
+            obj = inner
+    return obj
+
+
+def _waited_lock(frame):
+    """The threading.Lock or RLock that the innermost frame waits to acquire, if its current line
+    is `with LOCK:` or `LOCK.acquire(...)` and that lock is held; else None. Reads names, never
+    runs the target's code."""
+    code = frame.f_code
+    line = _source(code.co_filename, frame.f_lineno)
+    if not line:
+        return None
+    found = []
+    for m in _WAITS_ON.finditer(line):
+        dotted = m.group(1) or m.group(2)
+        obj = _resolve(dotted, frame)
+        kind = _LOCK_TYPES.get(type(obj))
+        if kind is None or (kind == "threading.Lock" and not obj.locked()):
+            continue
+        found.append((dotted, obj, kind))
+    if len(found) != 1:
+        return None
+    dotted, obj, kind = found[0]
+    f_locals = frame.f_locals
+    me = f_locals.get("self") if type(f_locals) is dict else None
+    if me is not None and _instance_attr(me, "_tstate_lock") is obj:  # Thread.join: the thread's end
+        ident = _instance_attr(me, "_ident")
+        return {"kind": "thread_end", "expr": dotted, "address": "0x%x" % id(obj),
+                "owner": ident if type(ident) is int else None}
+    owner = None
+    if kind == "threading.RLock":
+        m = _RLOCK_OWNER.search(repr(obj))
+        if m is None:  # an RLock nobody holds: not a wait
+            return None
+        owner = int(m.group(1))
+    return {"kind": kind, "expr": dotted, "address": "0x%x" % id(obj), "owner": owner}
+
+
 def _frames(frame, want_locals, max_depth, r, deadline):
     out = []
     depth = 0
@@ -234,6 +303,12 @@ def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s,
         if name is not None:
             names.append((ident, name))
         stack, truncated = _frames(frame, want_locals, max_depth, r, deadline)
+        try:
+            waiting_for = _waited_lock(frame)
+        except BaseException:
+            waiting_for = None
+        if waiting_for is not None and waiting_for["owner"] in by_ident:
+            waiting_for["owner_name"] = by_ident[waiting_for["owner"]].name
         threads.append({
             "thread_id": ident,
             "native_thread_id": native,
@@ -243,6 +318,7 @@ def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s,
             "holds_gil": False,
             "frames": stack,
             "truncated": truncated,
+            "waiting_for": waiting_for,
         })
     threads.sort(key=lambda th: (not th["is_main"], th["thread_id"]))
     return json.dumps({"threads": threads, "names": names})

@@ -35,7 +35,7 @@ string(REPLACE ";" ":" INJECT_PYTHONS_TEXT "${INJECT_PYTHONS}")
 
 add_executable(inject_test ${CMAKE_CURRENT_LIST_DIR}/inject_test.cpp)
 set_target_properties(inject_test PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-target_link_libraries(inject_test PRIVATE probing_inject GTest::gtest_main Threads::Threads)
+target_link_libraries(inject_test PRIVATE probing_inject probing_native GTest::gtest_main Threads::Threads)
 target_compile_definitions(inject_test PRIVATE
   INJECT_PROBE_LIB="$<TARGET_FILE:inject_probe>"
   INJECT_BAD_LIB="$<TARGET_FILE:inject_bad>"

@@ -23,6 +23,8 @@
 #include <gtest/gtest.h>
 
 #include "inject/inject.h"
+#include "inject/stack_policy.h"
+#include "native/native_stack.h"
 
 namespace probing::inject {
 namespace {
@@ -306,6 +308,65 @@ TEST_F(InjectTest, SignalsDuringTheCallAreDeliveredAfterwards) {
   EXPECT_EQ(child->read_rest(), "read rc=2 errno=0 data=x\nusr1=1\n");
 }
 
+// --- lock waits: judged by the whole stack ---------------------------------------------------
+
+// True once the main thread is blocked in futex (a lock or condition wait).
+bool wait_until_in_futex(pid_t pid) { return wait_until_in_syscall(pid, SYS_futex); }
+
+TEST_F(InjectTest, LockWaitIsNotBorrowedWithoutAStackReader) {
+  auto child = native({"condwait", "60000"});
+  ASSERT_TRUE(wait_until_in_futex(child->pid()));
+  InjectOptions options;
+  options.deadline = milliseconds(200);
+  Result<InjectReport> r = inject_library(child->pid(), INJECT_PROBE_LIB, options);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), Code::kTimeout);
+  // Each thread is listed with its reason.
+  EXPECT_NE(r.status().message().find("thread " + std::to_string(child->pid()) + " \"inject_target\": blocked in futex"),
+            std::string::npos) << r.status().message();
+  EXPECT_EQ(read_file(out_), "");
+}
+
+TEST_F(InjectTest, LockWaitIsBorrowedWhenItsStackIsSafe) {
+  const auto start = SteadyClock::now();
+  auto child = native({"condwait", "1500"});
+  ASSERT_TRUE(wait_until_in_futex(child->pid()));
+  Result<std::unique_ptr<StackReader>> stacks = native::open_stack_reader(child->pid());
+  ASSERT_TRUE(stacks.is_ok()) << stacks.status().to_string();
+  InjectOptions options;
+  options.stacks = stacks->get();
+  options.deadline = milliseconds(2000);
+  Result<InjectReport> r = inject_library(child->pid(), INJECT_PROBE_LIB, options);
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_NE(r->how.find("blocked in futex (pthread_cond_timedwait called from inject_target)"), std::string::npos)
+      << r->how;
+  EXPECT_EQ(read_file(out_), "loaded " + std::to_string(child->pid()) + "\n");
+  // The wait goes on to its timeout: the interruption was not a wakeup the program could see.
+  EXPECT_EQ(child->read_rest(), "cond rc=110\n");
+  EXPECT_GE(SteadyClock::now() - start, milliseconds(1500));
+  EXPECT_EQ(child->wait_exit(), 0);
+}
+
+TEST_F(InjectTest, LockWaitUnderTheLoadersLockIsRefused) {
+  auto child = native({"iterate"});
+  ASSERT_TRUE(wait_until_in_futex(child->pid()));
+  Result<std::unique_ptr<StackReader>> stacks = native::open_stack_reader(child->pid());
+  ASSERT_TRUE(stacks.is_ok()) << stacks.status().to_string();
+  InjectOptions options;
+  options.stacks = stacks->get();
+  options.deadline = milliseconds(300);
+  Result<InjectReport> r = inject_library(child->pid(), INJECT_PROBE_LIB, options);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), Code::kTimeout);
+  EXPECT_NE(r.status().message().find("dl_iterate_phdr is on its stack"), std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("the target was not changed"), std::string::npos);
+  EXPECT_EQ(read_file(out_), "");
+  Result<bool> mapped = has_mapped_library(child->pid(), "libinject_probe.so");
+  ASSERT_TRUE(mapped.is_ok());
+  EXPECT_FALSE(*mapped);
+}
+
 TEST_F(InjectTest, SecondInjectReturnsTheSameHandle) {
   auto child = native({"read"});
   InjectReport first = inject_probe(child->pid());
@@ -505,6 +566,92 @@ TEST_F(InjectTest, RelativePathIsRefused) {
   Result<InjectReport> r = inject_library(child->pid(), "libinject_probe.so");
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+}
+
+// --- the stack policy, on stacks made up for it -----------------------------------------------
+
+PlacedFrame in(ObjectKind kind, const std::string& object, const std::string& function = "") {
+  PlacedFrame f;
+  f.pc = 0x1000;
+  f.mapped = true;
+  f.kind = kind;
+  f.object = object;
+  f.function = function;
+  return f;
+}
+
+// A Python thread waiting for a threading.Lock: libc's wait, libpython, the thread's start.
+std::vector<PlacedFrame> python_lock_wait() {
+  return {in(ObjectKind::kLibc, "libc.so.6"), in(ObjectKind::kLibc, "libc.so.6"),
+          in(ObjectKind::kLibpython, "libpython3.11.so.1.0", "PyThread_acquire_lock_timed"),
+          in(ObjectKind::kLibpython, "libpython3.11.so.1.0"), in(ObjectKind::kLibc, "libc.so.6", "start_thread"),
+          in(ObjectKind::kLibc, "libc.so.6", "clone3")};
+}
+
+TEST(StackPolicy, PlainNamesJoinGlibcAliases) {
+  EXPECT_EQ(plain_function_name("___pthread_cond_timedwait64"), "pthread_cond_timedwait");
+  EXPECT_EQ(plain_function_name("__GI___pthread_mutex_lock"), "pthread_mutex_lock");
+  EXPECT_EQ(plain_function_name("__new_sem_wait_slow64.constprop.0"), "new_sem_wait_slow");
+  EXPECT_EQ(plain_function_name("__clock_nanosleep_time64"), "clock_nanosleep");
+  EXPECT_EQ(plain_function_name("malloc@@GLIBC_2.2.5"), "malloc");
+  EXPECT_EQ(plain_function_name("pread64"), "pread");
+  EXPECT_EQ(plain_function_name(""), "");
+}
+
+TEST(StackPolicy, WaitsCalledFromTheProgramAreSafe) {
+  EXPECT_EQ(judge_stack(python_lock_wait(), true, Parked::kLockWait, "sem_clockwait"), "");
+  EXPECT_EQ(judge_stack(python_lock_wait(), true, Parked::kLockWait, "__pthread_cond_timedwait64"), "");
+  EXPECT_EQ(judge_stack(python_lock_wait(), true, Parked::kLockWait, "pthread_mutex_lock"), "");
+  // libgomp's barrier makes the futex call itself: no C library frame on top.
+  std::vector<PlacedFrame> gomp{in(ObjectKind::kOther, "libgomp.so.1"), in(ObjectKind::kOther, "libgomp.so.1"),
+                                in(ObjectKind::kLibc, "libc.so.6", "start_thread")};
+  EXPECT_EQ(judge_stack(gomp, true, Parked::kLockWait, ""), "");
+  // libstdc++'s condition_variable is the program's, not the unwinder's.
+  std::vector<PlacedFrame> cv = python_lock_wait();
+  cv[2] = in(ObjectKind::kRuntime, "libstdc++.so.6", "_ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE");
+  EXPECT_EQ(judge_stack(cv, true, Parked::kLockWait, "pthread_cond_wait"), "");
+}
+
+TEST(StackPolicy, WaitsThatMayHoldALockDlopenNeedsAreRefused) {
+  EXPECT_NE(judge_stack(python_lock_wait(), true, Parked::kLockWait, "malloc").find("malloc"), std::string::npos);
+  EXPECT_NE(judge_stack(python_lock_wait(), true, Parked::kLockWait, "").find("could not be decoded"),
+            std::string::npos);
+  EXPECT_NE(judge_stack(python_lock_wait(), false, Parked::kLockWait, "sem_wait").find("unwound to the end"),
+            std::string::npos);
+
+  std::vector<PlacedFrame> stack = python_lock_wait();
+  stack.insert(stack.begin() + 4, in(ObjectKind::kLibc, "libc.so.6", "dl_iterate_phdr"));
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("dl_iterate_phdr is on its stack"),
+            std::string::npos);
+  // The same frame under a running thread or a read() is refused too.
+  EXPECT_NE(judge_stack(stack, true, Parked::kRunning, "").find("dl_iterate_phdr"), std::string::npos);
+  EXPECT_NE(judge_stack(stack, true, Parked::kSyscall, "").find("dl_iterate_phdr"), std::string::npos);
+
+  stack = python_lock_wait();
+  stack.insert(stack.begin() + 3, in(ObjectKind::kLibc, "libc.so.6"));  // unnamed, mid-stack
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("unnamed C library function"),
+            std::string::npos);
+  EXPECT_EQ(judge_stack(stack, true, Parked::kSyscall, ""), "");
+
+  stack = python_lock_wait();
+  stack[3].after_signal = true;
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("signal handler"), std::string::npos);
+
+  stack = python_lock_wait();
+  stack.insert(stack.begin() + 3, in(ObjectKind::kLoader, "ld-linux-x86-64.so.2", "_dl_catch_exception"));
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("dynamic loader"), std::string::npos);
+
+  stack = python_lock_wait();
+  stack.insert(stack.begin() + 3, in(ObjectKind::kRuntime, "libgcc_s.so.1", "_Unwind_Find_FDE"));
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("unwinding"), std::string::npos);
+
+  stack = python_lock_wait();
+  stack.insert(stack.begin() + 2, in(ObjectKind::kAllocator, "libjemalloc.so.2"));
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "").find("libjemalloc"), std::string::npos);
+
+  std::vector<PlacedFrame> only_libc{in(ObjectKind::kLibc, "libc.so.6"), in(ObjectKind::kLibc, "libc.so.6")};
+  EXPECT_NE(judge_stack(only_libc, true, Parked::kLockWait, ""), "");
+  EXPECT_NE(judge_stack({}, true, Parked::kRunning, ""), "");
 }
 
 }  // namespace

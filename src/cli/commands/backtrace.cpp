@@ -45,6 +45,25 @@ void print_thread(const nlohmann::json& t) {
     std::cout << ")";
   }
   std::cout << "\n";
+  // waiting for threading.Lock `theirs` at 0x7f3a... (held by thread 1396 "loader")
+  // waiting for thread 1396 "loader" to end
+  if (const auto w = t.find("waiting_for"); w != t.end() && w->is_object()) {
+    std::string owner;
+    if (w->contains("owner") && (*w)["owner"].is_number()) {
+      owner = "thread " + (*w)["owner"].dump();
+      if (const auto name = w->find("owner_name"); name != w->end() && name->is_string())
+        owner += " \"" + name->get<std::string>() + "\"";
+    }
+    const std::string kind = text_of(w->value("kind", nlohmann::json()), "a lock");
+    if (kind == "thread_end") {
+      std::cout << "  waiting for " << (owner.empty() ? "a thread" : owner) << " to end\n";
+    } else {
+      std::cout << "  waiting for " << kind << " `" << text_of(w->value("expr", nlohmann::json())) << "` at "
+                << text_of(w->value("address", nlohmann::json()), "?");
+      if (!owner.empty()) std::cout << " (held by " << owner << ")";
+      std::cout << "\n";
+    }
+  }
   for (const auto& f : t.value("frames", nlohmann::json::array())) {
     if (f.value("frame_type", "Python") == "Native") {  // clock_nanosleep+0x4b (libc.so.6) [Native]
       std::cout << "  " << text_of(f.value("func", nlohmann::json()), "??");

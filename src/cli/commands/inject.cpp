@@ -10,6 +10,7 @@
 #include "cli/common.h"
 #include "core/settings.h"
 #include "inject/inject.h"
+#include "native/native_stack.h"
 
 namespace probing::cli {
 namespace {
@@ -86,6 +87,14 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
     }
     inject::InjectOptions options;
     options.deadline = std::chrono::milliseconds(static_cast<long>(args.timeout_s * 1000));
+    // With a stack reader, threads parked in a lock wait are judged by their whole stack, and
+    // a process whose every thread waits (the usual hang) can be attached to.
+    Result<std::unique_ptr<inject::StackReader>> stacks = native::open_stack_reader(pid);
+    if (stacks.is_ok()) {
+      options.stacks = stacks->get();
+    } else if (args.verbose) {
+      std::cerr << "probing: threads in a lock wait are not considered: " << stacks.status().message() << "\n";
+    }
     Result<inject::InjectReport> report = inject::inject_library(pid, *lib, options);
     if (!report.is_ok()) {
       ::unlink(("/proc/" + std::to_string(pid) + "/root" + inject_settings_path(pid)).c_str());

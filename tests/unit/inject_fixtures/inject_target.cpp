@@ -5,6 +5,9 @@
 //   spin       spins in this executable forever
 //   threads N  starts N threads that sleep in a loop, then does "read"
 //   signals    counts SIGUSR1 (SA_RESTART), does "read", prints "usr1=C ..."
+//   condwait MS  waits MS on a condition nobody signals; prints "cond rc=R" (110: ETIMEDOUT)
+//   iterate    waits forever in a dl_iterate_phdr callback (the loader's list lock held)
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -44,6 +47,16 @@ int do_read() {
   if (nl != nullptr) *nl = '\0';
   std::printf("read rc=%zd errno=%d data=%s\n", n, n < 0 ? err : 0, buf);
   std::fflush(stdout);
+  return 0;
+}
+
+pthread_mutex_t g_mutex = PTHREAD_MUTEX_INITIALIZER;
+pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
+
+int wait_forever_in_callback(dl_phdr_info*, size_t, void*) {
+  ready();
+  pthread_mutex_lock(&g_mutex);
+  for (;;) pthread_cond_wait(&g_cond, &g_mutex);
   return 0;
 }
 
@@ -92,6 +105,27 @@ int main(int argc, char** argv) {
     do_read();
     std::printf("usr1=%d\n", static_cast<int>(g_usr1));
     std::fflush(stdout);
+    return 0;
+  }
+  if (std::strcmp(mode, "condwait") == 0 && argc > 2) {
+    long ms = std::strtol(argv[2], nullptr, 10);
+    timespec until{};
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec += 1;
+      until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&g_mutex);
+    ready();
+    int rc = pthread_cond_timedwait(&g_cond, &g_mutex, &until);
+    pthread_mutex_unlock(&g_mutex);
+    std::printf("cond rc=%d\n", rc);
+    return 0;
+  }
+  if (std::strcmp(mode, "iterate") == 0) {
+    dl_iterate_phdr(wait_forever_in_callback, nullptr);
     return 0;
   }
   return 2;

@@ -1,0 +1,184 @@
+"""Attaching to hung processes: every thread waits (a queue, a lock, a join, the GIL, a stopped
+DataLoader). inject must get in within 300 ms, then eval and backtrace --all must answer; when no
+thread is safe, it must say why for each thread and leave the target as it was."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import INTERPRETERS, Target, agent_mapped, clean_env, eval_ok, needs_inject, run_cli
+
+pytestmark = needs_inject
+
+INJECT_BUDGET_MS = 300
+
+
+def _thread_states(pid):
+    """{tid: (state, syscall number or None)} from /proc, without stopping anything."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open("/proc/%d/task/%s/syscall" % (pid, tid)) as f:
+                first = f.read().split()[0]
+        except (OSError, IndexError):
+            continue
+        out[int(tid)] = (state, int(first) if first.isdigit() else None)
+    return out
+
+
+def _settle(pid, threads, timeout=10.0):
+    """Waits until `threads` threads exist and all are blocked in a system call."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = _thread_states(pid)
+        if len(states) >= threads and all(s == "S" and nr is not None for s, nr in states.values()):
+            return states
+        time.sleep(0.01)
+    raise AssertionError("the target's threads did not settle into their waits: %r" % _thread_states(pid))
+
+
+def inject_timed(pid):
+    """probing PID inject -v; returns (what it borrowed, milliseconds until the agent answered)."""
+    rc, out, err = run_cli(pid, "inject", "-v")
+    assert rc == 0, (rc, out, err)
+    assert out == "Successfully injected probes into process %d\n" % pid
+    used = re.search(r"^probing: loaded \S+ using (.*) \(\d+ thread\(s\) examined\)$", err, re.M)
+    took = re.search(r"^probing: ([\d.]+) ms from start to the agent answering$", err, re.M)
+    assert used and took, err
+    return used.group(1), float(took.group(1))
+
+
+def backtrace_all(pid):
+    rc, out, err = run_cli(pid, "backtrace", "--all")
+    assert (rc, err) == (0, ""), (rc, out, err)
+    return out
+
+
+# mode: (threads once settled, whether all of them wait on a futex, what backtrace --all shows)
+HUNG = {
+    "queue": (1, True, [r"Queue\.get \(", r"queue\.Queue\(\)\.get\(\)"]),
+    "queue_timeout": (1, True, [r"Queue\.get \(", r"q\.get\(timeout=1\)"]),
+    "deadlock": (3, True, [r'waiting for thread \d+ "holds-first" to end',
+                           r"waiting for threading\.Lock `theirs` at 0x[0-9a-f]+\n.*\n      with theirs:"]),
+    "rlock": (3, True, [r'waiting for threading\.RLock `guard` at 0x[0-9a-f]+ \(held by thread \d+ "rlock-holder"\)']),
+    "waits": (3, False, [r'"event-waiter"', r"Event\.wait \(", r'"sleeper"', r"waiting for thread \d+ "
+                         r'"event-waiter" to end']),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(HUNG))
+def test_inject_into_a_hung_process(interp, target_factory, mode):
+    threads, all_futex, shown = HUNG[mode]
+    t = target_factory("hung.py", interp, mode="none", args=[mode])
+    states = _settle(t.pid, threads)
+    futex = 202  # x86_64
+    if all_futex and os.uname().machine == "x86_64":
+        assert all(nr == futex for _, nr in states.values()), states
+    how, ms = inject_timed(t.pid)
+    if all_futex:
+        assert "blocked in futex (" in how, how  # judged by its whole stack, then borrowed
+    assert ms < INJECT_BUDGET_MS, (mode, how, ms)
+    assert eval_ok(t.pid, "model") == "{'layers': 3}\n"
+    out = backtrace_all(t.pid)
+    for pattern in shown:
+        assert re.search(pattern, out), (pattern, out)
+    if mode == "rlock":
+        rc, out, err = run_cli(t.pid, "backtrace", "--all", "--json")
+        assert rc == 0, (out, err)
+        threads = {th["name"]: th for th in json.loads(out)["threads"]}
+        wanted = threads["rlock-wanter"]["waiting_for"]
+        assert wanted["kind"] == "threading.RLock" and wanted["expr"] == "guard", wanted
+        assert wanted["owner"] == threads["rlock-holder"]["thread_id"] and wanted["owner_name"] == "rlock-holder"
+        assert threads["MainThread"]["waiting_for"]["kind"] == "thread_end"
+    assert t.alive()
+
+
+def test_inject_while_one_thread_holds_the_gil(interp, target_factory):
+    t = target_factory("hung.py", interp, mode="none", args=["gil"])
+    how, ms = inject_timed(t.pid)
+    assert ms < INJECT_BUDGET_MS, (how, ms)
+    assert eval_ok(t.pid, "model") == "{'layers': 3}\n"  # once the holder's C call lets go
+    rc, out, err = run_cli(t.pid, "backtrace", "--all")
+    assert rc == 0 and "gil.<locals>.hold (" in out and "gil.<locals>.want (" in out, (out, err)
+    if "read without the GIL" in out:  # the holder was in its C call: it is named
+        assert re.search(r"^Thread \d+ .*holds the GIL.*\n  gil.<locals>.hold \(", out, re.M), out
+
+
+def test_when_no_thread_is_safe_each_is_listed_and_the_target_is_unchanged(interp, target_factory):
+    t = target_factory("hung.py", interp, mode="none", args=["loader_lock"])
+    _settle(t.pid, 1)
+    maps_before = open("/proc/%d/maps" % t.pid).read()
+    rc, out, err = run_cli(t.pid, "inject", "--timeout", "0.5")
+    assert rc != 0 and out == "", (rc, out, err)
+    assert "no thread was safe to borrow within 500 ms" in err, err
+    assert "the target was not changed" in err, err
+    assert re.search(r'^  thread %d "[^"]+": the C library\'s dl_iterate_phdr is on its stack' % t.pid, err, re.M), err
+    assert agent_mapped(t.pid) == 0
+    assert open("/proc/%d/maps" % t.pid).read() == maps_before
+    assert _thread_states(t.pid)[t.pid][0] == "S" and t.alive()
+    # Stacks still come, read from outside.
+    rc, out, err = run_cli(t.pid, "backtrace")
+    assert rc == 0 and "(no agent: read from outside)" in out, (rc, out, err)
+    assert "loader_lock.<locals>.each_object (" in out, out
+
+
+def _torch_interpreters():
+    out = []
+    for it in INTERPRETERS:
+        if it.skip_reason:
+            out.append(pytest.param(it, id=it.name, marks=pytest.mark.skip(reason=it.skip_reason)))
+            continue
+        ok = subprocess.run([it.path, "-c", "import torch"], capture_output=True, timeout=60, env=clean_env())
+        marks = [] if ok.returncode == 0 else [pytest.mark.skip(reason="torch is not importable in %s" % it.path)]
+        out.append(pytest.param(it, id=it.name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("interp", _torch_interpreters())
+def test_inject_into_a_dataloader_whose_workers_are_stopped(interp, target_factory):
+    t = target_factory("hung.py", interp, mode="none", args=["dataloader"], ready_timeout=60)
+    children = [int(p) for p in open("/proc/%d/task/%d/children" % (t.pid, t.pid)).read().split()]
+    assert len(children) == 2, children
+    deadline = time.monotonic() + 20
+    while any(_thread_states(c)[c][0] != "T" for c in children):
+        assert time.monotonic() < deadline, "the workers were not stopped"
+        time.sleep(0.01)
+    # The main thread waits for a batch that never comes; every other thread is idle.
+    main_wait = re.compile(r"_MultiProcessingDataLoaderIter\._(try_)?get_data \(")
+    while True:
+        states = _thread_states(t.pid)
+        if all(s == "S" for s, _ in states.values()):
+            rc, out, _ = run_cli(t.pid, "backtrace")
+            if rc == 0 and main_wait.search(out):
+                break
+        assert time.monotonic() < deadline, (states, run_cli(t.pid, "backtrace"))
+        time.sleep(0.05)
+    how, ms = inject_timed(t.pid)
+    assert ms < INJECT_BUDGET_MS, (how, ms)
+    assert eval_ok(t.pid, "model") == "{'layers': 3}\n"
+    out = backtrace_all(t.pid)
+    assert main_wait.search(out), out
+    for c in children:  # the workers are as they were: stopped, and not ours to resume
+        assert _thread_states(c)[c][0] == "T"
+        os.kill(c, signal.SIGCONT)
+
+
+def test_twenty_fresh_hung_processes():
+    """20 hung processes in a row, taking turns between the interpreters and the waits."""
+    usable = [it for it in INTERPRETERS if not it.skip_reason]
+    if not usable:
+        pytest.skip("no interpreter: " + "; ".join(it.skip_reason for it in INTERPRETERS))
+    modes = ["queue", "deadlock", "queue_timeout", "rlock"]
+    for i in range(20):
+        interp, mode = usable[i % len(usable)], modes[i % len(modes)]
+        with Target("hung.py", interp, mode="none", args=[mode]) as t:
+            _settle(t.pid, HUNG[mode][0])
+            how, ms = inject_timed(t.pid)
+            assert "blocked in futex (" in how, (i, interp.name, mode, how)
+            assert eval_ok(t.pid, "import os; os.getpid()") == "%d\n" % t.pid, (i, interp.name, mode)
