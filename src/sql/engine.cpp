@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <regex>
 #include <set>
 
@@ -27,6 +28,11 @@ struct QueryState {
   std::vector<std::string> notices;
   std::string denied;  // the statement kind the authorizer refused
   bool timed_out = false;
+  // A live table scanned again within one query (the inner side of a join, a subquery) is
+  // fetched once more, in full, then served from here: a self-join of python.objects takes the
+  // census, and holds the GIL, twice at most, however many rows the outer side has.
+  std::map<std::string, std::shared_ptr<const LiveRows>> live_rows;  // by table and columns used
+  std::set<std::string> live_scanned;
 };
 thread_local QueryState* g_query = nullptr;
 
@@ -107,7 +113,7 @@ struct LiveVtab {
 
 struct LiveCursor {
   sqlite3_vtab_cursor base{};
-  LiveRows rows;
+  std::shared_ptr<const LiveRows> rows = std::make_shared<const LiveRows>();
   size_t at = 0;
 };
 
@@ -193,16 +199,30 @@ int live_filter(sqlite3_vtab_cursor* base, int, const char* idx, int argc, sqlit
         ++at;
       }
     }
+    const std::string key = table.schema + "." + table.name + "/" + std::to_string(request.columns_used);
+    bool keep = false;
+    if (g_query != nullptr) {
+      if (auto cached = g_query->live_rows.find(key); cached != g_query->live_rows.end()) {
+        cursor->rows = cached->second;  // SQLite checks the `=` constraints itself (none is omitted)
+        cursor->at = 0;
+        return SQLITE_OK;
+      }
+      keep = !g_query->live_scanned.insert(key).second || request.equals.empty();
+      if (keep) request.equals.clear();
+    }
     Result<LiveRows> rows = table.fetch(request);
     if (!rows.is_ok()) {
       set_error(base->pVtab, table.schema + "." + table.name + ": " + rows.status().message());
       return SQLITE_ERROR;
     }
-    cursor->rows = std::move(rows).value();
-    cursor->at = 0;
+    auto fetched = std::make_shared<LiveRows>(std::move(rows).value());
     if (g_query != nullptr) {
-      for (std::string& n : cursor->rows.notices) g_query->notices.push_back(table.schema + "." + table.name + ": " + n);
+      for (std::string& n : fetched->notices) g_query->notices.push_back(table.schema + "." + table.name + ": " + n);
+      fetched->notices.clear();
+      if (keep) g_query->live_rows.emplace(key, fetched);
     }
+    cursor->rows = std::move(fetched);
+    cursor->at = 0;
     return SQLITE_OK;
   } catch (const std::exception& e) {
     set_error(base->pVtab, table.schema + "." + table.name + ": " + e.what());
@@ -219,12 +239,12 @@ int live_next(sqlite3_vtab_cursor* base) noexcept {
 
 int live_eof(sqlite3_vtab_cursor* base) noexcept {
   auto* c = reinterpret_cast<LiveCursor*>(base);
-  return c->at >= c->rows.rows.size();
+  return c->at >= c->rows->rows.size();
 }
 
 int live_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) noexcept {
   auto* c = reinterpret_cast<LiveCursor*>(base);
-  const Row& row = c->rows.rows[c->at];
+  const Row& row = c->rows->rows[c->at];
   if (column >= 0 && static_cast<size_t>(column) < row.size()) {
     result_value(ctx, row[static_cast<size_t>(column)]);
   } else {

@@ -38,6 +38,7 @@ class SqlTest : public ::testing::Test {
                                      {{"n", ColumnType::kInteger, ""}, {"square", ColumnType::kInteger, ""}},
                                      {0},
                                      [](const ScanRequest& r) -> Result<LiveRows> {
+                                       ++numbers_fetched;
                                        LiveRows out;
                                        for (const auto& [column, value] : r.equals) {
                                          long long n = std::get<long long>(value);
@@ -50,6 +51,8 @@ class SqlTest : public ::testing::Test {
                                      }})
                     .is_ok());
   }
+
+  static inline int numbers_fetched = 0;  // calls of process.numbers' fetch
 
   static QueryResult run(const std::string& sql) {
     Result<QueryResult> r = Engine::get().query(sql);
@@ -145,6 +148,27 @@ TEST_F(SqlTest, LiveTablePushdownAndNotices) {
   EXPECT_EQ(one.rows[0][0], 144);
   ASSERT_EQ(one.notices.size(), 1u);
   EXPECT_EQ(one.notices[0], "process.numbers: pushed n = 12");
+}
+
+TEST_F(SqlTest, LiveTableIsFetchedAtMostTwiceInAJoin) {
+  // A nested loop would scan the inner side once per outer row: it is served from the query's
+  // copy after its second scan, so a self-join of python.objects holds the GIL for two censuses.
+  numbers_fetched = 0;
+  EXPECT_EQ(run("SELECT count(*) FROM process.numbers a, process.numbers b").rows[0][0], 100);
+  EXPECT_LE(numbers_fetched, 2);
+  numbers_fetched = 0;
+  QueryResult joined = run("SELECT a.n, b.square FROM process.numbers a JOIN process.numbers b ON b.n = a.n "
+                           "ORDER BY a.n");
+  ASSERT_EQ(joined.rows.size(), 10u);
+  for (size_t i = 0; i < joined.rows.size(); ++i) {
+    EXPECT_EQ(joined.rows[i][0], static_cast<long long>(i));
+    EXPECT_EQ(joined.rows[i][1], static_cast<long long>(i * i));
+  }
+  EXPECT_LE(numbers_fetched, 3);  // the outer scan, the inner one with n pushed, the inner one in full
+  numbers_fetched = 0;
+  run("SELECT sum(square) FROM process.numbers");
+  run("SELECT sum(square) FROM process.numbers");
+  EXPECT_EQ(numbers_fetched, 2);  // nothing is kept from one query to the next
 }
 
 TEST_F(SqlTest, ErrorsCarrySqliteMessages) {
