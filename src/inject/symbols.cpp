@@ -17,17 +17,14 @@ std::string hex(std::uintptr_t v) {
   return buf;
 }
 
-// A path under which we can read the target's file: its root first (other mount namespaces),
-// then, for a deleted file, the kernel's handle on the mapping itself.
+}  // namespace
+
 std::vector<std::string> readable_paths(pid_t pid, const Mapping& m) {
   const std::string proc = "/proc/" + std::to_string(pid);
-  std::vector<std::string> paths;
+  std::vector<std::string> paths{proc + "/map_files/" + hex(m.start) + "-" + hex(m.end)};
   if (!m.deleted) paths.push_back(proc + "/root" + m.path);
-  paths.push_back(proc + "/map_files/" + hex(m.start) + "-" + hex(m.end));
   return paths;
 }
-
-}  // namespace
 
 std::vector<std::string> mapped_files(const std::vector<Mapping>& maps) {
   std::vector<std::string> files;

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
+#include <mutex>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -185,30 +187,47 @@ struct DwflDeleter {
 };
 using DwflPtr = std::unique_ptr<Dwfl, DwflDeleter>;
 
-std::atomic<pid_t> g_files_of{0};  // whose root the libraries are opened under
+// For each file the process being unwound maps, where to read it (inject::readable_paths). Set
+// by Unwinder::attach, read by find_elf (libdw's callback, which has no user pointer of its own).
+std::mutex g_files_mutex;
+std::map<std::string, std::vector<std::string>> g_files;
 
 bool ends_with(const char* s, std::string_view suffix) {
   const size_t n = std::strlen(s);
   return n >= suffix.size() && std::string_view(s + n - suffix.size()) == suffix;
 }
 
-// A library at its path as the target sees it: through /proc/PID/root, so that a process in a
-// container is unwound and named from its own files, never the host's. Regular files only: a
-// device mapping (/dev/nvidia0) may block on open, with a thread stopped.
+// A regular file opened read-only from one of `paths`; -1 when none is. A device mapping
+// (/dev/nvidia0) is never opened: it may block on open, with a thread stopped.
+int open_regular(const std::vector<std::string>& paths) {
+  for (const std::string& path : paths) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_PATH);
+    if (fd < 0) continue;
+    struct stat st {};
+    const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    const int file =
+        regular ? ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDONLY | O_CLOEXEC) : -1;
+    ::close(fd);
+    if (file >= 0) return file;
+  }
+  return -1;
+}
+
+// A library as the target maps it: the very file (/proc/PID/map_files), else its path under the
+// target's root, so that a process in a chroot or a container is unwound and named from its own
+// files, never the host's.
 int find_elf(Dwfl_Module* module, void** userdata, const char* name, Dwarf_Addr base, char** file_name,
              Elf** elf) {
   if (name == nullptr || name[0] != '/' || ends_with(name, " (deleted)")) {
     // [vdso], a deleted file: libdw reads them from the process's memory.
     return dwfl_linux_proc_find_elf(module, userdata, name, base, file_name, elf);
   }
-  const std::string path = "/proc/" + std::to_string(g_files_of.load()) + "/root" + name;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_PATH);
-  if (fd < 0) return -1;
-  struct stat st {};
-  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-  const int file =
-      regular ? ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDONLY | O_CLOEXEC) : -1;
-  ::close(fd);
+  std::vector<std::string> paths;
+  {
+    std::lock_guard<std::mutex> lock(g_files_mutex);
+    if (auto it = g_files.find(name); it != g_files.end()) paths = it->second;
+  }
+  const int file = open_regular(paths);
   if (file < 0) return -1;
   *file_name = ::strdup(name);  // the target's name: libdw looks for its debug file by it
   *elf = nullptr;
@@ -251,7 +270,15 @@ class Unwinder {
     static char* debuginfo_path = nullptr;
     static const Dwfl_Callbacks callbacks = {find_elf, dwfl_standard_find_debuginfo, nullptr,
                                              &debuginfo_path};
-    g_files_of.store(pid_);
+    Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid_);
+    if (!maps.is_ok()) return maps.status();
+    {
+      std::lock_guard<std::mutex> lock(g_files_mutex);
+      g_files.clear();
+      for (const inject::Mapping& m : *maps) {
+        if (m.is_file() && !g_files.count(m.path)) g_files.emplace(m.path, inject::readable_paths(pid_, m));
+      }
+    }
     DwflPtr dwfl(dwfl_begin(&callbacks));
     if (!dwfl) return Status(Code::kInternal, std::string("libdw: ") + dwfl_errmsg(-1));
     dwfl_report_begin(dwfl.get());

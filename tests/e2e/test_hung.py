@@ -182,3 +182,34 @@ def test_twenty_fresh_hung_processes():
             how, ms = inject_timed(t.pid)
             assert "blocked in futex (" in how, (i, interp.name, mode, how)
             assert eval_ok(t.pid, "import os; os.getpid()") == "%d\n" % t.pid, (i, interp.name, mode)
+
+
+def test_a_process_in_its_own_root_and_mount_namespace(interp, tmp_path):
+    """A target chrooted into a copy of the host's mounts, in a mount namespace of its own: its
+    /proc/PID/maps names files that are not at those paths for us, so libraries must be read
+    through /proc/PID/map_files. inject (whole-stack judgement included), the native stack and
+    eval must work as for any other process."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a mount namespace and chroot")
+    root = str(tmp_path / "root")
+    os.mkdir(root)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets", "hung.py")
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+           'mount --rbind / "$0" && exec chroot "$0" "$1" "$2" queue', root, interp.path, script]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), text=True,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            pytest.skip("cannot run a chrooted process here: %r %r" % (line, proc.stderr.read()[-300:]))
+        _settle(proc.pid, 1)
+        rc, out, err = run_cli(proc.pid, "backtrace", "--native")
+        assert rc == 0, (out, err)
+        assert "end early" not in out and "Queue.get (" in out, out
+        assert re.search(r"^  \S+\+0x[0-9a-f]+ \(libc\.so\.6\) \[Native\]$", out, re.M), out  # named from its libc
+        how, ms = inject_timed(proc.pid)
+        assert "blocked in futex (" in how, how
+        assert eval_ok(proc.pid, "model") == "{'layers': 3}\n"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
