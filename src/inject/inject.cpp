@@ -163,9 +163,10 @@ std::vector<Candidate> rank_threads(pid_t pid, const std::vector<pid_t>& tids,
       case SyscallSafety::kUnsafe:
         if (read_stacks && syscall_name(hint.nr) == "futex") {
           out.push_back({tid, Tier::kLockWait, hint});
+        } else if (syscall_name(hint.nr) == "futex") {
+          skipped[tid] = "blocked in futex (its stack could not be read to judge it)";
         } else {
-          skipped[tid] = "blocked in " + syscall_name(hint.nr) +
-                         (read_stacks ? "" : " (its stack could not be read to judge it)");
+          skipped[tid] = "blocked in " + syscall_name(hint.nr);
         }
         break;
     }
@@ -175,19 +176,22 @@ std::vector<Candidate> rank_threads(pid_t pid, const std::vector<pid_t>& tids,
   return out;
 }
 
-// One line per thread: why it was not borrowed (at most kMaxReasonLines of them).
+// One line per thread still alive: why it was not borrowed (at most kMaxReasonLines of them).
 std::string reasons_text(pid_t pid, const Reasons& reasons) {
   constexpr std::size_t kMaxReasonLines = 32;
   std::string text;
-  std::size_t n = 0;
+  std::size_t shown = 0, more = 0;
   for (const auto& [tid, reason] : reasons) {
-    if (n++ == kMaxReasonLines) {
-      text += "\n  ... and " + std::to_string(reasons.size() - kMaxReasonLines) + " more threads";
-      break;
-    }
     Result<ProcStatus> st = read_proc_status(pid, tid);
-    text += "\n  thread " + std::to_string(tid) + (st ? " \"" + st->name + "\"" : std::string()) + ": " + reason;
+    if (!st || st->state == 'Z' || st->state == 'X') continue;  // it has exited since
+    if (shown == kMaxReasonLines) {
+      ++more;
+      continue;
+    }
+    ++shown;
+    text += "\n  thread " + std::to_string(tid) + " \"" + st->name + "\": " + reason;
   }
+  if (more > 0) text += "\n  ... and " + std::to_string(more) + " more threads";
   return text;
 }
 
@@ -252,7 +256,10 @@ std::string judge_whole_stack(StackReader& reader, const RemoteMemory& memory, p
     f.after_signal = sf.after_signal;
     const Mapping* m = find_mapping(maps, sf.pc);
     f.mapped = m != nullptr && m->is_file();
-    if (!f.mapped) continue;
+    if (!f.mapped) {
+      if (m != nullptr) f.object = m->path;
+      continue;
+    }
     f.kind = classify_object(m->path);
     f.object = path_basename(m->path);
     // Names matter in the C library and the loader only; naming libtorch's frames would load
@@ -269,7 +276,12 @@ std::string judge_whole_stack(StackReader& reader, const RemoteMemory& memory, p
     if (std::optional<std::uintptr_t> callee = arch::call_target(memory, frames[top].pc)) {
       const Mapping* m = find_mapping(maps, *callee);
       const ObjectKind kind = m != nullptr ? classify_object(m->path) : ObjectKind::kOther;
-      if (kind == ObjectKind::kLibc || kind == ObjectKind::kLibpthread) entry = reader.function_at(*callee);
+      // Trusted only at the very start of a named function (the byte before it is another's,
+      // or padding): bytes before a `call *%reg` can look like a `call rel32` by chance.
+      if (kind == ObjectKind::kLibc || kind == ObjectKind::kLibpthread) {
+        std::string name = reader.function_at(*callee);
+        if (!name.empty() && reader.function_at(*callee - 1) != name) entry = std::move(name);
+      }
     }
     if (entry.empty()) entry = frames[top - 1].function;  // the outermost libc frame, if it was not a tail call
   }
@@ -288,10 +300,13 @@ std::string judge_whole_stack(StackReader& reader, const RemoteMemory& memory, p
 // Stops `candidate` and keeps it when it is safe; otherwise lets it go.
 // Returns the borrowed thread, nothing (with `reason` set) when it was let go, or an error
 // that ends the whole injection (permission, process gone).
+// `settled` is set when the thread was refused for its stack while parked exactly where /proc
+// said it was: until it moves, asking again would give the same answer.
 Result<std::optional<Borrowed>> try_thread(pid_t pid, const Candidate& candidate,
                                            const std::vector<Mapping>& maps, const RemoteMemory& memory,
                                            StackReader* stacks, Clock::time_point deadline,
-                                           std::string& reason) {
+                                           std::string& reason, bool& settled) {
+  settled = false;
   Result<Tracee> seized = Tracee::seize(pid, candidate.tid);
   if (!seized) {
     if (seized.status().code() == Code::kNotFound) {  // that thread just exited
@@ -316,6 +331,8 @@ Result<std::optional<Borrowed>> try_thread(pid_t pid, const Candidate& candidate
   reason = judge(candidate.tid, *state, candidate.hint, maps, stacks != nullptr, how, parked);
   if (reason.empty() && stacks != nullptr) {
     reason = judge_whole_stack(*stacks, memory, candidate.tid, maps, parked, how);
+    settled = !reason.empty() && parked != Parked::kRunning && candidate.hint.nr >= 0 &&
+              arch::program_counter(*state) == candidate.hint.pc && arch::stack_pointer(*state) == candidate.hint.sp;
   }
   if (!reason.empty()) {
     PROBING_RETURN_IF_ERROR(tracee.detach(0));
@@ -532,11 +549,13 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
       ++report.attempts;
       ++examined[c.tid];
       std::string reason;
-      Result<std::optional<Borrowed>> b = try_thread(pid, c, *maps, *memory, options.stacks, deadline, reason);
+      bool settled = false;
+      Result<std::optional<Borrowed>> b =
+          try_thread(pid, c, *maps, *memory, options.stacks, deadline, reason, settled);
       if (!b) return b.status().with_context(context);
       if (!b->has_value()) {
         reasons[c.tid] = reason;
-        if (c.tier != Tier::kRunning) refused[c.tid] = c.hint;
+        if (settled) refused[c.tid] = c.hint;
         continue;
       }
       Borrowed& borrowed = **b;

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "inject/process.h"
+
 namespace probing::inject {
 namespace {
 
@@ -21,7 +23,11 @@ std::string at(std::uintptr_t address) {
 Result<RemoteMemory> RemoteMemory::open(pid_t pid) {
   const std::string path = "/proc/" + std::to_string(pid) + "/mem";
   int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return errno_status("opening " + path);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EACCES || err == EPERM) return ptrace_denied(pid, "opening " + path);
+    return errno_status("opening " + path, err);
+  }
   return RemoteMemory(pid, fd);
 }
 

@@ -24,7 +24,8 @@ bool takes_loader_or_malloc_lock(std::string_view f) {
   return in(f, {"malloc", "libc_malloc", "int_malloc", "sysmalloc", "malloc_consolidate", "arena_get2",
                 "calloc", "libc_calloc", "realloc", "libc_realloc", "int_realloc", "free", "libc_free",
                 "int_free", "cfree", "memalign", "libc_memalign", "int_memalign", "posix_memalign",
-                "aligned_alloc", "valloc", "pvalloc", "malloc_trim", "lll_lock_wait_private",
+                "aligned_alloc", "valloc", "pvalloc", "malloc_trim", "malloc_stats", "malloc_info",
+                "mallinfo", "mallinfo2", "lll_lock_wait_private",
                 "dl_iterate_phdr", "fork", "libc_fork", "Fork", "run_fork_handlers", "exit",
                 "run_exit_handlers", "cxa_finalize", "libc_freeres", "abort", "libc_message",
                 "dlopen", "dlmopen", "dlclose", "dlsym", "dlvsym", "dladdr", "dladdr1", "dlinfo",
@@ -89,7 +90,14 @@ std::string judge_stack(const std::vector<PlacedFrame>& frames, bool complete, P
   for (std::size_t i = 0; i < frames.size(); ++i) {
     const PlacedFrame& f = frames[i];
     if (i > 0 && f.after_signal) return "a signal handler runs on it (" + frame_text(f, i) + ")";
-    if (!f.mapped) continue;  // [vdso], or code outside any file: nothing there takes a libc lock
+    if (!f.mapped) {
+      // The vDSO takes no lock. Code outside any file (JIT) is unwound by guesswork (no CFI),
+      // which could have skipped a frame: a lock wait is not trusted past it.
+      if (parked == Parked::kLockWait && f.object != "[vdso]") {
+        return "code outside any file is on its stack (" + frame_text(f, i) + "): it cannot be unwound reliably";
+      }
+      continue;
+    }
     const std::string function = plain_function_name(f.function);
     switch (f.kind) {
       case ObjectKind::kLoader:

@@ -30,7 +30,7 @@ struct PlacedFrame {
   bool after_signal = false;
   bool mapped = false;             // pc lies in a mapping of a file
   ObjectKind kind = ObjectKind::kOther;
-  std::string object;              // the file's basename, for messages
+  std::string object;              // the file's basename; for other mappings their name ("[vdso]")
   std::string function;            // "" when not known
 };
 

@@ -168,71 +168,153 @@ def _source(filename, lineno):
     return text.strip() or None
 
 
-_LOCK_TYPES = {type(_thread.allocate_lock()): "threading.Lock", _thread.RLock: "threading.RLock"}
+_LOCK = type(_thread.allocate_lock())
+_RLOCK = _thread.RLock
 _MISSING = object()
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-# `with NAME:` and `NAME.acquire(`: how a thread comes to wait for a lock in Python code.
-_WAITS_ON = re.compile(r"\bwith\s+(" + _NAME + r")|(" + _NAME + r")\.acquire\(")
+# `with A, B as c:` (every item) and `NAME.acquire(`: how a thread comes to wait for a lock.
+_WITH = re.compile(r"\bwith\s+(.*?):?\s*(?:#.*)?$")
+_ACQUIRE = re.compile(r"(" + _NAME + r")\.acquire\(")
+_WITH_ITEM = re.compile(r"^\(?\s*(" + _NAME + r")\s*(?:as\s+\w+)?\s*\)?$")
 _RLOCK_OWNER = re.compile(r"owner=(\d+)")
+_DICT_SLOT = type(type.__dict__["__dict__"])  # getset_descriptor: the built-in __dict__
+_MRO = type.__dict__["__mro__"].__get__
+_CLASS_DICT = type.__dict__["__dict__"].__get__
+
+
+def _lock_kind(obj):
+    t = type(obj)  # compared by identity: no metaclass __eq__ or __hash__ runs
+    if t is _LOCK:
+        return "threading.Lock"
+    if t is _RLOCK:
+        return "threading.RLock"
+    return None
 
 
 def _instance_attr(obj, name):
-    """obj.name from the instance's own __dict__ only: no property, no __getattr__ runs."""
-    try:
-        d = object.__getattribute__(obj, "__dict__")
-    except BaseException:
-        return _MISSING
-    return d.get(name, _MISSING) if type(d) is dict else _MISSING
+    """obj.name from the instance's own __dict__, reached through the built-in __dict__ slot only:
+    no property, __getattr__ or __dict__ override of the target's runs."""
+    for cls in _MRO(type(obj)):
+        slot = _CLASS_DICT(cls).get("__dict__", _MISSING)
+        if slot is _MISSING:
+            continue
+        if type(slot) is not _DICT_SLOT:
+            return _MISSING
+        try:
+            d = slot.__get__(obj)
+        except BaseException:
+            return _MISSING
+        return d.get(name, _MISSING) if type(d) is dict else _MISSING
+    return _MISSING
 
 
-def _resolve(dotted, frame):
-    parts = dotted.split(".")
+def _plain_locals(frame):
+    """The frame's locals as a dict, without running the target's code (3.13's FrameLocalsProxy
+    is copied by its own C code)."""
     f_locals = frame.f_locals
-    obj = f_locals.get(parts[0], _MISSING) if type(f_locals) is dict else _MISSING
-    if obj is _MISSING:
-        obj = frame.f_globals.get(parts[0], _MISSING)
+    if type(f_locals) is dict:
+        return f_locals
+    if type(f_locals).__name__ == "FrameLocalsProxy" and type(f_locals).__module__ == "builtins":
+        return dict(f_locals)
+    return {}
+
+
+def _resolve(dotted, f_locals, f_globals):
+    parts = dotted.split(".")
+    obj = f_locals.get(parts[0], _MISSING)
+    if obj is _MISSING and type(f_globals) is dict:
+        obj = f_globals.get(parts[0], _MISSING)
     for name in parts[1:]:
         if obj is _MISSING:
             break
         obj = _instance_attr(obj, name)
-    if obj is not _MISSING and type(obj) not in _LOCK_TYPES:
+    if obj is not _MISSING and _lock_kind(obj) is None:
         inner = _instance_attr(obj, "_lock")  # `with condition:` waits for the condition's lock
-        if type(inner) in _LOCK_TYPES:
+        if _lock_kind(inner) is not None:
             obj = inner
     return obj
 
 
-def _waited_lock(frame):
-    """The threading.Lock or RLock that the innermost frame waits to acquire, if its current line
-    is `with LOCK:` or `LOCK.acquire(...)` and that lock is held; else None. Reads names, never
-    runs the target's code."""
+def _rlock_owner(obj):
+    m = _RLOCK_OWNER.search(repr(obj))  # the C type's own repr
+    return int(m.group(1)) if m else 0
+
+
+def _segments_at(frame):
+    """The source text of the instruction the frame is in and of the one before it (3.11+;
+    `with a, b:` waits in BEFORE_WITH, whose position is the whole statement, right after the
+    load of the item it enters)."""
+    positions = getattr(frame.f_code, "co_positions", None)
+    if positions is None or frame.f_lasti < 0:
+        return []
+    at = frame.f_lasti // 2
+    out = []
+    try:
+        for i, (lineno, end_lineno, col, end_col) in enumerate(positions()):
+            if i > at:
+                break
+            if i >= at - 1 and lineno is not None and lineno == end_lineno and col is not None and end_col is not None:
+                out.append(linecache.getline(frame.f_code.co_filename, lineno)[col:end_col].strip())
+    except BaseException:
+        return []
+    return out[::-1]
+
+
+def _threading_code(name):
+    """The code object of threading.NAME (Class.method), if threading is loaded; never imports it."""
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return None
+    cls, _, method = name.partition(".")
+    try:
+        return _CLASS_DICT(type(threading).__dict__["__dict__"].__get__(threading)[cls])[method].__code__
+    except BaseException:
+        return None
+
+
+def _waited_lock(frame, waiter):
+    """What the innermost frame waits for: a threading.Lock or RLock another thread holds (its
+    current line is `with LOCK:` or `LOCK.acquire(...)`), a Thread's end (join), a Condition's
+    notify; else None. Reads names and built-in state, never runs the target's code."""
     code = frame.f_code
+    f_locals = _plain_locals(frame)
+    me = f_locals.get("self", _MISSING)
+    if me is not _MISSING:
+        if code is _threading_code("Thread.join") or code is _threading_code("Thread._wait_for_tstate_lock"):
+            ident = _instance_attr(me, "_ident")
+            return {"kind": "thread_end", "expr": "self", "address": "0x%x" % id(me),
+                    "owner": ident if type(ident) is int else None}
+        if code is _threading_code("Condition.wait"):
+            return {"kind": "threading.Condition", "expr": "self", "address": "0x%x" % id(me), "owner": None}
     line = _source(code.co_filename, frame.f_lineno)
     if not line:
         return None
+    names = [m.group(1) for m in _ACQUIRE.finditer(line)]
+    m = _WITH.search(line)
+    if m:
+        for item in m.group(1).split(","):
+            item_match = _WITH_ITEM.match(item.strip())
+            if item_match:
+                names.append(item_match.group(1))
     found = []
-    for m in _WAITS_ON.finditer(line):
-        dotted = m.group(1) or m.group(2)
-        obj = _resolve(dotted, frame)
-        kind = _LOCK_TYPES.get(type(obj))
-        if kind is None or (kind == "threading.Lock" and not obj.locked()):
-            continue
-        found.append((dotted, obj, kind))
+    for dotted in names:
+        obj = _resolve(dotted, f_locals, frame.f_globals)
+        kind = _lock_kind(obj)
+        if kind == "threading.Lock" and obj.locked():
+            found.append((dotted, obj, kind, None))
+        elif kind == "threading.RLock":
+            owner = _rlock_owner(obj)
+            if owner not in (0, waiter):  # nobody's, or its own: no wait
+                found.append((dotted, obj, kind, owner))
+    if len(found) > 1:  # `with a, b:` holding a: the item the frame is at
+        for segment in _segments_at(frame):
+            at = [f for f in found if f[0] == segment]
+            if at:
+                found = at
+                break
     if len(found) != 1:
         return None
-    dotted, obj, kind = found[0]
-    f_locals = frame.f_locals
-    me = f_locals.get("self") if type(f_locals) is dict else None
-    if me is not None and _instance_attr(me, "_tstate_lock") is obj:  # Thread.join: the thread's end
-        ident = _instance_attr(me, "_ident")
-        return {"kind": "thread_end", "expr": dotted, "address": "0x%x" % id(obj),
-                "owner": ident if type(ident) is int else None}
-    owner = None
-    if kind == "threading.RLock":
-        m = _RLOCK_OWNER.search(repr(obj))
-        if m is None:  # an RLock nobody holds: not a wait
-            return None
-        owner = int(m.group(1))
+    dotted, obj, kind, owner = found[0]
     return {"kind": kind, "expr": dotted, "address": "0x%x" % id(obj), "owner": owner}
 
 
@@ -304,7 +386,9 @@ def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s,
             names.append((ident, name))
         stack, truncated = _frames(frame, want_locals, max_depth, r, deadline)
         try:
-            waiting_for = _waited_lock(frame)
+            waiting_for = _waited_lock(frame, ident)
+        except ProbingTimeout:
+            raise
         except BaseException:
             waiting_for = None
         if waiting_for is not None and waiting_for["owner"] in by_ident:

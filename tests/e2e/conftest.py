@@ -114,6 +114,16 @@ class Interpreter:
 
 
 def _interpreters():
+    """The interpreters the suite runs each target under: Debian's python3.11 and the pyenv one,
+    or those PROBING_E2E_INTERPRETERS names (NAME=PATH,...: the version matrix's chroots)."""
+    listed = os.environ.get("PROBING_E2E_INTERPRETERS")
+    if listed:
+        out = []
+        for item in listed.split(","):
+            name, _, path = item.partition("=")
+            out.append(Interpreter(name, path) if os.path.isfile(path) else
+                       Interpreter(name, None, "%s does not exist" % path))
+        return out
     out = []
     if os.path.isfile(DEBIAN_PYTHON):
         out.append(Interpreter("debian", DEBIAN_PYTHON))
@@ -125,6 +135,35 @@ def _interpreters():
 
 
 INTERPRETERS = _interpreters()
+
+
+_TORCH_IMPORTS = {}
+
+
+def torch_importable(interpreter):
+    """Whether `import torch` works under this interpreter (asked once)."""
+    if interpreter.path not in _TORCH_IMPORTS:
+        try:
+            p = subprocess.run([interpreter.path, "-c", "import torch"], capture_output=True, timeout=120,
+                               env=clean_env())
+            _TORCH_IMPORTS[interpreter.path] = p.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _TORCH_IMPORTS[interpreter.path] = False
+    return _TORCH_IMPORTS[interpreter.path]
+
+
+def torch_interpreter_params():
+    """pytest.param for each interpreter, skipped (saying why) where torch does not import."""
+    params = []
+    for it in INTERPRETERS:
+        if it.skip_reason:
+            marks = [pytest.mark.skip(reason=it.skip_reason)]
+        elif not torch_importable(it):
+            marks = [pytest.mark.skip(reason="torch is not importable in %s" % it.path)]
+        else:
+            marks = []
+        params.append(pytest.param(it, id=it.name, marks=marks))
+    return params
 
 
 def interpreter_params(only=None):

@@ -12,7 +12,6 @@ import re
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 

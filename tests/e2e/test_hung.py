@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from conftest import INTERPRETERS, Target, agent_mapped, clean_env, eval_ok, needs_inject, run_cli
+from conftest import (INTERPRETERS, Target, agent_mapped, clean_env, eval_ok, needs_inject, run_cli,
+                      torch_interpreter_params)
 
 pytestmark = needs_inject
 
@@ -62,7 +63,8 @@ def backtrace_all(pid):
 
 # mode: (threads once settled, whether all of them wait on a futex, what backtrace --all shows)
 HUNG = {
-    "queue": (1, True, [r"Queue\.get \(", r"queue\.Queue\(\)\.get\(\)"]),
+    "queue": (1, True, [r"Queue\.get \(", r"queue\.Queue\(\)\.get\(\)",
+                        r"waiting for a notify on threading\.Condition at 0x[0-9a-f]+\n  Condition\.wait \("]),
     "queue_timeout": (1, True, [r"Queue\.get \(", r"q\.get\(timeout=1\)"]),
     "deadlock": (3, True, [r'waiting for thread \d+ "holds-first" to end',
                            r"waiting for threading\.Lock `theirs` at 0x[0-9a-f]+\n.*\n      with theirs:"]),
@@ -128,19 +130,7 @@ def test_when_no_thread_is_safe_each_is_listed_and_the_target_is_unchanged(inter
     assert "loader_lock.<locals>.each_object (" in out, out
 
 
-def _torch_interpreters():
-    out = []
-    for it in INTERPRETERS:
-        if it.skip_reason:
-            out.append(pytest.param(it, id=it.name, marks=pytest.mark.skip(reason=it.skip_reason)))
-            continue
-        ok = subprocess.run([it.path, "-c", "import torch"], capture_output=True, timeout=60, env=clean_env())
-        marks = [] if ok.returncode == 0 else [pytest.mark.skip(reason="torch is not importable in %s" % it.path)]
-        out.append(pytest.param(it, id=it.name, marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("interp", _torch_interpreters())
+@pytest.mark.parametrize("interp", torch_interpreter_params())
 def test_inject_into_a_dataloader_whose_workers_are_stopped(interp, target_factory):
     t = target_factory("hung.py", interp, mode="none", args=["dataloader"], ready_timeout=60)
     children = [int(p) for p in open("/proc/%d/task/%d/children" % (t.pid, t.pid)).read().split()]

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import (INTERPRETERS, Target, agent_mapped, clean_env, eval_ok, eval_while_gil_held, http_request,
-                      needs_inject, run_cli)
+                      needs_inject, run_cli, torch_interpreter_params)
 
 pytestmark = needs_inject
 
@@ -99,23 +99,7 @@ def test_inject_100_threads(interp, target_factory):
     assert len(os.listdir("/proc/%d/task" % t.pid)) >= 101
 
 
-def _torch_params():
-    out = []
-    for it in INTERPRETERS:
-        if it.name != "debian":
-            continue
-        marks = []
-        if it.skip_reason:
-            marks.append(pytest.mark.skip(reason=it.skip_reason))
-        else:
-            ok = subprocess.run([it.path, "-c", "import torch"], capture_output=True, timeout=60, env=clean_env())
-            if ok.returncode != 0:
-                marks.append(pytest.mark.skip(reason="torch is not importable in %s" % it.path))
-        out.append(pytest.param(it, id=it.name, marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("interp", _torch_params())
+@pytest.mark.parametrize("interp", torch_interpreter_params())
 def test_inject_torch_training_loop(interp, target_factory):
     t = target_factory("torch_train.py", interp, mode="none", ready_timeout=60)
     inject_ok(t)

@@ -8,17 +8,18 @@ import time
 
 import pytest
 
-from conftest import DEBIAN_PYTHON, PYPKG, Interpreter, eval_ok, run_cli
-
-TORCH = Interpreter("debian", DEBIAN_PYTHON)  # the interpreter python3-torch is installed for
+from conftest import PYPKG, eval_ok, run_cli, torch_interpreter_params
 
 
-def torch_available():
-    import subprocess
-    return subprocess.run([DEBIAN_PYTHON, "-c", "import torch"], capture_output=True).returncode == 0
+@pytest.fixture(scope="module", params=torch_interpreter_params())
+def torch_py(request):
+    """Each interpreter torch imports in (Debian's python3-torch: 3.11 here, more in the matrix)."""
+    return request.param
 
 
-pytestmark = pytest.mark.skipif(not torch_available(), reason="python3-torch is not installed for %s" % DEBIAN_PYTHON)
+@pytest.fixture
+def torch_factory(target_factory, torch_py):
+    return lambda script, **kwargs: target_factory(script, torch_py, **kwargs)
 
 
 def rows(pid, sql):
@@ -45,14 +46,14 @@ def last_full_step(pid):
                      "FROM python.torch_trace WHERE step = %d ORDER BY seq" % step)
 
 
-def start(target_factory, kind, env=None, mode="preload"):
+def start(torch_factory, kind, env=None, mode="preload"):
     env = dict(env or {})
     env["PYTHONPATH"] = PYPKG  # for probing.span in the target
-    return target_factory("torch_models.py", TORCH, mode=mode, args=[kind], env=env, ready_timeout=60)
+    return torch_factory("torch_models.py", mode=mode, args=[kind], env=env, ready_timeout=60)
 
 
-def test_mlp_rows(target_factory):
-    t = start(target_factory, "mlp")
+def test_mlp_rows(torch_factory):
+    t = start(torch_factory, "mlp")
     step = last_full_step(t.pid)
     got = [(r["module"], r["stage"]) for r in step]
     assert got == [("encoder.0", "forward"), ("encoder.1", "forward"), ("encoder.2", "forward"),
@@ -78,8 +79,8 @@ LIMIT 10;""")
                 "FROM python.torch_trace WHERE step > 100 GROUP BY step, module ORDER BY total_memory_mb DESC LIMIT 10")
 
 
-def test_transformer_rows(target_factory):
-    t = start(target_factory, "transformer")
+def test_transformer_rows(torch_factory):
+    t = start(torch_factory, "transformer")
     step = last_full_step(t.pid)
     modules = {(r["module"], r["stage"]) for r in step}
     for expected in [("embed", "forward"), ("layers.layers.0.self_attn", "forward"),
@@ -107,8 +108,8 @@ def count(pid):
     return rows(pid, "SELECT count(*) AS n FROM python.torch_trace")[0]["n"]
 
 
-def test_off_removes_every_hook_and_on_restores_tracing(target_factory):
-    t = start(target_factory, "mlp")
+def test_off_removes_every_hook_and_on_restores_tracing(torch_factory):
+    t = start(torch_factory, "mlp")
     last_full_step(t.pid)
     assert tracing_state(t.pid) == {"hooks": 2, "step_wrapped": True, "backward_wrapped": True,
                                     "init_hook_wrapped": True}
@@ -125,8 +126,8 @@ def test_off_removes_every_hook_and_on_restores_tracing(target_factory):
     assert tracing_state(t.pid)["hooks"] == 2
 
 
-def test_inject_into_a_process_that_imported_torch_long_before(target_factory):
-    t = start(target_factory, "mlp", mode="none")
+def test_inject_into_a_process_that_imported_torch_long_before(torch_factory):
+    t = start(torch_factory, "mlp", mode="none")
     time.sleep(1)  # training runs without an agent
     rc, out, err = run_cli(t.pid, "inject", timeout=60)
     assert rc == 0, (out, err)
@@ -135,8 +136,8 @@ def test_inject_into_a_process_that_imported_torch_long_before(target_factory):
     assert tracing_state(t.pid)["step_wrapped"] is True  # the optimizer made before the agent came
 
 
-def test_probing_torch_0_keeps_it_off_until_switched_on(target_factory):
-    t = start(target_factory, "mlp", env={"PROBING_TORCH": "0"})
+def test_probing_torch_0_keeps_it_off_until_switched_on(torch_factory):
+    t = start(torch_factory, "mlp", env={"PROBING_TORCH": "0"})
     time.sleep(1.5)
     assert count(t.pid) == 0
     assert rows(t.pid, "SELECT value FROM information_schema.df_settings WHERE name = 'torch.trace'") == [{"value": "off"}]
@@ -144,8 +145,8 @@ def test_probing_torch_0_keeps_it_off_until_switched_on(target_factory):
     assert wait_rows(t.pid, "SELECT count(*) AS n FROM python.torch_trace", lambda r: r[0]["n"] > 0)[0]["n"] > 0
 
 
-def test_sample_rate(target_factory):
-    t = start(target_factory, "mlp")
+def test_sample_rate(torch_factory):
+    t = start(torch_factory, "mlp")
     last_full_step(t.pid)
     rc, out, err = run_cli(t.pid, "query", "SET torch.sample_rate = 0.25")
     assert rc == 0, err
@@ -156,16 +157,16 @@ def test_sample_rate(target_factory):
     assert run_cli(t.pid, "query", "SET torch.sample_rate = 2")[0] == 1  # refused: between 0 and 1
 
 
-def test_no_optimizer_counts_top_level_forward_calls(target_factory):
-    t = start(target_factory, "inference")
+def test_no_optimizer_counts_top_level_forward_calls(torch_factory):
+    t = start(torch_factory, "inference")
     step = last_full_step(t.pid)
     assert [(r["module"], r["stage"]) for r in step] == [
         ("encoder.0", "forward"), ("encoder.1", "forward"), ("encoder.2", "forward"), ("encoder", "forward"),
         ("head", "forward"), ("MLP", "forward")], step
 
 
-def test_spans_nested_three_deep(target_factory):
-    t = start(target_factory, "mlp")
+def test_spans_nested_three_deep(torch_factory):
+    t = start(torch_factory, "mlp")
     n = len(t.stdout_lines())
     t.write("spans\n")
     assert t.wait_line(lambda l: l == "spans done", timeout=20, start=n) is not None, t.stderr_lines()[-10:]
@@ -182,10 +183,10 @@ def test_spans_nested_three_deep(target_factory):
 
 
 @pytest.mark.parametrize("how", ["preload", "inject"])
-def test_tracing_never_touches_cuda(target_factory, how):
+def test_tracing_never_touches_cuda(torch_factory, how):
     # Nothing the agent does may initialize CUDA before the program does: torch.cuda.is_available()
     # or device_count() in the parent poisons fork for DataLoader workers that use CUDA.
-    t = target_factory("cuda_calls.py", TORCH, mode="preload" if how == "preload" else "none", ready_timeout=60)
+    t = torch_factory("cuda_calls.py", mode="preload" if how == "preload" else "none", ready_timeout=60)
     if how == "inject":
         rc, out, err = run_cli(t.pid, "inject", timeout=60)
         assert rc == 0, err

@@ -649,6 +649,18 @@ TEST(StackPolicy, WaitsThatMayHoldALockDlopenNeedsAreRefused) {
   stack.insert(stack.begin() + 2, in(ObjectKind::kAllocator, "libjemalloc.so.2"));
   EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "").find("libjemalloc"), std::string::npos);
 
+  stack = python_lock_wait();
+  stack.insert(stack.begin() + 3, in(ObjectKind::kLibc, "libc.so.6", "malloc_stats"));  // arena locks, then write()
+  EXPECT_NE(judge_stack(stack, true, Parked::kSyscall, "").find("malloc_stats"), std::string::npos);
+
+  stack = python_lock_wait();
+  PlacedFrame jit;  // code outside any file: unwound without CFI, frames may have been skipped
+  jit.pc = 0x7f0000001000;
+  stack.insert(stack.begin() + 3, jit);
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("outside any file"), std::string::npos);
+  stack[3].object = "[vdso]";
+  EXPECT_EQ(judge_stack(stack, true, Parked::kLockWait, "sem_wait"), "");
+
   std::vector<PlacedFrame> only_libc{in(ObjectKind::kLibc, "libc.so.6"), in(ObjectKind::kLibc, "libc.so.6")};
   EXPECT_NE(judge_stack(only_libc, true, Parked::kLockWait, ""), "");
   EXPECT_NE(judge_stack({}, true, Parked::kRunning, ""), "");

@@ -47,6 +47,7 @@ void print_thread(const nlohmann::json& t) {
   std::cout << "\n";
   // waiting for threading.Lock `theirs` at 0x7f3a... (held by thread 1396 "loader")
   // waiting for thread 1396 "loader" to end
+  // waiting for a notify on threading.Condition at 0x7f3a...
   if (const auto w = t.find("waiting_for"); w != t.end() && w->is_object()) {
     std::string owner;
     if (w->contains("owner") && (*w)["owner"].is_number()) {
@@ -57,6 +58,9 @@ void print_thread(const nlohmann::json& t) {
     const std::string kind = text_of(w->value("kind", nlohmann::json()), "a lock");
     if (kind == "thread_end") {
       std::cout << "  waiting for " << (owner.empty() ? "a thread" : owner) << " to end\n";
+    } else if (kind == "threading.Condition") {
+      std::cout << "  waiting for a notify on threading.Condition at "
+                << text_of(w->value("address", nlohmann::json()), "?") << "\n";
     } else {
       std::cout << "  waiting for " << kind << " `" << text_of(w->value("expr", nlohmann::json())) << "` at "
                 << text_of(w->value("address", nlohmann::json()), "?");
