@@ -28,11 +28,10 @@ struct QueryState {
   std::vector<std::string> notices;
   std::string denied;  // the statement kind the authorizer refused
   bool timed_out = false;
-  // A live table scanned again within one query (the inner side of a join, a subquery) is
-  // fetched once more, in full, then served from here: a self-join of python.objects takes the
-  // census, and holds the GIL, twice at most, however many rows the outer side has.
-  std::map<std::string, std::shared_ptr<const LiveRows>> live_rows;  // by table and columns used
-  std::set<std::string> live_scanned;
+  // What each live table answered in this query, by table, columns used and pushed-down values:
+  // a scan asking the same again (the inner side of a join, once per outer row) is served from
+  // here, so a self-join of python.objects takes the census, and holds the GIL, once per side.
+  std::map<std::string, std::shared_ptr<const LiveRows>> live_rows;
 };
 thread_local QueryState* g_query = nullptr;
 
@@ -182,6 +181,14 @@ int live_close(sqlite3_vtab_cursor* cursor) noexcept {
   return SQLITE_OK;
 }
 
+// A pushed-down value as part of a cache key: its type, then its text.
+std::string value_key(const Value& v) {
+  if (const auto* i = std::get_if<long long>(&v)) return "i" + std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&v)) return "d" + std::to_string(*d);
+  if (const auto* t = std::get_if<std::string>(&v)) return "t" + std::to_string(t->size()) + ":" + *t;
+  return "n";
+}
+
 int live_filter(sqlite3_vtab_cursor* base, int, const char* idx, int argc, sqlite3_value** argv) noexcept {
   auto* cursor = reinterpret_cast<LiveCursor*>(base);
   const LiveTable& table = *reinterpret_cast<LiveVtab*>(base->pVtab)->table;
@@ -199,16 +206,14 @@ int live_filter(sqlite3_vtab_cursor* base, int, const char* idx, int argc, sqlit
         ++at;
       }
     }
-    const std::string key = table.schema + "." + table.name + "/" + std::to_string(request.columns_used);
-    bool keep = false;
+    std::string key = table.schema + "." + table.name + "/" + std::to_string(request.columns_used);
+    for (const auto& [column, value] : request.equals) key += "/" + std::to_string(column) + "=" + value_key(value);
     if (g_query != nullptr) {
       if (auto cached = g_query->live_rows.find(key); cached != g_query->live_rows.end()) {
-        cursor->rows = cached->second;  // SQLite checks the `=` constraints itself (none is omitted)
+        cursor->rows = cached->second;
         cursor->at = 0;
         return SQLITE_OK;
       }
-      keep = !g_query->live_scanned.insert(key).second || request.equals.empty();
-      if (keep) request.equals.clear();
     }
     Result<LiveRows> rows = table.fetch(request);
     if (!rows.is_ok()) {
@@ -219,7 +224,7 @@ int live_filter(sqlite3_vtab_cursor* base, int, const char* idx, int argc, sqlit
     if (g_query != nullptr) {
       for (std::string& n : fetched->notices) g_query->notices.push_back(table.schema + "." + table.name + ": " + n);
       fetched->notices.clear();
-      if (keep) g_query->live_rows.emplace(key, fetched);
+      g_query->live_rows.emplace(std::move(key), fetched);
     }
     cursor->rows = std::move(fetched);
     cursor->at = 0;
