@@ -15,7 +15,7 @@ struct PythonVersion {
 };
 
 constexpr int kOldestMinor = 9;   // 3.9
-constexpr int kNewestMinor = 13;  // 3.13
+constexpr int kNewestMinor = 15;  // 3.15
 
 // Parses the leading "X.Y.Z" of Py_GetVersion()'s text ("3.11.7 (main, ...) [GCC 12]").
 Result<PythonVersion> parse_version(const char* py_get_version);

@@ -68,87 +68,98 @@ CPythonOffsets offsets_3_11() {
   return o;
 }
 
-// The leading part of 3.13's _Py_DebugOffsets (Include/internal/pycore_runtime.h, v3.13.0),
-// which is the first member of _PyRuntimeState.
-struct DebugOffsets313 {
-  char cookie[8];
-  uint64_t version;
-  uint64_t free_threaded;
-  struct {
-    uint64_t size, finalizing, interpreters_head;
-  } runtime_state;
-  struct {
-    uint64_t size, id, next, threads_head, gc, imports_modules, sysdict, builtins, ceval_gil,
-        gil_runtime_state, gil_runtime_state_enabled, gil_runtime_state_locked, gil_runtime_state_holder;
-  } interpreter_state;
-  struct {
-    uint64_t size, prev, next, interp, current_frame, thread_id, native_thread_id, datastack_chunk, status;
-  } thread_state;
-  struct {
-    uint64_t size, previous, executable, instr_ptr, localsplus, owner;
-  } interpreter_frame;
-  struct {
-    uint64_t size, filename, name, qualname, linetable, firstlineno, argcount, localsplusnames,
-        localspluskinds, co_code_adaptive;
-  } code_object;
+// Where the fields the reader uses sit in _Py_DebugOffsets (the first member of _PyRuntimeState),
+// counted in uint64_t words after its 8-byte cookie. The struct grows between versions (3.14 adds
+// interpreter and frame fields, 3.15 thread fields); each layout is written from that version's
+// Include/internal/pycore_debug_offsets.h (3.13.0, 3.14.0, 3.15.0 tags) and checked against the
+// values a running interpreter of each holds (tests/unit/backtrace_test.cpp).
+struct DebugLayout {
+  int is_size, is_next, is_threads_head, is_ceval_gil, is_gil_runtime_state, is_gil_locked, is_gil_holder;
+  int ts_size, ts_next, ts_current_frame, ts_thread_id, ts_native_thread_id;
+  int fr_size, fr_previous, fr_executable, fr_instr_ptr, fr_owner;
+  int co_size, co_filename, co_name, co_qualname, co_linetable, co_firstlineno, co_code_adaptive;
 };
+constexpr int kDebugVersion = 0, kDebugFreeThreaded = 1, kDebugRuntimeSize = 2, kDebugInterpretersHead = 4;
+constexpr DebugLayout kDebug313{5, 7, 8, 13, 14, 16, 17, 18, 20, 22, 23, 24, 27, 28, 29, 30, 32,
+                                33, 34, 35, 36, 37, 38, 42};
+// + interpreter_state.threads_main, .code_object_generation, .tlbc_generation;
+//   interpreter_frame.stackpointer, .tlbc_index; code_object.co_tlbc
+constexpr DebugLayout kDebug314{5, 7, 8, 14, 15, 17, 18, 21, 23, 25, 26, 27, 30, 31, 32, 33, 35,
+                                38, 39, 40, 41, 42, 43, 47};
+// + thread_state.base_frame, .last_profiled_frame, .last_profiled_frame_seq (before thread_id),
+//   .holds_gil, .gil_requested, .current_exception, .exc_state, .exc_state.exc_value
+constexpr DebugLayout kDebug315{5, 7, 8, 14, 15, 17, 18, 21, 23, 25, 29, 30, 38, 39, 40, 41, 43,
+                                46, 47, 48, 49, 50, 51, 55};
+constexpr int kDebugWords = 64;
 
 bool within(uint64_t field, uint64_t size) { return field < size && size < (1u << 20); }
 
 Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, pid_t pid, uintptr_t runtime) {
-  DebugOffsets313 d{};
-  if (!read_memory(pid, runtime, &d, sizeof d)) {
+  const DebugLayout* layout = v.minor == 13 ? &kDebug313 : v.minor == 14 ? &kDebug314 : v.minor == 15 ? &kDebug315
+                                                                                                    : nullptr;
+  if (layout == nullptr) {
+    return Status(Code::kUnsupported, "CPython " + v.text + ": the layout of its _Py_DebugOffsets is not known");
+  }
+  struct {
+    char cookie[8];
+    uint64_t word[kDebugWords];
+  } raw{};
+  if (!read_memory(pid, runtime, &raw, sizeof raw)) {
     return Status(Code::kInternal, "reading _Py_DebugOffsets at _PyRuntime: unreadable memory");
   }
-  if (std::memcmp(d.cookie, "xdebugpy", 8) != 0) {
+  if (std::memcmp(raw.cookie, "xdebugpy", 8) != 0) {
     return Status(Code::kUnsupported,
                   "CPython " + v.text + ": _PyRuntime does not start with _Py_DebugOffsets");
   }
-  if ((d.version >> 24) != 3 || ((d.version >> 16) & 0xff) != static_cast<uint64_t>(v.minor)) {
+  const uint64_t* w = raw.word;
+  const DebugLayout& L = *layout;
+  if ((w[kDebugVersion] >> 24) != 3 || ((w[kDebugVersion] >> 16) & 0xff) != static_cast<uint64_t>(v.minor)) {
     return Status(Code::kUnsupported, "CPython " + v.text + ": _Py_DebugOffsets names another version");
   }
-  if (d.free_threaded != 0) {
+  if (w[kDebugFreeThreaded] != 0) {
     return Status(Code::kUnsupported,
                   "CPython " + v.text + " is free-threaded; the GIL-free reader supports GIL builds");
   }
-  const auto& is = d.interpreter_state;
-  const auto& ts = d.thread_state;
-  const auto& fr = d.interpreter_frame;
-  const auto& co = d.code_object;
-  if (!within(d.runtime_state.interpreters_head, d.runtime_state.size) || !within(is.threads_head, is.size) ||
-      !within(is.next, is.size) || !within(is.ceval_gil, is.size) || !within(ts.next, ts.size) ||
-      !within(ts.current_frame, ts.size) || !within(ts.thread_id, ts.size) ||
-      !within(ts.native_thread_id, ts.size) || !within(fr.previous, fr.size) ||
-      !within(fr.executable, fr.size) || !within(fr.instr_ptr, fr.size) || !within(fr.owner, fr.size) ||
-      !within(co.filename, co.size) || !within(co.name, co.size) || !within(co.qualname, co.size) ||
-      !within(co.linetable, co.size) || !within(co.firstlineno, co.size) || co.co_code_adaptive == 0 ||
-      co.co_code_adaptive > (1u << 20)) {
+  const uint64_t is_size = w[L.is_size], ts_size = w[L.ts_size], fr_size = w[L.fr_size], co_size = w[L.co_size];
+  if (!within(w[kDebugInterpretersHead], w[kDebugRuntimeSize]) || !within(w[L.is_threads_head], is_size) ||
+      !within(w[L.is_next], is_size) || !within(w[L.is_ceval_gil], is_size) ||
+      !within(w[L.is_gil_locked], is_size) || !within(w[L.is_gil_holder], is_size) ||
+      w[L.is_gil_locked] < w[L.is_gil_runtime_state] || w[L.is_gil_holder] < w[L.is_gil_runtime_state] ||
+      !within(w[L.ts_next], ts_size) || !within(w[L.ts_current_frame], ts_size) ||
+      !within(w[L.ts_thread_id], ts_size) || !within(w[L.ts_native_thread_id], ts_size) ||
+      !within(w[L.fr_previous], fr_size) || !within(w[L.fr_executable], fr_size) ||
+      !within(w[L.fr_instr_ptr], fr_size) || !within(w[L.fr_owner], fr_size) ||
+      !within(w[L.co_filename], co_size) || !within(w[L.co_name], co_size) || !within(w[L.co_qualname], co_size) ||
+      !within(w[L.co_linetable], co_size) || !within(w[L.co_firstlineno], co_size) ||
+      !within(w[L.co_code_adaptive], co_size + 1)) {
     return Status(Code::kUnsupported, "CPython " + v.text + ": _Py_DebugOffsets fails its sanity checks");
   }
   CPythonOffsets o;
   o.minor = v.minor;
   o.source = "_Py_DebugOffsets";
-  o.runtime_interpreters_head = d.runtime_state.interpreters_head;
-  o.interp_next = is.next;
-  o.interp_threads_head = is.threads_head;
-  o.interp_ceval_gil = is.ceval_gil;
-  o.gil_locked = is.gil_runtime_state_locked;
-  o.gil_last_holder = is.gil_runtime_state_holder;
-  o.ts_next = ts.next;
-  o.ts_frame = ts.current_frame;
-  o.ts_thread_id = ts.thread_id;
-  o.ts_native_thread_id = ts.native_thread_id;
+  o.runtime_interpreters_head = w[kDebugInterpretersHead];
+  o.interp_next = w[L.is_next];
+  o.interp_threads_head = w[L.is_threads_head];
+  o.interp_ceval_gil = w[L.is_ceval_gil];
+  // Given from the start of PyInterpreterState (its own `_gil`); the reader follows `ceval.gil`,
+  // which may point at another interpreter's GIL: it needs them within the GIL structure.
+  o.gil_locked = w[L.is_gil_locked] - w[L.is_gil_runtime_state];
+  o.gil_last_holder = w[L.is_gil_holder] - w[L.is_gil_runtime_state];
+  o.ts_next = w[L.ts_next];
+  o.ts_frame = w[L.ts_current_frame];
+  o.ts_thread_id = w[L.ts_thread_id];
+  o.ts_native_thread_id = w[L.ts_native_thread_id];
   o.frame_model = FrameModel::kInterpreterFrame;
-  o.frame_code = fr.executable;
-  o.frame_previous = fr.previous;
-  o.frame_instr_ptr = fr.instr_ptr;
-  o.frame_owner = fr.owner;
-  o.code_filename = co.filename;
-  o.code_name = co.name;
-  o.code_qualname = co.qualname;
-  o.code_linetable = co.linetable;
-  o.code_firstlineno = co.firstlineno;
-  o.code_adaptive = co.co_code_adaptive;
+  o.frame_code = w[L.fr_executable];
+  o.frame_previous = w[L.fr_previous];
+  o.frame_instr_ptr = w[L.fr_instr_ptr];
+  o.frame_owner = w[L.fr_owner];
+  o.code_filename = w[L.co_filename];
+  o.code_name = w[L.co_name];
+  o.code_qualname = w[L.co_qualname];
+  o.code_linetable = w[L.co_linetable];
+  o.code_firstlineno = w[L.co_firstlineno];
+  o.code_adaptive = w[L.co_code_adaptive];
   o.line_table = LineTableFormat::kLocations;
   o.ascii_object_size = 40;
   o.compact_object_size = 56;
@@ -166,6 +177,8 @@ Result<CPythonOffsets> cpython_offsets(const PythonVersion& v, uintptr_t runtime
       case 11:
         return offsets_3_11();
       case 13:
+      case 14:
+      case 15:
         return offsets_from_debug(v, pid == 0 ? ::getpid() : pid, runtime);
       default:
         break;
@@ -173,7 +186,7 @@ Result<CPythonOffsets> cpython_offsets(const PythonVersion& v, uintptr_t runtime
   }
   // 3.12 moved the GIL and most of _PyRuntimeState; its table is not written yet.
   return Status(Code::kUnsupported, "reading stacks without the GIL is not supported on CPython " + v.text +
-                                        " (supported: 3.9, 3.10, 3.11, 3.13)");
+                                        " (supported: 3.9, 3.10, 3.11, 3.13 to 3.15)");
 }
 
 }  // namespace probing::python

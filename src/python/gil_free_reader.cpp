@@ -17,7 +17,13 @@ namespace {
 
 constexpr size_t kMaxStringChars = 1024;
 constexpr size_t kMaxLineTableBytes = 1 << 16;
-constexpr int kFrameOwnedByCStack = 3;
+// _PyInterpreterFrame.owner of the frames an eval call starts with, which run no code of their
+// own: FRAME_OWNED_BY_CSTACK (3) on 3.12-3.13; FRAME_OWNED_BY_INTERPRETER (3) and _CSTACK (4) on
+// 3.14; _INTERPRETER (3) on 3.15. 3.11 has no such owners (it marks entry frames with is_entry).
+constexpr int kFirstShimOwner = 3;
+// _PyStackRef (3.14+ f_executable) keeps tag bits in the low bits of the pointer; objects are
+// 8-byte aligned at least, so masking them off is right for plain pointers too.
+constexpr uintptr_t kStackRefTagBits = 7;
 
 // What the reader needs from the process, found once.
 struct Process {
@@ -186,13 +192,13 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
           t->error = "a frame became unreadable while it was read";
           return;
         }
-        if (owner == kFrameOwnedByCStack) {  // 3.12+: the shim an eval call starts with
+        if (owner >= kFirstShimOwner) {  // 3.12+: the shim an eval call starts with
           if (!t->frames.empty()) t->frames.back().entry = true;
           frame = p.ptr(frame + o.frame_previous);
           continue;
         }
       }
-      code = p.ptr(frame + o.frame_code);
+      code = p.ptr(frame + o.frame_code) & ~kStackRefTagBits;
       uintptr_t instr = p.ptr(frame + o.frame_instr_ptr);
       uintptr_t first_unit = code + o.code_adaptive;
       byte_offset =

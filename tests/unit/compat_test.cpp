@@ -18,13 +18,13 @@ TEST(Compat, ParsesPyGetVersion) {
 }
 
 TEST(Compat, RefusesVersionsItWasNotWrittenFor) {
-  for (int minor = 9; minor <= 13; ++minor) {
+  for (int minor = 9; minor <= 15; ++minor) {
     EXPECT_TRUE(check_supported(*parse_version(("3." + std::to_string(minor) + ".0").c_str())).is_ok());
   }
   Status old = check_supported(*parse_version("3.8.10"));
   EXPECT_EQ(old.code(), Code::kUnsupported);
-  EXPECT_NE(old.message().find("3.9 to 3.13"), std::string::npos);
-  EXPECT_FALSE(check_supported(*parse_version("3.14.0")).is_ok());
+  EXPECT_NE(old.message().find("3.9 to 3.15"), std::string::npos);
+  EXPECT_FALSE(check_supported(*parse_version("3.16.0")).is_ok());
   EXPECT_FALSE(check_supported(*parse_version("2.7.18")).is_ok());
 }
 
