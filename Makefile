@@ -2,6 +2,8 @@
 #   make            install missing Debian packages, build
 #   make test       ... and run every test (unit, injector, end-to-end, a short soak)
 #   make soak       ... and the soak: a training run under every command at once (SOAK_SECONDS)
+#   make test-matrix  ... and the end-to-end tests on CPython 3.13 (torch 2.6), 3.14 (torch 2.14)
+#                   and 3.15, each in a Debian 13/sid chroot cached in MATRIX_CACHE (needs root)
 #   make demo       ... and run the demo: a small PyTorch training script, probed live
 #   make install    install to $(PREFIX) (default /usr/local); PYTHONS gets the PROBE=1 hook
 #   make asan       unit tests under AddressSanitizer + UBSan
@@ -16,9 +18,10 @@ PYTHONS ?= $(shell command -v python3.11 2>/dev/null) $(shell python3 -c 'import
 JOBS ?= $(shell nproc)
 SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 2>/dev/null)
 
-.PHONY: all deps build test soak demo install asan clang fuzz format lint bench clean
+.PHONY: all deps build test test-matrix soak demo install asan clang fuzz format lint bench clean
 FUZZ_SECONDS ?= 60
 SOAK_SECONDS ?= 60
+MATRIX_CACHE ?= /var/cache/probing-matrix
 
 all: build
 
@@ -33,6 +36,10 @@ build: deps $(BUILD)/build.ninja
 
 test: build
 	scripts/run-tests.sh $(BUILD)
+
+test-matrix: build
+	@scripts/install-deps.sh --matrix
+	PROBING_MATRIX_CACHE=$(MATRIX_CACHE) scripts/test-matrix.sh $(BUILD)
 
 soak: build
 	PROBING_BUILD=$(abspath $(BUILD)) PROBING_SOAK_SECONDS=$(SOAK_SECONDS) \

@@ -3,6 +3,7 @@
 # that are missing: with everything present it prints one line and changes nothing.
 #   scripts/install-deps.sh           build + test + demo packages
 #   scripts/install-deps.sh --dev     also the tools of `make format`, `make lint`, `make clang`
+#   scripts/install-deps.sh --matrix  also debootstrap, for `make test-matrix`'s chroots
 set -euo pipefail
 
 packages=(
@@ -15,6 +16,9 @@ packages=(
 )
 if [[ "${1:-}" == "--dev" ]]; then
   packages+=(clang clang-format clang-tidy)
+fi
+if [[ "${1:-}" == "--matrix" ]]; then
+  packages+=(debootstrap debian-archive-keyring)
 fi
 
 missing=()

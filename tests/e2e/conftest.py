@@ -83,17 +83,17 @@ def _find_pyenv_python():
 
 
 def _probe_interpreter(path):
-    """(version 'X.Y', shared-libpython?) or None if it does not run."""
+    """(version 'X.Y', shared-libpython?, sys.executable) or None if it does not run."""
     try:
         out = subprocess.run([path, "-c", "import sys, sysconfig; print('%d.%d' % sys.version_info[:2]); "
-                              "print(sysconfig.get_config_var('Py_ENABLE_SHARED'))"],
+                              "print(sysconfig.get_config_var('Py_ENABLE_SHARED')); print(sys.executable)"],
                              capture_output=True, text=True, timeout=20, env=clean_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
         return None
-    lines = out.stdout.split()
-    return lines[0], lines[1] == "1"
+    lines = out.stdout.split("\n")
+    return lines[0], lines[1] == "1", lines[2]
 
 
 class Interpreter:
@@ -102,12 +102,16 @@ class Interpreter:
         self.path = path
         self.skip_reason = skip_reason
         self.version = None
+        # What the target itself reports as sys.executable and argv[0]: `path` for an interpreter
+        # of this host, the path inside the chroot for the version matrix's wrappers.
+        self.executable = path
         if path and not skip_reason:
             info = _probe_interpreter(path)
             if info is None:
                 self.skip_reason = "%s does not run" % path
             else:
                 self.version = info[0]
+                self.executable = info[2] or path
 
     def __repr__(self):
         return "Interpreter(%s, %s)" % (self.name, self.path)
@@ -393,7 +397,7 @@ def make_user_site(python, root):
                          text=True, timeout=20, env=clean_env({"PYTHONUSERBASE": root}))
     site_dir = out.stdout.strip()
     assert out.returncode == 0 and site_dir.startswith(root), (out.stdout, out.stderr)
-    assert site_dir == os.path.join(root, "lib", "python3.11", "site-packages"), site_dir
+    assert re.fullmatch(re.escape(os.path.join(root, "lib")) + r"/python3\.\d+/site-packages", site_dir), site_dir
     os.makedirs(site_dir, exist_ok=True)
     shutil.copy(PTH, os.path.join(site_dir, "probing.pth"))
     return site_dir

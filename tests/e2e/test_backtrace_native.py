@@ -58,14 +58,21 @@ def test_native_frames_merged_in_place(py):
         first_py = kinds(frames).index("Python")
         assert frames[first_py]["file"] == script
         assert frames[first_py]["source"] == "sys.stdin.readline()  # BT_INNER_LINE"
+        names = [f["func"] for f in frames]
+        if "_PyEval_EvalFrameDefault" not in names and tuple(map(int, py.version.split("."))) >= (3, 14):
+            # 3.14+'s eval loop runs in static opcode functions, nameless in a stripped interpreter:
+            # the Python frames cannot be placed and are shown after the native ones, saying so.
+            assert kinds(frames) == ["Native"] * first_py + ["Python"] * 4, frames
+            assert "Python frames shown outermost" in main.get("note", ""), main
+            return
         # ...inside native ones: the innermost frame is libc's read, under the C code that reads
         # stdin; the outermost is the interpreter's start-up.
         assert first_py > 0, frames
         assert frames[0]["frame_type"] == "Native" and frames[0]["library"].startswith("libc.so"), frames[0]
-        assert frames[0]["func"] in LIBC_WAITS, frames[0]
+        # (glibc 2.41+ makes the call in an internal function, unnamed without libc's debug symbols.)
+        assert frames[0]["func"] in LIBC_WAITS or frames[0]["func"] == "??", frames[0]
         assert frames[0]["address"] > 0
         assert frames[-1]["frame_type"] == "Native", frames[-1]
-        names = [f["func"] for f in frames]
         assert "Py_RunMain" in names or "Py_BytesMain" in names or "main" in names, names
         assert "_PyEval_EvalFrameDefault" not in names[:names.index("inner")], names  # replaced by Python frames
         assert main["stopped_ms"] < 200, main["stopped_ms"]

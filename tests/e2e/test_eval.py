@@ -36,7 +36,7 @@ def test_print_target_object(idle, interp):
 
 def test_runs_in_the_target_process(idle, interp):
     assert eval_ok(idle.pid, "import os; os.getpid()") == "%d\n" % idle.pid
-    assert eval_ok(idle.pid, "import sys; sys.executable") == repr(interp.path) + "\n"
+    assert eval_ok(idle.pid, "import sys; sys.executable") == repr(interp.executable) + "\n"
     assert eval_ok(idle.pid, "__name__") == "'__main__'\n"
 
 
@@ -242,10 +242,9 @@ def test_health(idle, interp):
     assert r.headers.get("content-type", "").startswith("application/json")
     h = r.json()
     assert h["pid"] == idle.pid
-    assert re.fullmatch(r"3\.11\.\d+", h["python"]), h["python"]
-    assert h["python"].startswith(interp.version + ".")
+    assert h["python"].startswith(interp.version + "."), h["python"]
     assert h["python_status"] == "ready"
-    assert h["cmdline"] == [interp.path, idle.script_path]
+    assert h["cmdline"] == [interp.executable, idle.script_path]
     assert h["socket"] == "@probing-%d" % idle.pid
 
 

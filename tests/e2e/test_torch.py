@@ -91,15 +91,23 @@ def test_transformer_rows(torch_factory):
 
 
 def tracing_state(pid):
+    """What tracing has installed: module hooks, the backward wrapper, and the optimizer's step
+    tracing (2.x: the global step hooks; 1.13: the class's step wrapped, and the init hook that
+    wraps classes first used later)."""
     out = eval_ok(pid, """
 import torch, json
 from torch.nn.modules import module as m
-_step = type(optimizer).__dict__['step']  # not `step`: that is the target's own counter
+from torch.optim import optimizer as o
+if hasattr(o, '_global_optimizer_pre_hooks'):
+    optimizer_traced = len(o._global_optimizer_pre_hooks) + len(o._global_optimizer_post_hooks) == 2
+else:
+    _step = type(optimizer).__dict__['step']  # not `step`: that is the target's own counter
+    optimizer_traced = (bool(getattr(_step, '__probing_traced__', False)) and
+                        o.Optimizer.__dict__['_hook_for_profile'].__qualname__ != 'Optimizer._hook_for_profile')
 print(json.dumps({
     'hooks': len(m._global_forward_pre_hooks) + len(m._global_forward_hooks),
-    'step_wrapped': bool(getattr(_step, '__probing_traced__', False)),
     'backward_wrapped': bool(getattr(torch.autograd.backward, '__probing_traced__', False)),
-    'init_hook_wrapped': torch.optim.Optimizer.__dict__['_hook_for_profile'].__qualname__ != 'Optimizer._hook_for_profile',
+    'optimizer_traced': optimizer_traced,
 }))""")
     return json.loads(out)
 
@@ -111,12 +119,10 @@ def count(pid):
 def test_off_removes_every_hook_and_on_restores_tracing(torch_factory):
     t = start(torch_factory, "mlp")
     last_full_step(t.pid)
-    assert tracing_state(t.pid) == {"hooks": 2, "step_wrapped": True, "backward_wrapped": True,
-                                    "init_hook_wrapped": True}
+    assert tracing_state(t.pid) == {"hooks": 2, "backward_wrapped": True, "optimizer_traced": True}
     rc, out, err = run_cli(t.pid, "query", "SET torch.trace = off")
     assert rc == 0, err
-    assert tracing_state(t.pid) == {"hooks": 0, "step_wrapped": False, "backward_wrapped": False,
-                                    "init_hook_wrapped": False}
+    assert tracing_state(t.pid) == {"hooks": 0, "backward_wrapped": False, "optimizer_traced": False}
     n = count(t.pid)
     time.sleep(0.5)  # the loop runs a step every ~5 ms
     assert count(t.pid) == n
@@ -133,7 +139,7 @@ def test_inject_into_a_process_that_imported_torch_long_before(torch_factory):
     assert rc == 0, (out, err)
     step = last_full_step(t.pid)
     assert [r["module"] for r in step][-3:] == ["MLP", "MLP", "SGD"], step
-    assert tracing_state(t.pid)["step_wrapped"] is True  # the optimizer made before the agent came
+    assert tracing_state(t.pid)["optimizer_traced"] is True  # the optimizer made before the agent came
 
 
 def test_probing_torch_0_keeps_it_off_until_switched_on(torch_factory):

@@ -13,7 +13,8 @@ it is set up, just before its threads settle into the wait. Every thread ends up
   loader_lock    the only thread waits inside a dl_iterate_phdr() callback, holding the
                  loader's list lock: no thread is safe to borrow for dlopen()
   dataloader     a torch DataLoader(num_workers=2) whose workers are stopped (SIGSTOP): the main
-                 thread waits for a batch; torch's intra-op threads are idle in their pool
+                 thread waits for a batch; torch's intra-op threads are idle in their pool.
+                 Prints 'workers PID PID' before 'ready'.
 """
 import os
 import queue
@@ -22,7 +23,6 @@ import sys
 import threading
 import time
 
-mode = sys.argv[1]
 model = {"layers": 3}
 
 
@@ -106,49 +106,58 @@ def loader_lock():
     ctypes.CDLL(None).dl_iterate_phdr(callback, None)
 
 
+class Squares:
+    """A map-style dataset; at module level so that DataLoader workers started by forkserver or
+    spawn (3.14's default) find it by name."""
+
+    def __len__(self):
+        return 1_000_000
+
+    def __getitem__(self, i):
+        import torch
+        return torch.full((4,), float(i * i))
+
+
 def dataloader():
     import torch
-    from torch.utils.data import DataLoader, Dataset
-
-    class Squares(Dataset):
-        def __len__(self):
-            return 1_000_000
-
-        def __getitem__(self, i):
-            return torch.full((4,), float(i * i))
+    from torch.utils.data import DataLoader
 
     torch.matmul(torch.ones(64, 64), torch.ones(64, 64))  # starts the intra-op pool
     loader = DataLoader(Squares(), batch_size=8, num_workers=2)
     batches = iter(loader)
     for w in batches._workers:
         os.kill(w.pid, signal.SIGSTOP)
+    # (children of this process when forked, of the forkserver when 3.14's default starts them)
+    print("workers " + " ".join(str(w.pid) for w in batches._workers), flush=True)
     print("ready", flush=True)
     for _ in batches:  # what the workers made before they stopped, then a wait for more
         pass
 
 
-if mode == "queue":
-    print("ready", flush=True)
-    queue.Queue().get()
-elif mode == "queue_timeout":
-    q = queue.Queue()
-    print("ready", flush=True)
-    while True:
-        try:
-            q.get(timeout=1)
-        except queue.Empty:
-            pass
-elif mode == "deadlock":
-    deadlock()
-elif mode == "rlock":
-    rlock()
-elif mode == "waits":
-    waits()
-elif mode == "gil":
-    gil()
-elif mode == "loader_lock":
-    loader_lock()
-elif mode == "dataloader":
-    dataloader()
-else:
-    sys.exit("unknown mode " + mode)
+if __name__ == "__main__":  # a forkserver or spawn worker imports this file too
+    mode = sys.argv[1]
+    if mode == "queue":
+        print("ready", flush=True)
+        queue.Queue().get()
+    elif mode == "queue_timeout":
+        q = queue.Queue()
+        print("ready", flush=True)
+        while True:
+            try:
+                q.get(timeout=1)
+            except queue.Empty:
+                pass
+    elif mode == "deadlock":
+        deadlock()
+    elif mode == "rlock":
+        rlock()
+    elif mode == "waits":
+        waits()
+    elif mode == "gil":
+        gil()
+    elif mode == "loader_lock":
+        loader_lock()
+    elif mode == "dataloader":
+        dataloader()
+    else:
+        sys.exit("unknown mode " + mode)
