@@ -10,7 +10,9 @@
 
 #include "client/client.h"
 
+#include <fcntl.h>
 #include <netdb.h>
+#include <sched.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 #include <sys/socket.h>
@@ -241,6 +243,34 @@ class StreamClient final : public Client {
   beast::flat_buffer buffer_;
 };
 
+// A unix socket in the network namespace of `pid`, where its abstract names live. A process in a
+// container with a network of its own binds @probing-PID there, out of reach of a socket made in
+// ours: the socket is made on a thread that has joined that namespace (a socket stays in the
+// namespace it was made in). Needs CAP_SYS_ADMIN for another namespace; -1 with errno on failure.
+int unix_socket_for(pid_t pid) {
+  struct stat mine {}, theirs {};
+  const std::string ns = "/proc/" + std::to_string(pid) + "/ns/net";
+  if (pid <= 0 || ::stat("/proc/self/ns/net", &mine) != 0 || ::stat(ns.c_str(), &theirs) != 0 ||
+      (mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino)) {
+    return ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  }
+  const int ns_fd = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+  if (ns_fd < 0) return -1;
+  int fd = -1;
+  int err = 0;
+  std::thread([&] {
+    if (::setns(ns_fd, CLONE_NEWNET) != 0) {
+      err = errno;
+      return;
+    }
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    err = errno;
+  }).join();
+  ::close(ns_fd);
+  if (fd < 0) errno = err;
+  return fd;
+}
+
 Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::string& path, double timeout_s,
                                              const ConnectOptions& options) {
   sockaddr_un addr{};
@@ -254,7 +284,13 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
     std::memcpy(addr.sun_path, path.data(), path.size());
     len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
   }
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const bool abstract_of_pid = target.kind == Target::Kind::kPid && path[0] == '@';
+  int fd = abstract_of_pid ? unix_socket_for(target.pid) : ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 && abstract_of_pid && (errno == EPERM || errno == EACCES)) {
+    return errno_status("process " + std::to_string(target.pid) +
+                        " is in another network namespace, where its agent's socket is; joining it needs root "
+                        "(CAP_SYS_ADMIN), or run the CLI there: nsenter -t " + std::to_string(target.pid) + " -n probing ...");
+  }
   if (fd < 0) return errno_status("socket(AF_UNIX)");
   timeval tv{static_cast<time_t>(timeout_s), static_cast<suseconds_t>((timeout_s - static_cast<time_t>(timeout_s)) * 1e6)};
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);

@@ -4,14 +4,15 @@ thread is safe, it must say why for each thread and leave the target as it was."
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from conftest import (INTERPRETERS, Target, agent_mapped, clean_env, eval_ok, needs_inject, run_cli,
-                      torch_interpreter_params)
+from conftest import (DEBIAN_PYTHON, INTERPRETERS, LIBPROBING, Target, agent_mapped, clean_env, eval_ok,
+                      needs_inject, run_cli, torch_interpreter_params)
 
 pytestmark = needs_inject
 
@@ -175,17 +176,18 @@ def test_twenty_fresh_hung_processes():
             assert eval_ok(t.pid, "import os; os.getpid()") == "%d\n" % t.pid, (i, interp.name, mode)
 
 
-def test_a_process_in_its_own_root_and_mount_namespace(interp, tmp_path):
-    """A target chrooted into a copy of the host's mounts, in a mount namespace of its own: its
-    /proc/PID/maps names files that are not at those paths for us, so libraries must be read
-    through /proc/PID/map_files. inject (whole-stack judgement included), the native stack and
-    eval must work as for any other process."""
+def test_a_process_in_its_own_root_and_namespaces(interp, tmp_path):
+    """A target chrooted into a copy of the host's mounts, in mount and network namespaces of its
+    own, as in a container: its /proc/PID/maps names files that are not at those paths for us, so
+    libraries must be read through /proc/PID/map_files, and its agent's abstract socket is in its
+    network namespace, so the CLI must make its socket there. inject (whole-stack judgement
+    included), the native stack and eval must work as for any other process."""
     if os.geteuid() != 0:
         pytest.skip("needs root to make a mount namespace and chroot")
     root = str(tmp_path / "root")
     os.mkdir(root)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets", "hung.py")
-    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+    cmd = ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c",
            'mount --rbind / "$0" && exec chroot "$0" "$1" "$2" queue', root, interp.path, script]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), text=True,
                             start_new_session=True)
@@ -204,3 +206,37 @@ def test_a_process_in_its_own_root_and_mount_namespace(interp, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_inject_copies_the_agent_where_the_target_can_load_it(tmp_path):
+    """The target's mount namespace hides the directory of the agent library (as a container's
+    filesystem would lack it): inject copies the library into the target's /tmp and loads that."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a mount namespace")
+    hidden = os.path.dirname(LIBPROBING)
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets", "hung.py")
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+           'mount -t tmpfs none "$0" && exec "$1" "$2" queue', hidden, DEBIAN_PYTHON, script]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), text=True,
+                            start_new_session=True)
+    copies = []
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            pytest.skip("cannot make a mount namespace here: %r %r" % (line, proc.stderr.read()[-300:]))
+        assert not os.path.exists("/proc/%d/root%s" % (proc.pid, LIBPROBING))  # hidden from the target
+        _settle(proc.pid, 1)
+        rc, out, err = run_cli(proc.pid, "inject", "-v")
+        assert rc == 0, (out, err)
+        copied = re.search(r"is not in the target's filesystem: copied to (/tmp/probing-agent-\S+/libprobing\.so)$",
+                           err, re.M)
+        assert copied, err
+        copies.append(os.path.dirname(copied.group(1)))
+        with open("/proc/%d/maps" % proc.pid) as f:
+            assert copied.group(1) in f.read()
+        assert eval_ok(proc.pid, "model") == "{'layers': 3}\n"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for d in copies:
+            shutil.rmtree(d, ignore_errors=True)

@@ -1,6 +1,7 @@
 // probing PID inject [-D key=value]...: attach the agent to a running process.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -45,6 +46,61 @@ Status write_settings(pid_t pid, const std::vector<std::pair<std::string, std::s
   return {};
 }
 
+// The agent library as the target sees it: `lib` itself when the target's root holds that very
+// file; else (a container, a chroot, a private mount over the build) a copy put in the target's
+// /tmp, in a directory only this user may write (others may read: the target may run as another
+// user), named by the library's size and time so that a rebuilt library is copied again.
+// Returns the path as the target sees it; `lib` when the target's root cannot be seen at all
+// (inject's own checks then say why).
+Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool verbose) {
+  const std::string root = "/proc/" + std::to_string(pid) + "/root";
+  struct stat mine {}, theirs {};
+  if (::stat(lib.c_str(), &mine) != 0) return errno_status("reading " + lib);
+  if (::stat((root + "/").c_str(), &theirs) != 0) return lib;
+  if (::stat((root + lib).c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev && theirs.st_ino == mine.st_ino) {
+    return lib;
+  }
+  const std::string dir = "/tmp/probing-agent-" + std::to_string(::geteuid()) + "-" +
+                          std::to_string(static_cast<long long>(mine.st_size)) + "-" +
+                          std::to_string(static_cast<long long>(mine.st_mtime));
+  const std::string copy = dir + "/libprobing.so";
+  struct stat have {};
+  if (::stat((root + copy).c_str(), &have) == 0 && have.st_size == mine.st_size && have.st_uid == ::geteuid()) {
+    return copy;  // copied by an earlier inject
+  }
+  if (::mkdir((root + dir).c_str(), 0755) != 0 && errno != EEXIST) {
+    return errno_status("the agent library is not in the target's filesystem, and making " + dir + " there");
+  }
+  struct stat d {};
+  if (::lstat((root + dir).c_str(), &d) != 0 || !S_ISDIR(d.st_mode) || d.st_uid != ::geteuid() ||
+      (d.st_mode & 0022) != 0) {
+    return Status(Code::kPermissionDenied, dir + " in the target's filesystem is not a private directory of this "
+                                           "user; remove it and try again");
+  }
+  const std::string tmp = root + copy + ".part";
+  int in = ::open(lib.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return errno_status("reading " + lib);
+  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0755);
+  if (out < 0) {
+    ::close(in);
+    return errno_status("writing the agent library to " + dir + " in the target's filesystem");
+  }
+  char buf[1 << 16];
+  ssize_t n = 0;
+  bool ok = true;
+  while (ok && (n = ::read(in, buf, sizeof buf)) > 0) ok = ::write(out, buf, static_cast<size_t>(n)) == n;
+  ok = ok && n == 0 && ::fsync(out) == 0;
+  ::close(in);
+  ok = ::close(out) == 0 && ok;
+  if (!ok || ::rename(tmp.c_str(), (root + copy).c_str()) != 0) {
+    Status st = errno_status("copying the agent library into the target's filesystem (" + copy + ")");
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  if (verbose) std::cerr << "probing: " << lib << " is not in the target's filesystem: copied to " << copy << "\n";
+  return copy;
+}
+
 int run_inject(const Context& ctx, const InjectArgs& args) {
   using Clock = std::chrono::steady_clock;
   auto start = Clock::now();
@@ -67,8 +123,10 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
     if (!defines.empty()) std::cout << "(to change settings now, use: probing " << pid << " config KEY=VALUE)\n";
     return kExitOk;
   }
-  Result<std::string> lib = agent_library_path();
-  if (!lib.is_ok()) return fail(lib.status());
+  Result<std::string> built = agent_library_path();
+  if (!built.is_ok()) return fail(built.status());
+  Result<std::string> lib = library_in_target(pid, *built, args.verbose);
+  if (!lib.is_ok()) return fail(lib.status().with_context("attaching to process " + std::to_string(pid)));
   Status injectable = inject::check_injectable(pid, *lib);
   if (!injectable.is_ok()) return fail(injectable);
   Result<std::uintptr_t> py = inject::find_remote_symbol(pid, "Py_IsInitialized");
