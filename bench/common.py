@@ -10,6 +10,9 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The interpreter the targets run under: Debian's python3.11, or PROBING_BENCH_PYTHON (e.g. the
+# version matrix's /var/cache/probing-matrix/bin/sid-3.14, with its chroot mounted).
+PYTHON = os.environ.get("PROBING_BENCH_PYTHON", "/usr/bin/python3.11")
 
 
 def build_paths(build):
@@ -29,7 +32,8 @@ def real_python3():
 class Target:
     """A Python program started with `code`; waits for it to print `ready`."""
 
-    def __init__(self, code, python="/usr/bin/python3.11", env=None, timeout=60):
+    def __init__(self, code, python=None, env=None, timeout=60):
+        python = python or PYTHON
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen([python, "-u", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

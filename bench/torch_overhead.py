@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import time
 
-from common import AgentConnection, Target, build_paths, wait_for_agent
+from common import PYTHON, AgentConnection, Target, build_paths, wait_for_agent
 
 TARGET = r'''
 import json, sys, time
@@ -206,7 +206,8 @@ def report(model, modules, k, rounds, per_step, res):
 class StdinTarget(Target):
     """A Target with a pipe to its stdin: it runs what the bench writes there."""
 
-    def __init__(self, code, env, python="/usr/bin/python3.11"):
+    def __init__(self, code, env, python=None):
+        python = python or PYTHON
         full_env = dict(os.environ)
         full_env.update(env)
         self.proc = subprocess.Popen([python, "-u", "-c", code], stdin=subprocess.PIPE,

@@ -27,12 +27,19 @@ std::string utf8(const CApi& api, PyObject* str) {
 }
 
 Result<PyRef> run_embedded_source(const CApi& api, const char* source, const char* module_name) {
-  PyRef ns(api, api.PyDict_New());
+  // The globals are a module's own dict, the module kept in it as __probing_module__: a caller
+  // that must be found by import (TorchDynamo imports a function's __name__ to read its globals)
+  // can register it in sys.modules. Nothing here does.
   PyRef builtins(api, api.PyImport_ImportModule("builtins"));
   PyRef name(api, api.PyUnicode_FromStringAndSize(module_name, static_cast<long>(std::char_traits<char>::length(module_name))));
-  if (!ns || !builtins || !name) return Status(Code::kInternal, fetch_error_text(api));
-  if (api.PyDict_SetItemString(ns.get(), "__builtins__", builtins.get()) != 0 ||
-      api.PyDict_SetItemString(ns.get(), "__name__", name.get()) != 0) {
+  if (!builtins || !name) return Status(Code::kInternal, fetch_error_text(api));
+  PyRef module_type(api, api.PyObject_GetAttrString(builtins.get(), "__class__"));
+  if (!module_type) return Status(Code::kInternal, fetch_error_text(api));
+  PyRef module(api, api.PyObject_CallFunctionObjArgs(module_type.get(), name.get(), nullptr));
+  if (!module) return Status(Code::kInternal, fetch_error_text(api));
+  PyRef ns = PyRef::borrow(api, api.PyModule_GetDict(module.get()));
+  if (!ns || api.PyDict_SetItemString(ns.get(), "__builtins__", builtins.get()) != 0 ||
+      api.PyDict_SetItemString(ns.get(), "__probing_module__", module.get()) != 0) {
     return Status(Code::kInternal, fetch_error_text(api));
   }
   PyRef done(api, api.PyRun_StringFlags(source, kPyFileInput, ns.get(), ns.get(), nullptr));

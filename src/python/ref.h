@@ -55,8 +55,9 @@ std::string fetch_error_text(const CApi& api);
 // UTF-8 text of a str object; empty on error (cleared). REQUIRES: GIL held.
 std::string utf8(const CApi& api, PyObject* str);
 
-// Runs embedded Python `source` in a new private namespace (with builtins, __name__ set to
-// `module_name`, not in sys.modules) and returns that namespace. REQUIRES: GIL held.
+// Runs embedded Python `source` in a new private namespace (the dict of a new module named
+// `module_name`, not in sys.modules, which the namespace holds as __probing_module__) and returns
+// that namespace. REQUIRES: GIL held.
 Result<PyRef> run_embedded_source(const CApi& api, const char* source, const char* module_name);
 
 }  // namespace probing::python

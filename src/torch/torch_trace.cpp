@@ -28,7 +28,7 @@ using python::CApi;
 using python::PyObject;
 using python::PyRef;
 
-constexpr python::HelperSource kHelpers{kTorchTraceSource, "probing._torch_trace"};
+constexpr python::HelperSource kHelpers{kTorchTraceSource, "_probing_torch_trace"};
 constexpr double kWatchIntervalS = 0.5;
 constexpr double kApplyTimeoutS = 5;
 

@@ -26,6 +26,7 @@ class _State:
         self.restore = []         # (owner, attribute, original) to put back, in reverse order
         self.ours = []            # the wrappers install() put in place of those originals
         self.wrapped_steps = {}   # optimizer class -> original step (1.13 path)
+        self.warning_filters = []  # the warnings filter install() added (2.x), removed by uninstall()
         self.step = 0
         self.seq = 0
         self.traced = True        # whether the current step is sampled
@@ -164,9 +165,22 @@ def _fail(e):
 
 # ---- the hooks ----
 
+def _not_compiling():
+    return False
+
+
+# torch.compiler.is_compiling (2.1+, torch._dynamo's before): True while TorchDynamo traces a
+# compiled model's forward, which inlines the global module hooks. The hooks then return at once,
+# so that the compiled graph holds nothing of ours (no mutation of our state, no graph break):
+# a compiled model's modules are not traced, its optimizer steps and backward passes are.
+_compiling = _not_compiling
+
+
 def _pre_forward(module, inputs):
     # Runs before every module call in the process: the common path is a few attribute reads
     # and one append.
+    if _compiling():
+        return
     try:
         try:
             stack = S.local.stack
@@ -188,6 +202,8 @@ def _pre_forward(module, inputs):
 
 
 def _post_forward(module, inputs, output):
+    if _compiling():
+        return
     try:
         try:
             stack = S.local.stack
@@ -321,6 +337,22 @@ def install(append, sample_rate):
 
 
 def _install_hooks(torch, module_mod, optim_mod):
+    global _compiling
+    compiler = getattr(torch, "compiler", None)
+    _compiling = getattr(compiler, "is_compiling", None) or _not_compiling
+    if _compiling is not _not_compiling:
+        # TorchDynamo inlines the global hooks into a compiled forward, and reads their globals by
+        # importing their module by name: this one must be found (the only entry probing adds
+        # to sys.modules; a top-level name, so that no `probing` package is imported for it).
+        sys.modules.setdefault(__name__, globals()["__probing_module__"])
+        # PyTorch 2.x warns, once per call site, when a torch.compile'd module is called while any
+        # global module hook exists: the warning would be ours, printed on the program's stderr.
+        warnings = sys.modules.get("warnings")
+        if warnings is not None:
+            before = list(warnings.filters)
+            warnings.filterwarnings("ignore", category=UserWarning,
+                                    message=r"Using `torch\.compile\(module\)` when there are global hooks")
+            S.warning_filters = [f for f in warnings.filters if f not in before]
     S.handles.append(module_mod.register_module_forward_pre_hook(_pre_forward))
     S.handles.append(module_mod.register_module_forward_hook(_post_forward))
     # backward: one row per backward pass, around torch.autograd.backward (Tensor.backward calls it)
@@ -400,6 +432,16 @@ def uninstall():
             cls.step = step
         # else: something wrapped it after us (a profiler); our wrapper stays and passes through
     S.wrapped_steps = {}
+    warnings = sys.modules.get("warnings")
+    for f in S.warning_filters:
+        try:
+            warnings.filters.remove(f)
+            mutated = getattr(warnings, "_filters_mutated", None)  # drops the cache of decisions
+            if mutated is not None:
+                mutated()
+        except Exception:
+            pass
+    S.warning_filters = []
     if S.pending:
         _flush()
     S.pending = []

@@ -205,3 +205,22 @@ def test_tracing_never_touches_cuda(torch_factory, how):
     assert rows and rows[0]["allocated"] is None
     assert run_cli(t.pid, "backtrace", "--all", "--locals")[0] == 0
     assert eval_ok(t.pid, "calls") == "[]\n"
+
+
+def test_a_compiled_model_trains_the_same_with_tracing_on(torch_factory, torch_py):
+    # TorchDynamo inlines the global module hooks into the compiled forward: they must leave no
+    # trace there (no state mutated, no graph break, no error), and the optimizer steps and
+    # backward passes around the compiled model are still traced.
+    import subprocess
+    has_compile = subprocess.run([torch_py.path, "-c", "import torch, sys; sys.exit(not hasattr(torch, 'compile'))"],
+                                 capture_output=True, timeout=120).returncode == 0
+    if not has_compile:
+        pytest.skip("torch.compile is PyTorch 2.x")
+    plain = torch_factory("torch_compiled.py", mode="none", ready_timeout=120)
+    traced = torch_factory("torch_compiled.py", mode="preload", env={"PROBING_TORCH": "1"}, ready_timeout=120)
+    assert plain.stdout_lines()[0].startswith("loss ")
+    assert traced.stdout_lines()[0] == plain.stdout_lines()[0]  # bit for bit
+    stages = {r["stage"]: r["n"] for r in rows(traced.pid, "SELECT stage, count(*) AS n FROM python.torch_trace "
+                                                           "GROUP BY stage")}
+    assert stages.get("step", 0) >= 30 and stages.get("backward", 0) >= 30, stages
+    assert traced.stderr_lines() == [], traced.stderr_lines()
