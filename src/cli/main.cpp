@@ -1,10 +1,15 @@
 // probing [OPTIONS] [-t] TARGET COMMAND ...
+#include <algorithm>
 #include <iostream>
 
 #include "cli/common.h"
 #include "core/suggest.h"
 
 namespace {
+
+bool is_option_with_value(const std::string& arg) {
+  return arg == "-t" || arg == "--target" || arg == "--token" || arg == "--cacert";
+}
 
 // No command was recognized: name the word that was meant as one, with the nearest command
 // ("probing 4242 bactrace": did you mean backtrace?), or say that a command is missing.
@@ -14,7 +19,7 @@ int no_command(CLI::App& app, int argc, char** argv) {
   std::vector<std::string> words;  // the positional words: TARGET, then what should be a command
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "-t" || arg == "--target" || arg == "--token" || arg == "--cacert") {
+    if (is_option_with_value(arg)) {
       ++i;  // an option's value
     } else if (arg.empty() || arg[0] != '-') {
       words.push_back(arg);
@@ -38,6 +43,39 @@ int no_command(CLI::App& app, int argc, char** argv) {
   return probing::cli::kExitUsage;
 }
 
+// Whether `word` reads as a TARGET: a pid, unix:PATH, or HOST:PORT with a numeric port (strict,
+// so that code like `{1:2}` is never taken for one).
+bool looks_like_target(const std::string& word) {
+  if (word.empty()) return false;
+  if (word.find_first_not_of("0123456789") == std::string::npos) return true;
+  if (word.rfind("unix:", 0) == 0) return word.size() > 5;
+  const size_t colon = word.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == word.size()) return false;
+  const std::string host = word.substr(0, colon), port = word.substr(colon + 1);
+  if (port.find_first_not_of("0123456789") != std::string::npos) return false;
+  if (host.front() == '[') return host.back() == ']';
+  return host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == std::string::npos;
+}
+
+// `probing eval 4242 CODE` as `probing 4242 eval CODE`: when no target came before the command,
+// a word right after it that reads as one is moved in front of it, for every command that takes
+// a target (inject and backtrace took it there already: they have no words of their own).
+void move_target_before_command(int argc, char** argv, const std::vector<std::string>& commands) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (is_option_with_value(arg)) {
+      ++i;
+      continue;
+    }
+    if (arg.empty() || arg[0] == '-') continue;
+    // The first word: a target (nothing to move) or the command.
+    if (std::find(commands.begin(), commands.end(), arg) == commands.end()) return;
+    if (arg == "list" || arg == "launch") return;
+    if (i + 1 < argc && looks_like_target(argv[i + 1])) std::swap(argv[i], argv[i + 1]);
+    return;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,7 +89,8 @@ int main(int argc, char** argv) {
       "  unix:PATH    an agent's unix socket; unix:@NAME for an abstract one\n"
       "  HOST:PORT    an agent serving TCP (started with PROBING_PORT); [::1]:PORT for IPv6.\n"
       "               Give --token when it has PROBING_TOKEN, --tls when it has PROBING_TLS_CERT.\n"
-      "The options go before the command. Examples:\n"
+      "The options go before the command; the target may also come right after it\n"
+      "(probing eval 1234 '1+1'). Examples:\n"
       "  probing list\n"
       "  probing launch -- python3 train.py\n"
       "  probing 1234 eval 'print(model)'\n"
@@ -79,6 +118,11 @@ int main(int argc, char** argv) {
   if (argc <= 1) {
     std::cout << app.help();
     return kExitUsage;
+  }
+  {
+    std::vector<std::string> commands;
+    for (const CLI::App* sub : app.get_subcommands({})) commands.push_back(sub->get_name());
+    move_target_before_command(argc, argv, commands);
   }
   try {
     app.parse(argc, argv);

@@ -97,6 +97,18 @@ def test_eval_help():
     assert "--timeout" in out and "--json" in out and "-f,--file" in out
 
 
+def test_target_after_the_command(interp, target_factory):
+    # `probing eval PID CODE` as a newcomer types it: the target may come right after the command.
+    t = target_factory("idle.py", interp, mode="preload")
+    assert run_cli("eval", t.pid, "1+1") == (0, "2\n", "")
+    rc, out, err = run_cli("query", t.pid, "--format", "json", "SELECT 1 AS one")
+    assert (rc, json.loads(out), err) == (0, [{"one": 1}], ""), (rc, out, err)
+    assert run_cli("--token", "unused", "eval", t.pid, "2+2")[:2] == (0, "4\n")
+    # Code that only looks like a host:port is never taken for a target.
+    rc, out, err = run_cli("eval", "{1:2}[1]")
+    assert rc == 2 and "no target" in err, (rc, out, err)
+
+
 def test_unknown_command():
     rc, out, err = run_cli("1", "frobnicate")
     assert rc == 2, (rc, out, err)
