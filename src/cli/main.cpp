@@ -1,4 +1,6 @@
 // probing [OPTIONS] [-t] TARGET COMMAND ...
+#include <unistd.h>
+
 #include <algorithm>
 #include <iostream>
 
@@ -58,8 +60,8 @@ bool looks_like_target(const std::string& word) {
 }
 
 // `probing eval 4242 CODE` as `probing 4242 eval CODE`: when no target came before the command,
-// a word right after it that reads as one is moved in front of it, for every command that takes
-// a target (inject and backtrace took it there already: they have no words of their own).
+// a word right after it that reads as one, and is followed by more, is moved in front of it
+// (inject, backtrace and repl, which have no words of their own, took it there already).
 void move_target_before_command(int argc, char** argv, const std::vector<std::string>& commands) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -71,7 +73,13 @@ void move_target_before_command(int argc, char** argv, const std::vector<std::st
     // The first word: a target (nothing to move) or the command.
     if (std::find(commands.begin(), commands.end(), arg) == commands.end()) return;
     if (arg == "list" || arg == "launch") return;
-    if (i + 1 < argc && looks_like_target(argv[i + 1])) std::swap(argv[i], argv[i + 1]);
+    // Only with a word after it (`probing eval 1` runs the code 1), and a pid only of a live
+    // process.
+    if (i + 2 < argc && looks_like_target(argv[i + 1])) {
+      const std::string word = argv[i + 1];
+      const bool pid = word.find_first_not_of("0123456789") == std::string::npos;
+      if (!pid || ::access(("/proc/" + word).c_str(), F_OK) == 0) std::swap(argv[i], argv[i + 1]);
+    }
     return;
   }
 }

@@ -284,6 +284,14 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
     std::memcpy(addr.sun_path, path.data(), path.size());
     len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
   }
+  // A stopped process (SIGSTOP, Ctrl-Z) would accept the connection in the kernel, but its agent
+  // cannot answer until it runs again: say so now rather than after the request's timeout.
+  if (std::optional<ProcStat> st = target.kind == Target::Kind::kPid ? read_proc_stat(target.pid) : std::nullopt;
+      st && st->state() == 'T') {
+    return Status(Code::kUnavailable, "process " + std::to_string(target.pid) +
+                                          " is stopped (SIGSTOP, SIGTSTP or Ctrl-Z): nothing in it can answer until "
+                                          "it runs again; resume it with: kill -CONT " + std::to_string(target.pid));
+  }
   const bool abstract_of_pid = target.kind == Target::Kind::kPid && path[0] == '@';
   int fd = abstract_of_pid ? unix_socket_for(target.pid) : ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 && abstract_of_pid && (errno == EPERM || errno == EACCES)) {

@@ -1,7 +1,10 @@
 """The CLI's own behaviour: errors, help, list."""
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -107,6 +110,22 @@ def test_target_after_the_command(interp, target_factory):
     # Code that only looks like a host:port is never taken for a target.
     rc, out, err = run_cli("eval", "{1:2}[1]")
     assert rc == 2 and "no target" in err, (rc, out, err)
+
+
+def test_a_stopped_process_is_said_to_be_stopped_at_once(interp, target_factory):
+    # Ctrl-Z'd or SIGSTOPped: the kernel accepts the connection, but nothing answers until the
+    # process runs again. The answer says so at once, not after the request's timeout.
+    t = target_factory("idle.py", interp, mode="preload")
+    os.kill(t.pid, signal.SIGSTOP)
+    try:
+        for args in (("eval", "1"), ("backtrace",), ("query", "SELECT 1")):
+            start = time.monotonic()
+            rc, out, err = run_cli(t.pid, *args, timeout=20)
+            assert rc == 1 and "is stopped" in err and "kill -CONT %d" % t.pid in err, (args, rc, out, err)
+            assert time.monotonic() - start < 2, args
+    finally:
+        os.kill(t.pid, signal.SIGCONT)
+    assert run_cli(t.pid, "eval", "1") == (0, "1\n", "")
 
 
 def test_unknown_command():

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "cli/common.h"
+#include "core/proc_files.h"
 #include "inject/process.h"
 #include "native/native_stack.h"
 
@@ -282,9 +283,14 @@ int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
   if (!client.is_ok()) {
     // No agent in a local process that is still there: read its Python stacks from outside, as
     // --native does, rather than give nothing (inject may be refused, or not wanted).
+    // A stopped process (state T) is not read either: its threads cannot be stopped for the read,
+    // and the client's message says how to resume it.
     Result<client::Target> target = client::parse_target(ctx.target);
+    std::optional<ProcStat> st = target.is_ok() && target->kind == client::Target::Kind::kPid
+                                     ? read_proc_stat(target->pid) : std::nullopt;
     if (client.status().code() == Code::kUnavailable && target.is_ok() &&
-        target->kind == client::Target::Kind::kPid && !client::process_exited(target->pid, 0)) {
+        target->kind == client::Target::Kind::kPid && !client::process_exited(target->pid, 0) &&
+        !(st && st->state() == 'T')) {
       return run_from_outside(ctx, args, /*no_agent=*/true);
     }
     return fail(client.status());
