@@ -248,7 +248,8 @@ class StreamClient final : public Client {
 // ours: the socket is made on a thread that has joined that namespace (a socket stays in the
 // namespace it was made in). Needs CAP_SYS_ADMIN for another namespace; -1 with errno on failure.
 int unix_socket_for(pid_t pid) {
-  struct stat mine {}, theirs {};
+  struct stat mine {};
+  struct stat theirs {};
   const std::string ns = "/proc/" + std::to_string(pid) + "/ns/net";
   if (pid <= 0 || ::stat("/proc/self/ns/net", &mine) != 0 || ::stat(ns.c_str(), &theirs) != 0 ||
       (mine.st_dev == theirs.st_dev && mine.st_ino == theirs.st_ino)) {

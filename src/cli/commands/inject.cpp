@@ -54,7 +54,8 @@ Status write_settings(pid_t pid, const std::vector<std::pair<std::string, std::s
 // (inject's own checks then say why).
 Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool verbose) {
   const std::string root = "/proc/" + std::to_string(pid) + "/root";
-  struct stat mine {}, theirs {};
+  struct stat mine {};
+  struct stat theirs {};
   if (::stat(lib.c_str(), &mine) != 0) return errno_status("reading " + lib);
   if (::stat((root + "/").c_str(), &theirs) != 0) return lib;
   if (::stat((root + lib).c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev && theirs.st_ino == mine.st_ino) {
