@@ -56,7 +56,8 @@ bool looks_like_target(const std::string& word) {
   const std::string host = word.substr(0, colon), port = word.substr(colon + 1);
   if (port.find_first_not_of("0123456789") != std::string::npos) return false;
   if (host.front() == '[') return host.back() == ']';
-  return host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == std::string::npos;
+  return host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") ==
+         std::string::npos;
 }
 
 // `probing eval 4242 CODE` as `probing 4242 eval CODE`: when no target came before the command,

@@ -12,9 +12,9 @@
 
 #include <fcntl.h>
 #include <netdb.h>
-#include <sched.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -287,18 +287,23 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
   }
   // A stopped process (SIGSTOP, Ctrl-Z) would accept the connection in the kernel, but its agent
   // cannot answer until it runs again: say so now rather than after the request's timeout.
-  if (std::optional<ProcStat> st = target.kind == Target::Kind::kPid ? read_proc_stat(target.pid) : std::nullopt;
+  if (std::optional<ProcStat> st =
+          target.kind == Target::Kind::kPid ? read_proc_stat(target.pid) : std::nullopt;
       st && st->state() == 'T') {
-    return Status(Code::kUnavailable, "process " + std::to_string(target.pid) +
-                                          " is stopped (SIGSTOP, SIGTSTP or Ctrl-Z): nothing in it can answer until "
-                                          "it runs again; resume it with: kill -CONT " + std::to_string(target.pid));
+    return Status(Code::kUnavailable,
+                  "process " + std::to_string(target.pid) +
+                      " is stopped (SIGSTOP, SIGTSTP or Ctrl-Z): nothing in it can answer until "
+                      "it runs again; resume it with: kill -CONT " +
+                      std::to_string(target.pid));
   }
   const bool abstract_of_pid = target.kind == Target::Kind::kPid && path[0] == '@';
   int fd = abstract_of_pid ? unix_socket_for(target.pid) : ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0 && abstract_of_pid && (errno == EPERM || errno == EACCES)) {
-    return errno_status("process " + std::to_string(target.pid) +
-                        " is in another network namespace, where its agent's socket is; joining it needs root "
-                        "(CAP_SYS_ADMIN), or run the CLI there: nsenter -t " + std::to_string(target.pid) + " -n probing ...");
+    return errno_status(
+        "process " + std::to_string(target.pid) +
+        " is in another network namespace, where its agent's socket is; joining it needs root "
+        "(CAP_SYS_ADMIN), or run the CLI there: nsenter -t " +
+        std::to_string(target.pid) + " -n probing ...");
   }
   if (fd < 0) return errno_status("socket(AF_UNIX)");
   timeval tv{static_cast<time_t>(timeout_s), static_cast<suseconds_t>((timeout_s - static_cast<time_t>(timeout_s)) * 1e6)};

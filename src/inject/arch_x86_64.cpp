@@ -142,7 +142,7 @@ std::optional<std::uintptr_t> call_target(const RemoteMemory& memory, std::uintp
   std::size_t at = 0;
   const std::uint8_t endbr64[] = {0xf3, 0x0f, 0x1e, 0xfa};
   if (std::memcmp(stub->data(), endbr64, sizeof endbr64) == 0) at += sizeof endbr64;
-  if ((*stub)[at] == 0xf2) ++at;  // bnd
+  if ((*stub)[at] == 0xf2) ++at;                                      // bnd
   if ((*stub)[at] != 0xff || (*stub)[at + 1] != 0x25) return target;  // not a stub: the function
   const std::uintptr_t next = target + at + 6;
   std::optional<std::uintptr_t> slot = read_pointer(memory, next + rel32_at(*stub, at + 2));

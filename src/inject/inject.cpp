@@ -283,7 +283,8 @@ std::string judge_whole_stack(StackReader& reader, const RemoteMemory& memory, p
         if (!name.empty() && reader.function_at(*callee - 1) != name) entry = std::move(name);
       }
     }
-    if (entry.empty()) entry = frames[top - 1].function;  // the outermost libc frame, if it was not a tail call
+    if (entry.empty())
+      entry = frames[top - 1].function;  // the outermost libc frame, if it was not a tail call
   }
   std::string reason = judge_stack(frames, read.complete, parked, entry);
   if (!reason.empty()) {
@@ -332,7 +333,8 @@ Result<std::optional<Borrowed>> try_thread(pid_t pid, const Candidate& candidate
   if (reason.empty() && stacks != nullptr) {
     reason = judge_whole_stack(*stacks, memory, candidate.tid, maps, parked, how);
     settled = !reason.empty() && parked != Parked::kRunning && candidate.hint.nr >= 0 &&
-              arch::program_counter(*state) == candidate.hint.pc && arch::stack_pointer(*state) == candidate.hint.sp;
+              arch::program_counter(*state) == candidate.hint.pc &&
+              arch::stack_pointer(*state) == candidate.hint.sp;
   }
   if (!reason.empty()) {
     PROBING_RETURN_IF_ERROR(tracee.detach(0));
@@ -429,8 +431,7 @@ Status restore(Borrowed& b, const RemoteMemory& memory, std::uintptr_t region,
 
 // The call itself, on a borrowed thread; always restores it.
 Result<std::uintptr_t> borrow_and_call(Borrowed& b, const RemoteMemory& memory, const LoaderApi& api,
-                                       const std::string& library_path,
-                                       const InjectOptions& options) {
+                                       const std::string& library_path, const InjectOptions& options) {
   // [region, top): what we write — the path, then the call frame below it — kept below the
   // red zone of the interrupted code and saved first.
   const std::uintptr_t top = arch::stack_pointer(b.saved) - arch::kRedZone;
@@ -449,8 +450,8 @@ Result<std::uintptr_t> borrow_and_call(Borrowed& b, const RemoteMemory& memory, 
   if (!wrote.is_ok()) {
     result = wrote;
   } else {
-    result = call_function(b, memory, api.open, path_at, static_cast<std::uintptr_t>(api.mode),
-                           path_at, deadline, held);
+    result = call_function(b, memory, api.open, path_at, static_cast<std::uintptr_t>(api.mode), path_at,
+                           deadline, held);
     if (result && *result == 0) {
       std::string message = "(no dlerror available)";
       if (api.error != 0) {
@@ -470,7 +471,6 @@ Result<std::uintptr_t> borrow_and_call(Borrowed& b, const RemoteMemory& memory, 
   }
   return result;
 }
-
 
 }  // namespace
 
@@ -518,8 +518,8 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
   CriticalSection critical;
   const Clock::time_point deadline = Clock::now() + options.deadline;
   InjectReport report;
-  Reasons reasons;                  // the latest word on each thread not borrowed
-  std::map<pid_t, int> examined;    // threads stopped so far, and how often
+  Reasons reasons;                       // the latest word on each thread not borrowed
+  std::map<pid_t, int> examined;         // threads stopped so far, and how often
   std::map<pid_t, SyscallHint> refused;  // blocked threads found unsafe, where they were blocked
   auto pause = std::chrono::milliseconds(1);
   // Bounded by the deadline: each round stops at most kProbesPerRound threads.
@@ -541,7 +541,8 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
       if (probes >= kProbesPerRound || Clock::now() >= deadline) break;
       // Still in the very wait it was refused in: its stack has not changed, nor the answer.
       if (const auto r = refused.find(c.tid); r != refused.end() && c.tier != Tier::kRunning &&
-          r->second.nr == c.hint.nr && r->second.sp == c.hint.sp && r->second.pc == c.hint.pc) {
+                                              r->second.nr == c.hint.nr && r->second.sp == c.hint.sp &&
+                                              r->second.pc == c.hint.pc) {
         continue;
       }
       if (c.tier == Tier::kRunning && running_probes++ >= kRunningProbesPerRound) break;
@@ -572,8 +573,8 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
   }
   return Status(Code::kTimeout, context + ": no thread was safe to borrow within " +
                                     std::to_string(options.deadline.count()) + " ms (" +
-                                    std::to_string(report.attempts) + " examined); the target was not changed." +
-                                    reasons_text(pid, reasons));
+                                    std::to_string(report.attempts) +
+                                    " examined); the target was not changed." + reasons_text(pid, reasons));
 }
 
 }  // namespace probing::inject

@@ -41,7 +41,8 @@ bool is_wait(std::string_view f) {
                 "pthread_rwlock_wrlock", "pthread_rwlock_timedrdlock", "pthread_rwlock_timedwrlock",
                 "pthread_rwlock_clockrdlock", "pthread_rwlock_clockwrlock", "pthread_join",
                 "pthread_timedjoin_np", "pthread_clockjoin_np", "pthread_barrier_wait", "pthread_once",
-                "syscall", "cnd_wait", "cnd_timedwait", "mtx_lock", "mtx_timedlock", "thrd_join", "call_once"});
+                "syscall", "cnd_wait", "cnd_timedwait", "mtx_lock", "mtx_timedlock", "thrd_join",
+                "call_once"});
 }
 
 bool is_libc(const PlacedFrame& f) {
@@ -94,14 +95,16 @@ std::string judge_stack(const std::vector<PlacedFrame>& frames, bool complete, P
       // The vDSO takes no lock. Code outside any file (JIT) is unwound by guesswork (no CFI),
       // which could have skipped a frame: a lock wait is not trusted past it.
       if (parked == Parked::kLockWait && f.object != "[vdso]") {
-        return "code outside any file is on its stack (" + frame_text(f, i) + "): it cannot be unwound reliably";
+        return "code outside any file is on its stack (" + frame_text(f, i) +
+               "): it cannot be unwound reliably";
       }
       continue;
     }
     const std::string function = plain_function_name(f.function);
     switch (f.kind) {
       case ObjectKind::kLoader:
-        return "the dynamic loader is on its stack (" + (f.function.empty() ? frame_text(f, i) : f.function) + ")";
+        return "the dynamic loader is on its stack (" +
+               (f.function.empty() ? frame_text(f, i) : f.function) + ")";
       case ObjectKind::kAllocator:
         return f.object + " is on its stack (it may hold an allocator lock)";
       case ObjectKind::kRuntime:

@@ -28,10 +28,10 @@ enum class Parked {
 struct PlacedFrame {
   std::uintptr_t pc = 0;
   bool after_signal = false;
-  bool mapped = false;             // pc lies in a mapping of a file
+  bool mapped = false;  // pc lies in a mapping of a file
   ObjectKind kind = ObjectKind::kOther;
-  std::string object;              // the file's basename; for other mappings their name ("[vdso]")
-  std::string function;            // "" when not known
+  std::string object;    // the file's basename; for other mappings their name ("[vdso]")
+  std::string function;  // "" when not known
 };
 
 // A function name with glibc's decorations removed, so that every alias of one function reads

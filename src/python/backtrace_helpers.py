@@ -253,7 +253,8 @@ def _segments_at(frame):
         for i, (lineno, end_lineno, col, end_col) in enumerate(positions()):
             if i > at:
                 break
-            if i >= at - 1 and lineno is not None and lineno == end_lineno and col is not None and end_col is not None:
+            one_line = lineno is not None and lineno == end_lineno and None not in (col, end_col)
+            if i >= at - 1 and one_line:
                 out.append(linecache.getline(frame.f_code.co_filename, lineno)[col:end_col].strip())
     except BaseException:
         return []

@@ -80,25 +80,28 @@ struct DebugLayout {
   int co_size, co_filename, co_name, co_qualname, co_linetable, co_firstlineno, co_code_adaptive;
 };
 constexpr int kDebugVersion = 0, kDebugFreeThreaded = 1, kDebugRuntimeSize = 2, kDebugInterpretersHead = 4;
-constexpr DebugLayout kDebug313{5, 7, 8, 13, 14, 16, 17, 18, 20, 22, 23, 24, 27, 28, 29, 30, 32,
-                                33, 34, 35, 36, 37, 38, 42};
+constexpr DebugLayout kDebug313{5,  7,  8,  13, 14, 16, 17, 18, 20, 22, 23, 24,
+                                27, 28, 29, 30, 32, 33, 34, 35, 36, 37, 38, 42};
 // + interpreter_state.threads_main, .code_object_generation, .tlbc_generation;
 //   interpreter_frame.stackpointer, .tlbc_index; code_object.co_tlbc
-constexpr DebugLayout kDebug314{5, 7, 8, 14, 15, 17, 18, 21, 23, 25, 26, 27, 30, 31, 32, 33, 35,
-                                38, 39, 40, 41, 42, 43, 47};
+constexpr DebugLayout kDebug314{5,  7,  8,  14, 15, 17, 18, 21, 23, 25, 26, 27,
+                                30, 31, 32, 33, 35, 38, 39, 40, 41, 42, 43, 47};
 // + thread_state.base_frame, .last_profiled_frame, .last_profiled_frame_seq (before thread_id),
 //   .holds_gil, .gil_requested, .current_exception, .exc_state, .exc_state.exc_value
-constexpr DebugLayout kDebug315{5, 7, 8, 14, 15, 17, 18, 21, 23, 25, 29, 30, 38, 39, 40, 41, 43,
-                                46, 47, 48, 49, 50, 51, 55};
+constexpr DebugLayout kDebug315{5,  7,  8,  14, 15, 17, 18, 21, 23, 25, 29, 30,
+                                38, 39, 40, 41, 43, 46, 47, 48, 49, 50, 51, 55};
 constexpr int kDebugWords = 64;
 
 bool within(uint64_t field, uint64_t size) { return field < size && size < (1u << 20); }
 
 Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, pid_t pid, uintptr_t runtime) {
-  const DebugLayout* layout = v.minor == 13 ? &kDebug313 : v.minor == 14 ? &kDebug314 : v.minor == 15 ? &kDebug315
-                                                                                                    : nullptr;
+  const DebugLayout* layout = v.minor == 13   ? &kDebug313
+                              : v.minor == 14 ? &kDebug314
+                              : v.minor == 15 ? &kDebug315
+                                              : nullptr;
   if (layout == nullptr) {
-    return Status(Code::kUnsupported, "CPython " + v.text + ": the layout of its _Py_DebugOffsets is not known");
+    return Status(Code::kUnsupported,
+                  "CPython " + v.text + ": the layout of its _Py_DebugOffsets is not known");
   }
   struct {
     char cookie[8];
@@ -120,7 +123,8 @@ Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, pid_t pid, uin
     return Status(Code::kUnsupported,
                   "CPython " + v.text + " is free-threaded; the GIL-free reader supports GIL builds");
   }
-  const uint64_t is_size = w[L.is_size], ts_size = w[L.ts_size], fr_size = w[L.fr_size], co_size = w[L.co_size];
+  const uint64_t is_size = w[L.is_size], ts_size = w[L.ts_size], fr_size = w[L.fr_size],
+                 co_size = w[L.co_size];
   if (!within(w[kDebugInterpretersHead], w[kDebugRuntimeSize]) || !within(w[L.is_threads_head], is_size) ||
       !within(w[L.is_next], is_size) || !within(w[L.is_ceval_gil], is_size) ||
       !within(w[L.is_gil_locked], is_size) || !within(w[L.is_gil_holder], is_size) ||
@@ -129,9 +133,9 @@ Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, pid_t pid, uin
       !within(w[L.ts_thread_id], ts_size) || !within(w[L.ts_native_thread_id], ts_size) ||
       !within(w[L.fr_previous], fr_size) || !within(w[L.fr_executable], fr_size) ||
       !within(w[L.fr_instr_ptr], fr_size) || !within(w[L.fr_owner], fr_size) ||
-      !within(w[L.co_filename], co_size) || !within(w[L.co_name], co_size) || !within(w[L.co_qualname], co_size) ||
-      !within(w[L.co_linetable], co_size) || !within(w[L.co_firstlineno], co_size) ||
-      !within(w[L.co_code_adaptive], co_size + 1)) {
+      !within(w[L.co_filename], co_size) || !within(w[L.co_name], co_size) ||
+      !within(w[L.co_qualname], co_size) || !within(w[L.co_linetable], co_size) ||
+      !within(w[L.co_firstlineno], co_size) || !within(w[L.co_code_adaptive], co_size + 1)) {
     return Status(Code::kUnsupported, "CPython " + v.text + ": _Py_DebugOffsets fails its sanity checks");
   }
   CPythonOffsets o;

@@ -207,7 +207,8 @@ int live_filter(sqlite3_vtab_cursor* base, int, const char* idx, int argc, sqlit
       }
     }
     std::string key = table.schema + "." + table.name + "/" + std::to_string(request.columns_used);
-    for (const auto& [column, value] : request.equals) key += "/" + std::to_string(column) + "=" + value_key(value);
+    for (const auto& [column, value] : request.equals)
+      key += "/" + std::to_string(column) + "=" + value_key(value);
     if (g_query != nullptr) {
       if (auto cached = g_query->live_rows.find(key); cached != g_query->live_rows.end()) {
         cursor->rows = cached->second;
@@ -222,7 +223,8 @@ int live_filter(sqlite3_vtab_cursor* base, int, const char* idx, int argc, sqlit
     }
     auto fetched = std::make_shared<LiveRows>(std::move(rows).value());
     if (g_query != nullptr) {
-      for (std::string& n : fetched->notices) g_query->notices.push_back(table.schema + "." + table.name + ": " + n);
+      for (std::string& n : fetched->notices)
+        g_query->notices.push_back(table.schema + "." + table.name + ": " + n);
       fetched->notices.clear();
       g_query->live_rows.emplace(std::move(key), fetched);
     }

@@ -109,8 +109,10 @@ def test_inject_while_one_thread_holds_the_gil(interp, target_factory):
     assert eval_ok(t.pid, "model") == "{'layers': 3}\n"  # once the holder's C call lets go
     rc, out, err = run_cli(t.pid, "backtrace", "--all")
     assert rc == 0 and "gil.<locals>.hold (" in out and "gil.<locals>.want (" in out, (out, err)
-    if "read without the GIL" in out:  # the holder was in its C call: it is named
-        assert re.search(r"^Thread \d+ .*holds the GIL.*\n  gil.<locals>.hold \(", out, re.M), out
+    # Read without the GIL when the holder was in its C call; a thread named as the holder (the
+    # GIL may also have been between holders at the instant of the read) must be that one.
+    holders = re.findall(r"^Thread \d+ .*holds the GIL.*\n  (\S+) \(", out, re.M)
+    assert holders in ([], ["gil.<locals>.hold"]), out
 
 
 def test_when_no_thread_is_safe_each_is_listed_and_the_target_is_unchanged(interp, target_factory):

@@ -322,8 +322,10 @@ TEST_F(InjectTest, LockWaitIsNotBorrowedWithoutAStackReader) {
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), Code::kTimeout);
   // Each thread is listed with its reason.
-  EXPECT_NE(r.status().message().find("thread " + std::to_string(child->pid()) + " \"inject_target\": blocked in futex"),
-            std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("thread " + std::to_string(child->pid()) +
+                                      " \"inject_target\": blocked in futex"),
+            std::string::npos)
+      << r.status().message();
   EXPECT_EQ(read_file(out_), "");
 }
 
@@ -338,7 +340,8 @@ TEST_F(InjectTest, LockWaitIsBorrowedWhenItsStackIsSafe) {
   options.deadline = milliseconds(2000);
   Result<InjectReport> r = inject_library(child->pid(), INJECT_PROBE_LIB, options);
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-  EXPECT_NE(r->how.find("blocked in futex (pthread_cond_timedwait called from inject_target)"), std::string::npos)
+  EXPECT_NE(r->how.find("blocked in futex (pthread_cond_timedwait called from inject_target)"),
+            std::string::npos)
       << r->how;
   EXPECT_EQ(read_file(out_), "loaded " + std::to_string(child->pid()) + "\n");
   // The wait goes on to its timeout: the interruption was not a wakeup the program could see.
@@ -582,9 +585,11 @@ PlacedFrame in(ObjectKind kind, const std::string& object, const std::string& fu
 
 // A Python thread waiting for a threading.Lock: libc's wait, libpython, the thread's start.
 std::vector<PlacedFrame> python_lock_wait() {
-  return {in(ObjectKind::kLibc, "libc.so.6"), in(ObjectKind::kLibc, "libc.so.6"),
+  return {in(ObjectKind::kLibc, "libc.so.6"),
+          in(ObjectKind::kLibc, "libc.so.6"),
           in(ObjectKind::kLibpython, "libpython3.11.so.1.0", "PyThread_acquire_lock_timed"),
-          in(ObjectKind::kLibpython, "libpython3.11.so.1.0"), in(ObjectKind::kLibc, "libc.so.6", "start_thread"),
+          in(ObjectKind::kLibpython, "libpython3.11.so.1.0"),
+          in(ObjectKind::kLibc, "libc.so.6", "start_thread"),
           in(ObjectKind::kLibc, "libc.so.6", "clone3")};
 }
 
@@ -603,17 +608,20 @@ TEST(StackPolicy, WaitsCalledFromTheProgramAreSafe) {
   EXPECT_EQ(judge_stack(python_lock_wait(), true, Parked::kLockWait, "__pthread_cond_timedwait64"), "");
   EXPECT_EQ(judge_stack(python_lock_wait(), true, Parked::kLockWait, "pthread_mutex_lock"), "");
   // libgomp's barrier makes the futex call itself: no C library frame on top.
-  std::vector<PlacedFrame> gomp{in(ObjectKind::kOther, "libgomp.so.1"), in(ObjectKind::kOther, "libgomp.so.1"),
+  std::vector<PlacedFrame> gomp{in(ObjectKind::kOther, "libgomp.so.1"),
+                                in(ObjectKind::kOther, "libgomp.so.1"),
                                 in(ObjectKind::kLibc, "libc.so.6", "start_thread")};
   EXPECT_EQ(judge_stack(gomp, true, Parked::kLockWait, ""), "");
   // libstdc++'s condition_variable is the program's, not the unwinder's.
   std::vector<PlacedFrame> cv = python_lock_wait();
-  cv[2] = in(ObjectKind::kRuntime, "libstdc++.so.6", "_ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE");
+  cv[2] =
+      in(ObjectKind::kRuntime, "libstdc++.so.6", "_ZNSt18condition_variable4waitERSt11unique_lockISt5mutexE");
   EXPECT_EQ(judge_stack(cv, true, Parked::kLockWait, "pthread_cond_wait"), "");
 }
 
 TEST(StackPolicy, WaitsThatMayHoldALockDlopenNeedsAreRefused) {
-  EXPECT_NE(judge_stack(python_lock_wait(), true, Parked::kLockWait, "malloc").find("malloc"), std::string::npos);
+  EXPECT_NE(judge_stack(python_lock_wait(), true, Parked::kLockWait, "malloc").find("malloc"),
+            std::string::npos);
   EXPECT_NE(judge_stack(python_lock_wait(), true, Parked::kLockWait, "").find("could not be decoded"),
             std::string::npos);
   EXPECT_NE(judge_stack(python_lock_wait(), false, Parked::kLockWait, "sem_wait").find("unwound to the end"),
@@ -635,11 +643,13 @@ TEST(StackPolicy, WaitsThatMayHoldALockDlopenNeedsAreRefused) {
 
   stack = python_lock_wait();
   stack[3].after_signal = true;
-  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("signal handler"), std::string::npos);
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("signal handler"),
+            std::string::npos);
 
   stack = python_lock_wait();
   stack.insert(stack.begin() + 3, in(ObjectKind::kLoader, "ld-linux-x86-64.so.2", "_dl_catch_exception"));
-  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("dynamic loader"), std::string::npos);
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("dynamic loader"),
+            std::string::npos);
 
   stack = python_lock_wait();
   stack.insert(stack.begin() + 3, in(ObjectKind::kRuntime, "libgcc_s.so.1", "_Unwind_Find_FDE"));
@@ -650,14 +660,16 @@ TEST(StackPolicy, WaitsThatMayHoldALockDlopenNeedsAreRefused) {
   EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "").find("libjemalloc"), std::string::npos);
 
   stack = python_lock_wait();
-  stack.insert(stack.begin() + 3, in(ObjectKind::kLibc, "libc.so.6", "malloc_stats"));  // arena locks, then write()
+  stack.insert(stack.begin() + 3,
+               in(ObjectKind::kLibc, "libc.so.6", "malloc_stats"));  // arena locks, then write()
   EXPECT_NE(judge_stack(stack, true, Parked::kSyscall, "").find("malloc_stats"), std::string::npos);
 
   stack = python_lock_wait();
   PlacedFrame jit;  // code outside any file: unwound without CFI, frames may have been skipped
   jit.pc = 0x7f0000001000;
   stack.insert(stack.begin() + 3, jit);
-  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("outside any file"), std::string::npos);
+  EXPECT_NE(judge_stack(stack, true, Parked::kLockWait, "sem_wait").find("outside any file"),
+            std::string::npos);
   stack[3].object = "[vdso]";
   EXPECT_EQ(judge_stack(stack, true, Parked::kLockWait, "sem_wait"), "");
 

@@ -167,7 +167,8 @@ TEST_F(SqlTest, LiveTableIsFetchedOncePerRequestInAQuery) {
   }
   EXPECT_LE(numbers_fetched, 11);
   numbers_fetched = 0;
-  EXPECT_EQ(run("SELECT count(*) FROM process.numbers a, process.numbers b, process.numbers c").rows[0][0], 1000);
+  QueryResult three = run("SELECT count(*) FROM process.numbers a, process.numbers b, process.numbers c");
+  EXPECT_EQ(three.rows[0][0], 1000);
   EXPECT_LE(numbers_fetched, 3);
   numbers_fetched = 0;
   run("SELECT sum(square) FROM process.numbers");

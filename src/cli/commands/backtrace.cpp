@@ -287,7 +287,8 @@ int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
     // and the client's message says how to resume it.
     Result<client::Target> target = client::parse_target(ctx.target);
     std::optional<ProcStat> st = target.is_ok() && target->kind == client::Target::Kind::kPid
-                                     ? read_proc_stat(target->pid) : std::nullopt;
+                                     ? read_proc_stat(target->pid)
+                                     : std::nullopt;
     if (client.status().code() == Code::kUnavailable && target.is_ok() &&
         target->kind == client::Target::Kind::kPid && !client::process_exited(target->pid, 0) &&
         !(st && st->state() == 'T')) {

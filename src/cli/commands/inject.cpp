@@ -58,7 +58,8 @@ Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool ve
   struct stat theirs {};
   if (::stat(lib.c_str(), &mine) != 0) return errno_status("reading " + lib);
   if (::stat((root + "/").c_str(), &theirs) != 0) return lib;
-  if (::stat((root + lib).c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev && theirs.st_ino == mine.st_ino) {
+  if (::stat((root + lib).c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev &&
+      theirs.st_ino == mine.st_ino) {
     return lib;
   }
   const std::string dir = "/tmp/probing-agent-" + std::to_string(::geteuid()) + "-" +
@@ -66,7 +67,8 @@ Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool ve
                           std::to_string(static_cast<long long>(mine.st_mtime));
   const std::string copy = dir + "/libprobing.so";
   struct stat have {};
-  if (::stat((root + copy).c_str(), &have) == 0 && have.st_size == mine.st_size && have.st_uid == ::geteuid()) {
+  if (::stat((root + copy).c_str(), &have) == 0 && have.st_size == mine.st_size &&
+      have.st_uid == ::geteuid()) {
     return copy;  // copied by an earlier inject
   }
   if (::mkdir((root + dir).c_str(), 0755) != 0 && errno != EEXIST) {
@@ -75,8 +77,9 @@ Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool ve
   struct stat d {};
   if (::lstat((root + dir).c_str(), &d) != 0 || !S_ISDIR(d.st_mode) || d.st_uid != ::geteuid() ||
       (d.st_mode & 0022) != 0) {
-    return Status(Code::kPermissionDenied, dir + " in the target's filesystem is not a private directory of this "
-                                           "user; remove it and try again");
+    return Status(Code::kPermissionDenied,
+                  dir + " in the target's filesystem is not a private directory of this user; remove it "
+                        "and try again");
   }
   const std::string tmp = root + copy + ".part";
   int in = ::open(lib.c_str(), O_RDONLY | O_CLOEXEC);
@@ -98,7 +101,9 @@ Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool ve
     ::unlink(tmp.c_str());
     return st;
   }
-  if (verbose) std::cerr << "probing: " << lib << " is not in the target's filesystem: copied to " << copy << "\n";
+  if (verbose) {
+    std::cerr << "probing: " << lib << " is not in the target's filesystem: copied to " << copy << "\n";
+  }
   return copy;
 }
 
@@ -152,7 +157,8 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
     if (stacks.is_ok()) {
       options.stacks = stacks->get();
     } else if (args.verbose) {
-      std::cerr << "probing: threads in a lock wait are not considered: " << stacks.status().message() << "\n";
+      std::cerr << "probing: threads in a lock wait are not considered: " << stacks.status().message()
+                << "\n";
     }
     Result<inject::InjectReport> report = inject::inject_library(pid, *lib, options);
     if (!report.is_ok()) {
