@@ -422,7 +422,13 @@ Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& op
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(options.stop_timeout_s));
     if (Status s = tracee->interrupt(deadline); !s.is_ok()) {
-      t.note = "not read: it did not stop (" + s.message() + ")";
+      Result<inject::ProcStatus> now = inject::read_proc_status(pid);
+      // (Seized by us, a stopped thread shows 't'; a group-stop is what makes interrupt() fail.)
+      const bool stopped =
+          s.code() == Code::kUnavailable && now.is_ok() && (now->state == 'T' || now->state == 't');
+      t.note = stopped ? "not read: the process is stopped (SIGSTOP, SIGTSTP or Ctrl-Z); resume it with: "
+                         "kill -CONT " + std::to_string(pid)
+                       : "not read: it did not stop (" + s.message() + ")";
       if (s.code() == Code::kTimeout) late.push_back(std::move(*tracee));
       continue;
     }

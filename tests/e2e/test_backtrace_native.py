@@ -219,3 +219,16 @@ def test_native_thread_held_by_another_tracer():
         t.write("\n")  # the target was never stopped: it reads its line and goes on
         j = wait_for_native(t.pid, lambda j: j["threads"][0]["frames"])
         assert j["threads"][0]["frames"], j
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_native_of_a_stopped_process_fails_and_says_how_to_resume_it(py):
+    import signal
+    with Target("bt_nested.py", py, mode="none") as t:
+        os.kill(t.pid, signal.SIGSTOP)
+        try:
+            rc, out, err = run_cli(t.pid, "backtrace", "--native")
+        finally:
+            os.kill(t.pid, signal.SIGCONT)
+        assert rc == 1, (rc, out, err)
+        assert "the process is stopped (SIGSTOP, SIGTSTP or Ctrl-Z); resume it with: kill -CONT %d" % t.pid in out, out
