@@ -161,9 +161,9 @@ std::vector<Candidate> rank_threads(pid_t pid, const std::vector<pid_t>& tids,
       case SyscallSafety::kRestarts: out.push_back({tid, Tier::kRestartingSyscall, hint}); break;
       case SyscallSafety::kMayReturnEintr: out.push_back({tid, Tier::kEintrSyscall, hint}); break;
       case SyscallSafety::kUnsafe:
-        if (read_stacks && syscall_name(hint.nr) == "futex") {
+        if (read_stacks && is_lock_wait(hint.nr)) {
           out.push_back({tid, Tier::kLockWait, hint});
-        } else if (syscall_name(hint.nr) == "futex") {
+        } else if (is_lock_wait(hint.nr)) {
           skipped[tid] = "blocked in futex (its stack could not be read to judge it)";
         } else {
           skipped[tid] = "blocked in " + syscall_name(hint.nr);
@@ -218,7 +218,7 @@ std::string judge(pid_t tid, const arch::CpuState& state, const SyscallHint& hin
 
   const long nr = arch::stopped_syscall(state, hint.nr, hint.pc);
   if (nr >= 0) {
-    const bool lock_wait = lock_waits && syscall_name(nr) == "futex";
+    const bool lock_wait = lock_waits && is_lock_wait(nr);
     if (classify_syscall(nr) == SyscallSafety::kUnsafe && !lock_wait) return "blocked in " + syscall_name(nr);
     // -ERESTART*: the wait was interrupted by our stop; otherwise the call had just finished.
     const auto result = static_cast<long>(arch::return_value(state));

@@ -82,4 +82,12 @@ std::string syscall_name(long nr) {
   return "syscall " + std::to_string(nr);
 }
 
+bool is_lock_wait(long nr) {
+#if defined(SYS_futex)
+  return nr == SYS_futex;
+#else
+  return false;
+#endif
+}
+
 }  // namespace probing::inject

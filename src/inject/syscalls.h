@@ -18,4 +18,7 @@ SyscallSafety classify_syscall(long nr);
 // "clock_nanosleep", or "syscall 230" for calls not in our table.
 std::string syscall_name(long nr);
 
+// Whether system call `nr` is a lock wait (futex): safe only as far as the thread's stack says.
+bool is_lock_wait(long nr);
+
 }  // namespace probing::inject
