@@ -1,6 +1,9 @@
 #include "python/executor.h"
 
 #include <cxxabi.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +20,41 @@
 #define PROBING_CATCHES_FORCED_UNWIND __attribute__((no_sanitize("null")))
 
 namespace probing::python {
+namespace {
+
+// CPython before 3.14 ends a thread that takes the GIL after finalization has begun with
+// pthread_exit. When that thread is inside a C++ destructor at the time (torch's
+// gil_scoped_release, which takes the GIL back as a tensor operation returns), the forced unwind
+// meets a noexcept frame and the C++ runtime calls std::terminate: the host would abort on its
+// way out, because an eval was running a tensor operation when the program ended. Such a thread
+// of the agent's is parked for good instead, as CPython 3.14 parks these threads itself; exit
+// ends it. Every other std::terminate goes to the handler installed before this one.
+thread_local bool t_agent_python_thread = false;
+const CApi* g_terminate_api = nullptr;
+std::terminate_handler g_previous_terminate = nullptr;
+
+[[noreturn]] void park_agent_thread_or_terminate() {
+  if (t_agent_python_thread && g_terminate_api != nullptr && g_terminate_api->is_finalizing()) {
+    sigset_t all;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, nullptr);  // the host's signals go to its own threads
+    for (;;) ::pause();
+  }
+  if (g_previous_terminate != nullptr) g_previous_terminate();
+  std::abort();
+}
+
+// Marks the calling thread as one the handler may park, installing the handler once.
+void mark_agent_python_thread(const CApi& api) {
+  static std::once_flag once;
+  std::call_once(once, [&api] {
+    g_terminate_api = &api;
+    g_previous_terminate = std::set_terminate(park_agent_thread_or_terminate);
+  });
+  t_agent_python_thread = true;
+}
+
+}  // namespace
 
 struct PythonExecutor::Job {
   enum class State { kQueued, kWaitingGil, kRunning, kDone, kCancelled };
@@ -161,6 +199,7 @@ void PythonExecutor::spawn_interrupt(const std::shared_ptr<Job>& job, const Inte
 // job's kRunning->kDone transition also happens under the GIL, so this can never hit later work.
 PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type) {
   try {
+    mark_agent_python_thread(api);
     if (api.is_finalizing()) return;
     PyGILStateState gil = api.PyGILState_Ensure();
     {
@@ -236,6 +275,7 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::execute(Job& job) {
 // the GIL after the interpreter finalized is ended by CPython with pthread_exit, whose unwinding
 // must pass through (a noexcept frame would turn it into std::terminate).
 PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::worker_loop() noexcept(false) {
+  mark_agent_python_thread(api_);
   for (;;) {
     std::shared_ptr<Job> job;
     {

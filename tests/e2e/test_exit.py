@@ -15,7 +15,8 @@ import threading
 
 import pytest
 
-from conftest import LIBPROBING, TARGETS, agent_address, clean_env, interpreter_params, wait_for_health
+from conftest import (LIBPROBING, PROBING, TARGETS, agent_address, clean_env, interpreter_params,
+                      torch_interpreter_params, wait_for_health)
 
 RUNS = int(os.environ.get("PROBING_EXIT_RUNS", "50"))  # per interpreter
 TOKEN = "exit-test-token"
@@ -106,5 +107,37 @@ def test_host_exits_with_requests_in_flight(interp, slow_exit):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        assert proc.returncode == 0, "run %d: exit status %s; stderr %r" % (run, proc.returncode, err[-2000:])
+        assert out == b"" and err == b"", "run %d: the host's output changed: %r %r" % (run, out[-500:], err[-500:])
+
+
+@pytest.mark.parametrize("interp", torch_interpreter_params())
+def test_host_exits_while_an_eval_runs_tensor_operations(interp):
+    """Before 3.14, CPython ends a thread that takes the GIL back after finalization began with
+    pthread_exit; inside torch's GIL-releasing operations that unwind meets a noexcept destructor,
+    which aborts the process ("terminate called without an active exception") unless the agent
+    parks its own thread. Every run must exit 0 with the host's own output."""
+    loop = "import torch\na = torch.randn(200, 200)\nwhile True: a.mm(a)"
+    for run in range(3):
+        env = clean_env({"LD_PRELOAD": LIBPROBING})
+        proc = subprocess.Popen([interp.path, os.path.join(TARGETS, "exits_soon.py"), "1.5", "torch"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        evals = []
+        try:
+            assert proc.stdout.readline() == b"ready\n"
+            wait_for_health(proc.pid, 30, proc)
+            evals = [subprocess.Popen([PROBING, str(proc.pid), "eval", "--timeout", "60", loop],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
+                     for _ in range(2)]
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail("run %d: the host did not exit within 60 s (hung at exit)" % run)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for e in evals:
+                e.wait(30)
         assert proc.returncode == 0, "run %d: exit status %s; stderr %r" % (run, proc.returncode, err[-2000:])
         assert out == b"" and err == b"", "run %d: the host's output changed: %r %r" % (run, out[-500:], err[-500:])
