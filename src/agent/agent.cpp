@@ -26,7 +26,7 @@
 #include "server/auth.h"
 #include "server/http_server.h"
 #include "server/routes.h"
-#include "sql/python_module.h"
+#include "bindings/table_binding.h"
 #include "sql/tables/tables.h"
 #include "torch/torch_trace.h"
 
@@ -62,7 +62,7 @@ void after_fork_in_child() {
     int fd = listener->exchange(-1);
     if (fd >= 0) ::close(fd);
   }
-  sql::on_fork_child();
+  bindings::on_fork_child();
 }
 
 double now_s() {
@@ -228,7 +228,7 @@ PROBING_EXPORT const char* probing_agent_version() { return PROBING_VERSION; }
 
 // The native functions of the probing package (probing.table), for ctypes.PyDLL: called with the
 // GIL held; returns a new reference, or NULL with a Python error set.
-PROBING_EXPORT void* probing_native() { return probing::sql::native_functions(); }
+PROBING_EXPORT void* probing_native() { return probing::bindings::native_functions(); }
 
 __attribute__((constructor)) static void probing_agent_load() {
   // PROBING_DISABLE=1 keeps a preloaded or injected library idle.

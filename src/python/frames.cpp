@@ -6,6 +6,7 @@
 #include <map>
 
 #include "python/gil_free_reader.h"
+#include "python/helpers.h"
 #include "python/ref.h"
 
 namespace probing::python {
@@ -16,27 +17,7 @@ namespace {
 
 constexpr int kMaxLocalsBudgetMs = 1500;
 
-// The compiled backtrace_helpers.py. Created on first use and never freed; every access happens
-// with the GIL held, which is what serializes it.
-struct BacktraceHelpers {
-  PyRef ns;
-  PyObject* capture;      // borrowed from ns
-  PyObject* timeout_exc;  // borrowed from ns
-};
-BacktraceHelpers* g_bt = nullptr;
-
-// REQUIRES: GIL held.
-Result<BacktraceHelpers*> helpers(const CApi& api) {
-  if (g_bt != nullptr) return g_bt;
-  Result<PyRef> loaded = run_embedded_source(api, kBacktraceHelpersSource, "probing._backtrace");
-  if (!loaded.is_ok()) return loaded.status().with_context("loading the backtrace helpers");
-  PyRef ns = std::move(loaded).value();
-  PyObject* capture = api.PyDict_GetItemString(ns.get(), "capture");        // borrowed
-  PyObject* timeout = api.PyDict_GetItemString(ns.get(), "ProbingTimeout");  // borrowed
-  if (capture == nullptr || timeout == nullptr) return Status(Code::kInternal, "the backtrace helpers are incomplete");
-  g_bt = new BacktraceHelpers{std::move(ns), capture, timeout};
-  return g_bt;
-}
+const HelperSource kBacktraceHelpers{kBacktraceHelpersSource, "probing._backtrace"};
 
 // Source lines for the GIL-free answer, read without Python. Bounded: at most 8 MiB read from
 // one file (counted as read: /proc files report size 0), 32 MiB in all, 256 files.
@@ -168,52 +149,20 @@ ScopedUserReprs::ScopedUserReprs(bool allowed) noexcept : saved_(t_user_reprs) {
 ScopedUserReprs::~ScopedUserReprs() { t_user_reprs = saved_; }
 
 Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const BacktraceOptions& options) {
-  struct Outcome {
-    std::string json_text;
-    std::string error;
-  };
-  auto outcome = std::make_shared<Outcome>();
   double budget_s = std::min(options.run_timeout_s * 0.75, kMaxLocalsBudgetMs / 1000.0);
-  unsigned long main_ident = main_thread_ident();
-  auto work = [outcome, options, budget_s, main_ident](const CApi& api) {
-    Result<BacktraceHelpers*> h = helpers(api);
-    if (!h.is_ok()) {
-      outcome->error = h.status().message();
-      return;
-    }
-    PyRef thread(api, api.PyLong_FromLongLong(options.thread));
-    PyRef all(api, api.PyLong_FromLongLong(options.all ? 1 : 0));
-    PyRef locals(api, api.PyLong_FromLongLong(options.locals ? 1 : 0));
-    PyRef depth(api, api.PyLong_FromLongLong(options.max_depth));
-    PyRef chars(api, api.PyLong_FromLongLong(options.repr_chars));
-    PyRef budget(api, api.PyFloat_FromDouble(budget_s));
-    PyRef main(api, api.PyLong_FromLongLong(static_cast<long long>(main_ident)));
-    PyRef user_reprs(api, api.PyLong_FromLongLong(options.user_reprs ? 1 : 0));
-    if (!thread || !all || !locals || !depth || !chars || !budget || !main || !user_reprs) {
-      outcome->error = "preparing the capture: " + fetch_error_text(api);
-      return;
-    }
-    PyRef text(api, api.PyObject_CallFunctionObjArgs((*h)->capture, thread.get(), all.get(), locals.get(),
-                                                     depth.get(), chars.get(), budget.get(), main.get(),
-                                                     user_reprs.get(), nullptr));
-    if (!text) {
-      outcome->error = "the capture failed: " + fetch_error_text(api);
-      return;
-    }
-    outcome->json_text = utf8(api, text.get());
-  };
-  PythonExecutor::Limits limits = PythonExecutor::make_limits(options.gil_timeout_s, options.run_timeout_s);
-  auto interrupt_type = [](const CApi&) -> PyObject* { return g_bt ? g_bt->timeout_exc : nullptr; };
-  Status st = runtime.executor().run(work, limits, interrupt_type);
-  if (st.code() == Code::kTimeout || st.code() == Code::kUnavailable) {
-    Result<nlohmann::json> j = capture_backtrace_gil_free(options, st.message());
+  nlohmann::json args = {options.thread,     options.all ? 1 : 0,    options.locals ? 1 : 0,
+                         options.max_depth,  options.repr_chars,     budget_s,
+                         static_cast<long long>(main_thread_ident()), options.user_reprs ? 1 : 0};
+  Result<nlohmann::json> reply = call_helper(runtime, kBacktraceHelpers, "capture", args,
+                                             HelperCall(options.gil_timeout_s, options.run_timeout_s));
+  if (Code code = reply.status().code(); code == Code::kTimeout || code == Code::kUnavailable) {
+    Result<nlohmann::json> j = capture_backtrace_gil_free(options, reply.status().message());
     if (j.is_ok()) (*j)["python"] = runtime.version().text;
     return j;
   }
-  if (!st.is_ok()) return st;
-  if (!outcome->error.empty()) return Status(Code::kInternal, outcome->error);
-  nlohmann::json j = nlohmann::json::parse(outcome->json_text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return Status(Code::kInternal, "the backtrace is not valid JSON");
+  if (!reply.is_ok()) return reply.status().with_context("the capture failed");
+  nlohmann::json& j = *reply;
+  if (!j.is_object()) return Status(Code::kInternal, "the backtrace is not a JSON object");
   std::vector<std::pair<unsigned long, std::string>> names;
   for (const auto& pair : j["names"]) {
     if (pair.is_array() && pair.size() == 2 && pair[0].is_number_unsigned() && pair[1].is_string()) {

@@ -45,8 +45,17 @@ PyRef to_python(const CApi& api, const nlohmann::json& v) {
 
 }  // namespace
 
+PyObject* helper_attribute(const CApi& api, const HelperSource& helper, const char* name) {
+  Result<PyObject*> ns = helper_namespace(api, helper);
+  if (!ns.is_ok()) {
+    api.PyErr_Clear();
+    return nullptr;
+  }
+  return api.PyDict_GetItemString(*ns, name);
+}
+
 Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
-                                   const nlohmann::json& args, double gil_timeout_s, double run_timeout_s) {
+                                   const nlohmann::json& args, const HelperCall& call) {
   MakeArgs make_args = [args](const CApi& api) -> Result<std::vector<PyRef>> {
     std::vector<PyRef> refs;
     for (const auto& a : args) {
@@ -55,15 +64,15 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
     }
     return refs;
   };
-  return call_helper(runtime, helper, function, std::move(make_args), gil_timeout_s, run_timeout_s);
+  return call_helper(runtime, helper, function, std::move(make_args), call);
 }
 
 Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
-                                   MakeArgs make_args, double gil_timeout_s, double run_timeout_s) {
+                                   MakeArgs make_args, const HelperCall& call) {
+  constexpr size_t kMaxArgs = 8;
   struct Outcome {
     std::string text;
     std::string error;
-    PyObject* timeout_exc = nullptr;  // borrowed from the namespace, which lives forever
   };
   auto outcome = std::make_shared<Outcome>();
   std::string name = function;
@@ -73,7 +82,6 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
       outcome->error = ns.status().message();
       return;
     }
-    outcome->timeout_exc = api.PyDict_GetItemString(*ns, "ProbingTimeout");
     PyObject* fn = api.PyDict_GetItemString(*ns, name.c_str());  // borrowed
     if (fn == nullptr) {
       outcome->error = std::string(helper.module_name) + " has no " + name;
@@ -84,21 +92,23 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
       outcome->error = refs.status().message();
       return;
     }
-    if (refs->size() > 3) {
+    if (refs->size() > kMaxArgs) {
       outcome->error = "too many arguments";
       return;
     }
-    PyObject* p[4] = {nullptr, nullptr, nullptr, nullptr};
+    PyObject* p[kMaxArgs + 1] = {};  // the first nullptr ends the argument list
     for (size_t i = 0; i < refs->size(); ++i) p[i] = (*refs)[i].get();
-    PyRef text(api, api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3]));
+    PyRef text(api, api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
+                                                     p[8]));
     if (!text) {
       outcome->error = fetch_error_text(api);
       return;
     }
     outcome->text = utf8(api, text.get());
   };
-  auto interrupt_type = [outcome](const CApi&) -> PyObject* { return outcome->timeout_exc; };
-  Status st = runtime.executor().run(work, PythonExecutor::make_limits(gil_timeout_s, run_timeout_s), interrupt_type);
+  auto interrupt_type = [helper](const CApi& api) { return helper_attribute(api, helper, "ProbingTimeout"); };
+  PythonExecutor::Limits limits = PythonExecutor::make_limits(call.gil_timeout_s, call.run_timeout_s);
+  Status st = runtime.executor().run(work, limits, interrupt_type, call.interrupted, call.tag);
   if (!st.is_ok()) return st;
   if (!outcome->error.empty()) return Status(Code::kInternal, outcome->error);
   nlohmann::json j = nlohmann::json::parse(outcome->text, nullptr, /*allow_exceptions=*/false);

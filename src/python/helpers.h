@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -23,18 +24,33 @@ struct HelperSource {
 // process). REQUIRES: GIL held.
 Result<PyObject*> helper_namespace(const CApi& api, const HelperSource& helper);
 
-// Calls `function(*args)`, args being ints, floats, strings or null, and parses the str it
-// returns as JSON. Errors: the executor's (kTimeout when the GIL is not had in time), kInternal
-// when the helper raised (the message has the exception).
-Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
-                                   const nlohmann::json& args, double gil_timeout_s, double run_timeout_s);
+// How a helper call runs on the executor.
+struct HelperCall {
+  HelperCall(double gil_timeout, double run_timeout)
+      : gil_timeout_s(gil_timeout), run_timeout_s(run_timeout) {}
+  double gil_timeout_s;         // to start: the executor's kTimeout says who holds the GIL
+  double run_timeout_s;         // then the helper's ProbingTimeout is raised in it
+  std::string tag;              // names the call for PythonExecutor::interrupt_tagged; may be ""
+  bool* interrupted = nullptr;  // set when it ran past run_timeout_s and stopped on the interrupt
+};
+
+// A name the helper defines, borrowed from its namespace (which lives for the process); nullptr
+// when it cannot be loaded or lacks the name. For an executor's InterruptType, which runs with
+// the GIL held. REQUIRES: GIL held.
+PyObject* helper_attribute(const CApi& api, const HelperSource& helper, const char* name);
 
 // Makes a helper's arguments on the worker, with the GIL held: Python objects that only native
 // code can make. Fails with a Status the call returns.
 using MakeArgs = std::function<Result<std::vector<PyRef>>(const CApi&)>;
 
-// The same, with the arguments made by `make_args` (at most 3).
+// Calls `function(*args)` (at most 8 arguments, made by `make_args`) on an executor worker and
+// parses the str it returns as JSON. Errors: the executor's (kTimeout when the GIL is not had
+// in time), kInternal when the helper raised (the message is the exception's text).
 Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
-                                   MakeArgs make_args, double gil_timeout_s, double run_timeout_s);
+                                   MakeArgs make_args, const HelperCall& call);
+
+// The same, args being ints, floats, strings or null.
+Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
+                                   const nlohmann::json& args, const HelperCall& call);
 
 }  // namespace probing::python

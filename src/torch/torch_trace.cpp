@@ -16,7 +16,7 @@
 #include "python/ref.h"
 #include "python/runtime.h"
 #include "sql/engine.h"
-#include "sql/python_module.h"
+#include "bindings/table_binding.h"
 
 namespace probing::torch {
 
@@ -57,7 +57,7 @@ std::string call_tracer(const CApi& api, bool on, double rate, std::string* erro
         *error = "python.torch_trace is not registered";
         return {};
       }
-      g_appender = sql::appender_for(store.get());
+      g_appender = bindings::appender_for(store.get());
       if (g_appender == nullptr) {
         *error = "making the appender: " + python::fetch_error_text(api);
         return {};

@@ -121,8 +121,8 @@ Result<LiveRows> rows_from_helper(const char* function, const nlohmann::json& ar
                                   nlohmann::json* reply) {
   Result<python::PythonRuntime*> rt = runtime();
   if (!rt.is_ok()) return rt.status();
-  Result<nlohmann::json> j =
-      python::call_helper(**rt, kHelpers, function, args, settings().get_double("gil.timeout_s"), run_timeout_s);
+  python::HelperCall call(settings().get_double("gil.timeout_s"), run_timeout_s);
+  Result<nlohmann::json> j = python::call_helper(**rt, kHelpers, function, args, call);
   if (!j.is_ok()) return j.status();
   LiveRows out = rows_of(*j);
   *reply = std::move(j).value();
@@ -165,8 +165,8 @@ Result<LiveRows> fetch_objects(const ScanRequest& request) {
     args.push_back(std::move(size_list));
     return args;
   };
-  Result<nlohmann::json> j = python::call_helper(**rt, kHelpers, "objects", std::move(census_args),
-                                                 settings().get_double("gil.timeout_s"), 5);
+  python::HelperCall call(settings().get_double("gil.timeout_s"), 5);
+  Result<nlohmann::json> j = python::call_helper(**rt, kHelpers, "objects", std::move(census_args), call);
   if (!j.is_ok()) return j.status();
   LiveRows out = rows_of(*j);
   if (counted->first < counted->second) {

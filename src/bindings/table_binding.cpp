@@ -1,4 +1,4 @@
-#include "sql/python_module.h"
+#include "bindings/table_binding.h"
 
 #include <atomic>
 #include <cstring>
@@ -9,8 +9,15 @@
 #include "sql/engine.h"
 #include "sql/tables/tables.h"
 
-namespace probing::sql {
+namespace probing::bindings {
 namespace {
+
+using sql::ColumnStore;
+using sql::Engine;
+using sql::TableInfo;
+using sql::Cell;
+using sql::ColumnDef;
+using sql::ColumnType;
 
 using python::CApi;
 using python::PyObject;
@@ -331,7 +338,7 @@ PyObject* native_functions() noexcept try {
   // The package may ask before the agent's own thread has set up (probing.init(), then at once
   // probing.table()): both steps are idempotent.
   declare_builtin_settings(settings());
-  (void)add_builtin_tables();
+  (void)sql::add_builtin_tables();
   PyObject* d = a.PyDict_New();
   if (d == nullptr) return nullptr;
   for (MethodDef* def : {&g_make_appender_def, &g_agent_table_def}) {
@@ -348,4 +355,4 @@ PyObject* native_functions() noexcept try {
   return nullptr;
 }
 
-}  // namespace probing::sql
+}  // namespace probing::bindings

@@ -6,7 +6,7 @@
 #include "python/capi.h"
 #include "sql/column_store.h"
 
-namespace probing::sql {
+namespace probing::bindings {
 
 // A new dict {"make_appender": fn}; nullptr with a Python error set on failure (or nullptr
 // without one when the CPython API cannot be resolved). REQUIRES: GIL held.
@@ -15,10 +15,10 @@ python::PyObject* native_functions() noexcept;
 // An append builtin for a store the agent made itself (python.torch_trace): the same fast path
 // as probing.table(name).append. New reference, or nullptr with a Python error set. The store
 // must stay registered with the engine (which keeps it alive). REQUIRES: GIL held.
-python::PyObject* appender_for(ColumnStore* store) noexcept;
+python::PyObject* appender_for(sql::ColumnStore* store) noexcept;
 
 // Called in a forked child: its appends become no-ops (no agent serves the child, and a store's
 // mutex may have been held by another thread at the fork).
 void on_fork_child() noexcept;
 
-}  // namespace probing::sql
+}  // namespace probing::bindings
