@@ -13,7 +13,7 @@
 
 #include "core/status.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 class RemoteMemory;
 }
 
@@ -72,6 +72,7 @@ CallSetup prepare_call(const CpuState& saved, std::uintptr_t fn, std::uintptr_t 
 // PLT stub followed to the function it jumps to (through its GOT slot). nullopt when that
 // instruction is not a call this decodes (a call through a register) or cannot be read; always
 // nullopt on aarch64 for now.
-std::optional<std::uintptr_t> call_target(const RemoteMemory& memory, std::uintptr_t return_address);
+std::optional<std::uintptr_t> call_target(const inspect::RemoteMemory& memory,
+                                          std::uintptr_t return_address);
 
 }  // namespace probing::inject::arch

@@ -98,7 +98,8 @@ CallSetup prepare_call(const CpuState& saved, std::uintptr_t fn, std::uintptr_t 
   return call;
 }
 
-std::optional<std::uintptr_t> call_target(const RemoteMemory& /*memory*/, std::uintptr_t /*return_address*/) {
+std::optional<std::uintptr_t> call_target(const inspect::RemoteMemory& /*memory*/,
+                                          std::uintptr_t /*return_address*/) {
   return std::nullopt;  // bl and the PLT's adrp/ldr/br are not decoded yet: lock waits are not borrowed
 }
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "inject/arch.h"
-#include "inject/memory.h"
+#include "inspect/memory.h"
 
 namespace probing::inject::arch {
 namespace {
@@ -113,7 +113,7 @@ std::int32_t rel32_at(const std::vector<std::uint8_t>& bytes, std::size_t at) {
   return v;
 }
 
-std::optional<std::uintptr_t> read_pointer(const RemoteMemory& memory, std::uintptr_t address) {
+std::optional<std::uintptr_t> read_pointer(const inspect::RemoteMemory& memory, std::uintptr_t address) {
   Result<std::vector<std::uint8_t>> bytes = memory.read(address, sizeof(std::uint64_t));
   if (!bytes) return std::nullopt;
   std::uint64_t v;
@@ -123,7 +123,8 @@ std::optional<std::uintptr_t> read_pointer(const RemoteMemory& memory, std::uint
 
 }  // namespace
 
-std::optional<std::uintptr_t> call_target(const RemoteMemory& memory, std::uintptr_t return_address) {
+std::optional<std::uintptr_t> call_target(const inspect::RemoteMemory& memory,
+                                          std::uintptr_t return_address) {
   Result<std::vector<std::uint8_t>> call = memory.read(return_address - 6, 6);
   if (!call) return std::nullopt;
   std::uintptr_t target = 0;

@@ -14,15 +14,40 @@
 #include <vector>
 
 #include "inject/arch.h"
-#include "inject/maps.h"
-#include "inject/memory.h"
-#include "inject/process.h"
 #include "inject/stack_policy.h"
-#include "inject/symbols.h"
-#include "inject/syscalls.h"
-#include "inject/tracee.h"
+#include "inspect/maps.h"
+#include "inspect/memory.h"
+#include "inspect/process.h"
+#include "inspect/symbols.h"
+#include "inspect/syscalls.h"
+#include "inspect/tracee.h"
 
 namespace probing::inject {
+
+using Clock = std::chrono::steady_clock;
+using inspect::classify_object;
+using inspect::classify_syscall;
+using inspect::find_mapping;
+using inspect::is_lock_wait;
+using inspect::list_threads;
+using inspect::mapped_files;
+using inspect::Mapping;
+using inspect::ObjectKind;
+using inspect::path_basename;
+using inspect::ProcStatus;
+using inspect::read_maps;
+using inspect::read_proc_status;
+using inspect::read_syscall_hint;
+using inspect::RemoteMemory;
+using inspect::resolve_symbol_in;
+using inspect::StackFrame;
+using inspect::StackRead;
+using inspect::StackReader;
+using inspect::Stop;
+using inspect::syscall_name;
+using inspect::SyscallHint;
+using inspect::SyscallSafety;
+using inspect::Tracee;
 namespace {
 
 // The borrowed thread "returns" here; executing it faults, and the fault is our stop.

@@ -16,33 +16,9 @@
 #include <vector>
 
 #include "core/status.h"
+#include "inspect/stack_reader.h"
 
 namespace probing::inject {
-
-// One frame of a stopped thread's stack.
-struct StackFrame {
-  std::uintptr_t pc = 0;      // frame 0: where the thread is; the others: their return address
-  bool after_signal = false;  // a signal interrupted this frame: a handler runs above it
-};
-
-// A stopped thread's stack as far as it could be unwound.
-struct StackRead {
-  std::vector<StackFrame> frames;  // innermost first
-  bool complete = false;           // unwound to the thread's first frame
-  std::string error;               // why it is not complete
-};
-
-// Reads the stacks of threads the injector has stopped, so that a thread parked in a lock wait
-// is judged by its whole stack (docs/attach.md). The injector itself links no unwinder: the CLI
-// passes one (native::open_stack_reader). Called only from the thread that runs inject_library.
-class StackReader {
- public:
-  virtual ~StackReader() = default;
-  // REQUIRES: `tid` is ptrace-stopped by the calling thread.
-  virtual StackRead read(pid_t tid) = 0;
-  // The name of the function whose code holds `address`; "" when that is not known for certain.
-  virtual std::string function_at(std::uintptr_t address) = 0;
-};
 
 struct InjectOptions {
   // Finding a thread that is safe to borrow gives up after this (target restored, kTimeout).
@@ -54,7 +30,7 @@ struct InjectOptions {
   std::chrono::milliseconds call_timeout{30000};
   // Without a reader, threads parked in a lock wait (futex) are never borrowed, and the others
   // are judged by their registers alone.
-  StackReader* stacks = nullptr;
+  inspect::StackReader* stacks = nullptr;
 };
 
 struct InjectReport {
@@ -80,13 +56,5 @@ Result<InjectReport> inject_library(pid_t pid, const std::string& library_path,
 // traced by someone else; the library exists in the target's filesystem. Touches nothing.
 Status check_injectable(pid_t pid, const std::string& library_path);
 
-// Address of the dynamic symbol `symbol` in `pid`: found from /proc/PID/maps and the .dynsym of
-// each mapped file, read through /proc/PID/root/<path> so a target in another mount namespace
-// (a container with its own glibc) is read correctly. The first mapped object (in address
-// order) that defines it wins. kNotFound when no mapped object defines it.
-Result<std::uintptr_t> find_remote_symbol(pid_t pid, const std::string& symbol);
-
-// Whether `pid` has a file mapped whose basename is `basename` (e.g. "libprobing.so").
-Result<bool> has_mapped_library(pid_t pid, const std::string& basename);
 
 }  // namespace probing::inject

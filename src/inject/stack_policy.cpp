@@ -6,6 +6,8 @@
 #include <string_view>
 
 namespace probing::inject {
+
+using inspect::ObjectKind;
 namespace {
 
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "inject/maps.h"
+#include "inspect/maps.h"
 
 namespace probing::inject {
 
@@ -29,7 +29,7 @@ struct PlacedFrame {
   std::uintptr_t pc = 0;
   bool after_signal = false;
   bool mapped = false;  // pc lies in a mapping of a file
-  ObjectKind kind = ObjectKind::kOther;
+  inspect::ObjectKind kind = inspect::ObjectKind::kOther;
   std::string object;    // the file's basename; for other mappings their name ("[vdso]")
   std::string function;  // "" when not known
 };

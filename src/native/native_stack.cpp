@@ -21,10 +21,10 @@
 #include <string_view>
 #include <thread>
 
-#include "inject/maps.h"
-#include "inject/process.h"
-#include "inject/symbols.h"
-#include "inject/tracee.h"
+#include "inspect/maps.h"
+#include "inspect/process.h"
+#include "inspect/symbols.h"
+#include "inspect/tracee.h"
 #include "python/gil_free_reader.h"
 #include "python/safe_memory.h"
 
@@ -53,18 +53,18 @@ bool version_from_name(const std::string& base, python::PythonVersion* v) {
 }
 
 // Where CPython lives in `pid`: the executable or libpython that defines _PyRuntime.
-Result<python::PythonProcess> find_python(pid_t pid, const std::vector<inject::Mapping>& maps) {
-  for (const std::string& path : inject::mapped_files(maps)) {
-    const std::string base = inject::path_basename(path);
-    if (inject::classify_object(path) != inject::ObjectKind::kLibpython && base.rfind("python", 0) != 0)
+Result<python::PythonProcess> find_python(pid_t pid, const std::vector<inspect::Mapping>& maps) {
+  for (const std::string& path : inspect::mapped_files(maps)) {
+    const std::string base = inspect::path_basename(path);
+    if (inspect::classify_object(path) != inspect::ObjectKind::kLibpython && base.rfind("python", 0) != 0)
       continue;
-    Result<uintptr_t> runtime = inject::resolve_symbol_in(pid, maps, path, "_PyRuntime");
+    Result<uintptr_t> runtime = inspect::resolve_symbol_in(pid, maps, path, "_PyRuntime");
     if (!runtime.is_ok()) continue;
     python::PythonProcess p;
     p.pid = pid;
     p.runtime = *runtime;
     auto symbol = [&](const char* name) -> uintptr_t {
-      Result<uintptr_t> a = inject::resolve_symbol_in(pid, maps, path, name);
+      Result<uintptr_t> a = inspect::resolve_symbol_in(pid, maps, path, name);
       return a.is_ok() ? *a : 0;
     };
     p.unicode_type = symbol("PyUnicode_Type");
@@ -187,7 +187,7 @@ struct DwflDeleter {
 };
 using DwflPtr = std::unique_ptr<Dwfl, DwflDeleter>;
 
-// For each file the process being unwound maps, where to read it (inject::readable_paths). Set
+// For each file the process being unwound maps, where to read it (inspect::readable_paths). Set
 // by Unwinder::attach, read by find_elf (libdw's callback, which has no user pointer of its own).
 std::mutex g_files_mutex;
 std::map<std::string, std::vector<std::string>> g_files;
@@ -270,13 +270,13 @@ class Unwinder {
     static char* debuginfo_path = nullptr;
     static const Dwfl_Callbacks callbacks = {find_elf, dwfl_standard_find_debuginfo, nullptr,
                                              &debuginfo_path};
-    Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid_);
+    Result<std::vector<inspect::Mapping>> maps = inspect::read_maps(pid_);
     if (!maps.is_ok()) return maps.status();
     {
       std::lock_guard<std::mutex> lock(g_files_mutex);
       g_files.clear();
-      for (const inject::Mapping& m : *maps) {
-        if (m.is_file() && !g_files.count(m.path)) g_files.emplace(m.path, inject::readable_paths(pid_, m));
+      for (const inspect::Mapping& m : *maps) {
+        if (m.is_file() && !g_files.count(m.path)) g_files.emplace(m.path, inspect::readable_paths(pid_, m));
       }
     }
     DwflPtr dwfl(dwfl_begin(&callbacks));
@@ -302,16 +302,16 @@ class Unwinder {
 };
 
 // The whole stack of a stopped thread and the names of C library functions, for the injector.
-class InjectStackReader : public inject::StackReader {
+class InjectStackReader : public inspect::StackReader {
  public:
   explicit InjectStackReader(Unwinder unwinder) : unwinder_(std::move(unwinder)) {}
 
-  inject::StackRead read(pid_t tid) override {
+  inspect::StackRead read(pid_t tid) override {
     constexpr int kMaxFrames = 1024;
     Held held;
     held.max = kMaxFrames;
     Status st = unwinder_.unwind(tid, &held);
-    inject::StackRead out;
+    inspect::StackRead out;
     for (size_t i = 0; i < held.raw.size(); ++i) out.frames.push_back({held.raw[i], i > 0 && held.exact[i]});
     out.complete = st.is_ok() && !held.truncated;
     if (!st.is_ok()) out.error = st.message();
@@ -337,14 +337,14 @@ class InjectStackReader : public inject::StackReader {
 
 }  // namespace
 
-Result<std::unique_ptr<inject::StackReader>> open_stack_reader(pid_t pid) {
+Result<std::unique_ptr<inspect::StackReader>> open_stack_reader(pid_t pid) {
   Result<Unwinder> unwinder = Unwinder::open(pid);
   if (!unwinder.is_ok()) return unwinder.status();
-  return std::unique_ptr<inject::StackReader>(std::make_unique<InjectStackReader>(std::move(*unwinder)));
+  return std::unique_ptr<inspect::StackReader>(std::make_unique<InjectStackReader>(std::move(*unwinder)));
 }
 
 pid_t tid_for_ident(pid_t pid, unsigned long ident) {
-  Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid);
+  Result<std::vector<inspect::Mapping>> maps = inspect::read_maps(pid);
   if (!maps.is_ok()) return 0;
   Result<python::PythonProcess> py = find_python(pid, *maps);
   if (!py.is_ok()) return 0;
@@ -369,7 +369,7 @@ struct Stopped {
 
 Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& options, Stopped* r) {
   Capture& out = r->out;
-  Result<std::vector<inject::Mapping>> maps = inject::read_maps(pid);
+  Result<std::vector<inspect::Mapping>> maps = inspect::read_maps(pid);
   if (!maps.is_ok()) return maps.status();
   Result<python::PythonProcess> py = find_python(pid, *maps);
   if (py.is_ok()) {
@@ -386,13 +386,13 @@ Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& op
   Unwinder& unwinder = r->unwinder.emplace(std::move(*opened));
   std::vector<Held>& held = r->held;
   held.resize(tids.size());
-  std::vector<inject::Tracee> late;  // seized, not stopped in time: let go after the others are read
+  std::vector<inspect::Tracee> late;  // seized, not stopped in time: let go after the others are read
   bool seized_any = false;
   for (size_t i = 0; i < tids.size(); ++i) {
     ThreadStack& t = out.threads.emplace_back();
     t.tid = tids[i];
     t.comm = read_comm(pid, t.tid);
-    Result<inject::ProcStatus> st = inject::read_proc_status(pid, t.tid);
+    Result<inspect::ProcStatus> st = inspect::read_proc_status(pid, t.tid);
     if (!st.is_ok() || st->state == 'Z' || st->state == 'X') {
       t.note = "the thread has exited";
       continue;
@@ -401,11 +401,11 @@ Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& op
       t.note = "not read: the thread is in uninterruptible sleep (state D)";
       continue;
     }
-    Result<inject::Tracee> tracee = inject::Tracee::seize(pid, t.tid);
+    Result<inspect::Tracee> tracee = inspect::Tracee::seize(pid, t.tid);
     if (!tracee.is_ok()) {
       // Denied on the first thread: this process may not be traced at all. Later, or for a
       // thread that is exiting, it is about that thread only.
-      Result<inject::ProcStatus> now = inject::read_proc_status(pid, t.tid);
+      Result<inspect::ProcStatus> now = inspect::read_proc_status(pid, t.tid);
       if (!now.is_ok() || now->state == 'Z' || now->state == 'X') {
         t.note = "the thread has exited";
         continue;
@@ -415,14 +415,14 @@ Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& op
       continue;
     }
     seized_any = true;
-    if (!inject::read_proc_status(pid, t.tid).is_ok()) {  // the tid was reused by another process
+    if (!inspect::read_proc_status(pid, t.tid).is_ok()) {  // the tid was reused by another process
       t.note = "the thread has exited";
       continue;
     }
     const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(options.stop_timeout_s));
     if (Status s = tracee->interrupt(deadline); !s.is_ok()) {
-      Result<inject::ProcStatus> now = inject::read_proc_status(pid);
+      Result<inspect::ProcStatus> now = inspect::read_proc_status(pid);
       // (Seized by us, a stopped thread shows 't'; a group-stop is what makes interrupt() fail.)
       const bool stopped =
           s.code() == Code::kUnavailable && now.is_ok() && (now->state == 'T' || now->state == 't');

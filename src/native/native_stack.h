@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "core/status.h"
-#include "inject/inject.h"
+#include "inspect/stack_reader.h"
 
 namespace probing::native {
 
@@ -59,7 +59,7 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
 // Unwinds threads of `pid` that the caller has ptrace-stopped, for the injector's judgement of a
 // thread's whole stack (inject::InjectOptions::stacks). Errors as capture(). Use it from one
 // thread only: the one that stops the threads.
-Result<std::unique_ptr<inject::StackReader>> open_stack_reader(pid_t pid);
+Result<std::unique_ptr<inspect::StackReader>> open_stack_reader(pid_t pid);
 
 // The kernel tid of the thread whose threading ident is `ident`, read from outside; 0 if none.
 pid_t tid_for_ident(pid_t pid, unsigned long ident);

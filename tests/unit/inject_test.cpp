@@ -24,10 +24,15 @@
 
 #include "inject/inject.h"
 #include "inject/stack_policy.h"
+#include "inspect/stack_reader.h"
+#include "inspect/symbols.h"
 #include "native/native_stack.h"
 
 namespace probing::inject {
 namespace {
+
+// The injector's tests use the inspection toolkit it is built on throughout.
+using namespace probing::inspect;  // NOLINT(google-build-using-namespace)
 
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;

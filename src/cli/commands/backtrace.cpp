@@ -9,7 +9,7 @@
 
 #include "cli/common.h"
 #include "core/proc_files.h"
-#include "inject/process.h"
+#include "inspect/process.h"
 #include "native/native_stack.h"
 
 namespace probing::cli {
@@ -168,7 +168,7 @@ int run_from_outside(const Context& ctx, const BacktraceArgs& args, bool no_agen
   const pid_t pid = target->pid;
   std::vector<pid_t> tids;
   if (args.all) {
-    Result<std::vector<pid_t>> all = inject::list_threads(pid);
+    Result<std::vector<pid_t>> all = inspect::list_threads(pid);
     if (!all.is_ok()) return fail(all.status());
     tids = std::move(*all);
   } else if (args.thread != 0) {

@@ -11,6 +11,7 @@
 #include "cli/common.h"
 #include "core/settings.h"
 #include "inject/inject.h"
+#include "inspect/symbols.h"
 #include "native/native_stack.h"
 
 namespace probing::cli {
@@ -135,14 +136,14 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
   if (!lib.is_ok()) return fail(lib.status().with_context("attaching to process " + std::to_string(pid)));
   Status injectable = inject::check_injectable(pid, *lib);
   if (!injectable.is_ok()) return fail(injectable);
-  Result<std::uintptr_t> py = inject::find_remote_symbol(pid, "Py_IsInitialized");
+  Result<std::uintptr_t> py = inspect::find_remote_symbol(pid, "Py_IsInitialized");
   if (!py.is_ok()) {
     if (py.status().code() == Code::kNotFound) {
       return fail("process " + std::to_string(pid) + " is not a Python process (no CPython runtime is mapped in it)");
     }
     return fail(py.status());
   }
-  Result<bool> loaded = inject::has_mapped_library(pid, "libprobing.so");
+  Result<bool> loaded = inspect::has_mapped_library(pid, "libprobing.so");
   if (!loaded.is_ok()) return fail(loaded.status());
   if (!*loaded) {
     if (!defines.empty()) {
@@ -153,7 +154,7 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
     options.deadline = std::chrono::milliseconds(static_cast<long>(args.timeout_s * 1000));
     // With a stack reader, threads parked in a lock wait are judged by their whole stack, and
     // a process whose every thread waits (the usual hang) can be attached to.
-    Result<std::unique_ptr<inject::StackReader>> stacks = native::open_stack_reader(pid);
+    Result<std::unique_ptr<inspect::StackReader>> stacks = native::open_stack_reader(pid);
     if (stacks.is_ok()) {
       options.stacks = stacks->get();
     } else if (args.verbose) {

@@ -1,4 +1,4 @@
-#include "inject/elf.h"
+#include "inspect/elf.h"
 
 #include <elf.h>
 #include <fcntl.h>
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <vector>
 
-namespace probing::inject {
+namespace probing::inspect {
 namespace {
 
 // Caps what we read from one file, so a corrupt header cannot make us allocate gigabytes.
@@ -184,4 +184,4 @@ Result<ElfSymbol> find_elf_dynamic_symbol(const std::string& path, const std::st
   return Status(Code::kUnsupported, path + ": " + symbol + " is not inside a loaded file segment");
 }
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

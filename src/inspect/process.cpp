@@ -1,4 +1,4 @@
-#include "inject/process.h"
+#include "inspect/process.h"
 
 #include <dirent.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace probing::inject {
+namespace probing::inspect {
 namespace {
 
 std::string proc_dir(pid_t pid, pid_t tid) {
@@ -138,4 +138,4 @@ Status ptrace_denied(pid_t pid, const std::string& what) {
   return Status(Code::kPermissionDenied, std::move(msg));
 }
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

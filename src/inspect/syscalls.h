@@ -3,7 +3,7 @@
 
 #include <string>
 
-namespace probing::inject {
+namespace probing::inspect {
 
 enum class SyscallSafety {
   kUnsafe,          // not on the list: may hold a lock the loader or malloc needs (futex, mmap...)
@@ -21,4 +21,4 @@ std::string syscall_name(long nr);
 // Whether system call `nr` is a lock wait (futex): safe only as far as the thread's stack says.
 bool is_lock_wait(long nr);
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

@@ -1,14 +1,13 @@
-#include "inject/symbols.h"
+#include "inspect/symbols.h"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 
-#include "inject/elf.h"
-#include "inject/inject.h"
+#include "inspect/elf.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 namespace {
 
 std::string hex(std::uintptr_t v) {
@@ -90,4 +89,4 @@ Result<bool> has_mapped_library(pid_t pid, const std::string& basename) {
   return false;
 }
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

@@ -9,7 +9,7 @@
 
 #include "core/status.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 
 // REQUIRES: the caller may ptrace `pid` (the kernel checks on open). Writes work on any page,
 // read-only ones included, as for a debugger. Not thread-safe.
@@ -32,4 +32,4 @@ class RemoteMemory {
   int fd_;
 };
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

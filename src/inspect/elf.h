@@ -6,7 +6,7 @@
 
 #include "core/status.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 
 // A defined dynamic symbol of an ELF file.
 struct ElfSymbol {
@@ -23,4 +23,4 @@ struct ElfSymbol {
 // and files without section headers; kInternal for a malformed file. Every read is bounds-checked.
 Result<ElfSymbol> find_elf_dynamic_symbol(const std::string& path, const std::string& symbol);
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "core/status.h"
-#include "inject/maps.h"
+#include "inspect/maps.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 
 // The paths of the mapped files, each once, in address order.
 std::vector<std::string> mapped_files(const std::vector<Mapping>& maps);
@@ -28,4 +28,13 @@ std::vector<std::string> readable_paths(pid_t pid, const Mapping& m);
 Result<std::uintptr_t> resolve_symbol_in(pid_t pid, const std::vector<Mapping>& maps,
                                          const std::string& object_path, const std::string& symbol);
 
-}  // namespace probing::inject
+// Address of the dynamic symbol `symbol` in `pid`: found from /proc/PID/maps and the .dynsym of
+// each mapped file, read through /proc/PID/root/<path> so a target in another mount namespace
+// (a container with its own glibc) is read correctly. The first mapped object (in address
+// order) that defines it wins. kNotFound when no mapped object defines it.
+Result<std::uintptr_t> find_remote_symbol(pid_t pid, const std::string& symbol);
+
+// Whether `pid` has a file mapped whose basename is `basename` (e.g. "libprobing.so").
+Result<bool> has_mapped_library(pid_t pid, const std::string& basename);
+
+}  // namespace probing::inspect

@@ -9,7 +9,7 @@
 
 #include "core/status.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 
 // Fields of /proc/PID/status (or /proc/PID/task/TID/status).
 struct ProcStatus {
@@ -39,4 +39,4 @@ SyscallHint read_syscall_hint(pid_t pid, pid_t tid);
 Status ptrace_denied(pid_t pid, const std::string& what);
 
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

@@ -8,7 +8,7 @@
 
 #include "core/status.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 
 using Clock = std::chrono::steady_clock;
 
@@ -77,4 +77,4 @@ class Tracee {
   bool signal_stop_ = false;
 };
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

@@ -1,4 +1,4 @@
-#include "inject/tracee.h"
+#include "inspect/tracee.h"
 
 #include <sys/ptrace.h>
 #include <sys/wait.h>
@@ -7,9 +7,9 @@
 #include <cerrno>
 #include <thread>
 
-#include "inject/process.h"
+#include "inspect/process.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 namespace {
 
 std::string thread_text(pid_t tid) { return "thread " + std::to_string(tid); }
@@ -162,4 +162,4 @@ Status Tracee::detach(int signal) {
   return Status::ok();
 }
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

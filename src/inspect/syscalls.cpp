@@ -1,10 +1,10 @@
-#include "inject/syscalls.h"
+#include "inspect/syscalls.h"
 
 #include <sys/syscall.h>
 
 #include <iterator>
 
-namespace probing::inject {
+namespace probing::inspect {
 namespace {
 
 struct Entry {
@@ -90,4 +90,4 @@ bool is_lock_wait(long nr) {
 #endif
 }
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

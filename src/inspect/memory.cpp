@@ -1,4 +1,4 @@
-#include "inject/memory.h"
+#include "inspect/memory.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -7,9 +7,9 @@
 #include <cstdio>
 #include <cstring>
 
-#include "inject/process.h"
+#include "inspect/process.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 namespace {
 
 std::string at(std::uintptr_t address) {
@@ -90,4 +90,4 @@ Result<std::string> RemoteMemory::read_c_string(std::uintptr_t address, std::siz
   return out;
 }
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

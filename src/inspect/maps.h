@@ -10,7 +10,7 @@
 
 #include "core/status.h"
 
-namespace probing::inject {
+namespace probing::inspect {
 
 // One line of /proc/PID/maps.
 struct Mapping {
@@ -53,4 +53,4 @@ enum class ObjectKind {
 };
 ObjectKind classify_object(const std::string& path);
 
-}  // namespace probing::inject
+}  // namespace probing::inspect

@@ -1,6 +1,6 @@
-#include "inject/maps.h"
+#include "inspect/maps.h"
 
-#include "inject/process.h"
+#include "inspect/process.h"
 
 #include <cerrno>
 #include <charconv>
@@ -8,7 +8,7 @@
 #include <sstream>
 #include <string_view>
 
-namespace probing::inject {
+namespace probing::inspect {
 namespace {
 
 constexpr std::string_view kDeletedSuffix = " (deleted)";
@@ -147,4 +147,4 @@ ObjectKind classify_object(const std::string& path) {
   return ObjectKind::kOther;
 }
 
-}  // namespace probing::inject
+}  // namespace probing::inspect
