@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(
   g++ make cmake ninja-build pkg-config
-  libboost1.74-dev nlohmann-json3-dev libcli11-dev libedit-dev libsqlite3-dev libssl-dev libdw-dev
+  libboost1.74-dev nlohmann-json3-dev libcli11-dev libedit-dev libsqlite3-dev libssl-dev libdw-dev libelf-dev
   libgtest-dev
   clang libclang-rt-14-dev openssl
   python3 python3.11 python3-pytest python3-torch python3-ipython

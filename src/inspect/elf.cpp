@@ -2,78 +2,57 @@
 
 #include <elf.h>
 #include <fcntl.h>
-#include <sys/stat.h>
+#include <gelf.h>
+#include <libelf.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
-#include <vector>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
 
 namespace probing::inspect {
 namespace {
 
-// Caps what we read from one file, so a corrupt header cannot make us allocate gigabytes.
-constexpr std::uint64_t kMaxTableBytes = 64ull << 20;
-
-class File {
+// An open ELF file, closed with its descriptor.
+class ElfFile {
  public:
-  explicit File(int fd) : fd_(fd) {}
-  File(const File&) = delete;
-  File& operator=(const File&) = delete;
-  ~File() {
+  ElfFile(const ElfFile&) = delete;
+  ElfFile& operator=(const ElfFile&) = delete;
+  ~ElfFile() {
+    if (elf_ != nullptr) ::elf_end(elf_);
     if (fd_ >= 0) ::close(fd_);
   }
-  int fd() const { return fd_; }
+
+  static Result<std::unique_ptr<ElfFile>> open(const std::string& path) {
+    static std::once_flag version_once;
+    std::call_once(version_once, [] { ::elf_version(EV_CURRENT); });
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      // Not kNotFound: that code means "read, and the symbol is not there".
+      const int err = errno;
+      return Status(Code::kUnavailable, errno_status("opening " + path, err).message());
+    }
+    std::unique_ptr<ElfFile> file(new ElfFile(fd, ::elf_begin(fd, ELF_C_READ_MMAP, nullptr)));
+    if (file->elf_ == nullptr || ::elf_kind(file->elf_) != ELF_K_ELF) {
+      return Status(Code::kInternal, path + " is not an ELF file");
+    }
+    return file;
+  }
+
+  Elf* get() const { return elf_; }
 
  private:
+  ElfFile(int fd, Elf* elf) : fd_(fd), elf_(elf) {}
   int fd_;
+  Elf* elf_;
 };
 
-class ElfReader {
- public:
-  ElfReader(int fd, std::uint64_t size, std::string path)
-      : fd_(fd), size_(size), path_(std::move(path)) {}
-
-  // Reads `length` bytes at `offset` into `out`; fails when the range is outside the file.
-  Status read(std::uint64_t offset, void* out, std::uint64_t length) const {
-    if (offset > size_ || length > size_ - offset) {
-      return Status(Code::kInternal, path_ + ": range [" + std::to_string(offset) + ", +" +
-                                         std::to_string(length) + ") is outside the file (" +
-                                         std::to_string(size_) + " bytes)");
-    }
-    auto* p = static_cast<char*>(out);
-    std::uint64_t done = 0;
-    while (done < length) {
-      ssize_t n = ::pread(fd_, p + done, length - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_status("reading " + path_);
-      if (n == 0) return Status(Code::kInternal, path_ + ": unexpected end of file");
-      done += static_cast<std::uint64_t>(n);
-    }
-    return Status::ok();
-  }
-
-  Status read_table(std::uint64_t offset, std::uint64_t length, std::vector<char>& out) const {
-    if (length > kMaxTableBytes) {
-      return Status(Code::kInternal, path_ + ": table of " + std::to_string(length) +
-                                         " bytes is implausibly large");
-    }
-    out.resize(length);
-    return read(offset, out.data(), length);
-  }
-
-  const std::string& path() const { return path_; }
-
- private:
-  int fd_;
-  std::uint64_t size_;
-  std::string path_;
-};
-
-Status check_header(const Elf64_Ehdr& eh, const std::string& path) {
-  if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) {
-    return Status(Code::kInternal, path + " is not an ELF file");
-  }
+Status check_header(Elf* elf, const std::string& path) {
+  GElf_Ehdr eh;
+  if (::gelf_getehdr(elf, &eh) == nullptr) return Status(Code::kInternal, path + ": " + ::elf_errmsg(-1));
   if (eh.e_ident[EI_CLASS] != ELFCLASS64) {
     return Status(Code::kUnsupported, path + " is not a 64-bit ELF file");
   }
@@ -88,100 +67,88 @@ Status check_header(const Elf64_Ehdr& eh, const std::string& path) {
   if (eh.e_type != ET_DYN && eh.e_type != ET_EXEC) {
     return Status(Code::kInternal, path + " is neither a shared object nor an executable");
   }
-  if (eh.e_shnum == 0 || eh.e_shentsize != sizeof(Elf64_Shdr)) {
-    return Status(Code::kUnsupported, path + " has no usable section headers");
-  }
-  if (eh.e_phnum == 0 || eh.e_phentsize != sizeof(Elf64_Phdr)) {
-    return Status(Code::kInternal, path + " has no usable program headers");
-  }
   return Status::ok();
+}
+
+// Where the link-time address `value` lies in the file, through the PT_LOAD segment holding it.
+std::optional<std::uint64_t> file_offset_of(Elf* elf, std::uint64_t value) {
+  size_t count = 0;
+  if (::elf_getphdrnum(elf, &count) != 0) return std::nullopt;
+  for (size_t i = 0; i < count; ++i) {
+    GElf_Phdr seg;
+    if (::gelf_getphdr(elf, static_cast<int>(i), &seg) == nullptr || seg.p_type != PT_LOAD) continue;
+    if (value >= seg.p_vaddr && value - seg.p_vaddr < seg.p_filesz) return value - seg.p_vaddr + seg.p_offset;
+  }
+  return std::nullopt;
 }
 
 }  // namespace
 
-Result<ElfSymbol> find_elf_dynamic_symbol(const std::string& path, const std::string& symbol) {
-  File file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (file.fd() < 0) {
-    // Not kNotFound: that code means "read, and the symbol is not there".
-    const int err = errno;
-    return Status(Code::kUnavailable, errno_status("opening " + path, err).message());
-  }
-  struct stat st {};
-  if (::fstat(file.fd(), &st) != 0) return errno_status("stat " + path);
-  ElfReader elf(file.fd(), static_cast<std::uint64_t>(st.st_size), path);
+Result<std::map<std::string, ElfSymbol>> find_elf_dynamic_symbols(const std::string& path,
+                                                                 const std::vector<std::string>& names) {
+  Result<std::unique_ptr<ElfFile>> file = ElfFile::open(path);
+  if (!file.is_ok()) return file.status();
+  Elf* elf = (*file)->get();
+  PROBING_RETURN_IF_ERROR(check_header(elf, path));
 
-  Elf64_Ehdr eh{};
-  PROBING_RETURN_IF_ERROR(elf.read(0, &eh, sizeof eh));
-  PROBING_RETURN_IF_ERROR(check_header(eh, path));
-
-  std::vector<Elf64_Shdr> sections(eh.e_shnum);
-  PROBING_RETURN_IF_ERROR(elf.read(eh.e_shoff, sections.data(), sections.size() * sizeof(Elf64_Shdr)));
-  std::vector<Elf64_Phdr> segments(eh.e_phnum);
-  PROBING_RETURN_IF_ERROR(elf.read(eh.e_phoff, segments.data(), segments.size() * sizeof(Elf64_Phdr)));
-
-  const Elf64_Shdr* dynsym = nullptr;
-  const Elf64_Shdr* versym = nullptr;
-  for (const Elf64_Shdr& s : sections) {
-    if (s.sh_type == SHT_DYNSYM && dynsym == nullptr) dynsym = &s;
-    if (s.sh_type == SHT_GNU_versym && versym == nullptr) versym = &s;
-  }
-  if (dynsym == nullptr) return Status(Code::kNotFound, path + " has no .dynsym");
-  if (dynsym->sh_entsize != sizeof(Elf64_Sym) || dynsym->sh_link >= sections.size()) {
-    return Status(Code::kInternal, path + ": malformed .dynsym header");
-  }
-  const Elf64_Shdr& strtab = sections[dynsym->sh_link];
-
-  std::vector<char> sym_bytes;
-  std::vector<char> names;
-  std::vector<char> versions;
-  PROBING_RETURN_IF_ERROR(elf.read_table(dynsym->sh_offset, dynsym->sh_size, sym_bytes));
-  PROBING_RETURN_IF_ERROR(elf.read_table(strtab.sh_offset, strtab.sh_size, names));
-  const std::size_t count = sym_bytes.size() / sizeof(Elf64_Sym);
-  if (versym != nullptr && versym->sh_size == count * sizeof(Elf64_Half)) {
-    PROBING_RETURN_IF_ERROR(elf.read_table(versym->sh_offset, versym->sh_size, versions));
-  }
-
-  const Elf64_Sym* best = nullptr;
-  bool best_is_default = false;
-  for (std::size_t i = 0; i < count; ++i) {
-    Elf64_Sym sym;
-    std::memcpy(&sym, sym_bytes.data() + i * sizeof(Elf64_Sym), sizeof sym);
-    if (sym.st_shndx == SHN_UNDEF || sym.st_name >= names.size()) continue;
-    const unsigned bind = ELF64_ST_BIND(sym.st_info);
-    if (bind != STB_GLOBAL && bind != STB_WEAK) continue;
-    // Compare against the NUL-terminated name without running off the table's end.
-    const std::size_t room = names.size() - sym.st_name;
-    if (symbol.size() >= room || std::memcmp(names.data() + sym.st_name, symbol.data(), symbol.size()) != 0 ||
-        names[sym.st_name + symbol.size()] != '\0') {
-      continue;
+  Elf_Scn* dynsym = nullptr;
+  Elf_Scn* versym = nullptr;
+  GElf_Shdr dynsym_header{};
+  for (Elf_Scn* scn = ::elf_nextscn(elf, nullptr); scn != nullptr; scn = ::elf_nextscn(elf, scn)) {
+    GElf_Shdr sh;
+    if (::gelf_getshdr(scn, &sh) == nullptr) continue;
+    if (sh.sh_type == SHT_DYNSYM && dynsym == nullptr) {
+      dynsym = scn;
+      dynsym_header = sh;
     }
+    if (sh.sh_type == SHT_GNU_versym && versym == nullptr) versym = scn;
+  }
+  std::map<std::string, ElfSymbol> found;
+  if (dynsym == nullptr || dynsym_header.sh_entsize == 0) return found;
+  Elf_Data* symbols = ::elf_getdata(dynsym, nullptr);
+  Elf_Data* versions = versym != nullptr ? ::elf_getdata(versym, nullptr) : nullptr;
+  if (symbols == nullptr) return Status(Code::kInternal, path + ": .dynsym: " + ::elf_errmsg(-1));
+
+  struct Best {
+    GElf_Sym sym;
+    bool is_default;
+  };
+  std::unordered_map<std::string_view, std::optional<Best>> wanted;
+  for (const std::string& name : names) wanted.emplace(name, std::nullopt);
+  const size_t count = dynsym_header.sh_size / dynsym_header.sh_entsize;
+  for (size_t i = 0; i < count; ++i) {
+    GElf_Sym sym;
+    if (::gelf_getsym(symbols, static_cast<int>(i), &sym) == nullptr) break;
+    if (sym.st_shndx == SHN_UNDEF) continue;
+    const unsigned bind = GELF_ST_BIND(sym.st_info);
+    if (bind != STB_GLOBAL && bind != STB_WEAK) continue;
+    const char* name = ::elf_strptr(elf, dynsym_header.sh_link, sym.st_name);
+    if (name == nullptr) continue;
+    auto it = wanted.find(name);
+    if (it == wanted.end()) continue;
     bool is_default = true;
-    if (!versions.empty()) {
-      Elf64_Half v;
-      std::memcpy(&v, versions.data() + i * sizeof v, sizeof v);
+    GElf_Versym v;
+    if (versions != nullptr && ::gelf_getversym(versions, static_cast<int>(i), &v) != nullptr) {
       is_default = (v & 0x8000) == 0;  // VERSYM_HIDDEN marks name@VERSION, not name@@VERSION
     }
-    if (best == nullptr || (is_default && !best_is_default)) {
-      best = reinterpret_cast<const Elf64_Sym*>(sym_bytes.data() + i * sizeof(Elf64_Sym));
-      best_is_default = is_default;
-    }
+    if (!it->second || (is_default && !it->second->is_default)) it->second = Best{sym, is_default};
   }
-  if (best == nullptr) return Status(Code::kNotFound, path + " does not define " + symbol);
+  for (const auto& [name, best] : wanted) {
+    if (!best) continue;
+    std::optional<std::uint64_t> offset = file_offset_of(elf, best->sym.st_value);
+    if (!offset) continue;
+    found[std::string(name)] = ElfSymbol{best->sym.st_value, *offset, best->sym.st_size,
+                                         GELF_ST_TYPE(best->sym.st_info) == STT_GNU_IFUNC};
+  }
+  return found;
+}
 
-  Elf64_Sym sym;
-  std::memcpy(&sym, best, sizeof sym);
-  ElfSymbol out;
-  out.value = sym.st_value;
-  out.size = sym.st_size;
-  out.ifunc = ELF64_ST_TYPE(sym.st_info) == STT_GNU_IFUNC;
-  for (const Elf64_Phdr& seg : segments) {
-    if (seg.p_type != PT_LOAD) continue;
-    if (sym.st_value >= seg.p_vaddr && sym.st_value - seg.p_vaddr < seg.p_filesz) {
-      out.file_offset = sym.st_value - seg.p_vaddr + seg.p_offset;
-      return out;
-    }
-  }
-  return Status(Code::kUnsupported, path + ": " + symbol + " is not inside a loaded file segment");
+Result<ElfSymbol> find_elf_dynamic_symbol(const std::string& path, const std::string& symbol) {
+  Result<std::map<std::string, ElfSymbol>> found = find_elf_dynamic_symbols(path, {symbol});
+  if (!found.is_ok()) return found.status();
+  auto it = found->find(symbol);
+  if (it == found->end()) return Status(Code::kNotFound, path + " does not define " + symbol);
+  return it->second;
 }
 
 }  // namespace probing::inspect

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include "inspect/elf.h"
 
@@ -35,38 +36,71 @@ std::vector<std::string> mapped_files(const std::vector<Mapping>& maps) {
   return files;
 }
 
-Result<std::uintptr_t> resolve_symbol_in(pid_t pid, const std::vector<Mapping>& maps,
-                                         const std::string& object_path, const std::string& symbol) {
-  const Mapping* first = nullptr;
+namespace {
+
+const Mapping* first_mapping_of(const std::vector<Mapping>& maps, const std::string& object_path) {
   for (const Mapping& m : maps) {
-    if (m.is_file() && m.path == object_path) {
-      first = &m;
-      break;
+    if (m.is_file() && m.path == object_path) return &m;
+  }
+  return nullptr;
+}
+
+// Where the file offset `offset` of `first`'s file is mapped in the process, if it is.
+std::optional<std::uintptr_t> address_of(const std::vector<Mapping>& maps, const Mapping& first,
+                                         std::uint64_t offset) {
+  for (const Mapping& m : maps) {
+    if (m.path != first.path || m.inode != first.inode) continue;
+    if (offset >= m.offset && offset - m.offset < m.end - m.start) {
+      return m.start + static_cast<std::uintptr_t>(offset - m.offset);
     }
   }
-  if (first == nullptr) return Status(Code::kNotFound, object_path + " is not mapped");
+  return std::nullopt;
+}
 
-  Status last = Status(Code::kNotFound, "no readable copy of " + object_path);
-  for (const std::string& path : readable_paths(pid, *first)) {
-    Result<ElfSymbol> sym = find_elf_dynamic_symbol(path, symbol);
-    if (!sym) {
-      last = sym.status();
-      if (last.code() == Code::kNotFound) return last;  // read, and not defined there
-      continue;
-    }
-    if (sym->ifunc) {
-      return Status(Code::kUnsupported, object_path + ": " + symbol + " is an IFUNC");
-    }
-    for (const Mapping& m : maps) {
-      if (m.path != object_path || m.inode != first->inode) continue;
-      if (sym->file_offset >= m.offset && sym->file_offset - m.offset < m.end - m.start) {
-        return m.start + static_cast<std::uintptr_t>(sym->file_offset - m.offset);
-      }
-    }
-    return Status(Code::kNotFound, object_path + ": the part of the file holding " + symbol +
-                                       " is not mapped");
+// The symbols of the first readable copy of `first`'s file.
+Result<std::map<std::string, ElfSymbol>> read_symbols(pid_t pid, const Mapping& first,
+                                                     const std::vector<std::string>& names) {
+  Status last = Status(Code::kNotFound, "no readable copy of " + first.path);
+  for (const std::string& path : readable_paths(pid, first)) {
+    Result<std::map<std::string, ElfSymbol>> symbols = find_elf_dynamic_symbols(path, names);
+    if (symbols.is_ok()) return symbols;
+    last = symbols.status();
   }
   return last;
+}
+
+}  // namespace
+
+Result<std::uintptr_t> resolve_symbol_in(pid_t pid, const std::vector<Mapping>& maps,
+                                         const std::string& object_path, const std::string& symbol) {
+  const Mapping* first = first_mapping_of(maps, object_path);
+  if (first == nullptr) return Status(Code::kNotFound, object_path + " is not mapped");
+  Result<std::map<std::string, ElfSymbol>> symbols = read_symbols(pid, *first, {symbol});
+  if (!symbols.is_ok()) return symbols.status();
+  auto sym = symbols->find(symbol);
+  if (sym == symbols->end()) return Status(Code::kNotFound, object_path + " does not define " + symbol);
+  if (sym->second.ifunc) return Status(Code::kUnsupported, object_path + ": " + symbol + " is an IFUNC");
+  std::optional<std::uintptr_t> address = address_of(maps, *first, sym->second.file_offset);
+  if (!address) {
+    return Status(Code::kNotFound,
+                  object_path + ": the part of the file holding " + symbol + " is not mapped");
+  }
+  return *address;
+}
+
+Result<std::map<std::string, std::uintptr_t>> resolve_symbols_in(pid_t pid, const std::vector<Mapping>& maps,
+                                                                 const std::string& object_path,
+                                                                 const std::vector<std::string>& names) {
+  const Mapping* first = first_mapping_of(maps, object_path);
+  if (first == nullptr) return Status(Code::kNotFound, object_path + " is not mapped");
+  Result<std::map<std::string, ElfSymbol>> symbols = read_symbols(pid, *first, names);
+  if (!symbols.is_ok()) return symbols.status();
+  std::map<std::string, std::uintptr_t> addresses;
+  for (const auto& [name, sym] : *symbols) {
+    if (sym.ifunc) continue;
+    if (std::optional<std::uintptr_t> a = address_of(maps, *first, sym.file_offset)) addresses[name] = *a;
+  }
+  return addresses;
 }
 
 Result<std::uintptr_t> find_remote_symbol(pid_t pid, const std::string& symbol) {

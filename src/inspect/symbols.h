@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,13 @@ std::vector<std::string> readable_paths(pid_t pid, const Mapping& m);
 // resolver, not the function).
 Result<std::uintptr_t> resolve_symbol_in(pid_t pid, const std::vector<Mapping>& maps,
                                          const std::string& object_path, const std::string& symbol);
+
+// The same for several names, read in one pass over the object's .dynsym: the address of each
+// name it defines (IFUNCs and names outside its mapped part are left out). kNotFound when the
+// object is not mapped; the file's errors when no copy of it could be read.
+Result<std::map<std::string, std::uintptr_t>> resolve_symbols_in(pid_t pid, const std::vector<Mapping>& maps,
+                                                                 const std::string& object_path,
+                                                                 const std::vector<std::string>& names);
 
 // Address of the dynamic symbol `symbol` in `pid`: found from /proc/PID/maps and the .dynsym of
 // each mapped file, read through /proc/PID/root/<path> so a target in another mount namespace

@@ -17,6 +17,7 @@
 #include <future>
 #include <sstream>
 #include <string>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -24,6 +25,8 @@
 
 #include "inject/inject.h"
 #include "inject/stack_policy.h"
+#include "inspect/elf.h"
+#include "inspect/maps.h"
 #include "inspect/stack_reader.h"
 #include "inspect/symbols.h"
 #include "native/native_stack.h"
@@ -232,6 +235,31 @@ TEST_F(InjectTest, FindsDlopenAtTheAddressTheLoaderGives) {
   Result<std::uintptr_t> getpid_addr = find_remote_symbol(::getpid(), "getpid");
   ASSERT_TRUE(getpid_addr.is_ok());
   EXPECT_EQ(*getpid_addr, reinterpret_cast<std::uintptr_t>(::dlsym(RTLD_DEFAULT, "getpid")));
+}
+
+TEST_F(InjectTest, SeveralSymbolsOfOneObjectInOnePass) {
+  // The object that defines getpid (the C library), read once for three names.
+  Result<std::vector<Mapping>> maps = read_maps(::getpid());
+  ASSERT_TRUE(maps.is_ok()) << maps.status().to_string();
+  std::string libc;
+  for (const std::string& object : mapped_files(*maps)) {
+    if (resolve_symbol_in(::getpid(), *maps, object, "getpid").is_ok()) {
+      libc = object;
+      break;
+    }
+  }
+  ASSERT_FALSE(libc.empty());
+  Result<std::map<std::string, std::uintptr_t>> found =
+      resolve_symbols_in(::getpid(), *maps, libc, {"getpid", "getppid", "no_such_symbol_anywhere_42"});
+  ASSERT_TRUE(found.is_ok()) << found.status().to_string();
+  EXPECT_EQ(found->size(), 2u);
+  EXPECT_EQ(found->at("getpid"), reinterpret_cast<std::uintptr_t>(::dlsym(RTLD_DEFAULT, "getpid")));
+  EXPECT_EQ(found->at("getppid"), reinterpret_cast<std::uintptr_t>(::dlsym(RTLD_DEFAULT, "getppid")));
+  EXPECT_EQ(resolve_symbols_in(::getpid(), *maps, "/no/such/object.so", {"getpid"}).status().code(),
+            Code::kNotFound);
+  // A file that is not ELF is an error, not a file without the symbol.
+  EXPECT_EQ(find_elf_dynamic_symbols("/proc/self/status", {"getpid"}).status().code(), Code::kInternal);
+  EXPECT_EQ(find_elf_dynamic_symbols("/no/such/file", {"getpid"}).status().code(), Code::kUnavailable);
 }
 
 TEST_F(InjectTest, MissingSymbolIsNotFound) {
