@@ -230,32 +230,67 @@ def _finish(result, capture):
 
 
 _KEY_CONTEXT = None  # compiled on first use
+_KEY_STEP = None
+
+
+def _resolve_name(name):
+    """The object a bare name stands for in __main__, else in builtins. KeyError when neither."""
+    namespace = sys.modules["__main__"].__dict__
+    if name in namespace:
+        return namespace[name]
+    import builtins
+    if hasattr(builtins, name):
+        return getattr(builtins, name)
+    raise KeyError(name)
 
 
 def _key_matches(line):
-    """Keys for `name.attr["pre` at the end of `line`: the str keys of that mapping (looked up
-    with getattr only, never evaluated) that start with `pre`."""
-    global _KEY_CONTEXT
+    """Keys for `name.attr[0]["key"]["pre` at the end of `line`: the str keys that start with
+    `pre` of the mapping that path names, each closed with its quote and `]`. The path is followed
+    with getattr and, on lists, tuples and dicts only, their own indexing: nothing is evaluated.
+    None when the line does not end inside a subscript's string."""
+    global _KEY_CONTEXT, _KEY_STEP
     if _KEY_CONTEXT is None:
         import re
-        _KEY_CONTEXT = re.compile(r"([A-Za-z_][\w.]*)\[\s*(['\"])([^'\"]*)$")
+        step = r"""\.\s*[A-Za-z_]\w*|\[\s*(?:-?\d+|'[^'\\]*'|"[^"\\]*")\s*\]"""
+        _KEY_CONTEXT = re.compile(r"([A-Za-z_]\w*)((?:\s*(?:%s))*)\[\s*(['\"])([^'\"]*)$" % step)
+        _KEY_STEP = re.compile(r"""\.\s*([A-Za-z_]\w*)|\[\s*(-?\d+|'[^'\\]*'|"[^"\\]*")\s*\]""")
     m = _KEY_CONTEXT.search(line)
     if m is None:
         return None
-    names = m.group(1).split(".")
-    namespace = sys.modules["__main__"].__dict__
-    if names[0] in namespace:
-        obj = namespace[names[0]]
-    else:
-        import builtins
-        if not hasattr(builtins, names[0]):
+    try:
+        obj = _resolve_name(m.group(1))
+    except KeyError:
+        return []
+    for step in _KEY_STEP.finditer(m.group(2)):
+        attr, index = step.groups()
+        if attr is not None:
+            obj = getattr(obj, attr)
+            continue
+        key = int(index) if index[0] not in "'\"" else index[1:-1]
+        for base in (dict, list, tuple):
+            if isinstance(obj, base):
+                obj = base.__getitem__(obj, key)
+                break
+        else:
             return []
-        obj = getattr(builtins, names[0])
-    for attr in names[1:]:
-        obj = getattr(obj, attr)
     keys = obj.keys() if hasattr(obj, "keys") else ()
-    prefix = m.group(3)
-    return sorted(k for k in keys if isinstance(k, str) and k.startswith(prefix))
+    quote, prefix = m.group(3), m.group(4)
+    return sorted(k + quote + "]" for k in keys if isinstance(k, str) and k.startswith(prefix))
+
+
+def _call_paren_fits(match):
+    """Whether rlcompleter's `name(` completion is wanted: for functions and classes, not for a
+    callable object such as a torch module, whose attributes are what one goes on to type."""
+    import inspect
+    names = match[:-1].split(".")
+    try:
+        obj = _resolve_name(names[0])
+        for attr in names[1:]:
+            obj = getattr(obj, attr)
+    except Exception:
+        return True
+    return inspect.isroutine(obj) or inspect.isclass(obj)
 
 
 def complete(text, line, limit=1000):
@@ -282,6 +317,8 @@ def complete(text, line, limit=1000):
                         break
                     if m is None:
                         break
+                    if m.endswith("(") and not _call_paren_fits(m):
+                        m = m[:-1]
                     matches.append(m)
                     state += 1
     finally:

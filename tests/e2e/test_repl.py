@@ -165,10 +165,16 @@ def test_completion_and_block(target_factory, repl_factory, interp):
     # Completing left the target's modules as they were: no readline, no rlcompleter.
     assert eval_ok(t.pid, "import sys; 'readline' in sys.modules, 'rlcompleter' in sys.modules") == \
         "(False, False)\n"
-    # Keys of a dict after x["
+    # Keys of a dict after x[", closed with the quote and bracket.
     r.send('settings_table["lea\t')
-    r.expect(r"learning_rate")
-    r.send('"]\r')
+    r.expect(r'learning_rate"\]')
+    r.send('\r')
+    r.expect(r"\n0\.01\n")
+    r.expect(PROMPT)
+    # ... also after attributes and indexes, with either quote.
+    r.send("optimizer['param_groups'][0]['l\t")
+    r.expect(r"lr'\]")
+    r.send('\r')
     r.expect(r"\n0\.01\n")
     r.expect(PROMPT)
     # A three-line block: runs only after the blank line.

@@ -1,4 +1,4 @@
-"""A target for the REPL and client tests: a small "model" and "optimizer" in __main__, a dict
+"""A target for the REPL and client tests: a small callable "model" and "optimizer" in __main__, a dict
 with string keys, and a main loop that sleeps (so evals get the GIL at once)."""
 import time
 
@@ -10,6 +10,9 @@ class Model:
 
     def named_parameters(self):
         return [("encoder.weight", (4, 4)), ("decoder.bias", (4,))]
+
+    def __call__(self, x):  # callable, as a torch module is: completion must not add "("
+        return x
 
 
 model = Model()
