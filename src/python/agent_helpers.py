@@ -182,6 +182,11 @@ def _incomplete(code):
         return False
 
 
+def unfinished(code):
+    """JSON true when `code` is an unfinished block; nothing of it runs."""
+    return json.dumps(_incomplete(code))
+
+
 def run_eval(code, limit, interactive=False):
     """Runs `code` in __main__'s namespace and returns a JSON object as text:
     output (what the code printed), value (repr of a final expression, or null), exception

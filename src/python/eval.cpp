@@ -26,6 +26,13 @@ Result<nlohmann::json> run_eval(PythonRuntime& runtime, const std::string& code,
   return Status(Code::kInternal, "the eval was interrupted: " + j.status().message());
 }
 
+Result<bool> is_unfinished_block(PythonRuntime& runtime, const std::string& code, double gil_timeout_s) {
+  Result<nlohmann::json> j = call_helper(runtime, kAgentHelpers, "unfinished", nlohmann::json::array({code}),
+                                         HelperCall(gil_timeout_s, 5.0));
+  if (!j.is_ok()) return j.status();
+  return j->is_boolean() && j->get<bool>();
+}
+
 Status interrupt_eval(PythonRuntime& runtime, const std::string& id) {
   auto type = [](const CApi& api) { return helper_attribute(api, kAgentHelpers, "ProbingInterrupt"); };
   return runtime.executor().interrupt_tagged(id, type);

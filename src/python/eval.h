@@ -25,6 +25,10 @@ struct EvalOptions {
 Result<nlohmann::json> run_eval(PythonRuntime& runtime, const std::string& code,
                                 const EvalOptions& options);
 
+// Whether `code` is an unfinished block (a REPL wants more lines), decided by the target's
+// codeop as code.InteractiveConsole decides it; nothing of it runs. Errors as run_eval's.
+Result<bool> is_unfinished_block(PythonRuntime& runtime, const std::string& code, double gil_timeout_s);
+
 // Raises KeyboardInterrupt in the running eval whose EvalOptions::id is `id`; returns at once
 // (the GIL is taken on another thread). kNotFound when no such eval is running.
 Status interrupt_eval(PythonRuntime& runtime, const std::string& id);

@@ -61,7 +61,7 @@ void add_audit_table() {
         std::vector<sql::ColumnDef>{{"time", kReal, "unix time in seconds"},
                                     {"peer", kText, "who: 'uid U pid P' over the unix socket, 'ip:port' over TCP"},
                                     {"right", kText, "the right used: full (eval, settings) or read"},
-                                    {"action", kText, "eval (also each repl input), set (SQL SET), config (PUT /config), "
+                                    {"action", kText, "eval (a repl block once, when whole), set (SQL SET), config (PUT /config), "
                                                "complete (repl completion: the line) or interrupt (the eval's id)"},
                                     {"first_line", kText, "first line of the code or statement, cut at 200 characters"},
                                     {"sha256", kText, "SHA-256 of the whole code or statement, hex"},

@@ -38,6 +38,16 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+bool interactive_flag(const nlohmann::json& body) {
+  return body.is_object() && body.contains("interactive") && body["interactive"].is_boolean() &&
+         body["interactive"].get<bool>();
+}
+
+// Whether the request is a REPL's /eval, whose block is sent again with each line until whole.
+bool interactive_eval(const HttpRequest& request) {
+  return interactive_flag(nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false));
+}
+
 }  // namespace
 
 HttpResponse handle_health(const HttpRequest&, const AgentInfo& info) {
@@ -75,11 +85,21 @@ HttpResponse handle_eval(const HttpRequest& request) {
     options.timeout_s = body["timeout"].get<double>();
   }
   if (body.contains("id") && body["id"].is_string()) options.id = body["id"].get<std::string>();  // for /interrupt
-  options.interactive = body.contains("interactive") && body["interactive"].is_boolean() && body["interactive"].get<bool>();
+  options.interactive = interactive_flag(body);
   options.gil_timeout_s = std::min(options.gil_timeout_s, options.timeout_s);
   Result<python::PythonRuntime*> runtime = python::PythonRuntime::get();
   if (!runtime.is_ok()) return error_response(runtime.status());
   std::string code = body["code"].get<std::string>();
+  if (options.interactive) {
+    // Unfinished: nothing runs, and nothing is audited until the block is whole.
+    Result<bool> unfinished = python::is_unfinished_block(**runtime, code, options.gil_timeout_s);
+    if (!unfinished.is_ok()) return error_response(unfinished.status());
+    if (*unfinished) {
+      return json_response({{"incomplete", true}, {"output", ""}, {"output_truncated", false},
+                            {"value", nullptr}, {"exception", nullptr}, {"timed_out", false}});
+    }
+    audit(request, Right::kFull, "eval");
+  }
   log_info("eval from " + request.peer.address + ": " + code.substr(0, code.find('\n')).substr(0, 200));
   Result<nlohmann::json> result = python::run_eval(**runtime, code, options);
   if (!result.is_ok()) return error_response(result.status());
@@ -175,6 +195,8 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       std::string action;  // audited when not empty
       if (request.path == "/eval" || request.path == "/complete" || request.path == "/interrupt") {
         action = request.path.substr(1);  // completion runs attribute lookups: audited like code
+        // A REPL's block is sent again with each line; handle_eval audits it once, when whole.
+        if (request.path == "/eval" && interactive_eval(request)) action.clear();
       } else if (request.method == "PUT") {
         needed = kFull;
         action = "config";

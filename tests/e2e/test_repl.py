@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import PROBING, clean_env, eval_ok, interpreter_params, run_cli
+from conftest import PROBING, clean_env, eval_ok, http_request, interpreter_params, run_cli
 
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]|\x07")
 
@@ -144,6 +144,14 @@ def repl_factory(home):
         r.close()
 
 
+def audited_evals(pid):
+    """The first lines of the evals probing.audit recorded, oldest first."""
+    r = http_request(pid, "POST", "/query",
+                     {"sql": "SELECT first_line FROM probing.audit WHERE action = 'eval' ORDER BY time"})
+    assert r.status == 200, r
+    return [row[0] for row in r.json()["rows"]]
+
+
 PROMPT = r">>> "
 MORE = r"\.\.\. "
 
@@ -177,7 +185,8 @@ def test_completion_and_block(target_factory, repl_factory, interp):
     r.send('\r')
     r.expect(r"\n0\.01\n")
     r.expect(PROMPT)
-    # A three-line block: runs only after the blank line.
+    # A three-line block: runs only after the blank line, and is audited once.
+    before = audited_evals(t.pid)
     r.send("for name, shape in model.named_parameters():\r")
     r.expect(MORE)
     r.send("    print(name, shape)\r")
@@ -185,6 +194,8 @@ def test_completion_and_block(target_factory, repl_factory, interp):
     r.send("\r")
     r.expect(r"encoder\.weight \(4, 4\)\ndecoder\.bias \(4,\)\n")
     r.expect(PROMPT)
+    after = audited_evals(t.pid)
+    assert len(after) == len(before) + 1 and after[-1].startswith("for name, shape"), after[-3:]
     # State persists: it is the target's __main__.
     r.send("optimizer['param_groups'][0]['lr'] = 1e-4\r")
     r.expect(PROMPT)
