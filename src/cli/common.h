@@ -15,6 +15,7 @@ namespace probing::cli {
 constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;  // the request failed, or the code raised in the target
 constexpr int kExitUsage = 2;
+constexpr int kExitInterrupted = 130;  // Ctrl-C twice: stopped waiting (128 + SIGINT, as shells say)
 
 struct Context {
   std::string target;              // as given: positional before the command, or -t/--target

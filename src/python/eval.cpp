@@ -33,9 +33,9 @@ Result<bool> is_unfinished_block(PythonRuntime& runtime, const std::string& code
   return j->is_boolean() && j->get<bool>();
 }
 
-Status interrupt_eval(PythonRuntime& runtime, const std::string& id) {
+Status interrupt_eval(PythonRuntime& runtime, const std::string& id, pid_t* thread) {
   auto type = [](const CApi& api) { return helper_attribute(api, kAgentHelpers, "ProbingInterrupt"); };
-  return runtime.executor().interrupt_tagged(id, type);
+  return runtime.executor().interrupt_tagged(id, type, thread);
 }
 
 Result<nlohmann::json> complete(PythonRuntime& runtime, const std::string& text, const std::string& line,

@@ -30,8 +30,9 @@ Result<nlohmann::json> run_eval(PythonRuntime& runtime, const std::string& code,
 Result<bool> is_unfinished_block(PythonRuntime& runtime, const std::string& code, double gil_timeout_s);
 
 // Raises KeyboardInterrupt in the running eval whose EvalOptions::id is `id`; returns at once
-// (the GIL is taken on another thread). kNotFound when no such eval is running.
-Status interrupt_eval(PythonRuntime& runtime, const std::string& id);
+// (the GIL is taken on another thread). kNotFound when no such eval is running. `*thread`, when
+// given, is set to the kernel thread id of the thread that runs it.
+Status interrupt_eval(PythonRuntime& runtime, const std::string& id, pid_t* thread = nullptr);
 
 // Completions in __main__ of `text`, the word before the cursor, `line` being the input up to the
 // cursor: {"matches": [...]}. Names, attributes (rlcompleter) and keys after `x["`.

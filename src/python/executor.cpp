@@ -63,6 +63,7 @@ struct PythonExecutor::Job {
   std::condition_variable cv;
   State state = State::kQueued;  // kQueued->kRunning and kRunning->kDone happen under the GIL
   unsigned long thread_ident = 0;
+  pid_t native_thread = 0;  // the worker's kernel thread id, set with thread_ident
   std::string failure;  // set when the work could not run or threw
   std::atomic<bool> interrupt_pending{false};
 };
@@ -163,7 +164,7 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
   return {};
 }
 
-Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptType& type) {
+Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptType& type, pid_t* thread) {
   std::shared_ptr<Job> job;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -177,6 +178,7 @@ Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptT
     if (job->state != Job::State::kRunning) {
       return {Code::kUnavailable, "Python request '" + tag + "' has not started running yet"};
     }
+    if (thread != nullptr) *thread = job->native_thread;
   }
   // interrupt() re-checks kRunning with the GIL held, so it cannot hit later work.
   spawn_interrupt(job, type);
@@ -248,6 +250,7 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::execute(Job& job) {
     }
     job.state = Job::State::kRunning;
     job.thread_ident = api_.PyThread_get_thread_ident();
+    job.native_thread = ::gettid();
   }
   job.cv.notify_all();
   std::string failure;

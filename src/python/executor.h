@@ -5,6 +5,8 @@
 // finally gets the GIL. Thread-safe.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -53,7 +55,8 @@ class PythonExecutor {
   // still running when the GIL is had (taken on a thread of its own: this never waits on the
   // GIL). ok when the interrupt was sent; kNotFound when no work with that tag is waiting on
   // run(); kUnavailable when it has not started running yet. Thread-safe.
-  Status interrupt_tagged(const std::string& tag, const InterruptType& type);
+  // `*thread`, when given, is set to the kernel thread id of the worker running it.
+  Status interrupt_tagged(const std::string& tag, const InterruptType& type, pid_t* thread = nullptr);
 
   int max_workers() const { return max_workers_; }
 

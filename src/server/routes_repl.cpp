@@ -37,9 +37,10 @@ HttpResponse handle_interrupt(const HttpRequest& request) {
   if (!runtime.is_ok()) return error_response(runtime.status());
   std::string id = body["id"].get<std::string>();
   log_info("interrupt from " + request.peer.address + ": eval " + id.substr(0, 100));
-  Status st = python::interrupt_eval(**runtime, id);
+  pid_t thread = 0;
+  Status st = python::interrupt_eval(**runtime, id, &thread);
   if (!st.is_ok()) return error_response(st);
-  return json_response({{"interrupted", true}, {"id", id}});
+  return json_response({{"interrupted", true}, {"id", id}, {"thread", thread}});
 }
 
 }  // namespace probing::server

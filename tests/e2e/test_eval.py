@@ -1,6 +1,7 @@
 """probing PID eval, and the agent's HTTP surface, against real targets under each interpreter."""
 import json
 import re
+import signal
 import subprocess
 import time
 import uuid
@@ -164,6 +165,36 @@ def test_timeout_interrupts_and_target_survives(idle, interp):
     assert elapsed < 3.0, "eval --timeout 1 took %.2f s" % elapsed
     assert elapsed >= 0.9
     assert "timeout" in err.lower(), err
+    _alive_and_answering(idle)
+
+
+def _eval_with_ctrl_c(pid, code, presses):
+    """Runs `probing PID eval CODE`, sends it SIGINT `presses` times (1 s, then 0.5 s apart), and
+    returns (rc, out, err, seconds)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([PROBING, str(pid), "eval", "--timeout", "60", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    for i in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err, time.monotonic() - t0
+
+
+def test_ctrl_c_interrupts_the_code_and_says_when(idle, interp):
+    # The code is in time.sleep: the KeyboardInterrupt waits for it, and the user is told so.
+    rc, out, err, _ = _eval_with_ctrl_c(idle.pid, "import time; time.sleep(2.5); print('finished')", 1)
+    assert rc == 1 and out == "", (rc, out, err)
+    assert "KeyboardInterrupt sent" in err and "clock_nanosleep" in err, err
+    assert err.rstrip().endswith("KeyboardInterrupt"), err
+    # Running Python: it stops at once.
+    rc, out, err, elapsed = _eval_with_ctrl_c(idle.pid, "while True: pass", 1)
+    assert rc == 1 and "KeyboardInterrupt" in err and elapsed < 5, (rc, err, elapsed)
+    # A second Ctrl-C stops waiting.
+    rc, out, err, elapsed = _eval_with_ctrl_c(idle.pid, "import time; time.sleep(4)", 2)
+    assert rc == 130 and "stopped waiting" in err and elapsed < 3.5, (rc, err, elapsed)
+    time.sleep(3)  # the sleep ends and its KeyboardInterrupt is raised: the target goes on
     _alive_and_answering(idle)
 
 

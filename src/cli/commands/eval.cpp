@@ -1,9 +1,13 @@
 // probing TARGET eval CODE | -f FILE | -
+#include <unistd.h>
+
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 
 #include "cli/common.h"
+#include "cli/interrupt.h"
 
 namespace probing::cli {
 namespace {
@@ -39,9 +43,16 @@ int run_eval(const Context& ctx, const EvalArgs& args) {
   if (!code.is_ok()) return fail(code.status());
   auto client = connect_target(ctx);
   if (!client.is_ok()) return fail(client.status());
-  nlohmann::json body = {{"code", *code}, {"timeout", args.timeout_s}};
+  // Named, so that Ctrl-C can interrupt it in the target (POST /interrupt).
+  std::string id = "eval-" + std::to_string(::getpid()) + "-" + std::to_string(std::random_device{}());
+  nlohmann::json body = {{"code", *code}, {"timeout", args.timeout_s}, {"id", id}};
+  SigintPipe sigint;
+  if (!sigint.ok()) return fail(errno_status("setting up Ctrl-C"));
   // The agent answers by the eval's deadline plus its grace period; allow for both.
-  Result<client::Response> reply = (*client)->request("POST", "/eval", body.dump(), args.timeout_s + 10);
+  std::optional<Result<client::Response>> waited =
+      eval_interruptibly(ctx, std::move(*client), body, args.timeout_s + 10, sigint);
+  if (!waited) return kExitInterrupted;
+  const Result<client::Response>& reply = *waited;
   if (!reply.is_ok()) return fail(reply.status());
   nlohmann::json j = reply->json();
   if (args.json) {
@@ -71,7 +82,9 @@ void add_eval_command(CLI::App& app, Context& ctx) {
   CLI::App* cmd = app.add_subcommand(
       "eval",
       "Run Python code in the target's __main__ and print what it prints.\n"
-      "A final expression's value is printed too. Exits 1 if the code raises.");
+      "A final expression's value is printed too. Exits 1 if the code raises.\n"
+      "Ctrl-C raises KeyboardInterrupt in the code (the target keeps running); a second\n"
+      "Ctrl-C stops waiting (exit 130).");
   cmd->add_option("code", args->code, "the code; - reads it from standard input");
   cmd->add_option("-f,--file", args->file, "read the code from FILE (- for standard input)");
   cmd->add_option("--timeout", args->timeout_s, "seconds the code may run before it is interrupted")

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "cli/common.h"
+#include "cli/interrupt.h"
 
 namespace probing::cli {
 namespace {
@@ -31,23 +32,6 @@ namespace {
 struct ReplArgs {
   double timeout_s = 3600;
 };
-
-// Written by the SIGINT handler, read by the thread that waits on an eval.
-int g_sigint_pipe[2] = {-1, -1};
-
-extern "C" void on_sigint(int) {
-  int saved = errno;
-  char c = 'i';
-  ssize_t n = ::write(g_sigint_pipe[1], &c, 1);
-  (void)n;  // a full pipe already says "interrupted"
-  errno = saved;
-}
-
-void drain(int fd) {
-  char buf[64];
-  while (::read(fd, buf, sizeof buf) > 0) {
-  }
-}
 
 // Python's readline word delimiters (rlcompleter's completions include the dots).
 constexpr const char* kWordBreaks = " \t\n`~!@#$%^&*()-=+[{]}\\|;:'\",<>/?";
@@ -90,12 +74,7 @@ class Repl {
   int run() {
     Result<std::string> banner = describe_target();
     if (!banner.is_ok()) return fail(banner.status());
-    if (::pipe2(g_sigint_pipe, O_NONBLOCK | O_CLOEXEC) != 0) return fail(errno_status("pipe"));
-    struct sigaction sa {};
-    sa.sa_handler = on_sigint;
-    sa.sa_flags = SA_RESTART;  // reads at the prompt go on; the eval wait polls the pipe
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGINT, &sa, nullptr);
+    if (!sigint_.ok()) return fail(errno_status("setting up Ctrl-C"));
     interactive_ = ::isatty(STDIN_FILENO) == 1;
     if (interactive_) {
       std::cout << *banner << "\nType Python; it runs in the target's __main__. Ctrl-C interrupts it, Ctrl-D leaves.\n"
@@ -224,17 +203,18 @@ class Repl {
 
   // Reads one character from stdin, or ^C when SIGINT arrived meanwhile. 1, 0 at end of input,
   // -1 on error (libedit's contract).
-  static int getc_fn(EditLine*, wchar_t* out) {
+  static int getc_fn(EditLine* el, wchar_t* out) {
+    const SigintPipe& sigint = self(el)->sigint_;
     std::mbstate_t state{};
     for (;;) {
-      pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {g_sigint_pipe[0], POLLIN, 0}};
+      pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {sigint.fd(), POLLIN, 0}};
       int n = ::poll(fds, 2, -1);
       if (n < 0) {
         if (errno == EINTR) continue;
         return -1;
       }
       if (fds[1].revents != 0) {
-        drain(g_sigint_pipe[0]);
+        sigint.drain();
         *out = L'\x03';
         return 1;
       }
@@ -318,69 +298,16 @@ class Repl {
     return out;
   }
 
-  // Shared by the thread that sends the eval and the thread that waits for it, which may stop
-  // waiting first (a second Ctrl-C).
-  struct Pending {
-    int fds[2] = {-1, -1};
-    std::mutex mu;
-    std::optional<Result<client::Response>> reply;
-    ~Pending() {
-      for (int fd : fds)
-        if (fd >= 0) ::close(fd);
-    }
-  };
-
   Outcome evaluate(const std::string& source) {
     std::string id = "repl-" + session_ + "-" + std::to_string(++evals_);
     nlohmann::json body = {{"code", source}, {"timeout", args_.timeout_s}, {"interactive", true}, {"id", id}};
     auto connected = connect_target(ctx_);
     if (!connected.is_ok()) return lost(connected.status());
-    std::shared_ptr<client::Client> client(std::move(*connected));
-    auto pending = std::make_shared<Pending>();
-    if (::pipe2(pending->fds, O_CLOEXEC) != 0) {
-      std::cerr << "probing: " << errno_status("pipe").message() << "\n";
-      return Outcome::kDone;
-    }
-    drain(g_sigint_pipe[0]);
-    double wait_s = args_.timeout_s + 10;  // the agent answers by the deadline plus its grace
-    std::thread([pending, client, text = body.dump(), wait_s] {
-      Result<client::Response> r = client->request("POST", "/eval", text, wait_s);
-      {
-        std::lock_guard<std::mutex> lock(pending->mu);
-        pending->reply.emplace(std::move(r));
-      }
-      char c = 'd';
-      ssize_t n = ::write(pending->fds[1], &c, 1);
-      (void)n;
-    }).detach();
-    int interrupts = 0;
-    for (;;) {
-      pollfd fds[2] = {{g_sigint_pipe[0], POLLIN, 0}, {pending->fds[0], POLLIN, 0}};
-      int n = ::poll(fds, 2, -1);
-      if (n < 0 && errno == EINTR) continue;
-      if (fds[1].revents != 0) break;
-      if (fds[0].revents != 0) {
-        drain(g_sigint_pipe[0]);
-        if (++interrupts == 1) {
-          send_interrupt(id);
-        } else {
-          std::cerr << "\nprobing: stopped waiting; the code may still be running in the target\n";
-          return Outcome::kDone;
-        }
-      }
-    }
-    std::lock_guard<std::mutex> lock(pending->mu);
-    return show(*pending->reply);
-  }
-
-  void send_interrupt(const std::string& id) {
-    auto client = connect_target(ctx_, 2);
-    if (!client.is_ok()) return;  // the eval's own reply will say what happened
-    nlohmann::json body = {{"id", id}};
-    Result<client::Response> reply = (*client)->request("POST", "/interrupt", body.dump(), 5);
-    if (reply.is_ok() && reply->status != 200 && reply->status != 404) {
-      std::cerr << "\nprobing: could not interrupt: " << reply->error_message() << "\n";
-    }
+    // The agent answers by the deadline plus its grace.
+    std::optional<Result<client::Response>> reply =
+        eval_interruptibly(ctx_, std::move(*connected), body, args_.timeout_s + 10, sigint_);
+    if (!reply) return Outcome::kDone;  // a second Ctrl-C: stopped waiting
+    return show(*reply);
   }
 
   Outcome show(const Result<client::Response>& reply) {
@@ -427,6 +354,7 @@ class Repl {
 
   const Context& ctx_;
   const ReplArgs& args_;
+  SigintPipe sigint_;  // Ctrl-C for the whole session: at the prompt and while code runs
   std::string session_;
   unsigned long evals_ = 0;
   bool interactive_ = false;
