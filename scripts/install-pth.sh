@@ -8,12 +8,16 @@ pkg="$prefix/lib/probing/python"
 [[ -d "$pkg/probing" ]] || { echo "install-pth: $pkg/probing is missing; run cmake --install first" >&2; exit 1; }
 hook="import os; (os.environ.get('PROBE') or os.environ.get('PROBING') or '').strip().lower() in ('1', 'true', 'on', 'yes') and __import__('probing').init()"
 declare -A done_sites=()
+hooked=()
 for py in "$@"; do
-  [[ -x "$py" ]] || continue
+  [[ -x "$py" ]] || { echo "install-pth: $py is not an executable: skipped" >&2; continue; }
   site=$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
   [[ -n "${done_sites[$site]:-}" ]] && continue
   done_sites[$site]=1
   mkdir -p "$site"
   printf '%s\n%s\n' "$pkg" "$hook" > "$site/probing.pth"
   echo "install-pth: $site/probing.pth ($py)"
+  hooked+=("$py")
 done
+echo "PROBE=1 starts the agent with: ${hooked[*]:-no interpreter}"
+echo "For another interpreter: make install PYTHONS=/path/to/python3 (probing doctor lists them)"

@@ -49,5 +49,6 @@ void add_backtrace_command(CLI::App& app, Context& ctx);
 void add_repl_command(CLI::App& app, Context& ctx);
 void add_query_command(CLI::App& app, Context& ctx);
 void add_config_command(CLI::App& app, Context& ctx);
+void add_doctor_command(CLI::App& app, Context& ctx);
 
 }  // namespace probing::cli

@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
       "The options go before the command; the target may also come right after it\n"
       "(probing eval 1234 '1+1'). Examples:\n"
       "  probing list\n"
+      "  probing doctor 1234        (why it has no agent, and what to do)\n"
       "  probing launch -- python3 train.py\n"
       "  probing 1234 eval 'print(model)'\n"
       "  PROBING_TOKEN=... probing --tls trainer-7:9000 backtrace\n",
@@ -124,6 +125,7 @@ int main(int argc, char** argv) {
   add_repl_command(app, ctx);
   add_query_command(app, ctx);
   add_config_command(app, ctx);
+  add_doctor_command(app, ctx);
   if (argc <= 1) {
     std::cout << app.help();
     return kExitUsage;

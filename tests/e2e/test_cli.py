@@ -38,6 +38,48 @@ def test_python_without_agent_suggests_inject(interp):
         p.wait()
 
 
+def _sleeping(cmd, env=None):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=clean_env(env),
+                         start_new_session=True)
+    assert p.stdout.readline() == b"ready\n"
+    return p
+
+
+SLEEPING_PYTHON = 'import time; print("ready", flush=True); time.sleep(60)'
+
+
+def test_doctor_says_why_a_process_has_no_agent(interp):
+    plain = _sleeping([interp.path, "-c", SLEEPING_PYTHON])
+    asked = _sleeping([interp.path, "-S", "-c", SLEEPING_PYTHON], env={"PROBE": "1"})  # -S: no .pth runs
+    native = _sleeping(["sh", "-c", "echo ready; exec sleep 60"])
+    try:
+        rc, out, err = run_cli("doctor", plain.pid)
+        assert rc == 1, (out, err)
+        assert "it runs CPython %s" % interp.version in out, out
+        assert "not started with PROBE=1" in out and "probing %d inject" % plain.pid in out, out
+        rc, out, err = run_cli("doctor", asked.pid)
+        assert rc == 1 and "started with PROBE=1" in out and "not started" not in out, out
+        if os.readlink("/proc/%d/root" % asked.pid) == "/":  # its interpreter is this machine's file
+            assert "has no probing.pth: make install PYTHONS=" in out, out
+        rc, out, err = run_cli(native.pid, "doctor")
+        assert rc == 1 and "not a Python process" in out, out
+        assert agent_mapped(plain.pid) == 0 and plain.poll() is None  # doctor touched nothing
+    finally:
+        for p in (plain, asked, native):
+            p.kill()
+            p.wait()
+
+
+def test_doctor_with_an_agent_and_without_a_target(listed, interp):
+    rc, out, err = run_cli("doctor", listed.pid)
+    assert rc == 0 and "its agent answers on @probing-%d" % listed.pid in out, (out, err)
+    rc, out, err = run_cli("doctor")
+    assert rc == 0, err
+    assert re.search(r"ok +agent library /.*libprobing\.so", out), out
+    assert "PROBE=1 (start the agent with the program) works for:" in out, out
+    assert re.search(r"(ok|no) +/\S*python3", out), out
+
+
 def test_no_target_is_a_usage_error():
     rc, out, err = run_cli("eval", "1")
     assert rc == 2, "a missing target is a usage error (rc %d, stderr %r)" % (rc, err)
