@@ -21,7 +21,7 @@
 #include "core/log.h"
 #include "core/settings.h"
 #include "python/capi.h"
-#include "python/compat.h"
+#include "layout/version.h"
 #include "server/audit.h"
 #include "server/auth.h"
 #include "server/http_server.h"
@@ -168,9 +168,9 @@ void bootstrap() noexcept {
     log_info("agent listening on " + info->socket);
     if (Result<const python::CApi*> api = python::load_capi(); api.is_ok() && (*api)->free_threaded) {
       // Said at start, on the host's stderr: every Python request will be refused the same way.
-      Result<python::PythonVersion> v = python::parse_version((*api)->Py_GetVersion());
-      log_error(python::check_not_free_threaded(v.is_ok() ? *v : python::PythonVersion{3, 13, 0, "3.13"}, true)
-                    .message());
+      Result<layout::PythonVersion> v = layout::parse_version((*api)->Py_GetVersion());
+      layout::PythonVersion version = v.is_ok() ? *v : layout::PythonVersion{3, 13, 0, "3.13"};
+      log_error(layout::check_not_free_threaded(version, true).message());
     }
     // Only the copy that serves the process samples and traces it: a second copy (another
     // libprobing.so file loaded too) stops above with nothing started.

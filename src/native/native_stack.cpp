@@ -25,8 +25,8 @@
 #include "inspect/process.h"
 #include "inspect/symbols.h"
 #include "inspect/tracee.h"
-#include "python/gil_free_reader.h"
-#include "python/safe_memory.h"
+#include "layout/interpreter_reader.h"
+#include "layout/memory.h"
 
 namespace probing::native {
 namespace {
@@ -41,7 +41,7 @@ std::string read_comm(pid_t pid, pid_t tid) {
 }
 
 // "python3.10", "libpython3.10.so.1.0" -> 3.10; for interpreters without Py_Version (3.9-3.10).
-bool version_from_name(const std::string& base, python::PythonVersion* v) {
+bool version_from_name(const std::string& base, layout::PythonVersion* v) {
   size_t at = base.find("python3.");
   if (at == std::string::npos) return false;
   int minor = std::atoi(base.c_str() + at + 8);
@@ -53,28 +53,32 @@ bool version_from_name(const std::string& base, python::PythonVersion* v) {
 }
 
 // Where CPython lives in `pid`: the executable or libpython that defines _PyRuntime.
-Result<python::PythonProcess> find_python(pid_t pid, const std::vector<inspect::Mapping>& maps) {
+Result<layout::PythonProcess> find_python(pid_t pid, const std::vector<inspect::Mapping>& maps) {
   for (const std::string& path : inspect::mapped_files(maps)) {
     const std::string base = inspect::path_basename(path);
     if (inspect::classify_object(path) != inspect::ObjectKind::kLibpython && base.rfind("python", 0) != 0)
       continue;
-    Result<uintptr_t> runtime = inspect::resolve_symbol_in(pid, maps, path, "_PyRuntime");
-    if (!runtime.is_ok()) continue;
-    python::PythonProcess p;
-    p.pid = pid;
-    p.runtime = *runtime;
+    // One pass over the object's .dynsym for every name.
+    Result<std::map<std::string, uintptr_t>> found = inspect::resolve_symbols_in(
+        pid, maps, path,
+        {"_PyRuntime", "PyUnicode_Type", "PyCode_Type", "PyBytes_Type", "PyFrame_Type", "Py_Version",
+         layout::kFreeThreadedSymbol});
+    if (!found.is_ok() || found->count("_PyRuntime") == 0) continue;
     auto symbol = [&](const char* name) -> uintptr_t {
-      Result<uintptr_t> a = inspect::resolve_symbol_in(pid, maps, path, name);
-      return a.is_ok() ? *a : 0;
+      auto it = found->find(name);
+      return it == found->end() ? 0 : it->second;
     };
+    layout::PythonProcess p;
+    p.pid = pid;
+    p.runtime = symbol("_PyRuntime");
     p.unicode_type = symbol("PyUnicode_Type");
     p.code_type = symbol("PyCode_Type");
     p.bytes_type = symbol("PyBytes_Type");
     p.frame_type = symbol("PyFrame_Type");
-    p.free_threaded = symbol(python::kFreeThreadedSymbol) != 0;
+    p.free_threaded = symbol(layout::kFreeThreadedSymbol) != 0;
     uint64_t hex = 0;
     const uintptr_t version = symbol("Py_Version");  // 3.11+: PY_VERSION_HEX
-    if (version != 0 && python::read_memory(pid, version, &hex, sizeof hex) && (hex >> 24) == 3) {
+    if (version != 0 && layout::read_memory(pid, version, &hex, sizeof hex) && (hex >> 24) == 3) {
       p.version.major = 3;
       p.version.minor = static_cast<int>((hex >> 16) & 0xff);
       p.version.micro = static_cast<int>((hex >> 8) & 0xff);
@@ -86,6 +90,14 @@ Result<python::PythonProcess> find_python(pid_t pid, const std::vector<inspect::
   }
   return Status(Code::kNotFound,
                 "no CPython found in the process (no _PyRuntime in its executable or libpython)");
+}
+
+// The Python stacks of every thread of `p`, read from outside.
+Result<layout::GilFreeSnapshot> read_python_stacks(const layout::PythonProcess& p,
+                                                  const layout::GilFreeLimits& limits) {
+  Result<layout::InterpreterReader> reader = layout::InterpreterReader::open(p);
+  if (!reader.is_ok()) return reader.status();
+  return reader->stacks(limits);
 }
 
 // The readable name: C++ demangled, without the symbol version ("clock_nanosleep@GLIBC_2.2.5").
@@ -112,7 +124,7 @@ struct Held {
   std::vector<bool> exact;  // the pc is where the frame was interrupted (the first, or after a signal)
   int max = 0;
   bool truncated = false;
-  std::vector<python::RawFrame> python;
+  std::vector<layout::RawFrame> python;
 };
 
 int on_frame(Dwfl_Frame* frame, void* arg) {
@@ -148,7 +160,7 @@ Frame symbolize(Dwfl* dwfl, Dwarf_Addr pc, Dwarf_Addr raw) {
   return f;
 }
 
-Frame python_frame(const python::RawFrame& r) {
+Frame python_frame(const layout::RawFrame& r) {
   Frame f;
   f.python = true;
   f.func = r.func;
@@ -159,7 +171,7 @@ Frame python_frame(const python::RawFrame& r) {
 
 // Native frames with the Python frames put where their _PyEval_EvalFrameDefault call runs:
 // each eval call stands for the frames from the current one out to its entry frame.
-void merge(std::vector<Frame> native, const std::vector<python::RawFrame>& py, ThreadStack* t) {
+void merge(std::vector<Frame> native, const std::vector<layout::RawFrame>& py, ThreadStack* t) {
   size_t next = 0;
   int evals = 0;
   for (Frame& f : native) {
@@ -346,11 +358,11 @@ Result<std::unique_ptr<inspect::StackReader>> open_stack_reader(pid_t pid) {
 pid_t tid_for_ident(pid_t pid, unsigned long ident) {
   Result<std::vector<inspect::Mapping>> maps = inspect::read_maps(pid);
   if (!maps.is_ok()) return 0;
-  Result<python::PythonProcess> py = find_python(pid, *maps);
+  Result<layout::PythonProcess> py = find_python(pid, *maps);
   if (!py.is_ok()) return 0;
-  python::GilFreeLimits limits;
+  layout::GilFreeLimits limits;
   limits.max_frames = 0;
-  Result<python::GilFreeSnapshot> snap = python::read_stacks_of(*py, limits);
+  Result<layout::GilFreeSnapshot> snap = read_python_stacks(*py, limits);
   if (!snap.is_ok()) return 0;
   for (const auto& t : snap->threads) {
     if (t.thread_id == ident) return static_cast<pid_t>(t.native_thread_id);
@@ -371,7 +383,7 @@ Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& op
   Capture& out = r->out;
   Result<std::vector<inspect::Mapping>> maps = inspect::read_maps(pid);
   if (!maps.is_ok()) return maps.status();
-  Result<python::PythonProcess> py = find_python(pid, *maps);
+  Result<layout::PythonProcess> py = find_python(pid, *maps);
   if (py.is_ok()) {
     out.python_version = py->version.text;
     if (py->version.minor < 11) {  // their thread states carry no kernel tid
@@ -436,15 +448,15 @@ Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& op
     held[i].max = options.max_native_frames;
     if (Status s = unwinder.unwind(t.tid, &held[i]); !s.is_ok()) t.note = s.message();
     if (py.is_ok()) {
-      python::GilFreeLimits limits;
+      layout::GilFreeLimits limits;
       limits.max_frames = options.max_python_frames;
       limits.native_thread_id = t.tid;
-      Result<python::GilFreeSnapshot> snap = python::read_stacks_of(*py, limits);
+      Result<layout::GilFreeSnapshot> snap = read_python_stacks(*py, limits);
       if (!snap.is_ok()) {
         out.notes.push_back("Python frames not shown: " + snap.status().message());
         py = snap.status();
       } else if (!snap->threads.empty()) {
-        python::RawThread& rt = snap->threads.front();
+        layout::RawThread& rt = snap->threads.front();
         t.python = true;
         t.thread_id = rt.thread_id;
         t.holds_gil = rt.holds_gil;

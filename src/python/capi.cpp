@@ -6,7 +6,7 @@
 #include <cstring>
 #include <mutex>
 
-#include "python/compat.h"
+#include "layout/version.h"
 
 namespace probing::python {
 namespace {
@@ -111,7 +111,7 @@ Result<const CApi*> load_once() {
   if (api->None == nullptr) missing += std::string(missing.empty() ? "" : ", ") + "_Py_NoneStruct";
   api->exc_type_error = exception("PyExc_TypeError");
   api->exc_value_error = exception("PyExc_ValueError");
-  api->free_threaded = lookup(handle, kFreeThreadedSymbol) != nullptr;
+  api->free_threaded = lookup(handle, layout::kFreeThreadedSymbol) != nullptr;
   api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "Py_IsFinalizing"));
   if (api->is_finalizing == nullptr) {
     api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "_Py_IsFinalizing"));

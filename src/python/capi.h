@@ -72,7 +72,7 @@ struct CApi {
   PyObject* None;
   PyObject* exc_type_error;   // *PyExc_TypeError
   PyObject* exc_value_error;  // *PyExc_ValueError
-  bool free_threaded;         // a Py_GIL_DISABLED build (compat.h: kFreeThreadedSymbol is exported)
+  bool free_threaded;         // a Py_GIL_DISABLED build (layout/version.h: kFreeThreadedSymbol is exported)
 };
 
 // Py_TYPE(obj): the type pointer follows the reference count in every supported (default,

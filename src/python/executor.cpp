@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "core/log.h"
-#include "python/gil_free_reader.h"
+#include "python/gil_free.h"
 
 // A forced unwind (pthread_exit) carries no exception object, so UBSan reports the binding of
 // `catch (abi::__forced_unwind&)` as a reference to null; that catch is glibc's documented way to

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <map>
 
-#include "python/gil_free_reader.h"
+#include "python/gil_free.h"
 #include "python/helpers.h"
 #include "python/ref.h"
 
@@ -73,20 +73,20 @@ void add_depth_note(nlohmann::json& thread, int max_depth) {
 }  // namespace
 
 Result<nlohmann::json> capture_backtrace_gil_free(const BacktraceOptions& options, const std::string& why) {
-  GilFreeLimits limits;
+  layout::GilFreeLimits limits;
   limits.max_frames = options.max_depth;
-  Result<GilFreeSnapshot> snap = read_stacks_gil_free(limits);
+  Result<layout::GilFreeSnapshot> snap = read_stacks_gil_free(limits);
   if (!snap.is_ok()) return snap.status().with_context(why + "; and reading the stacks without the GIL failed");
   long main_tid = static_cast<long>(::getpid());
   SourceLines sources;
   nlohmann::json threads = nlohmann::json::array();
   unsigned long main_ident = 0;
-  for (const RawThread& t : snap->threads) {
+  for (const layout::RawThread& t : snap->threads) {
     if (t.native_thread_id == main_tid) main_ident = t.thread_id;
   }
   if (main_ident == 0 && !snap->threads.empty()) main_ident = snap->threads.back().thread_id;  // the oldest
   bool found = false;
-  for (const RawThread& t : snap->threads) {
+  for (const layout::RawThread& t : snap->threads) {
     bool is_main = t.thread_id == main_ident;
     if (!options.all) {
       if (options.thread != 0) {
@@ -100,7 +100,7 @@ Result<nlohmann::json> capture_backtrace_gil_free(const BacktraceOptions& option
     found = true;
     nlohmann::json frames = nlohmann::json::array();
     int depth = 0;
-    for (const RawFrame& f : t.frames) {
+    for (const layout::RawFrame& f : t.frames) {
       std::string src = sources.line(f.file, f.lineno);
       frames.push_back({{"depth", depth++},
                         {"func", f.func},

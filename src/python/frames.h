@@ -1,6 +1,6 @@
 // Backtraces of the target's threads. The live path runs backtrace_helpers.py with the GIL (full
 // detail: names, daemon flags, locals, source lines); when the GIL cannot be had by the deadline
-// it falls back to the GIL-free reader (gil_free_reader.h) and says so in the answer.
+// it falls back to the GIL-free reader (gil_free.h, layout/interpreter_reader.h) and says so in the answer.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -7,7 +7,7 @@
 
 #include "core/status.h"
 #include "python/capi.h"
-#include "python/compat.h"
+#include "layout/version.h"
 #include "python/executor.h"
 
 namespace probing::python {
@@ -19,17 +19,17 @@ class PythonRuntime {
   static Result<PythonRuntime*> get();
 
   const CApi& api() const { return *api_; }
-  const PythonVersion& version() const { return version_; }
+  const layout::PythonVersion& version() const { return version_; }
   PythonExecutor& executor() { return *executor_; }
 
   // The version text of the interpreter even when unsupported, or "" when unknown.
   static std::string version_text();
 
  private:
-  PythonRuntime(const CApi* api, PythonVersion v, std::unique_ptr<PythonExecutor> e)
+  PythonRuntime(const CApi* api, layout::PythonVersion v, std::unique_ptr<PythonExecutor> e)
       : api_(api), version_(std::move(v)), executor_(std::move(e)) {}
   const CApi* api_;
-  PythonVersion version_;
+  layout::PythonVersion version_;
   std::unique_ptr<PythonExecutor> executor_;
 };
 

@@ -1,12 +1,12 @@
-#include "python/compat_offsets.h"
+#include "layout/offsets.h"
 
 #include <unistd.h>
 
 #include <cstring>
 
-#include "python/safe_memory.h"
+#include "layout/memory.h"
 
-namespace probing::python {
+namespace probing::layout {
 namespace {
 
 // 3.9 and 3.10 share _PyRuntimeState's layout; 3.11 adds `_initialized` in front (+8).
@@ -72,7 +72,7 @@ CPythonOffsets offsets_3_11() {
 // counted in uint64_t words after its 8-byte cookie. The struct grows between versions (3.14 adds
 // interpreter and frame fields, 3.15 thread fields); each layout is written from that version's
 // Include/internal/pycore_debug_offsets.h (3.13.0, 3.14.0, 3.15.0 tags) and checked against the
-// values a running interpreter of each holds (tests/unit/backtrace_test.cpp).
+// values a running interpreter of each holds (tests/unit/layout_test.cpp).
 struct DebugLayout {
   int is_size, is_next, is_threads_head, is_ceval_gil, is_gil_runtime_state, is_gil_locked, is_gil_holder;
   int ts_size, ts_next, ts_current_frame, ts_thread_id, ts_native_thread_id;
@@ -193,4 +193,4 @@ Result<CPythonOffsets> cpython_offsets(const PythonVersion& v, uintptr_t runtime
                                         " (supported: 3.9, 3.10, 3.11, 3.13 to 3.15)");
 }
 
-}  // namespace probing::python
+}  // namespace probing::layout

@@ -1,32 +1,17 @@
-#include "python/gil_free_reader.h"
+#include "layout/interpreter_reader.h"
 
-#include <dlfcn.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
-#include <map>
-#include <mutex>
+#include <memory>
 
-#include "python/capi.h"
-#include "python/safe_memory.h"
+#include "layout/memory.h"
 
-namespace probing::python {
-namespace {
-
-constexpr size_t kMaxStringChars = 1024;
-constexpr size_t kMaxLineTableBytes = 1 << 16;
-// _PyInterpreterFrame.owner of the frames an eval call starts with, which run no code of their
-// own: FRAME_OWNED_BY_CSTACK (3) on 3.12-3.13; FRAME_OWNED_BY_INTERPRETER (3) and _CSTACK (4) on
-// 3.14; _INTERPRETER (3) on 3.15. 3.11 has no such owners (it marks entry frames with is_entry).
-constexpr int kFirstShimOwner = 3;
-// _PyStackRef (3.14+ f_executable) keeps tag bits in the low bits of the pointer; objects are
-// 8-byte aligned at least, so masking them off is right for plain pointers too.
-constexpr uintptr_t kStackRefTagBits = 7;
+namespace probing::layout {
 
 // What the reader needs from the process, found once.
-struct Process {
+struct InterpreterReader::Process {
   pid_t pid = 0;  // whose memory: 0 for this process (even once forked), else one read from outside
   CPythonOffsets off;
   uintptr_t runtime = 0;
@@ -48,37 +33,19 @@ struct Process {
   }
 };
 
-uintptr_t symbol(const char* name) { return reinterpret_cast<uintptr_t>(dlsym(RTLD_DEFAULT, name)); }
+namespace {
 
-Result<Process> find_process() {
-  PROBING_RETURN_IF_ERROR(safe_memory_available());
-  Result<const CApi*> api = load_capi();
-  if (!api.is_ok()) return api.status();
-  Result<PythonVersion> v = parse_version((*api)->Py_GetVersion());
-  if (!v.is_ok()) return v.status();
-  PROBING_RETURN_IF_ERROR(check_supported(*v));
-  PROBING_RETURN_IF_ERROR(check_not_free_threaded(*v, (*api)->free_threaded));
-  Process p;
-  p.runtime = symbol("_PyRuntime");
-  p.unicode_type = symbol("PyUnicode_Type");
-  p.code_type = symbol("PyCode_Type");
-  p.bytes_type = symbol("PyBytes_Type");
-  p.frame_type = symbol("PyFrame_Type");
-  if (p.runtime == 0 || p.unicode_type == 0 || p.code_type == 0 || p.bytes_type == 0) {
-    return Status(Code::kUnavailable, "CPython's _PyRuntime or type objects are not visible to dlsym");
-  }
-  Result<CPythonOffsets> off = cpython_offsets(*v, p.runtime);
-  if (!off.is_ok()) return off.status();
-  p.off = *off;
-  return p;
-}
+using Process = InterpreterReader::Process;
 
-const Result<Process>& process() {
-  static std::once_flag once;
-  static Result<Process>* p = nullptr;
-  std::call_once(once, [] { p = new Result<Process>(find_process()); });
-  return *p;
-}
+constexpr size_t kMaxStringChars = 1024;
+constexpr size_t kMaxLineTableBytes = 1 << 16;
+// _PyInterpreterFrame.owner of the frames an eval call starts with, which run no code of their
+// own: FRAME_OWNED_BY_CSTACK (3) on 3.12-3.13; FRAME_OWNED_BY_INTERPRETER (3) and _CSTACK (4) on
+// 3.14; _INTERPRETER (3) on 3.15. 3.11 has no such owners (it marks entry frames with is_entry).
+constexpr int kFirstShimOwner = 3;
+// _PyStackRef (3.14+ f_executable) keeps tag bits in the low bits of the pointer; objects are
+// 8-byte aligned at least, so masking them off is right for plain pointers too.
+constexpr uintptr_t kStackRefTagBits = 7;
 
 uintptr_t at(uintptr_t base, size_t field) { return field == kNoField ? 0 : base + field; }
 
@@ -220,14 +187,14 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
   }
 }
 
-struct GilState {
+struct GilWord {
   bool locked = false;
   uintptr_t holder = 0;  // PyThreadState*
 };
 
-GilState read_gil(const Process& p, uintptr_t interp) {
+GilWord read_gil(const Process& p, uintptr_t interp) {
   const CPythonOffsets& o = p.off;
-  GilState g;
+  GilWord g;
   int locked = 0;
   if (o.runtime_gil_locked != kNoField) {
     if (p.value(p.runtime + o.runtime_gil_locked, &locked)) g.locked = locked != 0;
@@ -240,9 +207,6 @@ GilState read_gil(const Process& p, uintptr_t interp) {
   if (!g.locked) g.holder = 0;
   return g;
 }
-
-std::mutex g_names_mu;
-std::map<unsigned long, std::string>* g_names = nullptr;
 
 }  // namespace
 
@@ -331,7 +295,7 @@ Result<GilFreeSnapshot> read_stacks(const Process& p, const GilFreeLimits& limit
   uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
   if (interp == 0)
     return Status(Code::kUnavailable, "no interpreter is running (reading _PyRuntime.interpreters.head)");
-  GilState gil = read_gil(p, interp);
+  GilWord gil = read_gil(p, interp);
   snap.gil_locked = gil.locked;
   int threads = 0;
   for (int i = 0; interp != 0 && i < limits.max_interpreters; ++i) {
@@ -357,64 +321,59 @@ Result<GilFreeSnapshot> read_stacks(const Process& p, const GilFreeLimits& limit
 
 }  // namespace
 
-Result<GilFreeSnapshot> read_stacks_gil_free(const GilFreeLimits& limits) {
-  const Result<Process>& p = process();
-  if (!p.is_ok()) return p.status();
-  return read_stacks(*p, limits);
-}
-
-Result<GilFreeSnapshot> read_stacks_of(const PythonProcess& target, const GilFreeLimits& limits) {
-  if (target.pid <= 0) return Status(Code::kInvalidArgument, "read_stacks_of needs a pid");
+Result<InterpreterReader> InterpreterReader::open(const PythonProcess& target) {
   PROBING_RETURN_IF_ERROR(check_supported(target.version));
   PROBING_RETURN_IF_ERROR(check_not_free_threaded(target.version, target.free_threaded));
-  Process p;
-  p.pid = target.pid;
-  p.runtime = target.runtime;
-  p.unicode_type = target.unicode_type;
-  p.code_type = target.code_type;
-  p.bytes_type = target.bytes_type;
-  p.frame_type = target.frame_type;
-  if (p.runtime == 0 || p.unicode_type == 0 || p.code_type == 0 || p.bytes_type == 0) {
+  if (target.pid == 0) PROBING_RETURN_IF_ERROR(safe_memory_available());
+  auto p = std::make_shared<Process>();
+  p->pid = target.pid;
+  p->runtime = target.runtime;
+  p->unicode_type = target.unicode_type;
+  p->code_type = target.code_type;
+  p->bytes_type = target.bytes_type;
+  p->frame_type = target.frame_type;
+  if (p->runtime == 0 || p->unicode_type == 0 || p->code_type == 0 || p->bytes_type == 0) {
     return Status(Code::kInvalidArgument,
-                  "read_stacks_of needs _PyRuntime and the str, code and bytes types");
+                  "reading an interpreter needs _PyRuntime and the str, code and bytes types");
   }
-  Result<CPythonOffsets> off = cpython_offsets(target.version, p.runtime, p.pid);
+  Result<CPythonOffsets> off = cpython_offsets(target.version, p->runtime, p->pid);
   if (!off.is_ok()) return off.status();
-  p.off = *off;
-  return read_stacks(p, limits);
+  p->off = *off;
+  return InterpreterReader(std::move(p));
 }
 
-Result<GilHolder> read_gil_holder() {
-  const Result<Process>& pr = process();
-  if (!pr.is_ok()) return pr.status();
-  const Process& p = *pr;
+Result<GilFreeSnapshot> InterpreterReader::stacks(const GilFreeLimits& limits) const {
+  return read_stacks(*p_, limits);
+}
+
+const CPythonOffsets& InterpreterReader::offsets() const { return p_->off; }
+
+GilState InterpreterReader::gil() const {
+  const Process& p = *p_;
   const CPythonOffsets& o = p.off;
-  uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
-  GilState gil = read_gil(p, interp);
-  GilHolder h;
-  h.locked = gil.locked;
-  if (gil.holder != 0) {
-    if (!p.value(gil.holder + o.ts_thread_id, &h.thread_id)) h.thread_id = 0;
-    if (o.ts_native_thread_id != kNoField) p.value(gil.holder + o.ts_native_thread_id, &h.native_thread_id);
-    h.name = thread_name_for(h.thread_id, h.native_thread_id);
+  GilWord word = read_gil(p, p.ptr(p.runtime + o.runtime_interpreters_head));
+  GilState g;
+  g.locked = word.locked;
+  if (word.holder != 0) {
+    if (!p.value(word.holder + o.ts_thread_id, &g.thread_id)) g.thread_id = 0;
+    if (o.ts_native_thread_id != kNoField) p.value(word.holder + o.ts_native_thread_id, &g.native_thread_id);
   }
-  return h;
+  return g;
 }
 
-namespace {
-unsigned long main_thread_ident_or_throw() {
-  const Result<Process>& pr = process();
-  if (!pr.is_ok()) return 0;
-  const Process& p = *pr;
+unsigned long InterpreterReader::main_thread_ident() const {
+  const Process& p = *p_;
   const CPythonOffsets& o = p.off;
   unsigned long ident = 0;
   if (o.runtime_main_thread != kNoField && p.value(p.runtime + o.runtime_main_thread, &ident)) return ident;
   if (o.ts_native_thread_id == kNoField) return 0;
+  // 3.12+: the thread whose kernel tid is the process id.
+  const long main_tid = p.pid != 0 ? p.pid : static_cast<long>(::getpid());
   uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
   uintptr_t ts = interp != 0 ? p.ptr(interp + o.interp_threads_head) : 0;
   for (int i = 0; ts != 0 && i < 4096; ++i) {
     long native = 0;
-    if (p.value(ts + o.ts_native_thread_id, &native) && native == static_cast<long>(::getpid()) &&
+    if (p.value(ts + o.ts_native_thread_id, &native) && native == main_tid &&
         p.value(ts + o.ts_thread_id, &ident)) {
       return ident;
     }
@@ -422,52 +381,5 @@ unsigned long main_thread_ident_or_throw() {
   }
   return 0;
 }
-}  // namespace
 
-unsigned long main_thread_ident() noexcept {
-  try {
-    return main_thread_ident_or_throw();
-  } catch (...) {  // process() may allocate on first use
-    return 0;
-  }
-}
-
-std::string describe_gil_holder() noexcept {
-  try {
-    Result<GilHolder> h = read_gil_holder();
-    if (!h.is_ok() || !h->locked || h->thread_id == 0) return "";
-    std::string text = "thread " + std::to_string(h->thread_id);
-    if (h->native_thread_id != 0) text += " (tid " + std::to_string(h->native_thread_id);
-    if (!h->name.empty()) text += std::string(h->native_thread_id != 0 ? ", " : " (") + "\"" + h->name + "\"";
-    if (h->native_thread_id != 0 || !h->name.empty()) text += ")";
-    return text;
-  } catch (...) {
-    return "";
-  }
-}
-
-void remember_thread_names(const std::vector<std::pair<unsigned long, std::string>>& names) {
-  std::lock_guard<std::mutex> lock(g_names_mu);
-  if (g_names == nullptr) g_names = new std::map<unsigned long, std::string>;  // lives forever
-  if (g_names->size() > 4096) g_names->clear();
-  for (const auto& [id, name] : names) (*g_names)[id] = name.substr(0, 256);
-}
-
-std::string thread_name_for(unsigned long thread_id, long native_thread_id) {
-  {
-    std::lock_guard<std::mutex> lock(g_names_mu);
-    if (g_names != nullptr) {
-      auto it = g_names->find(thread_id);
-      if (it != g_names->end()) return it->second;
-    }
-  }
-  if (native_thread_id != 0 && native_thread_id == static_cast<long>(::getpid())) return "MainThread";
-  if (native_thread_id > 0) {
-    std::ifstream in("/proc/self/task/" + std::to_string(native_thread_id) + "/comm");
-    std::string comm;
-    if (std::getline(in, comm)) return comm;
-  }
-  return "";
-}
-
-}  // namespace probing::python
+}  // namespace probing::layout

@@ -1,8 +1,8 @@
-#include "python/compat.h"
+#include "layout/version.h"
 
 #include <gtest/gtest.h>
 
-namespace probing::python {
+namespace probing::layout {
 namespace {
 
 TEST(Compat, ParsesPyGetVersion) {
@@ -29,4 +29,4 @@ TEST(Compat, RefusesVersionsItWasNotWrittenFor) {
 }
 
 }  // namespace
-}  // namespace probing::python
+}  // namespace probing::layout

@@ -1,8 +1,8 @@
-#include "python/compat.h"
+#include "layout/version.h"
 
 #include <cstdio>
 
-namespace probing::python {
+namespace probing::layout {
 
 Result<PythonVersion> parse_version(const char* text) {
   if (text == nullptr) return Status(Code::kInternal, "Py_GetVersion returned NULL");
@@ -29,4 +29,4 @@ Status check_not_free_threaded(const PythonVersion& v, bool free_threaded) {
                               std::to_string(v.major) + "." + std::to_string(v.minor)};
 }
 
-}  // namespace probing::python
+}  // namespace probing::layout

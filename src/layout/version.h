@@ -5,7 +5,7 @@
 
 #include "core/status.h"
 
-namespace probing::python {
+namespace probing::layout {
 
 struct PythonVersion {
   int major = 0;
@@ -32,4 +32,4 @@ constexpr const char* kFreeThreadedSymbol = "_Py_MergeZeroLocalRefcount";
 // kUnsupported for a free-threaded build, naming it.
 Status check_not_free_threaded(const PythonVersion& v, bool free_threaded);
 
-}  // namespace probing::python
+}  // namespace probing::layout

@@ -11,7 +11,7 @@
 
 #include "core/status.h"
 
-namespace probing::python {
+namespace probing::layout {
 
 // Copies n bytes at addr in process `pid` into out. False (out unspecified) when any byte is
 // unreadable, addr is null, or `pid` may not be read (ptrace's permission rules). Never faults.
@@ -34,4 +34,4 @@ inline uintptr_t safe_read_ptr(uintptr_t addr) noexcept {
 // ok when process_vm_readv works in this process (it may be forbidden by a seccomp policy).
 Status safe_memory_available();
 
-}  // namespace probing::python
+}  // namespace probing::layout

@@ -1,11 +1,11 @@
-#include "python/safe_memory.h"
+#include "layout/memory.h"
 
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 
-namespace probing::python {
+namespace probing::layout {
 
 bool read_memory(pid_t pid, uintptr_t addr, void* out, size_t n) noexcept {
   if (n == 0) return true;
@@ -33,4 +33,4 @@ Status safe_memory_available() {
   return errno_status("process_vm_readv on this process (needed to read stacks without the GIL)", err);
 }
 
-}  // namespace probing::python
+}  // namespace probing::layout

@@ -14,9 +14,9 @@
 #include <string>
 
 #include "core/status.h"
-#include "python/compat.h"
+#include "layout/version.h"
 
-namespace probing::python {
+namespace probing::layout {
 
 constexpr size_t kNoField = SIZE_MAX;
 
@@ -85,4 +85,4 @@ struct CPythonOffsets {
 // version without a checked table: the reader never guesses.
 Result<CPythonOffsets> cpython_offsets(const PythonVersion& version, uintptr_t runtime, pid_t pid = 0);
 
-}  // namespace probing::python
+}  // namespace probing::layout

@@ -5,11 +5,11 @@
 
 #include <gtest/gtest.h>
 
-#include "python/compat_offsets.h"
-#include "python/gil_free_reader.h"
-#include "python/safe_memory.h"
+#include "layout/offsets.h"
+#include "python/gil_free.h"
+#include "layout/memory.h"
 
-namespace probing::python {
+namespace probing::layout {
 namespace {
 
 // co_linetable of this function under CPython 3.11.2, with the lines co_lines() gives:
@@ -101,4 +101,4 @@ TEST(CompatOffsets, Table311) {
 }
 
 }  // namespace
-}  // namespace probing::python
+}  // namespace probing::layout

@@ -1,0 +1,104 @@
+// Reads every thread's Python stack WITHOUT the GIL and without calling CPython, from this
+// process (for when the GIL cannot be had in time: a thread holds it in a long C call) or from
+// another one (the CLI's native backtrace, through process_vm_readv). It follows the
+// interpreter's own structs through the offsets of offsets.h; every read goes through
+// read_memory (never a raw dereference), every chain is bounded, every object's type is checked
+// against the real type object (its address found by the caller) before it is used. The threads
+// keep running while this reads, so a stack may be torn: a frame that fails a check ends that
+// thread's stack with a note rather than being guessed at. Thread-safe; needs no GIL.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/status.h"
+#include "layout/offsets.h"
+#include "layout/version.h"
+
+namespace probing::layout {
+
+struct RawFrame {
+  std::string func;  // co_qualname on 3.11+, co_name before
+  std::string file;
+  int lineno = 0;      // -1 when the instruction has no line
+  bool entry = false;  // the first frame its C-level _PyEval_EvalFrameDefault call ran
+};
+
+struct RawThread {
+  unsigned long thread_id = 0;  // threading.get_ident()
+  long native_thread_id = 0;    // the kernel tid; 0 when unknown (3.9-3.10)
+  bool holds_gil = false;
+  std::vector<RawFrame> frames;  // innermost first
+  bool truncated = false;        // capped at max_frames
+  std::string error;             // why the walk stopped early, if it did
+};
+
+struct GilFreeSnapshot {
+  std::vector<RawThread> threads;
+  bool gil_locked = false;
+  unsigned long holder_thread_id = 0;  // 0 when no thread holds the GIL (or it is unknown)
+  long holder_native_thread_id = 0;
+  std::string offsets_source;  // "table" or "_Py_DebugOffsets"
+};
+
+struct GilFreeLimits {
+  int max_frames = 4096;
+  int max_threads = 512;
+  int max_interpreters = 16;
+  long native_thread_id = 0;  // when not 0, only the thread with this kernel tid (3.11+)
+};
+
+// A Python process as the reader needs it: whose memory, which version, and the addresses of
+// _PyRuntime and the type objects there.
+struct PythonProcess {
+  pid_t pid = 0;  // 0: this process (even once forked)
+  PythonVersion version;
+  uintptr_t runtime = 0;
+  uintptr_t unicode_type = 0;
+  uintptr_t code_type = 0;
+  uintptr_t bytes_type = 0;
+  uintptr_t frame_type = 0;  // 3.9-3.10; 0 skips the frame type check
+  bool free_threaded = false;  // exports version.h's kFreeThreadedSymbol: refused
+};
+
+// Which thread holds the GIL.
+struct GilState {
+  bool locked = false;
+  unsigned long thread_id = 0;  // 0 when no thread holds it, or it cannot be told
+  long native_thread_id = 0;
+};
+
+// The interpreter of one process, its layout resolved once. Thread-safe; cheap to copy.
+class InterpreterReader {
+ public:
+  // kUnsupported for a version without offsets (or a free-threaded build); kInvalidArgument
+  // without _PyRuntime and the str, code and bytes types; kUnavailable when the memory cannot be
+  // read (process_vm_readv forbidden).
+  static Result<InterpreterReader> open(const PythonProcess& target);
+
+  // Every thread's stack. A thread that is ptrace-stopped reads consistently; others may be torn.
+  Result<GilFreeSnapshot> stacks(const GilFreeLimits& limits) const;
+  // Which thread holds the GIL now. A few reads.
+  GilState gil() const;
+  // The main thread's threading ident; 0 when it cannot be told.
+  unsigned long main_thread_ident() const;
+  const CPythonOffsets& offsets() const;
+
+  struct Process;  // interpreter_reader.cpp
+
+ private:
+  explicit InterpreterReader(std::shared_ptr<const Process> p) : p_(std::move(p)) {}
+  std::shared_ptr<const Process> p_;
+};
+
+// The line of the instruction at `byte_offset` in a code object whose line table (in `format`)
+// is `table`. -1 when the instruction has no line or the table is malformed. Exposed for tests.
+int line_for_offset(LineTableFormat format, const uint8_t* table, size_t size, int firstlineno,
+                    int byte_offset);
+
+}  // namespace probing::layout
