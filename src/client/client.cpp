@@ -10,6 +10,7 @@
 
 #include "client/client.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <openssl/ssl.h>
@@ -29,8 +30,10 @@
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <type_traits>
 
@@ -502,7 +505,9 @@ Result<std::unique_ptr<Client>> Client::connect(const Target& target, double tim
       if (::stat(proc.c_str(), &st) != 0) {
         return Status(Code::kNotFound, "no process " + std::to_string(target.pid));
       }
-      return connect_unix(target, "@probing-" + std::to_string(target.pid), timeout_s, options);
+      // The agent names its socket by the pid it sees: in a container, its own namespace's.
+      return connect_unix(target, "@probing-" + std::to_string(pid_in_own_namespace(target.pid)), timeout_s,
+                          options);
     }
     case Target::Kind::kUnix: return connect_unix(target, target.unix_path, timeout_s, options);
     case Target::Kind::kTcp:
@@ -526,18 +531,49 @@ bool process_exited(pid_t pid, double wait_s) {
   }
 }
 
-std::vector<pid_t> list_local_agents() {
-  // /proc/net/unix lists listening sockets; abstract names are shown with a leading '@'.
-  std::ifstream in("/proc/net/unix");
-  std::set<pid_t> pids;
-  std::string line;
+namespace {
+
+// The N of every listening @probing-N socket in a /proc/PID/net/unix.
+std::set<pid_t> agent_socket_names(const std::string& net_unix) {
+  std::set<pid_t> names;
+  std::istringstream in(read_proc_file(net_unix));
   const std::string prefix = "@probing-";
-  while (std::getline(in, line)) {
+  for (std::string line; std::getline(in, line);) {
     size_t at = line.find(prefix);
     if (at == std::string::npos) continue;
     std::string rest = line.substr(at + prefix.size());
-    if (!all_digits(rest)) continue;
-    pids.insert(static_cast<pid_t>(std::stol(rest.substr(0, 10))));
+    if (all_digits(rest)) names.insert(static_cast<pid_t>(std::stol(rest.substr(0, 10))));
+  }
+  return names;
+}
+
+}  // namespace
+
+std::vector<pid_t> list_local_agents() {
+  // Our network namespace: /proc/net/unix names every agent in it by its pid.
+  std::set<pid_t> pids = agent_socket_names("/proc/net/unix");
+  // Containers: each other network namespace has abstract names of its own, read through any
+  // process in it (/proc/PID/net/unix, which needs the right to inspect that process). There
+  // @probing-N is the process whose own pid (NSpid) is N.
+  struct stat mine {};
+  if (::stat("/proc/self/ns/net", &mine) != 0) return {pids.begin(), pids.end()};
+  std::map<std::pair<dev_t, ino_t>, std::vector<pid_t>> others;
+  if (DIR* proc = ::opendir("/proc")) {
+    while (dirent* e = ::readdir(proc)) {
+      if (!all_digits(e->d_name)) continue;
+      struct stat ns {};
+      std::string path = std::string("/proc/") + e->d_name + "/ns/net";
+      if (::stat(path.c_str(), &ns) != 0 || (ns.st_dev == mine.st_dev && ns.st_ino == mine.st_ino)) continue;
+      others[{ns.st_dev, ns.st_ino}].push_back(static_cast<pid_t>(std::stol(e->d_name)));
+    }
+    ::closedir(proc);
+  }
+  for (const auto& [ns, members] : others) {
+    std::set<pid_t> names = agent_socket_names("/proc/" + std::to_string(members.front()) + "/net/unix");
+    if (names.empty()) continue;
+    for (pid_t pid : members) {
+      if (names.count(pid_in_own_namespace(pid)) != 0) pids.insert(pid);
+    }
   }
   return {pids.begin(), pids.end()};
 }

@@ -1,5 +1,6 @@
 #include "core/proc_files.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -54,6 +55,36 @@ std::optional<ProcStat> read_proc_stat(pid_t pid, pid_t tid) {
   std::string path = "/proc/" + std::to_string(pid);
   if (tid > 0) path += "/task/" + std::to_string(tid);
   return parse_proc_stat(read_proc_file(path + "/stat", 4096));
+}
+
+pid_t pid_in_own_namespace(pid_t pid, pid_t tid) {
+  const pid_t ours = tid > 0 ? tid : pid;
+  const std::string dir = "/proc/" + std::to_string(pid) + (tid > 0 ? "/task/" + std::to_string(tid) : "");
+  const std::string status = read_proc_file(dir + "/status", 1 << 16);
+  size_t at = status.find("\nNSpid:");
+  if (at == std::string::npos) return ours;
+  size_t end = status.find('\n', at + 1);
+  std::string line = status.substr(at + 7, end == std::string::npos ? std::string::npos : end - at - 7);
+  size_t last = line.find_last_of(" \t");
+  long own = std::atol(line.c_str() + (last == std::string::npos ? 0 : last + 1));
+  return own > 0 ? static_cast<pid_t>(own) : ours;
+}
+
+pid_t tid_from_own_namespace(pid_t pid, pid_t own_tid) {
+  if (own_tid <= 0) return 0;
+  if (pid_in_own_namespace(pid) == pid) return own_tid;  // the process shares our pid namespace
+  DIR* dir = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+  if (dir == nullptr) return 0;
+  pid_t found = 0;
+  while (dirent* e = ::readdir(dir)) {
+    const long tid = std::atol(e->d_name);
+    if (tid > 0 && pid_in_own_namespace(pid, static_cast<pid_t>(tid)) == own_tid) {
+      found = static_cast<pid_t>(tid);
+      break;
+    }
+  }
+  ::closedir(dir);
+  return found;
 }
 
 }  // namespace probing

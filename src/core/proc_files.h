@@ -32,4 +32,14 @@ std::optional<ProcStat> parse_proc_stat(const std::string& text);
 // /proc/PID/stat, or /proc/PID/task/TID/stat when tid > 0; nullopt when the process is gone.
 std::optional<ProcStat> read_proc_stat(pid_t pid, pid_t tid = 0);
 
+// The pid process `pid` (a pid of our namespace) has in its own pid namespace: the last number of
+// its NSpid line. A process in a container sees itself as 1, or 7: its agent names its socket
+// and files by that number. With `tid`, the same for that thread of it (the tids CPython keeps).
+// `pid` (`tid`) itself when NSpid is absent or unreadable.
+pid_t pid_in_own_namespace(pid_t pid, pid_t tid = 0);
+
+// The thread of `pid` whose tid in the process's own pid namespace is `own_tid`, as a tid of
+// ours; 0 when there is none.
+pid_t tid_from_own_namespace(pid_t pid, pid_t own_tid);
+
 }  // namespace probing

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "core/proc_files.h"
 #include "layout/memory.h"
 
 namespace probing::layout {
@@ -367,8 +368,8 @@ unsigned long InterpreterReader::main_thread_ident() const {
   unsigned long ident = 0;
   if (o.runtime_main_thread != kNoField && p.value(p.runtime + o.runtime_main_thread, &ident)) return ident;
   if (o.ts_native_thread_id == kNoField) return 0;
-  // 3.12+: the thread whose kernel tid is the process id.
-  const long main_tid = p.pid != 0 ? p.pid : static_cast<long>(::getpid());
+  // 3.12+: the thread whose kernel tid, as the process sees it (its own pid namespace), is its pid.
+  const long main_tid = p.pid != 0 ? pid_in_own_namespace(p.pid) : static_cast<long>(::getpid());
   uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
   uintptr_t ts = interp != 0 ? p.ptr(interp + o.interp_threads_head) : 0;
   for (int i = 0; ts != 0 && i < 4096; ++i) {

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <thread>
 
+#include "core/proc_files.h"
 #include "inspect/maps.h"
 #include "inspect/process.h"
 #include "inspect/symbols.h"
@@ -365,7 +366,7 @@ pid_t tid_for_ident(pid_t pid, unsigned long ident) {
   Result<layout::GilFreeSnapshot> snap = read_python_stacks(*py, limits);
   if (!snap.is_ok()) return 0;
   for (const auto& t : snap->threads) {
-    if (t.thread_id == ident) return static_cast<pid_t>(t.native_thread_id);
+    if (t.thread_id == ident) return tid_from_own_namespace(pid, static_cast<pid_t>(t.native_thread_id));
   }
   return 0;
 }
@@ -450,7 +451,7 @@ Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& op
     if (py.is_ok()) {
       layout::GilFreeLimits limits;
       limits.max_frames = options.max_python_frames;
-      limits.native_thread_id = t.tid;
+      limits.native_thread_id = pid_in_own_namespace(pid, t.tid);  // CPython keeps the tid it sees
       Result<layout::GilFreeSnapshot> snap = read_python_stacks(*py, limits);
       if (!snap.is_ok()) {
         out.notes.push_back("Python frames not shown: " + snap.status().message());

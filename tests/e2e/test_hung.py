@@ -210,6 +210,57 @@ def test_a_process_in_its_own_root_and_namespaces(interp, tmp_path):
         proc.wait()
 
 
+def _child_of(pid, timeout=10.0):
+    """The first child of `pid` (unshare --fork's), once it exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                children = f.read().split()
+        except OSError:
+            children = []
+        if children:
+            return int(children[0])
+        time.sleep(0.01)
+    raise AssertionError("process %d started no child" % pid)
+
+
+def test_a_process_in_its_own_pid_namespace(interp):
+    """As in a Docker or Kubernetes container without the host's pid namespace: the target sees
+    itself as pid 1, so its agent's socket is @probing-1 (in its own network namespace) and it
+    reads its inject settings from /tmp/probing-1.settings; CPython keeps the thread ids it sees.
+    Every command takes the host's pid and must find all of them."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make pid and network namespaces")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets", "hung.py")
+    cmd = ["unshare", "--pid", "--fork", "--mount-proc", "--net", interp.path, script, "queue"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), text=True,
+                            start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            pytest.skip("cannot make a pid namespace here: %r %r" % (line, proc.stderr.read()[-300:]))
+        pid = _child_of(proc.pid)
+        with open("/proc/%d/status" % pid) as f:
+            assert re.search(r"^NSpid:\s+%d\s+1$" % pid, f.read(), re.M)  # pid 1 in its own namespace
+        _settle(pid, 1)
+        rc, out, err = run_cli(pid, "inject", "-D", "query.max_rows=777")
+        assert rc == 0, (out, err)
+        assert eval_ok(pid, "import os; os.getpid()") == "1\n"
+        rc, out, err = run_cli(pid, "query", "SELECT value FROM information_schema.df_settings "
+                                              "WHERE name = 'query.max_rows'")
+        assert rc == 0 and "777" in out, (out, err)  # -D reached the agent
+        rc, out, err = run_cli(pid, "backtrace", "--native")
+        assert rc == 0 and "Queue.get (" in out, out  # Python frames matched to the host's tids
+        rc, out, err = run_cli("list")
+        assert re.search(r"^%d\s" % pid, out, re.M), out
+        rc, out, err = run_cli("doctor", pid)
+        assert rc == 0 and "answers on @probing-1 " in out, out
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def test_inject_copies_the_agent_where_the_target_can_load_it(tmp_path):
     """The target's mount namespace hides the directory of the agent library (as a container's
     filesystem would lack it): inject copies the library into the target's /tmp and loads that."""

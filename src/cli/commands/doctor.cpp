@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "cli/common.h"
+#include "core/proc_files.h"
 #include "inspect/maps.h"
 #include "inspect/process.h"
 #include "inspect/symbols.h"
@@ -192,7 +193,8 @@ int doctor_process(pid_t pid) {
     auto r = (*c)->request("GET", "/health", "", 2);
     if (r.is_ok() && r->status == 200) {
       nlohmann::json h = r->json();
-      findings.push_back({true, "its agent answers on @probing-" + std::to_string(pid) + " (Python " +
+      findings.push_back({true, "its agent answers on @probing-" + std::to_string(pid_in_own_namespace(pid)) +
+                                    " (Python " +
                                     h.value("python", std::string("?")) + ", " +
                                     h.value("python_status", std::string("?")) + ")"});
       return verdict(kExitOk);
@@ -232,7 +234,8 @@ int doctor_process(pid_t pid) {
     agent_mapped |= inspect::path_basename(file) == "libprobing.so";
   }
   if (agent_mapped) {
-    findings.push_back({false, "libprobing.so is loaded but nothing answers on @probing-" + std::to_string(pid) +
+    findings.push_back({false, "libprobing.so is loaded but nothing answers on @probing-" +
+                                   std::to_string(pid_in_own_namespace(pid)) +
                                    ": the agent may still be starting, or could not start (its stderr says "
                                    "why; PROBING_LOG=info says more)"});
     return verdict(kExitFailed);

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cli/common.h"
+#include "core/proc_files.h"
 #include "core/settings.h"
 #include "inject/inject.h"
 #include "inspect/symbols.h"
@@ -33,9 +34,15 @@ Result<bool> agent_answers(const client::Target& target, double timeout_s) {
   return r.is_ok() && r->status == 200;
 }
 
+// Where the agent of `pid` reads the -D settings at start, as this process sees it: in the
+// target's root, named by the pid the target sees itself as (in a container, its own).
+std::string settings_file_of(pid_t pid) {
+  return "/proc/" + std::to_string(pid) + "/root" + inject_settings_path(pid_in_own_namespace(pid));
+}
+
 // Leaves the -D settings where the agent reads them at start (see inject_settings_path).
 Status write_settings(pid_t pid, const std::vector<std::pair<std::string, std::string>>& defines) {
-  std::string path = "/proc/" + std::to_string(pid) + "/root" + inject_settings_path(pid);
+  std::string path = settings_file_of(pid);
   ::unlink(path.c_str());  // a stale file of an earlier, failed attempt
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return errno_status("writing the settings for the agent to " + path);
@@ -163,7 +170,7 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
     }
     Result<inject::InjectReport> report = inject::inject_library(pid, *lib, options);
     if (!report.is_ok()) {
-      ::unlink(("/proc/" + std::to_string(pid) + "/root" + inject_settings_path(pid)).c_str());
+      ::unlink(settings_file_of(pid).c_str());
       return fail(report.status().with_context("attaching to process " + std::to_string(pid)));
     }
     if (args.verbose) {
