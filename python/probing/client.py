@@ -106,6 +106,59 @@ def _parse_target(target, pid):
     return "tcp", None, (host.strip("[]"), int(port))
 
 
+def _pid_in_own_namespace(pid):
+    """The pid process `pid` has in its own pid namespace (the last number of its NSpid line)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return pid
+
+
+def _unix_socket_in_netns_of(pid):
+    """A unix socket made in the network namespace of `pid`, where its agent's abstract name
+    lives: a container with a network of its own binds it there. The namespace is joined by a
+    short-lived thread (setns changes only the calling thread; a socket stays where it was made),
+    which needs CAP_SYS_ADMIN for another namespace."""
+    try:
+        same = os.stat("/proc/self/ns/net") == os.stat("/proc/%d/ns/net" % pid)
+    except OSError:
+        same = True
+    if same:
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    import ctypes
+    import threading
+    result = {}
+
+    def make():
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            fd = os.open("/proc/%d/ns/net" % pid, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            result["error"] = e
+            return
+        try:
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                err = ctypes.get_errno()
+                result["error"] = PermissionError(err, "process %d is in another network namespace, where its "
+                                                       "agent's socket is; joining it needs root (CAP_SYS_ADMIN)"
+                                                  % pid)
+                return
+            result["socket"] = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=make, name="probing-setns", daemon=True)
+    t.start()
+    t.join()
+    if "error" in result:
+        raise result["error"]
+    return result["socket"]
+
+
 class _NotTheTarget(Exception):
     """@probing-PID answered, but from another process (pid, uid): the name was taken first."""
 
@@ -125,10 +178,17 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self._expected_pid = expected_pid
 
     def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address = self._address
+        if self._expected_pid is not None:
+            # The agent names its socket by the pid it sees (in a container, its own namespace's),
+            # in its own network namespace.
+            address = "\0probing-%d" % _pid_in_own_namespace(self._expected_pid)
+            s = _unix_socket_in_netns_of(self._expected_pid)
+        else:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(self.timeout)
         try:
-            s.connect(self._address)
+            s.connect(address)
             if self._expected_pid is not None:
                 pid, uid, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                                struct.calcsize("3i")))

@@ -12,7 +12,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-from conftest import DEBIAN_PYTHON, INTERPRETERS, PYPKG, clean_env, interpreter_params
+from conftest import DEBIAN_PYTHON, INTERPRETERS, LIBPROBING, PYPKG, TARGETS, clean_env, interpreter_params
 
 sys.path.insert(0, PYPKG)
 import probing  # noqa: E402  (the build's package)
@@ -38,6 +38,36 @@ def test_eval_returns_output_and_value(target_factory, interp):
         assert probe.eval("z = 5") == ""
         assert probe.eval("z * 2") == "10\n"
         assert probe.eval("None") == ""
+
+
+def test_a_target_in_its_own_pid_and_network_namespaces():
+    """As in a container: the agent is @probing-1 in a network namespace of its own; the client,
+    given the host's pid, finds it there (NSpid, and a socket made in that namespace)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make pid and network namespaces")
+    cmd = ["unshare", "--pid", "--fork", "--mount-proc", "--net", DEBIAN.path,
+           os.path.join(TARGETS, "repl_target.py")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=clean_env({"LD_PRELOAD": LIBPROBING}), start_new_session=True)
+    try:
+        if proc.stdout.readline() != b"ready\n":
+            pytest.skip("cannot make pid and network namespaces here: %r" % proc.stderr.read()[-300:])
+        with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
+            pid = int(f.read().split()[0])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                probe = probing.connect(pid=pid)
+                assert probe.health()["pid"] == 1  # as the target sees itself
+                break
+            except probing.TargetUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        assert probe.eval("1 + 2") == "3\n"
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
 
 
 def test_target_forms(target):
