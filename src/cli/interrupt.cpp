@@ -48,7 +48,8 @@ void send_interrupt(const Context& ctx, const std::string& id) {
   if (!reply.is_ok()) return;
   if (reply->status == 404) return;  // it has just finished: its reply is on the way
   if (reply->status == 503) {
-    std::cerr << "\nprobing: the code has not started yet (it waits for the GIL); Ctrl-C again to stop waiting\n";
+    std::cerr
+        << "\nprobing: the code has not started yet (it waits for the GIL); Ctrl-C again to stop waiting\n";
     return;
   }
   if (reply->status != 200) {

@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <regex>
@@ -52,7 +54,8 @@ std::optional<std::string> run_capture(const std::vector<std::string>& argv, dou
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   bool timed_out = false;
   while (rc == 0) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     pollfd p{out[0], POLLIN, 0};
     if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) == 0) {
       timed_out = true;
@@ -86,8 +89,10 @@ struct Interpreter {
 
 // nullopt when `python` does not run (a pyenv shim of a version that is not installed).
 std::optional<Interpreter> ask(const std::string& python) {
-  std::optional<std::string> out = run_capture(
-      {python, "-S", "-c", "import sys, sysconfig; print(sys.executable); print(sysconfig.get_path('purelib'))"}, 5);
+  std::optional<std::string> out =
+      run_capture({python, "-S", "-c",
+                   "import sys, sysconfig; print(sys.executable); print(sysconfig.get_path('purelib'))"},
+                  5);
   if (!out || out->find('\n') == std::string::npos) return std::nullopt;
   Interpreter it{out->substr(0, out->find('\n')), out->substr(out->find('\n') + 1)};
   char resolved[PATH_MAX];
@@ -125,7 +130,8 @@ Status ptrace_allowed(pid_t pid) {
     return Status(Code::kNotFound, "no process " + std::to_string(pid));
   }
   const bool root = ::geteuid() == 0;
-  if (scope == "3") return Status(Code::kPermissionDenied, "ptrace is disabled until reboot (ptrace_scope 3)");
+  if (scope == "3")
+    return Status(Code::kPermissionDenied, "ptrace is disabled until reboot (ptrace_scope 3)");
   if (!root && st.st_uid != ::geteuid()) {
     return Status(Code::kPermissionDenied, "the process belongs to uid " + std::to_string(st.st_uid) +
                                                ": run as that user, or as root");
@@ -152,10 +158,11 @@ int doctor_install() {
   std::string scope = read_text("/proc/sys/kernel/yama/ptrace_scope");
   scope = scope.substr(0, scope.find_first_of("\n"));
   bool can_attach = scope.empty() || scope == "0" || scope == "1" || (scope == "2" && ::geteuid() == 0);
-  findings.push_back({can_attach, scope.empty() ? "ptrace: no Yama restriction (inject works on your own processes)"
-                                                : "ptrace: /proc/sys/kernel/yama/ptrace_scope is " + scope +
-                                                      (can_attach ? " (inject works on your own processes)"
-                                                                  : " (inject is refused: see docs/attach.md)")});
+  findings.push_back({can_attach, scope.empty()
+                                      ? "ptrace: no Yama restriction (inject works on your own processes)"
+                                      : "ptrace: /proc/sys/kernel/yama/ptrace_scope is " + scope +
+                                            (can_attach ? " (inject works on your own processes)"
+                                                        : " (inject is refused: see docs/attach.md)")});
   std::cout << "probing " << PROBING_VERSION << "\n";
   print(findings);
   std::cout << "PROBE=1 (start the agent with the program) works for:\n";
@@ -165,7 +172,8 @@ int doctor_install() {
     std::string pth = it.pth();
     std::cout << "  " << (pth.empty() ? "no   " : "ok   ") << py
               << (py == it.executable ? "" : " (" + it.executable + ")")
-              << (pth.empty() ? ": make install PYTHONS=" + it.executable + " gives it the hook" : ": " + pth) << "\n";
+              << (pth.empty() ? ": make install PYTHONS=" + it.executable + " gives it the hook" : ": " + pth)
+              << "\n";
   }
   return lib.is_ok() ? kExitOk : kExitFailed;
 }
@@ -194,8 +202,7 @@ int doctor_process(pid_t pid) {
     if (r.is_ok() && r->status == 200) {
       nlohmann::json h = r->json();
       findings.push_back({true, "its agent answers on @probing-" + std::to_string(pid_in_own_namespace(pid)) +
-                                    " (Python " +
-                                    h.value("python", std::string("?")) + ", " +
+                                    " (Python " + h.value("python", std::string("?")) + ", " +
                                     h.value("python_status", std::string("?")) + ")"});
       return verdict(kExitOk);
     }
@@ -224,8 +231,9 @@ int doctor_process(pid_t pid) {
   }
   Result<std::uintptr_t> runtime = inspect::find_remote_symbol(pid, "Py_IsInitialized");
   if (!runtime.is_ok()) {
-    findings.push_back({false, "it is not a Python process (no CPython runtime is mapped in it): probing "
-                               "serves Python programs only"});
+    findings.push_back({false,
+                        "it is not a Python process (no CPython runtime is mapped in it): probing "
+                        "serves Python programs only"});
     return verdict(kExitFailed);
   }
   findings.push_back({true, "it runs CPython" + (python.empty() ? "" : " " + python)});
@@ -245,7 +253,15 @@ int doctor_process(pid_t pid) {
   for (size_t at = 0; at < environ_text.size();) {
     size_t end = environ_text.find('\0', at);
     std::string var = environ_text.substr(at, end == std::string::npos ? std::string::npos : end - at);
-    asked |= var == "PROBE=1" || var == "PROBING=1";
+    // As the probing.pth hook reads them: 1, true, on or yes, in any case.
+    for (const char* name : {"PROBE=", "PROBING="}) {
+      if (var.rfind(name, 0) != 0) continue;
+      std::string value = var.substr(std::strlen(name));
+      value.erase(0, value.find_first_not_of(" \t"));
+      value.erase(value.find_last_not_of(" \t") + 1);
+      for (char& c : value) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      asked |= value == "1" || value == "true" || value == "on" || value == "yes";
+    }
     if (end == std::string::npos) break;
     at = end + 1;
   }
@@ -273,9 +289,9 @@ int doctor_process(pid_t pid) {
     findings.push_back({false, "no agent, though it was started with PROBE=1"});
   }
   Status allowed = ptrace_allowed(pid);
-  findings.push_back({allowed.is_ok(), allowed.is_ok() ? "attach now with: probing " + std::to_string(pid) +
-                                                             " inject"
-                                                       : "inject is not possible: " + allowed.message()});
+  findings.push_back({allowed.is_ok(), allowed.is_ok()
+                                           ? "attach now with: probing " + std::to_string(pid) + " inject"
+                                           : "inject is not possible: " + allowed.message()});
   return verdict(kExitFailed);
 }
 
@@ -291,7 +307,8 @@ void add_doctor_command(CLI::App& app, Context& ctx) {
     if (ctx.target.empty()) return doctor_install();
     Result<client::Target> target = client::parse_target(ctx.target);
     if (!target.is_ok()) return fail(target.status());
-    if (target->kind != client::Target::Kind::kPid) return fail("doctor looks at a local process: give its pid");
+    if (target->kind != client::Target::Kind::kPid)
+      return fail("doctor looks at a local process: give its pid");
     return doctor_process(target->pid);
   });
 }
