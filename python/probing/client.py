@@ -345,7 +345,8 @@ class Probe:
     def backtrace(self, thread=None, all=False, locals=False):
         """The target's Python stack, innermost frame first (GET /backtrace). By default the main
         thread's frames (or `thread`'s, a threading ident or kernel tid): a list of dicts with
-        depth, func, file, lineno, source, frame_type (and locals with locals=True). With
+        depth, func, file, lineno, source, frame_type (and with locals=True, locals: a list of
+        {"name", "value", "kind"} in the order the function declares them, arguments first). With
         all=True, every thread: a list of dicts with thread_id, name, frames, ..."""
         params = {}
         if thread is not None:

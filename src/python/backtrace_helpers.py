@@ -319,6 +319,21 @@ def _waited_lock(frame, waiter):
     return {"kind": kind, "expr": dotted, "address": "0x%x" % id(obj), "owner": owner}
 
 
+_CO_VARARGS = 0x04
+_CO_VARKEYWORDS = 0x08
+
+
+def _local_kinds(code):
+    """{name: "argument" | "cell" | "free"} for a function's code; other names are plain locals.
+    f_locals lists them as the function declares them (arguments first), which is kept."""
+    nargs = code.co_argcount + code.co_kwonlyargcount
+    nargs += bool(code.co_flags & _CO_VARARGS) + bool(code.co_flags & _CO_VARKEYWORDS)
+    kinds = {name: "cell" for name in code.co_cellvars}
+    kinds.update((name, "free") for name in code.co_freevars)
+    kinds.update((name, "argument") for name in code.co_varnames[:nargs])
+    return kinds
+
+
 def _frames(frame, want_locals, max_depth, r, deadline):
     out = []
     depth = 0
@@ -344,7 +359,10 @@ def _frames(frame, want_locals, max_depth, r, deadline):
             if code.co_name == "<module>":  # module globals: leave out dunders and imports
                 items = [(k, v) for k, v in items
                          if not (k.startswith("__") and k.endswith("__")) and not issubclass(type(v), _ModuleType)]
-            entry["locals"] = {k: _brief(v, r, deadline) for k, v in items[:64]}
+            kinds = _local_kinds(code) if code.co_name != "<module>" else {}
+            entry["locals"] = [{"name": k, "value": _brief(v, r, deadline),
+                                "kind": kinds.get(k, "global" if code.co_name == "<module>" else "local")}
+                               for k, v in items[:64]]
         out.append(entry)
         frame = frame.f_back
         depth += 1

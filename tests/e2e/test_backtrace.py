@@ -51,13 +51,18 @@ def test_nested_calls_and_locals(py):
             (3, "<module>", script, marker_line("bt_nested.py", "BT_MODULE_LINE"), "Python"),
         ], got
         assert frames[0]["source"] == "sys.stdin.readline()  # BT_INNER_LINE"
-        loc = frames[0]["locals"]
+        # As inner() declares them, arguments first and marked.
+        assert [(x["name"], x["kind"]) for x in frames[0]["locals"]] == [
+            ("count", "argument"), ("label", "argument"), ("text", "local"), ("broken", "local"),
+            ("numbers", "local")], frames[0]["locals"]
+        loc = {x["name"]: x["value"] for x in frames[0]["locals"]}
         assert loc["count"] == "42"
         assert loc["label"] == "'hello'"
         assert loc["numbers"] == "[1, 2, 3]"
         assert loc["broken"] == "<__main__.Broken object; repr failed: RuntimeError>"
         assert len(loc["text"]) == 200 and "..." in loc["text"] and loc["text"].startswith("'xxx")
-        assert frames[1]["locals"] == {"n": "21", "factor": "42"}
+        assert frames[1]["locals"] == [{"name": "n", "value": "21", "kind": "argument"},
+                                       {"name": "factor", "value": "42", "kind": "local"}]
         assert "locals" not in backtrace_json(t.pid)["threads"][0]["frames"][0]
 
         # The text form: header, one line per frame, the source under it, locals further in.
@@ -68,8 +73,37 @@ def test_nested_calls_and_locals(py):
             lines[0].startswith('Thread %d "MainThread"' % main_thread(j)["thread_id"]), lines[0]
         assert lines[1] == "  inner (%s:%d)" % (script, inner)
         assert lines[2] == "      sys.stdin.readline()  # BT_INNER_LINE"
-        assert "          count = 42" in lines
+        at = lines.index("          count = 42   (argument)")
+        assert lines[at:at + 5:4] == ["          count = 42   (argument)", "          numbers = [1, 2, 3]"], lines
+        # The SQL column: an object in the same order.
+        rc, out, err = run_cli(t.pid, "query", "SELECT locals FROM python.backtrace WHERE func = 'middle'",
+                               "--format", "json")
+        assert rc == 0 and json.loads(out)[0]["locals"] == '{"n": "21", "factor": "42"}', (out, err)
         assert "  middle (%s:%d)" % (script, marker_line("bt_nested.py", "BT_MIDDLE_LINE")) in lines
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_locals_in_declaration_order(py):
+    """Arguments first and marked, then the locals as declared (local10 after local9, not after
+    local1), a cell variable last: in --json and in text."""
+    expected = ["alpha", "beta", "gamma"] + ["local%d" % i for i in range(1, 30)] + ["closure", "local30"]
+    with Target("many_locals.py", py, mode="launch") as t:
+        frame = backtrace_json(t.pid, "--locals")["threads"][0]["frames"][0]
+        assert frame["func"] == "work", frame
+        names = [x["name"] for x in frame["locals"]]
+        kinds = {x["name"]: x["kind"] for x in frame["locals"]}
+        # CPython lists cell variables where it keeps them: after the plain locals before 3.13's
+        # layout puts them among them; the order of everything else is the declaration's.
+        assert [n for n in names if n != "local30"] == [n for n in expected if n != "local30"], names
+        assert sorted(names) == sorted(expected), names
+        assert [kinds[n] for n in ("alpha", "beta", "gamma")] == ["argument"] * 3, kinds
+        assert kinds["local30"] == "cell" and kinds["local9"] == "local", kinds
+        rc, out, err = run_cli(t.pid, "backtrace", "--locals")
+        assert rc == 0, err
+        first_frame = out.split("\n  <module> (")[0]
+        printed = [line.split(" = ")[0].strip() for line in first_frame.splitlines() if line.startswith("          ")]
+        assert printed == names, out
+        assert "          gamma = 3   (argument)" in out.splitlines(), out
 
 
 @pytest.mark.parametrize("py", PARAMS)

@@ -376,7 +376,9 @@ def test_read_right_runs_no_repr_of_the_target(target_factory):
     def module_locals(token):
         status, body, _ = call(addr, "GET", "/backtrace?locals=1", token=token)
         assert status == 200, body
-        return body["threads"][0]["frames"][-1]["locals"]  # the outermost frame: <module>
+        locals_ = body["threads"][0]["frames"][-1]["locals"]  # the outermost frame: <module>
+        assert all(x["kind"] == "global" for x in locals_), locals_
+        return {x["name"]: x["value"] for x in locals_}
 
     brief = module_locals(READ_TOKEN)
     assert re.fullmatch(r"<__main__\.Spy at 0x[0-9a-f]+>", brief["spy"]), brief["spy"]

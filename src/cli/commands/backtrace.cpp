@@ -85,14 +85,15 @@ void print_thread(const nlohmann::json& t) {
     std::cout << "\n";
     if (f.contains("source") && f["source"].is_string())
       std::cout << "      " << f["source"].get<std::string>() << "\n";
-    if (f.contains("locals") && f["locals"].is_object()) {
-      for (const auto& [name, value] : f["locals"].items()) {
-        std::string text = text_of(value);
-        // One line per local: a multi-line repr (a module, a DataFrame) keeps its newlines escaped.
-        for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 2))
-          text.replace(at, 1, "\\n");
-        std::cout << "          " << name << " = " << text << "\n";
-      }
+    // In the order the function declares them, arguments first and marked.
+    for (const auto& local : f.value("locals", nlohmann::json::array())) {
+      if (!local.is_object()) continue;
+      std::string text = text_of(local.value("value", nlohmann::json()));
+      // One line per local: a multi-line repr (a module, a DataFrame) keeps its newlines escaped.
+      for (size_t at = text.find('\n'); at != std::string::npos; at = text.find('\n', at + 2))
+        text.replace(at, 1, "\\n");
+      std::cout << "          " << text_of(local.value("name", nlohmann::json())) << " = " << text
+                << (local.value("kind", "") == "argument" ? "   (argument)" : "") << "\n";
     }
   }
   if (t.contains("note") && t["note"].is_string())

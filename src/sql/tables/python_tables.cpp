@@ -27,6 +27,22 @@ Value json_value(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// A frame's locals ([{"name", "value", "kind"}...]) as the text of a JSON object name -> value,
+// its keys in the order the function declares them (written out here: nlohmann's objects sort).
+std::string locals_object_text(const nlohmann::json& locals) {
+  auto quoted = [](const nlohmann::json& v) {
+    return nlohmann::json(v.is_string() ? v : nlohmann::json(v.dump()))
+        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  std::string text = "{";
+  for (const auto& local : locals) {
+    if (!local.is_object()) continue;
+    if (text.size() > 1) text += ", ";
+    text += quoted(local.value("name", nlohmann::json(""))) + ": " + quoted(local.value("value", nlohmann::json()));
+  }
+  return text + "}";
+}
+
 Result<python::PythonRuntime*> runtime() {
   Result<python::PythonRuntime*> rt = python::PythonRuntime::get();
   if (!rt.is_ok()) return rt.status().with_context("Python is not available");
@@ -64,9 +80,7 @@ Result<LiveRows> fetch_backtrace(const ScanRequest& request) {
     Value thread = json_value(t.value("thread_id", nlohmann::json()));
     for (const auto& f : t["frames"]) {
       Value locals;
-      if (f.contains("locals") && f["locals"].is_object()) {
-        locals = f["locals"].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      }
+      if (f.contains("locals") && f["locals"].is_array()) locals = locals_object_text(f["locals"]);
       out.rows.push_back({json_value(f.value("func", nlohmann::json())), json_value(f.value("file", nlohmann::json())),
                           json_value(f.value("lineno", nlohmann::json())), json_value(f.value("depth", nlohmann::json())),
                           json_value(f.value("frame_type", nlohmann::json("Python"))), thread,
@@ -233,7 +247,8 @@ Status add_python_tables(Engine& engine) {
         {"frame_type", kText, "'Python'; native frames are read from outside the process: backtrace --native"},
         {"thread_id", kInt, "threading ident of the thread"},
         {"source", kText, "text of the line, when the file can be read"},
-        {"locals", kText, "JSON object of the frame's locals, name -> brief repr (read only when selected)"}},
+        {"locals", kText, "JSON object of the frame's locals, name -> brief repr, in the order the function "
+                   "declares them, arguments first (read only when selected)"}},
        {kBacktraceThreadColumn},
        fetch_backtrace}));
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
