@@ -238,6 +238,10 @@ void declare_builtin_settings(Settings& s) {
             Settings::Scope::kAtStart);
   s.declare("query.timeout_s", SettingKind::kDouble, "10",
             "Seconds a SQL query may run; then it is stopped with an error.", positive);
+  s.declare("query.gil_budget_s", SettingKind::kDouble, "1",
+            "Seconds one query may hold the target's GIL to count objects (python.objects) and show "
+            "locals, over all its scans; past it they are left out with a notice.",
+            positive);
   s.declare("query.max_rows", SettingKind::kInt, "10000",
             "Most rows one query returns; a longer result is cut with a notice.", positive);
   s.declare("query.max_result_bytes", SettingKind::kInt, "16777216",

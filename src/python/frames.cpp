@@ -15,8 +15,6 @@ extern const char kBacktraceHelpersSource[];
 
 namespace {
 
-constexpr int kMaxLocalsBudgetMs = 1500;
-
 const HelperSource kBacktraceHelpers{kBacktraceHelpersSource, "probing._backtrace"};
 
 // Source lines for the GIL-free answer, read without Python. Bounded: at most 8 MiB read from
@@ -149,7 +147,7 @@ ScopedUserReprs::ScopedUserReprs(bool allowed) noexcept : saved_(t_user_reprs) {
 ScopedUserReprs::~ScopedUserReprs() { t_user_reprs = saved_; }
 
 Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const BacktraceOptions& options) {
-  double budget_s = std::min(options.run_timeout_s * 0.75, kMaxLocalsBudgetMs / 1000.0);
+  double budget_s = std::min(options.run_timeout_s * 0.75, options.locals_budget_s);
   nlohmann::json args = {options.thread,     options.all ? 1 : 0,    options.locals ? 1 : 0,
                          options.max_depth,  options.repr_chars,     budget_s,
                          static_cast<long long>(main_thread_ident()), options.user_reprs ? 1 : 0};

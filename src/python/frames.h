@@ -32,6 +32,7 @@ struct BacktraceOptions {
   bool locals = false;
   double gil_timeout_s = 0.5;  // then the GIL-free reader answers
   double run_timeout_s = 2;   // a capture (reprs of locals) past this is interrupted
+  double locals_budget_s = 1.5;  // reprs of locals past this show "<not shown: time budget spent>"
   int max_depth = 4096;
   int repr_chars = 200;
   // false: locals whose type is not built in show as <module.Type at 0x...> (no __repr__ runs).

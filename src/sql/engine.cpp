@@ -167,6 +167,7 @@ Result<QueryResult> Engine::query(const std::string& sql) {
   QueryState state;
   state.deadline = start + std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double>(settings().get_double("query.timeout_s")));
+  state.gil_budget_left_s = settings().get_double("query.gil_budget_s");
   t_query = &state;
   struct Reset {
     ~Reset() { t_query = nullptr; }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,6 +29,9 @@ struct ScanRequest {
   uint64_t columns_used = ~0ull;  // bit i: column i is read (bit 63: column 63 and up)
   // Equality constraints on the columns the table named in `pushdown`: (column, value).
   std::vector<std::pair<int, Value>> equals;
+  // For a table whose scans run the target's Python with the GIL held (LiveTable::holds_gil): the
+  // seconds this scan may hold it, what its earlier scans left of the query's query.gil_budget_s.
+  double gil_budget_s = std::numeric_limits<double>::infinity();
   bool uses(size_t column) const { return (columns_used >> std::min<size_t>(column, 63)) & 1; }
 };
 
@@ -44,6 +48,9 @@ struct LiveTable {
   std::vector<int> pushdown;  // columns whose `= value` constraints reach the provider
   // Called once per scan, on the querying thread. Must be bounded in time.
   std::function<Result<LiveRows>(const ScanRequest&)> fetch;
+  // Its scans hold the GIL for work that grows with the target's heap (a census, reprs of locals):
+  // all such scans of one query share one budget (ScanRequest::gil_budget_s).
+  bool holds_gil = false;
 };
 
 struct QueryResult {

@@ -57,8 +57,11 @@ struct QueryState {
   bool timed_out = false;
   // What each live table answered in this query, by table, columns used and pushed-down values:
   // a scan asking the same again (the inner side of a join, once per outer row) is served from
-  // here, so a self-join of python.objects takes the census, and holds the GIL, once per side.
+  // here, so a self-join of python.objects takes the census at most once per side.
   std::map<std::string, std::shared_ptr<const LiveRows>> live_rows;
+  // Seconds the scans of GIL-holding tables may still take (query.gil_budget_s at the start): a
+  // self-join of python.objects, or locals read for every thread, hold the GIL that long in all.
+  double gil_budget_left_s = 0;
 };
 // The query running on this thread, or nullptr (set by Engine::query for its duration).
 extern thread_local QueryState* t_query;

@@ -125,7 +125,13 @@ int live_filter(sqlite3_vtab_cursor* base, int, const char* idx, int argc, sqlit
         return SQLITE_OK;
       }
     }
+    const bool budgeted = table.holds_gil && t_query != nullptr;
+    if (budgeted) request.gil_budget_s = std::max(0.0, t_query->gil_budget_left_s);
+    const Clock::time_point fetch_start = Clock::now();
     Result<LiveRows> rows = table.fetch(request);
+    if (budgeted) {
+      t_query->gil_budget_left_s -= std::chrono::duration<double>(Clock::now() - fetch_start).count();
+    }
     if (!rows.is_ok()) {
       set_error(base->pVtab, table.schema + "." + table.name + ": " + rows.status().message());
       return SQLITE_ERROR;

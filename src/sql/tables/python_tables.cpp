@@ -1,5 +1,8 @@
 // The python.* live tables: stacks and threads (from the backtrace capture, which falls back to
 // the GIL-free reader when the GIL is held), loaded modules and live objects.
+#include <algorithm>
+#include <cstdio>
+
 #include "core/settings.h"
 #include "python/frames.h"
 #include "python/gc_census.h"
@@ -17,6 +20,10 @@ constexpr ColumnType kText = ColumnType::kText;
 constexpr python::HelperSource kHelpers{kPythonTablesSource, "probing._tables"};
 constexpr int kMaxModules = 100000;
 constexpr double kObjectsBudgetS = 0.5;
+// Less than this left of the query's GIL budget: the GIL-bound part of a scan is not started.
+constexpr double kMinGilBudgetS = 0.005;
+constexpr char kGilBudgetSpent[] =
+    "the query's GIL budget (query.gil_budget_s) was spent by its earlier scans";
 
 Value json_value(const nlohmann::json& j) {
   if (j.is_number_integer()) return j.get<long long>();
@@ -63,7 +70,13 @@ Result<LiveRows> fetch_backtrace(const ScanRequest& request) {
   Result<python::PythonRuntime*> rt = runtime();
   if (!rt.is_ok()) return rt.status();
   python::BacktraceOptions options;
+  LiveRows out;
   options.locals = request.uses(7);
+  if (options.locals && request.gil_budget_s < kMinGilBudgetS) {
+    options.locals = false;
+    out.notices.push_back(kGilBudgetSpent + std::string("; locals are left out"));
+  }
+  options.locals_budget_s = std::min(options.locals_budget_s, request.gil_budget_s);
   options.gil_timeout_s = settings().get_double("backtrace.gil_timeout_s");
   for (const auto& [column, value] : request.equals) {
     if (column != kBacktraceThreadColumn) continue;
@@ -74,7 +87,6 @@ Result<LiveRows> fetch_backtrace(const ScanRequest& request) {
   Result<nlohmann::json> capture = python::capture_backtrace(**rt, options);
   if (capture.status().code() == Code::kNotFound) return LiveRows{};
   if (!capture.is_ok()) return capture.status();
-  LiveRows out;
   add_capture_notices(*capture, out);
   for (const auto& t : (*capture)["threads"]) {
     Value thread = json_value(t.value("thread_id", nlohmann::json()));
@@ -155,10 +167,17 @@ Result<LiveRows> fetch_modules(const ScanRequest&) {
 Result<LiveRows> fetch_objects(const ScanRequest& request) {
   Result<python::PythonRuntime*> rt = runtime();
   if (!rt.is_ok()) return rt.status();
+  if (request.gil_budget_s < kMinGilBudgetS) {
+    LiveRows out;
+    out.notices.push_back(kGilBudgetSpent + std::string("; no objects were counted"));
+    return out;
+  }
+  const double budget_s = std::min(kObjectsBudgetS, request.gil_budget_s);
   bool sizes = request.uses(3);
   auto counted = std::make_shared<std::pair<long long, long long>>(0, 0);  // seen, total
-  python::MakeArgs census_args = [sizes, counted](const python::CApi& api) -> Result<std::vector<python::PyRef>> {
-    Result<python::Census> census = python::take_census(api, kObjectsBudgetS, sizes);
+  python::MakeArgs census_args = [sizes, counted, budget_s](const python::CApi& api)
+      -> Result<std::vector<python::PyRef>> {
+    Result<python::Census> census = python::take_census(api, budget_s, sizes);
     if (!census.is_ok()) return census.status();
     *counted = {census->seen, census->total};
     python::PyRef types(api, api.PyList_New(0)), counts(api, api.PyList_New(0));
@@ -184,8 +203,11 @@ Result<LiveRows> fetch_objects(const ScanRequest& request) {
   if (!j.is_ok()) return j.status();
   LiveRows out = rows_of(*j);
   if (counted->first < counted->second) {
+    char limit[32];
+    std::snprintf(limit, sizeof limit, "%.2g", budget_s);
     out.notices.push_back("counted " + std::to_string(counted->first) + " of " + std::to_string(counted->second) +
-                          " objects before the 0.5 s limit");
+                          " objects before the " + limit + " s limit" +
+                          (budget_s < kObjectsBudgetS ? " (what was left of query.gil_budget_s)" : ""));
   }
   return out;
 }
@@ -250,7 +272,8 @@ Status add_python_tables(Engine& engine) {
         {"locals", kText, "JSON object of the frame's locals, name -> brief repr, in the order the function "
                    "declares them, arguments first (read only when selected)"}},
        {kBacktraceThreadColumn},
-       fetch_backtrace}));
+       fetch_backtrace,
+       true}));
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
       {"python", "threads", "Every Python thread, with where it is now.",
        {{"thread_id", kInt, "threading ident"},
@@ -285,7 +308,8 @@ Status add_python_tables(Engine& engine) {
          "sum of shallow sizes, bytes: sys.getsizeof for built-in types, object.__sizeof__ for classes "
          "(computed only when selected)"}},
        {},
-       fetch_objects});
+       fetch_objects,
+       true});
 }
 
 }  // namespace probing::sql
