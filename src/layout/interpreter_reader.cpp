@@ -161,7 +161,12 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
           return;
         }
         if (owner >= kFirstShimOwner) {  // 3.12+: the shim an eval call starts with
-          if (!t->frames.empty()) t->frames.back().entry = true;
+          // The first shim after a frame is its eval call's; 3.15 ends a thread's chain with
+          // one more (the thread state's base frame).
+          if (!t->frames.empty() && !t->frames.back().entry) {
+            t->frames.back().entry = true;
+            t->frames.back().shim = frame;
+          }
           frame = p.ptr(frame + o.frame_previous);
           continue;
         }

@@ -27,6 +27,10 @@ struct RawFrame {
   std::string file;
   int lineno = 0;      // -1 when the instruction has no line
   bool entry = false;  // the first frame its C-level _PyEval_EvalFrameDefault call ran
+  // 3.12+, on an entry frame: where that call's shim frame is. The shim is a local of the
+  // _PyEval_EvalFrameDefault call, so its address lies in that call's native stack frame: it
+  // places the call among native frames that have no symbol. 0 when unknown.
+  uintptr_t shim = 0;
 };
 
 struct RawThread {

@@ -32,6 +32,15 @@
 namespace probing::native {
 namespace {
 
+// The stack pointer's DWARF register number.
+#if defined(__x86_64__)
+constexpr unsigned kStackPointerRegister = 7;
+#elif defined(__aarch64__)
+constexpr unsigned kStackPointerRegister = 31;
+#else
+#error "probing's native unwinder knows x86_64 and aarch64"
+#endif
+
 using Clock = std::chrono::steady_clock;
 
 std::string read_comm(pid_t pid, pid_t tid) {
@@ -123,6 +132,7 @@ struct Held {
   std::vector<Dwarf_Addr> pcs;  // for symbol lookup: return addresses moved back into the call
   std::vector<Dwarf_Addr> raw;
   std::vector<bool> exact;  // the pc is where the frame was interrupted (the first, or after a signal)
+  std::vector<Dwarf_Word> sps;  // each frame's stack pointer; 0 when it could not be read
   int max = 0;
   bool truncated = false;
   std::vector<layout::RawFrame> python;
@@ -133,7 +143,10 @@ int on_frame(Dwfl_Frame* frame, void* arg) {
   Dwarf_Addr pc = 0;
   bool activation = false;
   if (!dwfl_frame_pc(frame, &pc, &activation)) return DWARF_CB_ABORT;
+  Dwarf_Word sp = 0;
+  if (dwfl_frame_reg(frame, kStackPointerRegister, &sp) != 0) sp = 0;
   u->raw.push_back(pc);
+  u->sps.push_back(sp);
   u->exact.push_back(activation);
   u->pcs.push_back(activation || pc == 0 ? pc : pc - 1);
   if (static_cast<int>(u->pcs.size()) >= u->max) {
@@ -170,13 +183,29 @@ Frame python_frame(const layout::RawFrame& r) {
   return f;
 }
 
+// The first entry frame at or after `from` (the end of the Python frames one eval call runs).
+const layout::RawFrame* entry_from(const std::vector<layout::RawFrame>& py, size_t from) {
+  for (size_t i = from; i < py.size(); ++i) {
+    if (py[i].entry) return &py[i];
+  }
+  return nullptr;
+}
+
 // Native frames with the Python frames put where their _PyEval_EvalFrameDefault call runs:
-// each eval call stands for the frames from the current one out to its entry frame.
-void merge(std::vector<Frame> native, const std::vector<layout::RawFrame>& py, ThreadStack* t) {
+// each eval call stands for the frames from the current one out to its entry frame. A call is
+// known by its name, or, where the interpreter has no symbol for it (a stripped 3.14 build
+// splits the loop into unnamed parts), by holding the call's shim frame on its stack: native
+// frame i owns the stack from sps[i] up to sps[i + 1].
+void merge(std::vector<Frame> native, const std::vector<Dwarf_Word>& sps, const std::vector<layout::RawFrame>& py,
+           ThreadStack* t) {
   size_t next = 0;
   int evals = 0;
-  for (Frame& f : native) {
-    if (!is_eval_frame(f) || next >= py.size()) {
+  for (size_t i = 0; i < native.size(); ++i) {
+    Frame& f = native[i];
+    const layout::RawFrame* entry = next < py.size() ? entry_from(py, next) : nullptr;
+    const bool holds_shim = entry != nullptr && entry->shim != 0 && i + 1 < sps.size() && sps[i] != 0 &&
+                            sps[i] <= entry->shim && entry->shim < sps[i + 1];
+    if (next >= py.size() || !(is_eval_frame(f) || holds_shim)) {
       t->frames.push_back(std::move(f));
       continue;
     }
@@ -503,7 +532,7 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
       native.push_back(symbolize(dwfl, held[i].pcs[k], held[i].raw[k]));
     }
     if (held[i].truncated) t.truncated = true;
-    merge(std::move(native), held[i].python, &t);
+    merge(std::move(native), held[i].sps, held[i].python, &t);
   }
   return out;
 }

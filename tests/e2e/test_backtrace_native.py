@@ -59,15 +59,12 @@ def test_native_frames_merged_in_place(py):
         assert frames[first_py]["file"] == script
         assert frames[first_py]["source"] == "sys.stdin.readline()  # BT_INNER_LINE"
         names = [f["func"] for f in frames]
-        if "_PyEval_EvalFrameDefault" not in names and tuple(map(int, py.version.split("."))) >= (3, 14):
-            # 3.14+'s eval loop runs in static opcode functions, nameless in a stripped interpreter:
-            # the Python frames cannot be placed and are shown after the native ones, saying so.
-            assert kinds(frames) == ["Native"] * first_py + ["Python"] * 4, frames
-            assert "Python frames shown outermost" in main.get("note", ""), main
-            return
         # ...inside native ones: the innermost frame is libc's read, under the C code that reads
-        # stdin; the outermost is the interpreter's start-up.
+        # stdin; the outermost is the interpreter's start-up. In a stripped 3.14+, whose eval loop
+        # has no symbol, the eval calls are found by the shim frames on their stacks.
         assert first_py > 0, frames
+        assert kinds(frames)[first_py:first_py + 5] == ["Python"] * 4 + ["Native"], frames
+        assert "note" not in main, main
         assert frames[0]["frame_type"] == "Native" and frames[0]["library"].startswith("libc.so"), frames[0]
         # (glibc 2.41+ makes the call in an internal function, unnamed without libc's debug symbols.)
         assert frames[0]["func"] in LIBC_WAITS or frames[0]["func"] == "??", frames[0]
@@ -127,6 +124,25 @@ def test_native_all_threads_and_the_gil_holder(py):
         assert rc == 0 and time.monotonic() - start < 2.0, (rc, err, time.monotonic() - start)
         assert "holds the GIL" in out and "not a Python thread" in out
         assert t.alive()
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_native_python_called_back_from_c(py):
+    # Each eval call's Python frames go where that call runs, even where the eval loop has no
+    # symbol (a stripped 3.14+): sorted()'s C code sits between key() and sort().
+    expected = [(name, marker_line("bt_reentered.py", marker)) for name, marker in
+                (("key", "BT_KEY_LINE"), ("sort", "BT_SORT_LINE"), ("<module>", "BT_MODULE_LINE"))]
+    with Target("bt_reentered.py", py, mode="launch") as t:
+        j = wait_for_native(t.pid, lambda j: python_frames(main_thread(j)["frames"])[:1] == expected[:1])
+        main = main_thread(j)
+        frames = main["frames"]
+        assert python_frames(frames) == expected, frames
+        at = {f["func"]: f["depth"] for f in frames if f["frame_type"] == "Python"}
+        assert at["key"] > 0 and frames[at["key"] - 1]["frame_type"] == "Native", frames
+        between = kinds(frames)[at["key"] + 1:at["sort"]]
+        assert between and set(between) == {"Native"}, frames  # sorted() and the call into key()
+        assert at["<module>"] == at["sort"] + 1 and frames[at["<module>"] + 1]["frame_type"] == "Native", frames
+        assert "note" not in main, main
 
 
 @pytest.mark.parametrize("py", PARAMS)
