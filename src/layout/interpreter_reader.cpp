@@ -373,7 +373,7 @@ unsigned long InterpreterReader::main_thread_ident() const {
   unsigned long ident = 0;
   if (o.runtime_main_thread != kNoField && p.value(p.runtime + o.runtime_main_thread, &ident)) return ident;
   if (o.ts_native_thread_id == kNoField) return 0;
-  // 3.12+: the thread whose kernel tid, as the process sees it (its own pid namespace), is its pid.
+  // 3.13+: the thread whose kernel tid, as the process sees it (its own pid namespace), is its pid.
   const long main_tid = p.pid != 0 ? pid_in_own_namespace(p.pid) : static_cast<long>(::getpid());
   uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
   uintptr_t ts = interp != 0 ? p.ptr(interp + o.interp_threads_head) : 0;

@@ -68,6 +68,59 @@ CPythonOffsets offsets_3_11() {
   return o;
 }
 
+// 3.12 publishes no _Py_DebugOffsets. Written from the v3.12.5 headers; v3.12.0 declares the same
+// members up to these, and the fields 3.12's patch releases added (_finalizing_id, threads_main, ...)
+// were put at the ends of their structs, after them. The GIL moved into the interpreter
+// (`interp->ceval.gil`: its own `_gil`, or the main interpreter's for a subinterpreter that shares
+// it), the frame chain still hangs off `tstate->cframe`, and each eval call starts with a shim frame
+// owned by the C stack instead of marking its first frame `is_entry`.
+CPythonOffsets offsets_3_12() {
+  CPythonOffsets o;
+  o.minor = 12;
+  o.source = "table";
+  o.tested = false;  // no CPython 3.12 can be installed on this project's machines
+  // _initialized .. initialized (5 ints), _finalizing (24), interpreters (32): mutex, head, main,
+  // next_id, then main_thread.
+  o.runtime_interpreters_head = 40;
+  o.runtime_main_thread = 64;
+  o.interp_next = 0;
+  // next, id (8), id_refcount (16), requires_idref (24), id_mutex (32), _initialized, finalizing
+  // (40, 44), monitoring_version (48), last_restart_version (56), threads (64): next_unique_id, head.
+  o.interp_threads_head = 72;
+  // threads ends at 96; runtime (96), _finalizing (104), gc (112, 240 bytes), sysdict (352),
+  // builtins (360), ceval (368): eval_breaker, gil_drop_request, recursion_limit, pad, gil (+16).
+  o.interp_ceval_gil = 384;
+  o.gil_last_holder = 8;  // after unsigned long interval
+  o.gil_locked = 16;
+  o.ts_next = 8;
+  o.ts_cframe = 56;            // after _status (24, 4 bytes) and six ints (28-52)
+  o.cframe_current_frame = 0;  // _PyCFrame lost use_tracing in 3.12
+  // c_profilefunc, c_tracefunc, c_profileobj, c_traceobj (64-88), current_exception (96),
+  // exc_info (104), dict (112), gilstate_counter (120), async_exc (128), then thread_id.
+  o.ts_thread_id = 136;
+  o.ts_native_thread_id = 144;
+  o.frame_model = FrameModel::kInterpreterFrame;
+  o.frame_code = 0;  // f_code
+  o.frame_previous = 8;
+  o.frame_instr_ptr = 56;  // prev_instr, after f_funcobj, f_globals, f_builtins, f_locals, frame_obj
+  o.frame_owner = 70;      // after int stacktop (64) and uint16_t return_offset (68)
+  // PyObject_VAR_HEAD (24), co_consts, co_names, co_exceptiontable, co_flags (48), co_argcount,
+  // co_posonlyargcount, co_kwonlyargcount, co_stacksize, then co_firstlineno.
+  o.code_firstlineno = 68;
+  // ... co_version (92), co_localsplusnames (96), co_localspluskinds (104), then co_filename.
+  o.code_filename = 112;
+  o.code_name = 120;
+  o.code_qualname = 128;
+  o.code_linetable = 136;
+  // co_weakreflist (144), _co_cached (152), _co_instrumentation_version (160), _co_monitoring (168),
+  // _co_firsttraceable (176) and padding, co_extra (184), then co_code_adaptive.
+  o.code_adaptive = 192;
+  o.line_table = LineTableFormat::kLocations;
+  o.ascii_object_size = 40;  // 3.12 dropped wstr from PyASCIIObject
+  o.compact_object_size = 56;
+  return o;
+}
+
 // Where the fields the reader uses sit in _Py_DebugOffsets (the first member of _PyRuntimeState),
 // counted in uint64_t words after its 8-byte cookie. The struct grows between versions (3.14 adds
 // interpreter and frame fields, 3.15 thread fields); each layout is written from that version's
@@ -180,6 +233,8 @@ Result<CPythonOffsets> cpython_offsets(const PythonVersion& v, uintptr_t runtime
         return offsets_3_9_or_3_10(v.minor);
       case 11:
         return offsets_3_11();
+      case 12:
+        return offsets_3_12();
       case 13:
       case 14:
       case 15:
@@ -188,9 +243,8 @@ Result<CPythonOffsets> cpython_offsets(const PythonVersion& v, uintptr_t runtime
         break;
     }
   }
-  // 3.12 moved the GIL and most of _PyRuntimeState; its table is not written yet.
   return Status(Code::kUnsupported, "reading stacks without the GIL is not supported on CPython " + v.text +
-                                        " (supported: 3.9, 3.10, 3.11, 3.13 to 3.15)");
+                                        " (supported: 3.9 to 3.15)");
 }
 
 }  // namespace probing::layout

@@ -1,10 +1,13 @@
 // Field offsets of CPython's interpreter structs, for the GIL-free stack reader: every version
 // difference it needs is in this one table, chosen once per process. x86-64/aarch64 (LP64) only.
 //
-// Sources: CPython's Include/internal/pycore_{runtime,interp,frame,code,gil}.h and
+// Sources: CPython's Include/internal/pycore_{runtime,interp,frame,code,gil,ceval_state}.h and
 // Include/cpython/{pystate,code,frameobject,unicodeobject}.h at each release tag. 3.13+ publishes
 // its own offsets in _PyRuntime.debug_offsets (_Py_DebugOffsets), which are read and checked
-// instead of trusting a table. 3.11 is exercised by `make test`, 3.13-3.15 by `make test-matrix`.
+// instead of trusting a table; 3.12 publishes none, and has a table like 3.9-3.11. 3.11 is
+// exercised by `make test`, 3.13-3.15 by `make test-matrix`; 3.9, 3.10 and 3.12 cannot be
+// installed here and are untested (the 3.12 table is checked against offsetof() in its headers
+// where they are installed: tests/unit/cpython312_offsets.c).
 #pragma once
 
 #include <sys/types.h>
@@ -38,7 +41,7 @@ struct CPythonOffsets {
 
   // _PyRuntime
   size_t runtime_interpreters_head = kNoField;
-  size_t runtime_main_thread = kNoField;      // 3.9-3.11: unsigned long, the main thread's ident
+  size_t runtime_main_thread = kNoField;      // 3.9-3.12: unsigned long, the main thread's ident
   size_t runtime_gil_locked = kNoField;       // 3.9-3.11: _PyRuntime.ceval.gil.locked (int)
   size_t runtime_gil_last_holder = kNoField;  // 3.9-3.11: ...gil.last_holder (PyThreadState*)
   // PyInterpreterState
