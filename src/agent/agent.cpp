@@ -113,6 +113,9 @@ std::optional<ucred> holder_of(const std::string& name) {
 
 void bootstrap() noexcept {
   try {
+    // Every agent thread is named probing-*: `inject` tells a forked child, whose inherited
+    // agent has no threads, from a process whose agent is still starting.
+    ::pthread_setname_np(::pthread_self(), "probing-agent");
     init_logging_from_env();
     Settings& s = settings();
     declare_builtin_settings(s);

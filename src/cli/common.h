@@ -50,5 +50,6 @@ void add_repl_command(CLI::App& app, Context& ctx);
 void add_query_command(CLI::App& app, Context& ctx);
 void add_config_command(CLI::App& app, Context& ctx);
 void add_doctor_command(CLI::App& app, Context& ctx);
+void add_children_command(CLI::App& app, Context& ctx);
 
 }  // namespace probing::cli

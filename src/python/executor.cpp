@@ -201,6 +201,7 @@ void PythonExecutor::spawn_interrupt(const std::shared_ptr<Job>& job, const Inte
 // job's kRunning->kDone transition also happens under the GIL, so this can never hit later work.
 PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type) {
   try {
+    ::pthread_setname_np(::pthread_self(), "probing-intr");
     mark_agent_python_thread(api);
     if (api.is_finalizing()) return;
     PyGILStateState gil = api.PyGILState_Ensure();
@@ -278,6 +279,7 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::execute(Job& job) {
 // the GIL after the interpreter finalized is ended by CPython with pthread_exit, whose unwinding
 // must pass through (a noexcept frame would turn it into std::terminate).
 PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::worker_loop() noexcept(false) {
+  ::pthread_setname_np(::pthread_self(), "probing-python");
   mark_agent_python_thread(api_);
   for (;;) {
     std::shared_ptr<Job> job;

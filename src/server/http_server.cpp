@@ -4,6 +4,7 @@
 #include "server/http_server.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -157,6 +158,7 @@ class ServerImpl final : public HttpServer {
     accept();
     if (tcp_fd_ >= 0) accept_tcp();
     std::thread([this] {
+      ::pthread_setname_np(::pthread_self(), "probing-io");
       for (;;) {
         try {
           ioc_.run();

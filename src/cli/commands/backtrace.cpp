@@ -7,6 +7,7 @@
 #include <iostream>
 #include <map>
 
+#include "cli/commands/process_tree.h"
 #include "cli/common.h"
 #include "core/proc_files.h"
 #include "inspect/process.h"
@@ -20,6 +21,7 @@ struct BacktraceArgs {
   long long thread = 0;
   bool locals = false;
   bool native = false;
+  bool subprocesses = false;
   bool json = false;
 };
 
@@ -150,27 +152,19 @@ std::map<long, nlohmann::json> agent_threads(const Context& ctx, std::vector<std
   return threads;
 }
 
-// --native: the stacks are read from outside the process (native/native_stack.h); the agent,
-// when it answers, only names the threads. `no_agent`: the same read, for a process without an
-// agent, showing only the Python frames (the answer plain `backtrace` gives then).
-int run_from_outside(const Context& ctx, const BacktraceArgs& args, bool no_agent) {
-  if (args.locals && !no_agent) {
-    return fail(Status(Code::kInvalidArgument,
-                       "--locals cannot be combined with --native (locals are read in "
-                       "the target with the GIL; native frames from outside)"));
-  }
-  Result<client::Target> target = client::parse_target(ctx.target);
-  if (!target.is_ok()) return fail(target.status());
-  if (target->kind != client::Target::Kind::kPid) {
-    return fail(Status(Code::kInvalidArgument,
-                       "--native reads the process from outside with ptrace: run it on the "
-                       "target's machine and give its pid"));
-  }
-  const pid_t pid = target->pid;
+// A backtrace as the command shows it: the answer's JSON, and the notes that go to stderr.
+struct Answer {
+  nlohmann::json j;
+  std::vector<std::string> notes;
+  bool any_frames = true;  // false: nothing could be read at all (a failure)
+};
+
+// The threads `args` asks for, as kernel tids of `pid`.
+Result<std::vector<pid_t>> tids_to_read(pid_t pid, const BacktraceArgs& args) {
   std::vector<pid_t> tids;
   if (args.all) {
     Result<std::vector<pid_t>> all = inspect::list_threads(pid);
-    if (!all.is_ok()) return fail(all.status());
+    if (!all.is_ok()) return all.status();
     tids = std::move(*all);
   } else if (args.thread != 0) {
     struct stat st {};
@@ -179,45 +173,58 @@ int run_from_outside(const Context& ctx, const BacktraceArgs& args, bool no_agen
                     ? static_cast<pid_t>(args.thread)
                     : native::tid_for_ident(pid, static_cast<unsigned long>(args.thread));
     if (tid == 0) {
-      return fail(Status(Code::kNotFound, "process " + std::to_string(pid) + " has no thread " +
-                                              std::to_string(args.thread) +
-                                              " (give a kernel tid or a threading ident)"));
+      return Status(Code::kNotFound, "process " + std::to_string(pid) + " has no thread " +
+                                         std::to_string(args.thread) +
+                                         " (give a kernel tid or a threading ident)");
     }
     tids.push_back(tid);
   } else {
     tids.push_back(pid);
   }
-  if (tids.empty()) return fail(Status(Code::kNotFound, "no process " + std::to_string(pid)));
-  Result<native::Capture> cap = native::capture(pid, tids);
-  const std::string no_agent_text =
-      "process " + std::to_string(pid) + " has no probing agent (attach one with: probing " + std::to_string(pid) +
-      " inject), and its Python stacks could not be read from outside: ";
-  if (!cap.is_ok()) return no_agent ? fail(no_agent_text + cap.status().message()) : fail(cap.status());
+  if (tids.empty()) return Status(Code::kNotFound, "no process " + std::to_string(pid));
+  return tids;
+}
+
+// The stacks of local process `pid` read from outside (native/native_stack.h); its agent, when
+// `ctx` reaches one, only names the threads. `no_agent`: for a process without an agent, only the
+// Python frames (the answer plain `backtrace` gives then).
+Result<Answer> outside_answer(const Context& ctx, pid_t pid, const BacktraceArgs& args, bool no_agent) {
+  Result<std::vector<pid_t>> tids = tids_to_read(pid, args);
+  if (!tids.is_ok()) return tids.status();
+  Result<native::Capture> cap = native::capture(pid, *tids);
+  const std::string no_agent_text = "process " + std::to_string(pid) +
+                                    " has no probing agent (attach one with: probing " + std::to_string(pid) +
+                                    " inject), and its Python stacks could not be read from outside: ";
+  if (!cap.is_ok())
+    return no_agent ? Status(Code::kUnavailable, no_agent_text + cap.status().message()) : cap.status();
   if (no_agent && cap->python_version.empty()) {
-    const bool no_python = cap->notes.empty() || cap->notes.front().find("no CPython found") != std::string::npos;
+    const bool no_python =
+        cap->notes.empty() || cap->notes.front().find("no CPython found") != std::string::npos;
     if (no_python) {  // inject would refuse it too: suggest nothing
-      return fail("process " + std::to_string(pid) + " is not a Python process (no CPython runtime is mapped in " +
-                  "it), so it has no Python stack; `probing " + std::to_string(pid) +
-                  " backtrace --native` shows its native one");
+      return Status(Code::kUnavailable,
+                    "process " + std::to_string(pid) +
+                        " is not a Python process (no CPython runtime is mapped in it), so it " +
+                        "has no Python stack; `probing " + std::to_string(pid) +
+                        " backtrace --native` shows its native one");
     }
-    return fail(no_agent_text + cap->notes.front());
+    return Status(Code::kUnavailable, no_agent_text + cap->notes.front());
   }
   // Asked after the capture, so that the agent's work does not show in the stacks.
-  std::vector<std::string> notes;
+  Answer a;
   std::map<long, nlohmann::json> known;
   if (no_agent) {
-    notes.push_back("process " + std::to_string(pid) + " has no agent: its Python stacks were read from outside " +
-                    "(ptrace), without locals" + (args.locals ? " (--locals needs the agent)" : "") +
-                    "; `probing " + std::to_string(pid) + " inject` attaches one");
+    a.notes.push_back("process " + std::to_string(pid) +
+                      " has no agent: its Python stacks were read from outside " +
+                      "(ptrace), without locals" + (args.locals ? " (--locals needs the agent)" : "") +
+                      "; `probing " + std::to_string(pid) + " inject` attaches one");
   } else {
-    known = agent_threads(ctx, &notes);
+    known = agent_threads(ctx, &a.notes);
   }
-  bool any_frames = false;
-
-  nlohmann::json out = {{"native", !no_agent},
-                        {"from_outside", true},
-                        {"python", cap->python_version},
-                        {"threads", nlohmann::json::array()}};
+  a.any_frames = false;
+  a.j = {{"native", !no_agent},
+         {"from_outside", true},
+         {"python", cap->python_version},
+         {"threads", nlohmann::json::array()}};
   for (const native::ThreadStack& t : cap->threads) {
     if (no_agent && !t.python && args.all) continue;  // a thread Python does not know
     nlohmann::json thread = {{"thread_id", t.python ? nlohmann::json(t.thread_id) : nlohmann::json()},
@@ -239,7 +246,7 @@ int run_from_outside(const Context& ctx, const BacktraceArgs& args, bool no_agen
     int depth = 0;
     for (const native::Frame& f : t.frames) {
       if (no_agent && !f.python) continue;
-      any_frames = true;
+      a.any_frames = true;
       nlohmann::json frame = {{"depth", depth++}, {"func", f.func}, {"file", f.file}};
       if (f.python) {
         frame["lineno"] = f.lineno;
@@ -257,61 +264,39 @@ int run_from_outside(const Context& ctx, const BacktraceArgs& args, bool no_agen
       thread["frames"].push_back(std::move(frame));
     }
     if (!t.note.empty()) thread["note"] = t.note;
-    out["threads"].push_back(std::move(thread));
+    a.j["threads"].push_back(std::move(thread));
   }
-  for (const std::string& n : cap->notes) notes.push_back(n);
-  out["notes"] = notes;
-  // Nothing read at all (the thread would not stop, another tracer holds it): a failure.
-  const int rc = any_frames ? kExitOk : kExitFailed;
-  if (args.json) {
-    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    return rc;
-  }
-  if (no_agent) std::cout << "(no agent: read from outside)\n";
-  bool first = true;
-  for (const auto& t : out["threads"]) {
-    if (!first) std::cout << "\n";
-    first = false;
-    print_thread(t);
-  }
-  for (const std::string& n : notes) std::cerr << "probing: note: " << n << "\n";
-  return rc;
+  for (const std::string& n : cap->notes) a.notes.push_back(n);
+  a.j["notes"] = a.notes;
+  return a;
 }
 
-int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
-  if (args.native) return run_from_outside(ctx, args, /*no_agent=*/false);
-  auto client = connect_target(ctx);
-  if (!client.is_ok()) {
-    // No agent in a local process that is still there: read its Python stacks from outside, as
-    // --native does, rather than give nothing (inject may be refused, or not wanted).
-    // A stopped process (state T) is not read either: its threads cannot be stopped for the read,
-    // and the client's message says how to resume it.
-    Result<client::Target> target = client::parse_target(ctx.target);
-    std::optional<ProcStat> st = target.is_ok() && target->kind == client::Target::Kind::kPid
-                                     ? read_proc_stat(target->pid)
-                                     : std::nullopt;
-    if (client.status().code() == Code::kUnavailable && target.is_ok() &&
-        target->kind == client::Target::Kind::kPid && !client::process_exited(target->pid, 0) &&
-        !(st && st->state() == 'T')) {
-      return run_from_outside(ctx, args, /*no_agent=*/true);
-    }
-    return fail(client.status());
-  }
+// The agent's own answer (GET /backtrace), with the GIL where it can be had.
+Result<Answer> agent_answer(client::Client& client, const BacktraceArgs& args) {
   std::string path = "/backtrace?";
   if (args.all) path += "all=1&";
   if (args.thread != 0) path += "thread=" + std::to_string(args.thread) + "&";
   if (args.locals) path += "locals=1&";
   path.pop_back();
-  Result<client::Response> reply = (*client)->request("GET", path, "", 15);
-  if (!reply.is_ok()) return fail(reply.status());
-  nlohmann::json j = reply->json();
-  if (reply->status != 200) return fail(reply->error_message());
-  if (j.is_discarded() || !j.is_object())
-    return fail("the agent sent a reply that is not JSON: " + reply->body.substr(0, 200));
-  if (args.json) {
-    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    return kExitOk;
+  Result<client::Response> reply = client.request("GET", path, "", 15);
+  if (!reply.is_ok()) return reply.status();
+  Answer a;
+  a.j = reply->json();
+  if (reply->status != 200) return Status(Code::kUnavailable, reply->error_message());
+  if (a.j.is_discarded() || !a.j.is_object()) {
+    return Status(Code::kInternal, "the agent sent a reply that is not JSON: " + reply->body.substr(0, 200));
   }
+  for (const auto& n : a.j.value("notes", nlohmann::json::array())) {
+    if (n.is_string()) a.notes.push_back(n.get<std::string>());
+  }
+  return a;
+}
+
+// The answer as text: how it was read, each thread, then the notes on stderr.
+void print_answer(const Answer& a) {
+  const nlohmann::json& j = a.j;
+  if (j.value("from_outside", false) && !j.value("native", false))
+    std::cout << "(no agent: read from outside)\n";
   if (j.value("gil_free", false)) {
     std::cout << "(read without the GIL";
     const nlohmann::json& h = j.value("gil_holder", nlohmann::json());
@@ -329,10 +314,118 @@ int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
     first = false;
     print_thread(t);
   }
-  for (const auto& n : j.value("notes", nlohmann::json::array())) {
-    if (n.is_string()) std::cerr << "probing: note: " << n.get<std::string>() << "\n";
+  for (const std::string& n : a.notes) std::cerr << "probing: note: " << n << "\n";
+}
+
+int print_result(const Result<Answer>& a, const BacktraceArgs& args) {
+  if (!a.is_ok()) return fail(a.status());
+  if (args.json) {
+    std::cout << a->j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    print_answer(*a);
   }
-  return kExitOk;
+  // Nothing read at all (the thread would not stop, another tracer holds it): a failure.
+  return a->any_frames ? kExitOk : kExitFailed;
+}
+
+// A local pid for the reads from outside; an error that says why for any other target.
+Result<pid_t> local_pid(const Context& ctx, const char* what) {
+  Result<client::Target> target = client::parse_target(ctx.target);
+  if (!target.is_ok()) return target.status();
+  if (target->kind != client::Target::Kind::kPid) {
+    return Status(Code::kInvalidArgument, std::string(what) +
+                                              " reads the process from outside with ptrace: run " +
+                                              "it on the target's machine and give its pid");
+  }
+  return target->pid;
+}
+
+// Whether `status` (from connecting to `ctx`'s target) means a local process with no agent that
+// can be read from outside instead: still there, and not stopped (its threads could not be
+// stopped for the read; the client's message says how to resume it).
+bool readable_without_agent(const Context& ctx, const Status& status) {
+  Result<client::Target> target = client::parse_target(ctx.target);
+  if (status.code() != Code::kUnavailable || !target.is_ok() || target->kind != client::Target::Kind::kPid) {
+    return false;
+  }
+  std::optional<ProcStat> st = read_proc_stat(target->pid);
+  return !client::process_exited(target->pid, 0) && !(st && st->state() == 'T');
+}
+
+// One process's answer: from its agent, else (or with --native) read from outside.
+Result<Answer> answer_for(const Context& ctx, const BacktraceArgs& args) {
+  if (args.native) {
+    Result<pid_t> pid = local_pid(ctx, "--native");
+    if (!pid.is_ok()) return pid.status();
+    return outside_answer(ctx, *pid, args, /*no_agent=*/false);
+  }
+  auto client = connect_target(ctx);
+  if (client.is_ok()) return agent_answer(**client, args);
+  if (!readable_without_agent(ctx, client.status())) return client.status();
+  Result<pid_t> pid = local_pid(ctx, "backtrace");
+  if (!pid.is_ok()) return pid.status();
+  return outside_answer(ctx, *pid, args, /*no_agent=*/true);
+}
+
+// --subprocesses: every process of the tree under the target, each labelled, each read as a
+// plain `backtrace` of it would be (its agent, else from outside). Zombies and processes that
+// are not Python are listed, not read.
+int run_tree(const Context& ctx, const BacktraceArgs& args) {
+  Result<pid_t> root = local_pid(ctx, "--subprocesses");
+  if (!root.is_ok()) return fail(root.status());
+  bool truncated = false;
+  Result<std::vector<TreeMember>> tree = read_tree(*root, &truncated);
+  if (!tree.is_ok()) return fail(tree.status());
+  nlohmann::json processes = nlohmann::json::array();
+  int read = 0;
+  for (const TreeMember& m : *tree) {
+    nlohmann::json entry = m.to_json();
+    std::string skipped;
+    if (m.p.state == 'Z' || m.p.state == 'X') {
+      skipped = "a zombie: it has exited, and its parent has not collected it";
+    } else if (m.p.python.empty()) {
+      skipped = "not a Python process";
+    }
+    Context sub = ctx;
+    sub.target = std::to_string(m.p.pid);
+    Result<Answer> a =
+        skipped.empty() ? answer_for(sub, args) : Result<Answer>(Status(Code::kUnavailable, skipped));
+    if (a.is_ok()) {
+      ++read;
+      entry["backtrace"] = a->j;
+    } else {
+      entry["error"] = a.status().message();
+    }
+    if (!args.json) {
+      if (!processes.empty()) std::cout << "\n";
+      std::cout << "Process " << m.p.pid << " (" << m.role
+                << (m.p.depth > 0 ? " of " + std::to_string(m.p.ppid) : std::string())
+                << ", agent: " << agent_text(m.agent) << ") " << m.command() << "\n";
+      if (a.is_ok()) {
+        print_answer(*a);
+      } else {
+        std::cout << "  (not read: " << a.status().message() << ")\n";
+      }
+    }
+    processes.push_back(std::move(entry));
+  }
+  if (args.json) {
+    nlohmann::json out = {{"processes", std::move(processes)}, {"truncated", truncated}};
+    std::cout << out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+  if (truncated)
+    std::cerr << "probing: note: the tree was cut at " << kTreeLimits.max_processes << " processes\n";
+  return read > 0 ? kExitOk : kExitFailed;
+}
+
+int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
+  if (args.native && args.locals) {
+    return fail(Status(Code::kInvalidArgument,
+                       "--locals cannot be combined with --native (locals are read in "
+                       "the target with the GIL; native frames from outside)"));
+  }
+  if (args.subprocesses) return run_tree(ctx, args);
+  return print_result(answer_for(ctx, args), args);
 }
 
 }  // namespace
@@ -350,6 +443,10 @@ void add_backtrace_command(CLI::App& app, Context& ctx) {
   cmd->add_flag("--native", args->native,
                 "native (C/C++) frames too, merged with the Python frames they run; read from outside with\n"
                 "ptrace (each thread is stopped for a few ms), so the target must be a local pid");
+  cmd->add_flag(
+      "--subprocesses", args->subprocesses,
+      "every process of the tree under the target too (DataLoader workers, multiprocessing pools),\n"
+      "each labelled with its pid and role, each read from its agent or else from outside");
   cmd->add_flag("--json", args->json, "print the stacks as JSON");
   on_run(cmd, [&ctx, args] { return run_backtrace(ctx, *args); });
 }

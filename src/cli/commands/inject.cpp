@@ -6,12 +6,14 @@
 
 #include <chrono>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "cli/common.h"
 #include "core/proc_files.h"
 #include "core/settings.h"
 #include "inject/inject.h"
+#include "inspect/process_tree.h"
 #include "inspect/symbols.h"
 #include "native/native_stack.h"
 
@@ -59,21 +61,23 @@ Status write_settings(pid_t pid, const std::vector<std::pair<std::string, std::s
 // /tmp, in a directory only this user may write (others may read: the target may run as another
 // user), named by the library's size and time so that a rebuilt library is copied again.
 // Returns the path as the target sees it; `lib` when the target's root cannot be seen at all
-// (inject's own checks then say why).
-Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool verbose) {
+// (inject's own checks then say why). With `copy_name`, always a copy of that name: a second
+// file, which the target's loader takes for another library than the one it has mapped.
+Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool verbose,
+                                      const std::string& copy_name = "") {
   const std::string root = "/proc/" + std::to_string(pid) + "/root";
   struct stat mine {};
   struct stat theirs {};
   if (::stat(lib.c_str(), &mine) != 0) return errno_status("reading " + lib);
   if (::stat((root + "/").c_str(), &theirs) != 0) return lib;
-  if (::stat((root + lib).c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev &&
+  if (copy_name.empty() && ::stat((root + lib).c_str(), &theirs) == 0 && theirs.st_dev == mine.st_dev &&
       theirs.st_ino == mine.st_ino) {
     return lib;
   }
   const std::string dir = "/tmp/probing-agent-" + std::to_string(::geteuid()) + "-" +
                           std::to_string(static_cast<long long>(mine.st_size)) + "-" +
                           std::to_string(static_cast<long long>(mine.st_mtime));
-  const std::string copy = dir + "/libprobing.so";
+  const std::string copy = dir + "/" + (copy_name.empty() ? std::string("libprobing.so") : copy_name);
   struct stat have {};
   if (::stat((root + copy).c_str(), &have) == 0 && have.st_size == mine.st_size &&
       have.st_uid == ::geteuid()) {
@@ -110,9 +114,23 @@ Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool ve
     return st;
   }
   if (verbose) {
-    std::cerr << "probing: " << lib << " is not in the target's filesystem: copied to " << copy << "\n";
+    std::cerr << "probing: " << lib << (copy_name.empty() ? " is not in the target's filesystem" : "")
+              << ": copied to " << copy << "\n";
   }
   return copy;
+}
+
+// For a forked child whose inherited agent runs nothing: the name of a copy of the library that
+// the child has not mapped yet (a grandchild may have mapped the first copy too).
+Result<std::string> fresh_copy_name(pid_t pid) {
+  for (int n = 1; n <= 16; ++n) {
+    const std::string name = "libprobing-fork" + (n == 1 ? std::string() : std::to_string(n)) + ".so";
+    Result<bool> mapped = inspect::has_mapped_library(pid, name);
+    if (!mapped.is_ok()) return mapped.status();
+    if (!*mapped) return name;
+  }
+  return Status(Code::kUnavailable,
+                "process " + std::to_string(pid) + " already maps 16 copies of the agent");
 }
 
 int run_inject(const Context& ctx, const InjectArgs& args) {
@@ -152,6 +170,23 @@ int run_inject(const Context& ctx, const InjectArgs& args) {
   }
   Result<bool> loaded = inspect::has_mapped_library(pid, "libprobing.so");
   if (!loaded.is_ok()) return fail(loaded.status());
+  if (*loaded && !inspect::runs_agent_threads(pid)) {
+    // A fork of a process with an agent (a DataLoader worker, a multiprocessing child): it
+    // inherited the library, but no thread of it. dlopen of the same file would do nothing, so
+    // a copy of it, which the loader takes for another library, starts an agent of its own.
+    Result<std::string> name = fresh_copy_name(pid);
+    if (name.is_ok()) lib = library_in_target(pid, *built, args.verbose, *name);
+    if (!name.is_ok() || !lib.is_ok()) {
+      return fail((name.is_ok() ? lib.status() : name.status())
+                      .with_context("process " + std::to_string(pid) +
+                                    " is a fork whose inherited agent runs no thread; starting one"));
+    }
+    if (args.verbose) {
+      std::cerr << "probing: process " << pid << " maps the agent but runs none of its threads (a fork of a "
+                << "process with an agent): loading " << *lib << "\n";
+    }
+    loaded = false;
+  }
   if (!*loaded) {
     if (!defines.empty()) {
       Status st = write_settings(pid, defines);
