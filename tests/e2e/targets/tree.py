@@ -53,4 +53,5 @@ def zombie():
     sys.stdin.readline()
 
 
-{"pool": pool, "dataloader": dataloader, "zombie": zombie}[sys.argv[1]]()
+if __name__ == "__main__":  # a forkserver (3.14's default) imports this module again
+    {"pool": pool, "dataloader": dataloader, "zombie": zombie}[sys.argv[1]]()
