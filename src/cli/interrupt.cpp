@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "inspect/process.h"
-#include "inspect/syscalls.h"
+#include "core/syscalls.h"
 
 namespace probing::cli {
 namespace {
@@ -36,7 +36,7 @@ std::string where_the_code_is(const Context& ctx, const nlohmann::json& reply) {
   if (tid <= 0) return "";
   inspect::SyscallHint hint = inspect::read_syscall_hint(target->pid, tid);
   if (!hint.known || hint.running || hint.nr < 0) return "";
-  return "; it waits in " + inspect::syscall_name(hint.nr) + " now, which Python lets finish first";
+  return "; it waits in " + syscall_name(hint.nr) + " now, which Python lets finish first";
 }
 
 // POST /interrupt for the eval `id`, and what it means for the user, on stderr.

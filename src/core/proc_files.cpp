@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "core/syscalls.h"
+
 namespace probing {
 
 std::string read_proc_file(const std::string& path, size_t max_bytes) noexcept {
@@ -85,6 +87,32 @@ pid_t tid_from_own_namespace(pid_t pid, pid_t own_tid) {
   }
   ::closedir(dir);
   return found;
+}
+
+std::string thread_activity(pid_t pid, pid_t tid) {
+  const std::string proc = pid == 0 ? std::string("/proc/self") : "/proc/" + std::to_string(pid);
+  const std::string task = proc + "/task/" + std::to_string(tid);
+  std::optional<ProcStat> st = parse_proc_stat(read_proc_file(task + "/stat", 4096));
+  if (!st) return "";
+  // The system call a blocked thread waits in: the first number of its syscall file ("running"
+  // while it runs, -1 outside any).
+  auto blocked_in = [&]() -> std::string {
+    const std::string text = read_proc_file(task + "/syscall", 256);
+    char* end = nullptr;
+    const long nr = std::strtol(text.c_str(), &end, 10);
+    return end != text.c_str() && nr >= 0 ? " in " + syscall_name(nr) : "";
+  };
+  switch (st->state()) {
+    case 'R': return "running";
+    case 'S': return "sleeping" + blocked_in();
+    case 'D': return "waiting on the disk" + blocked_in();
+    case 'T': return "stopped";
+    case 't': return "traced";
+    case 'Z':
+    case 'X': return "exited";
+    case 'I': return "idle";
+    default: return std::string(1, st->state());
+  }
 }
 
 }  // namespace probing

@@ -32,6 +32,11 @@ std::optional<ProcStat> parse_proc_stat(const std::string& text);
 // /proc/PID/stat, or /proc/PID/task/TID/stat when tid > 0; nullopt when the process is gone.
 std::optional<ProcStat> read_proc_stat(pid_t pid, pid_t tid = 0);
 
+// What a thread is doing, from its stat and syscall files: "running", "sleeping in
+// clock_nanosleep", "waiting on the disk in read", "stopped", "traced", "zombie"... "" when the
+// thread cannot be read. pid 0 is this process.
+std::string thread_activity(pid_t pid, pid_t tid);
+
 // The pid process `pid` (a pid of our namespace) has in its own pid namespace: the last number of
 // its NSpid line. A process in a container sees itself as 1, or 7: its agent names its socket
 // and files by that number. With `tid`, the same for that thread of it (the tids CPython keeps).

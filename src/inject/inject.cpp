@@ -19,16 +19,14 @@
 #include "inspect/memory.h"
 #include "inspect/process.h"
 #include "inspect/symbols.h"
-#include "inspect/syscalls.h"
+#include "core/syscalls.h"
 #include "inspect/tracee.h"
 
 namespace probing::inject {
 
 using Clock = std::chrono::steady_clock;
 using inspect::classify_object;
-using inspect::classify_syscall;
 using inspect::find_mapping;
-using inspect::is_lock_wait;
 using inspect::list_threads;
 using inspect::mapped_files;
 using inspect::Mapping;
@@ -44,9 +42,7 @@ using inspect::StackFrame;
 using inspect::StackRead;
 using inspect::StackReader;
 using inspect::Stop;
-using inspect::syscall_name;
 using inspect::SyscallHint;
-using inspect::SyscallSafety;
 using inspect::Tracee;
 namespace {
 

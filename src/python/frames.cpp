@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 
+#include "core/proc_files.h"
 #include "python/gil_free.h"
 #include "python/helpers.h"
 #include "python/ref.h"
@@ -16,6 +17,17 @@ extern const char kBacktraceHelpersSource[];
 namespace {
 
 const HelperSource kBacktraceHelpers{kBacktraceHelpersSource, "probing._backtrace"};
+
+// Each thread's state as the kernel reports it now ("sleeping in futex", "running"), where its
+// kernel tid is known.
+void add_states(nlohmann::json& threads) {
+  for (auto& t : threads) {
+    const auto tid = t.find("native_thread_id");
+    if (tid == t.end() || !tid->is_number_integer()) continue;
+    std::string state = thread_activity(0, static_cast<pid_t>(tid->get<long long>()));
+    if (!state.empty()) t["state"] = std::move(state);
+  }
+}
 
 // Source lines for the GIL-free answer, read without Python. Bounded: at most 8 MiB read from
 // one file (counted as read: /proc files report size 0), 32 MiB in all, 256 files.
@@ -127,6 +139,7 @@ Result<nlohmann::json> capture_backtrace_gil_free(const BacktraceOptions& option
   notes.push_back(why + "; the stacks were read without the GIL (" + snap->offsets_source +
                   " offsets): no locals, no daemon flags, thread names from the last live backtrace");
   if (options.locals) notes.push_back("locals cannot be shown without the GIL");
+  add_states(threads);
   return nlohmann::json{{"threads", std::move(threads)},
                         {"gil_free", true},
                         {"gil_holder", snap->holder_thread_id != 0
@@ -173,6 +186,7 @@ Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const Backtrace
     return Status(Code::kNotFound, "no Python thread " + std::to_string(options.thread));
   }
   for (auto& t : j["threads"]) add_depth_note(t, options.max_depth);
+  add_states(j["threads"]);
   nlohmann::json notes = nlohmann::json::array();
   j["gil_free"] = false;
   j["gil_holder"] = nullptr;

@@ -565,7 +565,7 @@ def run_as_nobody(args, timeout=20):
 
 def marker_line(script, marker):
     """The line number of the first line of targets/SCRIPT that contains MARKER."""
-    with open(os.path.join(TARGETS, script)) as f:
+    with open(os.path.join(TARGETS, script), encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if marker in line:
                 return i

@@ -117,12 +117,15 @@ def test_all_threads_named(py):
         for i in range(3):
             w = by_name["worker-%d" % i]
             assert [f["func"] for f in w["frames"]][:2] == ["Condition.wait", "Event.wait"]
+            assert w["state"] == "sleeping in futex", w  # what the kernel says it does
+        # The main thread reads stdin.
+        assert by_name["MainThread"]["state"] == "sleeping in read", by_name["MainThread"]
         # one thread by its kernel tid
         tid = by_name["worker-2"]["native_thread_id"]
         one = backtrace_json(t.pid, "--thread", tid)
         assert [th["name"] for th in one["threads"]] == ["worker-2"]
         rc, out, err = run_cli(t.pid, "backtrace", "--all")
-        assert rc == 0 and 'Thread %d "worker-1" (tid %d, daemon)' % (
+        assert rc == 0 and 'Thread %d "worker-1" (tid %d, sleeping in futex, daemon)' % (
             by_name["worker-1"]["thread_id"], by_name["worker-1"]["native_thread_id"]) in out, out
         rc, out, err = run_cli(t.pid, "backtrace", "--thread", "999999999")
         assert rc == 1 and "no Python thread 999999999" in err, (rc, out, err)

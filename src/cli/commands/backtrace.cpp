@@ -39,6 +39,7 @@ void print_thread(const nlohmann::json& t) {
   std::vector<std::string> tags;
   if (t.contains("native_thread_id") && t["native_thread_id"].is_number())
     tags.push_back("tid " + t["native_thread_id"].dump());
+  if (t.contains("state") && t["state"].is_string()) tags.push_back(t["state"].get<std::string>());
   if (t.value("daemon", nlohmann::json()).is_boolean() && t["daemon"].get<bool>()) tags.push_back("daemon");
   if (t.value("holds_gil", false)) tags.push_back("holds the GIL");
   if (t.value("python", true) == false) tags.push_back("not a Python thread");
@@ -264,6 +265,7 @@ Result<Answer> outside_answer(const Context& ctx, pid_t pid, const BacktraceArgs
       thread["frames"].push_back(std::move(frame));
     }
     if (!t.note.empty()) thread["note"] = t.note;
+    if (std::string state = thread_activity(pid, t.tid); !state.empty()) thread["state"] = state;
     a.j["threads"].push_back(std::move(thread));
   }
   for (const std::string& n : cap->notes) a.notes.push_back(n);

@@ -1,9 +1,10 @@
-// Which system calls a thread may be borrowed from (internal to inject).
+// System calls by number, for this architecture: their names, and which ones a thread may be
+// borrowed from by the injector (inject's rules, docs/attach.md).
 #pragma once
 
 #include <string>
 
-namespace probing::inspect {
+namespace probing {
 
 enum class SyscallSafety {
   kUnsafe,          // not on the list: may hold a lock the loader or malloc needs (futex, mmap...)
@@ -21,4 +22,4 @@ std::string syscall_name(long nr);
 // Whether system call `nr` is a lock wait (futex): safe only as far as the thread's stack says.
 bool is_lock_wait(long nr);
 
-}  // namespace probing::inspect
+}  // namespace probing

@@ -1,10 +1,10 @@
-#include "inspect/syscalls.h"
+#include "core/syscalls.h"
 
 #include <sys/syscall.h>
 
 #include <iterator>
 
-namespace probing::inspect {
+namespace probing {
 namespace {
 
 struct Entry {
@@ -90,4 +90,4 @@ bool is_lock_wait(long nr) {
 #endif
 }
 
-}  // namespace probing::inspect
+}  // namespace probing
