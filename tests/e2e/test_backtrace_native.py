@@ -242,6 +242,13 @@ def test_native_of_a_stopped_process_fails_and_says_how_to_resume_it(py):
     import signal
     with Target("bt_nested.py", py, mode="none") as t:
         os.kill(t.pid, signal.SIGSTOP)
+        # The stop reaches each thread in its own time: wait until every one is stopped.
+        deadline = time.monotonic() + 10
+        task = "/proc/%d/task" % t.pid
+        while any(open("%s/%s/stat" % (task, tid)).read().rsplit(")", 1)[1].split()[0] != "T"
+                  for tid in os.listdir(task)):
+            assert time.monotonic() < deadline, "process %d did not stop" % t.pid
+            time.sleep(0.01)
         try:
             rc, out, err = run_cli(t.pid, "backtrace", "--native")
         finally:
