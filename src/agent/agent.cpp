@@ -18,6 +18,7 @@
 #include <optional>
 #include <thread>
 
+#include "agent/subprocesses.h"
 #include "core/log.h"
 #include "core/settings.h"
 #include "python/capi.h"
@@ -129,6 +130,7 @@ void bootstrap() noexcept {
     info->version = PROBING_VERSION;
     info->socket = "@probing-" + std::to_string(::getpid());
     info->started_at = now_s();
+    info->subprocesses = subprocess_agents_state;
     server::ServerOptions options;
     options.abstract_name = info->socket.substr(1);
     options.max_connections = static_cast<int>(s.get_int("server.max_connections"));
@@ -179,6 +181,7 @@ void bootstrap() noexcept {
     // libprobing.so file loaded too) stops above with nothing started.
     sql::start_metrics_sampler();
     torch::start_torch_tracing();
+    start_subprocess_agents();
     if (options.remote.enabled) {
       info->remote_address = (*srv)->remote_address();
       if (!info->remote_address.empty()) {

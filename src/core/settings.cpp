@@ -262,6 +262,9 @@ void declare_builtin_settings(Settings& s) {
             non_negative);
   s.declare("metrics.max_rows", SettingKind::kInt, "86400",
             "Most samples process.metrics keeps; the oldest are dropped first.", positive);
+  s.declare("subprocesses", SettingKind::kBool, "off",
+            "Give each child the process forks (os.fork: DataLoader and multiprocessing workers) an agent of "
+            "its own, loaded in Python's after-fork hook; `probing launch` turns it on.");
   s.declare("torch.trace", SettingKind::kBool, "on",
             "Trace PyTorch module calls, backward passes and optimizer steps into python.torch_trace "
             "once torch is imported (PROBING_TORCH sets it too).");

@@ -65,6 +65,7 @@ HttpResponse handle_health(const HttpRequest&, const AgentInfo& info) {
       {"started_at", info.started_at},
       {"uptime_s", now_s() - info.started_at},
       {"remote", info.remote_address.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.remote_address)},
+      {"subprocesses", info.subprocesses ? info.subprocesses() : std::string("off")},
   };
   return json_response(j);
 }

@@ -1,6 +1,7 @@
 // The HTTP API of the agent (DESIGN.md §4): one handler per route, dispatched by method and path.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "server/http.h"
@@ -16,6 +17,8 @@ struct AgentInfo {
   std::string python_status;  // "ready", or why Python is not available
   RemoteOptions remote;       // the TCP listener's tokens and networks (when enabled)
   std::string remote_address; // "127.0.0.1:8080" when TCP listens, else ""
+  // Whether forked children get agents: "off", "starting" (the hook is not in yet), "on".
+  std::function<std::string()> subprocesses;
 };
 
 // The right a request has: everything over the unix socket (its uid was checked); over TCP, what

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import Target, eval_ok, interpreter_params, marker_line, run_cli, torch_interpreter_params
+from conftest import Target, eval_ok, http_request, interpreter_params, marker_line, run_cli, torch_interpreter_params
 
 
 def children_of(t):
@@ -41,31 +41,65 @@ def wait_for(predicate, what, timeout=30.0):
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("interp", interpreter_params())
-def test_a_pool_under_an_agent(interp, target_factory):
-    t = target_factory("tree.py", interp, mode="launch", args=["pool"])
-    workers = children_of(t)
-    tree = tree_json(t.pid)
-    assert tree[t.pid]["role"] == "root" and tree[t.pid]["agent"] == "yes" and tree[t.pid]["depth"] == 0, tree
-    for w in workers:  # forks: the agent library is mapped, none of its threads run
-        assert tree[w]["ppid"] == t.pid and tree[w]["depth"] == 1, tree[w]
-        assert (tree[w]["role"], tree[w]["agent"], tree[w]["state"]) == ("fork", "inherited", "S"), tree[w]
-        assert tree[w]["python"] == tree[t.pid]["python"] and tree[w]["python"].startswith("3."), tree[w]
+def agents_of(pid, workers):
+    tree = tree_json(pid)
+    return tree if all(tree[w]["agent"] == "yes" for w in workers) else None
 
-    # Every process's stack, each labelled: the workers' read from outside, parked in the task.
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_a_pool_under_launch_gets_agents(interp, target_factory):
+    # Under `probing launch` (subprocesses on), each forked worker loads an agent of its own.
+    t = target_factory("tree.py", interp, mode="launch", args=["pool_later"])
+    # Forks made before the agent's hook is in (its first moments) get none: /health says when.
+    wait_for(lambda: http_request(t.pid, "GET", "/health").json()["subprocesses"] == "on", "the hook never went in")
+    t.write("\n")
+    t.wait_line(lambda l: l.startswith("children "))
+    workers = children_of(t)
+    tree = wait_for(lambda: agents_of(t.pid, workers), "the workers never got agents")
+    assert tree[t.pid]["role"] == "root" and tree[t.pid]["agent"] == "yes" and tree[t.pid]["depth"] == 0, tree
+    for w in workers:
+        assert tree[w]["ppid"] == t.pid and tree[w]["depth"] == 1 and tree[w]["role"] == "fork", tree[w]
+        assert tree[w]["python"] == tree[t.pid]["python"] and tree[w]["python"].startswith("3."), tree[w]
+        assert eval_ok(w, "import os; os.getpid(), os.getppid()") == "(%d, %d)\n" % (w, t.pid)
     stacks = wait_for(lambda: (lambda s: s if all("slow_task" in python_funcs(s[w]) for w in workers) else None)(
         subprocess_stacks(t.pid)), "the workers never ran slow_task")
-    for w in workers:
-        assert stacks[w]["backtrace"]["from_outside"] is True, stacks[w]
+    for w in workers:  # from each worker's agent: with the GIL, locals on request
+        assert stacks[w]["backtrace"].get("from_outside", False) is False, stacks[w]
         frame = [f for th in stacks[w]["backtrace"]["threads"] for f in th["frames"] if f["func"] == "slow_task"][0]
         assert frame["lineno"] == marker_line("tree.py", "TREE_TASK_LINE"), frame
     assert "pool" in python_funcs(stacks[t.pid]), stacks[t.pid]
-    rc, out, err = run_cli(t.pid, "backtrace", "--subprocesses", timeout=60)
-    assert rc == 0, (rc, out, err)
-    for w in workers:
-        assert "Process %d (fork of %d, agent: inherited) " % (w, t.pid) in out, out
-    assert "Process %d (root, agent: yes) " % t.pid in out, out
+    rc, out, err = run_cli(t.pid, "backtrace", "--subprocesses", "--locals", timeout=60)
+    assert rc == 0 and "Process %d (fork of %d, agent: yes) " % (workers[0], t.pid) in out, (rc, out, err)
+    assert "          i = 0   (argument)" in out or "          i = 1   (argument)" in out, out
+    assert eval_ok(t.pid, "import os; os.getpid()") == "%d\n" % t.pid  # the parent's agent is untouched
 
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_subprocesses_turned_on_at_run_time(interp, target_factory):
+    t = target_factory("tree.py", interp, mode="preload", args=["pool_later"])  # preloaded: off
+    assert http_request(t.pid, "GET", "/health").json()["subprocesses"] == "off"
+    rc, out, err = run_cli(t.pid, "config", "subprocesses=on")
+    assert rc == 0, (rc, out, err)
+    wait_for(lambda: http_request(t.pid, "GET", "/health").json()["subprocesses"] == "on", "the hook never went in")
+    t.write("\n")
+    t.wait_line(lambda l: l.startswith("children "))
+    workers = children_of(t)
+    wait_for(lambda: agents_of(t.pid, workers), "the workers never got agents")
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_inject_into_a_fork_that_inherited_the_agent(interp, target_factory):
+    t = target_factory("tree.py", interp, mode="launch", args=["pool"], launch_args=["-D", "subprocesses=off"])
+    workers = children_of(t)
+    tree = tree_json(t.pid)
+    for w in workers:  # forks: the agent library is mapped, none of its threads run
+        assert (tree[w]["role"], tree[w]["agent"], tree[w]["state"]) == ("fork", "inherited", "S"), tree[w]
+    # Their stacks are read from outside meanwhile.
+    stacks = wait_for(lambda: (lambda s: s if all("slow_task" in python_funcs(s[w]) for w in workers) else None)(
+        subprocess_stacks(t.pid)), "the workers never ran slow_task")
+    assert all(stacks[w]["backtrace"]["from_outside"] for w in workers), stacks
+    rc, out, err = run_cli(t.pid, "backtrace", "--subprocesses", timeout=60)
+    assert rc == 0 and "Process %d (fork of %d, agent: inherited) " % (workers[1], t.pid) in out, out
     # A worker gets an agent of its own: a second copy of the library, since it maps the first.
     rc, out, err = run_cli(workers[0], "inject", "-v")
     assert rc == 0 and "a fork of a process with an agent" in err, (rc, out, err)
@@ -74,7 +108,6 @@ def test_a_pool_under_an_agent(interp, target_factory):
     assert rc == 0 and "slow_task (" in out and "read from outside" not in out, (rc, out, err)
     tree = tree_json(t.pid)
     assert tree[workers[0]]["agent"] == "yes" and tree[workers[1]]["agent"] == "inherited", tree
-    assert eval_ok(t.pid, "import os; os.getpid()") == "%d\n" % t.pid  # the parent's agent is untouched
 
 
 @pytest.mark.parametrize("interp", torch_interpreter_params())

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "cli/common.h"
+#include "core/agent_copy.h"
 #include "core/proc_files.h"
 #include "core/settings.h"
 #include "inject/inject.h"
@@ -74,48 +75,12 @@ Result<std::string> library_in_target(pid_t pid, const std::string& lib, bool ve
       theirs.st_ino == mine.st_ino) {
     return lib;
   }
-  const std::string dir = "/tmp/probing-agent-" + std::to_string(::geteuid()) + "-" +
-                          std::to_string(static_cast<long long>(mine.st_size)) + "-" +
-                          std::to_string(static_cast<long long>(mine.st_mtime));
-  const std::string copy = dir + "/" + (copy_name.empty() ? std::string("libprobing.so") : copy_name);
-  struct stat have {};
-  if (::stat((root + copy).c_str(), &have) == 0 && have.st_size == mine.st_size &&
-      have.st_uid == ::geteuid()) {
-    return copy;  // copied by an earlier inject
-  }
-  if (::mkdir((root + dir).c_str(), 0755) != 0 && errno != EEXIST) {
-    return errno_status("the agent library is not in the target's filesystem, and making " + dir + " there");
-  }
-  struct stat d {};
-  if (::lstat((root + dir).c_str(), &d) != 0 || !S_ISDIR(d.st_mode) || d.st_uid != ::geteuid() ||
-      (d.st_mode & 0022) != 0) {
-    return Status(Code::kPermissionDenied,
-                  dir + " in the target's filesystem is not a private directory of this user; remove it "
-                        "and try again");
-  }
-  const std::string tmp = root + copy + ".part";
-  int in = ::open(lib.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) return errno_status("reading " + lib);
-  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0755);
-  if (out < 0) {
-    ::close(in);
-    return errno_status("writing the agent library to " + dir + " in the target's filesystem");
-  }
-  char buf[1 << 16];
-  ssize_t n = 0;
-  bool ok = true;
-  while (ok && (n = ::read(in, buf, sizeof buf)) > 0) ok = ::write(out, buf, static_cast<size_t>(n)) == n;
-  ok = ok && n == 0 && ::fsync(out) == 0;
-  ::close(in);
-  ok = ::close(out) == 0 && ok;
-  if (!ok || ::rename(tmp.c_str(), (root + copy).c_str()) != 0) {
-    Status st = errno_status("copying the agent library into the target's filesystem (" + copy + ")");
-    ::unlink(tmp.c_str());
-    return st;
-  }
+  Result<std::string> copy =
+      copy_agent_library(lib, root, copy_name.empty() ? std::string("libprobing.so") : copy_name);
+  if (!copy.is_ok()) return copy.status();
   if (verbose) {
     std::cerr << "probing: " << lib << (copy_name.empty() ? " is not in the target's filesystem" : "")
-              << ": copied to " << copy << "\n";
+              << ": copied to " << *copy << "\n";
   }
   return copy;
 }

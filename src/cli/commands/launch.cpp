@@ -17,6 +17,9 @@ struct LaunchArgs {
 
 int run_launch(const LaunchArgs& args) {
   if (args.command.empty()) return fail("nothing to launch: probing launch -- python3 train.py");
+  // Forked children (DataLoader, multiprocessing workers) get agents too, unless told otherwise
+  // (-D subprocesses=off, or PROBING_SUBPROCESSES in the environment).
+  ::setenv(Settings::env_name("subprocesses").c_str(), "on", /*overwrite=*/0);
   for (const std::string& d : args.defines) {
     auto kv = parse_define(d);
     if (!kv.is_ok()) return fail(kv.status());
@@ -42,7 +45,8 @@ void add_launch_command(CLI::App& app, Context&) {
   CLI::App* cmd = app.add_subcommand(
       "launch",
       "Run a command with the agent loaded from its start (LD_PRELOAD; the same as PROBE=1 when the\n"
-      "Python package is installed). Every Python process the command starts gets an agent.");
+      "Python package is installed). Every Python process the command starts gets an agent, forked\n"
+      "ones too (DataLoader and multiprocessing workers: the subprocesses setting, on here).");
   cmd->add_option("-D,--define", args->defines, "a setting for the agent, key=value (repeatable)")
       ->allow_extra_args(false);
   cmd->add_option("command", args->command, "the command, after --")->required();

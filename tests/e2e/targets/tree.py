@@ -1,5 +1,6 @@
 """A process tree, for `probing PID children` and `backtrace --subprocesses`. argv[1]:
   pool        multiprocessing.Pool(2) by fork; each worker runs one task, parked in slow_task()
+  pool_later  the same, made once a line comes on stdin (after 'ready')
   dataloader  a torch DataLoader(num_workers=2) whose workers sit in Slow.__getitem__
   zombie      one forked child that has exited and is never waited for, one that sleeps
 Prints 'children PID PID' (the workers, or the two children) then 'ready'."""
@@ -13,12 +14,16 @@ def slow_task(i):
     return i
 
 
-def pool():
+def pool(later=False):
     import multiprocessing
+    if later:
+        print("ready", flush=True)
+        sys.stdin.readline()
     workers = multiprocessing.get_context("fork").Pool(2)
     workers.map_async(slow_task, range(2), chunksize=1)
     print("children " + " ".join(str(p.pid) for p in workers._pool), flush=True)
-    print("ready", flush=True)
+    if not later:
+        print("ready", flush=True)
     sys.stdin.readline()
 
 
@@ -54,4 +59,5 @@ def zombie():
 
 
 if __name__ == "__main__":  # a forkserver (3.14's default) imports this module again
-    {"pool": pool, "dataloader": dataloader, "zombie": zombie}[sys.argv[1]]()
+    modes = {"pool": pool, "pool_later": lambda: pool(later=True), "dataloader": dataloader, "zombie": zombie}
+    modes[sys.argv[1]]()

@@ -1,0 +1,153 @@
+// How a forked child gets an agent. fork() copies one thread: the child maps this library but
+// runs none of its threads, and dlopen() of the same file would do nothing. So the parent keeps
+// a copy of the library (core/agent_copy.h: a second file, another library to the loader), and
+// registers with os.register_at_fork an after_in_child hook that loads it: its constructor starts
+// the child's agent on @probing-<child pid>. The hook asks this library whether to (the setting
+// may have been turned off since), through a function that only reads an atomic: locks held by
+// other threads of the parent at the fork stay held in the child.
+#include "agent/subprocesses.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "core/agent_copy.h"
+#include "core/log.h"
+#include "core/settings.h"
+#include "python/helpers.h"
+#include "python/runtime.h"
+
+namespace probing::agent {
+namespace {
+
+std::atomic<bool> g_on{false};             // the setting, as the hook in a child reads it
+std::atomic<bool> g_registered{false};     // the hook is in (it stays for the life of the process)
+std::atomic<bool> g_watching{false};       // the watcher thread runs
+std::atomic<const char*> g_copy{nullptr};  // the copy children load; made once, never freed
+
+// Python is looked for often at first (a program may fork soon after it starts), then less.
+constexpr double kFirstIntervalS = 0.005;
+constexpr double kWatchIntervalS = 0.2;
+constexpr int kFirstTries = 200;
+
+constexpr char kForkHelperSource[] = R"PY(
+import ctypes
+import json
+import os
+
+_agents = []  # the children's copies, kept loaded
+
+
+def register(address):
+    copy_path = ctypes.CFUNCTYPE(ctypes.c_char_p)(address)
+
+    def load_agent_in_child():
+        try:
+            path = copy_path()
+            if path:
+                _agents.append(ctypes.CDLL(path.decode(), mode=os.RTLD_NOW))
+        except Exception:
+            pass  # the child goes on without an agent, as without the setting
+
+    os.register_at_fork(after_in_child=load_agent_in_child)
+    return json.dumps(True)
+)PY";
+constexpr python::HelperSource kForkHelper{kForkHelperSource, "probing._fork"};
+
+// Called by the hook in a child, with the GIL: the copy to load, or nullptr.
+const char* copy_for_children() noexcept { return g_on.load() ? g_copy.load() : nullptr; }
+
+// This library's own file, as the loader opened it.
+std::string own_library() {
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&copy_for_children), &info) == 0 || info.dli_fname == nullptr)
+    return "";
+  char resolved[PATH_MAX];
+  return ::realpath(info.dli_fname, resolved) != nullptr ? std::string(resolved)
+                                                         : std::string(info.dli_fname);
+}
+
+// Until the hook is in: waits for Python, makes the copy, registers the hook. Ends when the hook
+// is in, when the setting goes off, or on an error (said once in the log).
+void watch() noexcept {
+  ::pthread_setname_np(::pthread_self(), "probing-fork");
+  try {
+    for (int tries = 0;; ++tries) {
+      if (tries > 0) {
+        std::this_thread::sleep_for(
+            std::chrono::duration<double>(tries < kFirstTries ? kFirstIntervalS : kWatchIntervalS));
+      }
+      if (!g_on.load()) break;
+      Result<python::PythonRuntime*> rt = python::PythonRuntime::get();
+      if (!rt.is_ok()) {
+        if (rt.status().code() == Code::kUnavailable) continue;  // not initialized yet
+        log_warn("subprocesses: " + rt.status().message());
+        break;
+      }
+      if (g_copy.load() == nullptr) {
+        const std::string lib = own_library();
+        if (lib.empty()) {
+          log_warn("subprocesses: the agent library's own path is unknown; forked children get no agent");
+          break;
+        }
+        Result<std::string> copy =
+            copy_agent_library(lib, "", fork_copy_name(lib.substr(lib.rfind('/') + 1)));
+        if (!copy.is_ok()) {
+          log_warn("subprocesses: forked children get no agent: " + copy.status().message());
+          break;
+        }
+        g_copy.store(::strdup(copy->c_str()));
+      }
+      const auto address = static_cast<long long>(reinterpret_cast<std::uintptr_t>(&copy_for_children));
+      Result<nlohmann::json> done = python::call_helper(
+          **rt, kForkHelper, "register", nlohmann::json::array({address}), python::HelperCall(5, 5));
+      if (done.is_ok()) {
+        g_registered.store(true);
+        log_info("subprocesses: forked children load " + std::string(g_copy.load()));
+        break;
+      }
+      if (done.status().code() != Code::kTimeout) {
+        log_warn("subprocesses: " + done.status().message());
+        break;
+      }
+    }
+  } catch (...) {
+    log_error("subprocesses: the watcher stopped");
+  }
+  g_watching.store(false);
+}
+
+void follow_setting() {
+  g_on.store(settings().get_bool("subprocesses"));
+  if (!g_on.load() || g_registered.load() || g_watching.exchange(true)) return;
+  try {
+    std::thread(watch).detach();
+  } catch (...) {
+    g_watching.store(false);
+    log_warn("subprocesses: cannot start a thread; forked children get no agent");
+  }
+}
+
+}  // namespace
+
+std::string subprocess_agents_state() {
+  if (!g_on.load()) return "off";
+  return g_registered.load() ? "on" : "starting";
+}
+
+void start_subprocess_agents() {
+  // An agent a fork loaded (from a copy) gives none to its own forks: each level would need a
+  // copy more of the library. `inject` gives one to such a grandchild.
+  const std::string lib = own_library();
+  if (lib.substr(lib.rfind('/') + 1).rfind("libprobing-fork", 0) == 0) return;
+  settings().observe("subprocesses", [](const std::string&, const std::string&) { follow_setting(); });
+  follow_setting();
+}
+
+}  // namespace probing::agent
