@@ -5,6 +5,7 @@
 # into a placeholder.
 import json
 import linecache
+import os
 import re
 import reprlib
 import _thread
@@ -412,6 +413,8 @@ def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s,
             waiting_for = None
         if waiting_for is not None and waiting_for["owner"] in by_ident:
             waiting_for["owner_name"] = by_ident[waiting_for["owner"]].name
+        if native is None and ident == main_ident:
+            native = os.getpid()  # threading not imported: the main thread is the process's first
         threads.append({
             "thread_id": ident,
             "native_thread_id": native,

@@ -195,7 +195,10 @@ class ServerImpl final : public HttpServer {
   // nothing runs no thread that could hold a lock when the host forks. I/O thread only.
   asio::thread_pool& pool() {
     if (pool_ == nullptr) {
+      // A new thread takes its creator's name: the handlers are named probing-handler so.
+      ::pthread_setname_np(::pthread_self(), "probing-handler");
       pool_ = std::make_unique<asio::thread_pool>(static_cast<size_t>(options_.handler_threads));
+      ::pthread_setname_np(::pthread_self(), "probing-io");
     }
     return *pool_;
   }

@@ -118,7 +118,10 @@ def test_all_threads_named(py):
             w = by_name["worker-%d" % i]
             assert [f["func"] for f in w["frames"]][:2] == ["Condition.wait", "Event.wait"]
             assert w["state"] == "sleeping in futex", w  # what the kernel says it does
-        # The main thread reads stdin.
+        # The main thread reads stdin (once it is past printing 'ready').
+        deadline = time.monotonic() + 10
+        while by_name["MainThread"]["state"] != "sleeping in read" and time.monotonic() < deadline:
+            by_name = {th["name"]: th for th in backtrace_json(t.pid, "--all")["threads"]}
         assert by_name["MainThread"]["state"] == "sleeping in read", by_name["MainThread"]
         # one thread by its kernel tid
         tid = by_name["worker-2"]["native_thread_id"]
