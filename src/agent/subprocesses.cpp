@@ -2,9 +2,9 @@
 // runs none of its threads, and dlopen() of the same file would do nothing. So the parent keeps
 // a copy of the library (core/agent_copy.h: a second file, another library to the loader), and
 // registers with os.register_at_fork an after_in_child hook that loads it: its constructor starts
-// the child's agent on @probing-<child pid>. The hook asks this library whether to (the setting
-// may have been turned off since), through a function that only reads an atomic: locks held by
-// other threads of the parent at the fork stay held in the child.
+// the child's agent on @probing-<child pid>. The hook is a C function of this library: it reads
+// only atomics (the setting may have been turned off since), since locks held by other threads
+// of the parent at the fork stay held in the child.
 #include "agent/subprocesses.h"
 
 #include <dlfcn.h>
@@ -20,7 +20,9 @@
 #include "core/agent_copy.h"
 #include "core/log.h"
 #include "core/settings.h"
+#include "python/capi.h"
 #include "python/helpers.h"
+#include "python/ref.h"
 #include "python/runtime.h"
 
 namespace probing::agent {
@@ -30,43 +32,43 @@ std::atomic<bool> g_on{false};             // the setting, as the hook in a chil
 std::atomic<bool> g_registered{false};     // the hook is in (it stays for the life of the process)
 std::atomic<bool> g_watching{false};       // the watcher thread runs
 std::atomic<const char*> g_copy{nullptr};  // the copy children load; made once, never freed
+std::atomic<const python::CApi*> g_api{nullptr};
 
 // Python is looked for often at first (a program may fork soon after it starts), then less.
 constexpr double kFirstIntervalS = 0.005;
 constexpr double kWatchIntervalS = 0.2;
 constexpr int kFirstTries = 200;
 
+// Registers the hook. Imports nothing but os (loaded at start-up): an import of threading here
+// (ctypes and json import it on 3.13+) would make this agent thread the target's main thread.
 constexpr char kForkHelperSource[] = R"PY(
-import ctypes
-import json
 import os
 
-_agents = []  # the children's copies, kept loaded
 
-
-def register(address):
-    copy_path = ctypes.CFUNCTYPE(ctypes.c_char_p)(address)
-
-    def load_agent_in_child():
-        try:
-            path = copy_path()
-            if path:
-                _agents.append(ctypes.CDLL(path.decode(), mode=os.RTLD_NOW))
-        except Exception:
-            pass  # the child goes on without an agent, as without the setting
-
+def register(load_agent_in_child):
     os.register_at_fork(after_in_child=load_agent_in_child)
-    return json.dumps(True)
+    return "true"
 )PY";
 constexpr python::HelperSource kForkHelper{kForkHelperSource, "probing._fork"};
 
-// Called by the hook in a child, with the GIL: the copy to load, or nullptr.
-const char* copy_for_children() noexcept { return g_on.load() ? g_copy.load() : nullptr; }
+// The hook, in a child just forked, with the GIL, after CPython has made the child whole: loads
+// the copy. Reads only atomics (locks held by the parent's other threads at the fork stay held
+// here). A copy that does not load leaves the child as it would be without the setting.
+python::PyObject* load_agent_in_child(python::PyObject*, python::PyObject*) noexcept {
+  const char* path = g_on.load() ? g_copy.load() : nullptr;
+  if (path != nullptr) (void)::dlopen(path, RTLD_NOW | RTLD_LOCAL);  // kept loaded: never closed
+  const python::CApi* api = g_api.load();
+  api->Py_IncRef(api->None);
+  return api->None;
+}
+
+python::MethodDef g_hook_def{"probing_load_agent_in_child", reinterpret_cast<void*>(load_agent_in_child),
+                             python::kMethNoArgs, "loads probing's agent in a forked child"};
 
 // This library's own file, as the loader opened it.
 std::string own_library() {
   Dl_info info{};
-  if (::dladdr(reinterpret_cast<void*>(&copy_for_children), &info) == 0 || info.dli_fname == nullptr)
+  if (::dladdr(reinterpret_cast<void*>(&load_agent_in_child), &info) == 0 || info.dli_fname == nullptr)
     return "";
   char resolved[PATH_MAX];
   return ::realpath(info.dli_fname, resolved) != nullptr ? std::string(resolved)
@@ -104,9 +106,16 @@ void watch() noexcept {
         }
         g_copy.store(::strdup(copy->c_str()));
       }
-      const auto address = static_cast<long long>(reinterpret_cast<std::uintptr_t>(&copy_for_children));
-      Result<nlohmann::json> done = python::call_helper(
-          **rt, kForkHelper, "register", nlohmann::json::array({address}), python::HelperCall(5, 5));
+      g_api.store(&(*rt)->api());
+      python::MakeArgs hook = [](const python::CApi& api) -> Result<std::vector<python::PyRef>> {
+        python::PyRef fn(api, api.PyCFunction_NewEx(&g_hook_def, nullptr, nullptr));
+        if (!fn) return Status(Code::kInternal, python::fetch_error_text(api));
+        std::vector<python::PyRef> args;
+        args.push_back(std::move(fn));
+        return args;
+      };
+      Result<nlohmann::json> done =
+          python::call_helper(**rt, kForkHelper, "register", std::move(hook), python::HelperCall(5, 5));
       if (done.is_ok()) {
         g_registered.store(true);
         log_info("subprocesses: forked children load " + std::string(g_copy.load()));

@@ -25,16 +25,9 @@ using python::PyObject;
 constexpr const char* kCapsule = "probing.table";
 constexpr size_t kMaxColumns = 64;
 constexpr size_t kMaxTables = 256;
-constexpr long kMethO = 0x0008;
-constexpr long kMethFastcall = 0x0080;
-
-// CPython's PyMethodDef, whose layout is part of the stable ABI.
-struct MethodDef {
-  const char* name;
-  void* function;
-  int flags;
-  const char* doc;
-};
+using python::kMethFastcall;
+using python::kMethO;
+using python::MethodDef;
 
 const CApi* g_api = nullptr;
 std::atomic<bool> g_forked{false};

@@ -14,6 +14,17 @@ namespace probing::python {
 struct PyObject;
 using PyGILStateState = int;  // PyGILState_STATE is an int-sized enum in every version
 
+// CPython's PyMethodDef, whose layout is part of the stable ABI, and its calling conventions.
+struct MethodDef {
+  const char* name;
+  void* function;
+  int flags;
+  const char* doc;
+};
+constexpr int kMethNoArgs = 0x0004;
+constexpr int kMethO = 0x0008;
+constexpr int kMethFastcall = 0x0080;
+
 // Start symbols of PyRun_StringFlags.
 constexpr int kPyFileInput = 257;
 constexpr int kPyEvalInput = 258;
