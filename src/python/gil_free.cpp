@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 
+#include "layout/relocate.h"
 #include "python/capi.h"
 
 namespace probing::python {
@@ -14,7 +15,8 @@ namespace {
 
 uintptr_t symbol(const char* name) { return reinterpret_cast<uintptr_t>(dlsym(RTLD_DEFAULT, name)); }
 
-Result<layout::InterpreterReader> open_this_interpreter() {
+// This process's interpreter as the reader needs it.
+Result<layout::PythonProcess> this_process() {
   Result<const CApi*> api = load_capi();
   if (!api.is_ok()) return api.status();
   Result<layout::PythonVersion> v = layout::parse_version((*api)->Py_GetVersion());
@@ -30,7 +32,13 @@ Result<layout::InterpreterReader> open_this_interpreter() {
   if (self.runtime == 0 || self.unicode_type == 0 || self.code_type == 0 || self.bytes_type == 0) {
     return Status(Code::kUnavailable, "CPython's _PyRuntime or type objects are not visible to dlsym");
   }
-  return layout::InterpreterReader::open(self);
+  return self;
+}
+
+Result<layout::InterpreterReader> open_this_interpreter() {
+  Result<layout::PythonProcess> self = this_process();
+  if (!self.is_ok()) return self.status();
+  return layout::InterpreterReader::open(*self);
 }
 
 const Result<layout::InterpreterReader>& this_interpreter() {
@@ -47,6 +55,23 @@ std::map<unsigned long, std::string>* g_names = nullptr;
 
 Result<layout::GilFreeSnapshot> read_stacks_gil_free(const layout::GilFreeLimits& limits) {
   const Result<layout::InterpreterReader>& reader = this_interpreter();
+  if (!reader.is_ok()) return reader.status();
+  return reader->stacks(limits);
+}
+
+Result<layout::GilFreeSnapshot> read_descendant_stacks(pid_t pid, const layout::GilFreeLimits& limits) {
+  Result<layout::PythonProcess> self = this_process();
+  if (!self.is_ok()) return self.status();
+  layout::PythonProcess child = *self;
+  child.pid = pid;
+  for (uintptr_t* address : {&child.runtime, &child.unicode_type, &child.code_type, &child.bytes_type,
+                             &child.frame_type}) {
+    if (*address == 0) continue;
+    Result<uintptr_t> there = layout::relocate_to(pid, *address);
+    if (!there.is_ok()) return there.status();
+    *address = *there;
+  }
+  Result<layout::InterpreterReader> reader = layout::InterpreterReader::open(child);
   if (!reader.is_ok()) return reader.status();
   return reader->stacks(limits);
 }

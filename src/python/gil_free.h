@@ -3,6 +3,8 @@
 // The addresses come from dlsym and the version from the resolved CPython API, once.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +17,11 @@ namespace probing::python {
 // kUnsupported for a CPython version without offsets; kUnavailable when process_vm_readv is
 // forbidden or CPython's symbols cannot be found.
 Result<layout::GilFreeSnapshot> read_stacks_gil_free(const layout::GilFreeLimits& limits);
+
+// The stacks of `pid`, a descendant of this process running this interpreter's own file (a fork,
+// or an exec of the same python): this process's addresses carried into it (layout/relocate.h).
+// kNotFound when it runs another interpreter; the reader's errors otherwise.
+Result<layout::GilFreeSnapshot> read_descendant_stacks(pid_t pid, const layout::GilFreeLimits& limits);
 
 struct GilHolder {
   bool locked = false;

@@ -2,10 +2,14 @@
 // the GIL-free reader when the GIL is held), loaded modules and live objects.
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
+#include "core/proc_files.h"
 #include "core/settings.h"
+#include "layout/relocate.h"
 #include "python/frames.h"
 #include "python/gc_census.h"
+#include "python/gil_free.h"
 #include "python/helpers.h"
 #include "sql/tables/tables.h"
 
@@ -99,6 +103,50 @@ Result<LiveRows> fetch_backtrace(const ScanRequest& request) {
                           json_value(f.value("source", nlohmann::json())), locals});
     }
     if (t.contains("note") && t["note"].is_string()) out.notices.push_back(t["note"].get<std::string>());
+  }
+  return out;
+}
+
+// ---- python.backtrace_tree ----
+
+constexpr size_t kMaxTreeProcesses = 256;
+constexpr int kMaxTreeDepth = 8;
+
+// One process's stacks as rows: (pid, ppid, thread_id, native_thread_id, depth, func, file, lineno).
+void add_tree_rows(pid_t pid, const layout::GilFreeSnapshot& snap, LiveRows& out) {
+  std::optional<ProcStat> st = read_proc_stat(pid);
+  const long long ppid = st ? static_cast<long long>(st->number(4)) : 0;
+  for (const layout::RawThread& t : snap.threads) {
+    long long depth = 0;
+    for (const layout::RawFrame& f : t.frames) {
+      out.rows.push_back({static_cast<long long>(pid), ppid != 0 ? Value(ppid) : Value(std::monostate{}),
+                          static_cast<long long>(t.thread_id),
+                          t.native_thread_id != 0 ? Value(static_cast<long long>(t.native_thread_id))
+                                                  : Value(std::monostate{}),
+                          depth++, f.func, f.file,
+                          f.lineno >= 0 ? Value(static_cast<long long>(f.lineno)) : Value(std::monostate{})});
+    }
+  }
+}
+
+// This process and every descendant that runs its interpreter (forks; execs of the same python),
+// read without the GIL and without stopping anything.
+Result<LiveRows> fetch_backtrace_tree(const ScanRequest&) {
+  LiveRows out;
+  Result<layout::GilFreeSnapshot> own = python::read_stacks_gil_free({});
+  if (!own.is_ok()) return own.status();
+  add_tree_rows(::getpid(), *own, out);
+  const std::vector<pid_t> kids = layout::descendants(kMaxTreeProcesses, kMaxTreeDepth);
+  for (pid_t pid : kids) {
+    Result<layout::GilFreeSnapshot> snap = python::read_descendant_stacks(pid, {});
+    if (snap.is_ok()) {
+      add_tree_rows(pid, *snap, out);
+    } else if (std::optional<ProcStat> st = read_proc_stat(pid); st && st->state() != 'Z') {
+      out.notices.push_back("process " + std::to_string(pid) + " not read: " + snap.status().message());
+    }
+  }
+  if (kids.size() >= kMaxTreeProcesses) {
+    out.notices.push_back("only the first " + std::to_string(kMaxTreeProcesses) + " descendants are read");
   }
   return out;
 }
@@ -274,6 +322,21 @@ Status add_python_tables(Engine& engine) {
        {kBacktraceThreadColumn},
        fetch_backtrace,
        true}));
+  PROBING_RETURN_IF_ERROR(engine.add_live_table(
+      {"python", "backtrace_tree",
+       "Every thread's Python stack in this process and in each process under it that runs the same "
+       "interpreter (DataLoader and multiprocessing workers: forks, or execs of the same python), read "
+       "without the GIL and without stopping anything; innermost frame first.",
+       {{"pid", kInt, "the process (its pid as the agent sees it)"},
+        {"ppid", kInt, "its parent"},
+        {"thread_id", kInt, "threading ident of the thread"},
+        {"native_thread_id", kInt, "kernel thread id; NULL on 3.9-3.10"},
+        {"depth", kInt, "0 is the innermost frame"},
+        {"func", kText, "function name (co_qualname on 3.11+)"},
+        {"file", kText, "source file path"},
+        {"lineno", kInt, "line being run; NULL when the instruction has none"}},
+       {},
+       fetch_backtrace_tree}));
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
       {"python", "threads", "Every Python thread, with where it is now.",
        {{"thread_id", kInt, "threading ident"},
