@@ -107,6 +107,8 @@ def test_inject_into_a_fork_that_inherited_the_agent(interp, target_factory):
     assert all(r["ppid"] == t.pid and r["lineno"] == marker_line("tree.py", "TREE_TASK_LINE") for r in rows.values())
     rc, out, err = run_cli(t.pid, "backtrace", "--subprocesses", timeout=60)
     assert rc == 0 and "Process %d (fork of %d, agent: inherited) " % (workers[1], t.pid) in out, out
+    rc, out, err = run_cli(workers[0], "doctor")
+    assert rc == 1 and "none of the agent's threads run" in out and "%d inject` starts" % workers[0] in out, out
     # A worker gets an agent of its own: a second copy of the library, since it maps the first.
     rc, out, err = run_cli(workers[0], "inject", "-v")
     assert rc == 0 and "a fork of a process with an agent" in err, (rc, out, err)

@@ -21,6 +21,7 @@
 #include "core/proc_files.h"
 #include "inspect/maps.h"
 #include "inspect/process.h"
+#include "inspect/process_tree.h"
 #include "inspect/symbols.h"
 
 extern char** environ;
@@ -240,6 +241,13 @@ int doctor_process(pid_t pid) {
   bool agent_mapped = false;
   for (const std::string& file : inspect::mapped_files(*maps)) {
     agent_mapped |= inspect::path_basename(file) == "libprobing.so";
+  }
+  if (agent_mapped && !inspect::runs_agent_threads(pid)) {
+    findings.push_back({false, "libprobing.so is loaded but none of the agent's threads run: the process is a "
+                               "fork of one with an agent (fork copies one thread), started before the "
+                               "`subprocesses` hook was in or with it off; `probing " +
+                                   std::to_string(pid) + " inject` starts an agent in it"});
+    return verdict(kExitFailed);
   }
   if (agent_mapped) {
     findings.push_back({false, "libprobing.so is loaded but nothing answers on @probing-" +
