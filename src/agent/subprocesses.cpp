@@ -75,10 +75,13 @@ std::string own_library() {
                                                          : std::string(info.dli_fname);
 }
 
+void follow_setting();
+
 // Until the hook is in: waits for Python, makes the copy, registers the hook. Ends when the hook
 // is in, when the setting goes off, or on an error (said once in the log).
 void watch() noexcept {
   ::pthread_setname_np(::pthread_self(), "probing-fork");
+  bool gave_up = false;
   try {
     for (int tries = 0;; ++tries) {
       if (tries > 0) {
@@ -90,18 +93,21 @@ void watch() noexcept {
       if (!rt.is_ok()) {
         if (rt.status().code() == Code::kUnavailable) continue;  // not initialized yet
         log_warn("subprocesses: " + rt.status().message());
+        gave_up = true;
         break;
       }
       if (g_copy.load() == nullptr) {
         const std::string lib = own_library();
         if (lib.empty()) {
           log_warn("subprocesses: the agent library's own path is unknown; forked children get no agent");
+          gave_up = true;
           break;
         }
         Result<std::string> copy =
             copy_agent_library(lib, "", fork_copy_name(lib.substr(lib.rfind('/') + 1)));
         if (!copy.is_ok()) {
           log_warn("subprocesses: forked children get no agent: " + copy.status().message());
+          gave_up = true;
           break;
         }
         g_copy.store(::strdup(copy->c_str()));
@@ -123,13 +129,17 @@ void watch() noexcept {
       }
       if (done.status().code() != Code::kTimeout) {
         log_warn("subprocesses: " + done.status().message());
+        gave_up = true;
         break;
       }
     }
   } catch (...) {
     log_error("subprocesses: the watcher stopped");
+    gave_up = true;
   }
   g_watching.store(false);
+  // Turned off and on again while this thread was leaving: the new setting still needs a watcher.
+  if (!gave_up) follow_setting();
 }
 
 void follow_setting() {
