@@ -51,12 +51,20 @@ def register(load_agent_in_child):
 )PY";
 constexpr python::HelperSource kForkHelper{kForkHelperSource, "probing._fork"};
 
-// The hook, in a child just forked, with the GIL, after CPython has made the child whole: loads
-// the copy. Reads only atomics (locks held by the parent's other threads at the fork stay held
-// here). A copy that does not load leaves the child as it would be without the setting.
+// The hook, in a child just forked, with the GIL, after CPython has made the child whole: starts
+// the copy's loading. Reads only atomics (locks held by the parent's other threads at the fork
+// stay held here). A copy that does not load leaves the child as it would be without the setting.
 python::PyObject* load_agent_in_child(python::PyObject*, python::PyObject*) noexcept {
   const char* path = g_on.load() ? g_copy.load() : nullptr;
-  if (path != nullptr) (void)::dlopen(path, RTLD_NOW | RTLD_LOCAL);  // kept loaded: never closed
+  if (path != nullptr) {
+    // On a thread of its own: the loader's write lock is not reset by fork, and a thread of the
+    // parent inside dl_iterate_phdr at the fork left it held; the program's thread never waits.
+    try {
+      std::thread([path] { (void)::dlopen(path, RTLD_NOW | RTLD_LOCAL); }).detach();  // never closed
+    } catch (...) {
+      // no thread: the child goes on without an agent
+    }
+  }
   const python::CApi* api = g_api.load();
   api->Py_IncRef(api->None);
   return api->None;

@@ -18,11 +18,8 @@ Result<std::string> copy_agent_library(const std::string& lib, const std::string
                           std::to_string(static_cast<long long>(mine.st_mtime));
   const std::string copy = dir + "/" + name;
   const std::string where = root.empty() ? std::string() : " in the target's filesystem";
-  struct stat have {};
-  if (::stat((root + copy).c_str(), &have) == 0 && have.st_size == mine.st_size &&
-      have.st_uid == ::geteuid()) {
-    return copy;  // copied before
-  }
+  // The directory first: its name can be guessed, so another user may have made it, or put a
+  // link in it. Only a directory of this user's that nobody else may write holds copies we trust.
   if (::mkdir((root + dir).c_str(), 0755) != 0 && errno != EEXIST) {
     return errno_status("making " + dir + where + " for a copy of the agent library");
   }
@@ -31,6 +28,11 @@ Result<std::string> copy_agent_library(const std::string& lib, const std::string
       (d.st_mode & 0022) != 0) {
     return Status(Code::kPermissionDenied,
                   dir + where + " is not a private directory of this user; remove it and try again");
+  }
+  struct stat have {};
+  if (::lstat((root + copy).c_str(), &have) == 0 && S_ISREG(have.st_mode) && have.st_size == mine.st_size &&
+      have.st_uid == ::geteuid()) {
+    return copy;  // copied before (a regular file, never a link)
   }
   // Written as an unnamed file, named once whole: a copier killed half-way (a fork that exits
   // at once) leaves nothing behind, and two copiers at once each put one whole library in place.
@@ -51,18 +53,29 @@ Result<std::string> copy_agent_library(const std::string& lib, const std::string
   ssize_t n = 0;
   bool ok = true;
   off_t copied = 0;
-  while ((n = ::copy_file_range(in, nullptr, out, nullptr, 1 << 30, 0)) > 0) copied += n;
+  while ((n = ::copy_file_range(in, nullptr, out, nullptr, 1 << 30, 0)) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) copied += n;
+  }
   if (n < 0 && copied == 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
     char buf[1 << 16];
-    while (ok && (n = ::read(in, buf, sizeof buf)) > 0) ok = ::write(out, buf, static_cast<size_t>(n)) == n;
+    n = 0;
+    while (ok && ((n = ::read(in, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))) {
+      if (n > 0) ok = ::write(out, buf, static_cast<size_t>(n)) == n;
+      if (n > 0 && ok) copied += n;
+    }
   }
+  // A short copy is never named: a truncated library would fault whoever loads it.
+  ok = ok && n == 0 && copied == mine.st_size;
   const struct timespec times[2] = {mine.st_atim, mine.st_mtim};
   ok = ok && n == 0 && ::fchmod(out, 0755) == 0 && ::fsync(out) == 0 && ::futimens(out, times) == 0;
   ::close(in);
   if (ok && part.empty()) {
     const std::string self = "/proc/self/fd/" + std::to_string(out);
-    ok = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, (root + copy).c_str(), AT_SYMLINK_FOLLOW) == 0 ||
-         errno == EEXIST;
+    ok = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, (root + copy).c_str(), AT_SYMLINK_FOLLOW) == 0;
+    if (!ok && errno == EEXIST) {  // another copier was first: its file, if it is whole
+      ok = ::lstat((root + copy).c_str(), &have) == 0 && S_ISREG(have.st_mode) &&
+           have.st_size == mine.st_size && have.st_uid == ::geteuid();
+    }
   } else if (ok) {
     ok = ::rename(part.c_str(), (root + copy).c_str()) == 0;
   }

@@ -33,7 +33,7 @@ std::optional<ProcStat> parse_proc_stat(const std::string& text);
 std::optional<ProcStat> read_proc_stat(pid_t pid, pid_t tid = 0);
 
 // What a thread is doing, from its stat and syscall files: "running", "sleeping in
-// clock_nanosleep", "waiting on the disk in read", "stopped", "traced", "zombie"... "" when the
+// clock_nanosleep", "waiting on the disk in read", "stopped", "traced", "exited"... "" when the
 // thread cannot be read. pid 0 is this process.
 std::string thread_activity(pid_t pid, pid_t tid);
 

@@ -203,9 +203,12 @@ void merge(std::vector<Frame> native, const std::vector<Dwarf_Word>& sps, const 
   for (size_t i = 0; i < native.size(); ++i) {
     Frame& f = native[i];
     const layout::RawFrame* entry = next < py.size() ? entry_from(py, next) : nullptr;
-    const bool holds_shim = entry != nullptr && entry->shim != 0 && i + 1 < sps.size() && sps[i] != 0 &&
-                            sps[i] <= entry->shim && entry->shim < sps[i + 1];
-    if (next >= py.size() || !(is_eval_frame(f) || holds_shim)) {
+    // Where the shim's place can be told, it alone decides: a named part and an unnamed part of
+    // one call must not both take Python frames.
+    const bool by_shim =
+        entry != nullptr && entry->shim != 0 && i + 1 < sps.size() && sps[i] != 0 && sps[i + 1] != 0;
+    const bool eval = by_shim ? sps[i] <= entry->shim && entry->shim < sps[i + 1] : is_eval_frame(f);
+    if (next >= py.size() || !eval) {
       t->frames.push_back(std::move(f));
       continue;
     }
