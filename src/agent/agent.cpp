@@ -21,6 +21,7 @@
 #include "agent/subprocesses.h"
 #include "core/log.h"
 #include "core/settings.h"
+#include "profile/sampler.h"
 #include "python/capi.h"
 #include "layout/version.h"
 #include "server/audit.h"
@@ -126,6 +127,9 @@ void bootstrap() noexcept {
     }
     apply_inject_settings(s);
     if (Status st = sql::add_builtin_tables(); !st.is_ok()) log_error("SQL tables: " + st.message());
+    if (Status st = profile::add_profile_tables(sql::Engine::get()); !st.is_ok()) {
+      log_error("profile tables: " + st.message());
+    }
     auto* info = new server::AgentInfo;  // lives as long as the server: forever
     info->version = PROBING_VERSION;
     info->socket = "@probing-" + std::to_string(::getpid());
@@ -180,6 +184,7 @@ void bootstrap() noexcept {
     // Only the copy that serves the process samples and traces it: a second copy (another
     // libprobing.so file loaded too) stops above with nothing started.
     sql::start_metrics_sampler();
+    profile::start_sampler();
     torch::start_torch_tracing();
     start_subprocess_agents();
     if (options.remote.enabled) {

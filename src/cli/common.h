@@ -51,5 +51,6 @@ void add_query_command(CLI::App& app, Context& ctx);
 void add_config_command(CLI::App& app, Context& ctx);
 void add_doctor_command(CLI::App& app, Context& ctx);
 void add_children_command(CLI::App& app, Context& ctx);
+void add_profile_command(CLI::App& app, Context& ctx);  // profile and top
 
 }  // namespace probing::cli

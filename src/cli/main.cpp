@@ -127,6 +127,7 @@ int main(int argc, char** argv) {
   add_config_command(app, ctx);
   add_doctor_command(app, ctx);
   add_children_command(app, ctx);
+  add_profile_command(app, ctx);
   if (argc <= 1) {
     std::cout << app.help();
     return kExitUsage;

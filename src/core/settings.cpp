@@ -275,6 +275,27 @@ void declare_builtin_settings(Settings& s) {
               if (d < 0 || d > 1) return {Code::kInvalidArgument, "must be between 0 and 1"};
               return {};
             });
+  s.declare("profile.recorder_hz", SettingKind::kDouble, "10",
+            "Samples a second the flight recorder takes of every Python thread's stack, always (python.samples); "
+            "0 stops it. A profile samples faster while it runs.",
+            [](const std::string& v) -> Status {
+              double d = std::strtod(v.c_str(), nullptr);
+              if (d < 0 || d > 1000) return {Code::kInvalidArgument, "must be between 0 and 1000"};
+              return {};
+            });
+  s.declare("profile.recorder_s", SettingKind::kDouble, "600",
+            "Seconds of samples the flight recorder keeps (`probing PID profile --last`), within "
+            "profile.max_mb.",
+            positive);
+  s.declare("profile.max_mb", SettingKind::kInt, "32",
+            "Most MiB python.samples keeps; the oldest samples go first.", positive);
+  s.declare("profile.max_stacks_mb", SettingKind::kInt, "16",
+            "Most MiB of distinct stacks python.stacks keeps; later new stacks show as stack_id 0 (read at start).",
+            positive, Settings::Scope::kAtStart);
+  s.declare("hang.after_s", SettingKind::kDouble, "60",
+            "Seconds the main thread's stack must stay the same, with no torch tracing row, before a hang is "
+            "recorded in python.hangs (and logged once); 0 turns the detector off.",
+            non_negative);
   s.declare("python.max_workers", SettingKind::kInt, "4",
             "Most agent threads running Python requests at once; more requests wait their turn "
             "(read at start).",

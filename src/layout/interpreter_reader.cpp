@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 
 #include "core/proc_files.h"
@@ -20,9 +21,11 @@ struct InterpreterReader::Process {
   uintptr_t code_type = 0;
   uintptr_t bytes_type = 0;
   uintptr_t frame_type = 0;  // 3.9-3.10
+  size_t frame_span = 0;     // the bytes of a frame that hold the fields the walk reads
+  size_t code_span = 0;      // the same for a code object
 
   bool read(uintptr_t addr, void* out, size_t n) const noexcept {
-    return read_memory(pid != 0 ? pid : ::getpid(), addr, out, n);
+    return read_memory(pid != 0 ? pid : self_pid(), addr, out, n);
   }
   template <typename T>
   bool value(uintptr_t addr, T* out) const noexcept {
@@ -128,7 +131,33 @@ bool read_frame(const Process& p, uintptr_t code, int byte_offset, RawFrame* f) 
   return true;
 }
 
-void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits, RawThread* t) {
+// A struct's first bytes, copied in one read: the walk takes each frame's and each code object's
+// fields from one copy rather than one read per field.
+constexpr size_t kMaxBlock = 512;
+
+struct Block {
+  alignas(8) uint8_t bytes[kMaxBlock];
+  template <typename T>
+  T get(size_t field) const {
+    T v{};
+    if (field != kNoField) std::memcpy(&v, bytes + field, sizeof v);
+    return v;
+  }
+};
+
+// How many bytes of a struct hold the fields at `fields` (and the object header's type pointer).
+size_t span_of(std::initializer_list<size_t> fields) {
+  size_t span = 16;
+  for (size_t f : fields) {
+    if (f != kNoField) span = std::max(span, f + 8);
+  }
+  return std::min(span, kMaxBlock);
+}
+
+// Walks one thread's frames, innermost first, handing each frame's code object and instruction to
+// `sink` (RawSink, SampleSink below).
+template <typename Sink>
+void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits, Sink& sink) {
   const CPythonOffsets& o = p.off;
   uintptr_t frame = 0;
   if (o.ts_cframe != kNoField) {
@@ -137,61 +166,72 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
   } else {
     frame = p.ptr(tstate + o.ts_frame);
   }
+  Block b;
   for (int steps = 0; frame != 0; ++steps) {
-    if (static_cast<int>(t->frames.size()) >= limits.max_frames || steps >= 4 * limits.max_frames) {
-      t->truncated = true;
+    if (static_cast<int>(sink.size()) >= limits.max_frames || steps >= 4 * limits.max_frames) {
+      sink.truncate();
+      return;
+    }
+    if (!p.read(frame, b.bytes, p.frame_span)) {
+      sink.fail("a frame became unreadable while it was read");
       return;
     }
     uintptr_t code = 0;
     int byte_offset = 0;
+    bool entry = false;
     if (o.frame_model == FrameModel::kFrameObject) {
-      if (p.frame_type != 0 && !has_type(p, frame, p.frame_type)) {
-        t->error = "a frame at 0x" + std::to_string(frame) + " is not a frame object";
+      if (p.frame_type != 0 && b.get<uintptr_t>(8) != p.frame_type) {
+        sink.fail("a frame at 0x" + std::to_string(frame) + " is not a frame object");
         return;
       }
-      code = p.ptr(frame + o.frame_code);
-      int lasti = 0;
-      if (!p.value(frame + o.frame_lasti, &lasti)) lasti = 0;
+      code = b.get<uintptr_t>(o.frame_code);
+      int lasti = b.get<int>(o.frame_lasti);
       byte_offset = o.lasti_in_code_units ? lasti * 2 : lasti;
+      entry = true;  // 3.9-3.10: one C-level eval call per frame
     } else {
-      if (o.frame_owner != kNoField) {
-        char owner = 0;
-        if (!p.value(frame + o.frame_owner, &owner)) {
-          t->error = "a frame became unreadable while it was read";
-          return;
-        }
-        if (owner >= kFirstShimOwner) {  // 3.12+: the shim an eval call starts with
-          // The first shim after a frame is its eval call's; 3.15 ends a thread's chain with
-          // one more (the thread state's base frame).
-          if (!t->frames.empty() && !t->frames.back().entry) {
-            t->frames.back().entry = true;
-            t->frames.back().shim = frame;
-          }
-          frame = p.ptr(frame + o.frame_previous);
-          continue;
-        }
+      if (o.frame_owner != kNoField && b.get<char>(o.frame_owner) >= kFirstShimOwner) {
+        // 3.12+: the shim an eval call starts with. The first shim after a frame is its eval
+        // call's; 3.15 ends a thread's chain with one more (the thread state's base frame).
+        sink.shim(frame);
+        frame = b.get<uintptr_t>(o.frame_previous);
+        continue;
       }
-      code = p.ptr(frame + o.frame_code) & ~kStackRefTagBits;
-      uintptr_t instr = p.ptr(frame + o.frame_instr_ptr);
+      code = b.get<uintptr_t>(o.frame_code) & ~kStackRefTagBits;
+      uintptr_t instr = b.get<uintptr_t>(o.frame_instr_ptr);
       uintptr_t first_unit = code + o.code_adaptive;
       byte_offset =
           instr >= first_unit && instr - first_unit < (1u << 26) ? static_cast<int>(instr - first_unit) : -1;
+      entry = b.get<uint8_t>(o.frame_is_entry) != 0;
     }
-    RawFrame f;
-    if (!read_frame(p, code, byte_offset, &f)) {
-      t->error = "the stack changed while it was read; frames beyond this point are not shown";
+    if (!sink.frame(code, byte_offset, entry)) {
+      sink.fail("the stack changed while it was read; frames beyond this point are not shown");
       return;
     }
-    if (o.frame_model == FrameModel::kFrameObject) {
-      f.entry = true;  // 3.9-3.10: one C-level eval call per frame
-    } else if (o.frame_is_entry != kNoField) {
-      uint8_t entry = 0;
-      f.entry = p.value(frame + o.frame_is_entry, &entry) && entry != 0;
-    }
-    t->frames.push_back(std::move(f));
-    frame = p.ptr(frame + o.frame_previous);
+    frame = b.get<uintptr_t>(o.frame_previous);
   }
 }
+
+// Frames with their names read each time: stacks().
+struct RawSink {
+  const Process& p;
+  RawThread* t;
+  size_t size() const { return t->frames.size(); }
+  void truncate() { t->truncated = true; }
+  void fail(std::string why) { t->error = std::move(why); }
+  void shim(uintptr_t frame) {
+    if (!t->frames.empty() && !t->frames.back().entry) {
+      t->frames.back().entry = true;
+      t->frames.back().shim = frame;
+    }
+  }
+  bool frame(uintptr_t code, int byte_offset, bool entry) {
+    RawFrame f;
+    if (!read_frame(p, code, byte_offset, &f)) return false;
+    f.entry = entry;
+    t->frames.push_back(std::move(f));
+    return true;
+  }
+};
 
 struct GilWord {
   bool locked = false;
@@ -294,36 +334,135 @@ int line_for_offset(LineTableFormat format, const uint8_t* t, size_t n, int firs
 
 namespace {
 
-Result<GilFreeSnapshot> read_stacks(const Process& p, const GilFreeLimits& limits) {
+// Calls visit(tstate, thread_id, native_thread_id, holds_gil) for each thread of each interpreter,
+// within the limits. kUnavailable when no interpreter runs.
+template <typename Visit>
+Status for_each_thread(const Process& p, const GilFreeLimits& limits, GilWord* gil, Visit visit) {
   const CPythonOffsets& o = p.off;
-  GilFreeSnapshot snap;
-  snap.offsets_source = o.source;
   uintptr_t interp = p.ptr(p.runtime + o.runtime_interpreters_head);
   if (interp == 0)
     return Status(Code::kUnavailable, "no interpreter is running (reading _PyRuntime.interpreters.head)");
-  GilWord gil = read_gil(p, interp);
-  snap.gil_locked = gil.locked;
+  *gil = read_gil(p, interp);
   int threads = 0;
   for (int i = 0; interp != 0 && i < limits.max_interpreters; ++i) {
     uintptr_t ts = p.ptr(interp + o.interp_threads_head);
     for (; ts != 0 && threads < limits.max_threads; ++threads) {
-      RawThread t;
-      if (!p.value(ts + o.ts_thread_id, &t.thread_id)) break;
-      if (o.ts_native_thread_id != kNoField) p.value(ts + o.ts_native_thread_id, &t.native_thread_id);
-      t.holds_gil = gil.locked && ts == gil.holder;
-      const bool wanted = limits.native_thread_id == 0 || t.native_thread_id == limits.native_thread_id;
-      if (wanted) walk_frames(p, ts, limits, &t);
-      if (t.holds_gil) {
-        snap.holder_thread_id = t.thread_id;
-        snap.holder_native_thread_id = t.native_thread_id;
-      }
-      if (wanted) snap.threads.push_back(std::move(t));
+      unsigned long thread_id = 0;
+      long native = 0;
+      if (!p.value(ts + o.ts_thread_id, &thread_id)) break;
+      if (o.ts_native_thread_id != kNoField) p.value(ts + o.ts_native_thread_id, &native);
+      visit(ts, thread_id, native, gil->locked && ts == gil->holder);
       ts = p.ptr(at(ts, o.ts_next));
     }
     interp = p.ptr(at(interp, o.interp_next));
   }
+  return {};
+}
+
+Result<GilFreeSnapshot> read_stacks(const Process& p, const GilFreeLimits& limits) {
+  GilFreeSnapshot snap;
+  snap.offsets_source = p.off.source;
+  GilWord gil;
+  Status st = for_each_thread(p, limits, &gil, [&](uintptr_t ts, unsigned long id, long native, bool holds) {
+    if (holds) {
+      snap.holder_thread_id = id;
+      snap.holder_native_thread_id = native;
+    }
+    if (limits.native_thread_id != 0 && native != limits.native_thread_id) return;
+    RawThread t;
+    t.thread_id = id;
+    t.native_thread_id = native;
+    t.holds_gil = holds;
+    RawSink sink{p, &t};
+    walk_frames(p, ts, limits, sink);
+    snap.threads.push_back(std::move(t));
+  });
+  if (!st.is_ok()) return st;
+  snap.gil_locked = gil.locked;
   return snap;
 }
+
+}  // namespace
+
+// The sampler's side of CodeCache: entries found or read.
+struct CodeCacheAccess {
+  static constexpr size_t kMaxLinesPerCode = 4096;
+
+  static void start_sample(CodeCache* c) {
+    if (c->codes_.size() < c->max_codes_ && c->bytes_ < c->max_bytes_) return;
+    c->codes_.clear();
+    c->by_address_.clear();
+    c->bytes_ = 0;
+    ++c->generation_;
+  }
+
+  // The id of the code object at `code`, read when the cache lacks it or holds another object
+  // that had the same address. False when it does not check out (the stack changed).
+  static bool resolve(const Process& p, uintptr_t code, CodeCache* c, uint32_t* id) {
+    const CPythonOffsets& o = p.off;
+    Block b;
+    if (code == 0 || !p.read(code, b.bytes, p.code_span) || b.get<uintptr_t>(8) != p.code_type) return false;
+    const uintptr_t name = b.get<uintptr_t>(o.code_qualname != kNoField ? o.code_qualname : o.code_name);
+    const uintptr_t file = b.get<uintptr_t>(o.code_filename);
+    const uintptr_t table = b.get<uintptr_t>(o.code_linetable);
+    const int first = b.get<int>(o.code_firstlineno);
+    if (auto it = c->by_address_.find(code); it != c->by_address_.end()) {
+      const CodeCache::Code& e = c->codes_[it->second];
+      if (e.name == name && e.file == file && e.table == table && e.firstlineno == first) {
+        *id = it->second;
+        return true;
+      }
+    }
+    CodeCache::Code e;
+    e.address = code;
+    e.name = name;
+    e.file = file;
+    e.table = table;
+    e.firstlineno = first;
+    if (!read_str(p, name, &e.func) || !read_str(p, file, &e.file_name)) return false;
+    if (!read_bytes_object(p, table, &e.linetable)) e.linetable.clear();  // lines fall back to the first
+    c->bytes_ += sizeof e + e.func.size() + e.file_name.size() + e.linetable.size();
+    *id = static_cast<uint32_t>(c->codes_.size());
+    c->codes_.push_back(std::move(e));
+    c->by_address_[code] = *id;
+    return true;
+  }
+
+  static int line(const Process& p, CodeCache* c, uint32_t id, int byte_offset) {
+    CodeCache::Code& e = c->codes_[id];
+    if (auto it = e.lines.find(byte_offset); it != e.lines.end()) return it->second;
+    int line = e.firstlineno;
+    if (!e.linetable.empty()) {
+      int found = line_for_offset(p.off.line_table, e.linetable.data(), e.linetable.size(), e.firstlineno,
+                                  byte_offset);
+      if (found > 0) line = found;
+    }
+    if (e.lines.size() < kMaxLinesPerCode) {
+      e.lines.emplace(byte_offset, line);
+      c->bytes_ += 32;
+    }
+    return line;
+  }
+};
+
+namespace {
+
+// Frames as CodeCache ids: sample().
+struct SampleSink {
+  const Process& p;
+  CodeCache* cache;
+  SampledThread* t;
+  size_t size() const { return t->frames.size(); }
+  void truncate() { t->truncated = true; }
+  void fail(const std::string&) { t->truncated = true; }
+  void shim(uintptr_t) {}
+  bool frame(uintptr_t code, int byte_offset, bool) {
+    uint32_t id = 0;
+    if (!CodeCacheAccess::resolve(p, code, cache, &id)) return false;
+    t->frames.push_back({id, CodeCacheAccess::line(p, cache, id, byte_offset)});
+    return true;
+  }
+};
 
 }  // namespace
 
@@ -345,11 +484,37 @@ Result<InterpreterReader> InterpreterReader::open(const PythonProcess& target) {
   Result<CPythonOffsets> off = cpython_offsets(target.version, p->runtime, p->pid);
   if (!off.is_ok()) return off.status();
   p->off = *off;
+  const CPythonOffsets& o = p->off;
+  p->frame_span = span_of({o.frame_code, o.frame_previous, o.frame_instr_ptr, o.frame_lasti, o.frame_owner,
+                           o.frame_is_entry});
+  p->code_span = span_of({o.code_filename, o.code_name, o.code_qualname, o.code_linetable, o.code_firstlineno});
   return InterpreterReader(std::move(p));
 }
 
 Result<GilFreeSnapshot> InterpreterReader::stacks(const GilFreeLimits& limits) const {
   return read_stacks(*p_, limits);
+}
+
+Status InterpreterReader::sample(const GilFreeLimits& limits, CodeCache* cache, StackSample* out) const {
+  const Process& p = *p_;
+  CodeCacheAccess::start_sample(cache);
+  size_t used = 0;
+  GilWord gil;
+  Status st = for_each_thread(p, limits, &gil, [&](uintptr_t ts, unsigned long id, long native, bool holds) {
+    if (limits.native_thread_id != 0 && native != limits.native_thread_id) return;
+    if (used == out->threads.size()) out->threads.emplace_back();
+    SampledThread& t = out->threads[used++];
+    t.thread_id = id;
+    t.native_thread_id = native;
+    t.holds_gil = holds;
+    t.truncated = false;
+    t.frames.clear();
+    SampleSink sink{p, cache, &t};
+    walk_frames(p, ts, limits, sink);
+  });
+  out->threads.resize(used);
+  out->gil_locked = gil.locked;
+  return st;
 }
 
 const CPythonOffsets& InterpreterReader::offsets() const { return p_->off; }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -77,6 +78,58 @@ struct GilState {
   long native_thread_id = 0;
 };
 
+// What a sampler keeps from one sample to the next: each code object's name, file and line table,
+// read once. An entry is checked against its code object's name, file and line-table pointers on
+// every use, since a freed code object's address is soon another's. Bounded: when full it starts
+// again empty (generation() says so). Not thread-safe: one per sampling thread.
+class CodeCache {
+ public:
+  struct Code {
+    uintptr_t address = 0;
+    uintptr_t name = 0, file = 0, table = 0;  // the pointers the entry was read through
+    int firstlineno = 0;
+    std::string func;       // co_qualname on 3.11+, co_name before
+    std::string file_name;  // co_filename
+    std::vector<uint8_t> linetable;
+    std::unordered_map<int, int> lines;  // byte offset -> line, bounded
+  };
+
+  explicit CodeCache(size_t max_codes = 1 << 15, size_t max_bytes = 16u << 20)
+      : max_codes_(max_codes), max_bytes_(max_bytes) {}
+  const Code& code(uint32_t id) const { return codes_[id]; }
+  size_t size() const { return codes_.size(); }
+  // Bumped each time the cache empties itself: ids handed out before it mean nothing now.
+  uint64_t generation() const { return generation_; }
+
+ private:
+  friend struct CodeCacheAccess;  // interpreter_reader.cpp
+  size_t max_codes_;
+  size_t max_bytes_;
+  size_t bytes_ = 0;
+  uint64_t generation_ = 0;
+  std::vector<Code> codes_;
+  std::unordered_map<uintptr_t, uint32_t> by_address_;
+};
+
+// One frame of a sample: a CodeCache id and the line (-1 when the instruction has no line).
+struct SampledFrame {
+  uint32_t code = 0;
+  int lineno = 0;
+};
+
+struct SampledThread {
+  unsigned long thread_id = 0;
+  long native_thread_id = 0;  // 0 when unknown (3.9-3.10)
+  bool holds_gil = false;
+  std::vector<SampledFrame> frames;  // innermost first
+  bool truncated = false;            // capped at max_frames, or a frame failed its checks
+};
+
+struct StackSample {
+  bool gil_locked = false;
+  std::vector<SampledThread> threads;
+};
+
 // The interpreter of one process, its layout resolved once. Thread-safe; cheap to copy.
 class InterpreterReader {
  public:
@@ -87,6 +140,9 @@ class InterpreterReader {
 
   // Every thread's stack. A thread that is ptrace-stopped reads consistently; others may be torn.
   Result<GilFreeSnapshot> stacks(const GilFreeLimits& limits) const;
+  // The same walk for a sampler: frames as CodeCache ids and lines, each code object's strings read
+  // only when the cache does not have them. `out` is overwritten; its vectors keep their capacity.
+  Status sample(const GilFreeLimits& limits, CodeCache* cache, StackSample* out) const;
   // Which thread holds the GIL now. A few reads.
   GilState gil() const;
   // The main thread's threading ident; 0 when it cannot be told.

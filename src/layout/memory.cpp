@@ -1,11 +1,29 @@
 #include "layout/memory.h"
 
+#include <pthread.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 
 namespace probing::layout {
+namespace {
+
+std::atomic<pid_t> g_self_pid{0};
+
+void forget_self_pid() { g_self_pid.store(0, std::memory_order_relaxed); }
+
+}  // namespace
+
+pid_t self_pid() noexcept {
+  pid_t pid = g_self_pid.load(std::memory_order_relaxed);
+  if (pid != 0) return pid;
+  static const bool registered = ::pthread_atfork(nullptr, nullptr, forget_self_pid) == 0;
+  pid = ::getpid();
+  if (registered) g_self_pid.store(pid, std::memory_order_relaxed);
+  return pid;
+}
 
 bool read_memory(pid_t pid, uintptr_t addr, void* out, size_t n) noexcept {
   if (n == 0) return true;
@@ -17,7 +35,7 @@ bool read_memory(pid_t pid, uintptr_t addr, void* out, size_t n) noexcept {
 }
 
 bool safe_read(uintptr_t addr, void* out, size_t n) noexcept {
-  return read_memory(::getpid(), addr, out, n);  // not cached: a forked child must read itself
+  return read_memory(self_pid(), addr, out, n);
 }
 
 Status safe_memory_available() {

@@ -17,6 +17,10 @@ namespace probing::layout {
 // unreadable, addr is null, or `pid` may not be read (ptrace's permission rules). Never faults.
 bool read_memory(pid_t pid, uintptr_t addr, void* out, size_t n) noexcept;
 
+// This process's pid, without a system call each time (glibc no longer caches getpid); a forked
+// child gets its own.
+pid_t self_pid() noexcept;
+
 // read_memory on this process.
 bool safe_read(uintptr_t addr, void* out, size_t n) noexcept;
 

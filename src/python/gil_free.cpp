@@ -41,17 +41,17 @@ Result<layout::InterpreterReader> open_this_interpreter() {
   return layout::InterpreterReader::open(*self);
 }
 
+std::mutex g_names_mu;
+std::map<unsigned long, std::string>* g_names = nullptr;
+
+}  // namespace
+
 const Result<layout::InterpreterReader>& this_interpreter() {
   static std::once_flag once;
   static Result<layout::InterpreterReader>* reader = nullptr;  // never destroyed
   std::call_once(once, [] { reader = new Result<layout::InterpreterReader>(open_this_interpreter()); });
   return *reader;
 }
-
-std::mutex g_names_mu;
-std::map<unsigned long, std::string>* g_names = nullptr;
-
-}  // namespace
 
 Result<layout::GilFreeSnapshot> read_stacks_gil_free(const layout::GilFreeLimits& limits) {
   const Result<layout::InterpreterReader>& reader = this_interpreter();

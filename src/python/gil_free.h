@@ -14,8 +14,12 @@
 
 namespace probing::python {
 
-// kUnsupported for a CPython version without offsets; kUnavailable when process_vm_readv is
-// forbidden or CPython's symbols cannot be found.
+// The reader of this process's interpreter, opened once: for a caller that reads again and again
+// (the sampler). kUnsupported for a CPython version without offsets; kUnavailable when
+// process_vm_readv is forbidden or CPython's symbols cannot be found.
+const Result<layout::InterpreterReader>& this_interpreter();
+
+// Every thread's stack, read without the GIL. The errors of this_interpreter().
 Result<layout::GilFreeSnapshot> read_stacks_gil_free(const layout::GilFreeLimits& limits);
 
 // The stacks of `pid`, a descendant of this process running this interpreter's own file (a fork,

@@ -13,6 +13,7 @@
 #include "core/settings.h"
 #include "python/eval.h"
 #include "python/frames.h"
+#include "profile/sampler.h"
 #include "python/runtime.h"
 #include "server/audit.h"
 #include "sql/engine.h"
@@ -66,6 +67,7 @@ HttpResponse handle_health(const HttpRequest&, const AgentInfo& info) {
       {"uptime_s", now_s() - info.started_at},
       {"remote", info.remote_address.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.remote_address)},
       {"subprocesses", info.subprocesses ? info.subprocesses() : std::string("off")},
+      {"sampler", profile::sampler_status()},
   };
   return json_response(j);
 }
@@ -180,6 +182,7 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       {"POST", "/query", kRead, handle_query},         // routes_query.cpp; SET needs kFull
       {"*", "/config", kRead, handle_config},          // routes_query.cpp; PUT needs kFull
       {"*", "/config/", kRead, handle_config},
+      {"*", "/profile", kRead, handle_profile},        // routes_profile.cpp: sampling, bounded in rate and time
   };
   return [routes = std::move(routes), &info](const HttpRequest& request) -> HttpResponse {
     for (const Route& route : routes) {

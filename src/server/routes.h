@@ -37,5 +37,6 @@ HttpResponse handle_complete(const HttpRequest& request);   // routes_repl.cpp
 HttpResponse handle_interrupt(const HttpRequest& request);  // routes_repl.cpp
 HttpResponse handle_query(const HttpRequest& request);      // routes_query.cpp
 HttpResponse handle_config(const HttpRequest& request);     // routes_query.cpp: /config, /config/KEY
+HttpResponse handle_profile(const HttpRequest& request);    // routes_profile.cpp: GET and POST /profile
 
 }  // namespace probing::server

@@ -134,6 +134,22 @@ void ColumnStore::enforce_limits_locked() {
   }
 }
 
+size_t ColumnStore::drop_below(size_t column, double cutoff) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  while (!sealed_.empty() && column < columns_.size()) {
+    const Chunk& oldest = *sealed_.front();
+    const ColumnChunk& c = oldest.columns[column];
+    if (!c.has_numbers || c.has_other || c.max >= cutoff) break;
+    sealed_rows_ -= oldest.rows;
+    sealed_bytes_ -= oldest.bytes;
+    dropped_ += oldest.rows;
+    n += oldest.rows;
+    sealed_.erase(sealed_.begin());
+  }
+  return n;
+}
+
 ColumnStore::Snapshot ColumnStore::snapshot() const {
   Snapshot snap;
   std::shared_ptr<Chunk> open_copy;

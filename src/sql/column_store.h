@@ -82,6 +82,10 @@ class ColumnStore {
   // for more cells than columns.
   Status append(std::span<const Cell> cells);
 
+  // Drops the sealed chunks in which every value of `column` (a numeric column that only grows, such
+  // as a time) is below `cutoff`: a window in time rather than in rows. Returns the rows dropped.
+  size_t drop_below(size_t column, double cutoff);
+
   Snapshot snapshot() const;
   Stats stats() const;
   void set_limits(const Limits& limits);

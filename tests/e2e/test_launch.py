@@ -136,11 +136,12 @@ def _threads(pid):
 
 
 def test_no_handler_threads_until_a_request(interp, target_factory):
-    # An agent that has served nothing runs its I/O thread and two watchers (probing-metrics,
-    # probing-torch) and nothing else: no handler thread holds a lock when the host forks.
+    # An agent that has served nothing runs its I/O thread, two watchers (probing-metrics,
+    # probing-torch) and the sampler, and nothing else: no handler thread holds a lock when the
+    # host forks. (The sampler's locks are its own tables', which no child touches.)
     plain = target_factory("idle.py", interp, mode="none")
     agent = target_factory("idle.py", interp, mode="preload")
-    expected = _threads(plain.pid) + 3
+    expected = _threads(plain.pid) + 4
     deadline = time.monotonic() + 5  # the bootstrap thread ends just after the agent answers
     while _threads(agent.pid) != expected and time.monotonic() < deadline:
         time.sleep(0.02)

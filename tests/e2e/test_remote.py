@@ -72,6 +72,8 @@ def test_tokens_and_rights(target_factory):
     assert status == 200 and body["rows"] == [[t.pid]]
     assert call(addr, "GET", "/backtrace", token=READ_TOKEN)[0] == 200
     assert call(addr, "GET", "/config/query.max_rows", token=READ_TOKEN)[0] == 200
+    assert call(addr, "POST", "/profile", {"hz": 50, "seconds": 1}, token=READ_TOKEN)[0] == 200
+    assert call(addr, "GET", "/profile?last=1", token=READ_TOKEN)[0] == 200
     for method, path, req in [("POST", "/eval", {"code": "1"}), ("POST", "/query", {"sql": "SET query.max_rows = 5"}),
                               ("PUT", "/config/query.max_rows", {"value": "5"}), ("POST", "/complete", {"text": "st"})]:
         status, body, _ = call(addr, method, path, req, token=READ_TOKEN)

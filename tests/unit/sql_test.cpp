@@ -350,6 +350,22 @@ TEST(ColumnStoreTest, DropsTheOldestChunksPastTheCaps) {
   EXPECT_GT(by_bytes.stats().dropped, 0u);
 }
 
+TEST(ColumnStoreTest, DropBelowDropsSealedChunksWhollyOlderThanTheCutoff) {
+  ColumnStore store("python", "timed", {{"time", ColumnType::kReal, ""}}, {1'000'000, 1u << 30, 100});
+  for (int i = 0; i < 1050; ++i) {
+    Cell c[] = {1000.0 + i};
+    ASSERT_TRUE(store.append(c).is_ok());
+  }
+  // Chunks of 100: [1000, 1100), [1100, 1200), ...; 1250 falls inside the third.
+  EXPECT_EQ(store.drop_below(0, 1250), 200u);
+  EXPECT_EQ(store.stats().rows, 850u);
+  EXPECT_EQ(store.snapshot().chunks.front()->columns[0].number_at(0), 1200.0);
+  EXPECT_EQ(store.drop_below(0, 1250), 0u);  // the chunk holding 1250 stays whole
+  EXPECT_EQ(store.drop_below(0, 1e9), 1000u - 200u + 0u);  // every sealed chunk; the open one stays
+  EXPECT_EQ(store.stats().rows, 50u);
+  EXPECT_EQ(store.drop_below(7, 1e9), 0u);  // no such column
+}
+
 TEST(ColumnStoreTest, NaNIsNullAndBigIntegersCompareExactly) {
   ColumnStore store("python", "exact", {{"a", ColumnType::kInteger, ""}, {"b", ColumnType::kReal, ""}}, {});
   long long big = (1LL << 53) + 1;

@@ -1,0 +1,330 @@
+// probing TARGET profile [--seconds N | --last DURATION] [-o FILE] [--format F] and probing TARGET top:
+// the agent's sampler (profile/sampler.h) asked to sample faster for a while, its samples fetched
+// and written as a flamegraph, speedscope or Chrome trace, folded stacks, or a table.
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/common.h"
+#include "cli/format.h"
+#include "cli/interrupt.h"
+#include "cli/profile_format.h"
+
+namespace probing::cli {
+namespace {
+
+constexpr double kRequestTimeoutS = 30;
+constexpr double kMaxHz = 1000;
+constexpr double kMaxSeconds = 3600;
+
+struct ProfileArgs {
+  double seconds = 10;
+  double hz = 100;
+  std::string last;
+  std::string mode = "wall";
+  bool gil = false;
+  bool idle = false;
+  bool merge_threads = false;
+  std::string format;
+  std::string output;
+  // top
+  double window = 5;
+  size_t rows = 0;  // 0: fit the terminal
+};
+
+// "90", "90s", "5m", "1h", "1.5m" -> seconds.
+Result<double> parse_duration(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  const std::string unit = end != nullptr ? std::string(end) : "";
+  double scale = 0;
+  if (unit.empty() || unit == "s") scale = 1;
+  if (unit == "m" || unit == "min") scale = 60;
+  if (unit == "h") scale = 3600;
+  if (text.empty() || end == text.c_str() || scale == 0 || !std::isfinite(v) || v <= 0) {
+    return Status(Code::kInvalidArgument, "'" + text + "' is not a duration: say 90, 90s, 5m or 1h");
+  }
+  return v * scale;
+}
+
+std::string query_string(const ProfileArgs& args) {
+  return "&mode=" + std::string(args.gil ? "gil" : args.mode) + "&idle=" + (args.idle ? "1" : "0");
+}
+
+Result<nlohmann::json> json_reply(client::Client& client, const std::string& method, const std::string& path,
+                                  const std::string& body) {
+  Result<client::Response> reply = client.request(method, path, body, kRequestTimeoutS);
+  if (!reply.is_ok()) return reply.status();
+  if (reply->status == 404) {
+    return Status(Code::kUnsupported, "this agent has no profiler (it is older than this probing): restart the "
+                                      "process with this version's agent");
+  }
+  if (reply->status / 100 != 2) return Status(Code::kUnavailable, reply->error_message());
+  nlohmann::json j = reply->json();
+  if (j.is_discarded() || !j.is_object()) return Status(Code::kInternal, "the agent's reply is not JSON");
+  return j;
+}
+
+// Thread names are Python objects, read with the GIL: one python.threads query has the agent
+// remember them, so the samples carry them. Best effort: a busy GIL only costs the names.
+void refresh_thread_names(client::Client& client) {
+  (void)client.request("POST", "/query", R"({"sql": "SELECT count(*) FROM python.threads"})", 5);
+}
+
+// The target's agent, with the pid it reports (a host:port target's pid is its own), and its
+// thread names refreshed.
+struct Agent {
+  std::unique_ptr<client::Client> client;
+  long long pid = 0;
+};
+
+Result<Agent> open_agent(const Context& ctx) {
+  auto connected = connect_target(ctx);
+  if (!connected.is_ok()) return connected.status();
+  Agent agent{std::move(*connected), 0};
+  Result<nlohmann::json> health = json_reply(*agent.client, "GET", "/health", "");
+  if (!health.is_ok()) return health.status();
+  agent.pid = health->value("pid", 0LL);
+  refresh_thread_names(*agent.client);
+  return agent;
+}
+
+Result<Profile> fetch(client::Client& client, const std::string& path, const ProfileArgs& args) {
+  Result<nlohmann::json> j = json_reply(client, "GET", path + query_string(args), "");
+  if (!j.is_ok()) return j.status();
+  Result<Profile> p = parse_profile(*j);
+  if (p.is_ok()) p->merge_threads = args.merge_threads;
+  return p;
+}
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// Sleeps until `seconds` pass or Ctrl-C, with a progress line on a terminal. The seconds waited.
+double wait_for(double seconds, const std::string& what, const SigintPipe& sigint) {
+  const bool tty = ::isatty(STDERR_FILENO) == 1;
+  const auto start = std::chrono::steady_clock::now();
+  double waited = 0;
+  while (waited < seconds) {
+    if (tty) {
+      std::cerr << "\r" << what << ": " << static_cast<int>(waited) << " of " << fixed(seconds, 0)
+                << " s (Ctrl-C stops early) " << std::flush;
+    }
+    pollfd pfd{sigint.ok() ? sigint.fd() : -1, POLLIN, 0};
+    const int wait_ms = static_cast<int>(std::min(1.0, seconds - waited) * 1000) + 1;
+    if (::poll(&pfd, 1, wait_ms) > 0) {
+      sigint.drain();
+      waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      break;
+    }
+    waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  if (tty) std::cerr << "\r\x1b[K" << std::flush;
+  return std::min(waited, seconds);
+}
+
+// Asks the agent to sample at --hz for `seconds`, waits (Ctrl-C stops early), and fetches them.
+Result<Profile> sample_for(client::Client& client, const ProfileArgs& args, double seconds, const std::string& what,
+                           const SigintPipe& sigint) {
+  Result<nlohmann::json> session =
+      json_reply(client, "POST", "/profile", nlohmann::json{{"hz", args.hz}, {"seconds", seconds}}.dump());
+  if (!session.is_ok()) return session.status();
+  const double start = session->value("start", 0.0);
+  const double waited = wait_for(seconds, what, sigint);
+  return fetch(client, "/profile?since=" + fixed(start, 6) + "&until=" + fixed(start + waited + 0.001, 6), args);
+}
+
+Status check_args(const ProfileArgs& args) {
+  if (!(args.hz > 0) || args.hz > kMaxHz) return {Code::kInvalidArgument, "--hz must be above 0 and at most 1000"};
+  if (!(args.seconds > 0) || args.seconds > kMaxSeconds) {
+    return {Code::kInvalidArgument, "--seconds must be above 0 and at most 3600"};
+  }
+  if (args.mode != "wall" && args.mode != "cpu" && args.mode != "gil") {
+    return {Code::kInvalidArgument, "--mode is wall, cpu or gil"};
+  }
+  return {};
+}
+
+// "812 samples of 2 threads over 10.0 s at 100 Hz, mode wall", and what was left out.
+std::string summary(const Profile& p) {
+  std::string text = std::to_string(p.samples.size()) + " samples of " + std::to_string(p.threads.size()) +
+                     (p.threads.size() == 1 ? " thread" : " threads") + " over " +
+                     fixed(std::max(0.0, p.until - p.since), 1) + " s";
+  if (p.max_hz > 0) text += " at up to " + fixed(p.max_hz, 0) + " Hz";
+  text += ", mode " + p.mode;
+  if (p.idle_left_out > 0) {
+    text += "; " + std::to_string(p.idle_left_out) + " samples of waiting threads left out (--idle keeps them)";
+  }
+  if (p.other_mode > 0) text += "; " + std::to_string(p.other_mode) + " samples outside the mode left out";
+  return text;
+}
+
+void print_notices(const Profile& p) {
+  for (const std::string& n : p.notices) std::cerr << "probing: note: " << n << "\n";
+}
+
+Result<std::string> render(const Profile& p, const std::string& format, long long pid) {
+  if (format == "svg") return render_svg(p, "probing profile of " + std::to_string(pid) + ", mode " + p.mode);
+  if (format == "speedscope") return render_speedscope(p, "probing profile of " + std::to_string(pid));
+  if (format == "chrome") return render_chrome(p, pid);
+  if (format == "folded") return render_folded(p);
+  const int width = terminal_width();
+  return summary(p) + "\n" + render_top(p, 40, width);
+}
+
+int run_profile(const Context& ctx, const ProfileArgs& args) {
+  Result<std::string> format = profile_format_for(args.format, args.output);
+  if (!format.is_ok()) return fail(format.status());
+  if (Status st = check_args(args); !st.is_ok()) return fail(st);
+  double last_s = 0;
+  if (!args.last.empty()) {
+    Result<double> d = parse_duration(args.last);
+    if (!d.is_ok()) return fail(d.status());
+    last_s = *d;
+  }
+  Result<Agent> agent = open_agent(ctx);
+  if (!agent.is_ok()) return fail(agent.status());
+  const long long pid = agent->pid;
+  SigintPipe sigint;
+  Result<Profile> profile =
+      last_s > 0 ? fetch(*agent->client, "/profile?last=" + fixed(last_s, 3), args)
+                 : sample_for(*agent->client, args, args.seconds,
+                              "profiling " + std::to_string(pid) + " at " + fixed(args.hz, 0) + " Hz", sigint);
+  if (!profile.is_ok()) return fail(profile.status());
+  Result<std::string> text = render(*profile, *format, pid);
+  if (!text.is_ok()) return fail(text.status());
+  if (args.output.empty() || args.output == "-") {
+    std::cout << *text << std::flush;
+  } else {
+    std::ofstream out(args.output, std::ios::binary | std::ios::trunc);
+    if (!out || !(out << *text) || !out.flush()) {
+      return fail(Status(Code::kUnavailable, "cannot write " + args.output));
+    }
+  }
+  print_notices(*profile);
+  if (profile->samples.empty()) {
+    std::cerr << "probing: no samples: " << summary(*profile) << "\n";
+  } else if (!args.output.empty() && args.output != "-") {
+    std::cerr << "probing: wrote " << args.output << " (" << *format << "): " << summary(*profile) << "\n";
+  }
+  return kExitOk;
+}
+
+int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
+  if (Status st = check_args(args); !st.is_ok()) return fail(st);
+  if (!(args.window > 0) || args.window > 600) return fail(Status(Code::kInvalidArgument, "--window is 0 to 600 seconds"));
+  Result<Agent> agent = open_agent(ctx);
+  if (!agent.is_ok()) return fail(agent.status());
+  client::Client& client = *agent->client;
+  const long long pid = agent->pid;
+  const bool live = ::isatty(STDOUT_FILENO) == 1;
+  SigintPipe sigint;
+  if (!live) {  // once, for a pipe or a file
+    Result<Profile> p =
+        sample_for(client, args, seconds_given ? args.seconds : 2, "sampling " + std::to_string(pid), sigint);
+    if (!p.is_ok()) return fail(p.status());
+    std::cout << "probing top: pid " << pid << ": " << summary(*p) << "\n"
+              << render_top(*p, args.rows > 0 ? args.rows : 30, 0) << std::flush;
+    print_notices(*p);
+    return kExitOk;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  for (int round = 0;; ++round) {
+    // Each round renews a short session: when this command dies, the agent slows down by itself.
+    Result<nlohmann::json> s =
+        json_reply(client, "POST", "/profile", nlohmann::json{{"hz", args.hz}, {"seconds", 3.0}}.dump());
+    if (!s.is_ok()) return fail(s.status());
+    if (round > 0) {
+      Result<Profile> p = fetch(client, "/profile?last=" + fixed(args.window, 3), args);
+      if (!p.is_ok()) return fail(p.status());
+      const int width = terminal_width();
+      const size_t rows = args.rows > 0 ? args.rows : 20;
+      std::ostringstream screen;
+      screen << "probing top: pid " << pid << " (Ctrl-C quits)\n" << summary(*p) << "\n\n"
+             << render_top(*p, rows, width);
+      std::string text = screen.str();
+      // Home, each line then cleared to its end, the rest of the screen cleared: no flicker.
+      std::string frame = "\x1b[H";
+      for (size_t at = 0; at < text.size();) {
+        size_t nl = text.find('\n', at);
+        frame += text.substr(at, nl - at) + "\x1b[K\n";
+        at = nl == std::string::npos ? text.size() : nl + 1;
+      }
+      std::cout << frame << "\x1b[J" << std::flush;
+    } else {
+      std::cout << "\x1b[H\x1b[2J" << "probing top: pid " << pid << ": sampling at " << fixed(args.hz, 0)
+                << " Hz...\n" << std::flush;
+    }
+    pollfd pfd{sigint.ok() ? sigint.fd() : -1, POLLIN, 0};
+    if (::poll(&pfd, 1, 1000) > 0) return kExitOk;
+    if (seconds_given && std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >= args.seconds) {
+      return kExitOk;
+    }
+  }
+}
+
+void add_mode_options(CLI::App* cmd, ProfileArgs& args) {
+  cmd->add_option("--hz", args.hz, "samples a second, up to 1000 (default 100)");
+  cmd->add_option("--mode", args.mode,
+                  "wall: every thread that runs or holds the GIL (default); cpu: threads on a CPU; gil: "
+                  "the thread holding the GIL");
+  cmd->add_flag("--gil", args.gil, "only samples that hold the GIL (--mode gil)");
+  cmd->add_flag("--idle", args.idle, "keep samples of waiting threads too (wall mode)");
+}
+
+}  // namespace
+
+void add_profile_command(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<ProfileArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "profile",
+      "Sample every Python thread's stack for a while, without stopping anything or taking the GIL,\n"
+      "and write a flamegraph, a speedscope or Chrome/Perfetto trace, folded stacks, or a table of\n"
+      "the hottest functions. --last renders the flight recorder instead: what the process did in\n"
+      "the minutes before now, even if it is stuck now.");
+  cmd->add_option("--seconds", args->seconds, "how long to sample (default 10); Ctrl-C stops early");
+  cmd->add_option("--last", args->last, "no new sampling: the flight recorder's last DURATION (90s, 5m, 1h)");
+  add_mode_options(cmd, *args);
+  cmd->add_flag("--merge-threads", args->merge_threads, "one tree for all threads instead of one per thread");
+  cmd->add_option("--format", args->format,
+                  "svg, speedscope, chrome (or perfetto), folded or top; by default from -o's name, top without -o");
+  cmd->add_option("-o,--output", args->output, "write to FILE (default: standard output)");
+  cmd->footer(
+      "Formats:\n"
+      "  svg         a flamegraph: click to zoom, Search (or Ctrl-F) to highlight; no network needed\n"
+      "  speedscope  for https://www.speedscope.app or `speedscope FILE`, one profile per thread\n"
+      "  chrome      Chrome trace events: ui.perfetto.dev or chrome://tracing, a track per thread\n"
+      "  folded      'thread;outer;...;inner count' lines for flamegraph.pl, inferno, speedscope\n"
+      "  top         the functions with the most samples, own and total\n"
+      "\n"
+      "Examples:\n"
+      "  probing 1234 profile --seconds 10 -o run.svg\n"
+      "  probing 1234 profile --seconds 30 --hz 1000 --format speedscope -o run.json\n"
+      "  probing 1234 profile --last 5m --idle -o before-hang.svg\n"
+      "  probing 1234 profile --mode cpu --seconds 5");
+  on_run(cmd, [&ctx, args] { return run_profile(ctx, *args); });
+
+  auto top_args = std::make_shared<ProfileArgs>();
+  auto seconds_given = std::make_shared<bool>(false);
+  CLI::App* top = app.add_subcommand(
+      "top",
+      "The functions taking the most time now, like top: redrawn every second on a terminal over the\n"
+      "last --window seconds; printed once (after --seconds, default 2) when the output is a pipe.");
+  add_mode_options(top, *top_args);
+  top->add_option("--window", top_args->window, "seconds of samples each screen sums (default 5)");
+  top->add_option("--rows", top_args->rows, "functions shown (default 20 on a terminal, 30 piped)");
+  top->add_option("--seconds", top_args->seconds, "stop after this long (piped: sample this long)")
+      ->each([seconds_given](const std::string&) { *seconds_given = true; });
+  on_run(top, [&ctx, top_args, seconds_given] { return run_top(ctx, *top_args, *seconds_given); });
+}
+
+}  // namespace probing::cli

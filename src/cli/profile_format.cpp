@@ -1,0 +1,481 @@
+#include "cli/profile_format.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "cli/format.h"
+
+namespace probing::cli {
+namespace {
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 && c != '\t') {
+          out += ' ';
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+// A frame in folded text: ';' separates frames there, so it may not appear inside one.
+std::string folded_label(std::string label) {
+  std::replace(label.begin(), label.end(), ';', ':');
+  std::replace(label.begin(), label.end(), '\n', ' ');
+  return label;
+}
+
+const std::vector<ProfileFrame>& frames_of(const Profile& p, long long stack) {
+  static const std::vector<ProfileFrame> none;
+  auto it = p.stacks.find(stack);
+  return it == p.stacks.end() ? none : it->second;
+}
+
+// The labels of one sample's path, root first: its thread (unless merged), then its frames.
+std::vector<std::string> path_of(const Profile& p, const ProfileSample& s) {
+  std::vector<std::string> path;
+  if (!p.merge_threads) {
+    const ProfileThread* t = p.thread(s.thread);
+    path.push_back(t != nullptr ? t->label() : "thread " + std::to_string(s.thread));
+  }
+  const std::vector<ProfileFrame>& frames = frames_of(p, s.stack);
+  for (auto it = frames.rbegin(); it != frames.rend(); ++it) path.push_back(it->label());
+  return path;
+}
+
+struct Node {
+  std::string label;
+  long long value = 0;
+  std::map<std::string, size_t> children;  // label -> index in the tree
+};
+
+// The samples as a call tree (node 0 is the root, "all").
+std::vector<Node> call_tree(const Profile& p) {
+  std::vector<Node> tree(1);
+  tree[0].label = "all";
+  const std::vector<long long> counts = p.counts();
+  for (size_t i = 0; i < p.samples.size(); ++i) {
+    size_t at = 0;
+    tree[0].value += counts[i];
+    for (const std::string& label : path_of(p, p.samples[i])) {
+      auto it = tree[at].children.find(label);
+      if (it == tree[at].children.end()) {
+        tree.push_back({label, 0, {}});
+        it = tree[at].children.emplace(label, tree.size() - 1).first;
+      }
+      at = it->second;
+      tree[at].value += counts[i];
+    }
+  }
+  return tree;
+}
+
+// flamegraph.pl's "hot" palette, chosen by the function's name so a function keeps its colour.
+std::string colour_for(const std::string& label, bool thread) {
+  if (thread) return "rgb(160,170,190)";
+  const std::string name = label.substr(0, label.find(" ("));
+  const size_t h = std::hash<std::string>{}(name);
+  const int r = 205 + static_cast<int>(h % 50);
+  const int g = static_cast<int>((h >> 8) % 230);
+  const int b = static_cast<int>((h >> 16) % 55);
+  return "rgb(" + std::to_string(r) + "," + std::to_string(g) + "," + std::to_string(b) + ")";
+}
+
+constexpr const char* kSvgScript = R"JS(
+var W = 1180, X0 = 10, CHAR = 7;
+var frames = [].slice.call(document.querySelectorAll('g.f'));
+var info = document.getElementById('info'), matched = document.getElementById('matched');
+var zoomed = null, term = null;
+function attr(g, n) { return parseFloat(g.getAttribute(n)); }
+function fit(t, label, w) {
+  var n = Math.floor((w - 6) / CHAR);
+  t.textContent = n < 3 ? '' : (label.length <= n ? label : label.substring(0, n - 2) + '..');
+}
+function layout(x, w, d) {
+  frames.forEach(function (g) {
+    var gx = attr(g, 'data-x'), gw = attr(g, 'data-w'), gd = attr(g, 'data-d');
+    var r = g.querySelector('rect'), t = g.querySelector('text');
+    var ancestor = gd < d && gx <= x + 1e-9 && gx + gw >= x + w - 1e-9;
+    var inside = gd >= d && gx >= x - 1e-9 && gx + gw <= x + w + 1e-9;
+    if (!ancestor && !inside) { g.style.display = 'none'; return; }
+    var nx = ancestor ? X0 : X0 + (gx - x) / w * W, nw = ancestor ? W : gw / w * W;
+    if (nw < 0.3) { g.style.display = 'none'; return; }
+    g.style.display = '';
+    g.style.opacity = ancestor && d > 0 ? 0.6 : 1;
+    r.setAttribute('x', nx); r.setAttribute('width', nw);
+    t.setAttribute('x', nx + 3); fit(t, g.getAttribute('data-l'), nw);
+  });
+}
+function zoom(g) {
+  zoomed = g;
+  layout(attr(g, 'data-x'), attr(g, 'data-w'), attr(g, 'data-d'));
+  document.getElementById('unzoom').style.display = '';
+}
+function unzoom() {
+  zoomed = null;
+  layout(0, TOTAL, 0);
+  document.getElementById('unzoom').style.display = 'none';
+}
+function search(text) {
+  term = text;
+  var re = null;
+  if (text) { try { re = new RegExp(text); } catch (e) { re = null; } }
+  var spans = [];
+  frames.forEach(function (g) {
+    var r = g.querySelector('rect');
+    var hit = re !== null && re.test(g.getAttribute('data-l'));
+    r.setAttribute('fill', hit ? 'rgb(230,0,230)' : r.getAttribute('data-fill'));
+    if (hit) spans.push([attr(g, 'data-x'), attr(g, 'data-w')]);
+  });
+  spans.sort(function (a, b) { return a[0] - b[0] || b[1] - a[1]; });
+  var total = 0, end = -1;
+  spans.forEach(function (s) {
+    if (s[0] >= end) { total += s[1]; end = s[0] + s[1]; }
+    else if (s[0] + s[1] > end) { total += s[0] + s[1] - end; end = s[0] + s[1]; }
+  });
+  matched.textContent = re === null ? '' : 'Matched: ' + (100 * total / TOTAL).toFixed(1) + '%';
+  document.getElementById('reset').style.display = re === null ? 'none' : '';
+  return total;
+}
+frames.forEach(function (g) {
+  g.addEventListener('click', function () { zoom(g); });
+  g.addEventListener('mouseover', function () { info.textContent = g.querySelector('title').textContent; });
+  g.addEventListener('mouseout', function () { info.textContent = ' '; });
+});
+document.getElementById('unzoom').addEventListener('click', unzoom);
+document.getElementById('search').addEventListener('click', function () {
+  var t = prompt('Search (a regular expression)', term || ''); if (t !== null) search(t);
+});
+document.getElementById('reset').addEventListener('click', function () { search(''); });
+window.addEventListener('keydown', function (e) {
+  if ((e.ctrlKey || e.metaKey) && e.key === 'f') {
+    e.preventDefault(); var t = prompt('Search (a regular expression)', term || ''); if (t !== null) search(t);
+  } else if (e.key === 'Escape') { unzoom(); search(''); }
+});
+)JS";
+
+}  // namespace
+
+std::string ProfileFrame::label() const { return func + " (" + file + ":" + std::to_string(line) + ")"; }
+
+std::string ProfileThread::label() const {
+  std::string text = name.empty() ? "thread " + std::to_string(id) : name;
+  if (tid != 0) text += " (tid " + std::to_string(tid) + ")";
+  return text;
+}
+
+const ProfileThread* Profile::thread(long long id) const {
+  for (const ProfileThread& t : threads) {
+    if (t.id == id) return &t;
+  }
+  return nullptr;
+}
+
+std::vector<long long> Profile::counts() const {
+  double shortest = 0;
+  for (const ProfileSample& s : samples) {
+    if (s.weight > 0 && (shortest == 0 || s.weight < shortest)) shortest = s.weight;
+  }
+  std::vector<long long> out;
+  out.reserve(samples.size());
+  for (const ProfileSample& s : samples) {
+    out.push_back(shortest > 0 ? std::max(1LL, std::llround(s.weight / shortest)) : 1);
+  }
+  return out;
+}
+
+Result<Profile> parse_profile(const nlohmann::json& reply) {
+  if (!reply.is_object() || !reply.contains("samples") || !reply["samples"].is_array() ||
+      !reply.contains("stacks") || !reply["stacks"].is_object()) {
+    return Status(Code::kInvalidArgument, "the agent's reply is not a profile");
+  }
+  try {
+    Profile p;
+    p.since = reply.value("since", 0.0);
+    p.until = reply.value("until", 0.0);
+    p.mode = reply.value("mode", "wall");
+    p.idle = reply.value("idle", false);
+    p.max_hz = reply.value("max_hz", 0.0);
+    if (reply.contains("counts") && reply["counts"].is_object()) {
+      const nlohmann::json& c = reply["counts"];
+      p.seen = c.value("seen", 0LL);
+      p.idle_left_out = c.value("idle", 0LL);
+      p.other_mode = c.value("other_mode", 0LL);
+    }
+    for (const auto& t : reply.value("threads", nlohmann::json::array())) {
+      ProfileThread thread;
+      thread.id = t.value("thread_id", 0LL);
+      thread.tid = t["native_thread_id"].is_number() ? t["native_thread_id"].get<long long>() : 0;
+      thread.name = t.value("name", "");
+      p.threads.push_back(std::move(thread));
+    }
+    for (const auto& [id, frames] : reply["stacks"].items()) {
+      std::vector<ProfileFrame>& out = p.stacks[std::stoll(id)];
+      for (const auto& f : frames) out.push_back({f.at(0).get<std::string>(), f.at(1).get<std::string>(), f.at(2).get<long long>()});
+    }
+    for (const auto& s : reply["samples"]) {
+      p.samples.push_back({s.at(0).get<double>(), s.at(1).get<long long>(), s.at(2).get<long long>(), s.at(3).get<double>()});
+    }
+    for (const auto& n : reply.value("notices", nlohmann::json::array())) {
+      if (n.is_string()) p.notices.push_back(n.get<std::string>());
+    }
+    return p;
+  } catch (const std::exception& e) {
+    return Status(Code::kInvalidArgument, std::string("the agent's profile does not parse: ") + e.what());
+  }
+}
+
+std::string render_folded(const Profile& p) {
+  std::map<std::string, long long> lines;
+  const std::vector<long long> counts = p.counts();
+  for (size_t i = 0; i < p.samples.size(); ++i) {
+    std::string line;
+    for (const std::string& label : path_of(p, p.samples[i])) {
+      if (!line.empty()) line += ';';
+      line += folded_label(label);
+    }
+    lines[line] += counts[i];
+  }
+  std::string out;
+  for (const auto& [line, count] : lines) out += line + " " + std::to_string(count) + "\n";
+  return out;
+}
+
+std::string render_speedscope(const Profile& p, const std::string& name) {
+  nlohmann::json frames = nlohmann::json::array();
+  std::map<std::tuple<std::string, std::string, long long>, size_t> frame_index;
+  auto index_of = [&](const ProfileFrame& f) {
+    auto key = std::make_tuple(f.func, f.file, f.line);
+    auto it = frame_index.find(key);
+    if (it != frame_index.end()) return it->second;
+    frames.push_back({{"name", f.func}, {"file", f.file}, {"line", f.line}});
+    return frame_index.emplace(key, frames.size() - 1).first->second;
+  };
+  // One sampled profile per thread, or one for all.
+  std::map<long long, std::vector<const ProfileSample*>> by_thread;
+  for (const ProfileSample& s : p.samples) by_thread[p.merge_threads ? 0 : s.thread].push_back(&s);
+  nlohmann::json profiles = nlohmann::json::array();
+  for (const auto& [thread, samples] : by_thread) {
+    nlohmann::json stacks = nlohmann::json::array(), weights = nlohmann::json::array();
+    for (const ProfileSample* s : samples) {
+      nlohmann::json stack = nlohmann::json::array();
+      const std::vector<ProfileFrame>& f = frames_of(p, s->stack);
+      for (auto it = f.rbegin(); it != f.rend(); ++it) stack.push_back(index_of(*it));
+      stacks.push_back(std::move(stack));
+      weights.push_back(s->weight);
+    }
+    const ProfileThread* t = p.thread(thread);
+    double end = samples.empty() ? 0 : samples.back()->time + samples.back()->weight - p.since;
+    profiles.push_back({{"type", "sampled"},
+                        {"name", p.merge_threads ? std::string("all threads")
+                                                 : (t != nullptr ? t->label() : "thread " + std::to_string(thread))},
+                        {"unit", "seconds"},
+                        {"startValue", samples.empty() ? 0 : samples.front()->time - p.since},
+                        {"endValue", end},
+                        {"samples", std::move(stacks)},
+                        {"weights", std::move(weights)}});
+  }
+  nlohmann::json doc = {{"$schema", "https://www.speedscope.app/file-format-schema.json"},
+                        {"shared", {{"frames", std::move(frames)}}},
+                        {"profiles", std::move(profiles)},
+                        {"name", name},
+                        {"activeProfileIndex", 0},
+                        {"exporter", "probing"}};
+  return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+std::string render_chrome(const Profile& p, long long pid) {
+  nlohmann::json events = nlohmann::json::array();
+  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", "python " + std::to_string(pid)}}}});
+  std::map<long long, std::vector<const ProfileSample*>> by_thread;
+  for (const ProfileSample& s : p.samples) by_thread[s.thread].push_back(&s);
+  for (const auto& [thread, samples] : by_thread) {
+    const ProfileThread* t = p.thread(thread);
+    const long long tid = t != nullptr && t->tid != 0 ? t->tid : thread;
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", tid},
+                      {"args", {{"name", t != nullptr ? t->label() : std::to_string(thread)}}}});
+    struct Open {
+      const ProfileFrame* frame;
+      double start;
+    };
+    std::vector<Open> open;  // root first
+    double last_end = 0;
+    auto close_to = [&](size_t keep, double at) {
+      while (open.size() > keep) {
+        const Open& o = open.back();
+        events.push_back({{"name", o.frame->func}, {"cat", "python"}, {"ph", "X"}, {"pid", pid}, {"tid", tid},
+                          {"ts", std::llround(o.start * 1e6)},
+                          {"dur", std::max(1LL, std::llround((at - o.start) * 1e6))},
+                          {"args", {{"file", o.frame->file}, {"line", o.frame->line}}}});
+        open.pop_back();
+      }
+    };
+    for (const ProfileSample* s : samples) {
+      // A gap (samples left out as idle, or none taken) ends every slice at the last sample's end.
+      if (!open.empty() && s->time - last_end > s->weight) close_to(0, last_end);
+      const std::vector<ProfileFrame>& f = frames_of(p, s->stack);
+      size_t same = 0;
+      // Slices continue while the function (not the line) stays on the stack.
+      while (same < open.size() && same < f.size()) {
+        const ProfileFrame& now = f[f.size() - 1 - same];
+        if (now.func != open[same].frame->func || now.file != open[same].frame->file) break;
+        ++same;
+      }
+      close_to(same, s->time);
+      for (size_t i = same; i < f.size(); ++i) open.push_back({&f[f.size() - 1 - i], s->time});
+      last_end = s->time + s->weight;
+    }
+    close_to(0, last_end);
+  }
+  nlohmann::json doc = {{"traceEvents", std::move(events)}, {"displayTimeUnit", "ms"}};
+  return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+std::string render_svg(const Profile& p, const std::string& title) {
+  constexpr double kWidth = 1180, kX0 = 10, kRow = 16, kTop = 60, kBottom = 30;
+  const std::vector<Node> tree = call_tree(p);
+  const double total = static_cast<double>(std::max(1LL, tree[0].value));
+  // Depth-first: x (in counts) and depth of every node wide enough to see.
+  struct Placed {
+    size_t node;
+    double x;
+    int depth;
+    bool thread;
+  };
+  std::vector<Placed> placed;
+  int max_depth = 0;
+  std::function<void(size_t, double, int)> place = [&](size_t n, double x, int depth) {
+    if (tree[n].value / total * kWidth < 0.1) return;
+    placed.push_back({n, x, depth, depth == 1 && !p.merge_threads});
+    max_depth = std::max(max_depth, depth);
+    double cx = x;
+    for (const auto& [label, child] : tree[n].children) {
+      place(child, cx, depth + 1);
+      cx += static_cast<double>(tree[child].value);
+    }
+  };
+  place(0, 0, 0);
+  const double height = kTop + (max_depth + 1) * kRow + kBottom;
+  const double seconds = std::max(0.0, p.until - p.since);
+  std::ostringstream out;
+  out << R"(<?xml version="1.0" standalone="no"?>)" << "\n"
+      << R"(<svg version="1.1" width="1200" height=")" << height << R"(" viewBox="0 0 1200 )" << height
+      << R"(" xmlns="http://www.w3.org/2000/svg" data-total=")" << tree[0].value << R"(">)" << "\n"
+      << "<style>text{font-family:monospace;font-size:12px;fill:#000}g.f:hover rect{stroke:#000;stroke-width:0.5}"
+         ".b{cursor:pointer;fill:#06c}#title{font-size:17px}</style>\n"
+      << R"(<rect x="0" y="0" width="1200" height=")" << height << R"(" fill="#f8f8f8"/>)" << "\n"
+      << R"(<text id="title" x="600" y="24" text-anchor="middle">)" << xml_escape(title) << "</text>\n"
+      << R"(<text x="10" y="46">)"
+      << xml_escape(std::to_string(p.samples.size()) + " samples, " + fixed(seconds, 1) + " s, mode " + p.mode +
+                    (p.idle ? " with idle threads" : ""))
+      << "</text>\n"
+      << R"(<text id="unzoom" class="b" x="430" y="46" style="display:none">Reset zoom</text>)"
+      << "\n"
+      << R"(<text id="search" class="b" x="1090" y="24">Search</text>)" << "\n"
+      << R"(<text id="reset" class="b" x="1090" y="46" style="display:none">Clear search</text>)" << "\n"
+      << R"(<text id="matched" x="900" y="46"></text>)" << "\n"
+      << R"(<text id="info" x="10" y=")" << height - 10 << R"("> </text>)" << "\n";
+  for (const Placed& pl : placed) {
+    const Node& n = tree[pl.node];
+    const double x = kX0 + pl.x / total * kWidth;
+    const double w = n.value / total * kWidth;
+    const double y = height - kBottom - (pl.depth + 1) * kRow;
+    const std::string colour = pl.depth == 0 ? "rgb(200,200,200)" : colour_for(n.label, pl.thread);
+    const std::string tip = n.label + " (" + std::to_string(n.value) + " samples, " +
+                            fixed(100.0 * static_cast<double>(n.value) / total, 2) + "%)";
+    const size_t chars = w > 6 ? static_cast<size_t>((w - 6) / 7) : 0;
+    std::string text;
+    if (chars >= 3) text = n.label.size() <= chars ? n.label : n.label.substr(0, chars - 2) + "..";
+    out << R"(<g class="f" data-x=")" << pl.x << R"(" data-w=")" << n.value << R"(" data-d=")" << pl.depth
+        << R"(" data-l=")" << xml_escape(n.label) << R"("><title>)" << xml_escape(tip) << R"(</title><rect x=")"
+        << fixed(x, 2) << R"(" y=")" << y << R"(" width=")" << fixed(w, 2) << R"(" height=")" << kRow - 1
+        << R"(" fill=")" << colour << R"(" data-fill=")" << colour << R"(" rx="2"/><text x=")" << fixed(x + 3, 2)
+        << R"(" y=")" << y + 11.5 << R"(">)" << xml_escape(text) << "</text></g>\n";
+  }
+  out << "<script><![CDATA[\nvar TOTAL = " << tree[0].value << ";" << kSvgScript << "]]></script>\n</svg>\n";
+  return out.str();
+}
+
+std::string render_top(const Profile& p, size_t rows, int width) {
+  struct Row {
+    double own = 0, total = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Row> by_function;
+  double all = 0;
+  for (const ProfileSample& s : p.samples) {
+    all += s.weight;
+    const std::vector<ProfileFrame>& f = frames_of(p, s.stack);
+    std::set<std::pair<std::string, std::string>> seen;
+    for (size_t i = 0; i < f.size(); ++i) {
+      auto key = std::make_pair(f[i].func, f[i].file);
+      Row& r = by_function[key];
+      if (i == 0) r.own += s.weight;
+      if (seen.insert(key).second) r.total += s.weight;
+    }
+  }
+  std::vector<std::pair<std::pair<std::string, std::string>, Row>> sorted(by_function.begin(), by_function.end());
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+    return a.second.own != b.second.own ? a.second.own > b.second.own : a.second.total > b.second.total;
+  });
+  std::string out = "  %OWN %TOTAL   OWN(s) TOTAL(s)  FUNCTION (FILE)\n";
+  for (size_t i = 0; i < sorted.size() && i < rows; ++i) {
+    const auto& [key, r] = sorted[i];
+    char head[64];
+    std::snprintf(head, sizeof head, "%6.1f %6.1f %8.2f %8.2f  ", all > 0 ? 100 * r.own / all : 0.0,
+                  all > 0 ? 100 * r.total / all : 0.0, r.own, r.total);
+    std::string line = head + key.first + " (" + key.second + ")";
+    if (width > 0) line = cut_to_width(line, static_cast<size_t>(width));
+    out += line + "\n";
+  }
+  if (sorted.empty()) out += "  (no samples)\n";
+  return out;
+}
+
+Result<std::string> profile_format_for(const std::string& format, const std::string& path) {
+  if (!format.empty()) {
+    if (format == "svg" || format == "speedscope" || format == "chrome" || format == "folded" || format == "top") {
+      return format;
+    }
+    if (format == "perfetto") return std::string("chrome");
+    if (format == "collapsed") return std::string("folded");
+    return Status(Code::kInvalidArgument,
+                  "unknown format '" + format + "': svg, speedscope, chrome (or perfetto), folded or top");
+  }
+  if (path.empty() || path == "-") return std::string("top");
+  auto ends = [&path](const std::string& s) { return path.size() >= s.size() && path.ends_with(s); };
+  if (ends(".svg")) return std::string("svg");
+  if (ends(".folded") || ends(".collapsed") || ends(".txt")) return std::string("folded");
+  if (ends(".json")) {
+    for (const char* word : {"trace", "chrome", "perfetto"}) {
+      if (path.find(word) != std::string::npos) return std::string("chrome");
+    }
+    return std::string("speedscope");
+  }
+  return Status(Code::kInvalidArgument, "cannot tell the format from '" + path +
+                                            "': name it .svg, .json (speedscope), .trace.json (Chrome/Perfetto) or "
+                                            ".folded, or give --format");
+}
+
+}  // namespace probing::cli

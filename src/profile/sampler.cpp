@@ -1,0 +1,690 @@
+#include "profile/sampler.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "core/log.h"
+#include "core/settings.h"
+#include "layout/interpreter_reader.h"
+#include "profile/stack_table.h"
+#include "python/gil_free.h"
+#include "sql/column_store.h"
+
+namespace probing::profile {
+namespace {
+
+using sql::Cell;
+using sql::ColumnDef;
+using sql::ColumnType;
+
+// python.samples' columns, in order.
+enum SampleColumn : size_t { kTime, kThreadId, kNativeId, kThreadName, kStackId, kGil, kOnCpu, kInterval };
+
+constexpr size_t kMaxSessions = 16;
+constexpr size_t kMaxHangs = 100;
+constexpr double kSettingsEvery_s = 0.5;
+constexpr double kForgetThread_s = 10;
+constexpr double kRenameEvery_s = 5;
+constexpr double kMainThreadEvery_s = 10;
+constexpr size_t kKeptStatFiles = 64;
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+ColumnDef col(const char* name, ColumnType type, const char* description) { return {name, type, description}; }
+
+// The kernel's state letter of a thread of this process ('R' running or runnable, 'S' asleep,
+// ...), from /proc/self/task/TID/stat through `*fd`, opened on first use and kept while
+// `keep`; 0 when it cannot be read (the thread is gone).
+char thread_state(long tid, int* fd, bool keep) {
+  if (*fd < 0) {
+    const std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
+    *fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) return 0;
+  }
+  char buf[256];
+  const ssize_t n = ::pread(*fd, buf, sizeof buf - 1, 0);
+  if (!keep) {
+    ::close(*fd);
+    *fd = -1;
+  }
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* paren = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
+  return paren != nullptr && paren[1] == ' ' ? paren[2] : 0;
+}
+
+std::string comm_of(long tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/comm");
+  std::string comm;
+  std::getline(in, comm);
+  return comm;
+}
+
+std::string clock_text(double unix_s) {
+  const auto t = static_cast<time_t>(unix_s);
+  tm local{};
+  char buf[32];
+  ::localtime_r(&t, &local);
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &local);
+  return buf;
+}
+
+// "func (file:line)" lines, innermost first.
+std::string stack_text(const std::vector<Frame>& frames) {
+  std::string out;
+  for (const Frame& f : frames) {
+    if (!out.empty()) out += '\n';
+    out += f.func + " (" + f.file + ":" + std::to_string(f.line) + ")";
+  }
+  return out;
+}
+
+struct ThreadState {
+  bool agent = false;  // one of probing's own threads: not sampled
+  std::string name;
+  double named_at = 0;
+  double seen_at = 0;
+  long tid = 0;     // kernel thread id, 0 before 3.11
+  int stat_fd = -1;  // its /proc/self/task/TID/stat, kept open (up to kKeptStatFiles threads)
+  std::vector<uint32_t> frames;  // the last sample's frame ids
+  uint32_t stack = 0;
+};
+
+struct Hang {
+  long long id = 0;
+  double started = 0;  // when the main thread last moved
+  double detected = 0;
+  double ended = NAN;
+  unsigned long thread_id = 0;
+  uint32_t stack = 0;
+  std::string stack_text;
+  std::string threads;  // every thread's stack when it was detected
+  std::string before;   // what the recorder saw the main thread do before it stopped
+};
+
+class Sampler {
+ public:
+  Sampler(std::shared_ptr<sql::ColumnStore> samples, StackTable* stacks) : samples_(std::move(samples)), stacks_(stacks) {}
+
+  void run() noexcept;
+
+  Result<Session> start_session(double hz, double seconds) {
+    if (!(hz > 0) || hz > kMaxHz) {
+      return Status(Code::kInvalidArgument, "the rate must be above 0 and at most " +
+                                                std::to_string(static_cast<int>(kMaxHz)) + " Hz");
+    }
+    if (!(seconds > 0) || seconds > kMaxSessionSeconds) {
+      return Status(Code::kInvalidArgument, "a profile lasts more than 0 and at most " +
+                                                std::to_string(static_cast<int>(kMaxSessionSeconds)) + " seconds");
+    }
+    if (!running_.load()) return Status(Code::kUnavailable, "the sampler does not run: " + error());
+    std::lock_guard<std::mutex> lock(mu_);
+    const double now = now_s();
+    std::erase_if(sessions_, [now](const Session& s) { return s.until <= now; });
+    if (sessions_.size() >= kMaxSessions) {
+      return Status(Code::kUnavailable, std::to_string(kMaxSessions) + " profiles run already; try again later");
+    }
+    sessions_.push_back({now, now + seconds, hz});
+    return sessions_.back();
+  }
+
+  nlohmann::json status() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {{"running", running_.load()},
+            {"hz", hz_},
+            {"recorder_hz", recorder_hz_},
+            {"sessions", sessions_.size()},
+            {"stacks", stacks_->stacks()},
+            {"stack_bytes", stacks_->bytes()},
+            {"error", error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(error_)}};
+  }
+
+  std::string error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+
+  std::vector<Hang> hangs() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {hangs_.begin(), hangs_.end()};
+  }
+
+ private:
+  void fail(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = why;
+  }
+  // The rate now: the fastest live session's, else the recorder's.
+  double rate(double now) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase_if(sessions_, [now](const Session& s) { return s.until <= now; });
+    double hz = recorder_hz_;
+    for (const Session& s : sessions_) hz = std::max(hz, s.hz);
+    hz_ = hz;
+    return hz;
+  }
+  void read_settings(double now);
+  void take_sample(const layout::InterpreterReader& reader, double now, double interval);
+  uint32_t frame_id(const layout::SampledFrame& f);
+  void watch_for_hang(double now, uint32_t main_stack, bool main_seen);
+  std::string recorder_before(unsigned long thread_id, double from, double to);
+
+  const std::shared_ptr<sql::ColumnStore> samples_;
+  StackTable* const stacks_;
+  layout::CodeCache codes_;
+  uint64_t codes_generation_ = 0;
+  std::unordered_map<uint64_t, uint32_t> frame_ids_;  // (code id, line) -> frame id
+  layout::StackSample sample_;
+  std::unordered_map<unsigned long, ThreadState> threads_;  // by thread ident
+  std::vector<uint32_t> frames_;                            // scratch
+  std::vector<char> states_;                                // each sampled thread's kernel state, 0 unknown
+  size_t kept_stat_files_ = 0;
+
+  // Settings, read every kSettingsEvery_s.
+  double settings_at_ = 0;
+  double recorder_s_ = 600;
+  double hang_after_s_ = 60;
+  unsigned long main_ident_ = 0;
+  double main_ident_at_ = 0;
+
+  // Hang detection: when the main thread's stack last changed, and torch tracing last recorded.
+  uint32_t main_stack_ = 0;
+  double main_moved_at_ = 0;
+  uint64_t torch_rows_ = 0;
+  double torch_moved_at_ = 0;
+  bool torch_ever_ = false;
+  std::shared_ptr<sql::ColumnStore> torch_trace_;
+  long long next_hang_id_ = 1;
+  bool hung_ = false;
+
+  std::atomic<bool> running_{false};
+  std::mutex mu_;  // guards what the request threads read: below
+  std::vector<Session> sessions_;
+  std::deque<Hang> hangs_;
+  double hz_ = 0;
+  double recorder_hz_ = 10;
+  std::string error_ = "not started";
+};
+
+// Made once and never destroyed: agent threads may use them while the process exits.
+Sampler* g_sampler = nullptr;
+std::shared_ptr<sql::ColumnStore>* g_samples = nullptr;
+StackTable* g_stacks = nullptr;
+
+void Sampler::read_settings(double now) {
+  if (now - settings_at_ < kSettingsEvery_s) return;
+  settings_at_ = now;
+  Settings& s = settings();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    recorder_hz_ = std::clamp(s.get_double("profile.recorder_hz"), 0.0, kMaxHz);
+  }
+  recorder_s_ = s.get_double("profile.recorder_s");
+  hang_after_s_ = s.get_double("hang.after_s");
+  const auto max_bytes = static_cast<size_t>(s.get_int("profile.max_mb")) << 20;
+  samples_->set_limits({max_bytes / 16, max_bytes, 0});
+  if (torch_trace_ == nullptr) torch_trace_ = sql::Engine::get().find_store("python", "torch_trace");
+}
+
+uint32_t Sampler::frame_id(const layout::SampledFrame& f) {
+  const uint64_t key = static_cast<uint64_t>(f.code) << 32 | static_cast<uint32_t>(f.lineno);
+  if (auto it = frame_ids_.find(key); it != frame_ids_.end()) return it->second;
+  const layout::CodeCache::Code& code = codes_.code(f.code);
+  const uint32_t id = stacks_->intern_frame(code.func, code.file_name, f.lineno);
+  if (id != StackTable::kFull) frame_ids_.emplace(key, id);
+  return id;
+}
+
+void Sampler::take_sample(const layout::InterpreterReader& reader, double now, double interval) {
+  layout::GilFreeLimits limits;
+  limits.max_frames = 512;
+  limits.max_threads = 256;
+  if (Status st = reader.sample(limits, &codes_, &sample_); !st.is_ok()) return;  // between interpreters
+  // On CPU means in the kernel's R state right after the walk (running, or ready to run), as
+  // py-spy and CPython's profiler tell: not a CPU-time delta over the interval before, which
+  // would credit a function with its predecessor's time.
+  states_.clear();
+  for (const layout::SampledThread& st : sample_.threads) {
+    char state = 0;
+    if (st.native_thread_id > 0) {
+      auto [it, added] = threads_.try_emplace(st.thread_id);
+      ThreadState& t = it->second;
+      if (added) {
+        t.tid = st.native_thread_id;
+        t.agent = comm_of(st.native_thread_id).rfind("probing-", 0) == 0;
+      }
+      if (!t.agent) {
+        const bool had = t.stat_fd >= 0;
+        state = thread_state(t.tid, &t.stat_fd, had || kept_stat_files_ < kKeptStatFiles);
+        if (!had && t.stat_fd >= 0) ++kept_stat_files_;
+      }
+    }
+    states_.push_back(state);
+  }
+  if (codes_.generation() != codes_generation_) {
+    codes_generation_ = codes_.generation();
+    frame_ids_.clear();
+  }
+  if (now - main_ident_at_ >= kMainThreadEvery_s || main_ident_ == 0) {
+    main_ident_ = reader.main_thread_ident();
+    main_ident_at_ = now;
+  }
+  uint32_t main_stack = 0;
+  bool main_seen = false;
+  for (size_t i = 0; i < sample_.threads.size(); ++i) {
+    const layout::SampledThread& st = sample_.threads[i];
+    ThreadState& t = threads_[st.thread_id];
+    t.seen_at = now;
+    if (t.agent) continue;
+    if (now - t.named_at >= kRenameEvery_s) {
+      t.name = python::thread_name_for(st.thread_id, st.native_thread_id);
+      t.named_at = now;
+    }
+    frames_.clear();
+    for (const layout::SampledFrame& f : st.frames) frames_.push_back(frame_id(f));
+    if (t.stack == 0 || frames_ != t.frames) {
+      t.stack = stacks_->intern_stack(frames_);
+      t.frames = frames_;
+    }
+    Cell cpu;
+    if (states_[i] != 0) cpu = static_cast<long long>(states_[i] == 'R');
+    Cell cells[] = {now,
+                    static_cast<long long>(st.thread_id),
+                    st.native_thread_id > 0 ? Cell{static_cast<long long>(st.native_thread_id)} : Cell{},
+                    std::string_view(t.name),
+                    static_cast<long long>(t.stack),
+                    static_cast<long long>(st.holds_gil),
+                    cpu,
+                    interval};
+    (void)samples_->append(cells);
+    if (st.thread_id == main_ident_) {
+      main_stack = t.stack;
+      main_seen = true;
+    }
+  }
+  std::erase_if(threads_, [this, now](const auto& entry) {
+    if (now - entry.second.seen_at <= kForgetThread_s) return false;
+    if (entry.second.stat_fd >= 0) {
+      ::close(entry.second.stat_fd);
+      --kept_stat_files_;
+    }
+    return true;
+  });
+  watch_for_hang(now, main_stack, main_seen);
+}
+
+// What the recorder saw `thread_id` do in [from, to): its most frequent stacks, innermost frame
+// first, with their sample counts.
+std::string Sampler::recorder_before(unsigned long thread_id, double from, double to) {
+  std::map<long long, long long> counts;
+  for (const auto& chunk : samples_->snapshot().chunks) {
+    const sql::ColumnChunk& time = chunk->columns[kTime];
+    if (time.has_numbers && !time.has_other && (time.max < from || time.min >= to)) continue;
+    for (size_t row = 0; row < chunk->rows; ++row) {
+      const double t = time.number_at(row);
+      if (t < from || t >= to) continue;
+      if (chunk->columns[kThreadId].int_at(row) != static_cast<long long>(thread_id)) continue;
+      ++counts[chunk->columns[kStackId].int_at(row)];
+    }
+  }
+  std::vector<std::pair<long long, long long>> top(counts.begin(), counts.end());
+  std::sort(top.begin(), top.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::string out;
+  for (size_t i = 0; i < top.size() && i < 5; ++i) {
+    std::vector<Frame> frames = stacks_->frames_of(static_cast<uint32_t>(top[i].first));
+    if (!out.empty()) out += "\n\n";
+    out += std::to_string(top[i].second) + " samples:\n" + stack_text(frames);
+  }
+  return out;
+}
+
+void Sampler::watch_for_hang(double now, uint32_t main_stack, bool main_seen) {
+  if (torch_trace_ != nullptr) {
+    const uint64_t rows = torch_trace_->stats().appended;
+    if (rows != torch_rows_) {
+      torch_rows_ = rows;
+      torch_moved_at_ = now;
+      torch_ever_ = true;
+    }
+  }
+  if (main_seen && main_stack != main_stack_) {
+    main_stack_ = main_stack;
+    main_moved_at_ = now;
+  }
+  if (main_moved_at_ == 0) main_moved_at_ = now;
+  const double quiet_since = std::max(main_moved_at_, torch_moved_at_);
+  if (hung_) {
+    if (quiet_since <= hangs_.back().started) return;  // still hung
+    std::lock_guard<std::mutex> lock(mu_);
+    Hang& h = hangs_.back();
+    h.ended = quiet_since;
+    hung_ = false;
+    log_info("the main thread moved again after " + std::to_string(static_cast<int>(h.ended - h.started)) +
+             " s (python.hangs id " + std::to_string(h.id) + ")");
+    return;
+  }
+  if (hang_after_s_ <= 0 || !main_seen || now - quiet_since < hang_after_s_) return;
+  Hang h;
+  h.id = next_hang_id_++;
+  h.started = quiet_since;
+  h.detected = now;
+  h.thread_id = main_ident_;
+  h.stack = main_stack;
+  std::vector<Frame> main_frames = stacks_->frames_of(main_stack);
+  h.stack_text = stack_text(main_frames);
+  for (const auto& [ident, t] : threads_) {
+    if (t.agent) continue;
+    if (!h.threads.empty()) h.threads += "\n\n";
+    h.threads += "thread " + std::to_string(ident) + (t.name.empty() ? "" : " \"" + t.name + "\"") + ":\n" +
+                 stack_text(stacks_->frames_of(t.stack));
+  }
+  h.before = recorder_before(main_ident_, quiet_since - hang_after_s_, quiet_since);
+  const std::string where =
+      main_frames.empty() ? std::string("no Python frame")
+                          : main_frames.front().func + " (" + main_frames.front().file + ":" +
+                                std::to_string(main_frames.front().line) + ")";
+  const std::string text = "the main thread has not moved for " + std::to_string(static_cast<int>(now - quiet_since)) +
+                           " s (since " + clock_text(quiet_since) + "), in " + where +
+                           ": SELECT * FROM python.hangs";
+  // A training job that stops is news; a server waiting for work is not.
+  if (torch_ever_) {
+    log_warn(text);
+  } else {
+    log_info(text);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  hangs_.push_back(std::move(h));
+  if (hangs_.size() > kMaxHangs) hangs_.pop_front();
+  hung_ = true;
+}
+
+void Sampler::run() noexcept {
+  try {
+    ::pthread_setname_np(::pthread_self(), "probing-sampler");
+    const Result<layout::InterpreterReader>& reader = python::this_interpreter();
+    if (!reader.is_ok()) {
+      fail(reader.status().message());
+      log_info("the sampler does not run: " + reader.status().message());
+      return;
+    }
+    fail("");
+    running_.store(true);
+    uint64_t rng = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull | 1;
+    auto next = std::chrono::steady_clock::now();
+    double last_window = 0;
+    for (;;) {
+      const double now = now_s();
+      read_settings(now);
+      const double hz = rate(now);
+      if (hz <= 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        next = std::chrono::steady_clock::now();
+        continue;
+      }
+      const double interval = 1.0 / hz;
+      // A period jittered by up to ±20%: a loop whose period is a multiple of the sampler's is
+      // not always caught at the same point.
+      rng ^= rng << 13;
+      rng ^= rng >> 7;
+      rng ^= rng << 17;
+      const double jitter = 0.8 + 0.4 * static_cast<double>(rng >> 11) / static_cast<double>(1ull << 53);
+      next += std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::chrono::duration<double>(interval * jitter));
+      const auto steady = std::chrono::steady_clock::now();
+      if (next < steady - std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              std::chrono::duration<double>(interval))) {
+        next = steady;  // fell behind (the machine is busy): no burst to catch up
+      }
+      std::this_thread::sleep_until(next);
+      const double at = now_s();
+      take_sample(*reader, at, interval);
+      if (at - last_window >= 1) {
+        last_window = at;
+        samples_->drop_below(kTime, at - recorder_s_);
+      }
+    }
+  } catch (const std::exception& e) {
+    running_.store(false);
+    fail(e.what());
+    log_error(std::string("the sampler stopped: ") + e.what());
+  } catch (...) {
+    running_.store(false);
+    fail("unknown error");
+    log_error("the sampler stopped");
+  }
+}
+
+sql::Row hang_row(const Hang& h, double now) {
+  const bool open = std::isnan(h.ended);
+  return {static_cast<long long>(h.id),
+          h.started,
+          h.detected,
+          open ? sql::Value{} : sql::Value{h.ended},
+          (open ? now : h.ended) - h.started,
+          static_cast<long long>(h.thread_id),
+          static_cast<long long>(h.stack),
+          h.stack_text,
+          h.threads,
+          h.before};
+}
+
+}  // namespace
+
+Result<Mode> parse_mode(const std::string& text) {
+  if (text == "wall") return Mode::kWall;
+  if (text == "cpu") return Mode::kCpu;
+  if (text == "gil") return Mode::kGil;
+  return Status(Code::kInvalidArgument, "unknown mode '" + text + "': wall, cpu or gil");
+}
+
+Status add_profile_tables(sql::Engine& engine) {
+  const auto max_bytes = static_cast<size_t>(settings().get_int("profile.max_mb")) << 20;
+  if (g_samples != nullptr) return Status(Code::kAlreadyExists, "the profile tables exist already");
+  g_samples = new std::shared_ptr<sql::ColumnStore>(std::make_shared<sql::ColumnStore>(
+      "python", "samples",
+      std::vector<ColumnDef>{
+          col("time", ColumnType::kReal, "when the sample was taken, unix time in seconds"),
+          col("thread_id", ColumnType::kInteger, "the thread's threading.get_ident()"),
+          col("native_thread_id", ColumnType::kInteger, "its kernel thread id; NULL before Python 3.11"),
+          col("thread", ColumnType::kText, "its name, as last seen"),
+          col("stack_id", ColumnType::kInteger, "its stack: python.stacks.stack_id"),
+          col("gil", ColumnType::kInteger, "1 when it held the GIL"),
+          col("on_cpu", ColumnType::kInteger,
+              "1 when the kernel had it running (or ready to run); NULL when unknown (before Python 3.11)"),
+          col("interval_s", ColumnType::kReal, "seconds the sample stands for (1 / the rate)")},
+      sql::ColumnStore::Limits{max_bytes / 16, max_bytes, 4096}));
+  PROBING_RETURN_IF_ERROR(engine.add_store(
+      *g_samples,
+      "Stack samples of every Python thread: the flight recorder (profile.recorder_hz, kept "
+      "profile.recorder_s seconds) and each `probing PID profile`. Read without the GIL."));
+  g_stacks = new StackTable(static_cast<size_t>(settings().get_int("profile.max_stacks_mb")) << 20);
+  sql::LiveTable stacks{
+      "python",
+      "stacks",
+      "The stacks python.samples point to, one row per frame. stack_id 0 stands for stacks that no longer fit "
+      "(profile.max_stacks_mb).",
+      {col("stack_id", ColumnType::kInteger, "python.samples.stack_id"),
+       col("depth", ColumnType::kInteger, "0 is the innermost frame"),
+       col("func", ColumnType::kText, "function (qualified name on 3.11+)"),
+       col("file", ColumnType::kText, "file name"),
+       col("line", ColumnType::kInteger, "line number")},
+      {0},
+      [](const sql::ScanRequest& request) -> Result<sql::LiveRows> {
+        std::vector<uint32_t> ids;
+        for (const auto& [column, value] : request.equals) {
+          if (column == 0 && std::holds_alternative<long long>(value)) {
+            ids.push_back(static_cast<uint32_t>(std::get<long long>(value)));
+          }
+        }
+        const bool only = !request.equals.empty();
+        sql::LiveRows out;
+        if (only && ids.empty()) return out;
+        g_stacks->for_each(ids, [&out](uint32_t id, const std::vector<Frame>& frames) {
+          for (size_t depth = 0; depth < frames.size(); ++depth) {
+            const Frame& f = frames[depth];
+            out.rows.push_back({static_cast<long long>(id), static_cast<long long>(depth), f.func, f.file,
+                                static_cast<long long>(f.line)});
+          }
+        });
+        if (g_stacks->full()) out.notices.push_back("the stack table is full: newer stacks show as stack_id 0");
+        return out;
+      }};
+  PROBING_RETURN_IF_ERROR(engine.add_live_table(std::move(stacks)));
+  sql::LiveTable hangs{
+      "python",
+      "hangs",
+      "Times the main thread's stack did not change, and torch tracing recorded nothing, for hang.after_s "
+      "seconds: one row per hang, open (ended NULL) until the process moves again.",
+      {col("id", ColumnType::kInteger, "hang number, from 1"),
+       col("started", ColumnType::kReal, "when the main thread last moved, unix time in seconds"),
+       col("detected", ColumnType::kReal, "when the hang was declared (started + hang.after_s)"),
+       col("ended", ColumnType::kReal, "when it moved again; NULL while it is hung"),
+       col("duration_s", ColumnType::kReal, "seconds it has not moved (up to now while hung)"),
+       col("thread_id", ColumnType::kInteger, "the main thread's ident"),
+       col("stack_id", ColumnType::kInteger, "the main thread's stack: python.stacks.stack_id"),
+       col("stack", ColumnType::kText, "that stack, innermost frame first"),
+       col("threads", ColumnType::kText, "every thread's stack when it was declared"),
+       col("before", ColumnType::kText,
+           "the main thread's most frequent stacks in the hang.after_s before it stopped, from the flight "
+           "recorder")},
+      {},
+      [](const sql::ScanRequest&) -> Result<sql::LiveRows> {
+        sql::LiveRows out;
+        if (g_sampler == nullptr) return out;
+        const double now = now_s();
+        for (const Hang& h : g_sampler->hangs()) out.rows.push_back(hang_row(h, now));
+        return out;
+      }};
+  return engine.add_live_table(std::move(hangs));
+}
+
+void start_sampler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (g_samples == nullptr || g_stacks == nullptr) return;
+    g_sampler = new Sampler(*g_samples, g_stacks);  // runs for the life of the process
+    std::thread([] { g_sampler->run(); }).detach();
+  });
+}
+
+Result<Session> start_session(double hz, double seconds) {
+  if (g_sampler == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
+  return g_sampler->start_session(hz, seconds);
+}
+
+nlohmann::json sampler_status() {
+  if (g_sampler == nullptr) return {{"running", false}, {"error", "not started"}};
+  return g_sampler->status();
+}
+
+Result<nlohmann::json> collect(const CollectRequest& request) {
+  if (g_samples == nullptr || g_stacks == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
+  if (!(request.until > request.since)) return Status(Code::kInvalidArgument, "the window is empty: until <= since");
+  struct Kept {
+    double time;
+    long long thread;
+    long long stack;
+    double weight;
+  };
+  std::vector<Kept> kept;
+  std::map<long long, std::pair<std::string, long long>> threads;  // ident -> (name, tid)
+  long long seen = 0, idle = 0, other_mode = 0, dropped = 0;
+  double max_hz = 0;
+  for (const auto& chunk : (*g_samples)->snapshot().chunks) {
+    const sql::ColumnChunk& time = chunk->columns[kTime];
+    if (time.has_numbers && !time.has_other && (time.max < request.since || time.min >= request.until)) continue;
+    const sql::ColumnChunk& gil = chunk->columns[kGil];
+    const sql::ColumnChunk& cpu = chunk->columns[kOnCpu];
+    for (size_t row = 0; row < chunk->rows; ++row) {
+      const double t = time.number_at(row);
+      if (t < request.since || t >= request.until) continue;
+      ++seen;
+      const bool holds = gil.int_at(row) != 0;
+      const bool cpu_known = cpu.tags[row] == sql::ColumnChunk::kInt;
+      const bool running = cpu_known ? cpu.int_at(row) != 0 : holds;  // before 3.11: the GIL tells
+      if (request.mode == Mode::kGil && !holds) {
+        ++other_mode;
+        continue;
+      }
+      if (request.mode == Mode::kCpu && !running) {
+        ++other_mode;
+        continue;
+      }
+      if (request.mode == Mode::kWall && !request.idle && !running && !holds) {
+        ++idle;
+        continue;
+      }
+      const long long thread = chunk->columns[kThreadId].int_at(row);
+      const double interval = chunk->columns[kInterval].number_at(row);
+      if (interval > 0) max_hz = std::max(max_hz, 1 / interval);
+      kept.push_back({t, thread, chunk->columns[kStackId].int_at(row), interval});
+      auto& info = threads[thread];
+      const sql::ColumnChunk& name = chunk->columns[kThreadName];
+      if (name.tags[row] == sql::ColumnChunk::kText) info.first = name.text_at(row);
+      const sql::ColumnChunk& tid = chunk->columns[kNativeId];
+      if (tid.tags[row] == sql::ColumnChunk::kInt) info.second = tid.int_at(row);
+    }
+  }
+  std::stable_sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.time < b.time; });
+  if (kept.size() > request.max_samples) {  // the newest are kept
+    dropped = static_cast<long long>(kept.size() - request.max_samples);
+    kept.erase(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(dropped));
+  }
+  std::vector<uint32_t> ids;
+  for (const Kept& k : kept) ids.push_back(static_cast<uint32_t>(k.stack));
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  nlohmann::json stacks = nlohmann::json::object();
+  g_stacks->for_each(ids, [&stacks](uint32_t id, const std::vector<Frame>& frames) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const Frame& f : frames) list.push_back({f.func, f.file, f.line});
+    stacks[std::to_string(id)] = std::move(list);
+  });
+  if (std::binary_search(ids.begin(), ids.end(), StackTable::kFull)) {
+    stacks["0"] = nlohmann::json::array({nlohmann::json::array({"(stack table full)", "", 0})});
+  }
+  nlohmann::json thread_list = nlohmann::json::array();
+  for (const auto& [ident, info] : threads) {
+    thread_list.push_back({{"thread_id", ident},
+                           {"native_thread_id", info.second != 0 ? nlohmann::json(info.second) : nlohmann::json()},
+                           {"name", info.first}});
+  }
+  nlohmann::json samples = nlohmann::json::array();
+  for (const Kept& k : kept) samples.push_back({k.time, k.thread, k.stack, k.weight});
+  nlohmann::json notices = nlohmann::json::array();
+  if (dropped > 0) notices.push_back("only the newest " + std::to_string(request.max_samples) + " samples are kept");
+  if (g_stacks->full()) notices.push_back("the stack table is full (profile.max_stacks_mb): some stacks are lost");
+  const char* mode = request.mode == Mode::kWall ? "wall" : request.mode == Mode::kCpu ? "cpu" : "gil";
+  return nlohmann::json{{"since", request.since},
+                        {"until", request.until},
+                        {"mode", mode},
+                        {"idle", request.idle},
+                        {"max_hz", max_hz},
+                        {"counts", {{"seen", seen}, {"kept", kept.size()}, {"idle", idle}, {"other_mode", other_mode},
+                                    {"dropped", dropped}}},
+                        {"threads", std::move(thread_list)},
+                        {"stacks", std::move(stacks)},
+                        {"samples", std::move(samples)},
+                        {"notices", std::move(notices)}};
+}
+
+}  // namespace probing::profile

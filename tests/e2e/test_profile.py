@@ -1,0 +1,213 @@
+"""`probing PID profile`, `top`, the flight recorder and the hang detector, on real targets: a
+workload whose functions take known shares of the time (shares.py), one whose thread holds the GIL
+in a C call (gil_holder.py), and one that stops on a queue after some steps."""
+import json
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import Target, http_request, interpreter_params, run_cli
+
+SHARES = {"busy_a": 50.0, "busy_b": 30.0, "wait_c": 20.0}
+
+
+def version_of(interp):
+    return tuple(int(x) for x in interp.version.split(".")[:2])
+
+
+def speedscope(pid, tmp_path, *flags, seconds=6):
+    out = tmp_path / "run.json"
+    rc, _, err = run_cli(pid, "profile", "--seconds", seconds, "-o", out, *flags, timeout=seconds + 30)
+    assert rc == 0, (rc, err)
+    assert "wrote %s (speedscope)" % out in err, err
+    return json.loads(out.read_text())
+
+
+def main_profile(doc):
+    mains = [p for p in doc["profiles"] if p["name"].startswith("MainThread")]
+    assert len(mains) == 1, [p["name"] for p in doc["profiles"]]
+    return mains[0]
+
+
+def shares_of(doc, names):
+    """Percent of the main thread's sampled time spent under each of `names`."""
+    frames = doc["shared"]["frames"]
+    main = main_profile(doc)
+    total = sum(main["weights"])
+    assert total > 0
+    under = {n: 0.0 for n in names}
+    for stack, weight in zip(main["samples"], main["weights"]):
+        funcs = {frames[i]["name"] for i in stack}
+        for n in names:
+            if n in funcs:
+                under[n] += weight
+    return {n: 100.0 * w / total for n, w in under.items()}, len(main["samples"])
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_measured_shares_are_within_three_points(interp, target_factory, tmp_path):
+    t = target_factory("shares.py", interp)
+    doc = speedscope(t.pid, tmp_path, "--idle", "--hz", "200")
+    shares, n = shares_of(doc, SHARES)
+    assert n >= 600, n  # 6 s at 200 Hz, with room for a busy machine
+    for name, truth in SHARES.items():
+        assert abs(shares[name] - truth) <= 3, (name, shares)
+    # The idle worker is there with --idle, waiting in the queue.
+    assert any(p["name"] != main_profile(doc)["name"] for p in doc["profiles"]), doc["profiles"]
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_modes_keep_what_they_say(interp, target_factory, tmp_path):
+    t = target_factory("shares.py", interp)
+    wall = speedscope(t.pid, tmp_path, seconds=3)
+    # Without --idle the worker that only waits is left out, and so is the main thread's sleep.
+    assert [p["name"] for p in wall["profiles"]] == [main_profile(wall)["name"]]
+    gil = speedscope(t.pid, tmp_path, "--gil", seconds=3)
+    shares, _ = shares_of(gil, SHARES)
+    assert shares["wait_c"] <= 3, shares  # time.sleep releases the GIL
+    if version_of(interp) >= (3, 11):  # on-CPU needs the kernel thread id, which 3.11+ keeps
+        cpu = speedscope(t.pid, tmp_path, "--mode", "cpu", seconds=3)
+        shares, _ = shares_of(cpu, SHARES)
+        assert shares["wait_c"] <= 5, shares
+        assert abs(shares["busy_a"] - 62.5) <= 6, shares  # 50 of the 80 on-CPU points
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_every_format_holds_the_samples(interp, target_factory, tmp_path):
+    t = target_factory("shares.py", interp)
+    svg = tmp_path / "run.svg"
+    rc, _, err = run_cli(t.pid, "profile", "--seconds", "2", "-o", svg, timeout=40)
+    assert rc == 0, err
+    root = ET.parse(svg).getroot()  # well-formed XML
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    total = int(root.get("data-total"))
+    titles = [g.find("s:title", ns).text for g in root.iter("{http://www.w3.org/2000/svg}g")]
+    assert total >= 100 and any(x.startswith("spin_for (") for x in titles), (total, titles[:5])
+    assert root.find("s:script", ns) is not None
+    assert "http://" not in svg.read_text().replace("http://www.w3.org/2000/svg", "")
+
+    folded = tmp_path / "run.folded"
+    rc, _, err = run_cli(t.pid, "profile", "--last", "20s", "-o", folded, timeout=30)
+    assert rc == 0, err
+    lines = folded.read_text().splitlines()
+    assert lines and all(l.rsplit(" ", 1)[1].isdigit() for l in lines), lines[:3]
+    assert any("busy_a (" in l and l.startswith("MainThread") for l in lines), lines[:3]
+
+    trace = tmp_path / "run.trace.json"
+    rc, _, err = run_cli(t.pid, "profile", "--seconds", "2", "--format", "perfetto", "-o", trace, timeout=40)
+    assert rc == 0, err
+    events = json.loads(trace.read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    assert {"step", "busy_a", "busy_b", "spin_for"} <= {e["name"] for e in slices}, slices[:3]
+    assert all(e["dur"] > 0 for e in slices)
+    assert any(e["ph"] == "M" and e["args"]["name"].startswith("MainThread") for e in events)
+
+    rc, out, err = run_cli(t.pid, "profile", "--seconds", "1", timeout=30)  # no -o: a table
+    assert rc == 0 and "%OWN %TOTAL" in out and "spin_for (" in out, (out, err)
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_samples_are_sql(interp, target_factory):
+    t = target_factory("shares.py", interp)
+    time.sleep(1.5)  # the recorder samples at 10 Hz from the start
+    rc, out, err = run_cli(t.pid, "query", "--format", "json",
+                           "SELECT s.func, count(*) AS n FROM python.samples p JOIN python.stacks s "
+                           "ON s.stack_id = p.stack_id AND s.depth = 0 GROUP BY 1 ORDER BY 2 DESC")
+    assert rc == 0, err
+    funcs = {r["func"]: r["n"] for r in json.loads(out)}
+    assert "spin_for" in funcs, funcs
+    if version_of(interp) >= (3, 11):
+        # probing's own threads are never sampled.
+        rc, out, err = run_cli(t.pid, "query", "--format", "csv",
+                               "SELECT count(*) FROM python.samples p JOIN process.threads t "
+                               "ON t.tid = p.native_thread_id WHERE t.name LIKE 'probing-%'")
+        assert rc == 0 and out.splitlines()[1] == "0", (out, err)
+
+
+def test_samples_while_a_thread_holds_the_gil(interp, target_factory, tmp_path):
+    # The sampler needs no GIL: a thread that holds it in a C call does not stop the profile,
+    # and shows there, holding it.
+    t = target_factory("gil_holder.py", interp, args=["20"])
+    t.write("hold\n")
+    t.wait_line(lambda l: l.startswith("holding "))
+    t0 = time.monotonic()
+    doc = speedscope(t.pid, tmp_path, "--gil", seconds=2)
+    assert time.monotonic() - t0 < 10
+    names = [p["name"] for p in doc["profiles"]]
+    assert len(names) == 1 and "gil-holder" in names[0] or "python" in names[0], names
+    frames = doc["shared"]["frames"]
+    assert any(frames[s[-1]]["name"] == "hold" for s in doc["profiles"][0]["samples"]), doc["profiles"][0]["samples"][:3]
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_hang_is_detected_recorded_and_closed(interp, target_factory, tmp_path):
+    t = target_factory("shares.py", interp, args=["hang", "15"], env={"PROBING_HANG_AFTER_S": "2"})
+    t.wait_line(lambda l: l == "hung", timeout=30)
+    deadline = time.monotonic() + 20
+    while True:
+        rc, out, err = run_cli(t.pid, "query", "--format", "json", "SELECT * FROM python.hangs")
+        assert rc == 0, err
+        rows = json.loads(out)
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(rows) == 1, rows
+    h = rows[0]
+    assert h["ended"] is None and h["duration_s"] >= 2, h
+    assert h["stack"].splitlines()[-2].startswith("main ("), h["stack"]  # innermost first: <module> last
+    assert "get (" in h["stack"], h["stack"]
+    assert "step (" in h["before"] and "samples:" in h["before"], h["before"]
+    assert "idle_worker (" in h["threads"], h["threads"]
+    # The recorder shows the steps before the hang.
+    folded = tmp_path / "before.folded"
+    rc, _, err = run_cli(t.pid, "profile", "--last", "60s", "--idle", "-o", folded)
+    assert rc == 0, err
+    assert "busy_a (" in folded.read_text() and "HANG" not in folded.read_text()
+    # Moving again closes it.
+    rc, out, err = run_cli(t.pid, "eval", "import __main__; __main__.HANG.put(1)")
+    assert rc == 0, err
+    t.wait_line(lambda l: l == "moving")
+    deadline = time.monotonic() + 10
+    while True:
+        rc, out, err = run_cli(t.pid, "query", "--format", "json", "SELECT ended, duration_s FROM python.hangs")
+        rows = json.loads(out)
+        if rows[0]["ended"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert rows[0]["ended"] is not None and rows[0]["duration_s"] >= 2, rows
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_top_prints_once_to_a_pipe(interp, target_factory):
+    t = target_factory("shares.py", interp)
+    rc, out, err = run_cli(t.pid, "top", "--seconds", "1", timeout=30)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("probing top: pid %d: " % t.pid), lines[:2]
+    assert "%OWN %TOTAL" in lines[1] and "spin_for (" in lines[2], lines[:4]
+    assert "\x1b[" not in out  # no terminal codes in a pipe
+
+
+def test_bad_input_is_refused_clearly(interp, target_factory, tmp_path):
+    t = target_factory("shares.py", interp)
+    for args, message in [(["--hz", "5000"], "--hz must be above 0 and at most 1000"),
+                          (["--seconds", "0"], "--seconds must be above 0"),
+                          (["--last", "5x"], "'5x' is not a duration"),
+                          (["--format", "pdf"], "unknown format 'pdf'"),
+                          (["--mode", "fast"], "--mode is wall, cpu or gil"),
+                          (["-o", tmp_path / "run.bin"], "cannot tell the format"),
+                          (["--seconds", "1", "-o", tmp_path / "no" / "such" / "dir.svg"], "cannot write")]:
+        rc, out, err = run_cli(t.pid, "profile", *args, timeout=30)
+        assert rc != 0 and message in err, (args, rc, err)
+    # The agent bounds what a client asks for, whatever the client.
+    r = http_request(t.pid, "POST", "/profile", {"hz": 100000, "seconds": 1})
+    assert r.status == 400 and "at most 1000 Hz" in r.json()["error"]["message"], r
+    r = http_request(t.pid, "POST", "/profile", {"hz": 100, "seconds": 1e9})
+    assert r.status == 400, r
+    r = http_request(t.pid, "GET", "/profile?since=10&until=5")
+    assert r.status == 400 and "empty" in r.json()["error"]["message"], r
+    r = http_request(t.pid, "GET", "/profile?last=1&mode=fast")
+    assert r.status == 400 and "unknown mode" in r.json()["error"]["message"], r
+    health = http_request(t.pid, "GET", "/health").json()
+    assert health["sampler"]["running"] is True and health["sampler"]["recorder_hz"] == 10, health

@@ -1,0 +1,168 @@
+// The profiler's parts that need no target: the stack table, and the renderers of `probing
+// profile` on profiles written by hand.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/profile_format.h"
+#include "profile/stack_table.h"
+
+namespace probing {
+namespace {
+
+TEST(StackTable, InternsFramesAndStacksOnce) {
+  profile::StackTable t(1 << 20);
+  uint32_t a = t.intern_frame("f", "a.py", 3);
+  uint32_t b = t.intern_frame("g", "a.py", 9);
+  EXPECT_EQ(t.intern_frame("f", "a.py", 3), a);
+  EXPECT_NE(t.intern_frame("f", "a.py", 4), a);  // another line, another frame
+  std::vector<uint32_t> s1 = {a, b}, s2 = {b, a};
+  uint32_t id = t.intern_stack(s1);
+  EXPECT_NE(id, profile::StackTable::kFull);
+  EXPECT_EQ(t.intern_stack(s1), id);
+  EXPECT_NE(t.intern_stack(s2), id);
+  EXPECT_EQ(t.stacks(), 2u);
+  std::vector<profile::Frame> frames = t.frames_of(id);
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[0].func, "f");
+  EXPECT_EQ(frames[1].line, 9);
+  EXPECT_TRUE(t.frames_of(999).empty());
+}
+
+TEST(StackTable, PastItsCapNewStacksAreKFull) {
+  profile::StackTable t(2048);
+  uint32_t f = t.intern_frame("f", "a.py", 1);
+  std::vector<uint32_t> stack;
+  uint32_t last = 1;
+  for (int i = 0; i < 100 && last != profile::StackTable::kFull; ++i) {
+    stack.push_back(f);
+    last = t.intern_stack(stack);
+  }
+  EXPECT_EQ(last, profile::StackTable::kFull);
+  EXPECT_TRUE(t.full());
+  EXPECT_LE(t.bytes(), 2048u);
+  EXPECT_NE(t.intern_stack(std::vector<uint32_t>{f}), profile::StackTable::kFull);  // known ones still resolve
+}
+
+// Two threads; stack 1 is main > work > spin, stack 2 is main > wait, stack 3 the worker's.
+nlohmann::json reply() {
+  return nlohmann::json::parse(R"({
+    "since": 100.0, "until": 101.0, "mode": "wall", "idle": false, "max_hz": 100,
+    "counts": {"seen": 9, "kept": 6, "idle": 3, "other_mode": 0, "dropped": 0},
+    "threads": [{"thread_id": 1, "native_thread_id": 11, "name": "MainThread"},
+                {"thread_id": 2, "native_thread_id": null, "name": ""}],
+    "stacks": {"1": [["spin", "a.py", 5], ["work", "a.py", 9], ["main", "a.py", 20]],
+               "2": [["wait", "a.py", 14], ["main", "a.py", 21]],
+               "3": [["get", "queue.py", 171]]},
+    "samples": [[100.00, 1, 1, 0.01], [100.01, 1, 1, 0.01], [100.02, 1, 2, 0.01],
+                [100.03, 1, 1, 0.01], [100.50, 2, 3, 0.1], [100.04, 1, 1, 0.01]],
+    "notices": ["a note"]})");
+}
+
+cli::Profile parsed() {
+  Result<cli::Profile> p = cli::parse_profile(reply());
+  EXPECT_TRUE(p.is_ok()) << p.status().message();
+  return *p;
+}
+
+TEST(ProfileFormat, ParsesTheAgentsReply) {
+  cli::Profile p = parsed();
+  EXPECT_EQ(p.samples.size(), 6u);
+  EXPECT_EQ(p.idle_left_out, 3);
+  EXPECT_EQ(p.threads[0].label(), "MainThread (tid 11)");
+  EXPECT_EQ(p.threads[1].label(), "thread 2");
+  EXPECT_EQ(p.notices, std::vector<std::string>{"a note"});
+  EXPECT_FALSE(cli::parse_profile(nlohmann::json::parse(R"({"rows": []})")).is_ok());
+  EXPECT_FALSE(cli::parse_profile(nlohmann::json::parse(R"({"samples": [[1]], "stacks": {}})")).is_ok());
+}
+
+TEST(ProfileFormat, CountsWeighSamplesByTheirInterval) {
+  // The worker's one sample at 10 Hz stands for ten of the main thread's at 100 Hz.
+  EXPECT_EQ(parsed().counts(), (std::vector<long long>{1, 1, 1, 1, 10, 1}));
+}
+
+TEST(ProfileFormat, FoldedPutsTheThreadFirstAndTheLeafLast) {
+  EXPECT_EQ(cli::render_folded(parsed()),
+            "MainThread (tid 11);main (a.py:20);work (a.py:9);spin (a.py:5) 4\n"
+            "MainThread (tid 11);main (a.py:21);wait (a.py:14) 1\n"
+            "thread 2;get (queue.py:171) 10\n");
+  cli::Profile merged = parsed();
+  merged.merge_threads = true;
+  EXPECT_EQ(cli::render_folded(merged).substr(0, 41), "get (queue.py:171) 10\nmain (a.py:20);work");
+}
+
+TEST(ProfileFormat, SpeedscopeHasOneSampledProfilePerThreadRootFirst) {
+  auto doc = nlohmann::json::parse(cli::render_speedscope(parsed(), "test"));
+  ASSERT_EQ(doc["profiles"].size(), 2u);
+  const auto& main = doc["profiles"][0];
+  EXPECT_EQ(main["type"], "sampled");
+  EXPECT_EQ(main["name"], "MainThread (tid 11)");
+  ASSERT_EQ(main["samples"].size(), 5u);
+  ASSERT_EQ(main["weights"].size(), 5u);
+  const auto& frames = doc["shared"]["frames"];
+  const auto& first = main["samples"][0];
+  EXPECT_EQ(frames[first[0].get<size_t>()]["name"], "main");  // the root
+  EXPECT_EQ(frames[first[2].get<size_t>()]["name"], "spin");  // the leaf
+  EXPECT_EQ(frames[first[2].get<size_t>()]["line"], 5);
+  EXPECT_DOUBLE_EQ(doc["profiles"][1]["weights"][0].get<double>(), 0.1);
+}
+
+TEST(ProfileFormat, ChromeSlicesNestAndEndAtGaps) {
+  auto doc = nlohmann::json::parse(cli::render_chrome(parsed(), 4242));
+  std::vector<nlohmann::json> slices;
+  for (const auto& e : doc["traceEvents"]) {
+    if (e["ph"] == "X" && e["tid"] == 11) slices.push_back(e);
+  }
+  // main runs throughout (one slice: its line changes, the function does not); work and spin
+  // twice, around wait.
+  std::map<std::string, int> count;
+  for (const auto& e : slices) ++count[e["name"].get<std::string>()];
+  EXPECT_EQ(count["main"], 1);
+  EXPECT_EQ(count["work"], 2);
+  EXPECT_EQ(count["spin"], 2);
+  EXPECT_EQ(count["wait"], 1);
+  for (const auto& e : slices) {
+    if (e["name"] == "main") {
+      EXPECT_EQ(e["ts"].get<long long>(), 100'000'000);
+      EXPECT_EQ(e["dur"].get<long long>(), 50'000);  // to the end of the last sample
+    }
+  }
+  bool named = false;
+  for (const auto& e : doc["traceEvents"]) named |= e["ph"] == "M" && e["args"]["name"] == "MainThread (tid 11)";
+  EXPECT_TRUE(named);
+}
+
+TEST(ProfileFormat, SvgIsAFlamegraphWithCountsInItsTitles) {
+  const std::string svg = cli::render_svg(parsed(), "a <title> & more");
+  EXPECT_NE(svg.find("data-total=\"15\""), std::string::npos);
+  EXPECT_NE(svg.find("a &lt;title&gt; &amp; more"), std::string::npos);
+  EXPECT_NE(svg.find("<title>spin (a.py:5) (4 samples, 26.67%)</title>"), std::string::npos);
+  EXPECT_NE(svg.find("<title>thread 2 (10 samples, 66.67%)</title>"), std::string::npos);
+  EXPECT_NE(svg.find("<script><![CDATA["), std::string::npos);
+  EXPECT_EQ(svg.find("http://www.w3.org/2000/svg\" data-total"), svg.find("http://www.w3.org/2000/svg"));
+  EXPECT_EQ(svg.find("https://"), std::string::npos);  // nothing fetched
+}
+
+TEST(ProfileFormat, TopRanksByOwnTimeThenTotal) {
+  const std::string top = cli::render_top(parsed(), 2, 0);
+  const size_t get = top.find("get (queue.py)"), spin = top.find("spin (a.py)"), wait = top.find("wait (a.py)");
+  ASSERT_NE(get, std::string::npos);
+  ASSERT_NE(spin, std::string::npos);
+  EXPECT_LT(get, spin);
+  EXPECT_EQ(wait, std::string::npos);  // two rows only
+  EXPECT_NE(top.find("  66.7   66.7     0.10     0.10  get (queue.py)"), std::string::npos);
+}
+
+TEST(ProfileFormat, FormatFromTheOptionOrTheFileName) {
+  EXPECT_EQ(*cli::profile_format_for("", "run.svg"), "svg");
+  EXPECT_EQ(*cli::profile_format_for("", "run.json"), "speedscope");
+  EXPECT_EQ(*cli::profile_format_for("", "run.trace.json"), "chrome");
+  EXPECT_EQ(*cli::profile_format_for("", "out.folded"), "folded");
+  EXPECT_EQ(*cli::profile_format_for("", ""), "top");
+  EXPECT_EQ(*cli::profile_format_for("perfetto", "x"), "chrome");
+  EXPECT_FALSE(cli::profile_format_for("", "run.bin").is_ok());
+  EXPECT_FALSE(cli::profile_format_for("pdf", "").is_ok());
+}
+
+}  // namespace
+}  // namespace probing
