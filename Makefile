@@ -79,6 +79,7 @@ bench: build
 	/usr/bin/python3 bench/backtrace.py --build $(BUILD)
 	/usr/bin/python3 bench/sql.py --build $(BUILD)
 	/usr/bin/python3 bench/torch_overhead.py --build $(BUILD)
+	/usr/bin/python3 bench/profile.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-clang

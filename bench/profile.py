@@ -162,8 +162,10 @@ def accuracy(build):
         wait_for_agent(pid)
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "run.json")
-            subprocess.run([probing, str(pid), "profile", "--seconds", "10", "--hz", "100", "--idle", "-o", out],
-                           check=True, capture_output=True)
+            r = subprocess.run([probing, str(pid), "profile", "--seconds", "10", "--hz", "100", "--idle", "-o", out],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError("probing profile failed: " + r.stderr)
             doc = json.load(open(out))
         frames = doc["shared"]["frames"]
         main = [p for p in doc["profiles"] if p["name"].startswith("MainThread")][0]

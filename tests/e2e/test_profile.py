@@ -107,6 +107,14 @@ def test_every_format_holds_the_samples(interp, target_factory, tmp_path):
     assert rc == 0 and "%OWN %TOTAL" in out and "spin_for (" in out, (out, err)
 
 
+def test_a_profile_outlasts_the_agents_idle_timeout(interp, target_factory):
+    # The agent closes a connection left idle for server.request_timeout_s; a profile longer than
+    # that still gets its samples.
+    t = target_factory("shares.py", interp, env={"PROBING_SERVER_REQUEST_TIMEOUT_S": "1"})
+    rc, out, err = run_cli(t.pid, "profile", "--seconds", "2.5", timeout=40)
+    assert rc == 0 and "spin_for (" in out, (rc, out, err)
+
+
 @pytest.mark.parametrize("interp", interpreter_params())
 def test_samples_are_sql(interp, target_factory):
     t = target_factory("shares.py", interp)

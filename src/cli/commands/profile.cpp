@@ -132,15 +132,18 @@ double wait_for(double seconds, const std::string& what, const SigintPipe& sigin
   return std::min(waited, seconds);
 }
 
-// Asks the agent to sample at --hz for `seconds`, waits (Ctrl-C stops early), and fetches them.
-Result<Profile> sample_for(client::Client& client, const ProfileArgs& args, double seconds, const std::string& what,
-                           const SigintPipe& sigint) {
+// Asks the agent to sample at --hz for `seconds`, waits (Ctrl-C stops early), and fetches them on
+// a new connection: the agent closes one left idle for server.request_timeout_s.
+Result<Profile> sample_for(const Context& ctx, client::Client& client, const ProfileArgs& args, double seconds,
+                           const std::string& what, const SigintPipe& sigint) {
   Result<nlohmann::json> session =
       json_reply(client, "POST", "/profile", nlohmann::json{{"hz", args.hz}, {"seconds", seconds}}.dump());
   if (!session.is_ok()) return session.status();
   const double start = session->value("start", 0.0);
   const double waited = wait_for(seconds, what, sigint);
-  return fetch(client, "/profile?since=" + fixed(start, 6) + "&until=" + fixed(start + waited + 0.001, 6), args);
+  auto fresh = connect_target(ctx);
+  if (!fresh.is_ok()) return fresh.status();
+  return fetch(**fresh, "/profile?since=" + fixed(start, 6) + "&until=" + fixed(start + waited + 0.001, 6), args);
 }
 
 Status check_args(const ProfileArgs& args) {
@@ -197,7 +200,7 @@ int run_profile(const Context& ctx, const ProfileArgs& args) {
   SigintPipe sigint;
   Result<Profile> profile =
       last_s > 0 ? fetch(*agent->client, "/profile?last=" + fixed(last_s, 3), args)
-                 : sample_for(*agent->client, args, args.seconds,
+                 : sample_for(ctx, *agent->client, args, args.seconds,
                               "profiling " + std::to_string(pid) + " at " + fixed(args.hz, 0) + " Hz", sigint);
   if (!profile.is_ok()) return fail(profile.status());
   Result<std::string> text = render(*profile, *format, pid);
@@ -230,7 +233,7 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
   SigintPipe sigint;
   if (!live) {  // once, for a pipe or a file
     Result<Profile> p =
-        sample_for(client, args, seconds_given ? args.seconds : 2, "sampling " + std::to_string(pid), sigint);
+        sample_for(ctx, client, args, seconds_given ? args.seconds : 2, "sampling " + std::to_string(pid), sigint);
     if (!p.is_ok()) return fail(p.status());
     std::cout << "probing top: pid " << pid << ": " << summary(*p) << "\n"
               << render_top(*p, args.rows > 0 ? args.rows : 30, 0) << std::flush;
