@@ -9,7 +9,7 @@ set -euo pipefail
 suite=${1:?usage: matrix-chroot.sh SUITE [CACHE_DIR]}
 cache=${2:-${PROBING_MATRIX_CACHE:-/var/cache/probing-matrix}}
 case $suite in
-  trixie) packages="python3 python3-torch libssl3t64" ;;
+  trixie) packages="python3 python3-torch libssl3t64 austin" ;;
   sid) packages="python3 python3.13 python3.15 python3-torch libssl3t64" ;;
   *) echo "matrix-chroot.sh: no recipe for suite '$suite' (trixie, sid)" >&2; exit 2 ;;
 esac

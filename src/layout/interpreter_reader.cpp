@@ -145,13 +145,14 @@ struct Block {
   }
 };
 
-// How many bytes of a struct hold the fields at `fields` (and the object header's type pointer).
+// How many bytes of a struct hold the fields at `fields` (and the object header's type pointer);
+// 0 when that is more than a Block holds.
 size_t span_of(std::initializer_list<size_t> fields) {
   size_t span = 16;
   for (size_t f : fields) {
     if (f != kNoField) span = std::max(span, f + 8);
   }
-  return std::min(span, kMaxBlock);
+  return span <= kMaxBlock ? span : 0;
 }
 
 // Walks one thread's frames, innermost first, handing each frame's code object and instruction to
@@ -398,10 +399,9 @@ struct CodeCacheAccess {
 
   // The id of the code object at `code`, read when the cache lacks it or holds another object
   // that had the same address. False when it does not check out (the stack changed).
-  static bool resolve(const Process& p, uintptr_t code, CodeCache* c, uint32_t* id) {
+  static bool resolve(const Process& p, uintptr_t code, const Block& b, CodeCache* c, uint32_t* id) {
     const CPythonOffsets& o = p.off;
-    Block b;
-    if (code == 0 || !p.read(code, b.bytes, p.code_span) || b.get<uintptr_t>(8) != p.code_type) return false;
+    if (code == 0 || b.get<uintptr_t>(8) != p.code_type) return false;
     const uintptr_t name = b.get<uintptr_t>(o.code_qualname != kNoField ? o.code_qualname : o.code_name);
     const uintptr_t file = b.get<uintptr_t>(o.code_filename);
     const uintptr_t table = b.get<uintptr_t>(o.code_linetable);
@@ -447,20 +447,42 @@ struct CodeCacheAccess {
 
 namespace {
 
-// Frames as CodeCache ids: sample().
+// Frames as CodeCache ids: sample(). The walk only collects each frame's code object and
+// instruction; resolve() then reads every code object's header in one process_vm_readv.
 struct SampleSink {
-  const Process& p;
-  CodeCache* cache;
-  SampledThread* t;
-  size_t size() const { return t->frames.size(); }
-  void truncate() { t->truncated = true; }
-  void fail(const std::string&) { t->truncated = true; }
+  struct Pending {
+    uintptr_t code;
+    int byte_offset;
+  };
+  std::vector<Pending>* pending;
+  bool* truncated;
+  size_t size() const { return pending->size(); }
+  void truncate() { *truncated = true; }
+  void fail(const std::string&) { *truncated = true; }
   void shim(uintptr_t) {}
   bool frame(uintptr_t code, int byte_offset, bool) {
-    uint32_t id = 0;
-    if (!CodeCacheAccess::resolve(p, code, cache, &id)) return false;
-    t->frames.push_back({id, CodeCacheAccess::line(p, cache, id, byte_offset)});
+    pending->push_back({code, byte_offset});
     return true;
+  }
+
+  // The pending frames as CodeCache ids, up to the first whose code object does not check out
+  // (the stack changed under the walk).
+  static void resolve(const Process& p, const std::vector<Pending>& pending, CodeCache* cache,
+                      std::vector<Block>* blocks, SampledThread* t) {
+    blocks->resize(pending.size());
+    std::vector<uintptr_t> addresses;
+    addresses.reserve(pending.size());
+    for (const Pending& f : pending) addresses.push_back(f.code);
+    const size_t read = read_blocks(p.pid != 0 ? p.pid : self_pid(), addresses.data(), addresses.size(),
+                                    p.code_span, sizeof(Block), reinterpret_cast<uint8_t*>(blocks->data()));
+    for (size_t i = 0; i < pending.size(); ++i) {
+      uint32_t id = 0;
+      if (i >= read || !CodeCacheAccess::resolve(p, pending[i].code, (*blocks)[i], cache, &id)) {
+        t->truncated = true;
+        return;
+      }
+      t->frames.push_back({id, CodeCacheAccess::line(p, cache, id, pending[i].byte_offset)});
+    }
   }
 };
 
@@ -488,6 +510,9 @@ Result<InterpreterReader> InterpreterReader::open(const PythonProcess& target) {
   p->frame_span = span_of({o.frame_code, o.frame_previous, o.frame_instr_ptr, o.frame_lasti, o.frame_owner,
                            o.frame_is_entry});
   p->code_span = span_of({o.code_filename, o.code_name, o.code_qualname, o.code_linetable, o.code_firstlineno});
+  if (p->frame_span == 0 || p->code_span == 0) {
+    return Status(Code::kUnsupported, "this interpreter's frame or code fields lie past what the reader copies");
+  }
   return InterpreterReader(std::move(p));
 }
 
@@ -498,6 +523,8 @@ Result<GilFreeSnapshot> InterpreterReader::stacks(const GilFreeLimits& limits) c
 Status InterpreterReader::sample(const GilFreeLimits& limits, CodeCache* cache, StackSample* out) const {
   const Process& p = *p_;
   CodeCacheAccess::start_sample(cache);
+  thread_local std::vector<SampleSink::Pending> pending;  // scratch, kept between samples
+  thread_local std::vector<Block> blocks;
   size_t used = 0;
   GilWord gil;
   Status st = for_each_thread(p, limits, &gil, [&](uintptr_t ts, unsigned long id, long native, bool holds) {
@@ -509,8 +536,10 @@ Status InterpreterReader::sample(const GilFreeLimits& limits, CodeCache* cache, 
     t.holds_gil = holds;
     t.truncated = false;
     t.frames.clear();
-    SampleSink sink{p, cache, &t};
+    pending.clear();
+    SampleSink sink{&pending, &t.truncated};
     walk_frames(p, ts, limits, sink);
+    SampleSink::resolve(p, pending, cache, &blocks, &t);
   });
   out->threads.resize(used);
   out->gil_locked = gil.locked;

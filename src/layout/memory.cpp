@@ -4,6 +4,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 
@@ -32,6 +33,28 @@ bool read_memory(pid_t pid, uintptr_t addr, void* out, size_t n) noexcept {
   iovec remote{reinterpret_cast<void*>(addr), n};
   ssize_t got = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
   return got == static_cast<ssize_t>(n);
+}
+
+size_t read_blocks(pid_t pid, const uintptr_t* addrs, size_t n, size_t size, size_t stride, uint8_t* out) noexcept {
+  constexpr size_t kBatch = 1024;  // IOV_MAX
+  iovec local[kBatch];
+  iovec remote[kBatch];
+  size_t done = 0;
+  while (done < n) {
+    const size_t count = std::min(kBatch, n - done);
+    size_t valid = 0;  // a null address ends the run, as a failed read would
+    for (; valid < count && addrs[done + valid] != 0; ++valid) {
+      local[valid] = {out + (done + valid) * stride, size};
+      remote[valid] = {reinterpret_cast<void*>(addrs[done + valid]), size};
+    }
+    if (valid == 0) return done;
+    const ssize_t got = ::process_vm_readv(pid, local, valid, remote, valid, 0);
+    if (got < 0) return done;
+    const size_t whole = static_cast<size_t>(got) / size;
+    done += whole;
+    if (whole < count) return done;
+  }
+  return done;
 }
 
 bool safe_read(uintptr_t addr, void* out, size_t n) noexcept {

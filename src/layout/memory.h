@@ -17,6 +17,11 @@ namespace probing::layout {
 // unreadable, addr is null, or `pid` may not be read (ptrace's permission rules). Never faults.
 bool read_memory(pid_t pid, uintptr_t addr, void* out, size_t n) noexcept;
 
+// Reads `n` blocks of `size` bytes, block i from addrs[i], into out + i * stride, in one
+// process_vm_readv per 1024 blocks. Returns how many blocks, from the first, were read whole: a
+// block that cannot be read ends the run. Never faults.
+size_t read_blocks(pid_t pid, const uintptr_t* addrs, size_t n, size_t size, size_t stride, uint8_t* out) noexcept;
+
 // This process's pid, without a system call each time (glibc no longer caches getpid); a forked
 // child gets its own.
 pid_t self_pid() noexcept;
