@@ -58,6 +58,9 @@ echo "demo: since the inject, every training step has been traced (python.torch_
 sleep 1
 show "$probing" "$pid" query "SELECT module, stage, avg(duration) * 1000 AS avg_ms, count(*) AS calls FROM python.torch_trace WHERE step > (SELECT max(step) - 5 FROM python.torch_trace) GROUP BY module, stage ORDER BY avg_ms DESC LIMIT 10"
 echo
+echo "demo: where its time goes, sampled for 3 s without the GIL (-o run.svg writes a flamegraph):"
+show "$probing" "$pid" profile --seconds 3
+echo
 echo "demo: the training script kept training throughout; its own output meanwhile:"
 tail -n 3 "$log"
 show "$probing" "$pid" eval "print(f'step {step}: loss {last_loss:.4f}, lr {optimizer.param_groups[0][\"lr\"]}')"
