@@ -9,8 +9,10 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -268,6 +270,14 @@ void Sampler::take_sample(const layout::InterpreterReader& reader, double now, d
     if (st.native_thread_id > 0) {
       auto [it, added] = threads_.try_emplace(st.thread_id);
       ThreadState& t = it->second;
+      if (!added && t.tid != st.native_thread_id) {  // a new thread with a dead one's ident
+        if (t.stat_fd >= 0) {
+          ::close(t.stat_fd);
+          --kept_stat_files_;
+        }
+        t = ThreadState{};
+        added = true;
+      }
       if (added) {
         t.tid = st.native_thread_id;
         t.agent = comm_of(st.native_thread_id).rfind("probing-", 0) == 0;
@@ -596,7 +606,7 @@ nlohmann::json sampler_status() {
   return g_sampler->status();
 }
 
-Result<nlohmann::json> collect(const CollectRequest& request) {
+Result<std::string> collect(const CollectRequest& request) {
   if (g_samples == nullptr || g_stacks == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
   if (!(request.until > request.since)) return Status(Code::kInvalidArgument, "the window is empty: until <= since");
   struct Kept {
@@ -609,8 +619,10 @@ Result<nlohmann::json> collect(const CollectRequest& request) {
   std::map<long long, std::pair<std::string, long long>> threads;  // ident -> (name, tid)
   long long seen = 0, idle = 0, other_mode = 0, dropped = 0;
   double max_hz = 0;
+  double oldest = std::numeric_limits<double>::infinity();
   for (const auto& chunk : (*g_samples)->snapshot().chunks) {
     const sql::ColumnChunk& time = chunk->columns[kTime];
+    if (time.has_numbers) oldest = std::min(oldest, time.min);
     if (time.has_numbers && !time.has_other && (time.max < request.since || time.min >= request.until)) continue;
     const sql::ColumnChunk& gil = chunk->columns[kGil];
     const sql::ColumnChunk& cpu = chunk->columns[kOnCpu];
@@ -668,23 +680,38 @@ Result<nlohmann::json> collect(const CollectRequest& request) {
                            {"native_thread_id", info.second != 0 ? nlohmann::json(info.second) : nlohmann::json()},
                            {"name", info.first}});
   }
-  nlohmann::json samples = nlohmann::json::array();
-  for (const Kept& k : kept) samples.push_back({k.time, k.thread, k.stack, k.weight});
   nlohmann::json notices = nlohmann::json::array();
   if (dropped > 0) notices.push_back("only the newest " + std::to_string(request.max_samples) + " samples are kept");
+  if (oldest > request.since && oldest - request.since > 1 && (*g_samples)->stats().dropped > 0) {
+    notices.push_back("the first " + std::to_string(static_cast<long long>(oldest - request.since)) +
+                      " s of the window are no longer kept (profile.recorder_s, profile.max_mb)");
+  }
   if (g_stacks->full()) notices.push_back("the stack table is full (profile.max_stacks_mb): some stacks are lost");
   const char* mode = request.mode == Mode::kWall ? "wall" : request.mode == Mode::kCpu ? "cpu" : "gil";
-  return nlohmann::json{{"since", request.since},
-                        {"until", request.until},
-                        {"mode", mode},
-                        {"idle", request.idle},
-                        {"max_hz", max_hz},
-                        {"counts", {{"seen", seen}, {"kept", kept.size()}, {"idle", idle}, {"other_mode", other_mode},
-                                    {"dropped", dropped}}},
-                        {"threads", std::move(thread_list)},
-                        {"stacks", std::move(stacks)},
-                        {"samples", std::move(samples)},
-                        {"notices", std::move(notices)}};
+  nlohmann::json head{{"since", request.since},
+                      {"until", request.until},
+                      {"mode", mode},
+                      {"idle", request.idle},
+                      {"max_hz", max_hz},
+                      {"counts", {{"seen", seen}, {"kept", kept.size()}, {"idle", idle}, {"other_mode", other_mode},
+                                  {"dropped", dropped}}},
+                      {"threads", std::move(thread_list)},
+                      {"stacks", std::move(stacks)},
+                      {"notices", std::move(notices)}};
+  // The samples, written as text: a million of them as JSON values would take the target ~100 MB.
+  std::string text = head.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  text.pop_back();  // the closing brace
+  text.reserve(text.size() + kept.size() * 48 + 16);
+  text += ",\"samples\":[";
+  char buf[128];
+  for (size_t i = 0; i < kept.size(); ++i) {
+    const Kept& k = kept[i];
+    const int n = std::snprintf(buf, sizeof buf, "%s[%.6f,%lld,%lld,%.6g]", i == 0 ? "" : ",", k.time, k.thread,
+                                k.stack, k.weight);
+    text.append(buf, static_cast<size_t>(std::clamp(n, 0, static_cast<int>(sizeof buf) - 1)));
+  }
+  text += "]}";
+  return text;
 }
 
 }  // namespace probing::profile

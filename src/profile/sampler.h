@@ -43,12 +43,12 @@ struct CollectRequest {
   double until = 0;
   Mode mode = Mode::kWall;
   bool idle = false;  // keep samples of threads that neither ran nor held the GIL
-  size_t max_samples = 1'000'000;
+  size_t max_samples = 500'000;
 };
 
-// The samples of a window that the mode keeps, oldest first, with their stacks and threads: the
-// body of GET /profile (docs/profile.md).
-Result<nlohmann::json> collect(const CollectRequest& request);
+// The samples of a window that the mode keeps, oldest first, with their stacks and threads, as
+// JSON text: the body of GET /profile (docs/profile.md).
+Result<std::string> collect(const CollectRequest& request);
 
 // "wall", "cpu", "gil"; kInvalidArgument for anything else.
 Result<Mode> parse_mode(const std::string& text);

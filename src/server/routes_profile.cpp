@@ -53,9 +53,11 @@ HttpResponse read_profile(const HttpRequest& request) {
     if (max < 1) return error_response(400, "BadRequest", "max_samples must be at least 1");
     c.max_samples = std::min<size_t>(static_cast<size_t>(max), c.max_samples);
   }
-  Result<nlohmann::json> result = profile::collect(c);
+  Result<std::string> result = profile::collect(c);
   if (!result.is_ok()) return error_response(result.status());
-  return json_response(*result);
+  HttpResponse r;
+  r.body = std::move(*result);
+  return r;
 }
 
 }  // namespace

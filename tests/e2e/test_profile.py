@@ -150,7 +150,7 @@ def test_samples_while_a_thread_holds_the_gil(interp, target_factory, tmp_path):
 
 @pytest.mark.parametrize("interp", interpreter_params())
 def test_hang_is_detected_recorded_and_closed(interp, target_factory, tmp_path):
-    t = target_factory("shares.py", interp, args=["hang", "15"], env={"PROBING_HANG_AFTER_S": "2"})
+    t = target_factory("shares.py", interp, args=["hang", "40"], env={"PROBING_HANG_AFTER_S": "2"})
     t.wait_line(lambda l: l == "hung", timeout=30)
     deadline = time.monotonic() + 20
     while True:
