@@ -227,7 +227,9 @@ Result<Profile> parse_profile(const nlohmann::json& reply) {
     for (const auto& t : reply.value("threads", nlohmann::json::array())) {
       ProfileThread thread;
       thread.id = t.value("thread_id", 0LL);
-      thread.tid = t["native_thread_id"].is_number() ? t["native_thread_id"].get<long long>() : 0;
+      thread.tid = t.contains("native_thread_id") && t["native_thread_id"].is_number()
+                       ? t["native_thread_id"].get<long long>()
+                       : 0;
       thread.name = t.value("name", "");
       p.threads.push_back(std::move(thread));
     }
@@ -468,8 +470,9 @@ Result<std::string> profile_format_for(const std::string& format, const std::str
   if (ends(".svg")) return std::string("svg");
   if (ends(".folded") || ends(".collapsed") || ends(".txt")) return std::string("folded");
   if (ends(".json")) {
+    const std::string name = path.substr(path.rfind('/') + 1);  // not the directories': ~/traces/run.json
     for (const char* word : {"trace", "chrome", "perfetto"}) {
-      if (path.find(word) != std::string::npos) return std::string("chrome");
+      if (name.find(word) != std::string::npos) return std::string("chrome");
     }
     return std::string("speedscope");
   }

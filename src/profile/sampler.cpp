@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,11 +57,13 @@ ColumnDef col(const char* name, ColumnType type, const char* description) { retu
 // The kernel's state letter of a thread of this process ('R' running or runnable, 'S' asleep,
 // ...), from /proc/self/task/TID/stat through `*fd`, opened on first use and kept while
 // `keep`; 0 when it cannot be read (the thread is gone).
-char thread_state(long tid, int* fd, bool keep) {
+char thread_state(long tid, int* fd, ino_t* ino, bool keep) {
   if (*fd < 0) {
     const std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
     *fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (*fd < 0) return 0;
+    struct stat st{};
+    *ino = ::fstat(*fd, &st) == 0 ? st.st_ino : 0;
   }
   char buf[256];
   const ssize_t n = ::pread(*fd, buf, sizeof buf - 1, 0);
@@ -70,6 +73,9 @@ char thread_state(long tid, int* fd, bool keep) {
   }
   if (n <= 0) return 0;
   buf[n] = '\0';
+  // "TID (name) S ...": anything else is not the file we opened (the program reused the number).
+  const std::string head = std::to_string(tid) + " (";
+  if (std::strncmp(buf, head.c_str(), head.size()) != 0) return 0;
   const char* paren = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
   return paren != nullptr && paren[1] == ' ' ? paren[2] : 0;
 }
@@ -107,6 +113,7 @@ struct ThreadState {
   double seen_at = 0;
   long tid = 0;     // kernel thread id, 0 before 3.11
   int stat_fd = -1;  // its /proc/self/task/TID/stat, kept open (up to kKeptStatFiles threads)
+  ino_t stat_ino = 0;
   std::vector<uint32_t> frames;  // the last sample's frame ids
   uint32_t stack = 0;
 };
@@ -150,13 +157,14 @@ class Sampler {
   }
 
   nlohmann::json status() {
+    const size_t stacks = stacks_->stacks(), stack_bytes = stacks_->bytes();  // not under mu_
     std::lock_guard<std::mutex> lock(mu_);
     return {{"running", running_.load()},
             {"hz", hz_},
             {"recorder_hz", recorder_hz_},
             {"sessions", sessions_.size()},
-            {"stacks", stacks_->stacks()},
-            {"stack_bytes", stacks_->bytes()},
+            {"stacks", stacks},
+            {"stack_bytes", stack_bytes},
             {"error", error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(error_)}};
   }
 
@@ -184,10 +192,26 @@ class Sampler {
     hz_ = hz;
     return hz;
   }
+  // The start of the oldest profile running: its samples are kept past profile.recorder_s.
+  double oldest_session_start() {
+    std::lock_guard<std::mutex> lock(mu_);
+    double oldest = std::numeric_limits<double>::infinity();
+    for (const Session& s : sessions_) oldest = std::min(oldest, s.start);
+    return oldest;
+  }
   void read_settings(double now);
   void take_sample(const layout::InterpreterReader& reader, double now, double interval);
   uint32_t frame_id(const layout::SampledFrame& f);
-  void watch_for_hang(double now, uint32_t main_stack, bool main_seen);
+  // Closes a thread's kept stat file, if the descriptor is still that file: the program may have
+  // closed every descriptor it did not know of, and reused the number.
+  void close_stat(ThreadState& t) {
+    if (t.stat_fd < 0) return;
+    struct stat st{};
+    if (::fstat(t.stat_fd, &st) == 0 && st.st_ino == t.stat_ino) ::close(t.stat_fd);
+    t.stat_fd = -1;
+    --kept_stat_files_;
+  }
+  void watch_for_hang(double now, const ThreadState* main);
   std::string recorder_before(unsigned long thread_id, double from, double to);
 
   const std::shared_ptr<sql::ColumnStore> samples_;
@@ -209,8 +233,9 @@ class Sampler {
   double main_ident_at_ = 0;
 
   // Hang detection: when the main thread's stack last changed, and torch tracing last recorded.
-  uint32_t main_stack_ = 0;
+  std::vector<uint32_t> main_frames_;  // frame ids: a stack past the stack table's cap has no id
   double main_moved_at_ = 0;
+  double watched_at_ = 0;
   uint64_t torch_rows_ = 0;
   double torch_moved_at_ = 0;
   bool torch_ever_ = false;
@@ -228,7 +253,7 @@ class Sampler {
 };
 
 // Made once and never destroyed: agent threads may use them while the process exits.
-Sampler* g_sampler = nullptr;
+std::atomic<Sampler*> g_sampler{nullptr};
 std::shared_ptr<sql::ColumnStore>* g_samples = nullptr;
 StackTable* g_stacks = nullptr;
 
@@ -271,10 +296,7 @@ void Sampler::take_sample(const layout::InterpreterReader& reader, double now, d
       auto [it, added] = threads_.try_emplace(st.thread_id);
       ThreadState& t = it->second;
       if (!added && t.tid != st.native_thread_id) {  // a new thread with a dead one's ident
-        if (t.stat_fd >= 0) {
-          ::close(t.stat_fd);
-          --kept_stat_files_;
-        }
+        close_stat(t);
         t = ThreadState{};
         added = true;
       }
@@ -284,7 +306,7 @@ void Sampler::take_sample(const layout::InterpreterReader& reader, double now, d
       }
       if (!t.agent) {
         const bool had = t.stat_fd >= 0;
-        state = thread_state(t.tid, &t.stat_fd, had || kept_stat_files_ < kKeptStatFiles);
+        state = thread_state(t.tid, &t.stat_fd, &t.stat_ino, had || kept_stat_files_ < kKeptStatFiles);
         if (!had && t.stat_fd >= 0) ++kept_stat_files_;
       }
     }
@@ -298,8 +320,7 @@ void Sampler::take_sample(const layout::InterpreterReader& reader, double now, d
     main_ident_ = reader.main_thread_ident();
     main_ident_at_ = now;
   }
-  uint32_t main_stack = 0;
-  bool main_seen = false;
+  const ThreadState* main = nullptr;
   for (size_t i = 0; i < sample_.threads.size(); ++i) {
     const layout::SampledThread& st = sample_.threads[i];
     ThreadState& t = threads_[st.thread_id];
@@ -326,20 +347,17 @@ void Sampler::take_sample(const layout::InterpreterReader& reader, double now, d
                     cpu,
                     interval};
     (void)samples_->append(cells);
-    if (st.thread_id == main_ident_) {
-      main_stack = t.stack;
-      main_seen = true;
-    }
+    if (st.thread_id == main_ident_) main = &t;
   }
-  std::erase_if(threads_, [this, now](const auto& entry) {
-    if (now - entry.second.seen_at <= kForgetThread_s) return false;
-    if (entry.second.stat_fd >= 0) {
-      ::close(entry.second.stat_fd);
-      --kept_stat_files_;
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (now - it->second.seen_at <= kForgetThread_s) {
+      ++it;
+      continue;
     }
-    return true;
-  });
-  watch_for_hang(now, main_stack, main_seen);
+    close_stat(it->second);
+    it = threads_.erase(it);
+  }
+  watch_for_hang(now, main);  // (the main thread's entry was just seen: erase_if kept it)
 }
 
 // What the recorder saw `thread_id` do in [from, to): its most frequent stacks, innermost frame
@@ -367,7 +385,13 @@ std::string Sampler::recorder_before(unsigned long thread_id, double from, doubl
   return out;
 }
 
-void Sampler::watch_for_hang(double now, uint32_t main_stack, bool main_seen) {
+void Sampler::watch_for_hang(double now, const ThreadState* main) {
+  constexpr double kMaxUnwatched_s = 2;
+  constexpr size_t kMaxThreadsText = 64 << 10;
+  // Time the detector did not watch (no sampling, the process stopped, the clock stepped) is no
+  // evidence of a hang: it starts counting again.
+  if (!hung_ && now - watched_at_ > kMaxUnwatched_s) main_moved_at_ = now;
+  watched_at_ = now;
   if (torch_trace_ != nullptr) {
     const uint64_t rows = torch_trace_->stats().appended;
     if (rows != torch_rows_) {
@@ -376,23 +400,27 @@ void Sampler::watch_for_hang(double now, uint32_t main_stack, bool main_seen) {
       torch_ever_ = true;
     }
   }
-  if (main_seen && main_stack != main_stack_) {
-    main_stack_ = main_stack;
+  if (main != nullptr && main->frames != main_frames_) {
+    main_frames_ = main->frames;
     main_moved_at_ = now;
   }
-  if (main_moved_at_ == 0) main_moved_at_ = now;
   const double quiet_since = std::max(main_moved_at_, torch_moved_at_);
   if (hung_) {
     if (quiet_since <= hangs_.back().started) return;  // still hung
-    std::lock_guard<std::mutex> lock(mu_);
-    Hang& h = hangs_.back();
-    h.ended = quiet_since;
+    std::string text;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Hang& h = hangs_.back();
+      h.ended = quiet_since;
+      text = "the main thread moved again after " + std::to_string(static_cast<int>(h.ended - h.started)) +
+             " s (python.hangs id " + std::to_string(h.id) + ")";
+    }
     hung_ = false;
-    log_info("the main thread moved again after " + std::to_string(static_cast<int>(h.ended - h.started)) +
-             " s (python.hangs id " + std::to_string(h.id) + ")");
+    log_info(text);  // not under mu_: a log write may block on a full pipe
     return;
   }
-  if (hang_after_s_ <= 0 || !main_seen || now - quiet_since < hang_after_s_) return;
+  if (hang_after_s_ <= 0 || main == nullptr || now - quiet_since < hang_after_s_) return;
+  const uint32_t main_stack = main->stack;
   Hang h;
   h.id = next_hang_id_++;
   h.started = quiet_since;
@@ -406,6 +434,11 @@ void Sampler::watch_for_hang(double now, uint32_t main_stack, bool main_seen) {
     if (!h.threads.empty()) h.threads += "\n\n";
     h.threads += "thread " + std::to_string(ident) + (t.name.empty() ? "" : " \"" + t.name + "\"") + ":\n" +
                  stack_text(stacks_->frames_of(t.stack));
+    if (h.threads.size() > kMaxThreadsText) {
+      h.threads.resize(kMaxThreadsText);
+      h.threads += "\n...";
+      break;
+    }
   }
   h.before = recorder_before(main_ident_, quiet_since - hang_after_s_, quiet_since);
   const std::string where =
@@ -428,6 +461,10 @@ void Sampler::watch_for_hang(double now, uint32_t main_stack, bool main_seen) {
 }
 
 void Sampler::run() noexcept {
+  using Clock = std::chrono::steady_clock;
+  auto after = [](double seconds) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  };
   try {
     ::pthread_setname_np(::pthread_self(), "probing-sampler");
     const Result<layout::InterpreterReader>& reader = python::this_interpreter();
@@ -439,47 +476,60 @@ void Sampler::run() noexcept {
     fail("");
     running_.store(true);
     uint64_t rng = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull | 1;
-    auto next = std::chrono::steady_clock::now();
+    Clock::time_point next = Clock::now();
+    Clock::time_point last = Clock::time_point::min();
     double last_window = 0;
     for (;;) {
-      const double now = now_s();
-      read_settings(now);
-      const double hz = rate(now);
-      if (hz <= 0) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        next = std::chrono::steady_clock::now();
-        continue;
+      double hz = rate(now_s());
+      // Sleep in slices: a profile that starts meanwhile is served at once, not after a slow
+      // recorder period (or 0 Hz) runs out.
+      for (;;) {
+        const Clock::time_point wake = hz > 0 ? next : Clock::now() + after(kSettingsEvery_s);
+        const Clock::time_point slice = std::min(wake, Clock::now() + after(0.1));
+        std::this_thread::sleep_until(slice);
+        read_settings(now_s());
+        const double now_hz = rate(now_s());
+        if (now_hz > hz) {
+          hz = now_hz;
+          next = Clock::now();
+          break;
+        }
+        hz = now_hz;
+        if (hz > 0 && Clock::now() >= next) break;
       }
       const double interval = 1.0 / hz;
+      const Clock::time_point started = Clock::now();
+      const double at = now_s();
+      // A sample stands for the time since the one before, within reason: a sampler held back
+      // by a busy machine does not shrink what it saw.
+      const double since = last == Clock::time_point::min()
+                               ? interval
+                               : std::chrono::duration<double>(started - last).count();
+      take_sample(*reader, at, std::clamp(since, interval / 2, interval * 4));
+      last = started;
+      if (at - last_window >= 1) {
+        last_window = at;
+        samples_->drop_below(kTime, std::min(at - recorder_s_, oldest_session_start()));
+      }
       // A period jittered by up to ±20%: a loop whose period is a multiple of the sampler's is
-      // not always caught at the same point.
+      // not always caught at the same point. And at most a quarter of a core: a sample that
+      // took long (many threads, deep stacks, a busy machine) pushes the next one out.
       rng ^= rng << 13;
       rng ^= rng >> 7;
       rng ^= rng << 17;
       const double jitter = 0.8 + 0.4 * static_cast<double>(rng >> 11) / static_cast<double>(1ull << 53);
-      next += std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-          std::chrono::duration<double>(interval * jitter));
-      const auto steady = std::chrono::steady_clock::now();
-      if (next < steady - std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                              std::chrono::duration<double>(interval))) {
-        next = steady;  // fell behind (the machine is busy): no burst to catch up
-      }
-      std::this_thread::sleep_until(next);
-      const double at = now_s();
-      take_sample(*reader, at, interval);
-      if (at - last_window >= 1) {
-        last_window = at;
-        samples_->drop_below(kTime, at - recorder_s_);
-      }
+      const double cost = std::chrono::duration<double>(Clock::now() - started).count();
+      const Clock::time_point now = Clock::now();
+      next = std::max(next + after(interval * jitter), now - after(interval));  // behind: no burst to catch up
+      next = std::max(next, now + after(3 * cost));
     }
-  } catch (const std::exception& e) {
-    running_.store(false);
-    fail(e.what());
-    log_error(std::string("the sampler stopped: ") + e.what());
   } catch (...) {
     running_.store(false);
-    fail("unknown error");
-    log_error("the sampler stopped");
+    try {
+      fail("stopped by an error");
+      log_error("the sampler stopped on an error; python.samples gets no more rows");
+    } catch (...) {
+    }
   }
 }
 
@@ -545,16 +595,29 @@ Status add_profile_tables(sql::Engine& engine) {
             ids.push_back(static_cast<uint32_t>(std::get<long long>(value)));
           }
         }
+        constexpr uint32_t kMaxListed = 50'000;  // stacks, when no stack_id is given
+        constexpr size_t kPerLock = 1000;        // the sampler waits for at most this many
         const bool only = !request.equals.empty();
         sql::LiveRows out;
         if (only && ids.empty()) return out;
-        g_stacks->for_each(ids, [&out](uint32_t id, const std::vector<Frame>& frames) {
-          for (size_t depth = 0; depth < frames.size(); ++depth) {
-            const Frame& f = frames[depth];
-            out.rows.push_back({static_cast<long long>(id), static_cast<long long>(depth), f.func, f.file,
-                                static_cast<long long>(f.line)});
+        if (!only) {
+          const auto count = static_cast<uint32_t>(std::min<size_t>(g_stacks->stacks(), kMaxListed));
+          for (uint32_t id = 1; id <= count; ++id) ids.push_back(id);
+          if (g_stacks->stacks() > kMaxListed) {
+            out.notices.push_back("only the first " + std::to_string(kMaxListed) +
+                                  " stacks are listed: filter on stack_id for the others");
           }
-        });
+        }
+        for (size_t at = 0; at < ids.size(); at += kPerLock) {
+          const std::span<const uint32_t> part(ids.data() + at, std::min(kPerLock, ids.size() - at));
+          g_stacks->for_each(part, [&out](uint32_t id, const std::vector<Frame>& frames) {
+            for (size_t depth = 0; depth < frames.size(); ++depth) {
+              const Frame& f = frames[depth];
+              out.rows.push_back({static_cast<long long>(id), static_cast<long long>(depth), f.func, f.file,
+                                  static_cast<long long>(f.line)});
+            }
+          });
+        }
         if (g_stacks->full()) out.notices.push_back("the stack table is full: newer stacks show as stack_id 0");
         return out;
       }};
@@ -579,9 +642,10 @@ Status add_profile_tables(sql::Engine& engine) {
       {},
       [](const sql::ScanRequest&) -> Result<sql::LiveRows> {
         sql::LiveRows out;
-        if (g_sampler == nullptr) return out;
+        Sampler* sampler = g_sampler.load(std::memory_order_acquire);
+        if (sampler == nullptr) return out;
         const double now = now_s();
-        for (const Hang& h : g_sampler->hangs()) out.rows.push_back(hang_row(h, now));
+        for (const Hang& h : sampler->hangs()) out.rows.push_back(hang_row(h, now));
         return out;
       }};
   return engine.add_live_table(std::move(hangs));
@@ -591,19 +655,22 @@ void start_sampler() {
   static std::once_flag once;
   std::call_once(once, [] {
     if (g_samples == nullptr || g_stacks == nullptr) return;
-    g_sampler = new Sampler(*g_samples, g_stacks);  // runs for the life of the process
-    std::thread([] { g_sampler->run(); }).detach();
+    auto* sampler = new Sampler(*g_samples, g_stacks);  // runs for the life of the process
+    g_sampler.store(sampler, std::memory_order_release);
+    std::thread([sampler] { sampler->run(); }).detach();
   });
 }
 
 Result<Session> start_session(double hz, double seconds) {
-  if (g_sampler == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
-  return g_sampler->start_session(hz, seconds);
+  Sampler* sampler = g_sampler.load(std::memory_order_acquire);
+  if (sampler == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
+  return sampler->start_session(hz, seconds);
 }
 
 nlohmann::json sampler_status() {
-  if (g_sampler == nullptr) return {{"running", false}, {"error", "not started"}};
-  return g_sampler->status();
+  Sampler* sampler = g_sampler.load(std::memory_order_acquire);
+  if (sampler == nullptr) return {{"running", false}, {"error", "not started"}};
+  return sampler->status();
 }
 
 Result<std::string> collect(const CollectRequest& request) {

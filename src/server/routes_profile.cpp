@@ -1,6 +1,7 @@
 // POST /profile {"hz", "seconds"} starts sampling faster for a while; GET /profile?since=&until=
 // (or ?last=SECONDS) &mode=&idle= returns the samples of a window with their stacks (profile/sampler.h). The CLI's
 // `profile` and `top` are built on the two; the read right suffices for both.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -47,11 +48,13 @@ HttpResponse read_profile(const HttpRequest& request) {
     if (!mode.is_ok()) return error_response(mode.status());
     c.mode = *mode;
   }
-  if (auto it = request.query.find("idle"); it != request.query.end()) c.idle = it->second == "1";
+  if (auto it = request.query.find("idle"); it != request.query.end()) {
+    c.idle = it->second == "1" || it->second == "true";
+  }
   double max = 0;
   if (number_param(request, "max_samples", &max)) {
     if (max < 1) return error_response(400, "BadRequest", "max_samples must be at least 1");
-    c.max_samples = std::min<size_t>(static_cast<size_t>(max), c.max_samples);
+    c.max_samples = static_cast<size_t>(std::min(max, static_cast<double>(c.max_samples)));
   }
   Result<std::string> result = profile::collect(c);
   if (!result.is_ok()) return error_response(result.status());

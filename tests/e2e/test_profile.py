@@ -2,6 +2,7 @@
 workload whose functions take known shares of the time (shares.py), one whose thread holds the GIL
 in a C call (gil_holder.py), and one that stops on a queue after some steps."""
 import json
+import os
 import time
 import xml.etree.ElementTree as ET
 
@@ -113,6 +114,39 @@ def test_a_profile_outlasts_the_agents_idle_timeout(interp, target_factory):
     t = target_factory("shares.py", interp, env={"PROBING_SERVER_REQUEST_TIMEOUT_S": "1"})
     rc, out, err = run_cli(t.pid, "profile", "--seconds", "2.5", timeout=40)
     assert rc == 0 and "spin_for (" in out, (rc, out, err)
+
+
+def sampler_cpu_s(pid):
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+            if f.read().strip() == "probing-sampler":
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    raise AssertionError("no probing-sampler thread")
+
+
+def test_the_sampler_takes_at_most_a_quarter_of_a_core(interp, target_factory):
+    # 101 threads at 1 kHz cannot be read in time: the sampler slows down rather than take a
+    # core, and each sample stands for the time it covers.
+    t = target_factory("threads100.py", interp)
+    cpu0, t0 = sampler_cpu_s(t.pid), time.monotonic()
+    rc, out, err = run_cli(t.pid, "profile", "--seconds", "3", "--hz", "1000", "--idle", "--format", "speedscope",
+                           timeout=60)
+    assert rc == 0, err
+    share = (sampler_cpu_s(t.pid) - cpu0) / (time.monotonic() - t0)
+    assert share <= 0.35, share
+    doc = json.loads(out)
+    main = main_profile(doc)
+    covered = sum(main["weights"])
+    assert 2.0 <= covered <= 4.5, covered  # ~3 s of the main thread, whatever the real rate
+
+
+def test_a_profile_starts_at_once_with_the_recorder_off(interp, target_factory):
+    t = target_factory("shares.py", interp, env={"PROBING_PROFILE_RECORDER_HZ": "0"})
+    rc, out, err = run_cli(t.pid, "profile", "--seconds", "1", "--idle", "--format", "speedscope", timeout=30)
+    assert rc == 0, err
+    assert len(main_profile(json.loads(out))["samples"]) >= 70, out[:300]
 
 
 @pytest.mark.parametrize("interp", interpreter_params())

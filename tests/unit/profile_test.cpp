@@ -157,6 +157,7 @@ TEST(ProfileFormat, FormatFromTheOptionOrTheFileName) {
   EXPECT_EQ(*cli::profile_format_for("", "run.svg"), "svg");
   EXPECT_EQ(*cli::profile_format_for("", "run.json"), "speedscope");
   EXPECT_EQ(*cli::profile_format_for("", "run.trace.json"), "chrome");
+  EXPECT_EQ(*cli::profile_format_for("", "/home/me/traces/run.json"), "speedscope");  // the name, not the folder
   EXPECT_EQ(*cli::profile_format_for("", "out.folded"), "folded");
   EXPECT_EQ(*cli::profile_format_for("", ""), "top");
   EXPECT_EQ(*cli::profile_format_for("perfetto", "x"), "chrome");

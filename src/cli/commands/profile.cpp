@@ -109,6 +109,13 @@ std::string fixed(double v, int digits) {
   return buf;
 }
 
+// "100", "0.5": a rate as people write it.
+std::string hz_text(double hz) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", hz);
+  return buf;
+}
+
 // Sleeps until `seconds` pass or Ctrl-C, with a progress line on a terminal. The seconds waited.
 double wait_for(double seconds, const std::string& what, const SigintPipe& sigint) {
   const bool tty = ::isatty(STDERR_FILENO) == 1;
@@ -162,7 +169,7 @@ std::string summary(const Profile& p) {
   std::string text = std::to_string(p.samples.size()) + " samples of " + std::to_string(p.threads.size()) +
                      (p.threads.size() == 1 ? " thread" : " threads") + " over " +
                      fixed(std::max(0.0, p.until - p.since), 1) + " s";
-  if (p.max_hz > 0) text += " at up to " + fixed(p.max_hz, 0) + " Hz";
+  if (p.max_hz > 0) text += " at up to " + hz_text(p.max_hz) + " Hz";
   text += ", mode " + p.mode;
   if (p.idle_left_out > 0) {
     text += "; " + std::to_string(p.idle_left_out) + " samples of waiting threads left out (--idle keeps them)";
@@ -201,7 +208,7 @@ int run_profile(const Context& ctx, const ProfileArgs& args) {
   Result<Profile> profile =
       last_s > 0 ? fetch(*agent->client, "/profile?last=" + fixed(last_s, 3), args)
                  : sample_for(ctx, *agent->client, args, args.seconds,
-                              "profiling " + std::to_string(pid) + " at " + fixed(args.hz, 0) + " Hz", sigint);
+                              "profiling " + std::to_string(pid) + " at " + hz_text(args.hz) + " Hz", sigint);
   if (!profile.is_ok()) return fail(profile.status());
   Result<std::string> text = render(*profile, *format, pid);
   if (!text.is_ok()) return fail(text.status());
@@ -224,7 +231,9 @@ int run_profile(const Context& ctx, const ProfileArgs& args) {
 
 int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
   if (Status st = check_args(args); !st.is_ok()) return fail(st);
-  if (!(args.window > 0) || args.window > 600) return fail(Status(Code::kInvalidArgument, "--window is 0 to 600 seconds"));
+  if (!(args.window > 0) || args.window > 600) {
+    return fail(Status(Code::kInvalidArgument, "--window must be above 0 and at most 600 seconds"));
+  }
   Result<Agent> agent = open_agent(ctx);
   if (!agent.is_ok()) return fail(agent.status());
   client::Client& client = *agent->client;
@@ -242,9 +251,10 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
   }
   const auto started = std::chrono::steady_clock::now();
   for (int round = 0;; ++round) {
-    // Each round renews a short session: when this command dies, the agent slows down by itself.
+    // Each round renews a short session: when this command dies, the agent slows down by itself
+    // (and two at most are open at once, of the agent's 16).
     Result<nlohmann::json> s =
-        json_reply(client, "POST", "/profile", nlohmann::json{{"hz", args.hz}, {"seconds", 3.0}}.dump());
+        json_reply(client, "POST", "/profile", nlohmann::json{{"hz", args.hz}, {"seconds", 1.5}}.dump());
     if (!s.is_ok()) return fail(s.status());
     if (round > 0) {
       Result<Profile> p = fetch(client, "/profile?last=" + fixed(args.window, 3), args);
@@ -264,7 +274,7 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
       }
       std::cout << frame << "\x1b[J" << std::flush;
     } else {
-      std::cout << "\x1b[H\x1b[2J" << "probing top: pid " << pid << ": sampling at " << fixed(args.hz, 0)
+      std::cout << "\x1b[H\x1b[2J" << "probing top: pid " << pid << ": sampling at " << hz_text(args.hz)
                 << " Hz...\n" << std::flush;
     }
     pollfd pfd{sigint.ok() ? sigint.fd() : -1, POLLIN, 0};
