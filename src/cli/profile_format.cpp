@@ -183,7 +183,54 @@ std::string ProfileFrame::label() const { return func + " (" + file + ":" + std:
 std::string ProfileThread::label() const {
   std::string text = name.empty() ? "thread " + std::to_string(id) : name;
   if (tid != 0) text += " (tid " + std::to_string(tid) + ")";
-  return text;
+  return process.empty() ? text : process + ": " + text;
+}
+
+Profile merge_profiles(std::vector<std::tuple<long long, std::string, Profile>> parts) {
+  Profile out;
+  long long next_thread = 1, next_stack = 1;
+  bool first = true;
+  for (auto& [pid, process, p] : parts) {
+    out.mode = p.mode;
+    out.idle = p.idle;
+    out.merge_threads = p.merge_threads;
+    out.since = first ? p.since : std::min(out.since, p.since);
+    out.until = first ? p.until : std::max(out.until, p.until);
+    first = false;
+    out.max_hz = std::max(out.max_hz, p.max_hz);
+    out.seen += p.seen;
+    out.idle_left_out += p.idle_left_out;
+    out.other_mode += p.other_mode;
+    std::map<long long, long long> threads, stacks;
+    for (ProfileThread t : p.threads) {
+      if (t.name.empty()) t.name = "thread " + std::to_string(t.id);  // its own ident, not the new number
+      threads[t.id] = next_thread;
+      t.id = next_thread++;
+      t.pid = pid;
+      t.process = process;
+      out.threads.push_back(std::move(t));
+    }
+    for (auto& [id, frames] : p.stacks) {
+      stacks[id] = next_stack;
+      out.stacks[next_stack++] = std::move(frames);
+    }
+    for (ProfileSample s : p.samples) {
+      auto t = threads.find(s.thread);
+      if (t == threads.end()) {  // a thread the part did not list: listed now, unnamed
+        threads[s.thread] = next_thread;
+        out.threads.push_back({next_thread++, 0, "", pid, process});
+        t = threads.find(s.thread);
+      }
+      s.thread = t->second;
+      auto st = stacks.find(s.stack);
+      s.stack = st == stacks.end() ? 0 : st->second;
+      out.samples.push_back(s);
+    }
+    for (std::string& n : p.notices) out.notices.push_back(process + ": " + n);
+  }
+  std::stable_sort(out.samples.begin(), out.samples.end(),
+                   [](const ProfileSample& a, const ProfileSample& b) { return a.time < b.time; });
+  return out;
 }
 
 const ProfileThread* Profile::thread(long long id) const {
@@ -308,14 +355,21 @@ std::string render_speedscope(const Profile& p, const std::string& name) {
   return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-std::string render_chrome(const Profile& p, long long pid) {
+std::string render_chrome(const Profile& p, long long main_pid) {
   nlohmann::json events = nlohmann::json::array();
-  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid}, {"args", {{"name", "python " + std::to_string(pid)}}}});
+  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", main_pid},
+                    {"args", {{"name", "python " + std::to_string(main_pid)}}}});
   std::map<long long, std::vector<const ProfileSample*>> by_thread;
   for (const ProfileSample& s : p.samples) by_thread[s.thread].push_back(&s);
+  std::set<long long> named;
   for (const auto& [thread, samples] : by_thread) {
     const ProfileThread* t = p.thread(thread);
     const long long tid = t != nullptr && t->tid != 0 ? t->tid : thread;
+    const long long pid = t != nullptr && t->pid != 0 ? t->pid : main_pid;
+    if (pid != main_pid && named.insert(pid).second) {
+      events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid},
+                        {"args", {{"name", t->process.empty() ? "python " + std::to_string(pid) : t->process}}}});
+    }
     events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", tid},
                       {"args", {{"name", t != nullptr ? t->label() : std::to_string(thread)}}}});
     struct Open {

@@ -10,6 +10,7 @@
 
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -26,9 +27,11 @@ struct ProfileFrame {
 };
 
 struct ProfileThread {
-  long long id = 0;   // threading ident
+  long long id = 0;   // threading ident (after merge_profiles: a number of its own)
   long long tid = 0;  // kernel thread id, 0 when unknown
   std::string name;
+  long long pid = 0;    // its process, when the profile holds several (merge_profiles)
+  std::string process;  // "pid 4243 (fork of 4242)": put before the thread's label
   std::string label() const;  // "MainThread (tid 4242)"
 };
 
@@ -59,6 +62,11 @@ struct Profile {
 
 // kInvalidArgument when the reply is not a GET /profile reply.
 Result<Profile> parse_profile(const nlohmann::json& reply);
+
+// One profile of several processes' (a DataLoader's workers beside the trainer): their threads
+// numbered anew and labelled with their process, their stacks renumbered apart. Each part is
+// (pid, how to name the process, its profile); the window and counts are the parts' together.
+Profile merge_profiles(std::vector<std::tuple<long long, std::string, Profile>> parts);
 
 std::string render_folded(const Profile& p);
 std::string render_speedscope(const Profile& p, const std::string& name);

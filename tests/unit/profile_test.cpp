@@ -2,6 +2,9 @@
 // profile` on profiles written by hand.
 #include <gtest/gtest.h>
 
+#include <set>
+#include <tuple>
+
 #include <nlohmann/json.hpp>
 
 #include "cli/profile_format.h"
@@ -151,6 +154,30 @@ TEST(ProfileFormat, TopRanksByOwnTimeThenTotal) {
   EXPECT_LT(get, spin);
   EXPECT_EQ(wait, std::string::npos);  // two rows only
   EXPECT_NE(top.find("  66.7   66.7     0.10     0.10  get (queue.py)"), std::string::npos);
+}
+
+TEST(ProfileFormat, MergedProfilesKeepTheirThreadsAndStacksApart) {
+  std::vector<std::tuple<long long, std::string, cli::Profile>> parts;
+  parts.emplace_back(10, "pid 10", parsed());
+  parts.emplace_back(11, "pid 11 (fork of 10)", parsed());
+  cli::Profile m = cli::merge_profiles(std::move(parts));
+  ASSERT_EQ(m.threads.size(), 4u);
+  ASSERT_EQ(m.samples.size(), 12u);
+  EXPECT_EQ(m.stacks.size(), 6u);
+  EXPECT_EQ(m.threads[2].label(), "pid 11 (fork of 10): MainThread (tid 11)");
+  EXPECT_EQ(m.threads[2].pid, 11);
+  EXPECT_EQ(m.idle_left_out, 6);
+  for (size_t i = 1; i < m.samples.size(); ++i) EXPECT_LE(m.samples[i - 1].time, m.samples[i].time);
+  const std::string folded = cli::render_folded(m);
+  EXPECT_NE(folded.find("pid 11 (fork of 10): thread 2;get (queue.py:171) 10\n"), std::string::npos) << folded;
+  EXPECT_NE(folded.find("pid 10: MainThread (tid 11);main (a.py:20);work (a.py:9);spin (a.py:5) 4\n"),
+            std::string::npos);
+  auto chrome = nlohmann::json::parse(cli::render_chrome(m, 10));
+  std::set<long long> pids;
+  for (const auto& e : chrome["traceEvents"]) {
+    if (e["ph"] == "X") pids.insert(e["pid"].get<long long>());
+  }
+  EXPECT_EQ(pids, (std::set<long long>{10, 11}));
 }
 
 TEST(ProfileFormat, FormatFromTheOptionOrTheFileName) {

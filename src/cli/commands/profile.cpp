@@ -11,6 +11,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli/commands/process_tree.h"
 #include "cli/common.h"
 #include "cli/format.h"
 #include "cli/interrupt.h"
@@ -31,6 +32,7 @@ struct ProfileArgs {
   bool gil = false;
   bool idle = false;
   bool merge_threads = false;
+  bool subprocesses = false;
   std::string format;
   std::string output;
   // top
@@ -191,6 +193,78 @@ Result<std::string> render(const Profile& p, const std::string& format, long lon
   return summary(p) + "\n" + render_top(p, 40, width);
 }
 
+// One process of a --subprocesses profile: its agent, its session's start, how to name it.
+struct Part {
+  Context ctx;
+  Agent agent;
+  std::string name;
+  double start = 0;
+};
+
+// The processes of the tree under the target whose agents answer, the target first; the others
+// are named on stderr.
+Result<std::vector<Part>> open_tree(const Context& ctx) {
+  Result<client::Target> target = client::parse_target(ctx.target);
+  if (!target.is_ok()) return target.status();
+  if (target->kind != client::Target::Kind::kPid) {
+    return Status(Code::kInvalidArgument, "--subprocesses reads the process tree in /proc: give a local pid");
+  }
+  bool truncated = false;
+  Result<std::vector<TreeMember>> tree = read_tree(target->pid, &truncated);
+  if (!tree.is_ok()) return tree.status();
+  std::vector<Part> parts;
+  for (const TreeMember& m : *tree) {
+    const std::string name =
+        "pid " + std::to_string(m.p.pid) + (m.p.depth == 0 ? "" : " (" + m.role + " of " + std::to_string(m.p.ppid) + ")");
+    if (m.agent != AgentState::kServing) {
+      if (m.p.python.empty()) continue;  // not Python: nothing to profile
+      std::cerr << "probing: note: " << name << " has no agent (" << agent_text(m.agent)
+                << "): not profiled; `probing " << m.p.pid << " inject` gives it one\n";
+      continue;
+    }
+    Context one = ctx;
+    one.target = std::to_string(m.p.pid);
+    Result<Agent> agent = open_agent(one);
+    if (!agent.is_ok()) {
+      std::cerr << "probing: note: " << name << ": " << agent.status().message() << "\n";
+      continue;
+    }
+    parts.push_back({one, std::move(*agent), name, 0});
+  }
+  if (parts.empty()) return Status(Code::kUnavailable, "no process of the tree has an agent that answers");
+  return parts;
+}
+
+Result<Profile> profile_tree(const Context& ctx, const ProfileArgs& args, double last_s, const SigintPipe& sigint) {
+  Result<std::vector<Part>> parts = open_tree(ctx);
+  if (!parts.is_ok()) return parts.status();
+  if (last_s <= 0) {
+    for (Part& part : *parts) {
+      Result<nlohmann::json> session = json_reply(*part.agent.client, "POST", "/profile",
+                                                  nlohmann::json{{"hz", args.hz}, {"seconds", args.seconds}}.dump());
+      if (!session.is_ok()) return session.status().with_context(part.name);
+      part.start = session->value("start", 0.0);
+    }
+  }
+  const double waited =
+      last_s > 0 ? 0
+                 : wait_for(args.seconds, "profiling " + std::to_string(parts->size()) + " processes at " +
+                                              hz_text(args.hz) + " Hz", sigint);
+  std::vector<std::tuple<long long, std::string, Profile>> profiles;
+  for (Part& part : *parts) {
+    auto fresh = connect_target(part.ctx);  // a new connection: the first idled through the wait
+    if (!fresh.is_ok()) return fresh.status().with_context(part.name);
+    Result<Profile> p = last_s > 0 ? fetch(**fresh, "/profile?last=" + fixed(last_s, 3), args)
+                                   : fetch(**fresh, "/profile?since=" + fixed(part.start, 6) + "&until=" +
+                                                        fixed(part.start + waited + 0.001, 6), args);
+    if (!p.is_ok()) return p.status().with_context(part.name);
+    profiles.emplace_back(part.agent.pid, part.name, std::move(*p));
+  }
+  Profile merged = merge_profiles(std::move(profiles));
+  merged.merge_threads = args.merge_threads;
+  return merged;
+}
+
 int run_profile(const Context& ctx, const ProfileArgs& args) {
   Result<std::string> format = profile_format_for(args.format, args.output);
   if (!format.is_ok()) return fail(format.status());
@@ -201,14 +275,21 @@ int run_profile(const Context& ctx, const ProfileArgs& args) {
     if (!d.is_ok()) return fail(d.status());
     last_s = *d;
   }
-  Result<Agent> agent = open_agent(ctx);
-  if (!agent.is_ok()) return fail(agent.status());
-  const long long pid = agent->pid;
   SigintPipe sigint;
-  Result<Profile> profile =
-      last_s > 0 ? fetch(*agent->client, "/profile?last=" + fixed(last_s, 3), args)
-                 : sample_for(ctx, *agent->client, args, args.seconds,
-                              "profiling " + std::to_string(pid) + " at " + hz_text(args.hz) + " Hz", sigint);
+  long long pid = 0;
+  Result<Profile> profile = Status(Code::kInternal, "");
+  if (args.subprocesses) {
+    Result<client::Target> target = client::parse_target(ctx.target);
+    pid = target.is_ok() ? target->pid : 0;
+    profile = profile_tree(ctx, args, last_s, sigint);
+  } else {
+    Result<Agent> agent = open_agent(ctx);
+    if (!agent.is_ok()) return fail(agent.status());
+    pid = agent->pid;
+    profile = last_s > 0 ? fetch(*agent->client, "/profile?last=" + fixed(last_s, 3), args)
+                         : sample_for(ctx, *agent->client, args, args.seconds,
+                                      "profiling " + std::to_string(pid) + " at " + hz_text(args.hz) + " Hz", sigint);
+  }
   if (!profile.is_ok()) return fail(profile.status());
   Result<std::string> text = render(*profile, *format, pid);
   if (!text.is_ok()) return fail(text.status());
@@ -285,13 +366,15 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
   }
 }
 
-void add_mode_options(CLI::App* cmd, ProfileArgs& args) {
-  cmd->add_option("--hz", args.hz, "samples a second, up to 1000 (default 100)");
+// Adds --hz, --mode, --gil, --idle; returns --hz.
+CLI::Option* add_mode_options(CLI::App* cmd, ProfileArgs& args) {
+  CLI::Option* hz = cmd->add_option("--hz", args.hz, "samples a second, up to 1000 (default 100)");
   cmd->add_option("--mode", args.mode,
                   "wall: every thread that runs or holds the GIL (default); cpu: threads on a CPU; gil: "
                   "the thread holding the GIL");
   cmd->add_flag("--gil", args.gil, "only samples that hold the GIL (--mode gil)");
   cmd->add_flag("--idle", args.idle, "keep samples of waiting threads too (wall mode)");
+  return hz;
 }
 
 }  // namespace
@@ -304,10 +387,14 @@ void add_profile_command(CLI::App& app, Context& ctx) {
       "and write a flamegraph, a speedscope or Chrome/Perfetto trace, folded stacks, or a table of\n"
       "the hottest functions. --last renders the flight recorder instead: what the process did in\n"
       "the minutes before now, even if it is stuck now.");
-  cmd->add_option("--seconds", args->seconds, "how long to sample (default 10); Ctrl-C stops early");
+  CLI::Option* seconds =
+      cmd->add_option("--seconds", args->seconds, "how long to sample (default 10); Ctrl-C stops early");
   cmd->add_option("--last", args->last, "no new sampling: the flight recorder's last DURATION (90s, 5m, 1h)");
-  add_mode_options(cmd, *args);
+  CLI::Option* hz = add_mode_options(cmd, *args);
   cmd->add_flag("--merge-threads", args->merge_threads, "one tree for all threads instead of one per thread");
+  cmd->add_flag("--subprocesses", args->subprocesses,
+                "also every process under the target that has an agent (DataLoader workers, pools), each "
+                "thread labelled with its process (a local pid only)");
   cmd->add_option("--format", args->format,
                   "svg, speedscope, chrome (or perfetto), folded or top; by default from -o's name, top without -o");
   cmd->add_option("-o,--output", args->output, "write to FILE (default: standard output)");
@@ -324,7 +411,13 @@ void add_profile_command(CLI::App& app, Context& ctx) {
       "  probing 1234 profile --seconds 30 --hz 1000 --format speedscope -o run.json\n"
       "  probing 1234 profile --last 5m --idle -o before-hang.svg\n"
       "  probing 1234 profile --mode cpu --seconds 5");
-  on_run(cmd, [&ctx, args] { return run_profile(ctx, *args); });
+  on_run(cmd, [&ctx, args, seconds, hz] {
+    if (!args->last.empty() && (seconds->count() > 0 || hz->count() > 0)) {
+      return fail(Status(Code::kInvalidArgument,
+                         "--last renders what the recorder kept: --seconds and --hz do not apply to it"));
+    }
+    return run_profile(ctx, *args);
+  });
 
   auto top_args = std::make_shared<ProfileArgs>();
   auto seconds_given = std::make_shared<bool>(false);
