@@ -3,12 +3,14 @@ workload whose functions take known shares of the time (shares.py), one whose th
 in a C call (gil_holder.py), and one that stops on a queue after some steps."""
 import json
 import os
+import pty
+import select
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import Target, http_request, interpreter_params, run_cli
+from conftest import PROBING, clean_env, http_request, interpreter_params, run_cli
 
 SHARES = {"busy_a": 50.0, "busy_b": 30.0, "wait_c": 20.0}
 
@@ -263,6 +265,38 @@ def test_subprocesses_profiles_the_workers_too(interp, target_factory, tmp_path)
     rc, _, err = run_cli(t.pid, "profile", "--subprocesses", "--last", "30s", "--idle", "-o", tmp_path / "t.folded")
     assert rc == 0, err
     assert "slow_task (" in (tmp_path / "t.folded").read_text()
+
+
+def test_top_redraws_in_place_on_a_terminal(interp, target_factory):
+    # On a terminal, top redraws the same screen each second (home, lines cleared to their end)
+    # until --seconds, then leaves.
+    t = target_factory("shares.py", interp)
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execve(PROBING, [PROBING, str(t.pid), "top", "--seconds", "3"], clean_env({"TERM": "xterm"}))
+        finally:
+            os._exit(127)
+    screen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if not r:
+            continue
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: top ended and closed the terminal
+            break
+        if not data:
+            break
+        screen += data
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0, screen[-2000:]
+    frames = screen.split(b"\x1b[H")
+    assert len(frames) >= 3, screen[-2000:]  # the first screen, then a redraw a second
+    last = frames[-1].decode("utf-8", "replace")
+    assert "probing top: pid %d" % t.pid in last and "%OWN %TOTAL" in last and "spin_for (" in last, last
+    assert "\x1b[K" in last and "\x1b[J" in last  # each line, then the rest, cleared: no flicker
 
 
 def test_bad_input_is_refused_clearly(interp, target_factory, tmp_path):
