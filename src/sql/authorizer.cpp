@@ -5,6 +5,8 @@
 #include <cctype>
 #include <string>
 
+#include "sql/functions.h"
+
 namespace probing::sql {
 namespace {
 
@@ -59,7 +61,8 @@ bool pragma_allowed(std::string_view name) {
 bool function_allowed(std::string_view name) noexcept {
   std::string lower(name.size(), '\0');
   std::transform(name.begin(), name.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
-  return std::binary_search(kFunctions.begin(), kFunctions.end(), lower);
+  return std::binary_search(kFunctions.begin(), kFunctions.end(), lower) ||
+         std::binary_search(kProbingFunctions.begin(), kProbingFunctions.end(), lower);
 }
 
 int authorize(int action, const char* arg1, const char* arg2, std::string* denied) noexcept {

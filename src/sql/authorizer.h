@@ -11,7 +11,7 @@
 namespace probing::sql {
 
 // Whether a query may call the SQL function `name`: SQLite's core scalar, aggregate, window,
-// date, math and JSON functions. Anything that reaches memory or files is not on the list:
+// date, math and JSON functions, and probing's own (functions.h). Anything that reaches memory or files is not on the list:
 // fts3_tokenizer (returns a heap pointer), fts5 (an API pointer), load_extension, sqlite_log,
 // the rtree and full-text helpers (they parse blobs as structures).
 bool function_allowed(std::string_view name) noexcept;

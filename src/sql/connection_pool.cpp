@@ -11,6 +11,7 @@
 #include "core/settings.h"
 #include "sql/authorizer.h"
 #include "sql/engine_internal.h"
+#include "sql/functions.h"
 
 namespace probing::sql {
 namespace {
@@ -49,6 +50,7 @@ Result<std::unique_ptr<Engine::Connection>> Engine::borrow() {
                   static_cast<int>(std::min<long long>(settings().get_int("query.max_result_bytes"), 1 << 30)));
     sqlite3_create_module_v2(conn->db, "probing_live", &live_module(), registry_.get(), nullptr);
     sqlite3_create_module_v2(conn->db, "probing_store", &store_module(), registry_.get(), nullptr);
+    if (!register_functions(conn->db)) return Status(Code::kInternal, "registering probing's SQL functions");
     // The sorter (GROUP BY, ORDER BY over many rows) keeps SQLite's default: runs of a few MB in
     // memory, merged through unlinked temp files ($SQLITE_TMPDIR, $TMPDIR, /var/tmp). With
     // temp_store = MEMORY the same GROUP BY over 1M rows is ~2.5x slower and leaves its sort

@@ -61,6 +61,35 @@ class SqlTest : public ::testing::Test {
   }
 };
 
+TEST_F(SqlTest, TimeSeriesFunctions) {
+  // Values worked out by hand; the e2e test checks them against Python's statistics on random data.
+  auto one = [](const std::string& sql) {
+    QueryResult r = run(sql);
+    return r.rows.empty() ? nlohmann::json() : r.rows[0][0];
+  };
+  EXPECT_DOUBLE_EQ(one("SELECT median(column1) FROM (VALUES (1.0), (2.0), (4.0), (NULL), (7.0))").get<double>(), 3.0);
+  EXPECT_DOUBLE_EQ(one("SELECT percentile(column1, 0.9) FROM (VALUES (1), (2), (4), (7))").get<double>(), 6.1);
+  EXPECT_DOUBLE_EQ(one("SELECT variance(column1) FROM (VALUES (1), (2), (4), (7))").get<double>(), 7.0);
+  EXPECT_DOUBLE_EQ(one("SELECT variance_pop(column1) FROM (VALUES (1), (2), (4), (7))").get<double>(), 5.25);
+  EXPECT_TRUE(one("SELECT stddev(column1) FROM (VALUES (1))").is_null());  // one row: no sample deviation
+  EXPECT_TRUE(one("SELECT median(column1) FROM (VALUES (NULL))").is_null());
+  EXPECT_EQ(one("SELECT min_by(column1, column2) FROM (VALUES ('a', 3), ('b', 1), ('c', NULL), ('d', 1))"), "b");
+  EXPECT_EQ(one("SELECT last(column1, column2) FROM (VALUES ('a', 3), ('b', 1), ('c', 9))"), "c");
+  EXPECT_DOUBLE_EQ(one("SELECT rate(column1, column2) FROM (VALUES (10, 100), (40, 110), (25, 105))").get<double>(),
+                   3.0);
+  EXPECT_DOUBLE_EQ(one("SELECT delta(column1, column2) FROM (VALUES (10, 100), (40, 110))").get<double>(), 30.0);
+  EXPECT_EQ(one("SELECT histogram(column1, 10) FROM (VALUES (1), (5), (12), (-3), (NULL))"), R"({"-10":1,"0":2,"10":1})");
+  EXPECT_EQ(one("SELECT time_bucket('1 minute', 1700000059)"), 1700000040);  // 28333334 minutes
+  EXPECT_DOUBLE_EQ(one("SELECT time_bucket(0.5, 10.74)").get<double>(), 10.5);
+  EXPECT_DOUBLE_EQ(one("SELECT time_bucket('250 ms', 10.74)").get<double>(), 10.5);
+  EXPECT_EQ(one("SELECT to_timestamp(1700000000.25)"), "2023-11-14 22:13:20.250000");
+  for (const char* bad : {"SELECT time_bucket('fortnight', 1)", "SELECT percentile(column1, 99) FROM (VALUES (1))",
+                          "SELECT histogram(column1, 0) FROM (VALUES (1))"}) {
+    Result<QueryResult> r = Engine::get().query(bad);
+    EXPECT_FALSE(r.is_ok()) << bad;
+  }
+}
+
 TEST_F(SqlTest, GroupByOverTheStore) {
   QueryResult r = run("SELECT module, count(*), sum(step) FROM python.trace GROUP BY module ORDER BY module");
   ASSERT_EQ(r.rows.size(), 10u);
