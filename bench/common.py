@@ -15,6 +15,29 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.environ.get("PROBING_BENCH_PYTHON", "/usr/bin/python3.11")
 
 
+# The small transformer both torch benches train (torch_overhead.py, profile.py): the source a
+# target program starts with. One thread, seeded.
+TRANSFORMER = r'''
+import json, sys, time
+import torch
+import torch.nn as nn
+torch.set_num_threads(1)
+torch.manual_seed(0)
+VOCAB, D, SEQ, BATCH = 256, 128, 16, 2
+
+class Transformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, D)
+        layer = nn.TransformerEncoderLayer(D, nhead=4, dim_feedforward=256, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=4)
+        self.head = nn.Linear(D, VOCAB)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)))
+'''
+
+
 def build_paths(build):
     build = os.path.abspath(build)
     return {

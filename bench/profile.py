@@ -26,27 +26,9 @@ import sys
 import tempfile
 import time
 
-from common import PYTHON, AgentConnection, build_paths, wait_for_agent
+from common import PYTHON, TRANSFORMER, AgentConnection, build_paths, wait_for_agent
 
-TARGET = r'''
-import json, sys, time
-import torch
-import torch.nn as nn
-torch.set_num_threads(1)
-torch.manual_seed(0)
-VOCAB, D, SEQ, BATCH = 256, 128, 16, 2
-
-class Transformer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, D)
-        layer = nn.TransformerEncoderLayer(D, nhead=4, dim_feedforward=256, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers=4)
-        self.head = nn.Linear(D, VOCAB)
-
-    def forward(self, x):
-        return self.head(self.encoder(self.embed(x)))
-
+TARGET = TRANSFORMER + r'''
 model = Transformer()
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 x = torch.randint(0, VOCAB, (BATCH, SEQ))

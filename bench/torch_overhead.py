@@ -30,28 +30,10 @@ import statistics
 import subprocess
 import time
 
-from common import PYTHON, AgentConnection, Target, build_paths, wait_for_agent
+from common import PYTHON, TRANSFORMER, AgentConnection, Target, build_paths, wait_for_agent
 
-TARGET = r'''
-import json, sys, time
-import torch
-import torch.nn as nn
-torch.set_num_threads(1)
-torch.manual_seed(0)
-
-VOCAB, D, SEQ, BATCH = 256, 128, 16, 2
+TARGET = TRANSFORMER + r'''
 WIDTH, MLP_BATCH = 64, 32
-
-class Transformer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, D)
-        layer = nn.TransformerEncoderLayer(D, nhead=4, dim_feedforward=256, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers=4)
-        self.head = nn.Linear(D, VOCAB)
-
-    def forward(self, x):
-        return self.head(self.encoder(self.embed(x)))
 
 def mlp():
     layers = []
