@@ -35,6 +35,7 @@ build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
+	@scripts/install-deps.sh --browser
 	scripts/run-tests.sh $(BUILD)
 
 test-matrix: build

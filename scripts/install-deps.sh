@@ -2,6 +2,8 @@
 # Installs the Debian packages probing needs to build, test and run its demo, and only those
 # that are missing: with everything present it prints one line and changes nothing.
 #   scripts/install-deps.sh           build + test + demo packages
+#   scripts/install-deps.sh --browser also Chromium and Node, and the npm packages of the browser
+#                                     checks (tests/browser, from the npm registry): `make test`
 #   scripts/install-deps.sh --dev     also the tools of `make format`, `make lint`, `make clang`
 #   scripts/install-deps.sh --matrix  also debootstrap, for `make test-matrix`'s chroots
 set -euo pipefail
@@ -14,6 +16,13 @@ packages=(
   python3 python3.11 python3-pytest python3-torch python3-ipython
   procps util-linux
 )
+browser=0
+if [[ "${1:-}" == "--browser" ]]; then
+  browser=1
+  packages+=(chromium nodejs)
+  # npm comes with Debian's nodejs as a package of its own; a nodejs from elsewhere brings its own.
+  command -v npm >/dev/null || packages+=(npm)
+fi
 if [[ "${1:-}" == "--dev" ]]; then
   packages+=(clang clang-format clang-tidy)
 fi
@@ -28,8 +37,23 @@ for p in "${packages[@]}"; do
   fi
 done
 
+# The browser checks' npm packages (playwright-core drives Debian's Chromium; speedscope's page),
+# at the versions tests/browser/package-lock.json pins; again only when missing.
+browser_checks() {
+  [[ $browser == 1 ]] || return 0
+  local dir
+  dir=$(realpath "$(dirname "$0")/../tests/browser")
+  if [[ -f $dir/node_modules/.package-lock.json ]] && cmp -s <(sed -n '/"packages"/,$p' "$dir/package-lock.json" |
+    grep -o '"node_modules/[^"]*": {' | sort) <(grep -o '"node_modules/[^"]*": {' "$dir/node_modules/.package-lock.json" | sort); then
+    return 0
+  fi
+  echo "install-deps: npm ci in tests/browser"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#packages[@]} packages are installed"
+  browser_checks
   exit 0
 fi
 
@@ -45,4 +69,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+browser_checks
 echo "install-deps: done"

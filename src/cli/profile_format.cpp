@@ -358,34 +358,36 @@ std::string render_speedscope(const Profile& p, const std::string& name) {
 std::string render_chrome(const Profile& p, long long main_pid) {
   nlohmann::json events = nlohmann::json::array();
   events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", main_pid},
-                    {"args", {{"name", "python " + std::to_string(main_pid)}}}});
+                    {"args", {{"name", "python"}}}});
   std::map<long long, std::vector<const ProfileSample*>> by_thread;
   for (const ProfileSample& s : p.samples) by_thread[s.thread].push_back(&s);
   std::set<long long> named;
+  struct Slice {
+    long long pid, tid, ts, dur;
+    size_t depth;
+    const ProfileFrame* frame;
+  };
+  std::vector<Slice> slices;
   for (const auto& [thread, samples] : by_thread) {
     const ProfileThread* t = p.thread(thread);
     const long long tid = t != nullptr && t->tid != 0 ? t->tid : thread;
     const long long pid = t != nullptr && t->pid != 0 ? t->pid : main_pid;
     if (pid != main_pid && named.insert(pid).second) {
       events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid},
-                        {"args", {{"name", t->process.empty() ? "python " + std::to_string(pid) : t->process}}}});
+                        {"args", {{"name", t->process.empty() ? std::string("python") : t->process}}}});
     }
+    // Viewers add the tid and pid to these names themselves.
     events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", tid},
-                      {"args", {{"name", t != nullptr ? t->label() : std::to_string(thread)}}}});
-    struct Open {
-      const ProfileFrame* frame;
-      double start;
-    };
-    std::vector<Open> open;  // root first
+                      {"args", {{"name", t != nullptr && !t->name.empty() ? t->name : "thread " + std::to_string(thread)}}}});
+    std::vector<const ProfileFrame*> open;  // root first
+    std::vector<double> opened;
     double last_end = 0;
     auto close_to = [&](size_t keep, double at) {
       while (open.size() > keep) {
-        const Open& o = open.back();
-        events.push_back({{"name", o.frame->func}, {"cat", "python"}, {"ph", "X"}, {"pid", pid}, {"tid", tid},
-                          {"ts", std::llround(o.start * 1e6)},
-                          {"dur", std::max(1LL, std::llround((at - o.start) * 1e6))},
-                          {"args", {{"file", o.frame->file}, {"line", o.frame->line}}}});
+        const long long ts = std::llround(opened.back() * 1e6);
+        slices.push_back({pid, tid, ts, std::max(1LL, std::llround(at * 1e6) - ts), open.size(), open.back()});
         open.pop_back();
+        opened.pop_back();
       }
     };
     for (const ProfileSample* s : samples) {
@@ -396,16 +398,155 @@ std::string render_chrome(const Profile& p, long long main_pid) {
       // Slices continue while the function (not the line) stays on the stack.
       while (same < open.size() && same < f.size()) {
         const ProfileFrame& now = f[f.size() - 1 - same];
-        if (now.func != open[same].frame->func || now.file != open[same].frame->file) break;
+        if (now.func != open[same]->func || now.file != open[same]->file) break;
         ++same;
       }
       close_to(same, s->time);
-      for (size_t i = same; i < f.size(); ++i) open.push_back({&f[f.size() - 1 - i], s->time});
+      for (size_t i = same; i < f.size(); ++i) {
+        open.push_back(&f[f.size() - 1 - i]);
+        opened.push_back(s->time);
+      }
       last_end = s->time + s->weight;
     }
     close_to(0, last_end);
   }
+  // Slices close innermost first; viewers that nest them by their order (speedscope) want each
+  // parent before the children that start with it: by start, then longest, then outermost first.
+  std::sort(slices.begin(), slices.end(), [](const Slice& a, const Slice& b) {
+    return std::tie(a.pid, a.tid, a.ts, b.dur, a.depth) < std::tie(b.pid, b.tid, b.ts, a.dur, b.depth);
+  });
+  for (const Slice& x : slices) {
+    events.push_back({{"name", x.frame->func}, {"cat", "python"}, {"ph", "X"}, {"pid", x.pid}, {"tid", x.tid},
+                      {"ts", x.ts}, {"dur", x.dur}, {"args", {{"file", x.frame->file}, {"line", x.frame->line}}}});
+  }
   nlohmann::json doc = {{"traceEvents", std::move(events)}, {"displayTimeUnit", "ms"}};
+  return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+std::string render_gecko(const Profile& p, long long main_pid) {
+  // The Firefox Profiler's processed format, whose tables are columns: one string array for the
+  // file, and per thread its samples, stacks (frame + prefix: a tree), frames, functions and
+  // resources (here, the source files). Sample weights are counts of the shortest interval.
+  using nlohmann::json;
+  std::vector<std::string> strings;
+  std::unordered_map<std::string, size_t> string_index;
+  auto intern = [&](const std::string& s) {
+    auto [it, added] = string_index.emplace(s, strings.size());
+    if (added) strings.push_back(s);
+    return it->second;
+  };
+  constexpr int kPython = 1;
+  const std::vector<long long> counts = p.counts();
+  std::map<long long, std::vector<size_t>> by_thread;  // thread -> indices into p.samples
+  for (size_t i = 0; i < p.samples.size(); ++i) by_thread[p.merge_threads ? 0 : p.samples[i].thread].push_back(i);
+  const double interval_ms = p.max_hz > 0 ? 1000.0 / p.max_hz : 10.0;
+  json threads = json::array();
+  for (const auto& [thread, indices] : by_thread) {
+    json stack_frame = json::array(), stack_prefix = json::array(), stack_category = json::array();
+    json frame_func = json::array(), frame_line = json::array();
+    json func_name = json::array(), func_file = json::array(), func_resource = json::array();
+    json resource_name = json::array();
+    std::map<std::pair<long long, long long>, size_t> stacks;  // (frame, prefix or -1) -> stack
+    std::map<std::tuple<std::string, std::string, long long>, size_t> frames;
+    std::map<std::pair<std::string, std::string>, size_t> funcs;
+    std::map<std::string, size_t> resources;
+    auto frame_of = [&](const ProfileFrame& f) {
+      auto fr = frames.find({f.func, f.file, f.line});
+      if (fr != frames.end()) return fr->second;
+      auto fn = funcs.find({f.func, f.file});
+      if (fn == funcs.end()) {
+        auto rs = resources.find(f.file);
+        if (rs == resources.end()) {
+          resource_name.push_back(intern(f.file.substr(f.file.rfind('/') + 1)));
+          rs = resources.emplace(f.file, resource_name.size() - 1).first;
+        }
+        func_name.push_back(intern(f.func));
+        func_file.push_back(intern(f.file));
+        func_resource.push_back(rs->second);
+        fn = funcs.emplace(std::make_pair(f.func, f.file), func_name.size() - 1).first;
+      }
+      frame_func.push_back(fn->second);
+      frame_line.push_back(f.line > 0 ? json(f.line) : json(nullptr));
+      return frames.emplace(std::make_tuple(f.func, f.file, f.line), frame_func.size() - 1).first->second;
+    };
+    json sample_stack = json::array(), sample_time = json::array(), sample_weight = json::array();
+    for (size_t i : indices) {
+      const ProfileSample& s = p.samples[i];
+      const std::vector<ProfileFrame>& f = frames_of(p, s.stack);
+      long long prefix = -1;
+      for (auto it = f.rbegin(); it != f.rend(); ++it) {  // root first
+        const long long frame = static_cast<long long>(frame_of(*it));
+        auto st = stacks.find({frame, prefix});
+        if (st == stacks.end()) {
+          stack_frame.push_back(frame);
+          stack_prefix.push_back(prefix < 0 ? json(nullptr) : json(prefix));
+          stack_category.push_back(kPython);
+          st = stacks.emplace(std::make_pair(frame, prefix), stack_frame.size() - 1).first;
+        }
+        prefix = static_cast<long long>(st->second);
+      }
+      sample_stack.push_back(prefix < 0 ? json(nullptr) : json(prefix));
+      sample_time.push_back((s.time - p.since) * 1000.0);
+      sample_weight.push_back(counts[i]);
+    }
+    const size_t n_stacks = stack_frame.size(), n_frames = frame_func.size(), n_funcs = func_name.size();
+    const size_t n_resources = resource_name.size(), n_samples = sample_stack.size();
+    auto filled = [](size_t n, const json& v) { return json(std::vector<json>(n, v)); };
+    const ProfileThread* t = p.merge_threads ? nullptr : p.thread(thread);
+    const long long pid = t != nullptr && t->pid != 0 ? t->pid : main_pid;
+    std::string name = p.merge_threads ? std::string("all threads") : t != nullptr ? t->label() : "thread " + std::to_string(thread);
+    threads.push_back({
+        {"name", name},
+        {"isMainThread", t != nullptr && t->name == "MainThread"},
+        {"processType", "default"},
+        {"processName", t != nullptr && !t->process.empty() ? t->process : "python " + std::to_string(pid)},
+        {"processStartupTime", 0},
+        {"processShutdownTime", nullptr},
+        {"registerTime", 0},
+        {"unregisterTime", nullptr},
+        {"pausedRanges", json::array()},
+        {"pid", std::to_string(pid)},
+        {"tid", t != nullptr && t->tid != 0 ? t->tid : thread},
+        {"samples", {{"stack", std::move(sample_stack)}, {"time", std::move(sample_time)},
+                     {"weight", std::move(sample_weight)}, {"weightType", "samples"}, {"length", n_samples}}},
+        {"stackTable", {{"frame", std::move(stack_frame)}, {"prefix", std::move(stack_prefix)},
+                        {"category", std::move(stack_category)}, {"subcategory", filled(n_stacks, 0)},
+                        {"length", n_stacks}}},
+        {"frameTable", {{"address", filled(n_frames, -1)}, {"inlineDepth", filled(n_frames, 0)},
+                        {"category", filled(n_frames, kPython)}, {"subcategory", filled(n_frames, 0)},
+                        {"func", std::move(frame_func)}, {"nativeSymbol", filled(n_frames, nullptr)},
+                        {"innerWindowID", filled(n_frames, nullptr)}, {"implementation", filled(n_frames, nullptr)},
+                        {"line", std::move(frame_line)}, {"column", filled(n_frames, nullptr)},
+                        {"optimizations", filled(n_frames, nullptr)}, {"length", n_frames}}},
+        {"funcTable", {{"name", std::move(func_name)}, {"isJS", filled(n_funcs, true)},
+                       {"relevantForJS", filled(n_funcs, false)}, {"resource", std::move(func_resource)},
+                       {"fileName", std::move(func_file)}, {"lineNumber", filled(n_funcs, nullptr)},
+                       {"columnNumber", filled(n_funcs, nullptr)}, {"length", n_funcs}}},
+        {"resourceTable", {{"lib", filled(n_resources, nullptr)}, {"name", std::move(resource_name)},
+                           {"host", filled(n_resources, nullptr)}, {"type", filled(n_resources, 1)},
+                           {"length", n_resources}}},
+        {"nativeSymbols", {{"libIndex", json::array()}, {"address", json::array()}, {"name", json::array()},
+                           {"functionSize", json::array()}, {"length", 0}}},
+        {"markers", {{"data", json::array()}, {"name", json::array()}, {"startTime", json::array()},
+                     {"endTime", json::array()}, {"phase", json::array()}, {"category", json::array()},
+                     {"length", 0}}},
+    });
+  }
+  const json categories = json::array({{{"name", "Other"}, {"color", "grey"}, {"subcategories", {"Other"}}},
+                                       {{"name", "Python"}, {"color", "yellow"}, {"subcategories", {"Other"}}}});
+  json doc = {
+      {"meta", {{"version", 32}, {"preprocessedProfileVersion", 57}, {"interval", interval_ms},
+                {"startTime", p.since * 1000.0}, {"processType", 0}, {"product", "probing (mode " + p.mode + ")"},
+                {"importedFrom", "probing"}, {"platform", "Linux"}, {"stackwalk", 0}, {"symbolicated", true},
+                {"categories", categories}, {"markerSchema", json::array()},
+                {"extensions", {{"id", json::array()}, {"name", json::array()}, {"baseURL", json::array()},
+                                {"length", 0}}}}},
+      {"libs", json::array()},
+      {"pages", json::array()},
+      {"threads", std::move(threads)},
+      {"shared", {{"stringArray", std::move(strings)}, {"sources", {{"length", 0}, {"uuid", json::array()},
+                                                                    {"filename", json::array()}}}}},
+  };
   return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
@@ -511,13 +652,15 @@ std::string render_top(const Profile& p, size_t rows, int width) {
 
 Result<std::string> profile_format_for(const std::string& format, const std::string& path) {
   if (!format.empty()) {
-    if (format == "svg" || format == "speedscope" || format == "chrome" || format == "folded" || format == "top") {
+    if (format == "svg" || format == "speedscope" || format == "chrome" || format == "gecko" || format == "folded" ||
+        format == "top") {
       return format;
     }
     if (format == "perfetto") return std::string("chrome");
     if (format == "collapsed") return std::string("folded");
+    if (format == "firefox") return std::string("gecko");
     return Status(Code::kInvalidArgument,
-                  "unknown format '" + format + "': svg, speedscope, chrome (or perfetto), folded or top");
+                  "unknown format '" + format + "': svg, speedscope, chrome (or perfetto), gecko (or firefox), folded or top");
   }
   if (path.empty() || path == "-") return std::string("top");
   auto ends = [&path](const std::string& s) { return path.size() >= s.size() && path.ends_with(s); };
@@ -528,11 +671,14 @@ Result<std::string> profile_format_for(const std::string& format, const std::str
     for (const char* word : {"trace", "chrome", "perfetto"}) {
       if (name.find(word) != std::string::npos) return std::string("chrome");
     }
+    for (const char* word : {"gecko", "firefox"}) {
+      if (name.find(word) != std::string::npos) return std::string("gecko");
+    }
     return std::string("speedscope");
   }
   return Status(Code::kInvalidArgument, "cannot tell the format from '" + path +
-                                            "': name it .svg, .json (speedscope), .trace.json (Chrome/Perfetto) or "
-                                            ".folded, or give --format");
+                                            "': name it .svg, .json (speedscope), .trace.json (Chrome/Perfetto), "
+                                            ".gecko.json (Firefox Profiler) or .folded, or give --format");
 }
 
 }  // namespace probing::cli

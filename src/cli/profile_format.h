@@ -4,6 +4,8 @@
 //   speedscope  speedscope's file format, one sampled profile per thread
 //   chrome      Chrome trace events (JSON), for Perfetto's UI and chrome://tracing: a slice per
 //               frame for as long as consecutive samples had it on the stack
+//   gecko       the Firefox Profiler's processed format (https://profiler.firefox.com), one
+//               thread per thread, samples weighed in counts of the shortest interval
 //   svg         a flamegraph in one SVG file, with zoom and search, using nothing from the network
 //   top         the functions that took the most samples, as a table
 #pragma once
@@ -71,12 +73,14 @@ Profile merge_profiles(std::vector<std::tuple<long long, std::string, Profile>> 
 std::string render_folded(const Profile& p);
 std::string render_speedscope(const Profile& p, const std::string& name);
 std::string render_chrome(const Profile& p, long long pid);
+std::string render_gecko(const Profile& p, long long pid);
 std::string render_svg(const Profile& p, const std::string& title);
 // At most `rows` functions, cut to `width` columns when it is > 0.
 std::string render_top(const Profile& p, size_t rows, int width);
 
-// "svg", "speedscope", "chrome", "folded", "top" from a --format value (perfetto: chrome) or,
-// when it is empty, from the output file's name; kInvalidArgument for an unknown one.
+// "svg", "speedscope", "chrome", "gecko", "folded", "top" from a --format value (perfetto: chrome,
+// firefox: gecko) or, when it is empty, from the output file's name; kInvalidArgument for an
+// unknown one.
 Result<std::string> profile_format_for(const std::string& format, const std::string& path);
 
 }  // namespace probing::cli

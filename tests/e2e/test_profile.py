@@ -48,6 +48,30 @@ def shares_of(doc, names):
     return {n: 100.0 * w / total for n, w in under.items()}, len(main["samples"])
 
 
+def gecko_shares(doc, names):
+    """Percent of the main thread's weight under each of `names`, read back through the Firefox
+    Profiler's tables: sample -> stack -> (frame, prefix) ... -> func -> name."""
+    strings = doc["shared"]["stringArray"]
+    mains = [t for t in doc["threads"] if t["isMainThread"]]
+    assert len(mains) == 1, [t["name"] for t in doc["threads"]]
+    t = mains[0]
+    for table in ("samples", "stackTable", "frameTable", "funcTable"):
+        lengths = {k: len(v) for k, v in t[table].items() if isinstance(v, list)}
+        assert set(lengths.values()) == {t[table]["length"]}, (table, lengths)
+    under, total = {n: 0 for n in names}, 0
+    for stack, weight in zip(t["samples"]["stack"], t["samples"]["weight"]):
+        funcs = set()
+        while stack is not None:
+            frame = t["stackTable"]["frame"][stack]
+            funcs.add(strings[t["funcTable"]["name"][t["frameTable"]["func"][frame]]])
+            stack = t["stackTable"]["prefix"][stack]
+        total += weight
+        for n in names:
+            under[n] += weight if n in funcs else 0
+    assert total >= 300, total
+    return {n: 100.0 * w / total for n, w in under.items()}
+
+
 @pytest.mark.parametrize("interp", interpreter_params())
 def test_measured_shares_are_within_three_points(interp, target_factory, tmp_path):
     t = target_factory("shares.py", interp)
@@ -105,6 +129,13 @@ def test_every_format_holds_the_samples(interp, target_factory, tmp_path):
     assert {"step", "busy_a", "busy_b", "spin_for"} <= {e["name"] for e in slices}, slices[:3]
     assert all(e["dur"] > 0 for e in slices)
     assert any(e["ph"] == "M" and e["args"]["name"].startswith("MainThread") for e in events)
+
+    gecko = tmp_path / "run.gecko.json"
+    rc, _, err = run_cli(t.pid, "profile", "--seconds", "3", "--hz", "200", "--idle", "-o", gecko, timeout=40)
+    assert rc == 0 and "(gecko)" in err, err
+    shares = gecko_shares(json.loads(gecko.read_text()), SHARES)
+    for name, truth in SHARES.items():
+        assert abs(shares[name] - truth) <= 5, (name, shares)
 
     rc, out, err = run_cli(t.pid, "profile", "--seconds", "1", timeout=30)  # no -o: a table
     assert rc == 0 and "%OWN %TOTAL" in out and "spin_for (" in out, (out, err)
@@ -259,8 +290,8 @@ def test_subprocesses_profiles_the_workers_too(interp, target_factory, tmp_path)
     events = json.loads(trace.read_text())["traceEvents"]
     pids = {e["pid"] for e in events if e["ph"] == "X"}
     assert pids == {t.pid, *workers}, (pids, t.pid, workers)
-    names = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
-    assert any(n.startswith("pid %d (fork of %d): " % (workers[0], t.pid)) for n in names), names
+    names = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
+    assert names[workers[0]] == "pid %d (fork of %d)" % (workers[0], t.pid), names
     assert any(e["name"] == "slow_task" and e["pid"] == workers[0] for e in events if e["ph"] == "X")
     rc, _, err = run_cli(t.pid, "profile", "--subprocesses", "--last", "30s", "--idle", "-o", tmp_path / "t.folded")
     assert rc == 0, err

@@ -110,6 +110,53 @@ TEST(ProfileFormat, SpeedscopeHasOneSampledProfilePerThreadRootFirst) {
   EXPECT_DOUBLE_EQ(doc["profiles"][1]["weights"][0].get<double>(), 0.1);
 }
 
+// A sample's stack in a Firefox Profiler thread, root first, read back through its tables.
+std::vector<std::string> gecko_stack(const nlohmann::json& doc, const nlohmann::json& thread, size_t sample) {
+  std::vector<std::string> out;
+  nlohmann::json at = thread["samples"]["stack"][sample];
+  while (!at.is_null()) {
+    const size_t stack = at.get<size_t>();
+    const size_t frame = thread["stackTable"]["frame"][stack].get<size_t>();
+    const size_t func = thread["frameTable"]["func"][frame].get<size_t>();
+    const size_t name = thread["funcTable"]["name"][func].get<size_t>();
+    out.insert(out.begin(), doc["shared"]["stringArray"][name].get<std::string>() + ":" +
+                                thread["frameTable"]["line"][frame].dump());
+    at = thread["stackTable"]["prefix"][stack];
+  }
+  return out;
+}
+
+TEST(ProfileFormat, GeckoTablesRebuildEachSampleWithItsWeight) {
+  auto doc = nlohmann::json::parse(cli::render_gecko(parsed(), 4242));
+  EXPECT_EQ(doc["meta"]["preprocessedProfileVersion"], 57);
+  EXPECT_DOUBLE_EQ(doc["meta"]["interval"].get<double>(), 10.0);  // ms, at 100 Hz
+  EXPECT_DOUBLE_EQ(doc["meta"]["startTime"].get<double>(), 100000.0);
+  ASSERT_EQ(doc["threads"].size(), 2u);
+  const auto& main = doc["threads"][0];
+  EXPECT_EQ(main["name"], "MainThread (tid 11)");
+  EXPECT_EQ(main["tid"], 11);
+  EXPECT_EQ(main["pid"], "4242");
+  EXPECT_TRUE(main["isMainThread"].get<bool>());
+  ASSERT_EQ(main["samples"]["length"], 5);
+  EXPECT_EQ(gecko_stack(doc, main, 0), (std::vector<std::string>{"main:20", "work:9", "spin:5"}));
+  EXPECT_EQ(gecko_stack(doc, main, 2), (std::vector<std::string>{"main:21", "wait:14"}));
+  EXPECT_NEAR(main["samples"]["time"][1].get<double>(), 10.0, 1e-6);  // ms after startTime
+  // Shared prefixes are one stack node: main:20 > work:9 > spin:5 and main:21 > wait:14.
+  EXPECT_EQ(main["stackTable"]["length"], 5);
+  for (const char* table : {"stackTable", "frameTable", "funcTable", "resourceTable"}) {
+    for (const auto& [column, values] : main[table].items()) {
+      if (values.is_array()) {
+        EXPECT_EQ(values.size(), main[table]["length"].get<size_t>()) << table << "." << column;
+      }
+    }
+  }
+  const auto& worker = doc["threads"][1];
+  EXPECT_EQ(worker["samples"]["weight"][0], 10);  // a 10 Hz sample among 100 Hz ones
+  EXPECT_EQ(worker["samples"]["weightType"], "samples");
+  EXPECT_EQ(*cli::profile_format_for("", "run.gecko.json"), "gecko");
+  EXPECT_EQ(*cli::profile_format_for("firefox", ""), "gecko");
+}
+
 TEST(ProfileFormat, ChromeSlicesNestAndEndAtGaps) {
   auto doc = nlohmann::json::parse(cli::render_chrome(parsed(), 4242));
   std::vector<nlohmann::json> slices;
@@ -131,8 +178,12 @@ TEST(ProfileFormat, ChromeSlicesNestAndEndAtGaps) {
     }
   }
   bool named = false;
-  for (const auto& e : doc["traceEvents"]) named |= e["ph"] == "M" && e["args"]["name"] == "MainThread (tid 11)";
+  for (const auto& e : doc["traceEvents"]) named |= e["ph"] == "M" && e["args"]["name"] == "MainThread";
   EXPECT_TRUE(named);
+  // Each slice comes after the slices that hold it: main, then work, then spin, at one start.
+  std::vector<std::string> first_three;
+  for (size_t i = 0; i < 3; ++i) first_three.push_back(slices[i]["name"].get<std::string>());
+  EXPECT_EQ(first_three, (std::vector<std::string>{"main", "work", "spin"}));
 }
 
 TEST(ProfileFormat, SvgIsAFlamegraphWithCountsInItsTitles) {

@@ -1,6 +1,7 @@
 // probing TARGET profile [--seconds N | --last DURATION] [-o FILE] [--format F] and probing TARGET top:
 // the agent's sampler (profile/sampler.h) asked to sample faster for a while, its samples fetched
-// and written as a flamegraph, speedscope or Chrome trace, folded stacks, or a table.
+// and written as a flamegraph, speedscope, Chrome or Firefox Profiler trace, folded stacks, or a
+// table.
 #include <poll.h>
 #include <unistd.h>
 
@@ -188,6 +189,7 @@ Result<std::string> render(const Profile& p, const std::string& format, long lon
   if (format == "svg") return render_svg(p, "probing profile of " + std::to_string(pid) + ", mode " + p.mode);
   if (format == "speedscope") return render_speedscope(p, "probing profile of " + std::to_string(pid));
   if (format == "chrome") return render_chrome(p, pid);
+  if (format == "gecko") return render_gecko(p, pid);
   if (format == "folded") return render_folded(p);
   const int width = terminal_width();
   return summary(p) + "\n" + render_top(p, 40, width);
@@ -384,8 +386,8 @@ void add_profile_command(CLI::App& app, Context& ctx) {
   CLI::App* cmd = app.add_subcommand(
       "profile",
       "Sample every Python thread's stack for a while, without stopping anything or taking the GIL,\n"
-      "and write a flamegraph, a speedscope or Chrome/Perfetto trace, folded stacks, or a table of\n"
-      "the hottest functions. --last renders the flight recorder instead: what the process did in\n"
+      "and write a flamegraph, a speedscope, Chrome/Perfetto or Firefox Profiler trace, folded\n"
+      "stacks, or a table of the hottest functions. --last renders the flight recorder instead: what the process did in\n"
       "the minutes before now, even if it is stuck now.");
   CLI::Option* seconds =
       cmd->add_option("--seconds", args->seconds, "how long to sample (default 10); Ctrl-C stops early");
@@ -396,13 +398,15 @@ void add_profile_command(CLI::App& app, Context& ctx) {
                 "also every process under the target that has an agent (DataLoader workers, pools), each "
                 "thread labelled with its process (a local pid only)");
   cmd->add_option("--format", args->format,
-                  "svg, speedscope, chrome (or perfetto), folded or top; by default from -o's name, top without -o");
+                  "svg, speedscope, chrome (or perfetto), gecko (or firefox), folded or top; by default from "
+                  "-o's name, top without -o");
   cmd->add_option("-o,--output", args->output, "write to FILE (default: standard output)");
   cmd->footer(
       "Formats:\n"
       "  svg         a flamegraph: click to zoom, Search (or Ctrl-F) to highlight; no network needed\n"
       "  speedscope  for https://www.speedscope.app or `speedscope FILE`, one profile per thread\n"
       "  chrome      Chrome trace events: ui.perfetto.dev or chrome://tracing, a track per thread\n"
+      "  gecko       the Firefox Profiler's format (https://profiler.firefox.com), a track per thread\n"
       "  folded      'thread;outer;...;inner count' lines for flamegraph.pl, inferno, speedscope\n"
       "  top         the functions with the most samples, own and total\n"
       "\n"
