@@ -11,11 +11,43 @@ namespace probing::cli {
 
 Result<std::unique_ptr<client::Client>> connect_target(const Context& ctx, double timeout_s) {
   if (ctx.target.empty()) {
-    return Status(Code::kInvalidArgument, "no target: give a pid, host:port or unix:PATH, e.g. probing 1234 eval 1+1");
+    return Status(Code::kInvalidArgument,
+                  "no target: give a pid, host:port or unix:PATH, e.g. probing 1234 eval 1+1");
   }
   Result<client::Target> target = client::parse_target(ctx.target);
   if (!target.is_ok()) return target.status();
   return client::Client::connect(*target, timeout_s, ctx.connect);
+}
+
+// What the agent knows of each thread (name, daemon) by kernel tid; empty when no agent answers.
+std::map<long, nlohmann::json> agent_threads(const Context& ctx, std::vector<std::string>* notes) {
+  std::map<long, nlohmann::json> threads;
+  auto client = connect_target(ctx, 2);
+  Result<client::Response> reply = client.is_ok() ? (*client)->request("GET", "/backtrace?all=1", "", 5)
+                                                  : Result<client::Response>(client.status());
+  nlohmann::json j = reply.is_ok() && reply->status == 200 ? reply->json() : nlohmann::json();
+  if (!j.is_object()) {
+    notes->push_back("no agent answered, so thread names are the kernel's (" +
+                     (reply.is_ok() ? reply->error_message() : reply.status().message()) + ")");
+    return threads;
+  }
+  for (const auto& t : j.value("threads", nlohmann::json::array())) {
+    if (t.value("native_thread_id", nlohmann::json()).is_number())
+      threads[t["native_thread_id"].get<long>()] = t;
+  }
+  return threads;
+}
+
+// A local pid for the reads from outside; an error that says why for any other target.
+Result<pid_t> local_pid(const Context& ctx, const char* what) {
+  Result<client::Target> target = client::parse_target(ctx.target);
+  if (!target.is_ok()) return target.status();
+  if (target->kind != client::Target::Kind::kPid) {
+    return Status(Code::kInvalidArgument, std::string(what) +
+                                              " reads the process from outside with ptrace: run " +
+                                              "it on the target's machine and give its pid");
+  }
+  return target->pid;
 }
 
 int fail(const std::string& message) {
@@ -30,7 +62,8 @@ int fail(const Status& status) {
 
 Result<std::string> agent_library_path() {
   if (const char* env = ::getenv("PROBING_LIBRARY"); env != nullptr && env[0] != '\0') {
-    if (::access(env, R_OK) != 0) return Status(Code::kNotFound, std::string("PROBING_LIBRARY=") + env + " is not readable");
+    if (::access(env, R_OK) != 0)
+      return Status(Code::kNotFound, std::string("PROBING_LIBRARY=") + env + " is not readable");
     return std::string(env);
   }
   char buf[4096];

@@ -1,10 +1,15 @@
 // What every CLI command shares: the target, connecting to it, and reporting errors.
 #pragma once
 
+#include <sys/types.h>
+
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "client/client.h"
 #include "core/status.h"
@@ -24,6 +29,14 @@ struct Context {
 
 // Connects to the context's target with its options; kInvalidArgument when none was given.
 Result<std::unique_ptr<client::Client>> connect_target(const Context& ctx, double timeout_s = 5);
+
+// A local pid, for commands that read the process from outside (`what` names the command or
+// flag); kInvalidArgument, saying why, for any other target.
+Result<pid_t> local_pid(const Context& ctx, const char* what);
+
+// What the target's agent knows of each thread (name, daemon: GET /backtrace?all=1) by kernel
+// tid; empty, with a note saying why, when no agent answers.
+std::map<long, nlohmann::json> agent_threads(const Context& ctx, std::vector<std::string>* notes);
 
 // Prints "probing: <message>" to stderr and returns kExitFailed (kExitUsage for a
 // kInvalidArgument status: the command line was wrong).

@@ -18,11 +18,21 @@ std::string xml_escape(const std::string& s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20 && c != '\t') {
           out += ' ';
@@ -178,7 +188,10 @@ window.addEventListener('keydown', function (e) {
 
 }  // namespace
 
-std::string ProfileFrame::label() const { return func + " (" + file + ":" + std::to_string(line) + ")"; }
+std::string ProfileFrame::label() const {
+  if (file.empty()) return func;
+  return func + " (" + file + (line > 0 ? ":" + std::to_string(line) : "") + ")";
+}
 
 std::string ProfileThread::label() const {
   std::string text = name.empty() ? "thread " + std::to_string(id) : name;
@@ -282,10 +295,12 @@ Result<Profile> parse_profile(const nlohmann::json& reply) {
     }
     for (const auto& [id, frames] : reply["stacks"].items()) {
       std::vector<ProfileFrame>& out = p.stacks[std::stoll(id)];
-      for (const auto& f : frames) out.push_back({f.at(0).get<std::string>(), f.at(1).get<std::string>(), f.at(2).get<long long>()});
+      for (const auto& f : frames)
+        out.push_back({f.at(0).get<std::string>(), f.at(1).get<std::string>(), f.at(2).get<long long>()});
     }
     for (const auto& s : reply["samples"]) {
-      p.samples.push_back({s.at(0).get<double>(), s.at(1).get<long long>(), s.at(2).get<long long>(), s.at(3).get<double>()});
+      p.samples.push_back(
+          {s.at(0).get<double>(), s.at(1).get<long long>(), s.at(2).get<long long>(), s.at(3).get<double>()});
     }
     for (const auto& n : reply.value("notices", nlohmann::json::array())) {
       if (n.is_string()) p.notices.push_back(n.get<std::string>());
@@ -319,7 +334,9 @@ std::string render_speedscope(const Profile& p, const std::string& name) {
     auto key = std::make_tuple(f.func, f.file, f.line);
     auto it = frame_index.find(key);
     if (it != frame_index.end()) return it->second;
-    frames.push_back({{"name", f.func}, {"file", f.file}, {"line", f.line}});
+    nlohmann::json frame = {{"name", f.func}, {"file", f.file}};
+    if (f.line > 0) frame["line"] = f.line;  // a native frame has none
+    frames.push_back(std::move(frame));
     return frame_index.emplace(key, frames.size() - 1).first->second;
   };
   // One sampled profile per thread, or one for all.
@@ -337,14 +354,15 @@ std::string render_speedscope(const Profile& p, const std::string& name) {
     }
     const ProfileThread* t = p.thread(thread);
     double end = samples.empty() ? 0 : samples.back()->time + samples.back()->weight - p.since;
-    profiles.push_back({{"type", "sampled"},
-                        {"name", p.merge_threads ? std::string("all threads")
-                                                 : (t != nullptr ? t->label() : "thread " + std::to_string(thread))},
-                        {"unit", "seconds"},
-                        {"startValue", samples.empty() ? 0 : samples.front()->time - p.since},
-                        {"endValue", end},
-                        {"samples", std::move(stacks)},
-                        {"weights", std::move(weights)}});
+    profiles.push_back(
+        {{"type", "sampled"},
+         {"name", p.merge_threads ? std::string("all threads")
+                                  : (t != nullptr ? t->label() : "thread " + std::to_string(thread))},
+         {"unit", "seconds"},
+         {"startValue", samples.empty() ? 0 : samples.front()->time - p.since},
+         {"endValue", end},
+         {"samples", std::move(stacks)},
+         {"weights", std::move(weights)}});
   }
   nlohmann::json doc = {{"$schema", "https://www.speedscope.app/file-format-schema.json"},
                         {"shared", {{"frames", std::move(frames)}}},
@@ -357,8 +375,8 @@ std::string render_speedscope(const Profile& p, const std::string& name) {
 
 std::string render_chrome(const Profile& p, long long main_pid) {
   nlohmann::json events = nlohmann::json::array();
-  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", main_pid},
-                    {"args", {{"name", "python"}}}});
+  events.push_back(
+      {{"name", "process_name"}, {"ph", "M"}, {"pid", main_pid}, {"args", {{"name", "python"}}}});
   std::map<long long, std::vector<const ProfileSample*>> by_thread;
   for (const ProfileSample& s : p.samples) by_thread[s.thread].push_back(&s);
   std::set<long long> named;
@@ -373,19 +391,27 @@ std::string render_chrome(const Profile& p, long long main_pid) {
     const long long tid = t != nullptr && t->tid != 0 ? t->tid : thread;
     const long long pid = t != nullptr && t->pid != 0 ? t->pid : main_pid;
     if (pid != main_pid && named.insert(pid).second) {
-      events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", pid},
+      events.push_back({{"name", "process_name"},
+                        {"ph", "M"},
+                        {"pid", pid},
                         {"args", {{"name", t->process.empty() ? std::string("python") : t->process}}}});
     }
     // Viewers add the tid and pid to these names themselves.
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", pid}, {"tid", tid},
-                      {"args", {{"name", t != nullptr && !t->name.empty() ? t->name : "thread " + std::to_string(thread)}}}});
+    events.push_back(
+        {{"name", "thread_name"},
+         {"ph", "M"},
+         {"pid", pid},
+         {"tid", tid},
+         {"args",
+          {{"name", t != nullptr && !t->name.empty() ? t->name : "thread " + std::to_string(thread)}}}});
     std::vector<const ProfileFrame*> open;  // root first
     std::vector<double> opened;
     double last_end = 0;
     auto close_to = [&](size_t keep, double at) {
       while (open.size() > keep) {
         const long long ts = std::llround(opened.back() * 1e6);
-        slices.push_back({pid, tid, ts, std::max(1LL, std::llround(at * 1e6) - ts), open.size(), open.back()});
+        slices.push_back(
+            {pid, tid, ts, std::max(1LL, std::llround(at * 1e6) - ts), open.size(), open.back()});
         open.pop_back();
         opened.pop_back();
       }
@@ -416,8 +442,14 @@ std::string render_chrome(const Profile& p, long long main_pid) {
     return std::tie(a.pid, a.tid, a.ts, b.dur, a.depth) < std::tie(b.pid, b.tid, b.ts, a.dur, b.depth);
   });
   for (const Slice& x : slices) {
-    events.push_back({{"name", x.frame->func}, {"cat", "python"}, {"ph", "X"}, {"pid", x.pid}, {"tid", x.tid},
-                      {"ts", x.ts}, {"dur", x.dur}, {"args", {{"file", x.frame->file}, {"line", x.frame->line}}}});
+    events.push_back({{"name", x.frame->func},
+                      {"cat", "python"},
+                      {"ph", "X"},
+                      {"pid", x.pid},
+                      {"tid", x.tid},
+                      {"ts", x.ts},
+                      {"dur", x.dur},
+                      {"args", {{"file", x.frame->file}, {"line", x.frame->line}}}});
   }
   nlohmann::json doc = {{"traceEvents", std::move(events)}, {"displayTimeUnit", "ms"}};
   return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
@@ -438,7 +470,8 @@ std::string render_gecko(const Profile& p, long long main_pid) {
   constexpr int kPython = 1;
   const std::vector<long long> counts = p.counts();
   std::map<long long, std::vector<size_t>> by_thread;  // thread -> indices into p.samples
-  for (size_t i = 0; i < p.samples.size(); ++i) by_thread[p.merge_threads ? 0 : p.samples[i].thread].push_back(i);
+  for (size_t i = 0; i < p.samples.size(); ++i)
+    by_thread[p.merge_threads ? 0 : p.samples[i].thread].push_back(i);
   const double interval_ms = p.max_hz > 0 ? 1000.0 / p.max_hz : 10.0;
   json threads = json::array();
   for (const auto& [thread, indices] : by_thread) {
@@ -494,7 +527,9 @@ std::string render_gecko(const Profile& p, long long main_pid) {
     auto filled = [](size_t n, const json& v) { return json(std::vector<json>(n, v)); };
     const ProfileThread* t = p.merge_threads ? nullptr : p.thread(thread);
     const long long pid = t != nullptr && t->pid != 0 ? t->pid : main_pid;
-    std::string name = p.merge_threads ? std::string("all threads") : t != nullptr ? t->label() : "thread " + std::to_string(thread);
+    std::string name = p.merge_threads ? std::string("all threads")
+                       : t != nullptr  ? t->label()
+                                       : "thread " + std::to_string(thread);
     threads.push_back({
         {"name", name},
         {"isMainThread", t != nullptr && t->name == "MainThread"},
@@ -507,45 +542,87 @@ std::string render_gecko(const Profile& p, long long main_pid) {
         {"pausedRanges", json::array()},
         {"pid", std::to_string(pid)},
         {"tid", t != nullptr && t->tid != 0 ? t->tid : thread},
-        {"samples", {{"stack", std::move(sample_stack)}, {"time", std::move(sample_time)},
-                     {"weight", std::move(sample_weight)}, {"weightType", "samples"}, {"length", n_samples}}},
-        {"stackTable", {{"frame", std::move(stack_frame)}, {"prefix", std::move(stack_prefix)},
-                        {"category", std::move(stack_category)}, {"subcategory", filled(n_stacks, 0)},
-                        {"length", n_stacks}}},
-        {"frameTable", {{"address", filled(n_frames, -1)}, {"inlineDepth", filled(n_frames, 0)},
-                        {"category", filled(n_frames, kPython)}, {"subcategory", filled(n_frames, 0)},
-                        {"func", std::move(frame_func)}, {"nativeSymbol", filled(n_frames, nullptr)},
-                        {"innerWindowID", filled(n_frames, nullptr)}, {"implementation", filled(n_frames, nullptr)},
-                        {"line", std::move(frame_line)}, {"column", filled(n_frames, nullptr)},
-                        {"optimizations", filled(n_frames, nullptr)}, {"length", n_frames}}},
-        {"funcTable", {{"name", std::move(func_name)}, {"isJS", filled(n_funcs, true)},
-                       {"relevantForJS", filled(n_funcs, false)}, {"resource", std::move(func_resource)},
-                       {"fileName", std::move(func_file)}, {"lineNumber", filled(n_funcs, nullptr)},
-                       {"columnNumber", filled(n_funcs, nullptr)}, {"length", n_funcs}}},
-        {"resourceTable", {{"lib", filled(n_resources, nullptr)}, {"name", std::move(resource_name)},
-                           {"host", filled(n_resources, nullptr)}, {"type", filled(n_resources, 1)},
-                           {"length", n_resources}}},
-        {"nativeSymbols", {{"libIndex", json::array()}, {"address", json::array()}, {"name", json::array()},
-                           {"functionSize", json::array()}, {"length", 0}}},
-        {"markers", {{"data", json::array()}, {"name", json::array()}, {"startTime", json::array()},
-                     {"endTime", json::array()}, {"phase", json::array()}, {"category", json::array()},
-                     {"length", 0}}},
+        {"samples",
+         {{"stack", std::move(sample_stack)},
+          {"time", std::move(sample_time)},
+          {"weight", std::move(sample_weight)},
+          {"weightType", "samples"},
+          {"length", n_samples}}},
+        {"stackTable",
+         {{"frame", std::move(stack_frame)},
+          {"prefix", std::move(stack_prefix)},
+          {"category", std::move(stack_category)},
+          {"subcategory", filled(n_stacks, 0)},
+          {"length", n_stacks}}},
+        {"frameTable",
+         {{"address", filled(n_frames, -1)},
+          {"inlineDepth", filled(n_frames, 0)},
+          {"category", filled(n_frames, kPython)},
+          {"subcategory", filled(n_frames, 0)},
+          {"func", std::move(frame_func)},
+          {"nativeSymbol", filled(n_frames, nullptr)},
+          {"innerWindowID", filled(n_frames, nullptr)},
+          {"implementation", filled(n_frames, nullptr)},
+          {"line", std::move(frame_line)},
+          {"column", filled(n_frames, nullptr)},
+          {"optimizations", filled(n_frames, nullptr)},
+          {"length", n_frames}}},
+        {"funcTable",
+         {{"name", std::move(func_name)},
+          {"isJS", filled(n_funcs, true)},
+          {"relevantForJS", filled(n_funcs, false)},
+          {"resource", std::move(func_resource)},
+          {"fileName", std::move(func_file)},
+          {"lineNumber", filled(n_funcs, nullptr)},
+          {"columnNumber", filled(n_funcs, nullptr)},
+          {"length", n_funcs}}},
+        {"resourceTable",
+         {{"lib", filled(n_resources, nullptr)},
+          {"name", std::move(resource_name)},
+          {"host", filled(n_resources, nullptr)},
+          {"type", filled(n_resources, 1)},
+          {"length", n_resources}}},
+        {"nativeSymbols",
+         {{"libIndex", json::array()},
+          {"address", json::array()},
+          {"name", json::array()},
+          {"functionSize", json::array()},
+          {"length", 0}}},
+        {"markers",
+         {{"data", json::array()},
+          {"name", json::array()},
+          {"startTime", json::array()},
+          {"endTime", json::array()},
+          {"phase", json::array()},
+          {"category", json::array()},
+          {"length", 0}}},
     });
   }
-  const json categories = json::array({{{"name", "Other"}, {"color", "grey"}, {"subcategories", {"Other"}}},
-                                       {{"name", "Python"}, {"color", "yellow"}, {"subcategories", {"Other"}}}});
+  const json categories =
+      json::array({{{"name", "Other"}, {"color", "grey"}, {"subcategories", {"Other"}}},
+                   {{"name", "Python"}, {"color", "yellow"}, {"subcategories", {"Other"}}}});
   json doc = {
-      {"meta", {{"version", 32}, {"preprocessedProfileVersion", 57}, {"interval", interval_ms},
-                {"startTime", p.since * 1000.0}, {"processType", 0}, {"product", "probing (mode " + p.mode + ")"},
-                {"importedFrom", "probing"}, {"platform", "Linux"}, {"stackwalk", 0}, {"symbolicated", true},
-                {"categories", categories}, {"markerSchema", json::array()},
-                {"extensions", {{"id", json::array()}, {"name", json::array()}, {"baseURL", json::array()},
-                                {"length", 0}}}}},
+      {"meta",
+       {{"version", 32},
+        {"preprocessedProfileVersion", 57},
+        {"interval", interval_ms},
+        {"startTime", p.since * 1000.0},
+        {"processType", 0},
+        {"product", "probing (mode " + p.mode + ")"},
+        {"importedFrom", "probing"},
+        {"platform", "Linux"},
+        {"stackwalk", 0},
+        {"symbolicated", true},
+        {"categories", categories},
+        {"markerSchema", json::array()},
+        {"extensions",
+         {{"id", json::array()}, {"name", json::array()}, {"baseURL", json::array()}, {"length", 0}}}}},
       {"libs", json::array()},
       {"pages", json::array()},
       {"threads", std::move(threads)},
-      {"shared", {{"stringArray", std::move(strings)}, {"sources", {{"length", 0}, {"uuid", json::array()},
-                                                                    {"filename", json::array()}}}}},
+      {"shared",
+       {{"stringArray", std::move(strings)},
+        {"sources", {{"length", 0}, {"uuid", json::array()}, {"filename", json::array()}}}}},
   };
   return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
@@ -577,23 +654,31 @@ std::string render_svg(const Profile& p, const std::string& title) {
   const double height = kTop + (max_depth + 1) * kRow + kBottom;
   const double seconds = std::max(0.0, p.until - p.since);
   std::ostringstream out;
-  out << R"(<?xml version="1.0" standalone="no"?>)" << "\n"
+  out << R"(<?xml version="1.0" standalone="no"?>)"
+      << "\n"
       << R"(<svg version="1.1" width="1200" height=")" << height << R"(" viewBox="0 0 1200 )" << height
-      << R"(" xmlns="http://www.w3.org/2000/svg" data-total=")" << tree[0].value << R"(">)" << "\n"
-      << "<style>text{font-family:monospace;font-size:12px;fill:#000}g.f:hover rect{stroke:#000;stroke-width:0.5}"
+      << R"(" xmlns="http://www.w3.org/2000/svg" data-total=")" << tree[0].value << R"(">)"
+      << "\n"
+      << "<style>text{font-family:monospace;font-size:12px;fill:#000}g.f:hover "
+         "rect{stroke:#000;stroke-width:0.5}"
          ".b{cursor:pointer;fill:#06c}#title{font-size:17px}</style>\n"
-      << R"(<rect x="0" y="0" width="1200" height=")" << height << R"(" fill="#f8f8f8"/>)" << "\n"
+      << R"(<rect x="0" y="0" width="1200" height=")" << height << R"(" fill="#f8f8f8"/>)"
+      << "\n"
       << R"(<text id="title" x="600" y="24" text-anchor="middle">)" << xml_escape(title) << "</text>\n"
       << R"(<text x="10" y="46">)"
-      << xml_escape(std::to_string(p.samples.size()) + " samples, " + fixed(seconds, 1) + " s, mode " + p.mode +
-                    (p.idle ? " with idle threads" : ""))
+      << xml_escape(std::to_string(p.samples.size()) + " samples, " + fixed(seconds, 1) + " s, mode " +
+                    p.mode + (p.idle ? " with idle threads" : ""))
       << "</text>\n"
       << R"(<text id="unzoom" class="b" x="430" y="46" style="display:none">Reset zoom</text>)"
       << "\n"
-      << R"(<text id="search" class="b" x="1090" y="24">Search</text>)" << "\n"
-      << R"(<text id="reset" class="b" x="1090" y="46" style="display:none">Clear search</text>)" << "\n"
-      << R"(<text id="matched" x="900" y="46"></text>)" << "\n"
-      << R"(<text id="info" x="10" y=")" << height - 10 << R"("> </text>)" << "\n";
+      << R"(<text id="search" class="b" x="1090" y="24">Search</text>)"
+      << "\n"
+      << R"(<text id="reset" class="b" x="1090" y="46" style="display:none">Clear search</text>)"
+      << "\n"
+      << R"(<text id="matched" x="900" y="46"></text>)"
+      << "\n"
+      << R"(<text id="info" x="10" y=")" << height - 10 << R"("> </text>)"
+      << "\n";
   for (const Placed& pl : placed) {
     const Node& n = tree[pl.node];
     const double x = kX0 + pl.x / total * kWidth;
@@ -606,10 +691,11 @@ std::string render_svg(const Profile& p, const std::string& title) {
     std::string text;
     if (chars >= 3) text = n.label.size() <= chars ? n.label : n.label.substr(0, chars - 2) + "..";
     out << R"(<g class="f" data-x=")" << pl.x << R"(" data-w=")" << n.value << R"(" data-d=")" << pl.depth
-        << R"(" data-l=")" << xml_escape(n.label) << R"("><title>)" << xml_escape(tip) << R"(</title><rect x=")"
-        << fixed(x, 2) << R"(" y=")" << y << R"(" width=")" << fixed(w, 2) << R"(" height=")" << kRow - 1
-        << R"(" fill=")" << colour << R"(" data-fill=")" << colour << R"(" rx="2"/><text x=")" << fixed(x + 3, 2)
-        << R"(" y=")" << y + 11.5 << R"(">)" << xml_escape(text) << "</text></g>\n";
+        << R"(" data-l=")" << xml_escape(n.label) << R"("><title>)" << xml_escape(tip)
+        << R"(</title><rect x=")" << fixed(x, 2) << R"(" y=")" << y << R"(" width=")" << fixed(w, 2)
+        << R"(" height=")" << kRow - 1 << R"(" fill=")" << colour << R"(" data-fill=")" << colour
+        << R"(" rx="2"/><text x=")" << fixed(x + 3, 2) << R"(" y=")" << y + 11.5 << R"(">)"
+        << xml_escape(text) << "</text></g>\n";
   }
   out << "<script><![CDATA[\nvar TOTAL = " << tree[0].value << ";" << kSvgScript << "]]></script>\n</svg>\n";
   return out.str();
@@ -632,7 +718,8 @@ std::string render_top(const Profile& p, size_t rows, int width) {
       if (seen.insert(key).second) r.total += s.weight;
     }
   }
-  std::vector<std::pair<std::pair<std::string, std::string>, Row>> sorted(by_function.begin(), by_function.end());
+  std::vector<std::pair<std::pair<std::string, std::string>, Row>> sorted(by_function.begin(),
+                                                                          by_function.end());
   std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
     return a.second.own != b.second.own ? a.second.own > b.second.own : a.second.total > b.second.total;
   });
@@ -652,15 +739,16 @@ std::string render_top(const Profile& p, size_t rows, int width) {
 
 Result<std::string> profile_format_for(const std::string& format, const std::string& path) {
   if (!format.empty()) {
-    if (format == "svg" || format == "speedscope" || format == "chrome" || format == "gecko" || format == "folded" ||
-        format == "top") {
+    if (format == "svg" || format == "speedscope" || format == "chrome" || format == "gecko" ||
+        format == "folded" || format == "top") {
       return format;
     }
     if (format == "perfetto") return std::string("chrome");
     if (format == "collapsed") return std::string("folded");
     if (format == "firefox") return std::string("gecko");
     return Status(Code::kInvalidArgument,
-                  "unknown format '" + format + "': svg, speedscope, chrome (or perfetto), gecko (or firefox), folded or top");
+                  "unknown format '" + format +
+                      "': svg, speedscope, chrome (or perfetto), gecko (or firefox), folded or top");
   }
   if (path.empty() || path == "-") return std::string("top");
   auto ends = [&path](const std::string& s) { return path.size() >= s.size() && path.ends_with(s); };
@@ -676,9 +764,10 @@ Result<std::string> profile_format_for(const std::string& format, const std::str
     }
     return std::string("speedscope");
   }
-  return Status(Code::kInvalidArgument, "cannot tell the format from '" + path +
-                                            "': name it .svg, .json (speedscope), .trace.json (Chrome/Perfetto), "
-                                            ".gecko.json (Firefox Profiler) or .folded, or give --format");
+  return Status(Code::kInvalidArgument,
+                "cannot tell the format from '" + path +
+                    "': name it .svg, .json (speedscope), .trace.json (Chrome/Perfetto), "
+                    ".gecko.json (Firefox Profiler) or .folded, or give --format");
 }
 
 }  // namespace probing::cli

@@ -23,17 +23,17 @@ namespace probing::cli {
 
 struct ProfileFrame {
   std::string func;
-  std::string file;
-  long long line = 0;
-  std::string label() const;  // "func (file:line)", as py-spy writes frames
+  std::string file;           // a native frame's: its library's name
+  long long line = 0;         // 0 for a native frame
+  std::string label() const;  // "func (file:line)", as py-spy writes frames; "func (libc.so.6)"
 };
 
 struct ProfileThread {
   long long id = 0;   // threading ident (after merge_profiles: a number of its own)
   long long tid = 0;  // kernel thread id, 0 when unknown
   std::string name;
-  long long pid = 0;    // its process, when the profile holds several (merge_profiles)
-  std::string process;  // "pid 4243 (fork of 4242)": put before the thread's label
+  long long pid = 0;          // its process, when the profile holds several (merge_profiles)
+  std::string process;        // "pid 4243 (fork of 4242)": put before the thread's label
   std::string label() const;  // "MainThread (tid 4242)"
 };
 
@@ -52,7 +52,7 @@ struct Profile {
   long long seen = 0, idle_left_out = 0, other_mode = 0;
   std::vector<ProfileThread> threads;
   std::map<long long, std::vector<ProfileFrame>> stacks;  // innermost first
-  std::vector<ProfileSample> samples;                      // oldest first
+  std::vector<ProfileSample> samples;                     // oldest first
   std::vector<std::string> notices;
   bool merge_threads = false;  // one tree for all threads (folded, svg, top)
 

@@ -69,10 +69,10 @@ Result<layout::PythonProcess> find_python(pid_t pid, const std::vector<inspect::
     if (inspect::classify_object(path) != inspect::ObjectKind::kLibpython && base.rfind("python", 0) != 0)
       continue;
     // One pass over the object's .dynsym for every name.
-    Result<std::map<std::string, uintptr_t>> found = inspect::resolve_symbols_in(
-        pid, maps, path,
-        {"_PyRuntime", "PyUnicode_Type", "PyCode_Type", "PyBytes_Type", "PyFrame_Type", "Py_Version",
-         layout::kFreeThreadedSymbol});
+    Result<std::map<std::string, uintptr_t>> found =
+        inspect::resolve_symbols_in(pid, maps, path,
+                                    {"_PyRuntime", "PyUnicode_Type", "PyCode_Type", "PyBytes_Type",
+                                     "PyFrame_Type", "Py_Version", layout::kFreeThreadedSymbol});
     if (!found.is_ok() || found->count("_PyRuntime") == 0) continue;
     auto symbol = [&](const char* name) -> uintptr_t {
       auto it = found->find(name);
@@ -104,7 +104,7 @@ Result<layout::PythonProcess> find_python(pid_t pid, const std::vector<inspect::
 
 // The Python stacks of every thread of `p`, read from outside.
 Result<layout::GilFreeSnapshot> read_python_stacks(const layout::PythonProcess& p,
-                                                  const layout::GilFreeLimits& limits) {
+                                                   const layout::GilFreeLimits& limits) {
   Result<layout::InterpreterReader> reader = layout::InterpreterReader::open(p);
   if (!reader.is_ok()) return reader.status();
   return reader->stacks(limits);
@@ -131,7 +131,7 @@ bool is_eval_frame(const Frame& f) {
 struct Held {
   std::vector<Dwarf_Addr> pcs;  // for symbol lookup: return addresses moved back into the call
   std::vector<Dwarf_Addr> raw;
-  std::vector<bool> exact;  // the pc is where the frame was interrupted (the first, or after a signal)
+  std::vector<bool> exact;      // the pc is where the frame was interrupted (the first, or after a signal)
   std::vector<Dwarf_Word> sps;  // each frame's stack pointer; 0 when it could not be read
   int max = 0;
   bool truncated = false;
@@ -196,8 +196,8 @@ const layout::RawFrame* entry_from(const std::vector<layout::RawFrame>& py, size
 // known by its name, or, where the interpreter has no symbol for it (a stripped 3.14 build
 // splits the loop into unnamed parts), by holding the call's shim frame on its stack: native
 // frame i owns the stack from sps[i] up to sps[i + 1].
-void merge(std::vector<Frame> native, const std::vector<Dwarf_Word>& sps, const std::vector<layout::RawFrame>& py,
-           ThreadStack* t) {
+void merge(std::vector<Frame> native, const std::vector<Dwarf_Word>& sps,
+           const std::vector<layout::RawFrame>& py, ThreadStack* t) {
   size_t next = 0;
   int evals = 0;
   for (size_t i = 0; i < native.size(); ++i) {
@@ -405,6 +405,116 @@ pid_t tid_for_ident(pid_t pid, unsigned long ident) {
 
 namespace {
 
+// The Python runtime of `pid` for reading threads' Python frames from outside; an error says why
+// they cannot be shown.
+// `version`: which CPython it is, even where its frames cannot be shown.
+Result<layout::PythonProcess> python_of(pid_t pid, const std::vector<inspect::Mapping>& maps,
+                                        std::string* version) {
+  Result<layout::PythonProcess> py = find_python(pid, maps);
+  if (py.is_ok()) *version = py->version.text;
+  if (py.is_ok() && py->version.minor < 11) {  // their thread states carry no kernel tid
+    return Status(Code::kUnsupported, "on CPython " + py->version.text +
+                                          " Python stacks cannot be matched to kernel threads (3.11+ only)");
+  }
+  return py;
+}
+
+// One thread stopped, read and let go. An error only for a process that may not be traced at
+// all (denied on the first thread, `seized_any` false); anything else is a note on the thread.
+// `late` keeps a thread that did not stop in time: let go after the others are read.
+Status read_thread(pid_t pid, Result<layout::PythonProcess>& py, Unwinder& unwinder, const Options& options,
+                   ThreadStack& t, Held& held, bool& seized_any, std::vector<inspect::Tracee>& late,
+                   std::vector<std::string>& notes) {
+  t.comm = read_comm(pid, t.tid);
+  Result<inspect::ProcStatus> st = inspect::read_proc_status(pid, t.tid);
+  if (!st.is_ok() || st->state == 'Z' || st->state == 'X') {
+    t.note = "the thread has exited";
+    return Status::ok();
+  }
+  if (st->state == 'D') {  // in uninterruptible sleep (a disk, an NFS mount): it would not stop
+    t.note = "not read: the thread is in uninterruptible sleep (state D)";
+    return Status::ok();
+  }
+  Result<inspect::Tracee> tracee = inspect::Tracee::seize(pid, t.tid);
+  if (!tracee.is_ok()) {
+    // Denied on the first thread: this process may not be traced at all. Later, or for a
+    // thread that is exiting, it is about that thread only.
+    Result<inspect::ProcStatus> now = inspect::read_proc_status(pid, t.tid);
+    if (!now.is_ok() || now->state == 'Z' || now->state == 'X') {
+      t.note = "the thread has exited";
+      return Status::ok();
+    }
+    if (tracee.status().code() == Code::kPermissionDenied && !seized_any) return tracee.status();
+    t.note = "not read: " + tracee.status().message();
+    return Status::ok();
+  }
+  seized_any = true;
+  if (!inspect::read_proc_status(pid, t.tid).is_ok()) {  // the tid was reused by another process
+    t.note = "the thread has exited";
+    return Status::ok();
+  }
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(options.stop_timeout_s));
+  if (Status s = tracee->interrupt(deadline); !s.is_ok()) {
+    Result<inspect::ProcStatus> now = inspect::read_proc_status(pid);
+    // (Seized by us, a stopped thread shows 't'; a group-stop is what makes interrupt() fail.)
+    const bool stopped =
+        s.code() == Code::kUnavailable && now.is_ok() && (now->state == 'T' || now->state == 't');
+    t.note = stopped ? "not read: the process is stopped (SIGSTOP, SIGTSTP or Ctrl-Z); resume it with: "
+                       "kill -CONT " +
+                           std::to_string(pid)
+                     : "not read: it did not stop (" + s.message() + ")";
+    if (s.code() == Code::kTimeout) late.push_back(std::move(*tracee));
+    return Status::ok();
+  }
+  const auto stopped = Clock::now();
+  held.max = options.max_native_frames;
+  if (Status s = unwinder.unwind(t.tid, &held); !s.is_ok()) t.note = s.message();
+  if (py.is_ok()) {
+    layout::GilFreeLimits limits;
+    limits.max_frames = options.max_python_frames;
+    limits.native_thread_id = pid_in_own_namespace(pid, t.tid);  // CPython keeps the tid it sees
+    Result<layout::GilFreeSnapshot> snap = read_python_stacks(*py, limits);
+    if (!snap.is_ok()) {
+      notes.push_back("Python frames not shown: " + snap.status().message());
+      py = snap.status();
+    } else if (!snap->threads.empty()) {
+      layout::RawThread& rt = snap->threads.front();
+      t.python = true;
+      t.thread_id = rt.thread_id;
+      t.holds_gil = rt.holds_gil;
+      t.truncated = rt.truncated;
+      if (!rt.error.empty()) t.note += (t.note.empty() ? "" : "; ") + rt.error;
+      held.python = std::move(rt.frames);
+    }
+  }
+  if (Status s = tracee->detach(0); !s.is_ok() && t.note.empty()) t.note = s.message();
+  t.stopped_ms = std::chrono::duration<double, std::milli>(Clock::now() - stopped).count();
+  return Status::ok();
+}
+
+// Each thread's native frames named (through `names`, when given, a cache by address) and merged
+// with its Python frames; done with every thread running again.
+void name_and_merge(Dwfl* dwfl, std::vector<Held>& held, Capture& out, std::map<Dwarf_Addr, Frame>* names) {
+  for (size_t i = 0; i < out.threads.size(); ++i) {
+    ThreadStack& t = out.threads[i];
+    std::vector<Frame> native;
+    native.reserve(held[i].pcs.size());
+    for (size_t k = 0; k < held[i].pcs.size(); ++k) {
+      if (names == nullptr) {
+        native.push_back(symbolize(dwfl, held[i].pcs[k], held[i].raw[k]));
+        continue;
+      }
+      auto it = names->find(held[i].raw[k]);
+      if (it == names->end())
+        it = names->emplace(held[i].raw[k], symbolize(dwfl, held[i].pcs[k], held[i].raw[k])).first;
+      native.push_back(it->second);
+    }
+    if (held[i].truncated) t.truncated = true;
+    merge(std::move(native), held[i].sps, held[i].python, &t);
+  }
+}
+
 // What is read while threads are stopped, on the thread that stops them.
 struct Stopped {
   Capture out;
@@ -416,90 +526,19 @@ Status read_stopped(pid_t pid, const std::vector<pid_t>& tids, const Options& op
   Capture& out = r->out;
   Result<std::vector<inspect::Mapping>> maps = inspect::read_maps(pid);
   if (!maps.is_ok()) return maps.status();
-  Result<layout::PythonProcess> py = find_python(pid, *maps);
-  if (py.is_ok()) {
-    out.python_version = py->version.text;
-    if (py->version.minor < 11) {  // their thread states carry no kernel tid
-      py = Status(Code::kUnsupported, "on CPython " + py->version.text +
-                                          " Python stacks cannot be matched to kernel threads (3.11+ only)");
-    }
-  }
+  Result<layout::PythonProcess> py = python_of(pid, *maps, &out.python_version);
   if (!py.is_ok()) out.notes.push_back("Python frames not shown: " + py.status().message());
-
   Result<Unwinder> opened = Unwinder::open(pid);
   if (!opened.is_ok()) return opened.status();
   Unwinder& unwinder = r->unwinder.emplace(std::move(*opened));
-  std::vector<Held>& held = r->held;
-  held.resize(tids.size());
+  r->held.resize(tids.size());
   std::vector<inspect::Tracee> late;  // seized, not stopped in time: let go after the others are read
   bool seized_any = false;
   for (size_t i = 0; i < tids.size(); ++i) {
     ThreadStack& t = out.threads.emplace_back();
     t.tid = tids[i];
-    t.comm = read_comm(pid, t.tid);
-    Result<inspect::ProcStatus> st = inspect::read_proc_status(pid, t.tid);
-    if (!st.is_ok() || st->state == 'Z' || st->state == 'X') {
-      t.note = "the thread has exited";
-      continue;
-    }
-    if (st->state == 'D') {  // in uninterruptible sleep (a disk, an NFS mount): it would not stop
-      t.note = "not read: the thread is in uninterruptible sleep (state D)";
-      continue;
-    }
-    Result<inspect::Tracee> tracee = inspect::Tracee::seize(pid, t.tid);
-    if (!tracee.is_ok()) {
-      // Denied on the first thread: this process may not be traced at all. Later, or for a
-      // thread that is exiting, it is about that thread only.
-      Result<inspect::ProcStatus> now = inspect::read_proc_status(pid, t.tid);
-      if (!now.is_ok() || now->state == 'Z' || now->state == 'X') {
-        t.note = "the thread has exited";
-        continue;
-      }
-      if (tracee.status().code() == Code::kPermissionDenied && !seized_any) return tracee.status();
-      t.note = "not read: " + tracee.status().message();
-      continue;
-    }
-    seized_any = true;
-    if (!inspect::read_proc_status(pid, t.tid).is_ok()) {  // the tid was reused by another process
-      t.note = "the thread has exited";
-      continue;
-    }
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(options.stop_timeout_s));
-    if (Status s = tracee->interrupt(deadline); !s.is_ok()) {
-      Result<inspect::ProcStatus> now = inspect::read_proc_status(pid);
-      // (Seized by us, a stopped thread shows 't'; a group-stop is what makes interrupt() fail.)
-      const bool stopped =
-          s.code() == Code::kUnavailable && now.is_ok() && (now->state == 'T' || now->state == 't');
-      t.note = stopped ? "not read: the process is stopped (SIGSTOP, SIGTSTP or Ctrl-Z); resume it with: "
-                         "kill -CONT " + std::to_string(pid)
-                       : "not read: it did not stop (" + s.message() + ")";
-      if (s.code() == Code::kTimeout) late.push_back(std::move(*tracee));
-      continue;
-    }
-    const auto stopped = Clock::now();
-    held[i].max = options.max_native_frames;
-    if (Status s = unwinder.unwind(t.tid, &held[i]); !s.is_ok()) t.note = s.message();
-    if (py.is_ok()) {
-      layout::GilFreeLimits limits;
-      limits.max_frames = options.max_python_frames;
-      limits.native_thread_id = pid_in_own_namespace(pid, t.tid);  // CPython keeps the tid it sees
-      Result<layout::GilFreeSnapshot> snap = read_python_stacks(*py, limits);
-      if (!snap.is_ok()) {
-        out.notes.push_back("Python frames not shown: " + snap.status().message());
-        py = snap.status();
-      } else if (!snap->threads.empty()) {
-        layout::RawThread& rt = snap->threads.front();
-        t.python = true;
-        t.thread_id = rt.thread_id;
-        t.holds_gil = rt.holds_gil;
-        t.truncated = rt.truncated;
-        if (!rt.error.empty()) t.note += (t.note.empty() ? "" : "; ") + rt.error;
-        held[i].python = std::move(rt.frames);
-      }
-    }
-    if (Status s = tracee->detach(0); !s.is_ok() && t.note.empty()) t.note = s.message();
-    t.stopped_ms = std::chrono::duration<double, std::milli>(Clock::now() - stopped).count();
+    PROBING_RETURN_IF_ERROR(
+        read_thread(pid, py, unwinder, options, t, r->held[i], seized_any, late, out.notes));
   }
   // `late` goes out of scope: each gets one more chance to stop and be let go (Tracee's
   // destructor); whatever is still traced is let go by the kernel when this thread ends.
@@ -522,21 +561,76 @@ Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options
   });
   reader.join();
   if (!status.is_ok()) return status;
-  Capture& out = r.out;
-  std::vector<Held>& held = r.held;
-  Dwfl* dwfl = r.unwinder ? r.unwinder->dwfl() : nullptr;
+  name_and_merge(r.unwinder ? r.unwinder->dwfl() : nullptr, r.held, r.out, nullptr);
+  return std::move(r.out);
+}
 
-  // With every thread running again: names for the native frames, then the merge.
-  for (size_t i = 0; i < out.threads.size(); ++i) {
-    ThreadStack& t = out.threads[i];
-    std::vector<Frame> native;
-    native.reserve(held[i].pcs.size());
-    for (size_t k = 0; k < held[i].pcs.size(); ++k) {
-      native.push_back(symbolize(dwfl, held[i].pcs[k], held[i].raw[k]));
+struct Sampler::State {
+  pid_t pid = 0;
+  Options options;
+  Result<layout::PythonProcess> py = Status(Code::kInternal, "");
+  std::string version;
+  std::optional<Unwinder> unwinder;
+  std::map<Dwarf_Addr, Frame> names;
+};
+
+Sampler::Sampler(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Sampler::~Sampler() = default;
+Sampler::Sampler(Sampler&&) noexcept = default;
+Sampler& Sampler::operator=(Sampler&&) noexcept = default;
+
+Result<Sampler> Sampler::open(pid_t pid, const Options& options) {
+  auto state = std::make_unique<State>();
+  state->pid = pid;
+  state->options = options;
+  Result<std::vector<inspect::Mapping>> maps = inspect::read_maps(pid);
+  if (!maps.is_ok()) return maps.status();
+  state->py = python_of(pid, *maps, &state->version);
+  Result<Unwinder> unwinder = Unwinder::open(pid);
+  if (!unwinder.is_ok()) return unwinder.status();
+  state->unwinder.emplace(std::move(*unwinder));
+  return Sampler(std::move(state));
+}
+
+std::string Sampler::python_version() const { return state_->version; }
+
+std::string Sampler::python_note() const {
+  return state_->py.is_ok() ? "" : "Python frames not shown: " + state_->py.status().message();
+}
+
+Result<Capture> Sampler::sample(const std::vector<pid_t>& tids, const Keep& keep) {
+  State& s = *state_;
+  Capture out;
+  out.python_version = python_version();
+  // Which threads hold the GIL, read without stopping any (no frames): for `keep`.
+  std::map<pid_t, bool> gil;
+  if (keep && s.py.is_ok()) {
+    layout::GilFreeLimits limits;
+    limits.max_frames = 0;
+    Result<layout::GilFreeSnapshot> snap = read_python_stacks(*s.py, limits);
+    if (snap.is_ok()) {
+      for (const layout::RawThread& t : snap->threads) {
+        gil[tid_from_own_namespace(s.pid, static_cast<pid_t>(t.native_thread_id))] = t.holds_gil;
+      }
     }
-    if (held[i].truncated) t.truncated = true;
-    merge(std::move(native), held[i].sps, held[i].python, &t);
   }
+  std::vector<Held> held;
+  held.reserve(tids.size());
+  std::vector<inspect::Tracee> late;
+  bool seized_any = false;
+  for (pid_t tid : tids) {
+    if (keep) {
+      Result<inspect::ProcStatus> st = inspect::read_proc_status(s.pid, tid);
+      auto holds = gil.find(tid);
+      if (!st.is_ok() || !keep(tid, st->state, holds != gil.end() && holds->second)) continue;
+    }
+    ThreadStack& t = out.threads.emplace_back();
+    t.tid = tid;
+    PROBING_RETURN_IF_ERROR(read_thread(s.pid, s.py, *s.unwinder, s.options, t, held.emplace_back(),
+                                        seized_any, late, out.notes));
+  }
+  late.clear();  // one more chance to stop and be let go, before the names are looked up
+  name_and_merge(s.unwinder->dwfl(), held, out, &s.names);
   return out;
 }
 

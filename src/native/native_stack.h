@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +56,32 @@ struct Capture {
 // The stacks of `tids` (threads of `pid`), in that order. kPermissionDenied when `pid` may not
 // be traced (with the reason), kNotFound when it is gone; a thread that cannot be read gets a note.
 Result<Capture> capture(pid_t pid, const std::vector<pid_t>& tids, const Options& options = {});
+
+// `pid`'s threads read again and again, for `probing profile --native`: the libraries, the
+// interpreter and each native frame's name are looked up once. Threads are stopped one at a time,
+// as by capture(), and let go before sample() returns. Use it from one thread only, one that
+// ends when sampling ends: a thread that never stopped stays traced by it until then.
+class Sampler {
+ public:
+  static Result<Sampler> open(pid_t pid, const Options& options = {});
+  ~Sampler();
+  Sampler(Sampler&&) noexcept;
+  Sampler& operator=(Sampler&&) noexcept;
+
+  // Whether to read a thread, from its kernel state ('R' running, 'S' asleep...) and whether it
+  // holds the GIL (both known without stopping it); a thread left out is not stopped.
+  using Keep = std::function<bool(pid_t tid, char state, bool holds_gil)>;
+
+  // The stacks of `tids` now (those `keep` keeps, when given), in that order. Errors as capture().
+  Result<Capture> sample(const std::vector<pid_t>& tids, const Keep& keep = nullptr);
+  std::string python_version() const;  // "" when no CPython was found
+  std::string python_note() const;     // why Python frames cannot be shown; "" when they can
+
+ private:
+  struct State;
+  explicit Sampler(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
 
 // Unwinds threads of `pid` that the caller has ptrace-stopped, for the injector's judgement of a
 // thread's whole stack (inject::InjectOptions::stacks). Errors as capture(). Use it from one

@@ -353,3 +353,74 @@ def test_bad_input_is_refused_clearly(interp, target_factory, tmp_path):
     assert r.status == 400 and "unknown mode" in r.json()["error"]["message"], r
     health = http_request(t.pid, "GET", "/health").json()
     assert health["sampler"]["running"] is True and health["sampler"]["recorder_hz"] == 10, health
+
+
+LIBC_SLEEPS = {"clock_nanosleep", "__clock_nanosleep", "__nanosleep", "nanosleep", "select", "__select"}
+
+
+def folded_lines(path):
+    out = []
+    for line in path.read_text().splitlines():
+        stack, count = line.rsplit(" ", 1)
+        out.append((stack.split(";"), int(count)))
+    return out
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_native_frames_are_merged_into_the_profile(interp, target_factory, tmp_path):
+    # --native reads each thread from outside (ptrace, libdw): its Python frames in place among
+    # the native ones, at its own rate, with shares as true as the agent's.
+    t = target_factory("shares.py", interp)
+    out = tmp_path / "native.folded"
+    rc, _, err = run_cli(t.pid, "profile", "--native", "--idle", "--hz", "100", "--seconds", "4", "-o", out,
+                         timeout=60)
+    assert rc == 0, err
+    assert "stopped for" in err and "ms on average" in err, err
+    lines = folded_lines(out)
+    assert not any(s[0].startswith("probing-") for s, _ in lines), {s[0] for s, _ in lines}  # the agent's own
+    main = [(s, n) for s, n in lines if s[0].startswith("MainThread")]
+    total = sum(n for _, n in main)
+    assert total >= 200, total  # 4 s at 100 Hz, with room for a busy machine
+    for name, truth in SHARES.items():
+        share = 100.0 * sum(n for s, n in main if any(f.startswith(name + " (") for f in s)) / total
+        assert abs(share - truth) <= 6, (name, share)
+    # time.sleep in wait_c ends in libc's sleep: a native frame inside the Python one.
+    sleeping = [s for s, _ in main if any(f.startswith("wait_c (") for f in s)]
+    assert sleeping, main[:3]
+    funcs = [f.split(" (", 1)[0] for f in sleeping[0]]
+    assert set(funcs) & LIBC_SLEEPS, sleeping[0]
+    assert funcs.index("wait_c") < max(funcs.index(n) for n in set(funcs) & LIBC_SLEEPS), sleeping[0]
+    assert any(f.endswith("(libc.so.6)") for f in sleeping[0]), sleeping[0]
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_native_gil_mode_keeps_the_holder_asleep_in_c(interp, target_factory, tmp_path):
+    # A thread holding the GIL in a C sleep is not on a CPU: --native --gil still stops and reads
+    # it (the GIL is read first, without stopping anything), and only it.
+    t = target_factory("gil_holder.py", interp, args=["20"])
+    t.write("hold\n")
+    t.wait_line(lambda l: l.startswith("holding "))
+    holder = next(l for l in t.stdout_lines() if l.startswith("holding ")).split()[1]
+    out = tmp_path / "gil.folded"
+    rc, _, err = run_cli(t.pid, "profile", "--native", "--gil", "--seconds", "2", "-o", out, timeout=40)
+    assert rc == 0, err
+    lines = folded_lines(out)
+    # (The thread started with the GIL held: the agent could not learn its name; the kernel's is used.)
+    assert {s[0].split(" (tid ")[1] for s, _ in lines} == {holder + ")"}, lines[:3]
+    funcs = [f.split(" (", 1)[0] for f in lines[0][0]]
+    assert "hold" in funcs and set(funcs) & LIBC_SLEEPS, funcs
+
+
+@pytest.mark.parametrize("interp", interpreter_params())
+def test_native_needs_no_agent_and_says_what_it_cannot_do(interp, target_factory, tmp_path):
+    t = target_factory("shares.py", interp, mode="none")
+    rc, out, err = run_cli(t.pid, "profile", "--native", "--seconds", "1", timeout=30)
+    assert rc == 0, err
+    assert "spin_for (" in out and "no agent answered" in err, (out, err)
+    for args, says in ((["--last", "1m"], "recorder keeps Python frames only"),
+                       (["--subprocesses"], "not with --subprocesses"),
+                       (["--hz", "500"], "at most 100")):
+        rc, _, err = run_cli(t.pid, "profile", "--native", *args, timeout=30)
+        assert rc == 2 and says in err, (args, rc, err)
+    rc, _, err = run_cli("-t", "127.0.0.1:1", "profile", "--native", "--seconds", "1", timeout=30)
+    assert rc == 2 and "give its pid" in err, err

@@ -44,7 +44,8 @@ TEST(StackTable, PastItsCapNewStacksAreKFull) {
   EXPECT_EQ(last, profile::StackTable::kFull);
   EXPECT_TRUE(t.full());
   EXPECT_LE(t.bytes(), 2048u);
-  EXPECT_NE(t.intern_stack(std::vector<uint32_t>{f}), profile::StackTable::kFull);  // known ones still resolve
+  EXPECT_NE(t.intern_stack(std::vector<uint32_t>{f}),
+            profile::StackTable::kFull);  // known ones still resolve
 }
 
 // Two threads; stack 1 is main > work > spin, stack 2 is main > wait, stack 3 the worker's.
@@ -199,7 +200,8 @@ TEST(ProfileFormat, SvgIsAFlamegraphWithCountsInItsTitles) {
 
 TEST(ProfileFormat, TopRanksByOwnTimeThenTotal) {
   const std::string top = cli::render_top(parsed(), 2, 0);
-  const size_t get = top.find("get (queue.py)"), spin = top.find("spin (a.py)"), wait = top.find("wait (a.py)");
+  const size_t get = top.find("get (queue.py)"), spin = top.find("spin (a.py)"),
+               wait = top.find("wait (a.py)");
   ASSERT_NE(get, std::string::npos);
   ASSERT_NE(spin, std::string::npos);
   EXPECT_LT(get, spin);
@@ -220,7 +222,8 @@ TEST(ProfileFormat, MergedProfilesKeepTheirThreadsAndStacksApart) {
   EXPECT_EQ(m.idle_left_out, 6);
   for (size_t i = 1; i < m.samples.size(); ++i) EXPECT_LE(m.samples[i - 1].time, m.samples[i].time);
   const std::string folded = cli::render_folded(m);
-  EXPECT_NE(folded.find("pid 11 (fork of 10): thread 2;get (queue.py:171) 10\n"), std::string::npos) << folded;
+  EXPECT_NE(folded.find("pid 11 (fork of 10): thread 2;get (queue.py:171) 10\n"), std::string::npos)
+      << folded;
   EXPECT_NE(folded.find("pid 10: MainThread (tid 11);main (a.py:20);work (a.py:9);spin (a.py:5) 4\n"),
             std::string::npos);
   auto chrome = nlohmann::json::parse(cli::render_chrome(m, 10));
@@ -235,7 +238,8 @@ TEST(ProfileFormat, FormatFromTheOptionOrTheFileName) {
   EXPECT_EQ(*cli::profile_format_for("", "run.svg"), "svg");
   EXPECT_EQ(*cli::profile_format_for("", "run.json"), "speedscope");
   EXPECT_EQ(*cli::profile_format_for("", "run.trace.json"), "chrome");
-  EXPECT_EQ(*cli::profile_format_for("", "/home/me/traces/run.json"), "speedscope");  // the name, not the folder
+  EXPECT_EQ(*cli::profile_format_for("", "/home/me/traces/run.json"),
+            "speedscope");  // the name, not the folder
   EXPECT_EQ(*cli::profile_format_for("", "out.folded"), "folded");
   EXPECT_EQ(*cli::profile_format_for("", ""), "top");
   EXPECT_EQ(*cli::profile_format_for("perfetto", "x"), "chrome");

@@ -134,25 +134,6 @@ std::string source_line(pid_t pid, const std::string& file, int lineno) {
   return first == std::string::npos ? "" : line.substr(first, last - first + 1);
 }
 
-// What the agent knows of each thread (name, daemon) by kernel tid; empty when no agent answers.
-std::map<long, nlohmann::json> agent_threads(const Context& ctx, std::vector<std::string>* notes) {
-  std::map<long, nlohmann::json> threads;
-  auto client = connect_target(ctx, 2);
-  Result<client::Response> reply = client.is_ok() ? (*client)->request("GET", "/backtrace?all=1", "", 5)
-                                                  : Result<client::Response>(client.status());
-  nlohmann::json j = reply.is_ok() && reply->status == 200 ? reply->json() : nlohmann::json();
-  if (!j.is_object()) {
-    notes->push_back("no agent answered, so thread names are the kernel's (" +
-                     (reply.is_ok() ? reply->error_message() : reply.status().message()) + ")");
-    return threads;
-  }
-  for (const auto& t : j.value("threads", nlohmann::json::array())) {
-    if (t.value("native_thread_id", nlohmann::json()).is_number())
-      threads[t["native_thread_id"].get<long>()] = t;
-  }
-  return threads;
-}
-
 // A backtrace as the command shows it: the answer's JSON, and the notes that go to stderr.
 struct Answer {
   nlohmann::json j;
@@ -328,18 +309,6 @@ int print_result(const Result<Answer>& a, const BacktraceArgs& args) {
   }
   // Nothing read at all (the thread would not stop, another tracer holds it): a failure.
   return a->any_frames ? kExitOk : kExitFailed;
-}
-
-// A local pid for the reads from outside; an error that says why for any other target.
-Result<pid_t> local_pid(const Context& ctx, const char* what) {
-  Result<client::Target> target = client::parse_target(ctx.target);
-  if (!target.is_ok()) return target.status();
-  if (target->kind != client::Target::Kind::kPid) {
-    return Status(Code::kInvalidArgument, std::string(what) +
-                                              " reads the process from outside with ptrace: run " +
-                                              "it on the target's machine and give its pid");
-  }
-  return target->pid;
 }
 
 // Whether `status` (from connecting to `ctx`'s target) means a local process with no agent that

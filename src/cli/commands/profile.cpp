@@ -5,18 +5,25 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <set>
 #include <sstream>
+#include <thread>
+#include <tuple>
 
 #include "cli/commands/process_tree.h"
 #include "cli/common.h"
 #include "cli/format.h"
 #include "cli/interrupt.h"
 #include "cli/profile_format.h"
+#include "inspect/process.h"
+#include "native/native_stack.h"
 
 namespace probing::cli {
 namespace {
@@ -24,6 +31,9 @@ namespace {
 constexpr double kRequestTimeoutS = 30;
 constexpr double kMaxHz = 1000;
 constexpr double kMaxSeconds = 3600;
+// --native stops each thread it reads: a lower rate, by default and at most.
+constexpr double kNativeHz = 20;
+constexpr double kMaxNativeHz = 100;
 
 struct ProfileArgs {
   double seconds = 10;
@@ -34,6 +44,8 @@ struct ProfileArgs {
   bool idle = false;
   bool merge_threads = false;
   bool subprocesses = false;
+  bool native = false;
+  bool hz_given = false;
   std::string format;
   std::string output;
   // top
@@ -65,8 +77,9 @@ Result<nlohmann::json> json_reply(client::Client& client, const std::string& met
   Result<client::Response> reply = client.request(method, path, body, kRequestTimeoutS);
   if (!reply.is_ok()) return reply.status();
   if (reply->status == 404) {
-    return Status(Code::kUnsupported, "this agent has no profiler (it is older than this probing): restart the "
-                                      "process with this version's agent");
+    return Status(Code::kUnsupported,
+                  "this agent has no profiler (it is older than this probing): restart the "
+                  "process with this version's agent");
   }
   if (reply->status / 100 != 2) return Status(Code::kUnavailable, reply->error_message());
   nlohmann::json j = reply->json();
@@ -144,8 +157,8 @@ double wait_for(double seconds, const std::string& what, const SigintPipe& sigin
 
 // Asks the agent to sample at --hz for `seconds`, waits (Ctrl-C stops early), and fetches them on
 // a new connection: the agent closes one left idle for server.request_timeout_s.
-Result<Profile> sample_for(const Context& ctx, client::Client& client, const ProfileArgs& args, double seconds,
-                           const std::string& what, const SigintPipe& sigint) {
+Result<Profile> sample_for(const Context& ctx, client::Client& client, const ProfileArgs& args,
+                           double seconds, const std::string& what, const SigintPipe& sigint) {
   Result<nlohmann::json> session =
       json_reply(client, "POST", "/profile", nlohmann::json{{"hz", args.hz}, {"seconds", seconds}}.dump());
   if (!session.is_ok()) return session.status();
@@ -153,11 +166,17 @@ Result<Profile> sample_for(const Context& ctx, client::Client& client, const Pro
   const double waited = wait_for(seconds, what, sigint);
   auto fresh = connect_target(ctx);
   if (!fresh.is_ok()) return fresh.status();
-  return fetch(**fresh, "/profile?since=" + fixed(start, 6) + "&until=" + fixed(start + waited + 0.001, 6), args);
+  return fetch(**fresh, "/profile?since=" + fixed(start, 6) + "&until=" + fixed(start + waited + 0.001, 6),
+               args);
 }
 
 Status check_args(const ProfileArgs& args) {
-  if (!(args.hz > 0) || args.hz > kMaxHz) return {Code::kInvalidArgument, "--hz must be above 0 and at most 1000"};
+  if (!(args.hz > 0) || args.hz > kMaxHz)
+    return {Code::kInvalidArgument, "--hz must be above 0 and at most 1000"};
+  if (args.native && args.hz > kMaxNativeHz) {
+    return {Code::kInvalidArgument,
+            "with --native, --hz is at most 100: each sample stops each thread it reads"};
+  }
   if (!(args.seconds > 0) || args.seconds > kMaxSeconds) {
     return {Code::kInvalidArgument, "--seconds must be above 0 and at most 3600"};
   }
@@ -165,6 +184,137 @@ Status check_args(const ProfileArgs& args) {
     return {Code::kInvalidArgument, "--mode is wall, cpu or gil"};
   }
   return {};
+}
+
+// A native frame of a --native sample, or "" for one of the interpreter's own (its executable or
+// libpython) that is not at the innermost end of the stack: the eval loop's calls between Python
+// frames and the startup below them say nothing the Python frames do not.
+bool interpreter_frame(const native::Frame& f) {
+  const std::string base = f.file.substr(f.file.rfind('/') + 1);
+  return !f.python && (base.rfind("python", 0) == 0 || base.rfind("libpython", 0) == 0);
+}
+
+std::vector<ProfileFrame> profile_frames(const native::ThreadStack& t) {
+  std::vector<ProfileFrame> out;
+  bool inner = true;  // still in the innermost run of native frames
+  for (const native::Frame& f : t.frames) {
+    if (f.python) {
+      inner = false;
+      out.push_back({f.func, f.file, f.lineno});
+    } else if (inner || !interpreter_frame(f)) {
+      out.push_back({f.func, f.file.substr(f.file.rfind('/') + 1), 0});
+    }
+  }
+  return out;
+}
+
+// --native: each thread stopped, unwound and read from outside (native/native_stack.h), one at a
+// time, at --hz, on a thread of this process's own; a thread the mode leaves out is not stopped.
+// The agent, when one answers, only names the threads. Threads of probing's agent are left out.
+Result<Profile> sample_native(const Context& ctx, const ProfileArgs& args, pid_t pid,
+                              const SigintPipe& sigint) {
+  Profile p;
+  p.mode = args.gil ? "gil" : args.mode;
+  p.idle = args.idle;
+  std::map<long, nlohmann::json> known = agent_threads(ctx, &p.notices);  // asked before: not sampled
+  const double hz = args.hz_given ? args.hz : kNativeHz;
+  std::atomic<bool> stop{false};
+  Status status;
+  double held_ms = 0, held_max_ms = 0;
+  long long reads = 0;
+  std::map<long long, std::string> names;  // tid -> thread name
+  std::set<std::string> notes;
+  std::thread sampler([&] {
+    Result<native::Sampler> opened = native::Sampler::open(pid);
+    if (!opened.is_ok()) {
+      status = opened.status();
+      return;
+    }
+    if (std::string note = opened->python_note(); !note.empty()) notes.insert(note);
+    auto keep = [&](pid_t, char state, bool holds) {
+      ++p.seen;
+      const bool running = state == 'R';
+      if ((p.mode == "gil" && !holds) || (p.mode == "cpu" && !running)) {
+        ++p.other_mode;
+        return false;
+      }
+      if (p.mode == "wall" && !p.idle && !running && !holds) {
+        ++p.idle_left_out;
+        return false;
+      }
+      return true;
+    };
+    std::map<std::vector<std::tuple<std::string, std::string, long long>>, long long> stacks;
+    const auto interval = std::chrono::duration<double>(1 / hz);
+    auto next = std::chrono::steady_clock::now();
+    double last = 0;
+    while (!stop.load()) {
+      Result<std::vector<pid_t>> tids = inspect::list_threads(pid);
+      if (!tids.is_ok() || tids->empty()) {
+        notes.insert("process " + std::to_string(pid) + " ended while it was sampled");
+        break;
+      }
+      std::vector<pid_t> wanted;
+      for (pid_t tid : *tids) {
+        std::ifstream comm("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/comm");
+        std::string name;
+        std::getline(comm, name);
+        if (name.rfind("probing-", 0) != 0) wanted.push_back(tid);
+      }
+      const double now =
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+      const double weight = last == 0 ? interval.count() : now - last;
+      if (last == 0) p.since = now;
+      last = now;
+      Result<native::Capture> cap = opened->sample(wanted, keep);
+      if (!cap.is_ok()) {
+        status = cap.status();
+        break;
+      }
+      for (const std::string& n : cap->notes) notes.insert(n);
+      for (const native::ThreadStack& t : cap->threads) {
+        if (!t.note.empty() && t.frames.empty())
+          notes.insert("thread " + std::to_string(t.tid) + ": " + t.note);
+        if (t.frames.empty()) continue;
+        ++reads;
+        held_ms += t.stopped_ms;
+        held_max_ms = std::max(held_max_ms, t.stopped_ms);
+        std::vector<ProfileFrame> frames = profile_frames(t);
+        std::vector<std::tuple<std::string, std::string, long long>> key;
+        for (const ProfileFrame& f : frames) key.emplace_back(f.func, f.file, f.line);
+        auto [it, added] = stacks.emplace(std::move(key), static_cast<long long>(stacks.size()) + 1);
+        if (added) p.stacks[it->second] = std::move(frames);
+        p.samples.push_back({now, t.tid, it->second, weight});
+        if (!names.count(t.tid)) {
+          auto k = known.find(t.tid);
+          names[t.tid] = k != known.end()           ? k->second.value("name", t.comm)
+                         : t.tid == pid && t.python ? std::string("MainThread")
+                                                    : t.comm;
+        }
+      }
+      next += std::chrono::duration_cast<std::chrono::steady_clock::duration>(interval);
+      const auto now_steady = std::chrono::steady_clock::now();
+      if (next < now_steady) next = now_steady;  // behind: the weights say how far apart samples are
+      std::this_thread::sleep_until(next);
+    }
+    p.until = last + (p.samples.empty() ? 0 : p.samples.back().weight);
+  });
+  wait_for(args.seconds, "profiling " + std::to_string(pid) + " natively at " + hz_text(hz) + " Hz", sigint);
+  stop = true;
+  sampler.join();  // threads that never stopped are let go as it ends
+  if (!status.is_ok()) return status;
+  for (const auto& [tid, name] : names) p.threads.push_back({tid, tid, name, 0, ""});
+  double shortest = 0;
+  for (const ProfileSample& s : p.samples) shortest = shortest == 0 ? s.weight : std::min(shortest, s.weight);
+  p.max_hz = shortest > 0 ? 1 / shortest : 0;
+  p.merge_threads = args.merge_threads;
+  for (const std::string& n : notes) p.notices.push_back(n);
+  if (reads > 0) {
+    p.notices.push_back("each thread read was stopped for " + fixed(held_ms / static_cast<double>(reads), 2) +
+                        " ms on average (at most " + fixed(held_max_ms, 2) + " ms), " + hz_text(hz) +
+                        " times a second");
+  }
+  return p;
 }
 
 // "812 samples of 2 threads over 10.0 s at 100 Hz, mode wall", and what was left out.
@@ -175,7 +325,8 @@ std::string summary(const Profile& p) {
   if (p.max_hz > 0) text += " at up to " + hz_text(p.max_hz) + " Hz";
   text += ", mode " + p.mode;
   if (p.idle_left_out > 0) {
-    text += "; " + std::to_string(p.idle_left_out) + " samples of waiting threads left out (--idle keeps them)";
+    text +=
+        "; " + std::to_string(p.idle_left_out) + " samples of waiting threads left out (--idle keeps them)";
   }
   if (p.other_mode > 0) text += "; " + std::to_string(p.other_mode) + " samples outside the mode left out";
   return text;
@@ -216,8 +367,8 @@ Result<std::vector<Part>> open_tree(const Context& ctx) {
   if (!tree.is_ok()) return tree.status();
   std::vector<Part> parts;
   for (const TreeMember& m : *tree) {
-    const std::string name =
-        "pid " + std::to_string(m.p.pid) + (m.p.depth == 0 ? "" : " (" + m.role + " of " + std::to_string(m.p.ppid) + ")");
+    const std::string name = "pid " + std::to_string(m.p.pid) +
+                             (m.p.depth == 0 ? "" : " (" + m.role + " of " + std::to_string(m.p.ppid) + ")");
     if (m.agent != AgentState::kServing) {
       if (m.p.python.empty()) continue;  // not Python: nothing to profile
       std::cerr << "probing: note: " << name << " has no agent (" << agent_text(m.agent)
@@ -237,28 +388,33 @@ Result<std::vector<Part>> open_tree(const Context& ctx) {
   return parts;
 }
 
-Result<Profile> profile_tree(const Context& ctx, const ProfileArgs& args, double last_s, const SigintPipe& sigint) {
+Result<Profile> profile_tree(const Context& ctx, const ProfileArgs& args, double last_s,
+                             const SigintPipe& sigint) {
   Result<std::vector<Part>> parts = open_tree(ctx);
   if (!parts.is_ok()) return parts.status();
   if (last_s <= 0) {
     for (Part& part : *parts) {
-      Result<nlohmann::json> session = json_reply(*part.agent.client, "POST", "/profile",
-                                                  nlohmann::json{{"hz", args.hz}, {"seconds", args.seconds}}.dump());
+      Result<nlohmann::json> session =
+          json_reply(*part.agent.client, "POST", "/profile",
+                     nlohmann::json{{"hz", args.hz}, {"seconds", args.seconds}}.dump());
       if (!session.is_ok()) return session.status().with_context(part.name);
       part.start = session->value("start", 0.0);
     }
   }
-  const double waited =
-      last_s > 0 ? 0
-                 : wait_for(args.seconds, "profiling " + std::to_string(parts->size()) + " processes at " +
-                                              hz_text(args.hz) + " Hz", sigint);
+  const double waited = last_s > 0 ? 0
+                                   : wait_for(args.seconds,
+                                              "profiling " + std::to_string(parts->size()) +
+                                                  " processes at " + hz_text(args.hz) + " Hz",
+                                              sigint);
   std::vector<std::tuple<long long, std::string, Profile>> profiles;
   for (Part& part : *parts) {
     auto fresh = connect_target(part.ctx);  // a new connection: the first idled through the wait
     if (!fresh.is_ok()) return fresh.status().with_context(part.name);
     Result<Profile> p = last_s > 0 ? fetch(**fresh, "/profile?last=" + fixed(last_s, 3), args)
-                                   : fetch(**fresh, "/profile?since=" + fixed(part.start, 6) + "&until=" +
-                                                        fixed(part.start + waited + 0.001, 6), args);
+                                   : fetch(**fresh,
+                                           "/profile?since=" + fixed(part.start, 6) +
+                                               "&until=" + fixed(part.start + waited + 0.001, 6),
+                                           args);
     if (!p.is_ok()) return p.status().with_context(part.name);
     profiles.emplace_back(part.agent.pid, part.name, std::move(*p));
   }
@@ -280,7 +436,12 @@ int run_profile(const Context& ctx, const ProfileArgs& args) {
   SigintPipe sigint;
   long long pid = 0;
   Result<Profile> profile = Status(Code::kInternal, "");
-  if (args.subprocesses) {
+  if (args.native) {
+    Result<pid_t> local = local_pid(ctx, "--native");
+    if (!local.is_ok()) return fail(local.status());
+    pid = *local;
+    profile = sample_native(ctx, args, *local, sigint);
+  } else if (args.subprocesses) {
     Result<client::Target> target = client::parse_target(ctx.target);
     pid = target.is_ok() ? target->pid : 0;
     profile = profile_tree(ctx, args, last_s, sigint);
@@ -290,7 +451,8 @@ int run_profile(const Context& ctx, const ProfileArgs& args) {
     pid = agent->pid;
     profile = last_s > 0 ? fetch(*agent->client, "/profile?last=" + fixed(last_s, 3), args)
                          : sample_for(ctx, *agent->client, args, args.seconds,
-                                      "profiling " + std::to_string(pid) + " at " + hz_text(args.hz) + " Hz", sigint);
+                                      "profiling " + std::to_string(pid) + " at " + hz_text(args.hz) + " Hz",
+                                      sigint);
   }
   if (!profile.is_ok()) return fail(profile.status());
   Result<std::string> text = render(*profile, *format, pid);
@@ -324,8 +486,8 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
   const bool live = ::isatty(STDOUT_FILENO) == 1;
   SigintPipe sigint;
   if (!live) {  // once, for a pipe or a file
-    Result<Profile> p =
-        sample_for(ctx, client, args, seconds_given ? args.seconds : 2, "sampling " + std::to_string(pid), sigint);
+    Result<Profile> p = sample_for(ctx, client, args, seconds_given ? args.seconds : 2,
+                                   "sampling " + std::to_string(pid), sigint);
     if (!p.is_ok()) return fail(p.status());
     std::cout << "probing top: pid " << pid << ": " << summary(*p) << "\n"
               << render_top(*p, args.rows > 0 ? args.rows : 30, 0) << std::flush;
@@ -345,7 +507,8 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
       const int width = terminal_width();
       const size_t rows = args.rows > 0 ? args.rows : 20;
       std::ostringstream screen;
-      screen << "probing top: pid " << pid << " (Ctrl-C quits)\n" << summary(*p) << "\n\n"
+      screen << "probing top: pid " << pid << " (Ctrl-C quits)\n"
+             << summary(*p) << "\n\n"
              << render_top(*p, rows, width);
       std::string text = screen.str();
       // Home, each line then cleared to its end, the rest of the screen cleared: no flicker.
@@ -357,12 +520,14 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
       }
       std::cout << frame << "\x1b[J" << std::flush;
     } else {
-      std::cout << "\x1b[H\x1b[2J" << "probing top: pid " << pid << ": sampling at " << hz_text(args.hz)
-                << " Hz...\n" << std::flush;
+      std::cout << "\x1b[H\x1b[2J"
+                << "probing top: pid " << pid << ": sampling at " << hz_text(args.hz) << " Hz...\n"
+                << std::flush;
     }
     pollfd pfd{sigint.ok() ? sigint.fd() : -1, POLLIN, 0};
     if (::poll(&pfd, 1, 1000) > 0) return kExitOk;
-    if (seconds_given && std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >= args.seconds) {
+    if (seconds_given &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count() >= args.seconds) {
       return kExitOk;
     }
   }
@@ -387,7 +552,8 @@ void add_profile_command(CLI::App& app, Context& ctx) {
       "profile",
       "Sample every Python thread's stack for a while, without stopping anything or taking the GIL,\n"
       "and write a flamegraph, a speedscope, Chrome/Perfetto or Firefox Profiler trace, folded\n"
-      "stacks, or a table of the hottest functions. --last renders the flight recorder instead: what the process did in\n"
+      "stacks, or a table of the hottest functions. --last renders the flight recorder instead: what the "
+      "process did in\n"
       "the minutes before now, even if it is stuck now.");
   CLI::Option* seconds =
       cmd->add_option("--seconds", args->seconds, "how long to sample (default 10); Ctrl-C stops early");
@@ -397,6 +563,10 @@ void add_profile_command(CLI::App& app, Context& ctx) {
   cmd->add_flag("--subprocesses", args->subprocesses,
                 "also every process under the target that has an agent (DataLoader workers, pools), each "
                 "thread labelled with its process (a local pid only)");
+  cmd->add_flag("--native", args->native,
+                "native (C/C++) frames too, merged with the Python frames they run: read from outside with\n"
+                "ptrace by this command (a local pid; no agent needed), stopping each thread it reads for a\n"
+                "moment, at 20 Hz unless --hz says (at most 100)");
   cmd->add_option("--format", args->format,
                   "svg, speedscope, chrome (or perfetto), gecko (or firefox), folded or top; by default from "
                   "-o's name, top without -o");
@@ -414,12 +584,20 @@ void add_profile_command(CLI::App& app, Context& ctx) {
       "  probing 1234 profile --seconds 10 -o run.svg\n"
       "  probing 1234 profile --seconds 30 --hz 1000 --format speedscope -o run.json\n"
       "  probing 1234 profile --last 5m --idle -o before-hang.svg\n"
-      "  probing 1234 profile --mode cpu --seconds 5");
+      "  probing 1234 profile --mode cpu --seconds 5\n"
+      "  probing 1234 profile --native --seconds 10 -o native.svg");
   on_run(cmd, [&ctx, args, seconds, hz] {
     if (!args->last.empty() && (seconds->count() > 0 || hz->count() > 0)) {
       return fail(Status(Code::kInvalidArgument,
                          "--last renders what the recorder kept: --seconds and --hz do not apply to it"));
     }
+    if (args->native && (!args->last.empty() || args->subprocesses)) {
+      return fail(Status(
+          Code::kInvalidArgument,
+          std::string("--native samples one process now, from outside: ") +
+              (args->subprocesses ? "not with --subprocesses" : "the recorder keeps Python frames only")));
+    }
+    args->hz_given = hz->count() > 0;
     return run_profile(ctx, *args);
   });
 
