@@ -10,8 +10,9 @@ order reversed every other round: nothing sampling (profile.recorder_hz 0), prob
 1 kHz (`POST /profile`), and the peer at 100 Hz and 1 kHz (attached for the block, all threads,
 its output thrown away). Per setting: the target's work per second against the unsampled block of
 the same round (median over rounds), and the CPU the sampler used: probing's sampler thread, or
-the peer's process, per second of the block. Also, each profiler's view of shares.py (50/30/20 %
-of the main thread's time in three functions) at 100 Hz, against the truth.
+the peer's process, per second of the block. Then each profiler's view of shares.py (50/30/20 %
+of the main thread's time in three functions, the last asleep) at 100 Hz, both attached at once,
+against the truth.
 
 Needs root (chroot, a private mount namespace for the bind mounts).
 """
@@ -166,12 +167,89 @@ def cost(suite, build, rounds, block):
         run.close()
 
 
+SHARES = {"busy_a": 50.0, "busy_b": 30.0, "wait_c": 20.0}  # tests/e2e/targets/shares.py
+
+
+def main_thread_shares(stacks, samples):
+    """{name: percent} of the main thread's weight under each of SHARES, from (funcs, weight)."""
+    total = sum(w for _, w in stacks)
+    if total <= 0:
+        raise RuntimeError("no samples of the main thread")
+    return {n: 100.0 * sum(w for funcs, w in stacks if n in funcs) / total for n in SHARES}, samples
+
+
+def parse_folded(path, main_tid):
+    """probing's folded file: 'MainThread (tid N);func (file:line);... COUNT'."""
+    out = []
+    for line in open(path):
+        stack, count = line.rstrip("\n").rsplit(" ", 1)
+        frames = stack.split(";")
+        if frames[0].endswith("(tid %d)" % main_tid):
+            out.append(({f.split(" (", 1)[0] for f in frames[1:]}, int(count)))
+    return out
+
+
+def parse_peer(path, peer, main_tid):
+    """austin: 'P<pid>;T<iid>:<tid>;file:func:line;... MICROSECONDS' (after '#' headers);
+    CPython 3.15: 'tid:<tid>;file:func:line;... COUNT'."""
+    out = []
+    for line in open(path):
+        if not line.strip() or line.startswith("#"):
+            continue
+        stack, weight = line.rstrip("\n").rsplit(" ", 1)
+        frames = stack.split(";")
+        if peer == "austin":
+            tid, frames = int(frames[1].rsplit(":", 1)[1]), frames[2:]
+        else:
+            tid, frames = int(frames[0].split(":", 1)[1]), frames[1:]
+        if tid == main_tid:
+            out.append(({f.rsplit(":", 2)[1] for f in frames}, int(weight)))
+    return out
+
+
+def accuracy(suite, build, seconds):
+    """shares.py's main thread as probing and the peer see it at 100 Hz, at the same time."""
+    root = os.path.join(CACHE, suite)
+    python, peer = PEERS[suite]
+    env = dict(os.environ, LD_PRELOAD=build_paths(build)["library"], PROBING_TORCH="off")
+    target = subprocess.Popen(["chroot", root, "/usr/bin/" + python, "-u",
+                               os.path.join(REPO, "tests/e2e/targets/shares.py")],
+                              stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert target.stdout.readline().strip() == "ready"
+        wait_for_agent(target.pid)
+        with tempfile.TemporaryDirectory() as tmp:
+            ours, theirs = os.path.join(tmp, "probing.folded"), os.path.join(tmp, "peer.txt")
+            other = subprocess.Popen(peer_command(root, python, peer, target.pid, 100, theirs),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # attached
+            subprocess.run([build_paths(build)["probing"], str(target.pid), "profile", "--seconds", str(seconds),
+                            "--hz", "100", "--idle", "-o", ours], check=True, stderr=subprocess.DEVNULL)
+            other.send_signal(signal.SIGINT)
+            other.wait(30)
+            mine, seen = parse_folded(ours, target.pid), parse_peer(theirs, peer, target.pid)
+            # probing's and CPython's counts are samples; each of austin's lines is one
+            rows = (("probing", main_thread_shares(mine, sum(w for _, w in mine))),
+                    (peer, main_thread_shares(seen, len(seen) if peer == "austin" else sum(w for _, w in seen))))
+    finally:
+        target.kill()
+        target.wait()
+    print("%s, CPython %s: shares.py's main thread at 100 Hz for %g s, both at once (truth %s)"
+          % (suite, python[6:], seconds, " / ".join("%s %g %%" % kv for kv in SHARES.items())))
+    print("  %-22s %8s %8s %8s %10s %9s" % ("profiler", *SHARES, "max error", "samples"))
+    for name, (shares, n) in rows:
+        error = max(abs(shares[k] - v) for k, v in SHARES.items())
+        print("  %-22s %7.1f%% %7.1f%% %7.1f%% %9.1f pt %9d" % (name, *(shares[k] for k in SHARES), error, n))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--block", type=float, default=3.0, help="seconds per block")
     ap.add_argument("--suite", choices=sorted(PEERS), action="append")
+    ap.add_argument("--accuracy-seconds", type=float, default=20.0,
+                    help="how long both profile shares.py (0: no accuracy comparison)")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     if os.geteuid() != 0:
@@ -186,6 +264,8 @@ def main():
     for suite in args.suite or sorted(PEERS):
         mount_chroot(os.path.join(CACHE, suite), build)
         cost(suite, build, args.rounds, args.block)
+        if args.accuracy_seconds > 0:
+            accuracy(suite, build, args.accuracy_seconds)
     return 0
 
 

@@ -13,8 +13,8 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,7 +52,9 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-ColumnDef col(const char* name, ColumnType type, const char* description) { return {name, type, description}; }
+ColumnDef col(const char* name, ColumnType type, const char* description) {
+  return {name, type, description};
+}
 
 // The kernel's state letter of a thread of this process ('R' running or runnable, 'S' asleep,
 // ...), from /proc/self/task/TID/stat through `*fd`, opened on first use and kept while
@@ -62,7 +64,7 @@ char thread_state(long tid, int* fd, ino_t* ino, bool keep) {
     const std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
     *fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (*fd < 0) return 0;
-    struct stat st{};
+    struct stat st {};
     *ino = ::fstat(*fd, &st) == 0 ? st.st_ino : 0;
   }
   char buf[256];
@@ -111,7 +113,7 @@ struct ThreadState {
   std::string name;
   double named_at = 0;
   double seen_at = 0;
-  long tid = 0;     // kernel thread id, 0 before 3.11
+  long tid = 0;      // kernel thread id, 0 before 3.11
   int stat_fd = -1;  // its /proc/self/task/TID/stat, kept open (up to kKeptStatFiles threads)
   ino_t stat_ino = 0;
   std::vector<uint32_t> frames;  // the last sample's frame ids
@@ -132,27 +134,37 @@ struct Hang {
 
 class Sampler {
  public:
-  Sampler(std::shared_ptr<sql::ColumnStore> samples, StackTable* stacks) : samples_(std::move(samples)), stacks_(stacks) {}
+  Sampler(std::shared_ptr<sql::ColumnStore> samples, StackTable* stacks)
+      : samples_(std::move(samples)), stacks_(stacks) {}
 
   void run() noexcept;
 
-  Result<Session> start_session(double hz, double seconds) {
+  Result<Session> start_session(double hz, double seconds, long long renew) {
     if (!(hz > 0) || hz > kMaxHz) {
       return Status(Code::kInvalidArgument, "the rate must be above 0 and at most " +
                                                 std::to_string(static_cast<int>(kMaxHz)) + " Hz");
     }
     if (!(seconds > 0) || seconds > kMaxSessionSeconds) {
       return Status(Code::kInvalidArgument, "a profile lasts more than 0 and at most " +
-                                                std::to_string(static_cast<int>(kMaxSessionSeconds)) + " seconds");
+                                                std::to_string(static_cast<int>(kMaxSessionSeconds)) +
+                                                " seconds");
     }
     if (!running_.load()) return Status(Code::kUnavailable, "the sampler does not run: " + error());
     std::lock_guard<std::mutex> lock(mu_);
     const double now = now_s();
     std::erase_if(sessions_, [now](const Session& s) { return s.until <= now; });
-    if (sessions_.size() >= kMaxSessions) {
-      return Status(Code::kUnavailable, std::to_string(kMaxSessions) + " profiles run already; try again later");
+    for (Session& s : sessions_) {
+      if (renew != 0 && s.id == renew) {
+        s.until = now + seconds;
+        s.hz = hz;
+        return s;
+      }
     }
-    sessions_.push_back({now, now + seconds, hz});
+    if (sessions_.size() >= kMaxSessions) {
+      return Status(Code::kUnavailable,
+                    std::to_string(kMaxSessions) + " profiles run already; try again later");
+    }
+    sessions_.push_back({++last_session_, now, now + seconds, hz});
     return sessions_.back();
   }
 
@@ -206,7 +218,7 @@ class Sampler {
   // closed every descriptor it did not know of, and reused the number.
   void close_stat(ThreadState& t) {
     if (t.stat_fd < 0) return;
-    struct stat st{};
+    struct stat st {};
     if (::fstat(t.stat_fd, &st) == 0 && st.st_ino == t.stat_ino) ::close(t.stat_fd);
     t.stat_fd = -1;
     --kept_stat_files_;
@@ -246,6 +258,7 @@ class Sampler {
   std::atomic<bool> running_{false};
   std::mutex mu_;  // guards what the request threads read: below
   std::vector<Session> sessions_;
+  long long last_session_ = 0;
   std::deque<Hang> hangs_;
   double hz_ = 0;
   double recorder_hz_ = 10;
@@ -441,13 +454,12 @@ void Sampler::watch_for_hang(double now, const ThreadState* main) {
     }
   }
   h.before = recorder_before(main_ident_, quiet_since - hang_after_s_, quiet_since);
-  const std::string where =
-      main_frames.empty() ? std::string("no Python frame")
-                          : main_frames.front().func + " (" + main_frames.front().file + ":" +
-                                std::to_string(main_frames.front().line) + ")";
-  const std::string text = "the main thread has not moved for " + std::to_string(static_cast<int>(now - quiet_since)) +
-                           " s (since " + clock_text(quiet_since) + "), in " + where +
-                           ": SELECT * FROM python.hangs";
+  const std::string where = main_frames.empty() ? std::string("no Python frame")
+                                                : main_frames.front().func + " (" + main_frames.front().file +
+                                                      ":" + std::to_string(main_frames.front().line) + ")";
+  const std::string text = "the main thread has not moved for " +
+                           std::to_string(static_cast<int>(now - quiet_since)) + " s (since " +
+                           clock_text(quiet_since) + "), in " + where + ": SELECT * FROM python.hangs";
   // A training job that stops is news; a server waiting for work is not.
   if (torch_ever_) {
     log_warn(text);
@@ -502,9 +514,8 @@ void Sampler::run() noexcept {
       const double at = now_s();
       // A sample stands for the time since the one before, within reason: a sampler held back
       // by a busy machine does not shrink what it saw.
-      const double since = last == Clock::time_point::min()
-                               ? interval
-                               : std::chrono::duration<double>(started - last).count();
+      const double since =
+          last == Clock::time_point::min() ? interval : std::chrono::duration<double>(started - last).count();
       take_sample(*reader, at, std::clamp(since, interval / 2, interval * 4));
       last = started;
       if (at - last_window >= 1) {
@@ -520,7 +531,8 @@ void Sampler::run() noexcept {
       const double jitter = 0.8 + 0.4 * static_cast<double>(rng >> 11) / static_cast<double>(1ull << 53);
       const double cost = std::chrono::duration<double>(Clock::now() - started).count();
       const Clock::time_point now = Clock::now();
-      next = std::max(next + after(interval * jitter), now - after(interval));  // behind: no burst to catch up
+      next =
+          std::max(next + after(interval * jitter), now - after(interval));  // behind: no burst to catch up
       next = std::max(next, now + after(3 * cost));
     }
   } catch (...) {
@@ -572,21 +584,21 @@ Status add_profile_tables(sql::Engine& engine) {
               "1 when the kernel had it running (or ready to run); NULL when unknown (before Python 3.11)"),
           col("interval_s", ColumnType::kReal, "seconds the sample stands for (1 / the rate)")},
       sql::ColumnStore::Limits{max_bytes / 16, max_bytes, 4096}));
-  PROBING_RETURN_IF_ERROR(engine.add_store(
-      *g_samples,
-      "Stack samples of every Python thread: the flight recorder (profile.recorder_hz, kept "
-      "profile.recorder_s seconds) and each `probing PID profile`. Read without the GIL."));
+  PROBING_RETURN_IF_ERROR(
+      engine.add_store(*g_samples,
+                       "Stack samples of every Python thread: the flight recorder (profile.recorder_hz, kept "
+                       "profile.recorder_s seconds) and each `probing PID profile`. Read without the GIL."));
   g_stacks = new StackTable(static_cast<size_t>(settings().get_int("profile.max_stacks_mb")) << 20);
   sql::LiveTable stacks{
       "python",
       "stacks",
-      "The stacks python.samples point to, one row per frame. stack_id 0 stands for stacks that no longer fit "
+      "The stacks python.samples point to, one row per frame. stack_id 0 stands for stacks that no longer "
+      "fit "
       "(profile.max_stacks_mb).",
       {col("stack_id", ColumnType::kInteger, "python.samples.stack_id"),
        col("depth", ColumnType::kInteger, "0 is the innermost frame"),
        col("func", ColumnType::kText, "function (qualified name on 3.11+)"),
-       col("file", ColumnType::kText, "file name"),
-       col("line", ColumnType::kInteger, "line number")},
+       col("file", ColumnType::kText, "file name"), col("line", ColumnType::kInteger, "line number")},
       {0},
       [](const sql::ScanRequest& request) -> Result<sql::LiveRows> {
         std::vector<uint32_t> ids;
@@ -618,7 +630,8 @@ Status add_profile_tables(sql::Engine& engine) {
             }
           });
         }
-        if (g_stacks->full()) out.notices.push_back("the stack table is full: newer stacks show as stack_id 0");
+        if (g_stacks->full())
+          out.notices.push_back("the stack table is full: newer stacks show as stack_id 0");
         return out;
       }};
   PROBING_RETURN_IF_ERROR(engine.add_live_table(std::move(stacks)));
@@ -661,10 +674,10 @@ void start_sampler() {
   });
 }
 
-Result<Session> start_session(double hz, double seconds) {
+Result<Session> start_session(double hz, double seconds, long long renew) {
   Sampler* sampler = g_sampler.load(std::memory_order_acquire);
   if (sampler == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
-  return sampler->start_session(hz, seconds);
+  return sampler->start_session(hz, seconds, renew);
 }
 
 nlohmann::json sampler_status() {
@@ -674,8 +687,10 @@ nlohmann::json sampler_status() {
 }
 
 Result<std::string> collect(const CollectRequest& request) {
-  if (g_samples == nullptr || g_stacks == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
-  if (!(request.until > request.since)) return Status(Code::kInvalidArgument, "the window is empty: until <= since");
+  if (g_samples == nullptr || g_stacks == nullptr)
+    return Status(Code::kUnavailable, "the sampler is not started");
+  if (!(request.until > request.since))
+    return Status(Code::kInvalidArgument, "the window is empty: until <= since");
   struct Kept {
     double time;
     long long thread;
@@ -690,7 +705,8 @@ Result<std::string> collect(const CollectRequest& request) {
   for (const auto& chunk : (*g_samples)->snapshot().chunks) {
     const sql::ColumnChunk& time = chunk->columns[kTime];
     if (time.has_numbers) oldest = std::min(oldest, time.min);
-    if (time.has_numbers && !time.has_other && (time.max < request.since || time.min >= request.until)) continue;
+    if (time.has_numbers && !time.has_other && (time.max < request.since || time.min >= request.until))
+      continue;
     const sql::ColumnChunk& gil = chunk->columns[kGil];
     const sql::ColumnChunk& cpu = chunk->columns[kOnCpu];
     for (size_t row = 0; row < chunk->rows; ++row) {
@@ -743,25 +759,32 @@ Result<std::string> collect(const CollectRequest& request) {
   }
   nlohmann::json thread_list = nlohmann::json::array();
   for (const auto& [ident, info] : threads) {
-    thread_list.push_back({{"thread_id", ident},
-                           {"native_thread_id", info.second != 0 ? nlohmann::json(info.second) : nlohmann::json()},
-                           {"name", info.first}});
+    thread_list.push_back(
+        {{"thread_id", ident},
+         {"native_thread_id", info.second != 0 ? nlohmann::json(info.second) : nlohmann::json()},
+         {"name", info.first}});
   }
   nlohmann::json notices = nlohmann::json::array();
-  if (dropped > 0) notices.push_back("only the newest " + std::to_string(request.max_samples) + " samples are kept");
+  if (dropped > 0)
+    notices.push_back("only the newest " + std::to_string(request.max_samples) + " samples are kept");
   if (oldest > request.since && oldest - request.since > 1 && (*g_samples)->stats().dropped > 0) {
     notices.push_back("the first " + std::to_string(static_cast<long long>(oldest - request.since)) +
                       " s of the window are no longer kept (profile.recorder_s, profile.max_mb)");
   }
-  if (g_stacks->full()) notices.push_back("the stack table is full (profile.max_stacks_mb): some stacks are lost");
+  if (g_stacks->full())
+    notices.push_back("the stack table is full (profile.max_stacks_mb): some stacks are lost");
   const char* mode = request.mode == Mode::kWall ? "wall" : request.mode == Mode::kCpu ? "cpu" : "gil";
   nlohmann::json head{{"since", request.since},
                       {"until", request.until},
                       {"mode", mode},
                       {"idle", request.idle},
                       {"max_hz", max_hz},
-                      {"counts", {{"seen", seen}, {"kept", kept.size()}, {"idle", idle}, {"other_mode", other_mode},
-                                  {"dropped", dropped}}},
+                      {"counts",
+                       {{"seen", seen},
+                        {"kept", kept.size()},
+                        {"idle", idle},
+                        {"other_mode", other_mode},
+                        {"dropped", dropped}}},
                       {"threads", std::move(thread_list)},
                       {"stacks", std::move(stacks)},
                       {"notices", std::move(notices)}};
@@ -773,8 +796,8 @@ Result<std::string> collect(const CollectRequest& request) {
   char buf[128];
   for (size_t i = 0; i < kept.size(); ++i) {
     const Kept& k = kept[i];
-    const int n = std::snprintf(buf, sizeof buf, "%s[%.6f,%lld,%lld,%.6g]", i == 0 ? "" : ",", k.time, k.thread,
-                                k.stack, k.weight);
+    const int n = std::snprintf(buf, sizeof buf, "%s[%.6f,%lld,%lld,%.6g]", i == 0 ? "" : ",", k.time,
+                                k.thread, k.stack, k.weight);
     text.append(buf, static_cast<size_t>(std::clamp(n, 0, static_cast<int>(sizeof buf) - 1)));
   }
   text += "]}";

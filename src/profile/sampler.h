@@ -26,15 +26,18 @@ Status add_profile_tables(sql::Engine& engine);
 void start_sampler();
 
 struct Session {
+  long long id = 0;
   double start = 0;  // unix seconds
   double until = 0;
   double hz = 0;
 };
 
 // Samples at `hz` (up to kMaxHz) for `seconds` (up to kMaxSessionSeconds) from now, beside the
-// recorder; sessions overlap freely, the fastest one sets the rate. kInvalidArgument out of range;
-// kUnavailable past 16 sessions at once, or when the sampler does not run.
-Result<Session> start_session(double hz, double seconds);
+// recorder; sessions overlap freely, the fastest one sets the rate. `renew`, a live session's id,
+// extends that session instead (to `seconds` from now, at `hz`), as `top` does every second;
+// an id that has ended starts a new one. kInvalidArgument out of range; kUnavailable past 16
+// sessions at once, or when the sampler does not run.
+Result<Session> start_session(double hz, double seconds, long long renew = 0);
 
 enum class Mode { kWall, kCpu, kGil };
 

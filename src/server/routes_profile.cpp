@@ -1,6 +1,6 @@
-// POST /profile {"hz", "seconds"} starts sampling faster for a while; GET /profile?since=&until=
-// (or ?last=SECONDS) &mode=&idle= returns the samples of a window with their stacks (profile/sampler.h). The CLI's
-// `profile` and `top` are built on the two; the read right suffices for both.
+// POST /profile {"hz", "seconds"[, "renew": id]} starts (or extends) sampling faster for a while; GET
+// /profile?since=&until= (or ?last=SECONDS) &mode=&idle= returns the samples of a window with their stacks
+// (profile/sampler.h). The CLI's `profile` and `top` are built on the two; the read right suffices for both.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,9 +28,14 @@ HttpResponse start_profile(const HttpRequest& request) {
       !body.value("seconds", nlohmann::json()).is_number()) {
     return error_response(400, "BadRequest", R"(expected a JSON body {"hz": rate, "seconds": duration})");
   }
-  Result<profile::Session> s = profile::start_session(body["hz"].get<double>(), body["seconds"].get<double>());
+  const nlohmann::json renew = body.value("renew", nlohmann::json());
+  if (!renew.is_null() && !renew.is_number_integer()) {
+    return error_response(400, "BadRequest", "renew is the id of a session this agent returned");
+  }
+  Result<profile::Session> s = profile::start_session(body["hz"].get<double>(), body["seconds"].get<double>(),
+                                                      renew.is_null() ? 0 : renew.get<long long>());
   if (!s.is_ok()) return error_response(s.status());
-  return json_response({{"start", s->start}, {"until", s->until}, {"hz", s->hz}});
+  return json_response({{"id", s->id}, {"start", s->start}, {"until", s->until}, {"hz", s->hz}});
 }
 
 HttpResponse read_profile(const HttpRequest& request) {

@@ -296,6 +296,10 @@ def test_subprocesses_profiles_the_workers_too(interp, target_factory, tmp_path)
     rc, _, err = run_cli(t.pid, "profile", "--subprocesses", "--last", "30s", "--idle", "-o", tmp_path / "t.folded")
     assert rc == 0, err
     assert "slow_task (" in (tmp_path / "t.folded").read_text()
+    # top too: the workers' functions among the parent's, each thread labelled with its process.
+    rc, out, err = run_cli(t.pid, "top", "--subprocesses", "--idle", "--seconds", "1", "--rows", "200", timeout=60)
+    assert rc == 0, err
+    assert "slow_task (" in out and "threads" in out.splitlines()[0], out
 
 
 def test_top_redraws_in_place_on_a_terminal(interp, target_factory):
@@ -309,9 +313,11 @@ def test_top_redraws_in_place_on_a_terminal(interp, target_factory):
         finally:
             os._exit(127)
     screen = b""
+    sessions = set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         r, _, _ = select.select([fd], [], [], 0.5)
+        sessions.add(http_request(t.pid, "GET", "/health").json()["sampler"]["sessions"])
         if not r:
             continue
         try:
@@ -328,6 +334,8 @@ def test_top_redraws_in_place_on_a_terminal(interp, target_factory):
     last = frames[-1].decode("utf-8", "replace")
     assert "probing top: pid %d" % t.pid in last and "%OWN %TOTAL" in last and "spin_for (" in last, last
     assert "\x1b[K" in last and "\x1b[J" in last  # each line, then the rest, cleared: no flicker
+    # One session, extended every second: a top holds one of the agent's 16, however long it runs.
+    assert max(sessions) == 1, sessions
 
 
 def test_bad_input_is_refused_clearly(interp, target_factory, tmp_path):

@@ -479,37 +479,69 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
   if (!(args.window > 0) || args.window > 600) {
     return fail(Status(Code::kInvalidArgument, "--window must be above 0 and at most 600 seconds"));
   }
-  Result<Agent> agent = open_agent(ctx);
-  if (!agent.is_ok()) return fail(agent.status());
-  client::Client& client = *agent->client;
-  const long long pid = agent->pid;
   const bool live = ::isatty(STDOUT_FILENO) == 1;
   SigintPipe sigint;
   if (!live) {  // once, for a pipe or a file
-    Result<Profile> p = sample_for(ctx, client, args, seconds_given ? args.seconds : 2,
-                                   "sampling " + std::to_string(pid), sigint);
+    args.seconds = seconds_given ? args.seconds : 2;
+    long long pid = 0;
+    Result<Profile> p = Status(Code::kInternal, "");
+    if (args.subprocesses) {
+      Result<client::Target> target = client::parse_target(ctx.target);
+      pid = target.is_ok() ? target->pid : 0;
+      p = profile_tree(ctx, args, 0, sigint);
+    } else {
+      Result<Agent> agent = open_agent(ctx);
+      if (!agent.is_ok()) return fail(agent.status());
+      pid = agent->pid;
+      p = sample_for(ctx, *agent->client, args, args.seconds, "sampling " + std::to_string(pid), sigint);
+    }
     if (!p.is_ok()) return fail(p.status());
     std::cout << "probing top: pid " << pid << ": " << summary(*p) << "\n"
               << render_top(*p, args.rows > 0 ? args.rows : 30, 0) << std::flush;
     print_notices(*p);
     return kExitOk;
   }
+  std::vector<Part> parts;
+  if (args.subprocesses) {
+    Result<std::vector<Part>> tree = open_tree(ctx);
+    if (!tree.is_ok()) return fail(tree.status());
+    parts = std::move(*tree);
+  } else {
+    Result<Agent> agent = open_agent(ctx);
+    if (!agent.is_ok()) return fail(agent.status());
+    parts.push_back({ctx, std::move(*agent), "", 0});
+  }
+  const long long pid = parts.front().agent.pid;
+  const std::string who =
+      "pid " + std::to_string(pid) +
+      (parts.size() > 1 ? " and " + std::to_string(parts.size() - 1) + " processes under it" : "");
+  std::vector<long long> sessions(parts.size(), 0);
   const auto started = std::chrono::steady_clock::now();
   for (int round = 0;; ++round) {
-    // Each round renews a short session: when this command dies, the agent slows down by itself
-    // (and two at most are open at once, of the agent's 16).
-    Result<nlohmann::json> s =
-        json_reply(client, "POST", "/profile", nlohmann::json{{"hz", args.hz}, {"seconds", 1.5}}.dump());
-    if (!s.is_ok()) return fail(s.status());
+    // Each round extends one short session per agent: when this command dies, the agent slows
+    // down by itself, and a top holds one of the agent's 16 sessions.
+    for (size_t i = 0; i < parts.size(); ++i) {
+      Result<nlohmann::json> s =
+          json_reply(*parts[i].agent.client, "POST", "/profile",
+                     nlohmann::json{{"hz", args.hz}, {"seconds", 1.5}, {"renew", sessions[i]}}.dump());
+      if (!s.is_ok()) return fail(s.status().with_context(parts[i].name.empty() ? who : parts[i].name));
+      sessions[i] = s->value("id", 0LL);
+    }
     if (round > 0) {
-      Result<Profile> p = fetch(client, "/profile?last=" + fixed(args.window, 3), args);
-      if (!p.is_ok()) return fail(p.status());
+      std::vector<std::tuple<long long, std::string, Profile>> profiles;
+      for (Part& part : parts) {
+        Result<Profile> p = fetch(*part.agent.client, "/profile?last=" + fixed(args.window, 3), args);
+        if (!p.is_ok()) return fail(p.status().with_context(part.name.empty() ? who : part.name));
+        profiles.emplace_back(part.agent.pid, part.name, std::move(*p));
+      }
+      Profile p = profiles.size() == 1 ? std::move(std::get<2>(profiles.front()))
+                                       : merge_profiles(std::move(profiles));
       const int width = terminal_width();
       const size_t rows = args.rows > 0 ? args.rows : 20;
       std::ostringstream screen;
-      screen << "probing top: pid " << pid << " (Ctrl-C quits)\n"
-             << summary(*p) << "\n\n"
-             << render_top(*p, rows, width);
+      screen << "probing top: " << who << " (Ctrl-C quits)\n"
+             << summary(p) << "\n\n"
+             << render_top(p, rows, width);
       std::string text = screen.str();
       // Home, each line then cleared to its end, the rest of the screen cleared: no flicker.
       std::string frame = "\x1b[H";
@@ -521,7 +553,7 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
       std::cout << frame << "\x1b[J" << std::flush;
     } else {
       std::cout << "\x1b[H\x1b[2J"
-                << "probing top: pid " << pid << ": sampling at " << hz_text(args.hz) << " Hz...\n"
+                << "probing top: " << who << ": sampling at " << hz_text(args.hz) << " Hz...\n"
                 << std::flush;
     }
     pollfd pfd{sigint.ok() ? sigint.fd() : -1, POLLIN, 0};
@@ -610,6 +642,9 @@ void add_profile_command(CLI::App& app, Context& ctx) {
   add_mode_options(top, *top_args);
   top->add_option("--window", top_args->window, "seconds of samples each screen sums (default 5)");
   top->add_option("--rows", top_args->rows, "functions shown (default 20 on a terminal, 30 piped)");
+  top->add_flag(
+      "--subprocesses", top_args->subprocesses,
+      "also every process under the target that has an agent (DataLoader workers, pools; a local pid)");
   top->add_option("--seconds", top_args->seconds, "stop after this long (piped: sample this long)")
       ->each([seconds_given](const std::string&) { *seconds_given = true; });
   on_run(top, [&ctx, top_args, seconds_given] { return run_top(ctx, *top_args, *seconds_given); });
