@@ -7,7 +7,9 @@ Cost. The small transformer of bench/torch_overhead.py trains; each round runs o
 timed steps per setting, the order reversed every other round:
 - none: profile.recorder_hz 0, no profile: the sampler sleeps;
 - recorder: the flight recorder alone at 10 Hz (the default, always on);
-- profile 100 Hz and profile 1000 Hz: a `POST /profile` session over the block.
+- profile 100 Hz and profile 1000 Hz: a `POST /profile` session over the block;
+- native 20 Hz and native 100 Hz: `probing PID profile --native` over the block, reading every
+  thread from outside (its "sampler CPU" is the CLI's).
 A setting's overhead is its block's median step time against the `none` block of the same round,
 median over rounds. The sampler thread's CPU time per second of each block is given too: on a
 machine with a spare core it is what the profiler costs, whatever the step time says.
@@ -20,6 +22,7 @@ compared with the truth.
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,7 +56,13 @@ for line in sys.stdin:
     print(json.dumps(times), flush=True)
 '''
 
-SETTINGS = ("none", "recorder", "profile 100 Hz", "profile 1000 Hz")
+SETTINGS = ("none", "recorder", "profile 100 Hz", "profile 1000 Hz", "native 20 Hz", "native 100 Hz")
+
+
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sampler_cpu_s(pid):
@@ -71,8 +80,9 @@ def sampler_cpu_s(pid):
 
 
 class Bench:
-    def __init__(self, proc):
+    def __init__(self, proc, probing):
         self.proc = proc
+        self.probing = probing
         self.conn = AgentConnection(proc.pid)
 
     def sql(self, sql):
@@ -85,12 +95,21 @@ class Bench:
             hz = int(setting.split()[1])
             status, reply = self.conn.request("POST", "/profile", {"hz": hz, "seconds": k * step_s * 3 + 2})
             assert status == 200, reply
-        time.sleep(0.6)  # the sampler reads its settings every 0.5 s
-        cpu0, t0 = sampler_cpu_s(self.proc.pid), time.monotonic()
+        native = None
+        if setting.startswith("native"):  # the CLI samples from outside, stopping each thread it reads
+            native = subprocess.Popen([self.probing, str(self.proc.pid), "profile", "--native", "--hz",
+                                       setting.split()[1], "--seconds", "3600", "--format", "folded", "-o",
+                                       os.devnull], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.6 if native is None else 1.5)  # the sampler reads its settings every 0.5 s
+        sampler = (lambda: cpu_s(native.pid)) if native else (lambda: sampler_cpu_s(self.proc.pid))
+        cpu0, t0 = sampler(), time.monotonic()
         self.proc.stdin.write("%d\n" % k)
         self.proc.stdin.flush()
         times = json.loads(self.proc.stdout.readline())
-        cpu = (sampler_cpu_s(self.proc.pid) - cpu0) / (time.monotonic() - t0)
+        cpu = (sampler() - cpu0) / (time.monotonic() - t0)
+        if native is not None:
+            native.send_signal(signal.SIGINT)  # stops early, writes its file and leaves
+            native.wait(30)
         # A session cannot be cut short: wait it out, at the recorder's rate meanwhile.
         if setting.startswith("profile"):
             self.sql("SET profile.recorder_hz = 0")
@@ -105,7 +124,7 @@ def cost(build, rounds, k):
     try:
         assert proc.stdout.readline().strip() == "ready"
         wait_for_agent(proc.pid)
-        b = Bench(proc)
+        b = Bench(proc, build_paths(build)["probing"])
         step_s, _ = b.block("none", k, 0.05)
         res = {s: [] for s in SETTINGS}
         cpu = {s: [] for s in SETTINGS}

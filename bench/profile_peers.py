@@ -178,15 +178,13 @@ def main_thread_shares(stacks, samples):
     return {n: 100.0 * sum(w for funcs, w in stacks if n in funcs) / total for n in SHARES}, samples
 
 
-def parse_folded(path, main_tid):
-    """probing's folded file: 'MainThread (tid N);func (file:line);... COUNT'."""
-    out = []
-    for line in open(path):
-        stack, count = line.rstrip("\n").rsplit(" ", 1)
-        frames = stack.split(";")
-        if frames[0].endswith("(tid %d)" % main_tid):
-            out.append(({f.split(" (", 1)[0] for f in frames[1:]}, int(count)))
-    return out
+def parse_speedscope(path):
+    """probing's speedscope file: the main thread's (functions, weight) per sample."""
+    with open(path) as f:
+        doc = json.load(f)
+    frames = doc["shared"]["frames"]
+    main = [p for p in doc["profiles"] if p["name"].startswith("MainThread")][0]
+    return [({frames[i]["name"] for i in stack}, w) for stack, w in zip(main["samples"], main["weights"])]
 
 
 def parse_peer(path, peer, main_tid):
@@ -219,7 +217,7 @@ def accuracy(suite, build, seconds):
         assert target.stdout.readline().strip() == "ready"
         wait_for_agent(target.pid)
         with tempfile.TemporaryDirectory() as tmp:
-            ours, theirs = os.path.join(tmp, "probing.folded"), os.path.join(tmp, "peer.txt")
+            ours, theirs = os.path.join(tmp, "probing.json"), os.path.join(tmp, "peer.txt")
             other = subprocess.Popen(peer_command(root, python, peer, target.pid, 100, theirs),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # attached
@@ -227,9 +225,9 @@ def accuracy(suite, build, seconds):
                             "--hz", "100", "--idle", "-o", ours], check=True, stderr=subprocess.DEVNULL)
             other.send_signal(signal.SIGINT)
             other.wait(30)
-            mine, seen = parse_folded(ours, target.pid), parse_peer(theirs, peer, target.pid)
-            # probing's and CPython's counts are samples; each of austin's lines is one
-            rows = (("probing", main_thread_shares(mine, sum(w for _, w in mine))),
+            mine, seen = parse_speedscope(ours), parse_peer(theirs, peer, target.pid)
+            # CPython's counts are samples; each of austin's lines is one
+            rows = (("probing", main_thread_shares(mine, len(mine))),
                     (peer, main_thread_shares(seen, len(seen) if peer == "austin" else sum(w for _, w in seen))))
     finally:
         target.kill()
@@ -245,7 +243,7 @@ def accuracy(suite, build, seconds):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the cost comparison (0: none)")
     ap.add_argument("--block", type=float, default=3.0, help="seconds per block")
     ap.add_argument("--suite", choices=sorted(PEERS), action="append")
     ap.add_argument("--accuracy-seconds", type=float, default=20.0,
@@ -263,7 +261,8 @@ def main():
     print("machine: %d CPUs, load %.2f" % (os.cpu_count(), os.getloadavg()[0]))
     for suite in args.suite or sorted(PEERS):
         mount_chroot(os.path.join(CACHE, suite), build)
-        cost(suite, build, args.rounds, args.block)
+        if args.rounds > 0:
+            cost(suite, build, args.rounds, args.block)
         if args.accuracy_seconds > 0:
             accuracy(suite, build, args.accuracy_seconds)
     return 0

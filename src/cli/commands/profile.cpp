@@ -246,9 +246,12 @@ Result<Profile> sample_native(const Context& ctx, const ProfileArgs& args, pid_t
     };
     std::map<std::vector<std::tuple<std::string, std::string, long long>>, long long> stacks;
     const auto interval = std::chrono::duration<double>(1 / hz);
-    auto next = std::chrono::steady_clock::now();
     double last = 0;
     while (!stop.load()) {
+      // The next read one interval after this one starts, never sooner: a late read does not
+      // bring the next one closer (each sample's weight is the time since the one before).
+      const auto next = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(interval);
       Result<std::vector<pid_t>> tids = inspect::list_threads(pid);
       if (!tids.is_ok() || tids->empty()) {
         notes.insert("process " + std::to_string(pid) + " ended while it was sampled");
@@ -292,9 +295,6 @@ Result<Profile> sample_native(const Context& ctx, const ProfileArgs& args, pid_t
                                                     : t.comm;
         }
       }
-      next += std::chrono::duration_cast<std::chrono::steady_clock::duration>(interval);
-      const auto now_steady = std::chrono::steady_clock::now();
-      if (next < now_steady) next = now_steady;  // behind: the weights say how far apart samples are
       std::this_thread::sleep_until(next);
     }
     p.until = last + (p.samples.empty() ? 0 : p.samples.back().weight);
