@@ -392,13 +392,16 @@ def test_native_frames_are_merged_into_the_profile(interp, target_factory, tmp_p
     for name, truth in SHARES.items():
         share = 100.0 * sum(n for s, n in main if any(f.startswith(name + " (") for f in s)) / total
         assert abs(share - truth) <= 6, (name, share)
-    # time.sleep in wait_c ends in libc's sleep: a native frame inside the Python one.
-    sleeping = [s for s, _ in main if any(f.startswith("wait_c (") for f in s)]
-    assert sleeping, main[:3]
-    funcs = [f.split(" (", 1)[0] for f in sleeping[0]]
-    assert set(funcs) & LIBC_SLEEPS, sleeping[0]
-    assert funcs.index("wait_c") < max(funcs.index(n) for n in set(funcs) & LIBC_SLEEPS), sleeping[0]
-    assert any(f.endswith("(libc.so.6)") for f in sleeping[0]), sleeping[0]
+    # time.sleep in wait_c ends in libc's sleep: a native frame inside the Python one (most of
+    # the time: a sample may catch the thread on its way in or out).
+    in_wait = [(s, n) for s, n in main if any(f.startswith("wait_c (") for f in s)]
+    asleep = []
+    for stack, n in in_wait:
+        funcs = [f.split(" (", 1)[0] for f in stack]
+        sleeps = [i for i, f in enumerate(funcs) if f in LIBC_SLEEPS and stack[i].endswith("(libc.so.6)")]
+        if sleeps and funcs.index("wait_c") < min(sleeps):
+            asleep.append(n)
+    assert sum(asleep) >= 0.8 * sum(n for _, n in in_wait), in_wait[:3]
 
 
 @pytest.mark.parametrize("interp", interpreter_params())
