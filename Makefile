@@ -14,7 +14,7 @@ PREFIX ?= /usr/local
 BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 # Interpreters whose site-packages get probing.pth at install (PROBE=1 support).
-PYTHONS ?= $(shell command -v python3.11 2>/dev/null) $(shell python3 -c 'import sys; print(sys.executable)' 2>/dev/null)
+PYTHONS ?= $(shell realpath /usr/bin/python3 2>/dev/null) $(shell python3 -c 'import sys; print(sys.executable)' 2>/dev/null)
 JOBS ?= $(shell nproc)
 SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 2>/dev/null)
 

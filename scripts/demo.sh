@@ -4,7 +4,7 @@
 set -euo pipefail
 build=$(realpath "${1:-build}")
 probing="$build/bin/probing"
-python=/usr/bin/python3.11  # Debian's python3-torch is built for this interpreter
+python=$(realpath /usr/bin/python3)  # Debian's python3-torch is built for this interpreter
 log=$(mktemp /tmp/probing-demo.XXXXXX)
 
 fifo=$(mktemp -u /tmp/probing-demo-fifo.XXXXXX)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages probing needs to build, test and run its demo, and only those
-# that are missing: with everything present it prints one line and changes nothing.
+# that are missing: with everything present it prints one line and changes nothing. The names are
+# the release's defaults (libboost-dev, clang, python3 and its python3-torch), not one release's
+# versions: Debian 12 and 13 alike.
 #   scripts/install-deps.sh           build + test + demo packages
 #   scripts/install-deps.sh --browser also Chromium and Node, and the npm packages of the browser
 #                                     checks (tests/browser, from the npm registry): `make test`
@@ -10,10 +12,10 @@ set -euo pipefail
 
 packages=(
   g++ make cmake ninja-build pkg-config
-  libboost1.74-dev nlohmann-json3-dev libcli11-dev libedit-dev libsqlite3-dev libssl-dev libdw-dev libelf-dev
+  libboost-dev nlohmann-json3-dev libcli11-dev libedit-dev libsqlite3-dev libssl-dev libdw-dev libelf-dev
   libgtest-dev
-  clang libclang-rt-14-dev openssl
-  python3 python3.11 python3-pytest python3-torch python3-ipython
+  clang libclang-rt-dev openssl
+  python3 python3-pytest python3-torch python3-ipython
   procps util-linux
 )
 browser=0

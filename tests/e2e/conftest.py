@@ -47,7 +47,8 @@ def clean_env(extra=None):
 # ---------------------------------------------------------------------------------------------
 # Interpreters
 
-DEBIAN_PYTHON = "/usr/bin/python3.11"
+# Debian's own python3 (3.11 on Debian 12, 3.13 on 13), for which python3-torch is built.
+DEBIAN_PYTHON = os.path.realpath("/usr/bin/python3")
 
 
 def _real_executable(cmd):
@@ -79,7 +80,8 @@ def _find_pyenv_python():
             continue
         if os.path.isfile(c):
             return c, None
-    return None, "no pyenv python3.11 found (python3 on PATH resolves to %s)" % (candidates[0] if candidates else "nothing")
+    return None, ("no python3 besides Debian's on PATH (it resolves to %s)"
+                  % (candidates[0] if candidates else "nothing"))
 
 
 def _probe_interpreter(path):
@@ -118,7 +120,7 @@ class Interpreter:
 
 
 def _interpreters():
-    """The interpreters the suite runs each target under: Debian's python3.11 and the pyenv one,
+    """The interpreters the suite runs each target under: Debian's python3 and the pyenv one,
     or those PROBING_E2E_INTERPRETERS names (NAME=PATH,...: the version matrix's chroots)."""
     listed = os.environ.get("PROBING_E2E_INTERPRETERS")
     if listed:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import PYPKG, TARGETS, Target, agent_mapped, interpreter_params, marker_line, run_cli
+from conftest import DEBIAN_PYTHON, PYPKG, TARGETS, Target, agent_mapped, interpreter_params, marker_line, run_cli
 
 sys.path.insert(0, PYPKG)
 import probing  # noqa: E402  (the build's package)
@@ -161,7 +161,7 @@ def test_native_one_thread_by_ident_or_tid(py):
 
 def test_native_without_an_agent():
     # Read from outside, --native needs no agent; threads are then named by the kernel.
-    with Target("bt_nested.py", "/usr/bin/python3.11", mode="none") as t:
+    with Target("bt_nested.py", DEBIAN_PYTHON, mode="none") as t:
         j = wait_for_native(t.pid, lambda j: python_frames(j["threads"][0]["frames"])[:1]
                             == [("inner", marker_line("bt_nested.py", "BT_INNER_LINE"))])
         assert [f for f, _ in python_frames(j["threads"][0]["frames"])] == ["inner", "middle", "outer", "<module>"]
@@ -203,7 +203,7 @@ def test_plain_backtrace_without_an_agent_reads_from_outside(py):
 
 
 def test_native_refusals():
-    with Target("idle.py", "/usr/bin/python3.11", mode="launch") as t:
+    with Target("idle.py", DEBIAN_PYTHON, mode="launch") as t:
         rc, out, err = run_cli(t.pid, "backtrace", "--native", "--locals")
         assert rc != 0 and "--locals cannot be combined with --native" in err, (rc, err)
         # The agent cannot stop its own process's threads: over HTTP it points at the CLI.
@@ -222,8 +222,8 @@ def test_native_thread_held_by_another_tracer():
              "assert libc.ptrace(0x4206, int(sys.argv[1]), None, None) == 0, ctypes.get_errno()\n"
              "print('seized', flush=True)\n"
              "time.sleep(60)\n")
-    with Target("bt_nested.py", "/usr/bin/python3.11", mode="none") as t:
-        tracer = subprocess.Popen(["/usr/bin/python3.11", "-c", seize, str(t.pid)], stdout=subprocess.PIPE, text=True)
+    with Target("bt_nested.py", DEBIAN_PYTHON, mode="none") as t:
+        tracer = subprocess.Popen([DEBIAN_PYTHON, "-c", seize, str(t.pid)], stdout=subprocess.PIPE, text=True)
         try:
             assert tracer.stdout.readline().strip() == "seized"
             rc, out, err = run_cli(t.pid, "backtrace", "--native")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Target, agent_mapped, clean_env, run_cli
+from conftest import DEBIAN_PYTHON, Target, agent_mapped, clean_env, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_unknown_command_lists_the_commands():
 
 
 def test_misspelt_setting_gets_a_suggestion():
-    with Target("idle.py", "/usr/bin/python3.11", mode="preload") as t:
+    with Target("idle.py", DEBIAN_PYTHON, mode="preload") as t:
         rc, out, err = run_cli(t.pid, "config", "torch.trac=on")
         assert rc == 1 and "unknown setting 'torch.trac'; did you mean torch.trace?" in err, err
         rc, out, err = run_cli(t.pid, "query", "SET qurey.max_rows = 5")
