@@ -35,7 +35,7 @@ build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 test: build
-	@scripts/install-deps.sh --browser
+	@scripts/install-deps.sh --test
 	scripts/run-tests.sh $(BUILD)
 
 test-matrix: build

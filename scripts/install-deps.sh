@@ -4,8 +4,10 @@
 # the release's defaults (libboost-dev, clang, python3 and its python3-torch), not one release's
 # versions: Debian 12 and 13 alike.
 #   scripts/install-deps.sh           build + test + demo packages
-#   scripts/install-deps.sh --browser also Chromium and Node, and the npm packages of the browser
-#                                     checks (tests/browser, from the npm registry): `make test`
+#   scripts/install-deps.sh --test    also what the tests open probing's outputs with (`make test`):
+#                                     Chromium and Node with the npm packages of tests/browser (from
+#                                     the npm registry), and Prometheus, unpacked from its Debian
+#                                     package into tests/tools/ (not installed: no service starts)
 #   scripts/install-deps.sh --dev     also the tools of `make format`, `make lint`, `make clang`
 #   scripts/install-deps.sh --matrix  also debootstrap, for `make test-matrix`'s chroots
 set -euo pipefail
@@ -19,7 +21,7 @@ packages=(
   procps util-linux
 )
 browser=0
-if [[ "${1:-}" == "--browser" ]]; then
+if [[ "${1:-}" == "--test" ]]; then
   browser=1
   packages+=(chromium nodejs)
   # npm comes with Debian's nodejs as a package of its own; a nodejs from elsewhere brings its own.
@@ -53,9 +55,30 @@ browser_checks() {
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
+# Prometheus and promtool for the /metrics test, from Debian's package but not installed with it:
+# installing it would start a Prometheus service on a machine with systemd.
+prometheus_tools() {
+  [[ $browser == 1 ]] || return 0
+  local dir
+  dir=$(realpath "$(dirname "$0")/..")/tests/tools
+  [[ -x $dir/usr/bin/prometheus && -x $dir/usr/bin/promtool ]] && return 0
+  echo "install-deps: unpacking Debian's prometheus into tests/tools"
+  local tmp
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+    rm -rf "$tmp"
+    echo "install-deps: could not download Debian's prometheus package (apt-get download prometheus)" >&2
+    return 1
+  fi
+  mkdir -p "$dir"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$dir"
+  rm -rf "$tmp"
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#packages[@]} packages are installed"
   browser_checks
+  prometheus_tools
   exit 0
 fi
 
@@ -72,4 +95,5 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 browser_checks
+prometheus_tools
 echo "install-deps: done"

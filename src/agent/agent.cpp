@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "agent/subprocesses.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/settings.h"
 #include "profile/sampler.h"
@@ -65,10 +66,6 @@ void after_fork_in_child() {
     if (fd >= 0) ::close(fd);
   }
   bindings::on_fork_child();
-}
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // Reads and deletes the settings `probing PID inject -D` left for this process. Only a file owned
@@ -133,7 +130,7 @@ void bootstrap() noexcept {
     auto* info = new server::AgentInfo;  // lives as long as the server: forever
     info->version = PROBING_VERSION;
     info->socket = "@probing-" + std::to_string(::getpid());
-    info->started_at = now_s();
+    info->started_at = unix_now_s();
     info->subprocesses = subprocess_agents_state;
     server::ServerOptions options;
     options.abstract_name = info->socket.substr(1);

@@ -23,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/settings.h"
 #include "layout/interpreter_reader.h"
@@ -47,10 +48,6 @@ constexpr double kForgetThread_s = 10;
 constexpr double kRenameEvery_s = 5;
 constexpr double kMainThreadEvery_s = 10;
 constexpr size_t kKeptStatFiles = 64;
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 ColumnDef col(const char* name, ColumnType type, const char* description) {
   return {name, type, description};
@@ -151,7 +148,7 @@ class Sampler {
     }
     if (!running_.load()) return Status(Code::kUnavailable, "the sampler does not run: " + error());
     std::lock_guard<std::mutex> lock(mu_);
-    const double now = now_s();
+    const double now = unix_now_s();
     std::erase_if(sessions_, [now](const Session& s) { return s.until <= now; });
     for (Session& s : sessions_) {
       if (renew != 0 && s.id == renew) {
@@ -492,15 +489,15 @@ void Sampler::run() noexcept {
     Clock::time_point last = Clock::time_point::min();
     double last_window = 0;
     for (;;) {
-      double hz = rate(now_s());
+      double hz = rate(unix_now_s());
       // Sleep in slices: a profile that starts meanwhile is served at once, not after a slow
       // recorder period (or 0 Hz) runs out.
       for (;;) {
         const Clock::time_point wake = hz > 0 ? next : Clock::now() + after(kSettingsEvery_s);
         const Clock::time_point slice = std::min(wake, Clock::now() + after(0.1));
         std::this_thread::sleep_until(slice);
-        read_settings(now_s());
-        const double now_hz = rate(now_s());
+        read_settings(unix_now_s());
+        const double now_hz = rate(unix_now_s());
         if (now_hz > hz) {
           hz = now_hz;
           next = Clock::now();
@@ -511,7 +508,7 @@ void Sampler::run() noexcept {
       }
       const double interval = 1.0 / hz;
       const Clock::time_point started = Clock::now();
-      const double at = now_s();
+      const double at = unix_now_s();
       // A sample stands for the time since the one before, within reason: a sampler held back
       // by a busy machine does not shrink what it saw.
       const double since =
@@ -657,7 +654,7 @@ Status add_profile_tables(sql::Engine& engine) {
         sql::LiveRows out;
         Sampler* sampler = g_sampler.load(std::memory_order_acquire);
         if (sampler == nullptr) return out;
-        const double now = now_s();
+        const double now = unix_now_s();
         for (const Hang& h : sampler->hangs()) out.rows.push_back(hang_row(h, now));
         return out;
       }};

@@ -4,16 +4,17 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string_view>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/settings.h"
+#include "profile/sampler.h"
 #include "python/eval.h"
 #include "python/frames.h"
-#include "profile/sampler.h"
 #include "python/runtime.h"
 #include "server/audit.h"
 #include "sql/engine.h"
@@ -33,10 +34,6 @@ std::string read_exe() {
   char buf[4096];
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-}
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 bool interactive_flag(const nlohmann::json& body) {
@@ -64,7 +61,7 @@ HttpResponse handle_health(const HttpRequest&, const AgentInfo& info) {
       {"python", version.empty() ? nlohmann::json(nullptr) : nlohmann::json(version)},
       {"python_status", runtime.is_ok() ? std::string("ready") : runtime.status().message()},
       {"started_at", info.started_at},
-      {"uptime_s", now_s() - info.started_at},
+      {"uptime_s", unix_now_s() - info.started_at},
       {"remote", info.remote_address.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.remote_address)},
       {"subprocesses", info.subprocesses ? info.subprocesses() : std::string("off")},
       {"sampler", profile::sampler_status()},
@@ -87,7 +84,8 @@ HttpResponse handle_eval(const HttpRequest& request) {
     }
     options.timeout_s = body["timeout"].get<double>();
   }
-  if (body.contains("id") && body["id"].is_string()) options.id = body["id"].get<std::string>();  // for /interrupt
+  if (body.contains("id") && body["id"].is_string())
+    options.id = body["id"].get<std::string>();  // for /interrupt
   options.interactive = interactive_flag(body);
   options.gil_timeout_s = std::min(options.gil_timeout_s, options.timeout_s);
   Result<python::PythonRuntime*> runtime = python::PythonRuntime::get();
@@ -98,8 +96,12 @@ HttpResponse handle_eval(const HttpRequest& request) {
     Result<bool> unfinished = python::is_unfinished_block(**runtime, code, options.gil_timeout_s);
     if (!unfinished.is_ok()) return error_response(unfinished.status());
     if (*unfinished) {
-      return json_response({{"incomplete", true}, {"output", ""}, {"output_truncated", false},
-                            {"value", nullptr}, {"exception", nullptr}, {"timed_out", false}});
+      return json_response({{"incomplete", true},
+                            {"output", ""},
+                            {"output_truncated", false},
+                            {"value", nullptr},
+                            {"exception", nullptr},
+                            {"timed_out", false}});
     }
     audit(request, Right::kFull, "eval");
   }
@@ -110,9 +112,10 @@ HttpResponse handle_eval(const HttpRequest& request) {
   if (r.value("timed_out", false)) {
     char secs[32];
     std::snprintf(secs, sizeof secs, "%.3g", options.timeout_s);
-    nlohmann::json j = {{"error", {{"type", "Timeout"},
-                                   {"message", std::string("the code ran past its timeout of ") + secs +
-                                                   " s and was interrupted; the target keeps running"}}},
+    nlohmann::json j = {{"error",
+                         {{"type", "Timeout"},
+                          {"message", std::string("the code ran past its timeout of ") + secs +
+                                          " s and was interrupted; the target keeps running"}}},
                         {"output", r.value("output", "")}};
     return json_response(j, 504);
   }
@@ -142,10 +145,11 @@ Right request_right(const HttpRequest& request, const AgentInfo& info, HttpRespo
   if (!remote.token.empty() || !remote.read_token.empty()) {
     Right right = right_of_token(remote, request.authorization);
     if (right == Right::kNone) {
-      *refusal = error_response(401, "Unauthorized",
-                                request.authorization.empty()
-                                    ? "this agent needs a token: Authorization: Bearer TOKEN (probing --token, PROBING_TOKEN)"
-                                    : "the token is not valid for this agent");
+      *refusal = error_response(
+          401, "Unauthorized",
+          request.authorization.empty()
+              ? "this agent needs a token: Authorization: Bearer TOKEN (probing --token, PROBING_TOKEN)"
+              : "the token is not valid for this agent");
       refusal->headers.emplace_back("WWW-Authenticate", "Bearer");
     }
     return right;
@@ -158,9 +162,10 @@ Right request_right(const HttpRequest& request, const AgentInfo& info, HttpRespo
     return Right::kNone;
   }
   if (request.peer.uid_known && peer_allowed(request.peer.uid, ::geteuid())) return Right::kFull;
-  *refusal = error_response(403, "PermissionDenied",
-                            "this agent's TCP port has no token and serves uid " + std::to_string(::geteuid()) +
-                                " and root only (start the target with PROBING_TOKEN for other clients)");
+  *refusal =
+      error_response(403, "PermissionDenied",
+                     "this agent's TCP port has no token and serves uid " + std::to_string(::geteuid()) +
+                         " and root only (start the target with PROBING_TOKEN for other clients)");
   return Right::kNone;
 }
 
@@ -176,13 +181,15 @@ HttpServer::Handler make_router(const AgentInfo& info) {
   std::vector<Route> routes{
       {"GET", "/health", kRead, [&info](const HttpRequest& r) { return handle_health(r, info); }},
       {"POST", "/eval", kFull, handle_eval},
-      {"GET", "/backtrace", kRead, handle_backtrace},  // routes_backtrace.cpp
-      {"POST", "/complete", kFull, handle_complete},   // routes_repl.cpp: completion evaluates lookups
-      {"POST", "/interrupt", kFull, handle_interrupt}, // routes_repl.cpp
-      {"POST", "/query", kRead, handle_query},         // routes_query.cpp; SET needs kFull
-      {"*", "/config", kRead, handle_config},          // routes_query.cpp; PUT needs kFull
+      {"GET", "/backtrace", kRead, handle_backtrace},   // routes_backtrace.cpp
+      {"POST", "/complete", kFull, handle_complete},    // routes_repl.cpp: completion evaluates lookups
+      {"POST", "/interrupt", kFull, handle_interrupt},  // routes_repl.cpp
+      {"POST", "/query", kRead, handle_query},          // routes_query.cpp; SET needs kFull
+      {"*", "/config", kRead, handle_config},           // routes_query.cpp; PUT needs kFull
       {"*", "/config/", kRead, handle_config},
-      {"*", "/profile", kRead, handle_profile},        // routes_profile.cpp: sampling, bounded in rate and time
+      {"*", "/profile", kRead, handle_profile},  // routes_profile.cpp: sampling, bounded in rate and time
+      {"GET", "/metrics", kRead,
+       [&info](const HttpRequest& r) { return handle_metrics(r, info); }},  // Prometheus
   };
   return [routes = std::move(routes), &info](const HttpRequest& request) -> HttpResponse {
     for (const Route& route : routes) {
@@ -215,7 +222,8 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       if (right < needed) {
         return error_response(403, "PermissionDenied",
                               "this token may only read (health, backtrace, query, config); " +
-                                  std::string(action.empty() ? request.path : action) + " needs the full token");
+                                  std::string(action.empty() ? request.path : action) +
+                                  " needs the full token");
       }
       if (!action.empty()) audit(request, right, action);
       python::ScopedUserReprs reprs(right == kFull);  // the read right runs no __repr__ of the target's

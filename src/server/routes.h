@@ -4,19 +4,19 @@
 #include <functional>
 #include <string>
 
-#include "server/http.h"
 #include "server/auth.h"
+#include "server/http.h"
 #include "server/http_server.h"
 
 namespace probing::server {
 
 struct AgentInfo {
-  std::string version;        // probing's version
-  std::string socket;         // "@probing-1234"
-  double started_at = 0;      // unix time the agent started serving
-  std::string python_status;  // "ready", or why Python is not available
-  RemoteOptions remote;       // the TCP listener's tokens and networks (when enabled)
-  std::string remote_address; // "127.0.0.1:8080" when TCP listens, else ""
+  std::string version;         // probing's version
+  std::string socket;          // "@probing-1234"
+  double started_at = 0;       // unix time the agent started serving
+  std::string python_status;   // "ready", or why Python is not available
+  RemoteOptions remote;        // the TCP listener's tokens and networks (when enabled)
+  std::string remote_address;  // "127.0.0.1:8080" when TCP listens, else ""
   // Whether forked children get agents: "off", "starting" (the hook is not in yet), "on".
   std::function<std::string()> subprocesses;
 };
@@ -38,5 +38,6 @@ HttpResponse handle_interrupt(const HttpRequest& request);  // routes_repl.cpp
 HttpResponse handle_query(const HttpRequest& request);      // routes_query.cpp
 HttpResponse handle_config(const HttpRequest& request);     // routes_query.cpp: /config, /config/KEY
 HttpResponse handle_profile(const HttpRequest& request);    // routes_profile.cpp: GET and POST /profile
+HttpResponse handle_metrics(const HttpRequest& request, const AgentInfo& info);  // routes_metrics.cpp
 
 }  // namespace probing::server

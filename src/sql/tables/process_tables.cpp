@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/proc_files.h"
 #include "core/settings.h"
@@ -33,10 +34,6 @@ std::string read_link(const std::string& path) {
   char buf[4096];
   ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
-}
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 double ticks_per_second() {
@@ -100,7 +97,7 @@ Result<LiveRows> fetch_info(const ScanRequest&) {
   out.rows.push_back({static_cast<long long>(::getpid()), static_cast<long long>(::getppid()),
                       static_cast<long long>(uid), text_or_null(user), std::string(host),
                       text_or_null(read_link("/proc/self/exe")), cmdline, text_or_null(read_link("/proc/self/cwd")),
-                      start, now_s() - start, static_cast<long long>(st.number(20)),
+                      start, unix_now_s() - start, static_cast<long long>(st.number(20)),
                       text_or_null(python::PythonRuntime::version_text())});
   return out;
 }
@@ -274,7 +271,7 @@ class MetricsSampler {
           --files;  // the one reading it
         }
         auto rss = status.find("VmRSS");
-        Cell cells[] = {now_s(), cpu, rss == status.end() ? Cell{} : Cell{rss->second}, threads, files};
+        Cell cells[] = {unix_now_s(), cpu, rss == status.end() ? Cell{} : Cell{rss->second}, threads, files};
         (void)store_->append(cells);
       }
     } catch (const std::exception& e) {
