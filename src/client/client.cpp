@@ -71,10 +71,19 @@ std::string target_name(const Target& t) {
   return t.kind == Target::Kind::kPid ? "process " + std::to_string(t.pid) : t.text;
 }
 
+Status stopped_status(pid_t pid) {
+  return Status(Code::kUnavailable,
+                "process " + std::to_string(pid) +
+                    " is stopped (SIGSTOP, SIGTSTP or Ctrl-Z): nothing in it can answer until "
+                    "it runs again; resume it with: kill -CONT " +
+                    std::to_string(pid));
+}
+
 // "the agent closed the connection" in all its spellings, TLS's included.
 bool is_closed(const beast::error_code& ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-         ec == asio::error::broken_pipe || ec == http::error::partial_message || ec == ssl::error::stream_truncated;
+         ec == asio::error::broken_pipe || ec == http::error::partial_message ||
+         ec == ssl::error::stream_truncated;
 }
 
 // The bytes that came back are not an HTTP reply (a TLS alert, say).
@@ -97,13 +106,27 @@ class StreamClient final : public Client {
   Stream& stream() { return stream_; }
 
   // Runs one asynchronous operation, started by `start(handler)`, to completion; its error.
-  // The stream's expiry (set by the caller) bounds it.
+  // The stream's expiry (set by the caller) bounds it. A local process is looked at every 250 ms
+  // meanwhile: one stopped after the connection was made (SIGSTOP, Ctrl-Z) cannot answer until it
+  // runs again, so the wait ends there (target_stopped_).
   template <class Start>
   beast::error_code run(Start&& start) {
     beast::error_code result = asio::error::would_block;
     ioc_.restart();
     start([&result](const beast::error_code& ec, auto&&...) { result = ec; });
-    ioc_.run();
+    if (target_.kind != Target::Kind::kPid) {
+      ioc_.run();
+      return result;
+    }
+    while (!ioc_.stopped()) {
+      ioc_.run_for(std::chrono::milliseconds(250));
+      if (ioc_.stopped() || result != asio::error::would_block) break;
+      if (std::optional<ProcStat> st = read_proc_stat(target_.pid); st && st->state() == 'T') {
+        target_stopped_ = true;
+        beast::get_lowest_layer(stream_).cancel();
+        ioc_.run();  // the operation ends, aborted
+      }
+    }
     return result;
   }
 
@@ -111,8 +134,8 @@ class StreamClient final : public Client {
   void adopt(int fd) requires std::is_same_v<Stream, UnixStream> { stream_.socket().assign(Local(), fd); }
 
   // Connects to the first of `endpoints` that accepts, by `deadline`.
-  Status connect_tcp(const std::vector<Tcp::endpoint>& endpoints, Clock::time_point deadline, double timeout_s)
-    requires(!std::is_same_v<Stream, UnixStream>) {
+  Status connect_tcp(const std::vector<Tcp::endpoint>& endpoints, Clock::time_point deadline,
+                     double timeout_s) requires(!std::is_same_v<Stream, UnixStream>) {
     auto& tcp = beast::get_lowest_layer(stream_);
     tcp.expires_at(deadline);
     beast::error_code ec = run([&](auto handler) { tcp.async_connect(endpoints, std::move(handler)); });
@@ -123,7 +146,8 @@ class StreamClient final : public Client {
                                   " s (a firewall, or no such host on the network?)"};
     }
     if (ec == asio::error::connection_refused) {
-      return {Code::kUnavailable, "nothing listens on " + name + " (is the agent serving TCP there? start the "
+      return {Code::kUnavailable, "nothing listens on " + name +
+                                      " (is the agent serving TCP there? start the "
                                       "target with PROBING_PORT)"};
     }
     return {Code::kUnavailable, "connecting to " + name + ": " + ec.message()};
@@ -155,23 +179,25 @@ class StreamClient final : public Client {
     if (!ec) return Status::ok();
     std::string prefix = "TLS handshake with " + name;
     if (ec == beast::error::timeout) {
-      return {Code::kTimeout, prefix + " got no answer within " + format_seconds(timeout_s) + " s; " + kTlsHint};
+      return {Code::kTimeout,
+              prefix + " got no answer within " + format_seconds(timeout_s) + " s; " + kTlsHint};
     }
     long verify = SSL_get_verify_result(native);
     if (verify != X509_V_OK) {
       bool wrong_name = verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH;
-      return {Code::kUnavailable, prefix + " failed: the agent's certificate was refused: " +
-                                      X509_verify_cert_error_string(verify) +
-                                      (wrong_name ? "; connect by a name the certificate carries, or use --insecure"
-                                                  : "; use --cacert FILE (its certificate or CA) or --insecure")};
+      return {Code::kUnavailable,
+              prefix +
+                  " failed: the agent's certificate was refused: " + X509_verify_cert_error_string(verify) +
+                  (wrong_name ? "; connect by a name the certificate carries, or use --insecure"
+                              : "; use --cacert FILE (its certificate or CA) or --insecure")};
     }
     std::string reason = is_closed(ec) ? "the agent closed the connection" : ec.message();
     // What a plain-HTTP agent's reply to a ClientHello looks like to OpenSSL.
     if (reason.find("wrong version number") != std::string::npos ||
         reason.find("packet length too long") != std::string::npos) {
-      return {Code::kUnavailable, prefix + " failed: the agent at " + name + " answers in plain HTTP, not TLS " +
-                                      "(it was started without PROBING_TLS_CERT): drop --tls, --cacert and " +
-                                      "--insecure"};
+      return {Code::kUnavailable,
+              prefix + " failed: the agent at " + name + " answers in plain HTTP, not TLS " +
+                  "(it was started without PROBING_TLS_CERT): drop --tls, --cacert and " + "--insecure"};
     }
     return {Code::kUnavailable, prefix + " failed: " + reason + "; " + kTlsHint};
   }
@@ -188,10 +214,12 @@ class StreamClient final : public Client {
     req.prepare_payload();
     beast::get_lowest_layer(stream_).expires_after(seconds(timeout_s));
     beast::error_code ec = run([&](auto handler) { http::async_write(stream_, req, std::move(handler)); });
+    if (target_stopped_) return stopped_status(target_.pid);
     if (ec) return io_error("sending the request", ec, timeout_s);
     http::response_parser<http::string_body> parser;
     parser.body_limit(1ULL << 30);
     ec = run([&](auto handler) { http::async_read(stream_, buffer_, parser, std::move(handler)); });
+    if (target_stopped_) return stopped_status(target_.pid);
     if (ec) return io_error("reading the reply", ec, timeout_s);
     Response r;
     r.status = static_cast<int>(parser.get().result_int());
@@ -212,8 +240,8 @@ class StreamClient final : public Client {
 
   Status refused_token(const Response& r) const {
     std::string message = r.error_message();
-    std::string text =
-        target_name(target_) + (options_.token.empty() ? " asks for a token: " : " refused the token: ") + message;
+    std::string text = target_name(target_) +
+                       (options_.token.empty() ? " asks for a token: " : " refused the token: ") + message;
     if (message.find("--token") == std::string::npos) text += " (give --token or PROBING_TOKEN)";
     return {Code::kPermissionDenied, text};
   }
@@ -221,7 +249,8 @@ class StreamClient final : public Client {
   Status io_error(const std::string& what, const beast::error_code& ec, double timeout_s) {
     const bool plain_tcp = target_.kind == Target::Kind::kTcp && !kIsTls<Stream>;
     if (ec == beast::error::timeout) {
-      return {Code::kTimeout, target_name(target_) + " did not answer within " + format_seconds(timeout_s) + " s"};
+      return {Code::kTimeout,
+              target_name(target_) + " did not answer within " + format_seconds(timeout_s) + " s"};
     }
     if (is_closed(ec)) {
       std::string hint;
@@ -233,13 +262,14 @@ class StreamClient final : public Client {
       return {Code::kUnavailable, target_name(target_) + " closed the connection while " + what + hint};
     }
     if (is_parse_error(ec)) {
-      return {Code::kUnavailable, "the reply from " + target_name(target_) + " is not HTTP (" + ec.message() + ")" +
-                                      (plain_tcp ? "; if the agent serves TLS, give --tls" : "")};
+      return {Code::kUnavailable, "the reply from " + target_name(target_) + " is not HTTP (" + ec.message() +
+                                      ")" + (plain_tcp ? "; if the agent serves TLS, give --tls" : "")};
     }
     return {Code::kInternal, what + " to " + target_name(target_) + ": " + ec.message()};
   }
 
   ConnectOptions options_;
+  bool target_stopped_ = false;  // the local process was stopped while a request waited
   asio::io_context ioc_{1};
   std::unique_ptr<ssl::context> tls_;  // TlsStream only; before stream_, which refers to it
   Stream stream_;
@@ -279,7 +309,8 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
                                              const ConnectOptions& options) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (path.size() + 1 > sizeof addr.sun_path) return Status(Code::kInvalidArgument, "socket path too long: " + path);
+  if (path.size() + 1 > sizeof addr.sun_path)
+    return Status(Code::kInvalidArgument, "socket path too long: " + path);
   socklen_t len;
   if (path[0] == '@') {
     std::memcpy(addr.sun_path + 1, path.data() + 1, path.size() - 1);
@@ -293,11 +324,7 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
   if (std::optional<ProcStat> st =
           target.kind == Target::Kind::kPid ? read_proc_stat(target.pid) : std::nullopt;
       st && st->state() == 'T') {
-    return Status(Code::kUnavailable,
-                  "process " + std::to_string(target.pid) +
-                      " is stopped (SIGSTOP, SIGTSTP or Ctrl-Z): nothing in it can answer until "
-                      "it runs again; resume it with: kill -CONT " +
-                      std::to_string(target.pid));
+    return stopped_status(target.pid);
   }
   const bool abstract_of_pid = target.kind == Target::Kind::kPid && path[0] == '@';
   int fd = abstract_of_pid ? unix_socket_for(target.pid) : ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -309,7 +336,8 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
         std::to_string(target.pid) + " -n probing ...");
   }
   if (fd < 0) return errno_status("socket(AF_UNIX)");
-  timeval tv{static_cast<time_t>(timeout_s), static_cast<suseconds_t>((timeout_s - static_cast<time_t>(timeout_s)) * 1e6)};
+  timeval tv{static_cast<time_t>(timeout_s),
+             static_cast<suseconds_t>((timeout_s - static_cast<time_t>(timeout_s)) * 1e6)};
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
     int err = errno;
@@ -336,8 +364,8 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
     socklen_t cred_len = sizeof cred;
     if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cred_len) != 0 || cred.pid != target.pid) {
       ::close(fd);
-      return Status(Code::kPermissionDenied, path + " is held by process " + std::to_string(cred.pid) + " (uid " +
-                                                 std::to_string(cred.uid) + "), not by process " +
+      return Status(Code::kPermissionDenied, path + " is held by process " + std::to_string(cred.pid) +
+                                                 " (uid " + std::to_string(cred.uid) + "), not by process " +
                                                  std::to_string(target.pid) + ": nothing was sent to it");
     }
   }
@@ -353,7 +381,8 @@ Result<std::unique_ptr<Client>> connect_unix(const Target& target, const std::st
 
 // getaddrinfo on a thread of its own, so that a slow DNS server cannot hold the caller past
 // `deadline`: the thread is left to finish alone (it owns what it writes) when it is late.
-Result<std::vector<Tcp::endpoint>> resolve(const Target& target, Clock::time_point deadline, double timeout_s) {
+Result<std::vector<Tcp::endpoint>> resolve(const Target& target, Clock::time_point deadline,
+                                           double timeout_s) {
   beast::error_code ec;
   asio::ip::address address = asio::ip::make_address(target.host, ec);
   if (!ec) return std::vector<Tcp::endpoint>{Tcp::endpoint(address, static_cast<uint16_t>(target.port))};
@@ -391,8 +420,8 @@ Result<std::vector<Tcp::endpoint>> resolve(const Target& target, Clock::time_poi
   }
   std::unique_lock<std::mutex> lock(lookup->mu);
   if (!lookup->cv.wait_until(lock, deadline, [&] { return lookup->done; })) {
-    return Status(Code::kTimeout, "resolving host '" + target.host + "' (of " + target.text + ") took more than " +
-                                      format_seconds(timeout_s) + " s (DNS)");
+    return Status(Code::kTimeout, "resolving host '" + target.host + "' (of " + target.text +
+                                      ") took more than " + format_seconds(timeout_s) + " s (DNS)");
   }
   if (lookup->rc != 0) {
     return Status(Code::kNotFound, "cannot resolve host '" + target.host + "' (of " + target.text +
@@ -418,8 +447,9 @@ Result<std::unique_ptr<ssl::context>> make_tls_context(const ConnectOptions& opt
       if (!options.cacert.empty()) {
         ctx->load_verify_file(options.cacert, ec);
         if (ec) {
-          return Status(Code::kInvalidArgument,
-                        "--cacert " + options.cacert + ": not a readable PEM certificate file (" + ec.message() + ")");
+          return Status(
+              Code::kInvalidArgument,
+              "--cacert " + options.cacert + ": not a readable PEM certificate file (" + ec.message() + ")");
         }
       } else {
         ctx->set_default_verify_paths(ec);
@@ -431,7 +461,8 @@ Result<std::unique_ptr<ssl::context>> make_tls_context(const ConnectOptions& opt
 }
 
 template <class Stream>
-Result<std::unique_ptr<Client>> connect_tcp(const Target& target, double timeout_s, const ConnectOptions& options) {
+Result<std::unique_ptr<Client>> connect_tcp(const Target& target, double timeout_s,
+                                            const ConnectOptions& options) {
   Clock::time_point deadline = Clock::now() + seconds(timeout_s);
   Result<std::vector<Tcp::endpoint>> endpoints = resolve(target, deadline, timeout_s);
   if (!endpoints.is_ok()) return endpoints.status();
@@ -466,14 +497,17 @@ Result<Target> parse_target(const std::string& text) {
   if (text.rfind("unix:", 0) == 0) {
     t.kind = Target::Kind::kUnix;
     t.unix_path = text.substr(5);
-    if (t.unix_path.empty() || t.unix_path == "@") return Status(Code::kInvalidArgument, "empty socket path in " + text);
+    if (t.unix_path.empty() || t.unix_path == "@")
+      return Status(Code::kInvalidArgument, "empty socket path in " + text);
     return t;
   }
   size_t colon = text.rfind(':');
-  if (colon != std::string::npos && colon > 0 && all_digits(text.substr(colon + 1)) && colon + 1 < text.size()) {
+  if (colon != std::string::npos && colon > 0 && all_digits(text.substr(colon + 1)) &&
+      colon + 1 < text.size()) {
     t.kind = Target::Kind::kTcp;
     t.host = text.substr(0, colon);
-    if (t.host.size() > 2 && t.host.front() == '[' && t.host.back() == ']') t.host = t.host.substr(1, t.host.size() - 2);
+    if (t.host.size() > 2 && t.host.front() == '[' && t.host.back() == ']')
+      t.host = t.host.substr(1, t.host.size() - 2);
     t.port = std::stoi(text.substr(colon + 1, 6));
     if (t.port <= 0 || t.port > 65535) return Status(Code::kInvalidArgument, "not a valid port in " + text);
     return t;
@@ -493,14 +527,15 @@ std::string Response::error_message() const {
   return body.empty() ? "HTTP " + std::to_string(status) : body.substr(0, 500);
 }
 
-Result<std::unique_ptr<Client>> Client::connect(const Target& target, double timeout_s, const ConnectOptions& options) {
+Result<std::unique_ptr<Client>> Client::connect(const Target& target, double timeout_s,
+                                                const ConnectOptions& options) {
   if (target.kind != Target::Kind::kTcp && options.use_tls()) {
     return Status(Code::kInvalidArgument, "TLS (--tls, --cacert, --insecure) is for host:port targets; " +
                                               target_name(target) + " is reached over its local socket");
   }
   switch (target.kind) {
     case Target::Kind::kPid: {
-      struct stat st{};
+      struct stat st {};
       std::string proc = "/proc/" + std::to_string(target.pid);
       if (::stat(proc.c_str(), &st) != 0) {
         return Status(Code::kNotFound, "no process " + std::to_string(target.pid));
@@ -509,7 +544,8 @@ Result<std::unique_ptr<Client>> Client::connect(const Target& target, double tim
       return connect_unix(target, "@probing-" + std::to_string(pid_in_own_namespace(target.pid)), timeout_s,
                           options);
     }
-    case Target::Kind::kUnix: return connect_unix(target, target.unix_path, timeout_s, options);
+    case Target::Kind::kUnix:
+      return connect_unix(target, target.unix_path, timeout_s, options);
     case Target::Kind::kTcp:
       return options.use_tls() ? connect_tcp<TlsStream>(target, timeout_s, options)
                                : connect_tcp<TcpStream>(target, timeout_s, options);

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import DEBIAN_PYTHON, Target, agent_mapped, clean_env, run_cli
+from conftest import DEBIAN_PYTHON, PROBING, Target, agent_mapped, clean_env, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +168,26 @@ def test_a_stopped_process_is_said_to_be_stopped_at_once(interp, target_factory)
     finally:
         os.kill(t.pid, signal.SIGCONT)
     assert run_cli(t.pid, "eval", "1") == (0, "1\n", "")
+
+
+def test_a_process_stopped_during_a_request_is_said_to_be_stopped(interp, target_factory):
+    # Stopped after the request went out (the eval runs, then Ctrl-Z): the wait ends within a
+    # moment, saying so, rather than at the request's timeout.
+    t = target_factory("idle.py", interp, mode="preload")
+    cli = subprocess.Popen([PROBING, str(t.pid), "eval", "import time; time.sleep(8)"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=clean_env(), stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # the eval runs
+        assert cli.poll() is None, cli.communicate()
+        os.kill(t.pid, signal.SIGSTOP)
+        start = time.monotonic()
+        out, err = cli.communicate(timeout=20)
+        assert time.monotonic() - start < 2, err
+        assert cli.returncode == 1 and "is stopped" in err and "kill -CONT %d" % t.pid in err, (out, err)
+    finally:
+        os.kill(t.pid, signal.SIGCONT)
+        if cli.poll() is None:
+            cli.kill()
 
 
 def test_unknown_command():

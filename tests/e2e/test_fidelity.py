@@ -34,11 +34,15 @@ def both_ways(py, script, args=()):
 @pytest.mark.parametrize("py", PARAMS)
 def test_a_long_sleep(py):
     for t, outside in both_ways(py, "fidelity.py", ["sleep"]):
-        # 'ready' is printed just before the sleep: the first reads may find the thread on its way.
+        # 'ready' is printed just before the sleep: the first reads may find the thread on its way
+        # (and the frames and the kernel's state are read a moment apart: both must have arrived).
         deadline = time.monotonic() + 10
         while True:
             j = stacks(t.pid)
-            if main_frames(j)[0].get("state") == "sleeping in clock_nanosleep" or time.monotonic() > deadline:
+            main, frames = main_frames(j)
+            asleep = main.get("state") == "sleeping in clock_nanosleep" and frames[:1] == [
+                ("nap", marker_line("fidelity.py", "FID_NAP_LINE"))]
+            if asleep or time.monotonic() > deadline:
                 break
         assert j.get("from_outside", False) is outside, j
         main, frames = main_frames(j)
