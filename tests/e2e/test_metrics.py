@@ -136,3 +136,18 @@ def test_a_real_prometheus_scrapes_the_step_time(interp, target_factory, tmp_pat
     finally:
         prom.terminate()
         prom.wait(30)
+
+
+def test_metrics_answer_while_a_thread_holds_the_gil(target_factory):
+    # Read from /proc and the recorded tables only: a process whose GIL is held in a C call (a
+    # wedged one) is still scraped, at once.
+    from conftest import INTERPRETERS
+    interp = next(i for i in INTERPRETERS if not i.skip_reason)
+    t = target_factory("gil_holder.py", interp, args=["30"])
+    t.write("hold\n")
+    t.wait_line(lambda l: l.startswith("holding "))
+    time.sleep(0.5)
+    start = time.monotonic()
+    text = metrics_of(t.pid)
+    assert time.monotonic() - start < 2, time.monotonic() - start
+    assert value(text, "process_threads") >= 2 and value(text, "probing_sampler_running") == 1, text[:2000]
