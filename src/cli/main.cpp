@@ -107,7 +107,8 @@ int main(int argc, char** argv) {
       "  PROBING_TOKEN=... probing --tls trainer-7:9000 backtrace\n",
       "probing"};
   app.set_version_flag("--version", std::string("probing ") + PROBING_VERSION);
-  app.add_option("target", ctx.target, "pid, host:port or unix:PATH of the process to talk to");
+  // Named apart from -t,--target: CLI11 2.4 (Debian 13) refuses two options of one name.
+  app.add_option("TARGET", ctx.target, "pid, host:port or unix:PATH of the process to talk to");
   app.add_option("-t,--target", ctx.target, "the target, as an option");
   app.add_option("--token", ctx.connect.token, "the agent's token, sent as Authorization: Bearer TOKEN")
       ->envname("PROBING_TOKEN");
