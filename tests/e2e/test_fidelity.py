@@ -24,6 +24,16 @@ def main_frames(j):
     return main, [(f["func"], f["lineno"]) for f in main["frames"] if f["frame_type"] == "Python"]
 
 
+def settled(pid, top, *flags, timeout=10):
+    """The stacks once the main thread's innermost Python frame is `top` (or at the deadline):
+    'ready' is printed just before the wait, so the first reads may find the thread on its way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        j = stacks(pid, *flags)
+        if main_frames(j)[1][:1] == [top] or time.monotonic() > deadline:
+            return j
+
+
 def both_ways(py, script, args=()):
     """The target once with an agent, once without: (target, read from outside?)."""
     for mode in ("launch", "none"):
@@ -102,7 +112,7 @@ def test_recursion_read_while_it_runs(py):
 @pytest.mark.parametrize("py", PARAMS)
 def test_non_ascii_names_and_values(py):
     for t, outside in both_ways(py, UNICODE):
-        main, frames = main_frames(stacks(t.pid))
+        main, frames = main_frames(settled(t.pid, ("кириллица", marker_line(UNICODE, "UNI_WAIT_LINE"))))
         assert frames == [("кириллица", marker_line(UNICODE, "UNI_WAIT_LINE")),
                           ("函数", marker_line(UNICODE, "UNI_CALL_LINE")),
                           ("<module>", marker_line(UNICODE, "UNI_MODULE_LINE"))], (outside, frames)
@@ -123,7 +133,7 @@ def test_a_call_whose_arguments_come_later(py):
     # The call instruction runs after its arguments, on the call's first line: the line table
     # steps back there.
     for t, outside in both_ways(py, "fidelity.py", ["lines"]):
-        _, frames = main_frames(stacks(t.pid))
+        _, frames = main_frames(settled(t.pid, ("wait_with", marker_line("fidelity.py", "FID_WAIT_LINE"))))
         assert frames[:2] == [("wait_with", marker_line("fidelity.py", "FID_WAIT_LINE")),
                               ("lines", marker_line("fidelity.py", "FID_CALL_LINE"))], (outside, frames)
 
@@ -131,6 +141,6 @@ def test_a_call_whose_arguments_come_later(py):
 @pytest.mark.parametrize("py", PARAMS)
 def test_nested_class_names(py):
     for t, outside in both_ways(py, "fidelity.py", ["classes"]):
-        _, frames = main_frames(stacks(t.pid))
         want = "Outer.Inner.method" if tuple(map(int, py.version.split("."))) >= (3, 11) else "method"
+        _, frames = main_frames(settled(t.pid, (want, marker_line("fidelity.py", "FID_METHOD_LINE"))))
         assert frames[0] == (want, marker_line("fidelity.py", "FID_METHOD_LINE")), (outside, frames)
