@@ -55,7 +55,7 @@ browser_checks() {
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
-# Prometheus and promtool for the /metrics test, from Debian's package but not installed with it:
+# Prometheus and promtool for the /metrics test, from Debian's packages but not installed:
 # installing it would start a Prometheus service on a machine with systemd.
 prometheus_tools() {
   [[ $browser == 1 ]] || return 0
@@ -65,13 +65,16 @@ prometheus_tools() {
   echo "install-deps: unpacking Debian's prometheus into tests/tools"
   local tmp
   tmp=$(mktemp -d)
-  if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+  # Debian 13 ships promtool as a package of its own; Debian 12 inside prometheus.
+  local wanted=(prometheus)
+  apt-cache show promtool >/dev/null 2>&1 && wanted+=(promtool)
+  if ! (cd "$tmp" && apt-get download "${wanted[@]}" >/dev/null 2>&1); then
     rm -rf "$tmp"
-    echo "install-deps: could not download Debian's prometheus package (apt-get download prometheus)" >&2
+    echo "install-deps: could not download Debian's ${wanted[*]} (apt-get download ${wanted[*]})" >&2
     return 1
   fi
   mkdir -p "$dir"
-  dpkg-deb -x "$tmp"/prometheus_*.deb "$dir"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$dir"; done
   rm -rf "$tmp"
 }
 
