@@ -1,6 +1,7 @@
 #include "python/gc_census.h"
 
 #include <chrono>
+#include <string>
 #include <unordered_map>
 
 namespace probing::python {
@@ -37,6 +38,54 @@ void call_void(const CApi& api, PyObject* fn) {
   if (!r) api.PyErr_Clear();
 }
 
+// A string attribute of `o` as UTF-8, "" when it has none.
+std::string str_attr(const CApi& api, PyObject* o, const char* name) {
+  PyRef v(api, api.PyObject_GetAttrString(o, name));
+  if (!v) {
+    api.PyErr_Clear();
+    return "";
+  }
+  long size = 0;
+  const char* text = api.PyUnicode_AsUTF8AndSize(v.get(), &size);
+  if (text == nullptr) {
+    api.PyErr_Clear();
+    return "";
+  }
+  return std::string(text, static_cast<size_t>(size));
+}
+
+// Whether a thread is inside a PyTorch backward pass (torch.autograd's backward or grad on its
+// stack). Its C++ frees tensors without the GIL, Python objects included.
+bool in_backward(const CApi& api) {
+  Result<PyRef> current = module_function(api, "sys", "_current_frames");
+  if (!current.is_ok()) return false;
+  PyRef frames(api, api.PyObject_CallFunctionObjArgs(current->get(), nullptr));
+  if (!frames) {
+    api.PyErr_Clear();
+    return false;
+  }
+  long pos = 0;
+  PyObject* key = nullptr;
+  PyObject* frame = nullptr;
+  while (api.PyDict_Next(frames.get(), &pos, &key, &frame) != 0) {
+    PyRef f = PyRef::borrow(api, frame);
+    for (int depth = 0; f && depth < 256; ++depth) {
+      PyRef code(api, api.PyObject_GetAttrString(f.get(), "f_code"));
+      if (!code) break;
+      const std::string name = str_attr(api, code.get(), "co_name");
+      if ((name == "backward" || name == "grad" || name == "_engine_run_backward") &&
+          str_attr(api, code.get(), "co_filename").find("torch/autograd/") != std::string::npos) {
+        return true;
+      }
+      PyRef back(api, api.PyObject_GetAttrString(f.get(), "f_back"));
+      if (!back) break;
+      f = back.get() == api.None ? PyRef() : std::move(back);
+    }
+    api.PyErr_Clear();
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<Census> take_census(const CApi& api, double budget_s, bool sizes) {
@@ -51,8 +100,17 @@ Result<Census> take_census(const CApi& api, double budget_s, bool sizes) {
   for (const Result<PyRef>* r : {&isenabled, &disable, &enable, &get_objects, &getsizeof}) {
     if (!r->is_ok()) return r->status();
   }
-  PyRef object_sizeof(api, api.PyObject_GetAttrString(static_cast<PyObject*>(api.PyBaseObject_Type), "__sizeof__"));
+  PyRef object_sizeof(
+      api, api.PyObject_GetAttrString(static_cast<PyObject*>(api.PyBaseObject_Type), "__sizeof__"));
   if (!object_sizeof) return Status(Code::kInternal, "object.__sizeof__: " + fetch_error_text(api));
+  // Nothing here releases the GIL, so no thread can start a backward pass once this one has
+  // looked: one already running is the danger.
+  if (in_backward(api)) {
+    return Status(Code::kUnavailable,
+                  std::string(kInBackward) +
+                      ", which frees tensors without the GIL: the objects are not counted "
+                      "while it runs (counting would hold references to them); try again");
+  }
 
   // Automatic collection is off while the references are held, and back on however this ends
   // (an allocation here may throw).

@@ -30,7 +30,12 @@ struct Census {
 // releases the GIL. Holding an extra reference across a GIL switch is not harmless: a PyTorch
 // tensor whose Python object the C++ tensor has taken back (refcount 1, owned by C++) warns
 // "Deallocating Tensor that still has live PyObject references" and is stubbed out if C++ frees it
-// meanwhile. REQUIRES: GIL held.
+// meanwhile. Threads running without the GIL free them too: a PyTorch backward pass does, so while
+// a thread is in one the census is refused (kUnavailable, saying kInBackward), not taken.
+// REQUIRES: GIL held.
 Result<Census> take_census(const CApi& api, double budget_s, bool sizes);
+
+// What take_census's refusal during a backward pass says, to be told apart from other failures.
+inline constexpr const char* kInBackward = "a thread is in a PyTorch backward pass";
 
 }  // namespace probing::python

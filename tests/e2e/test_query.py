@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import (LIBPROBING, PYPKG, TARGETS, Target, clean_env, eval_ok, http_request, interpreter_params,
-                      marker_line, run_cli)
+                      marker_line, run_cli, torch_interpreter_params)
 
 SQL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sql")
 GOLDEN = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(SQL_DIR, "*.sql")))
@@ -368,3 +368,22 @@ def test_gil_budget_is_shared_by_every_scan_of_a_query(sql_target):
     finally:
         run("SET query.gil_budget_s = 1")
         eval_ok(pid, "del builtins._budget_heap")
+
+
+@pytest.mark.parametrize("interp", torch_interpreter_params())
+def test_objects_are_not_counted_during_a_backward_pass(interp, target_factory):
+    # A backward pass frees tensors from C++ without the GIL: a census holding references to them
+    # then would make PyTorch warn on the target's stderr and stub the tensors out. Queried
+    # during training, python.objects answers between backward passes or says why it did not.
+    t = target_factory("torch_train.py", interp)
+    answered = refused = 0
+    for _ in range(30):
+        rc, out, err = run_cli(t.pid, "query", "--format", "csv", "SELECT count(*) FROM python.objects", timeout=30)
+        if rc == 0:
+            answered += 1
+            assert int(out.splitlines()[1]) > 100, out
+        else:
+            refused += 1
+            assert "a thread is in a PyTorch backward pass" in err, err
+    assert answered >= 1, (answered, refused)
+    assert "Deallocating Tensor" not in "\n".join(t.stderr_lines()), t.stderr_lines()[-5:]

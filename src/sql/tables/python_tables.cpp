@@ -1,8 +1,10 @@
 // The python.* live tables: stacks and threads (from the backtrace capture, which falls back to
 // the GIL-free reader when the GIL is held), loaded modules and live objects.
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <optional>
+#include <thread>
 
 #include "core/proc_files.h"
 #include "core/settings.h"
@@ -49,7 +51,8 @@ std::string locals_object_text(const nlohmann::json& locals) {
   for (const auto& local : locals) {
     if (!local.is_object()) continue;
     if (text.size() > 1) text += ", ";
-    text += quoted(local.value("name", nlohmann::json(""))) + ": " + quoted(local.value("value", nlohmann::json()));
+    text += quoted(local.value("name", nlohmann::json(""))) + ": " +
+            quoted(local.value("value", nlohmann::json()));
   }
   return text + "}";
 }
@@ -97,10 +100,11 @@ Result<LiveRows> fetch_backtrace(const ScanRequest& request) {
     for (const auto& f : t["frames"]) {
       Value locals;
       if (f.contains("locals") && f["locals"].is_array()) locals = locals_object_text(f["locals"]);
-      out.rows.push_back({json_value(f.value("func", nlohmann::json())), json_value(f.value("file", nlohmann::json())),
-                          json_value(f.value("lineno", nlohmann::json())), json_value(f.value("depth", nlohmann::json())),
-                          json_value(f.value("frame_type", nlohmann::json("Python"))), thread,
-                          json_value(f.value("source", nlohmann::json())), locals});
+      out.rows.push_back(
+          {json_value(f.value("func", nlohmann::json())), json_value(f.value("file", nlohmann::json())),
+           json_value(f.value("lineno", nlohmann::json())), json_value(f.value("depth", nlohmann::json())),
+           json_value(f.value("frame_type", nlohmann::json("Python"))), thread,
+           json_value(f.value("source", nlohmann::json())), locals});
     }
     if (t.contains("note") && t["note"].is_string()) out.notices.push_back(t["note"].get<std::string>());
   }
@@ -166,14 +170,13 @@ Result<LiveRows> fetch_threads(const ScanRequest&) {
   for (const auto& t : (*capture)["threads"]) {
     const nlohmann::json& frames = t["frames"];
     nlohmann::json top = frames.empty() ? nlohmann::json::object() : frames[0];
-    out.rows.push_back({json_value(t.value("thread_id", nlohmann::json())),
-                        json_value(t.value("native_thread_id", nlohmann::json())),
-                        json_value(t.value("name", nlohmann::json())), json_value(t.value("daemon", nlohmann::json())),
-                        json_value(t.value("is_main", nlohmann::json())),
-                        json_value(t.value("holds_gil", nlohmann::json())),
-                        json_value(top.value("func", nlohmann::json())), json_value(top.value("file", nlohmann::json())),
-                        json_value(top.value("lineno", nlohmann::json())),
-                        static_cast<long long>(frames.size())});
+    out.rows.push_back(
+        {json_value(t.value("thread_id", nlohmann::json())),
+         json_value(t.value("native_thread_id", nlohmann::json())),
+         json_value(t.value("name", nlohmann::json())), json_value(t.value("daemon", nlohmann::json())),
+         json_value(t.value("is_main", nlohmann::json())), json_value(t.value("holds_gil", nlohmann::json())),
+         json_value(top.value("func", nlohmann::json())), json_value(top.value("file", nlohmann::json())),
+         json_value(top.value("lineno", nlohmann::json())), static_cast<long long>(frames.size())});
   }
   return out;
 }
@@ -223,13 +226,14 @@ Result<LiveRows> fetch_objects(const ScanRequest& request) {
   const double budget_s = std::min(kObjectsBudgetS, request.gil_budget_s);
   bool sizes = request.uses(3);
   auto counted = std::make_shared<std::pair<long long, long long>>(0, 0);  // seen, total
-  python::MakeArgs census_args = [sizes, counted, budget_s](const python::CApi& api)
-      -> Result<std::vector<python::PyRef>> {
+  python::MakeArgs census_args = [sizes, counted,
+                                  budget_s](const python::CApi& api) -> Result<std::vector<python::PyRef>> {
     Result<python::Census> census = python::take_census(api, budget_s, sizes);
     if (!census.is_ok()) return census.status();
     *counted = {census->seen, census->total};
     python::PyRef types(api, api.PyList_New(0)), counts(api, api.PyList_New(0));
-    python::PyRef size_list = sizes ? python::PyRef(api, api.PyList_New(0)) : python::PyRef::borrow(api, api.None);
+    python::PyRef size_list =
+        sizes ? python::PyRef(api, api.PyList_New(0)) : python::PyRef::borrow(api, api.None);
     if (!types || !counts || !size_list) return Status(Code::kInternal, python::fetch_error_text(api));
     for (const python::TypeCount& tc : census->types) {
       python::PyRef n(api, api.PyLong_FromLongLong(tc.count));
@@ -247,14 +251,23 @@ Result<LiveRows> fetch_objects(const ScanRequest& request) {
     return args;
   };
   python::HelperCall call(settings().get_double("gil.timeout_s"), 5);
-  Result<nlohmann::json> j = python::call_helper(**rt, kHelpers, "objects", std::move(census_args), call);
+  // Refused while a thread runs a backward pass (python/gc_census.h): asked again, with the GIL
+  // let go in between, for up to a second.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  Result<nlohmann::json> j = python::call_helper(**rt, kHelpers, "objects", census_args, call);
+  while (!j.is_ok() && j.status().code() == Code::kUnavailable &&
+         j.status().message().find(python::kInBackward) != std::string::npos &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    j = python::call_helper(**rt, kHelpers, "objects", census_args, call);
+  }
   if (!j.is_ok()) return j.status();
   LiveRows out = rows_of(*j);
   if (counted->first < counted->second) {
     char limit[32];
     std::snprintf(limit, sizeof limit, "%.2g", budget_s);
-    out.notices.push_back("counted " + std::to_string(counted->first) + " of " + std::to_string(counted->second) +
-                          " objects before the " + limit + " s limit" +
+    out.notices.push_back("counted " + std::to_string(counted->first) + " of " +
+                          std::to_string(counted->second) + " objects before the " + limit + " s limit" +
                           (budget_s < kObjectsBudgetS ? " (what was left of query.gil_budget_s)" : ""));
   }
   return out;
@@ -268,10 +281,12 @@ Status add_recorded_tables(Engine& engine) {
   auto torch_trace = std::make_shared<ColumnStore>(
       "python", "torch_trace",
       std::vector<ColumnDef>{
-          {"step", kInt, "training step: counted by optimizer.step(), or by top-level forward calls without one"},
+          {"step", kInt,
+           "training step: counted by optimizer.step(), or by top-level forward calls without one"},
           {"seq", kInt, "order of the row within its step, from 0"},
-          {"module", kText, "dotted module name from the top model (its class name for the model itself); "
-                            "the optimizer's class for stage 'step'"},
+          {"module", kText,
+           "dotted module name from the top model (its class name for the model itself); "
+           "the optimizer's class for stage 'step'"},
           {"stage", kText, "forward, backward (one row per backward pass) or step (the optimizer)"},
           {"duration", kReal, "seconds: wall clock on CPU, CUDA events on the GPU"},
           {"allocated", kReal, "CUDA memory allocated after the call, MB; NULL on CPU"},
@@ -307,23 +322,27 @@ Status add_recorded_tables(Engine& engine) {
 
 Status add_python_tables(Engine& engine) {
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
-      {"python", "backtrace",
+      {"python",
+       "backtrace",
        "The main thread's Python stack, innermost frame first; WHERE thread_id = N gives another thread's. "
        "Read without the GIL (no locals) when the GIL is held past backtrace.gil_timeout_s.",
        {{"func", kText, "function name (<module> for module-level code)"},
         {"file", kText, "source file path"},
         {"lineno", kInt, "line being run"},
         {"depth", kInt, "0 is the innermost frame"},
-        {"frame_type", kText, "'Python'; native frames are read from outside the process: backtrace --native"},
+        {"frame_type", kText,
+         "'Python'; native frames are read from outside the process: backtrace --native"},
         {"thread_id", kInt, "threading ident of the thread"},
         {"source", kText, "text of the line, when the file can be read"},
-        {"locals", kText, "JSON object of the frame's locals, name -> brief repr, in the order the function "
-                   "declares them, arguments first (read only when selected)"}},
+        {"locals", kText,
+         "JSON object of the frame's locals, name -> brief repr, in the order the function "
+         "declares them, arguments first (read only when selected)"}},
        {kBacktraceThreadColumn},
        fetch_backtrace,
        true}));
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
-      {"python", "backtrace_tree",
+      {"python",
+       "backtrace_tree",
        "Every thread's Python stack in this process and in each process under it that runs the same "
        "interpreter (DataLoader and multiprocessing workers: forks, or execs of the same python), read "
        "without the GIL and without stopping anything; innermost frame first.",
@@ -338,7 +357,9 @@ Status add_python_tables(Engine& engine) {
        {},
        fetch_backtrace_tree}));
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
-      {"python", "threads", "Every Python thread, with where it is now.",
+      {"python",
+       "threads",
+       "Every Python thread, with where it is now.",
        {{"thread_id", kInt, "threading ident"},
         {"native_thread_id", kInt, "kernel thread id (process.threads.tid)"},
         {"name", kText, "thread name"},
@@ -351,18 +372,21 @@ Status add_python_tables(Engine& engine) {
         {"depth", kInt, "number of Python frames on the stack"}},
        {},
        fetch_threads}));
-  PROBING_RETURN_IF_ERROR(engine.add_live_table(
-      {"python", "modules", "Modules in sys.modules.",
-       {{"name", kText, "module name"},
-        {"version", kText, "its __version__, when it is a string"},
-        {"file", kText, "where it was loaded from ('built-in', 'frozen' or a path)"},
-        {"package", kText, "its __package__"},
-        {"top_level", kInt, "1 for a top-level module (no dot in the name)"}},
-       {},
-       fetch_modules}));
+  PROBING_RETURN_IF_ERROR(
+      engine.add_live_table({"python",
+                             "modules",
+                             "Modules in sys.modules.",
+                             {{"name", kText, "module name"},
+                              {"version", kText, "its __version__, when it is a string"},
+                              {"file", kText, "where it was loaded from ('built-in', 'frozen' or a path)"},
+                              {"package", kText, "its __package__"},
+                              {"top_level", kInt, "1 for a top-level module (no dot in the name)"}},
+                             {},
+                             fetch_modules}));
   PROBING_RETURN_IF_ERROR(add_recorded_tables(engine));
   return engine.add_live_table(
-      {"python", "objects",
+      {"python",
+       "objects",
        "Objects tracked by the garbage collector, counted by type (at most 0.5 s of counting).",
        {{"type", kText, "type's qualified name"},
         {"module", kText, "module of the type"},
