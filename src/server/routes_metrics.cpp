@@ -89,14 +89,22 @@ class Exposition {
   std::string out_;
 };
 
-// In a job (RANK set by the launcher), every series says which rank and host it is from.
+// In a job (RANK set by the launcher), every series says which rank and host it is from. RANK is
+// read from the environment the process started with (/proc/self/environ): getenv() on this
+// thread could race the target's own setenv().
 Labels job_labels() {
   Labels labels;
-  if (const char* rank = std::getenv("RANK"); rank != nullptr && *rank != '\0') {
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    labels.emplace_back("rank", rank);
-    labels.emplace_back("host", host);
+  const std::string env = read_proc_file("/proc/self/environ", 1 << 20);
+  for (size_t at = 0; at < env.size();) {
+    const size_t end = std::min(env.find('\0', at), env.size());
+    if (env.compare(at, 5, "RANK=") == 0 && end > at + 5) {
+      char host[256] = {};
+      ::gethostname(host, sizeof host - 1);
+      labels.emplace_back("rank", env.substr(at + 5, end - at - 5));
+      labels.emplace_back("host", host);
+      break;
+    }
+    at = end + 1;
   }
   return labels;
 }
