@@ -64,11 +64,12 @@ struct PythonExecutor::Job {
   State state = State::kQueued;  // kQueued->kRunning and kRunning->kDone happen under the GIL
   unsigned long thread_ident = 0;
   pid_t native_thread = 0;  // the worker's kernel thread id, set with thread_ident
-  std::string failure;  // set when the work could not run or threw
+  std::string failure;      // set when the work could not run or threw
   std::atomic<bool> interrupt_pending{false};
 };
 
-PythonExecutor::Limits PythonExecutor::make_limits(double gil_timeout_s, double run_timeout_s, double grace_s) {
+PythonExecutor::Limits PythonExecutor::make_limits(double gil_timeout_s, double run_timeout_s,
+                                                   double grace_s) {
   // Clamped to [0, 1e6] s: a larger client-given timeout would overflow the clock's nanoseconds.
   auto seconds = [](double s) {
     s = std::clamp(s, 0.0, 1e6);
@@ -89,8 +90,8 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (static_cast<int>(queue_.size()) >= max_queued_) {
-      return {Code::kUnavailable, "too many Python requests are waiting (" +
-                                      std::to_string(queue_.size()) + "); try again later"};
+      return {Code::kUnavailable, "too many Python requests are waiting (" + std::to_string(queue_.size()) +
+                                      "); try again later"};
     }
     // Enough workers for every queued job, up to the cap (an idle worker may not have woken yet).
     if (static_cast<int>(queue_.size()) >= idle_ && workers_ < max_workers_) {
@@ -98,7 +99,8 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
         std::thread([this] { worker_loop(); }).detach();
         ++workers_;
       } catch (const std::system_error& e) {
-        if (workers_ == 0) return {Code::kUnavailable, std::string("cannot start a Python worker: ") + e.what()};
+        if (workers_ == 0)
+          return {Code::kUnavailable, std::string("cannot start a Python worker: ") + e.what()};
       }
     }
     queue_.push_back(job);
@@ -135,9 +137,9 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
       std::string also = !waited_for_gil ? " (" + std::to_string(stuck) + " earlier request" +
                                                (stuck == 1 ? " waits" : "s wait") + " for it too)"
                                          : "";
-      return {Code::kTimeout, std::string("the GIL was not released within ") + secs + " s: " +
-                                  (holder.empty() ? std::string("another thread") : holder) + " holds it" + also +
-                                  " (see `probing PID backtrace --all`)"};
+      return {Code::kTimeout, std::string("the GIL was not released within ") + secs +
+                                  " s: " + (holder.empty() ? std::string("another thread") : holder) +
+                                  " holds it" + also + " (see `probing PID backtrace --all`)"};
     }
     return {Code::kTimeout, std::string("not started within ") + secs + " s: all " +
                                 std::to_string(busy_workers) +
@@ -174,7 +176,8 @@ Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptT
   if (!job) return {Code::kNotFound, "no Python request '" + tag + "' is running"};
   {
     std::lock_guard<std::mutex> lock(job->mu);
-    if (job->state == Job::State::kDone) return {Code::kNotFound, "Python request '" + tag + "' has finished"};
+    if (job->state == Job::State::kDone)
+      return {Code::kNotFound, "Python request '" + tag + "' has finished"};
     if (job->state != Job::State::kRunning) {
       return {Code::kUnavailable, "Python request '" + tag + "' has not started running yet"};
     }
@@ -199,15 +202,18 @@ void PythonExecutor::spawn_interrupt(const std::shared_ptr<Job>& job, const Inte
 
 // Raises the interrupt in the job's thread if, with the GIL held, the job is still running: the
 // job's kRunning->kDone transition also happens under the GIL, so this can never hit later work.
-PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type) {
+PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::interrupt(const CApi& api, std::shared_ptr<Job> job,
+                                                             InterruptType type) {
   try {
     ::pthread_setname_np(::pthread_self(), "probing-intr");
     mark_agent_python_thread(api);
     if (api.is_finalizing()) return;
     PyGILStateState gil = api.PyGILState_Ensure();
+    // Before the job's lock: the worker finishing the job holds the GIL and takes that lock, so
+    // nothing may let the GIL go while it is held.
+    PyObject* exc = type ? type(api) : nullptr;
     {
       std::lock_guard<std::mutex> lock(job->mu);
-      PyObject* exc = type ? type(api) : nullptr;
       if (job->state == Job::State::kRunning && exc != nullptr) {
         api.PyThreadState_SetAsyncExc(job->thread_ident, exc);
       }

@@ -29,7 +29,8 @@ class PythonExecutor {
   // and then); must not block otherwise. Exceptions are caught and reported.
   using Work = std::function<void(const CApi&)>;
   // Gives the exception type to raise in work that ran past its deadline. Called with the GIL
-  // held; returns a borrowed reference, or nullptr for none.
+  // held; returns a borrowed reference, or nullptr for none. Must not run Python code: the worker
+  // holds the GIL while it finishes, and may be between bytecodes of the very import it would wait on.
   using InterruptType = std::function<PyObject*(const CApi&)>;
 
   struct Limits {
@@ -75,7 +76,7 @@ class PythonExecutor {
   std::deque<std::shared_ptr<Job>> queue_;
   int workers_ = 0;
   int idle_ = 0;
-  std::atomic<int> gil_waiters_{0};  // workers inside PyGILState_Ensure now
+  std::atomic<int> gil_waiters_{0};                   // workers inside PyGILState_Ensure now
   std::map<std::string, std::weak_ptr<Job>> tagged_;  // guarded by mu_
 };
 

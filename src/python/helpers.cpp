@@ -9,7 +9,9 @@
 namespace probing::python {
 namespace {
 
-// Compiled namespaces by module name. Only touched with the GIL held, which serializes it.
+// Compiled namespaces by module name. Only touched with the GIL held; a helper's first load runs
+// Python (which lets the GIL go now and then), so two threads may load one at once: the first to
+// finish is kept.
 std::map<std::string, PyRef>& namespaces() {
   static auto* m = new std::map<std::string, PyRef>;  // never freed: see PyRef
   return *m;
@@ -46,12 +48,10 @@ PyRef to_python(const CApi& api, const nlohmann::json& v) {
 }  // namespace
 
 PyObject* helper_attribute(const CApi& api, const HelperSource& helper, const char* name) {
-  Result<PyObject*> ns = helper_namespace(api, helper);
-  if (!ns.is_ok()) {
-    api.PyErr_Clear();
-    return nullptr;
-  }
-  return api.PyDict_GetItemString(*ns, name);
+  // Never loads the helper: that runs its imports, which wait on import locks with the GIL let go,
+  // and an executor's interrupt (the caller) holds its job's lock meanwhile.
+  auto it = namespaces().find(helper.module_name);
+  return it != namespaces().end() ? api.PyDict_GetItemString(it->second.get(), name) : nullptr;
 }
 
 Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
@@ -98,8 +98,8 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
     }
     PyObject* p[kMaxArgs + 1] = {};  // the first nullptr ends the argument list
     for (size_t i = 0; i < refs->size(); ++i) p[i] = (*refs)[i].get();
-    PyRef text(api, api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
-                                                     p[8]));
+    PyRef text(api,
+               api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]));
     if (!text) {
       outcome->error = fetch_error_text(api);
       return;
@@ -112,7 +112,8 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
   if (!st.is_ok()) return st;
   if (!outcome->error.empty()) return Status(Code::kInternal, outcome->error);
   nlohmann::json j = nlohmann::json::parse(outcome->text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status(Code::kInternal, std::string(helper.module_name) + "." + name + " gave no JSON");
+  if (j.is_discarded())
+    return Status(Code::kInternal, std::string(helper.module_name) + "." + name + " gave no JSON");
   return j;
 }
 

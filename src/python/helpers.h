@@ -5,8 +5,8 @@
 #pragma once
 
 #include <functional>
-#include <string>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "core/status.h"
@@ -35,8 +35,8 @@ struct HelperCall {
 };
 
 // A name the helper defines, borrowed from its namespace (which lives for the process); nullptr
-// when it cannot be loaded or lacks the name. For an executor's InterruptType, which runs with
-// the GIL held. REQUIRES: GIL held.
+// when it lacks the name or has not been loaded yet (this never loads it: it runs no Python code,
+// so it never lets the GIL go). For an executor's InterruptType. REQUIRES: GIL held.
 PyObject* helper_attribute(const CApi& api, const HelperSource& helper, const char* name);
 
 // Makes a helper's arguments on the worker, with the GIL held: Python objects that only native

@@ -441,3 +441,17 @@ def test_agent_does_not_import_threading_for_the_target(interp):
         t.write("check\n")
         i = t.wait_line(lambda l: l.startswith("main thread is main"), timeout=10)
         assert t.stdout_lines()[i] == "main thread is main: True"
+
+
+def test_timeout_while_the_agent_loads_its_helpers(interp, target_factory):
+    """The first eval loads the agent's helpers (imports, hundreds of GIL hand-overs when the target's
+    threads spin): a deadline that passes meanwhile must interrupt nothing the load needs. An
+    interrupt that loaded the helpers itself once waited on the import lock the load held, holding
+    the lock the load's worker needed next, with the GIL: the target froze for good."""
+    t = target_factory("spin.py", interp, mode="preload")
+    rc, out, err = run_cli(t.pid, "eval", "--timeout", "0.01", "1 + 1", timeout=30)
+    assert rc in (0, 1), (rc, out, err)
+    before = int(eval_ok(t.pid, "counter").strip())  # answers: the GIL is not held forever
+    time.sleep(0.5)
+    assert int(eval_ok(t.pid, "counter").strip()) > before, "the target's main thread no longer runs"
+    assert t.alive()
