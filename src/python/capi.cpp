@@ -63,6 +63,9 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyGILState_Check);
   PROBING_RESOLVE(PyThread_get_thread_ident);
   PROBING_RESOLVE(PyThreadState_SetAsyncExc);
+  PROBING_RESOLVE(Py_AddPendingCall);
+  PROBING_RESOLVE(PyEval_SaveThread);
+  PROBING_RESOLVE(PyEval_RestoreThread);
   PROBING_RESOLVE(PyRun_StringFlags);
   PROBING_RESOLVE(PyImport_ImportModule);
   PROBING_RESOLVE(PyModule_GetDict);

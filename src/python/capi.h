@@ -37,6 +37,9 @@ struct CApi {
   int (*PyGILState_Check)();
   unsigned long (*PyThread_get_thread_ident)();
   int (*PyThreadState_SetAsyncExc)(unsigned long, PyObject*);
+  int (*Py_AddPendingCall)(int (*)(void*), void*);  // callable without the GIL
+  void* (*PyEval_SaveThread)();                     // returns the PyThreadState*
+  void (*PyEval_RestoreThread)(void*);
   int (*is_finalizing)();  // Py_IsFinalizing (3.13+) or _Py_IsFinalizing (3.9-3.12)
 
   PyObject* (*PyRun_StringFlags)(const char*, int, PyObject*, PyObject*, void*);
@@ -88,7 +91,9 @@ struct CApi {
 
 // Py_TYPE(obj): the type pointer follows the reference count in every supported (default,
 // GIL-ful) build of 3.9-3.13.
-inline void* type_of(PyObject* obj) { return *reinterpret_cast<void**>(reinterpret_cast<char*>(obj) + sizeof(long)); }
+inline void* type_of(PyObject* obj) {
+  return *reinterpret_cast<void**>(reinterpret_cast<char*>(obj) + sizeof(long));
+}
 
 // Resolves the API from the running process. kUnavailable when the process is not Python
 // (no Py_IsInitialized anywhere); kUnsupported when a required function is missing.

@@ -123,7 +123,18 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
 
   std::unique_lock<std::mutex> lock(job->mu);
   auto started = [&] { return job->state != Job::State::kQueued && job->state != Job::State::kWaitingGil; };
-  if (!job->cv.wait_for(lock, limits.gil_timeout, started)) {
+  // CPython asks the GIL's holder to let go only when a waiter has seen no switch at all for 5 ms;
+  // a thread that lets it go and takes it straight back every millisecond (an asyncio loop that
+  // polls between tasks, a loop of small C calls) makes every such wait see a switch, and starves
+  // the waiter. Past kStepAsideAfter, a pending call has the main thread step aside once.
+  constexpr auto kStepAsideAfter = std::chrono::milliseconds(20);
+  const Clock::time_point gil_deadline = Clock::now() + limits.gil_timeout;
+  bool began = job->cv.wait_until(lock, std::min(gil_deadline, Clock::now() + kStepAsideAfter), started);
+  while (!began && Clock::now() < gil_deadline) {
+    if (job->state == Job::State::kWaitingGil) ask_main_thread_to_step_aside();
+    began = job->cv.wait_until(lock, std::min(gil_deadline, Clock::now() + kStepAsideAfter), started);
+  }
+  if (!began) {
     bool waited_for_gil = job->state == Job::State::kWaitingGil;
     job->state = Job::State::kCancelled;
     double s = std::chrono::duration<double>(limits.gil_timeout).count();
@@ -146,7 +157,15 @@ Status PythonExecutor::run(Work work, const Limits& limits, const InterruptType&
                                 " Python workers are busy with earlier requests"};
   }
   auto finished = [&] { return job->state == Job::State::kDone; };
-  if (!job->cv.wait_for(lock, limits.run_timeout, finished)) {
+  // Running, the work lets the GIL go too (each read of an import, say) and starves the same way
+  // when it wants it back.
+  const Clock::time_point run_deadline = Clock::now() + limits.run_timeout;
+  bool done = job->cv.wait_until(lock, std::min(run_deadline, Clock::now() + kStepAsideAfter), finished);
+  while (!done && Clock::now() < run_deadline) {
+    ask_main_thread_to_step_aside();
+    done = job->cv.wait_until(lock, std::min(run_deadline, Clock::now() + kStepAsideAfter), finished);
+  }
+  if (!done) {
     lock.unlock();
     spawn_interrupt(job, interrupt_type);
     lock.lock();
@@ -186,6 +205,31 @@ Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptT
   // interrupt() re-checks kRunning with the GIL held, so it cannot hit later work.
   spawn_interrupt(job, type);
   return {};
+}
+
+void PythonExecutor::ask_main_thread_to_step_aside() {
+  if (step_aside_pending_.exchange(true)) return;
+  if (api_.is_finalizing() || api_.Py_AddPendingCall(&PythonExecutor::step_aside, this) != 0) {
+    step_aside_pending_.store(false);  // the queue is full: try again on the next round
+  }
+}
+
+// The main thread, between two bytecodes, lets the GIL go until another thread takes it (a
+// millisecond at most), then waits its turn to take it back as any thread does: what an I/O call
+// does. Asked at most every kStepAsideAfter while agent work waits or runs, so the main thread
+// gives up at most a twentieth of its time, where two threads that both want the GIL share it.
+int PythonExecutor::step_aside(void* executor) {
+  auto* self = static_cast<PythonExecutor*>(executor);
+  self->step_aside_pending_.store(false);
+  const Result<layout::InterpreterReader>& reader = this_interpreter();
+  void* tstate = self->api_.PyEval_SaveThread();
+  const auto until = Clock::now() + std::chrono::milliseconds(1);
+  while (Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (reader.is_ok() && reader->gil().locked) break;  // taken
+  }
+  self->api_.PyEval_RestoreThread(tstate);
+  return 0;
 }
 
 // At most one interrupting thread per job: a job stuck in C code holding the GIL would otherwise

@@ -67,6 +67,8 @@ class PythonExecutor {
   void execute(Job& job);
   static void interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type);
   void spawn_interrupt(const std::shared_ptr<Job>& job, const InterruptType& type);
+  void ask_main_thread_to_step_aside();
+  static int step_aside(void* executor);  // a pending call: runs on the main thread, with the GIL
 
   const CApi& api_;
   const int max_workers_;
@@ -76,7 +78,8 @@ class PythonExecutor {
   std::deque<std::shared_ptr<Job>> queue_;
   int workers_ = 0;
   int idle_ = 0;
-  std::atomic<int> gil_waiters_{0};                   // workers inside PyGILState_Ensure now
+  std::atomic<int> gil_waiters_{0};  // workers inside PyGILState_Ensure now
+  std::atomic<bool> step_aside_pending_{false};
   std::map<std::string, std::weak_ptr<Job>> tagged_;  // guarded by mu_
 };
 

@@ -455,3 +455,16 @@ def test_timeout_while_the_agent_loads_its_helpers(interp, target_factory):
     time.sleep(0.5)
     assert int(eval_ok(t.pid, "counter").strip()) > before, "the target's main thread no longer runs"
     assert t.alive()
+
+
+def test_answers_a_busy_event_loop(interp, target_factory):
+    """An asyncio loop that always has work polls with a zero timeout: it lets the GIL go and takes it
+    back every millisecond, so CPython never asks it to hand the GIL over, and a thread waiting for
+    it (the agent's) could wait for good. The agent has the main thread step aside."""
+    t = target_factory("async_tasks.py", interp, mode="preload")
+    for _ in range(3):
+        t0 = time.monotonic()
+        before = int(eval_ok(t.pid, "counter").strip())
+        assert time.monotonic() - t0 < 3.0, "eval took %.1f s" % (time.monotonic() - t0)
+    time.sleep(0.3)
+    assert int(eval_ok(t.pid, "counter").strip()) > before, "the loop stopped"
