@@ -47,6 +47,8 @@ constexpr size_t kMaxLineTableBytes = 1 << 16;
 // own: FRAME_OWNED_BY_CSTACK (3) on 3.12-3.13; FRAME_OWNED_BY_INTERPRETER (3) and _CSTACK (4) on
 // 3.14; _INTERPRETER (3) on 3.15. 3.11 has no such owners (it marks entry frames with is_entry).
 constexpr int kFirstShimOwner = 3;
+// _PyInterpreterFrame.owner of a frame that lives inside a generator or coroutine object, 3.11+.
+constexpr char kOwnedByGenerator = 1;
 // _PyStackRef (3.14+ f_executable) keeps tag bits in the low bits of the pointer; objects are
 // 8-byte aligned at least, so masking them off is right for plain pointers too.
 constexpr uintptr_t kStackRefTagBits = 7;
@@ -94,7 +96,8 @@ bool read_str(const Process& p, uintptr_t obj, std::string* out) {
     uint32_t c = 0;
     if (kind == 1) c = static_cast<uint8_t>(bytes[i]);
     if (kind == 2) {
-      c = static_cast<uint8_t>(bytes[2 * i]) | static_cast<uint32_t>(static_cast<uint8_t>(bytes[2 * i + 1])) << 8;
+      c = static_cast<uint8_t>(bytes[2 * i]) | static_cast<uint32_t>(static_cast<uint8_t>(bytes[2 * i + 1]))
+                                                   << 8;
     }
     if (kind == 4) std::memcpy(&c, &bytes[4 * i], 4);
     append_utf8(*out, c);
@@ -180,6 +183,7 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
     uintptr_t code = 0;
     int byte_offset = 0;
     bool entry = false;
+    uintptr_t generator = 0;  // the generator or coroutine object the frame belongs to
     if (o.frame_model == FrameModel::kFrameObject) {
       if (p.frame_type != 0 && b.get<uintptr_t>(8) != p.frame_type) {
         sink.fail("a frame at 0x" + std::to_string(frame) + " is not a frame object");
@@ -189,6 +193,7 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
       int lasti = b.get<int>(o.frame_lasti);
       byte_offset = o.lasti_in_code_units ? lasti * 2 : lasti;
       entry = true;  // 3.9-3.10: one C-level eval call per frame
+      generator = b.get<uintptr_t>(o.frame_gen);
     } else {
       if (o.frame_owner != kNoField && b.get<char>(o.frame_owner) >= kFirstShimOwner) {
         // 3.12+: the shim an eval call starts with. The first shim after a frame is its eval
@@ -203,8 +208,10 @@ void walk_frames(const Process& p, uintptr_t tstate, const GilFreeLimits& limits
       byte_offset =
           instr >= first_unit && instr - first_unit < (1u << 26) ? static_cast<int>(instr - first_unit) : -1;
       entry = b.get<uint8_t>(o.frame_is_entry) != 0;
+      if (o.gen_iframe != kNoField && b.get<char>(o.frame_owner) == kOwnedByGenerator)
+        generator = frame - o.gen_iframe;
     }
-    if (!sink.frame(code, byte_offset, entry)) {
+    if (!sink.frame(code, byte_offset, entry, generator)) {
       sink.fail("the stack changed while it was read; frames beyond this point are not shown");
       return;
     }
@@ -225,7 +232,7 @@ struct RawSink {
       t->frames.back().shim = frame;
     }
   }
-  bool frame(uintptr_t code, int byte_offset, bool entry) {
+  bool frame(uintptr_t code, int byte_offset, bool entry, uintptr_t) {
     RawFrame f;
     if (!read_frame(p, code, byte_offset, &f)) return false;
     f.entry = entry;
@@ -453,6 +460,7 @@ struct SampleSink {
   struct Pending {
     uintptr_t code;
     int byte_offset;
+    uintptr_t generator;
   };
   std::vector<Pending>* pending;
   bool* truncated;
@@ -460,15 +468,15 @@ struct SampleSink {
   void truncate() { *truncated = true; }
   void fail(const std::string&) { *truncated = true; }
   void shim(uintptr_t) {}
-  bool frame(uintptr_t code, int byte_offset, bool) {
-    pending->push_back({code, byte_offset});
+  bool frame(uintptr_t code, int byte_offset, bool, uintptr_t generator) {
+    pending->push_back({code, byte_offset, generator});
     return true;
   }
 
   // The pending frames as CodeCache ids, up to the first whose code object does not check out
   // (the stack changed under the walk).
   static void resolve(const Process& p, const std::vector<Pending>& pending, CodeCache* cache,
-                      std::vector<Block>* blocks, SampledThread* t) {
+                      std::vector<Block>* blocks, bool generators, SampledThread* t) {
     blocks->resize(pending.size());
     std::vector<uintptr_t> addresses;
     addresses.reserve(pending.size());
@@ -480,6 +488,9 @@ struct SampleSink {
       if (i >= read || !CodeCacheAccess::resolve(p, pending[i].code, (*blocks)[i], cache, &id)) {
         t->truncated = true;
         return;
+      }
+      if (generators && pending[i].generator != 0 && t->generators.size() < kMaxSampledGenerators) {
+        t->generators.push_back({pending[i].generator, static_cast<uint32_t>(t->frames.size())});
       }
       t->frames.push_back({id, CodeCacheAccess::line(p, cache, id, pending[i].byte_offset)});
     }
@@ -508,10 +519,12 @@ Result<InterpreterReader> InterpreterReader::open(const PythonProcess& target) {
   p->off = *off;
   const CPythonOffsets& o = p->off;
   p->frame_span = span_of({o.frame_code, o.frame_previous, o.frame_instr_ptr, o.frame_lasti, o.frame_owner,
-                           o.frame_is_entry});
-  p->code_span = span_of({o.code_filename, o.code_name, o.code_qualname, o.code_linetable, o.code_firstlineno});
+                           o.frame_is_entry, o.frame_gen});
+  p->code_span =
+      span_of({o.code_filename, o.code_name, o.code_qualname, o.code_linetable, o.code_firstlineno});
   if (p->frame_span == 0 || p->code_span == 0) {
-    return Status(Code::kUnsupported, "this interpreter's frame or code fields lie past what the reader copies");
+    return Status(Code::kUnsupported,
+                  "this interpreter's frame or code fields lie past what the reader copies");
   }
   return InterpreterReader(std::move(p));
 }
@@ -536,10 +549,11 @@ Status InterpreterReader::sample(const GilFreeLimits& limits, CodeCache* cache, 
     t.holds_gil = holds;
     t.truncated = false;
     t.frames.clear();
+    t.generators.clear();
     pending.clear();
     SampleSink sink{&pending, &t.truncated};
     walk_frames(p, ts, limits, sink);
-    SampleSink::resolve(p, pending, cache, &blocks, &t);
+    SampleSink::resolve(p, pending, cache, &blocks, limits.generators, &t);
   });
   out->threads.resize(used);
   out->gil_locked = gil.locked;

@@ -56,6 +56,7 @@ struct GilFreeLimits {
   int max_threads = 512;
   int max_interpreters = 16;
   long native_thread_id = 0;  // when not 0, only the thread with this kernel tid (3.11+)
+  bool generators = false;    // sample(): note the generator or coroutine of each frame run by one
 };
 
 // A Python process as the reader needs it: whose memory, which version, and the addresses of
@@ -67,7 +68,7 @@ struct PythonProcess {
   uintptr_t unicode_type = 0;
   uintptr_t code_type = 0;
   uintptr_t bytes_type = 0;
-  uintptr_t frame_type = 0;  // 3.9-3.10; 0 skips the frame type check
+  uintptr_t frame_type = 0;    // 3.9-3.10; 0 skips the frame type check
   bool free_threaded = false;  // exports version.h's kFreeThreadedSymbol: refused
 };
 
@@ -117,12 +118,21 @@ struct SampledFrame {
   int lineno = 0;
 };
 
+// A frame of a sample that a generator or coroutine runs (a coroutine a task awaits, say): the
+// object's address, which names it as id() does, and the frame's index in the stack.
+struct SampledGenerator {
+  uintptr_t object = 0;
+  uint32_t depth = 0;
+};
+constexpr size_t kMaxSampledGenerators = 32;  // per stack, innermost first
+
 struct SampledThread {
   unsigned long thread_id = 0;
   long native_thread_id = 0;  // 0 when unknown (3.9-3.10)
   bool holds_gil = false;
-  std::vector<SampledFrame> frames;  // innermost first
-  bool truncated = false;            // capped at max_frames, or a frame failed its checks
+  std::vector<SampledFrame> frames;          // innermost first
+  bool truncated = false;                    // capped at max_frames, or a frame failed its checks
+  std::vector<SampledGenerator> generators;  // with GilFreeLimits::generators, innermost first
 };
 
 struct StackSample {

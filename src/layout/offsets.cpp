@@ -27,6 +27,7 @@ CPythonOffsets offsets_3_9_or_3_10(int minor) {
   o.frame_previous = 24;  // f_back
   o.frame_code = 32;
   o.frame_lasti = minor == 9 ? 104 : 96;
+  o.frame_gen = o.frame_lasti - 8;  // the pointer before f_lasti in both
   o.lasti_in_code_units = minor == 10;
   o.code_firstlineno = 40;
   o.code_filename = 104;
@@ -58,6 +59,9 @@ CPythonOffsets offsets_3_11() {
   o.frame_instr_ptr = 56;  // prev_instr
   o.frame_is_entry = 68;
   o.frame_owner = 69;
+  // PyObject_HEAD, gi_code, gi_weakreflist, gi_name, gi_qualname, gi_exc_state (16), gi_origin_or_finalizer,
+  // four chars, then gi_iframe.
+  o.gen_iframe = 80;
   o.code_firstlineno = 72;
   o.code_filename = 112;
   o.code_name = 120;
@@ -104,6 +108,7 @@ CPythonOffsets offsets_3_12() {
   o.frame_previous = 8;
   o.frame_instr_ptr = 56;  // prev_instr, after f_funcobj, f_globals, f_builtins, f_locals, frame_obj
   o.frame_owner = 70;      // after int stacktop (64) and uint16_t return_offset (68)
+  o.gen_iframe = 72;       // as 3.11's generator, less gi_code
   // PyObject_VAR_HEAD (24), co_consts, co_names, co_exceptiontable, co_flags (48), co_argcount,
   // co_posonlyargcount, co_kwonlyargcount, co_stacksize, then co_firstlineno.
   o.code_firstlineno = 68;
@@ -211,6 +216,9 @@ Result<CPythonOffsets> offsets_from_debug(const PythonVersion& v, pid_t pid, uin
   o.frame_previous = w[L.fr_previous];
   o.frame_instr_ptr = w[L.fr_instr_ptr];
   o.frame_owner = w[L.fr_owner];
+  // Not among the debug offsets before 3.14; the same 3.12's generator head in 3.13-3.15 (checked by
+  // tests/e2e/test_profile_async.py against coroutines' frames on each).
+  o.gen_iframe = 72;
   o.code_filename = w[L.co_filename];
   o.code_name = w[L.co_name];
   o.code_qualname = w[L.co_qualname];

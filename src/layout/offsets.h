@@ -66,6 +66,10 @@ struct CPythonOffsets {
   bool lasti_in_code_units = false;   // 3.10: f_lasti counts code units, 3.9: bytes
   size_t frame_owner = kNoField;      // 3.11+: char; 3 = owned by the C stack (3.12+ shims)
   size_t frame_is_entry = kNoField;   // 3.11: bool, the first frame of its C-level eval call
+  size_t frame_gen = kNoField;        // 3.9-3.10: f_gen, the generator or coroutine running it (or 0)
+  // 3.11+: where a generator or coroutine object keeps its frame (gi_iframe): a frame owned by one
+  // (owner 1, FRAME_OWNED_BY_GENERATOR) lies this many bytes into it.
+  size_t gen_iframe = kNoField;
   // PyCodeObject
   size_t code_filename = kNoField;
   size_t code_name = kNoField;

@@ -28,6 +28,7 @@
 #include "core/settings.h"
 #include "layout/interpreter_reader.h"
 #include "profile/stack_table.h"
+#include "profile/tasks.h"
 #include "python/gil_free.h"
 #include "sql/column_store.h"
 
@@ -48,6 +49,7 @@ constexpr double kForgetThread_s = 10;
 constexpr double kRenameEvery_s = 5;
 constexpr double kMainThreadEvery_s = 10;
 constexpr size_t kKeptStatFiles = 64;
+constexpr size_t kMaxTaskSamples = 500'000;  // samples with their coroutines, while --async profiles run
 
 ColumnDef col(const char* name, ColumnType type, const char* description) {
   return {name, type, description};
@@ -117,6 +119,13 @@ struct ThreadState {
   uint32_t stack = 0;
 };
 
+// The coroutines on a sample's stack, while a session wants tasks.
+struct TaskSample {
+  double time = 0;
+  unsigned long thread = 0;
+  std::vector<layout::SampledGenerator> generators;
+};
+
 struct Hang {
   long long id = 0;
   double started = 0;  // when the main thread last moved
@@ -136,7 +145,7 @@ class Sampler {
 
   void run() noexcept;
 
-  Result<Session> start_session(double hz, double seconds, long long renew) {
+  Result<Session> start_session(double hz, double seconds, long long renew, bool tasks) {
     if (!(hz > 0) || hz > kMaxHz) {
       return Status(Code::kInvalidArgument, "the rate must be above 0 and at most " +
                                                 std::to_string(static_cast<int>(kMaxHz)) + " Hz");
@@ -150,10 +159,15 @@ class Sampler {
     std::lock_guard<std::mutex> lock(mu_);
     const double now = unix_now_s();
     std::erase_if(sessions_, [now](const Session& s) { return s.until <= now; });
+    if (tasks) {
+      tasks_until_ = std::max(tasks_until_.load(), now + seconds);
+      snapshot_tasks_until(now + seconds);
+    }
     for (Session& s : sessions_) {
       if (renew != 0 && s.id == renew) {
         s.until = now + seconds;
         s.hz = hz;
+        s.tasks = s.tasks || tasks;
         return s;
       }
     }
@@ -161,8 +175,19 @@ class Sampler {
       return Status(Code::kUnavailable,
                     std::to_string(kMaxSessions) + " profiles run already; try again later");
     }
-    sessions_.push_back({++last_session_, now, now + seconds, hz});
+    sessions_.push_back({++last_session_, now, now + seconds, hz, tasks});
     return sessions_.back();
+  }
+
+  // The coroutines on the stacks sampled in [since, until), by (time, thread).
+  std::map<std::pair<double, unsigned long>, std::vector<layout::SampledGenerator>> task_samples(
+      double since, double until) {
+    std::map<std::pair<double, unsigned long>, std::vector<layout::SampledGenerator>> out;
+    std::lock_guard<std::mutex> lock(task_mu_);
+    for (const TaskSample& t : task_samples_) {
+      if (t.time >= since && t.time < until) out.emplace(std::make_pair(t.time, t.thread), t.generators);
+    }
+    return out;
   }
 
   nlohmann::json status() {
@@ -221,6 +246,13 @@ class Sampler {
     --kept_stat_files_;
   }
   void watch_for_hang(double now, const ThreadState* main);
+  void drop_task_samples(double before) {
+    {
+      std::lock_guard<std::mutex> lock(task_mu_);
+      while (!task_samples_.empty() && task_samples_.front().time < before) task_samples_.pop_front();
+    }
+    TaskBook::get().drop_before(before);
+  }
   std::string recorder_before(unsigned long thread_id, double from, double to);
 
   const std::shared_ptr<sql::ColumnStore> samples_;
@@ -251,6 +283,10 @@ class Sampler {
   std::shared_ptr<sql::ColumnStore> torch_trace_;
   long long next_hang_id_ = 1;
   bool hung_ = false;
+
+  std::atomic<double> tasks_until_{0};  // a session wants tasks until then
+  std::mutex task_mu_;
+  std::deque<TaskSample> task_samples_;
 
   std::atomic<bool> running_{false};
   std::mutex mu_;  // guards what the request threads read: below
@@ -295,6 +331,7 @@ void Sampler::take_sample(const layout::InterpreterReader& reader, double now, d
   layout::GilFreeLimits limits;
   limits.max_frames = 512;
   limits.max_threads = 256;
+  limits.generators = now < tasks_until_.load();
   if (Status st = reader.sample(limits, &codes_, &sample_); !st.is_ok()) return;  // between interpreters
   // On CPU means in the kernel's R state right after the walk (running, or ready to run), as
   // py-spy and CPython's profiler tell: not a CPU-time delta over the interval before, which
@@ -357,6 +394,11 @@ void Sampler::take_sample(const layout::InterpreterReader& reader, double now, d
                     cpu,
                     interval};
     (void)samples_->append(cells);
+    if (!st.generators.empty()) {
+      std::lock_guard<std::mutex> lock(task_mu_);
+      if (task_samples_.size() >= kMaxTaskSamples) task_samples_.pop_front();
+      task_samples_.push_back({now, st.thread_id, st.generators});
+    }
     if (st.thread_id == main_ident_) main = &t;
   }
   for (auto it = threads_.begin(); it != threads_.end();) {
@@ -517,7 +559,9 @@ void Sampler::run() noexcept {
       last = started;
       if (at - last_window >= 1) {
         last_window = at;
-        samples_->drop_below(kTime, std::min(at - recorder_s_, oldest_session_start()));
+        const double cutoff = std::min(at - recorder_s_, oldest_session_start());
+        samples_->drop_below(kTime, cutoff);
+        drop_task_samples(cutoff);
       }
       // A period jittered by up to ±20%: a loop whose period is a multiple of the sampler's is
       // not always caught at the same point. And at most a quarter of a core: a sample that
@@ -671,10 +715,10 @@ void start_sampler() {
   });
 }
 
-Result<Session> start_session(double hz, double seconds, long long renew) {
+Result<Session> start_session(double hz, double seconds, long long renew, bool tasks) {
   Sampler* sampler = g_sampler.load(std::memory_order_acquire);
   if (sampler == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
-  return sampler->start_session(hz, seconds, renew);
+  return sampler->start_session(hz, seconds, renew, tasks);
 }
 
 nlohmann::json sampler_status() {
@@ -683,17 +727,69 @@ nlohmann::json sampler_status() {
   return sampler->status();
 }
 
+namespace {
+
+struct Kept {
+  double time;
+  long long thread;
+  long long stack;
+  double weight;
+};
+
+// Stacks that end in asyncio tasks have ids from here on, apart from python.stacks' ids.
+constexpr long long kTaskStackBase = 1LL << 32;
+
+// --async: a sample that ran a task's coroutine ends in that task and those awaiting it; with
+// idle (in wall mode), each task snapshot's waiting tasks become samples too.
+void name_tasks(const CollectRequest& request, Sampler& sampler, std::vector<Kept>* kept,
+                std::vector<std::vector<Frame>>* task_stacks,
+                std::map<long long, std::pair<std::string, long long>>* threads, nlohmann::json* notices) {
+  const TaskBook& book = TaskBook::get();
+  std::unordered_map<std::string, long long> ids;
+  auto intern = [&](const std::vector<Frame>& frames) {
+    std::string key;
+    for (const Frame& f : frames) key += f.func + '\0' + f.file + '\0' + std::to_string(f.line) + '\0';
+    auto [it, added] =
+        ids.try_emplace(std::move(key), kTaskStackBase + static_cast<long long>(task_stacks->size()));
+    if (added) task_stacks->push_back(frames);
+    return it->second;
+  };
+  const auto generators = sampler.task_samples(request.since, request.until);
+  std::unordered_map<long long, std::vector<Frame>> sampled;  // python.stacks, as read
+  std::vector<Frame> rest;
+  for (Kept& k : *kept) {
+    auto g = generators.find({k.time, static_cast<unsigned long>(k.thread)});
+    if (g == generators.end()) continue;
+    rest.clear();
+    uint32_t depth = 0;
+    if (!book.running(k.time, static_cast<unsigned long>(k.thread), g->second, &depth, &rest)) continue;
+    auto [it, added] = sampled.try_emplace(k.stack);
+    if (added) it->second = g_stacks->frames_of(static_cast<uint32_t>(k.stack));
+    if (depth >= it->second.size()) continue;
+    std::vector<Frame> frames(it->second.begin(), it->second.begin() + depth + 1);
+    frames.insert(frames.end(), rest.begin(), rest.end());
+    k.stack = intern(frames);
+  }
+  if (request.idle && request.mode == Mode::kWall && kept->size() < request.max_samples) {
+    for (TaskBook::Wait& w : book.waiting(request.since, request.until, request.max_samples - kept->size())) {
+      kept->push_back({w.time, static_cast<long long>(w.thread), intern(w.frames), w.weight});
+      threads->try_emplace(static_cast<long long>(w.thread));
+    }
+    std::stable_sort(kept->begin(), kept->end(),
+                     [](const Kept& a, const Kept& b) { return a.time < b.time; });
+  }
+  for (std::string& n : book.notices(request.since, request.until)) notices->push_back(std::move(n));
+}
+
+}  // namespace
+
 Result<std::string> collect(const CollectRequest& request) {
   if (g_samples == nullptr || g_stacks == nullptr)
     return Status(Code::kUnavailable, "the sampler is not started");
   if (!(request.until > request.since))
     return Status(Code::kInvalidArgument, "the window is empty: until <= since");
-  struct Kept {
-    double time;
-    long long thread;
-    long long stack;
-    double weight;
-  };
+  Sampler* sampler = g_sampler.load(std::memory_order_acquire);
+  if (request.tasks && sampler == nullptr) return Status(Code::kUnavailable, "the sampler is not started");
   std::vector<Kept> kept;
   std::map<long long, std::pair<std::string, long long>> threads;  // ident -> (name, tid)
   long long seen = 0, idle = 0, other_mode = 0, dropped = 0;
@@ -741,8 +837,13 @@ Result<std::string> collect(const CollectRequest& request) {
     dropped = static_cast<long long>(kept.size() - request.max_samples);
     kept.erase(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(dropped));
   }
+  nlohmann::json notices = nlohmann::json::array();
+  std::vector<std::vector<Frame>> task_stacks;
+  if (request.tasks) name_tasks(request, *sampler, &kept, &task_stacks, &threads, &notices);
   std::vector<uint32_t> ids;
-  for (const Kept& k : kept) ids.push_back(static_cast<uint32_t>(k.stack));
+  for (const Kept& k : kept) {
+    if (k.stack < kTaskStackBase) ids.push_back(static_cast<uint32_t>(k.stack));
+  }
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   nlohmann::json stacks = nlohmann::json::object();
@@ -754,6 +855,11 @@ Result<std::string> collect(const CollectRequest& request) {
   if (std::binary_search(ids.begin(), ids.end(), StackTable::kFull)) {
     stacks["0"] = nlohmann::json::array({nlohmann::json::array({"(stack table full)", "", 0})});
   }
+  for (size_t i = 0; i < task_stacks.size(); ++i) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const Frame& f : task_stacks[i]) list.push_back({f.func, f.file, f.line});
+    stacks[std::to_string(kTaskStackBase + static_cast<long long>(i))] = std::move(list);
+  }
   nlohmann::json thread_list = nlohmann::json::array();
   for (const auto& [ident, info] : threads) {
     thread_list.push_back(
@@ -761,7 +867,6 @@ Result<std::string> collect(const CollectRequest& request) {
          {"native_thread_id", info.second != 0 ? nlohmann::json(info.second) : nlohmann::json()},
          {"name", info.first}});
   }
-  nlohmann::json notices = nlohmann::json::array();
   if (dropped > 0)
     notices.push_back("only the newest " + std::to_string(request.max_samples) + " samples are kept");
   if (oldest > request.since && oldest - request.since > 1 && (*g_samples)->stats().dropped > 0) {
@@ -775,6 +880,7 @@ Result<std::string> collect(const CollectRequest& request) {
                       {"until", request.until},
                       {"mode", mode},
                       {"idle", request.idle},
+                      {"tasks", request.tasks},
                       {"max_hz", max_hz},
                       {"counts",
                        {{"seen", seen},

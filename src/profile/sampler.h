@@ -30,14 +30,16 @@ struct Session {
   double start = 0;  // unix seconds
   double until = 0;
   double hz = 0;
+  bool tasks = false;  // asyncio tasks named (profile/tasks.h)
 };
 
 // Samples at `hz` (up to kMaxHz) for `seconds` (up to kMaxSessionSeconds) from now, beside the
 // recorder; sessions overlap freely, the fastest one sets the rate. `renew`, a live session's id,
 // extends that session instead (to `seconds` from now, at `hz`), as `top` does every second;
-// an id that has ended starts a new one. kInvalidArgument out of range; kUnavailable past 16
-// sessions at once, or when the sampler does not run.
-Result<Session> start_session(double hz, double seconds, long long renew = 0);
+// an id that has ended starts a new one. `tasks` also notes the coroutines on each stack and takes
+// asyncio task snapshots meanwhile, for CollectRequest::tasks. kInvalidArgument out of range;
+// kUnavailable past 16 sessions at once, or when the sampler does not run.
+Result<Session> start_session(double hz, double seconds, long long renew = 0, bool tasks = false);
 
 enum class Mode { kWall, kCpu, kGil };
 
@@ -46,6 +48,9 @@ struct CollectRequest {
   double until = 0;
   Mode mode = Mode::kWall;
   bool idle = false;  // keep samples of threads that neither ran nor held the GIL
+  // A sample that runs an asyncio task ends in the task and the tasks awaiting it; with `idle`,
+  // each task snapshot's waiting tasks are samples too. Needs a session with `tasks`.
+  bool tasks = false;
   size_t max_samples = 500'000;
 };
 

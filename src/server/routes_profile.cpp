@@ -1,6 +1,7 @@
-// POST /profile {"hz", "seconds"[, "renew": id]} starts (or extends) sampling faster for a while; GET
-// /profile?since=&until= (or ?last=SECONDS) &mode=&idle= returns the samples of a window with their stacks
-// (profile/sampler.h). The CLI's `profile` and `top` are built on the two; the read right suffices for both.
+// POST /profile {"hz", "seconds"[, "renew": id][, "tasks": true]} starts (or extends) sampling faster for a
+// while; GET /profile?since=&until= (or ?last=SECONDS) &mode=&idle=&tasks= returns the samples of a window
+// with their stacks (profile/sampler.h); tasks names asyncio tasks (profile/tasks.h). The CLI's `profile` and
+// `top` are built on the two; the read right suffices for both.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,10 +33,14 @@ HttpResponse start_profile(const HttpRequest& request) {
   if (!renew.is_null() && !renew.is_number_integer()) {
     return error_response(400, "BadRequest", "renew is the id of a session this agent returned");
   }
-  Result<profile::Session> s = profile::start_session(body["hz"].get<double>(), body["seconds"].get<double>(),
-                                                      renew.is_null() ? 0 : renew.get<long long>());
+  const nlohmann::json tasks = body.value("tasks", nlohmann::json(false));
+  if (!tasks.is_boolean()) return error_response(400, "BadRequest", "tasks is true or false");
+  Result<profile::Session> s =
+      profile::start_session(body["hz"].get<double>(), body["seconds"].get<double>(),
+                             renew.is_null() ? 0 : renew.get<long long>(), tasks.get<bool>());
   if (!s.is_ok()) return error_response(s.status());
-  return json_response({{"id", s->id}, {"start", s->start}, {"until", s->until}, {"hz", s->hz}});
+  return json_response(
+      {{"id", s->id}, {"start", s->start}, {"until", s->until}, {"hz", s->hz}, {"tasks", s->tasks}});
 }
 
 HttpResponse read_profile(const HttpRequest& request) {
@@ -55,6 +60,9 @@ HttpResponse read_profile(const HttpRequest& request) {
   }
   if (auto it = request.query.find("idle"); it != request.query.end()) {
     c.idle = it->second == "1" || it->second == "true";
+  }
+  if (auto it = request.query.find("tasks"); it != request.query.end()) {
+    c.tasks = it->second == "1" || it->second == "true";
   }
   double max = 0;
   if (number_param(request, "max_samples", &max)) {

@@ -1,5 +1,5 @@
-// The profiler's parts that need no target: the stack table, and the renderers of `probing
-// profile` on profiles written by hand.
+// The profiler's parts that need no target: the stack table, the asyncio task book on snapshots
+// written by hand, and the renderers of `probing profile` on profiles written by hand.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -9,6 +9,7 @@
 
 #include "cli/profile_format.h"
 #include "profile/stack_table.h"
+#include "profile/tasks.h"
 
 namespace probing {
 namespace {
@@ -67,6 +68,74 @@ cli::Profile parsed() {
   Result<cli::Profile> p = cli::parse_profile(reply());
   EXPECT_TRUE(p.is_ok()) << p.status().message();
   return *p;
+}
+
+// A snapshot as tasks_helpers.py writes it: loop thread 7 runs Task-1 (main, waiting on a
+// gather), its child "busy" (running) and "sleeper" (waiting in asyncio.sleep).
+nlohmann::json task_snapshot(double time) {
+  return nlohmann::json::parse(R"({"time": )" + std::to_string(time) +
+                               R"(, "asyncio": true, "truncated": false,
+    "loops": [{"thread": 7, "tasks": [
+      [1, 11, "Task-1", false, [], [["main", "app.py", 27]]],
+      [2, 22, "busy", true, [1], null],
+      [3, 33, "sleeper", false, [1], [["sleep", "tasks.py", 639], ["sleeper", "app.py", 18]]]]}]})");
+}
+
+std::vector<std::string> names(const std::vector<profile::Frame>& frames) {
+  std::vector<std::string> out;
+  for (const profile::Frame& f : frames) out.push_back(f.func + "@" + f.file);
+  return out;
+}
+
+TEST(TaskBook, ASampleRunningATasksCoroutineEndsInItsTasks) {
+  profile::TaskBook book;
+  book.add(100, 0.2, task_snapshot(100));
+  // Innermost first: a plain coroutine (44) the task awaits, then the task's own (22).
+  const std::vector<layout::SampledGenerator> gens{{44, 1}, {22, 2}};
+  uint32_t depth = 0;
+  std::vector<profile::Frame> rest;
+  ASSERT_TRUE(book.running(100.1, 7, gens, &depth, &rest));
+  EXPECT_EQ(depth, 2u);
+  EXPECT_EQ(names(rest), (std::vector<std::string>{"busy@<task>", "main@app.py", "Task-*@<task>"}));
+  rest.clear();
+  EXPECT_FALSE(book.running(100.1, 8, gens, &depth, &rest)) << "thread 8 runs no loop";
+  EXPECT_FALSE(book.running(130, 7, gens, &depth, &rest)) << "no snapshot near that time";
+  const std::vector<layout::SampledGenerator> unknown{{55, 0}, {66, 3}};
+  ASSERT_TRUE(book.running(100.1, 7, unknown, &depth, &rest));
+  EXPECT_EQ(depth, 3u) << "the outermost coroutine";
+  EXPECT_EQ(names(rest), (std::vector<std::string>{"(unnamed task)@<task>"}));
+}
+
+TEST(TaskBook, WaitingLeafTasksAreSamplesOfEachSnapshot) {
+  profile::TaskBook book;
+  book.add(100, 0.2, task_snapshot(100));
+  book.add(100.2, 0.2, task_snapshot(100.2));
+  const std::vector<profile::TaskBook::Wait> waits = book.waiting(99, 101, 100);
+  ASSERT_EQ(waits.size(), 2u) << "sleeper twice; main awaits a task, busy runs";
+  EXPECT_EQ(waits[0].time, 100);
+  EXPECT_EQ(waits[0].thread, 7u);
+  EXPECT_NEAR(waits[0].weight, 0.2, 1e-9);
+  EXPECT_EQ(names(waits[0].frames),
+            (std::vector<std::string>{"sleep@tasks.py", "sleeper@app.py", "sleeper@<task>", "main@app.py",
+                                      "Task-*@<task>"}));
+  EXPECT_EQ(book.waiting(99, 101, 1).size(), 1u) << "bounded";
+  book.drop_before(150);
+  EXPECT_TRUE(book.waiting(0, 1e12, 100).empty());
+  uint32_t depth = 0;
+  std::vector<profile::Frame> rest;
+  const std::vector<layout::SampledGenerator> gens{{22, 0}};
+  EXPECT_FALSE(book.running(100.1, 7, gens, &depth, &rest));
+}
+
+TEST(TaskBook, NoticesSayWhatIsMissing) {
+  profile::TaskBook book;
+  EXPECT_EQ(book.notices(0, 10),
+            (std::vector<std::string>{"no asyncio task snapshot was taken in this window"}));
+  book.add(5, 0.2, nlohmann::json::parse(R"({"time": 5, "asyncio": false, "loops": []})"));
+  EXPECT_EQ(book.notices(0, 10),
+            (std::vector<std::string>{"this process has not imported asyncio: there are no tasks to show"}));
+  book.fail(6, "the GIL was not released within 2 s");
+  EXPECT_EQ(book.notices(0, 10).back(), "asyncio task snapshots failed: the GIL was not released within 2 s");
 }
 
 TEST(ProfileFormat, ParsesTheAgentsReply) {

@@ -45,6 +45,7 @@ struct ProfileArgs {
   bool merge_threads = false;
   bool subprocesses = false;
   bool native = false;
+  bool tasks = false;  // --async
   bool hz_given = false;
   std::string format;
   std::string output;
@@ -69,7 +70,16 @@ Result<double> parse_duration(const std::string& text) {
 }
 
 std::string query_string(const ProfileArgs& args) {
-  return "&mode=" + std::string(args.gil ? "gil" : args.mode) + "&idle=" + (args.idle ? "1" : "0");
+  return "&mode=" + std::string(args.gil ? "gil" : args.mode) + "&idle=" + (args.idle ? "1" : "0") +
+         (args.tasks ? "&tasks=1" : "");
+}
+
+// The body of POST /profile: sample at --hz for `seconds` (extending session `renew` when not 0).
+std::string session_body(const ProfileArgs& args, double seconds, long long renew = 0) {
+  nlohmann::json body{{"hz", args.hz}, {"seconds", seconds}};
+  if (renew != 0) body["renew"] = renew;
+  if (args.tasks) body["tasks"] = true;
+  return body.dump();
 }
 
 Result<nlohmann::json> json_reply(client::Client& client, const std::string& method, const std::string& path,
@@ -159,8 +169,7 @@ double wait_for(double seconds, const std::string& what, const SigintPipe& sigin
 // a new connection: the agent closes one left idle for server.request_timeout_s.
 Result<Profile> sample_for(const Context& ctx, client::Client& client, const ProfileArgs& args,
                            double seconds, const std::string& what, const SigintPipe& sigint) {
-  Result<nlohmann::json> session =
-      json_reply(client, "POST", "/profile", nlohmann::json{{"hz", args.hz}, {"seconds", seconds}}.dump());
+  Result<nlohmann::json> session = json_reply(client, "POST", "/profile", session_body(args, seconds));
   if (!session.is_ok()) return session.status();
   const double start = session->value("start", 0.0);
   const double waited = wait_for(seconds, what, sigint);
@@ -395,8 +404,7 @@ Result<Profile> profile_tree(const Context& ctx, const ProfileArgs& args, double
   if (last_s <= 0) {
     for (Part& part : *parts) {
       Result<nlohmann::json> session =
-          json_reply(*part.agent.client, "POST", "/profile",
-                     nlohmann::json{{"hz", args.hz}, {"seconds", args.seconds}}.dump());
+          json_reply(*part.agent.client, "POST", "/profile", session_body(args, args.seconds));
       if (!session.is_ok()) return session.status().with_context(part.name);
       part.start = session->value("start", 0.0);
     }
@@ -522,8 +530,7 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
     // down by itself, and a top holds one of the agent's 16 sessions.
     for (size_t i = 0; i < parts.size(); ++i) {
       Result<nlohmann::json> s =
-          json_reply(*parts[i].agent.client, "POST", "/profile",
-                     nlohmann::json{{"hz", args.hz}, {"seconds", 1.5}, {"renew", sessions[i]}}.dump());
+          json_reply(*parts[i].agent.client, "POST", "/profile", session_body(args, 1.5, sessions[i]));
       if (!s.is_ok()) return fail(s.status().with_context(parts[i].name.empty() ? who : parts[i].name));
       sessions[i] = s->value("id", 0LL);
     }
@@ -573,6 +580,9 @@ CLI::Option* add_mode_options(CLI::App* cmd, ProfileArgs& args) {
                   "the thread holding the GIL");
   cmd->add_flag("--gil", args.gil, "only samples that hold the GIL (--mode gil)");
   cmd->add_flag("--idle", args.idle, "keep samples of waiting threads too (wall mode)");
+  cmd->add_flag("--async", args.tasks,
+                "asyncio-aware: a sample running a task ends in the task's name and in the tasks awaiting\n"
+                "it (where each waits), not in the event loop; with --idle, waiting tasks count too");
   return hz;
 }
 
@@ -617,11 +627,18 @@ void add_profile_command(CLI::App& app, Context& ctx) {
       "  probing 1234 profile --seconds 30 --hz 1000 --format speedscope -o run.json\n"
       "  probing 1234 profile --last 5m --idle -o before-hang.svg\n"
       "  probing 1234 profile --mode cpu --seconds 5\n"
+      "  probing 1234 profile --async --seconds 10 -o tasks.svg\n"
       "  probing 1234 profile --native --seconds 10 -o native.svg");
   on_run(cmd, [&ctx, args, seconds, hz] {
     if (!args->last.empty() && (seconds->count() > 0 || hz->count() > 0)) {
       return fail(Status(Code::kInvalidArgument,
                          "--last renders what the recorder kept: --seconds and --hz do not apply to it"));
+    }
+    if (args->tasks && (args->native || !args->last.empty())) {
+      return fail(
+          Status(Code::kInvalidArgument,
+                 std::string("--async names the tasks a profile sees while it runs: ") +
+                     (args->native ? "not with --native" : "the recorder's samples do not name tasks")));
     }
     if (args->native && (!args->last.empty() || args->subprocesses)) {
       return fail(Status(
