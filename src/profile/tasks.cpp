@@ -270,8 +270,8 @@ const std::vector<Frame>& TaskBook::waiting_at(const Task& task, double time) co
       best_distance = distance;
     }
   }
-  static const std::vector<Frame> kNone;
-  return best != nullptr && best->stack < stacks_.size() ? stacks_[best->stack] : kNone;
+  static const auto* const kNone = new std::vector<Frame>;  // never destroyed: no exit-time destructor
+  return best != nullptr && best->stack < stacks_.size() ? stacks_[best->stack] : *kNone;
 }
 
 void TaskBook::chain(const Task& task, double time, std::vector<Frame>* out) const {
