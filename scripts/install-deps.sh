@@ -41,7 +41,7 @@ for p in "${packages[@]}"; do
   fi
 done
 
-# The browser checks' npm packages (playwright-core drives Debian's Chromium; speedscope's page),
+# The browser checks' npm packages (playwright-core drives Debian's Chromium; speedscope's page; the MCP SDK),
 # at the versions tests/browser/package-lock.json pins; again only when missing.
 browser_checks() {
   [[ $browser == 1 ]] || return 0

@@ -112,10 +112,15 @@ int main(int argc, char** argv) {
   app.add_option("-t,--target", ctx.target, "the target, as an option");
   app.add_option("--token", ctx.connect.token, "the agent's token, sent as Authorization: Bearer TOKEN")
       ->envname("PROBING_TOKEN");
-  app.add_flag("--tls", ctx.connect.tls, "TLS to a HOST:PORT target; the certificate is checked against the system CAs");
-  app.add_option("--cacert", ctx.connect.cacert, "check the agent's certificate against this PEM file (implies --tls)")
+  app.add_flag("--tls", ctx.connect.tls,
+               "TLS to a HOST:PORT target; the certificate is checked against the system CAs");
+  app.add_option("--cacert", ctx.connect.cacert,
+                 "check the agent's certificate against this PEM file (implies --tls)")
       ->check(CLI::ExistingFile);
-  app.add_flag("--insecure", ctx.connect.insecure, "TLS without checking the certificate or host name (implies --tls)");
+  app.add_flag("--insecure", ctx.connect.insecure,
+               "TLS without checking the certificate or host name (implies --tls)");
+  app.add_flag("--read-only", ctx.connect.read_only,
+               "ask the agent for the read right only: no eval, no SET, locals without the target's reprs");
   app.require_subcommand(1);
   app.fallthrough();
   add_eval_command(app, ctx);
@@ -129,6 +134,7 @@ int main(int argc, char** argv) {
   add_doctor_command(app, ctx);
   add_children_command(app, ctx);
   add_profile_command(app, ctx);
+  add_mcp_command(app, ctx);
   if (argc <= 1) {
     std::cout << app.help();
     return kExitUsage;

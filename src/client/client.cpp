@@ -208,6 +208,7 @@ class StreamClient final : public Client {
     req.set(http::field::host, target_.kind == Target::Kind::kTcp ? target_.text : std::string("probing"));
     req.set(http::field::user_agent, "probing-cli");
     if (!options_.token.empty()) req.set(http::field::authorization, "Bearer " + options_.token);
+    if (options_.read_only) req.set("X-Probing-Right", "read");
     if (!body.empty()) req.set(http::field::content_type, "application/json");
     req.body() = body;
     req.keep_alive(true);

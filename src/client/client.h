@@ -39,11 +39,12 @@ struct Response {
 // How to reach an agent beyond naming it: the agent's remote options (PROBING_TOKEN,
 // PROBING_TLS_CERT) decide what it asks for.
 struct ConnectOptions {
-  std::string token;      // sent as "Authorization: Bearer TOKEN" on every request when not empty
-  bool tls = false;       // TLS 1.2+ over TCP (host:port targets only)
-  std::string cacert;     // PEM file of CAs (or the agent's own certificate) to verify against,
-                          // instead of the system store; implies tls
-  bool insecure = false;  // no certificate or host name check; implies tls
+  std::string token;       // sent as "Authorization: Bearer TOKEN" on every request when not empty
+  bool tls = false;        // TLS 1.2+ over TCP (host:port targets only)
+  std::string cacert;      // PEM file of CAs (or the agent's own certificate) to verify against,
+                           // instead of the system store; implies tls
+  bool insecure = false;   // no certificate or host name check; implies tls
+  bool read_only = false;  // "X-Probing-Right: read": the agent grants the read right at most
 
   bool use_tls() const { return tls || !cacert.empty() || insecure; }
 };

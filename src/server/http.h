@@ -32,6 +32,7 @@ struct HttpRequest {
   std::string authorization;  // the Authorization header, or ""
   std::string origin;         // the Origin header (sent by browsers), or ""
   std::string host;           // the Host header, or ""
+  bool read_only = false;     // "X-Probing-Right: read": the client asks for the read right only
   Peer peer;
 };
 

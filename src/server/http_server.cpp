@@ -12,14 +12,14 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <condition_variable>
-#include <mutex>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -51,6 +51,7 @@ HttpRequest to_request(http::request<http::string_body>& msg, const Peer& peer) 
   request.authorization = std::string(msg[http::field::authorization]);
   request.origin = std::string(msg[http::field::origin]);
   request.host = std::string(msg[http::field::host]);
+  request.read_only = msg["X-Probing-Right"] == "read";
   request.peer = peer;
   return request;
 }
@@ -107,8 +108,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
 class ServerImpl final : public HttpServer {
  public:
   ServerImpl(ServerOptions options, Handler handler, int fd)
-      : options_(std::move(options)), handler_(std::move(handler)), fd_(fd),
-        acceptor_(ioc_), tcp_acceptor_(ioc_) {
+      : options_(std::move(options)),
+        handler_(std::move(handler)),
+        fd_(fd),
+        acceptor_(ioc_),
+        tcp_acceptor_(ioc_) {
     acceptor_.assign(Local(), fd);
     unix_capacity_.max = options_.max_connections;
     tcp_capacity_.max = options_.max_tcp_connections;
@@ -125,8 +129,9 @@ class ServerImpl final : public HttpServer {
     try {
       if (!r.tls_cert.empty()) {
         tls_ = std::make_unique<ssl::context>(ssl::context::tls_server);
-        tls_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                          ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+        tls_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                          ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                          ssl::context::single_dh_use);
         // An encrypted key would make OpenSSL ask for its passphrase on the target's terminal.
         tls_->set_password_callback([](size_t, ssl::context::password_purpose) { return std::string(); });
         tls_->use_certificate_chain_file(r.tls_cert);
@@ -142,7 +147,8 @@ class ServerImpl final : public HttpServer {
       tcp_fd_ = tcp_acceptor_.native_handle();
       Tcp::endpoint bound = tcp_acceptor_.local_endpoint();
       std::string host = bound.address().to_string();
-      remote_address_ = (bound.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(bound.port());
+      remote_address_ =
+          (bound.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(bound.port());
       return Status::ok();
     } catch (const std::exception& e) {
       remote_error_ = std::string(r.tls_cert.empty() ? "" : "TLS or ") + "TCP on " + r.host + ":" +
@@ -242,7 +248,8 @@ class ServerImpl final : public HttpServer {
       log_warn(std::string("SO_PEERCRED: ") + std::strerror(errno) + "; connection closed");
       return;  // the socket closes as it goes out of scope
     }
-    Peer peer{true, true, cred.uid, cred.pid, "uid " + std::to_string(cred.uid) + " pid " + std::to_string(cred.pid)};
+    Peer peer{true, true, cred.uid, cred.pid,
+              "uid " + std::to_string(cred.uid) + " pid " + std::to_string(cred.pid)};
     std::optional<HttpResponse> refusal;
     if (!peer_allowed(cred.uid, geteuid())) {
       log_warn("refused a connection from " + peer.address + ": not this process's user nor root");
@@ -252,7 +259,8 @@ class ServerImpl final : public HttpServer {
     } else if (unix_capacity_.open.load() >= unix_capacity_.max) {
       refusal = error_response(503, "Unavailable", "too many connections to this agent; try again");
     }
-    std::make_shared<Session<UnixStream>>(*this, UnixStream(std::move(socket)), unix_capacity_, std::move(peer))
+    std::make_shared<Session<UnixStream>>(*this, UnixStream(std::move(socket)), unix_capacity_,
+                                          std::move(peer))
         ->start(std::move(refusal));
   }
 
@@ -278,7 +286,8 @@ class ServerImpl final : public HttpServer {
       return;
     }
     asio::ip::address address = remote.address();
-    if (address.is_v6() && address.to_v6().is_v4_mapped()) address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+    if (address.is_v6() && address.to_v6().is_v4_mapped())
+      address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
     std::string ip = address.to_string();
     Peer peer;
     peer.local = false;
@@ -287,7 +296,8 @@ class ServerImpl final : public HttpServer {
     std::optional<HttpResponse> refusal;
     const std::vector<Cidr>& allow = options_.remote.allow;
     std::optional<std::array<unsigned char, 16>> bytes = parse_address(ip);
-    if (!allow.empty() && (!bytes || std::none_of(allow.begin(), allow.end(), [&](const Cidr& c) { return c.contains(*bytes); }))) {
+    if (!allow.empty() && (!bytes || std::none_of(allow.begin(), allow.end(),
+                                                  [&](const Cidr& c) { return c.contains(*bytes); }))) {
       log_warn("refused a connection from " + peer.address + ": not in PROBING_ALLOW");
       refusal = error_response(403, "PermissionDenied", "this address may not connect (PROBING_ALLOW)");
     } else if (address.is_loopback() && options_.remote.token.empty() && options_.remote.read_token.empty()) {
@@ -303,11 +313,12 @@ class ServerImpl final : public HttpServer {
       }
     }
     if (tls_ != nullptr) {
-      auto session = std::make_shared<Session<TlsStream>>(*this, TlsStream(std::move(socket), *tls_), tcp_capacity_,
-                                                          std::move(peer));
+      auto session = std::make_shared<Session<TlsStream>>(*this, TlsStream(std::move(socket), *tls_),
+                                                          tcp_capacity_, std::move(peer));
       session->start(std::move(refusal));
     } else {
-      std::make_shared<Session<TcpStream>>(*this, TcpStream(std::move(socket)), tcp_capacity_, std::move(peer))
+      std::make_shared<Session<TcpStream>>(*this, TcpStream(std::move(socket)), tcp_capacity_,
+                                           std::move(peer))
           ->start(std::move(refusal));
     }
   }
@@ -340,17 +351,17 @@ void Session<Stream>::start(std::optional<HttpResponse> refusal) {
   if constexpr (kTls) {
     // No reply can be sent before the handshake; the refusal (if any) then goes over TLS.
     lowest().expires_after(seconds(server_.options().request_timeout_s));
-    stream_.async_handshake(ssl::stream_base::server,
-                            [self = this->shared_from_this(), refusal = std::move(refusal)](beast::error_code ec) {
-                              if (ec) {
-                                log_debug("TLS handshake with " + self->peer_.address + ": " + ec.message());
-                                self->close();
-                              } else if (refusal) {
-                                self->write(*refusal, false);
-                              } else {
-                                self->read_request();
-                              }
-                            });
+    stream_.async_handshake(ssl::stream_base::server, [self = this->shared_from_this(),
+                                                       refusal = std::move(refusal)](beast::error_code ec) {
+      if (ec) {
+        log_debug("TLS handshake with " + self->peer_.address + ": " + ec.message());
+        self->close();
+      } else if (refusal) {
+        self->write(*refusal, false);
+      } else {
+        self->read_request();
+      }
+    });
   } else {
     if (refusal) {
       write(std::move(*refusal), false);
@@ -372,8 +383,8 @@ void Session<Stream>::read_request() {
 
 template <class Stream>
 void Session<Stream>::on_read(beast::error_code ec) {
-  if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
-      ec == asio::error::eof || ec == ssl::error::stream_truncated) {
+  if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+      ec == asio::error::connection_reset || ec == asio::error::eof || ec == ssl::error::stream_truncated) {
     close();
     return;
   }
@@ -410,7 +421,8 @@ void Session<Stream>::on_read(beast::error_code ec) {
 
 template <class Stream>
 void Session<Stream>::write(HttpResponse response, bool keep_alive) {
-  response_ = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(response.status), 11);
+  response_ =
+      std::make_shared<http::response<http::string_body>>(static_cast<http::status>(response.status), 11);
   response_->set(http::field::server, "probing");
   response_->set(http::field::content_type, response.content_type);
   for (const auto& [name, value] : response.headers) response_->set(name, value);
@@ -418,15 +430,16 @@ void Session<Stream>::write(HttpResponse response, bool keep_alive) {
   response_->body() = std::move(response.body);
   response_->prepare_payload();
   lowest().expires_after(seconds(server_.options().request_timeout_s));
-  http::async_write(stream_, *response_, [self = this->shared_from_this(), keep_alive](beast::error_code ec, size_t) {
-    if (ec) {
-      self->close();
-    } else if (!keep_alive) {
-      self->linger_close();
-    } else {
-      self->read_request();
-    }
-  });
+  http::async_write(stream_, *response_,
+                    [self = this->shared_from_this(), keep_alive](beast::error_code ec, size_t) {
+                      if (ec) {
+                        self->close();
+                      } else if (!keep_alive) {
+                        self->linger_close();
+                      } else {
+                        self->read_request();
+                      }
+                    });
 }
 
 template <class Stream>
@@ -440,14 +453,15 @@ void Session<Stream>::linger_close() {
 template <class Stream>
 void Session<Stream>::drain() {
   constexpr size_t kMaxDrainBytes = 1 << 20;
-  lowest().async_read_some(asio::buffer(drain_buffer_), [self = this->shared_from_this()](beast::error_code ec, size_t n) {
-    self->drained_ += n;
-    if (ec || self->drained_ > kMaxDrainBytes) {
-      self->close();
-      return;
-    }
-    self->drain();
-  });
+  lowest().async_read_some(asio::buffer(drain_buffer_),
+                           [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+                             self->drained_ += n;
+                             if (ec || self->drained_ > kMaxDrainBytes) {
+                               self->close();
+                               return;
+                             }
+                             self->drain();
+                           });
 }
 
 template <class Stream>
@@ -501,7 +515,7 @@ Result<HttpServer*> HttpServer::start(const ServerOptions& options, Handler hand
   }
   try {
     auto* server = new ServerImpl(options, std::move(handler), fd);  // never destroyed
-    if (options.remote.enabled) (void)server->listen_tcp();  // its error is in remote_error()
+    if (options.remote.enabled) (void)server->listen_tcp();          // its error is in remote_error()
     server->run();
     return static_cast<HttpServer*>(server);
   } catch (const std::exception& e) {

@@ -199,6 +199,7 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       HttpResponse refusal;
       Right right = request_right(request, info, &refusal);
       if (right == Right::kNone) return refusal;
+      if (request.read_only) right = std::min(right, Right::kRead);  // `probing --read-only` asks it
       if (route.method[0] != '*' && request.method != route.method) {
         return error_response(405, "BadRequest", std::string("use ") + route.method + " " + route.path);
       }
@@ -220,10 +221,13 @@ HttpServer::Handler make_router(const AgentInfo& info) {
         }
       }
       if (right < needed) {
-        return error_response(403, "PermissionDenied",
-                              "this token may only read (health, backtrace, query, config); " +
-                                  std::string(action.empty() ? request.path : action) +
-                                  " needs the full token");
+        const std::string what = action.empty() ? request.path : action;
+        return error_response(
+            403, "PermissionDenied",
+            request.read_only
+                ? "this client asked for the read right only (--read-only): " + what + " needs the full right"
+                : "this token may only read (health, backtrace, query, config, profile); " + what +
+                      " needs the full token");
       }
       if (!action.empty()) audit(request, right, action);
       python::ScopedUserReprs reprs(right == kFull);  // the read right runs no __repr__ of the target's
