@@ -5,6 +5,8 @@ import json
 import os
 import pty
 import select
+import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 
@@ -265,10 +267,9 @@ def test_top_prints_once_to_a_pipe(interp, target_factory):
 
 
 @pytest.mark.parametrize("interp", interpreter_params())
-def test_subprocesses_profiles_the_workers_too(interp, target_factory, tmp_path):
-    # A pool's forked workers get agents under `launch`; --subprocesses puts their threads beside
-    # the parent's, each labelled with its process.
-    t = target_factory("tree.py", interp, mode="launch", args=["pool_later"])
+def pool_with_agents(t):
+    """Has tree.py (pool_later, under launch) make its pool once the after-fork hook is in, and
+    waits until both workers answer; returns their pids."""
     deadline = time.monotonic() + 30
     while http_request(t.pid, "GET", "/health").json()["subprocesses"] != "on":
         assert time.monotonic() < deadline, "the after-fork hook never went in"
@@ -284,6 +285,14 @@ def test_subprocesses_profiles_the_workers_too(interp, target_factory, tmp_path)
             break
         assert time.monotonic() < deadline, agents
         time.sleep(0.2)
+    return workers
+
+
+def test_subprocesses_profiles_the_workers_too(interp, target_factory, tmp_path):
+    # A pool's forked workers get agents under `launch`; --subprocesses puts their threads beside
+    # the parent's, each labelled with its process.
+    t = target_factory("tree.py", interp, mode="launch", args=["pool_later"])
+    workers = pool_with_agents(t)
     trace = tmp_path / "tree.trace.json"
     rc, _, err = run_cli(t.pid, "profile", "--subprocesses", "--idle", "--seconds", "1", "-o", trace, timeout=60)
     assert rc == 0, err
@@ -300,6 +309,23 @@ def test_subprocesses_profiles_the_workers_too(interp, target_factory, tmp_path)
     rc, out, err = run_cli(t.pid, "top", "--subprocesses", "--idle", "--seconds", "1", "--rows", "200", timeout=60)
     assert rc == 0, err
     assert "slow_task (" in out and "threads" in out.splitlines()[0], out
+
+
+def test_subprocesses_profile_outlives_a_worker_that_ends(interp, target_factory, tmp_path):
+    # A DataLoader makes new workers each epoch: one that ends mid-profile is left out with a note,
+    # and the profile of the others is written.
+    t = target_factory("tree.py", interp, mode="launch", args=["pool_later"])
+    workers = pool_with_agents(t)
+    trace = tmp_path / "tree.trace.json"
+    proc = subprocess.Popen([PROBING, str(t.pid), "profile", "--subprocesses", "--idle", "--seconds", "3", "-o",
+                             str(trace)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "pid %d (fork of %d) ended while it was profiled" % (workers[0], t.pid) in err, err
+    pids = {e["pid"] for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"}
+    assert t.pid in pids and workers[1] in pids and workers[0] not in pids, (pids, workers)
 
 
 def test_top_redraws_in_place_on_a_terminal(interp, target_factory):

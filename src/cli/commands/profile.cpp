@@ -3,9 +3,11 @@
 // and written as a flamegraph, speedscope, Chrome or Firefox Profiler trace, folded stacks, or a
 // table.
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -401,11 +403,28 @@ Result<Profile> profile_tree(const Context& ctx, const ProfileArgs& args, double
                              const SigintPipe& sigint) {
   Result<std::vector<Part>> parts = open_tree(ctx);
   if (!parts.is_ok()) return parts.status();
+  // A process under the target may end meanwhile (a DataLoader makes new workers each epoch): it
+  // is left out with a note; only the target's own failure fails the profile.
+  auto lost = [&parts](size_t i, const Status& why) {
+    if (i == 0) return why.with_context((*parts)[0].name);
+    const Part& part = (*parts)[i];
+    const bool ended = ::kill(static_cast<pid_t>(part.agent.pid), 0) != 0 && errno == ESRCH;
+    std::cerr << "probing: note: " << part.name
+              << (ended ? " ended while it was profiled" : " is not in the profile: " + why.message())
+              << "\n";
+    return Status();
+  };
+  std::vector<bool> gone(parts->size(), false);
   if (last_s <= 0) {
-    for (Part& part : *parts) {
+    for (size_t i = 0; i < parts->size(); ++i) {
+      Part& part = (*parts)[i];
       Result<nlohmann::json> session =
           json_reply(*part.agent.client, "POST", "/profile", session_body(args, args.seconds));
-      if (!session.is_ok()) return session.status().with_context(part.name);
+      if (!session.is_ok()) {
+        if (Status st = lost(i, session.status()); !st.is_ok()) return st;
+        gone[i] = true;
+        continue;
+      }
       part.start = session->value("start", 0.0);
     }
   }
@@ -415,15 +434,20 @@ Result<Profile> profile_tree(const Context& ctx, const ProfileArgs& args, double
                                                   " processes at " + hz_text(args.hz) + " Hz",
                                               sigint);
   std::vector<std::tuple<long long, std::string, Profile>> profiles;
-  for (Part& part : *parts) {
+  for (size_t i = 0; i < parts->size(); ++i) {
+    if (gone[i]) continue;
+    Part& part = (*parts)[i];
     auto fresh = connect_target(part.ctx);  // a new connection: the first idled through the wait
-    if (!fresh.is_ok()) return fresh.status().with_context(part.name);
-    Result<Profile> p = last_s > 0 ? fetch(**fresh, "/profile?last=" + fixed(last_s, 3), args)
-                                   : fetch(**fresh,
-                                           "/profile?since=" + fixed(part.start, 6) +
-                                               "&until=" + fixed(part.start + waited + 0.001, 6),
-                                           args);
-    if (!p.is_ok()) return p.status().with_context(part.name);
+    Result<Profile> p = !fresh.is_ok() ? Result<Profile>(fresh.status())
+                        : last_s > 0   ? fetch(**fresh, "/profile?last=" + fixed(last_s, 3), args)
+                                       : fetch(**fresh,
+                                               "/profile?since=" + fixed(part.start, 6) +
+                                                   "&until=" + fixed(part.start + waited + 0.001, 6),
+                                               args);
+    if (!p.is_ok()) {
+      if (Status st = lost(i, p.status()); !st.is_ok()) return st;
+      continue;
+    }
     profiles.emplace_back(part.agent.pid, part.name, std::move(*p));
   }
   Profile merged = merge_profiles(std::move(profiles));
@@ -528,18 +552,26 @@ int run_top(const Context& ctx, ProfileArgs args, bool seconds_given) {
   for (int round = 0;; ++round) {
     // Each round extends one short session per agent: when this command dies, the agent slows
     // down by itself, and a top holds one of the agent's 16 sessions.
-    for (size_t i = 0; i < parts.size(); ++i) {
+    // A process under the target that ends (a DataLoader's worker, at an epoch's end) drops out.
+    for (size_t i = 0; i < parts.size();) {
       Result<nlohmann::json> s =
           json_reply(*parts[i].agent.client, "POST", "/profile", session_body(args, 1.5, sessions[i]));
-      if (!s.is_ok()) return fail(s.status().with_context(parts[i].name.empty() ? who : parts[i].name));
-      sessions[i] = s->value("id", 0LL);
+      if (!s.is_ok() && i == 0)
+        return fail(s.status().with_context(parts[i].name.empty() ? who : parts[i].name));
+      if (!s.is_ok()) {
+        parts.erase(parts.begin() + static_cast<std::ptrdiff_t>(i));
+        sessions.erase(sessions.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
+      sessions[i++] = s->value("id", 0LL);
     }
     if (round > 0) {
       std::vector<std::tuple<long long, std::string, Profile>> profiles;
-      for (Part& part : parts) {
+      for (size_t i = 0; i < parts.size(); ++i) {
+        Part& part = parts[i];
         Result<Profile> p = fetch(*part.agent.client, "/profile?last=" + fixed(args.window, 3), args);
-        if (!p.is_ok()) return fail(p.status().with_context(part.name.empty() ? who : part.name));
-        profiles.emplace_back(part.agent.pid, part.name, std::move(*p));
+        if (!p.is_ok() && i == 0) return fail(p.status().with_context(part.name.empty() ? who : part.name));
+        if (p.is_ok()) profiles.emplace_back(part.agent.pid, part.name, std::move(*p));
       }
       Profile p = profiles.size() == 1 ? std::move(std::get<2>(profiles.front()))
                                        : merge_profiles(std::move(profiles));
