@@ -66,5 +66,6 @@ void add_doctor_command(CLI::App& app, Context& ctx);
 void add_children_command(CLI::App& app, Context& ctx);
 void add_profile_command(CLI::App& app, Context& ctx);  // profile and top
 void add_mcp_command(CLI::App& app, Context& ctx);
+void add_memory_command(CLI::App& app, Context& ctx);
 
 }  // namespace probing::cli

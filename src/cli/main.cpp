@@ -134,6 +134,7 @@ int main(int argc, char** argv) {
   add_doctor_command(app, ctx);
   add_children_command(app, ctx);
   add_profile_command(app, ctx);
+  add_memory_command(app, ctx);
   add_mcp_command(app, ctx);
   if (argc <= 1) {
     std::cout << app.help();

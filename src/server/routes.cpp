@@ -188,6 +188,7 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       {"*", "/config", kRead, handle_config},           // routes_query.cpp; PUT needs kFull
       {"*", "/config/", kRead, handle_config},
       {"*", "/profile", kRead, handle_profile},  // routes_profile.cpp: sampling, bounded in rate and time
+      {"POST", "/memory", kFull, handle_memory},  // routes_memory.cpp: tracemalloc on, off, a new base
       {"GET", "/metrics", kRead,
        [&info](const HttpRequest& r) { return handle_metrics(r, info); }},  // Prometheus
   };
@@ -209,6 +210,8 @@ HttpServer::Handler make_router(const AgentInfo& info) {
         action = request.path.substr(1);  // completion runs attribute lookups: audited like code
         // A REPL's block is sent again with each line; handle_eval audits it once, when whole.
         if (request.path == "/eval" && interactive_eval(request)) action.clear();
+      } else if (request.path == "/memory") {
+        action = "memory";
       } else if (request.method == "PUT") {
         needed = kFull;
         action = "config";

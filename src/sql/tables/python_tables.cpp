@@ -23,6 +23,7 @@ namespace {
 
 constexpr ColumnType kInt = ColumnType::kInteger;
 constexpr ColumnType kText = ColumnType::kText;
+constexpr ColumnType kReal = ColumnType::kReal;
 constexpr python::HelperSource kHelpers{kPythonTablesSource, "probing._tables"};
 constexpr int kMaxModules = 100000;
 constexpr double kObjectsBudgetS = 0.5;
@@ -206,6 +207,25 @@ Result<LiveRows> rows_from_helper(const char* function, const nlohmann::json& ar
   return out;
 }
 
+constexpr int kMaxGrowthRows = 1000;
+
+Result<LiveRows> fetch_memory(const ScanRequest&) {
+  nlohmann::json reply;
+  return rows_from_helper("memory", nlohmann::json::array(), 5, &reply);
+}
+
+// A tracemalloc snapshot and its comparison with the base: seconds for a heap of millions of
+// traces (tracemalloc's C code, which cannot be interrupted).
+Result<LiveRows> fetch_memory_growth(const ScanRequest&) {
+  nlohmann::json reply;
+  Result<LiveRows> out = rows_from_helper("memory_growth", {kMaxGrowthRows}, 30, &reply);
+  if (out.is_ok() && reply.value("total", 0) > kMaxGrowthRows) {
+    out->notices.push_back("the " + std::to_string(kMaxGrowthRows) + " lines that grew most of " +
+                           std::to_string(reply.value("total", 0)));
+  }
+  return out;
+}
+
 Result<LiveRows> fetch_modules(const ScanRequest&) {
   nlohmann::json reply;
   Result<LiveRows> out = rows_from_helper("modules", {kMaxModules}, 5, &reply);
@@ -275,7 +295,6 @@ Result<LiveRows> fetch_objects(const ScanRequest& request) {
 
 // The tables the agent records into: torch tracing (src/torch) and probing.span/event.
 Status add_recorded_tables(Engine& engine) {
-  constexpr ColumnType kReal = ColumnType::kReal;
   ColumnStore::Limits limits{static_cast<size_t>(settings().get_int("store.max_rows")),
                              static_cast<size_t>(settings().get_int("store.max_bytes")), 8192};
   auto torch_trace = std::make_shared<ColumnStore>(
@@ -319,6 +338,20 @@ Status add_recorded_tables(Engine& engine) {
 }
 
 }  // namespace
+
+Result<nlohmann::json> memory_track(bool on, int frames) {
+  Result<python::PythonRuntime*> rt = runtime();
+  if (!rt.is_ok()) return rt.status();
+  return python::call_helper(**rt, kHelpers, "memory_track", {on, frames},
+                             python::HelperCall(settings().get_double("gil.timeout_s"), 10));
+}
+
+Result<nlohmann::json> memory_snapshot() {
+  Result<python::PythonRuntime*> rt = runtime();
+  if (!rt.is_ok()) return rt.status();
+  return python::call_helper(**rt, kHelpers, "memory_snapshot", nlohmann::json::array(),
+                             python::HelperCall(settings().get_double("gil.timeout_s"), 30));
+}
 
 Status add_python_tables(Engine& engine) {
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
@@ -383,6 +416,45 @@ Status add_python_tables(Engine& engine) {
                               {"top_level", kInt, "1 for a top-level module (no dot in the name)"}},
                              {},
                              fetch_modules}));
+  PROBING_RETURN_IF_ERROR(engine.add_live_table(
+      {"python",
+       "memory",
+       "The Python heap and its collector, tracemalloc's tally while memory is tracked, and PyTorch's CUDA "
+       "allocator where CUDA is in use. One row; process.memory has the RSS.",
+       {{"allocated_blocks", kInt,
+         "memory blocks Python's allocator has handed out (sys.getallocatedblocks)"},
+        {"gc_count0", kInt, "objects allocated since the last generation-0 collection"},
+        {"gc_count1", kInt, "generation-0 collections since the last generation-1 one"},
+        {"gc_count2", kInt, "generation-1 collections since the last full one"},
+        {"gc_collections", kInt, "collections so far, all generations"},
+        {"gc_collected", kInt, "objects the collector freed so far"},
+        {"gc_uncollectable", kInt, "objects it found uncollectable"},
+        {"gc_garbage", kInt, "objects in gc.garbage"},
+        {"tracing", kInt, "1 while tracemalloc traces allocations (memory track start)"},
+        {"trace_frames", kInt, "frames kept per traced allocation"},
+        {"traced_mb", kReal, "memory tracemalloc counts as allocated now, MB"},
+        {"traced_peak_mb", kReal, "its peak since tracing started, MB"},
+        {"base_time", kReal, "when python.memory_growth's base snapshot was taken, unix seconds"},
+        {"cuda_allocated_mb", kReal, "torch.cuda.memory_allocated(), MB; NULL without CUDA"},
+        {"cuda_reserved_mb", kReal, "torch.cuda.memory_reserved(), MB"},
+        {"cuda_max_allocated_mb", kReal, "torch.cuda.max_memory_allocated(), MB"}},
+       {},
+       fetch_memory}));
+  PROBING_RETURN_IF_ERROR(engine.add_live_table(
+      {"python",
+       "memory_growth",
+       "While memory is tracked (memory track start): what each line of code allocated since the base "
+       "snapshot "
+       "(the start, or the last memory snapshot) and is still alive, most growth first. Reading it takes a "
+       "tracemalloc snapshot.",
+       {{"file", kText, "source file of the allocating line"},
+        {"lineno", kInt, "the line"},
+        {"size_diff_kb", kReal, "growth since the base, KiB (negative: freed)"},
+        {"size_kb", kReal, "alive now, KiB"},
+        {"count_diff", kInt, "growth in allocations since the base"},
+        {"count", kInt, "allocations alive now"}},
+       {},
+       fetch_memory_growth}));
   PROBING_RETURN_IF_ERROR(add_recorded_tables(engine));
   return engine.add_live_table(
       {"python",

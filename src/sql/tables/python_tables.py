@@ -52,3 +52,97 @@ def objects(types, counts, sizes):
         rows.append([name, module, counts[i], sizes[i] if sizes is not None else None])
     rows.sort(key=lambda r: -r[2])
     return json.dumps({"rows": rows})
+
+
+# ---- python.memory and python.memory_growth, and `probing PID memory track|snapshot` ----
+# tracemalloc is imported only when tracking is asked for; gc is built in.
+
+_memory = {"ours": False, "base": None, "base_time": None}
+
+
+def _tracemalloc():
+    return sys.modules.get("tracemalloc")
+
+
+def memory():
+    import gc
+    counts = gc.get_count()
+    stats = gc.get_stats()
+    tm = _tracemalloc()
+    tracing = bool(tm and tm.is_tracing())
+    traced, peak = tm.get_traced_memory() if tracing else (None, None)
+    cuda = [None, None, None]
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_initialized():
+            cuda = [torch.cuda.memory_allocated() / 2**20, torch.cuda.memory_reserved() / 2**20,
+                    torch.cuda.max_memory_allocated() / 2**20]
+    except BaseException:
+        pass
+    mb = (lambda b: None if b is None else b / 2**20)
+    return json.dumps({"rows": [[
+        sys.getallocatedblocks(), counts[0], counts[1], counts[2],
+        sum(s.get("collections", 0) for s in stats), sum(s.get("collected", 0) for s in stats),
+        sum(s.get("uncollectable", 0) for s in stats), len(gc.garbage), int(tracing),
+        tm.get_traceback_limit() if tracing else None, mb(traced), mb(peak),
+        _memory["base_time"] if tracing else None] + cuda]})
+
+
+def _snapshot():
+    import tracemalloc
+    return tracemalloc.take_snapshot().filter_traces([
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<string>"),  # the agent's helpers
+    ])
+
+
+def memory_track(on, frames):
+    """Starts or stops tracemalloc; starting takes the base snapshot (empty) that growth is
+    measured from. Leaves alone a tracemalloc the program started itself."""
+    import time
+    tm = _tracemalloc()
+    if on:
+        import tracemalloc
+        if tracemalloc.is_tracing():
+            return json.dumps({"tracing": True, "note": "tracemalloc was tracing already (%d frames)"
+                               % tracemalloc.get_traceback_limit()})
+        tracemalloc.start(frames)
+        _memory.update(ours=True, base=_snapshot(), base_time=time.time())
+        return json.dumps({"tracing": True})
+    if tm is None or not tm.is_tracing():
+        return json.dumps({"tracing": False})
+    if not _memory["ours"]:
+        return json.dumps({"tracing": True, "note": "tracemalloc was started by the program: left on"})
+    tm.stop()
+    _memory.update(ours=False, base=None, base_time=None)
+    return json.dumps({"tracing": False})
+
+
+def memory_snapshot():
+    import time
+    tm = _tracemalloc()
+    if tm is None or not tm.is_tracing():
+        raise RuntimeError("memory is not tracked: `probing PID memory track start` first")
+    snap = _snapshot()
+    _memory.update(base=snap, base_time=time.time())
+    return json.dumps({"traces": len(snap.traces), "bytes": sum(t.size for t in snap.traces)})
+
+
+def memory_growth(limit):
+    """Rows of python.memory_growth: by line, what was allocated since the base snapshot and is
+    still alive, largest growth first."""
+    tm = _tracemalloc()
+    if tm is None or not tm.is_tracing():
+        raise RuntimeError("memory is not tracked: `probing PID memory track start` first")
+    base = _memory["base"]
+    if base is None:  # tracing started by the program: growth since the first look
+        import time
+        _memory.update(base=_snapshot(), base_time=time.time())
+        base = _memory["base"]
+    stats = _snapshot().compare_to(base, "lineno")
+    stats.sort(key=lambda s: -s.size_diff)
+    rows = []
+    for s in stats[:limit]:
+        frame = s.traceback[0]
+        rows.append([frame.filename, frame.lineno, s.size_diff / 1024, s.size / 1024, s.count_diff, s.count])
+    return json.dumps({"rows": rows, "total": len(stats)})

@@ -1,0 +1,166 @@
+// probing TARGET memory [track start|stop | snapshot | diff]: the process's memory at a glance
+// (process.memory, python.memory, python.objects), and tracemalloc on demand to find what grows
+// (POST /memory, python.memory_growth).
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "cli/common.h"
+#include "cli/format.h"
+
+namespace probing::cli {
+namespace {
+
+constexpr double kTimeoutS = 60;
+
+struct MemoryArgs {
+  std::string track;  // "start" or "stop"
+  int frames = 1;
+  int limit = 20;
+};
+
+Result<nlohmann::json> post(const Context& ctx, const std::string& path, const nlohmann::json& body) {
+  auto client = connect_target(ctx);
+  if (!client.is_ok()) return client.status();
+  Result<client::Response> reply = (*client)->request("POST", path, body.dump(), kTimeoutS);
+  if (!reply.is_ok()) return reply.status();
+  if (reply->status == 404) {
+    return Status(Code::kUnsupported,
+                  "this agent is older than this probing: restart the process with this "
+                  "version's agent");
+  }
+  if (reply->status / 100 != 2) return Status(Code::kUnavailable, reply->error_message());
+  nlohmann::json j = reply->json();
+  if (j.is_discarded() || !j.is_object()) return Status(Code::kInternal, "the agent's reply is not JSON");
+  return j;
+}
+
+Result<nlohmann::json> query(const Context& ctx, const std::string& sql) {
+  return post(ctx, "/query", {{"sql", sql}});
+}
+
+// The first row of a query's reply as column -> value.
+nlohmann::json first_row(const nlohmann::json& reply) {
+  nlohmann::json row = nlohmann::json::object();
+  const auto& columns = reply.value("columns", nlohmann::json::array());
+  const auto& rows = reply.value("rows", nlohmann::json::array());
+  if (rows.empty()) return row;
+  for (size_t i = 0; i < columns.size() && i < rows[0].size(); ++i)
+    row[columns[i].get<std::string>()] = rows[0][i];
+  return row;
+}
+
+std::string mb(const nlohmann::json& v) {
+  if (!v.is_number()) return "?";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB", v.get<double>());
+  return buf;
+}
+
+std::string num(const nlohmann::json& v) { return v.is_number() ? v.dump() : "?"; }
+
+int run_summary(const Context& ctx) {
+  Result<nlohmann::json> process = query(ctx, "SELECT * FROM process.memory");
+  if (!process.is_ok()) return fail(process.status());
+  Result<nlohmann::json> python = query(ctx, "SELECT * FROM python.memory");
+  if (!python.is_ok()) return fail(python.status());
+  const nlohmann::json p = first_row(*process), y = first_row(*python);
+  std::cout << "process   RSS " << mb(p["rss_mb"]) << " (peak " << mb(p["peak_rss_mb"]) << "), anonymous "
+            << mb(p["anon_mb"]) << ", swap " << mb(p["swap_mb"]) << "; machine available "
+            << mb(p["system_available_mb"]) << "\n";
+  std::cout << "python    " << num(y["allocated_blocks"]) << " allocated blocks; gc " << num(y["gc_count0"])
+            << "/" << num(y["gc_count1"]) << "/" << num(y["gc_count2"]) << " since the last collections, "
+            << num(y["gc_collections"]) << " collections, " << num(y["gc_uncollectable"])
+            << " uncollectable, " << num(y["gc_garbage"]) << " in gc.garbage\n";
+  if (y.value("tracing", nlohmann::json(0)) == 1) {
+    std::cout << "tracked   " << mb(y["traced_mb"]) << " traced (peak " << mb(y["traced_peak_mb"]) << "), "
+              << num(y["trace_frames"]) << " frame(s) per allocation: `memory diff` shows what grew\n";
+  } else {
+    std::cout << "tracked   no (`memory track start` traces allocations, to find what grows)\n";
+  }
+  if (y["cuda_allocated_mb"].is_number()) {
+    std::cout << "cuda      " << mb(y["cuda_allocated_mb"]) << " allocated, " << mb(y["cuda_reserved_mb"])
+              << " reserved (peak allocated " << mb(y["cuda_max_allocated_mb"]) << ")\n";
+  }
+  Result<nlohmann::json> types =
+      query(ctx, "SELECT type, module, count FROM python.objects ORDER BY count DESC LIMIT 10");
+  std::cout << "\nobjects by type (python.objects):\n";
+  if (types.is_ok()) {
+    std::cout << format_table(*types, terminal_width(), false);
+    std::cerr << format_notices(*types);
+  } else {
+    std::cout << "  not counted: " << types.status().message() << "\n";
+  }
+  return kExitOk;
+}
+
+int run_track(const Context& ctx, const MemoryArgs& args) {
+  const bool on = args.track == "start";
+  Result<nlohmann::json> r = post(ctx, "/memory", {{"action", "track"}, {"on", on}, {"frames", args.frames}});
+  if (!r.is_ok()) return fail(r.status());
+  if (r->contains("note")) std::cerr << "probing: note: " << r->value("note", "") << "\n";
+  std::cout << (r->value("tracing", false)
+                    ? "memory is tracked (tracemalloc): `memory diff` shows what grew since now"
+                    : "memory is not tracked")
+            << "\n";
+  return kExitOk;
+}
+
+int run_snapshot(const Context& ctx) {
+  Result<nlohmann::json> r = post(ctx, "/memory", {{"action", "snapshot"}});
+  if (!r.is_ok()) return fail(r.status());
+  char buf[160];
+  std::snprintf(buf, sizeof buf,
+                "new base: %lld allocations alive, %.1f MB; `memory diff` shows what grows from here\n",
+                r->value("traces", 0LL), r->value("bytes", 0.0) / (1 << 20));
+  std::cout << buf;
+  return kExitOk;
+}
+
+int run_diff(const Context& ctx, const MemoryArgs& args) {
+  Result<nlohmann::json> r =
+      query(ctx,
+            "SELECT file, lineno, size_diff_kb, size_kb, count_diff, count FROM python.memory_growth "
+            "ORDER BY size_diff_kb DESC LIMIT " +
+                std::to_string(args.limit));
+  if (!r.is_ok()) return fail(r.status());
+  std::cout << format_table(*r, terminal_width());
+  std::cerr << format_notices(*r);
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_memory_command(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<MemoryArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "memory",
+      "The target's memory: RSS, the Python heap and collector, tracemalloc's tally, CUDA's allocator and\n"
+      "the most numerous objects. `memory track start` traces allocations (tracemalloc: every allocation\n"
+      "costs more while it runs), `memory diff` shows by line what was allocated since then and is still\n"
+      "alive, `memory snapshot` starts counting again from now, `memory track stop` ends it.");
+  CLI::App* track = cmd->add_subcommand("track", "start or stop tracing allocations (tracemalloc)");
+  track->add_option("state", args->track, "start or stop")
+      ->required()
+      ->check(CLI::IsMember({"start", "stop"}));
+  track->add_option("--frames", args->frames, "frames kept per allocation (default 1, at most 100)")
+      ->check(CLI::Range(1, 100));
+  CLI::App* snapshot =
+      cmd->add_subcommand("snapshot", "make now the base `memory diff` measures growth from");
+  CLI::App* diff = cmd->add_subcommand("diff", "by line, what grew since the base and is still alive");
+  diff->add_option("--limit", args->limit, "lines shown (default 20)")->check(CLI::Range(1, 1000));
+  cmd->require_subcommand(0, 1);
+  cmd->footer(
+      "Examples:\n"
+      "  probing 1234 memory\n"
+      "  probing 1234 memory track start; sleep 60; probing 1234 memory diff\n"
+      "  probing 1234 memory snapshot      # from now on\n"
+      "  probing 1234 memory track stop\n"
+      "  probing 1234 query \"SELECT * FROM python.memory_growth WHERE file LIKE '%train.py'\"");
+  on_run(track, [&ctx, args] { return run_track(ctx, *args); });
+  on_run(snapshot, [&ctx] { return run_snapshot(ctx); });
+  on_run(diff, [&ctx, args] { return run_diff(ctx, *args); });
+  on_run(cmd, [&ctx, cmd] { return cmd->get_subcommands().empty() ? run_summary(ctx) : kExitOk; });
+}
+
+}  // namespace probing::cli
