@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""What `probing PID memory track start` (tracemalloc) costs, in one target process (the agent
-preloaded): a pure-Python loop that allocates (dicts, lists, strings: the worst case for
-tracemalloc, which hooks every allocation) and a small PyTorch training step (torch's tensors are
-allocated by its C++ allocator, which tracemalloc does not see). Each round runs one block per
-setting, the order reversed every other round: off, on with 1 frame, on with 10 frames.
-Overhead: the block's median iteration time against the `off` block of the same round, median
-over rounds."""
+"""What tracing allocations costs, for `probing PID memory diff`: tracemalloc must be on from the
+start (PYTHONTRACEMALLOC: probing never starts it in a running process, which can crash it), so
+three target processes run side by side (the agent preloaded in each): tracing off, on with 1
+frame, on with 10 frames. Workloads: a pure-Python loop that allocates (dicts, lists, strings:
+the worst case for tracemalloc, which hooks every allocation) and a small PyTorch training step
+(torch's tensors come from its C++ allocator, which tracemalloc does not see). Each round runs one
+block in each process, the order reversed every other round. Overhead: the block's median
+iteration time against the `off` block of the same round, median over rounds."""
 
 import argparse
 import json
@@ -14,7 +15,7 @@ import statistics
 import subprocess
 import sys
 
-from common import PYTHON, AgentConnection, build_paths, wait_for_agent
+from common import PYTHON, build_paths, wait_for_agent
 
 TARGET = r'''
 import json, sys, time
@@ -48,7 +49,7 @@ for line in sys.stdin:
     print(json.dumps(times), flush=True)
 '''
 
-SETTINGS = (("off", 0), ("track, 1 frame", 1), ("track, 10 frames", 10))
+SETTINGS = (("off", 0), ("traced, 1 frame", 1), ("traced, 10 frames", 10))
 
 
 def main():
@@ -58,18 +59,21 @@ def main():
     ap.add_argument("--k", type=int, default=100)
     args = ap.parse_args()
     print("machine: %d CPUs, load %.2f; python %s" % (os.cpu_count(), os.getloadavg()[0], PYTHON))
-    env = dict(os.environ, LD_PRELOAD=build_paths(args.build)["library"], PROBING_TORCH="off")
-    proc = subprocess.Popen([PYTHON, "-u", "-c", TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                            text=True)
+    procs = {}
     try:
-        assert proc.stdout.readline().strip() == "ready"
-        wait_for_agent(proc.pid)
-        conn = AgentConnection(proc.pid)
+        for name, frames in SETTINGS:
+            env = dict(os.environ, LD_PRELOAD=build_paths(args.build)["library"], PROBING_TORCH="off")
+            env.pop("PYTHONTRACEMALLOC", None)
+            if frames:
+                env["PYTHONTRACEMALLOC"] = str(frames)
+            procs[name] = subprocess.Popen([PYTHON, "-u", "-c", TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           env=env, text=True)
+        for proc in procs.values():
+            assert proc.stdout.readline().strip() == "ready"
+            wait_for_agent(proc.pid)
 
-        def block(kind, frames):
-            status, reply = conn.request("POST", "/memory", {"action": "track", "on": frames > 0,
-                                                              "frames": max(frames, 1)})
-            assert status == 200, reply
+        def block(kind, name):
+            proc = procs[name]
             proc.stdin.write("%s %d\n" % (kind, args.k))
             proc.stdin.flush()
             return statistics.median(json.loads(proc.stdout.readline()))
@@ -77,8 +81,8 @@ def main():
         for kind in ("python", "torch"):
             res = {name: [] for name, _ in SETTINGS}
             for r in range(args.rounds):
-                for name, frames in SETTINGS if r % 2 == 0 else tuple(reversed(SETTINGS)):
-                    res[name].append(block(kind, frames))
+                for name, _ in SETTINGS if r % 2 == 0 else tuple(reversed(SETTINGS)):
+                    res[name].append(block(kind, name))
             print("%s: %s, %d rounds of %d iterations" % (kind, "2,000 dicts and lists" if kind == "python"
                                                          else "8 x Linear(64, 64), batch 32, SGD", args.rounds, args.k))
             print("  %-18s %12s %10s" % ("setting", "iteration ms", "overhead"))
@@ -87,8 +91,9 @@ def main():
                 print("  %-18s %12.3f %+9.1f%%" % (name, 1e3 * statistics.median(res[name]), ovh))
         return 0
     finally:
-        proc.kill()
-        proc.wait()
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":

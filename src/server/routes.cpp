@@ -188,7 +188,7 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       {"*", "/config", kRead, handle_config},           // routes_query.cpp; PUT needs kFull
       {"*", "/config/", kRead, handle_config},
       {"*", "/profile", kRead, handle_profile},  // routes_profile.cpp: sampling, bounded in rate and time
-      {"POST", "/memory", kFull, handle_memory},  // routes_memory.cpp: tracemalloc on, off, a new base
+      {"POST", "/memory", kFull, handle_memory},  // routes_memory.cpp: a new base for memory growth
       {"GET", "/metrics", kRead,
        [&info](const HttpRequest& r) { return handle_metrics(r, info); }},  // Prometheus
   };

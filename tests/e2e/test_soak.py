@@ -83,7 +83,8 @@ def every_table(pid):
     assert out.returncode == 0, out.stderr
     tables = ["%s.%s" % (r["table_schema"], r["table_name"]) for r in json.loads(out.stdout)]
     assert len(tables) >= 8, tables
-    return [["query", "SELECT * FROM %s LIMIT 20" % t] for t in tables]
+    # python.memory_growth needs tracemalloc, which only a process started with it has.
+    return [["query", "SELECT * FROM %s LIMIT 20" % t] for t in tables if t != "python.memory_growth"]
 
 
 class Hammer:

@@ -1,6 +1,6 @@
-// probing TARGET memory [track start|stop | snapshot | diff]: the process's memory at a glance
-// (process.memory, python.memory, python.objects), and tracemalloc on demand to find what grows
-// (POST /memory, python.memory_growth).
+// probing TARGET memory [snapshot | diff]: the process's memory at a glance (process.memory,
+// python.memory, python.objects), and in a process that traces its allocations (tracemalloc,
+// PYTHONTRACEMALLOC=1 at start) what grows, by line (POST /memory, python.memory_growth).
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -14,10 +14,16 @@ namespace {
 constexpr double kTimeoutS = 60;
 
 struct MemoryArgs {
-  std::string track;  // "start" or "stop"
-  int frames = 1;
   int limit = 20;
+  std::vector<std::string> ignored;  // memory track's words
 };
+
+// Why tracemalloc is not started or stopped here, for `memory track`.
+constexpr const char* kNoTrack =
+    "tracemalloc is not started or stopped in a running process: Python switches its allocators without a "
+    "lock while other threads allocate without the GIL, and a process did crash so under load. Start the "
+    "process with PYTHONTRACEMALLOC=1 (every Python allocation then costs more: docs/performance.md); "
+    "`memory diff` and `memory snapshot` work in it";
 
 Result<nlohmann::json> post(const Context& ctx, const std::string& path, const nlohmann::json& body) {
   auto client = connect_target(ctx);
@@ -73,10 +79,10 @@ int run_summary(const Context& ctx) {
             << num(y["gc_collections"]) << " collections, " << num(y["gc_uncollectable"])
             << " uncollectable, " << num(y["gc_garbage"]) << " in gc.garbage\n";
   if (y.value("tracing", nlohmann::json(0)) == 1) {
-    std::cout << "tracked   " << mb(y["traced_mb"]) << " traced (peak " << mb(y["traced_peak_mb"]) << "), "
+    std::cout << "traced    " << mb(y["traced_mb"]) << " (peak " << mb(y["traced_peak_mb"]) << "), "
               << num(y["trace_frames"]) << " frame(s) per allocation: `memory diff` shows what grew\n";
   } else {
-    std::cout << "tracked   no (`memory track start` traces allocations, to find what grows)\n";
+    std::cout << "traced    no (a process started with PYTHONTRACEMALLOC=1 shows what grows, by line)\n";
   }
   if (y["cuda_allocated_mb"].is_number()) {
     std::cout << "cuda      " << mb(y["cuda_allocated_mb"]) << " allocated, " << mb(y["cuda_reserved_mb"])
@@ -91,18 +97,6 @@ int run_summary(const Context& ctx) {
   } else {
     std::cout << "  not counted: " << types.status().message() << "\n";
   }
-  return kExitOk;
-}
-
-int run_track(const Context& ctx, const MemoryArgs& args) {
-  const bool on = args.track == "start";
-  Result<nlohmann::json> r = post(ctx, "/memory", {{"action", "track"}, {"on", on}, {"frames", args.frames}});
-  if (!r.is_ok()) return fail(r.status());
-  if (r->contains("note")) std::cerr << "probing: note: " << r->value("note", "") << "\n";
-  std::cout << (r->value("tracing", false)
-                    ? "memory is tracked (tracemalloc): `memory diff` shows what grew since now"
-                    : "memory is not tracked")
-            << "\n";
   return kExitOk;
 }
 
@@ -136,15 +130,11 @@ void add_memory_command(CLI::App& app, Context& ctx) {
   CLI::App* cmd = app.add_subcommand(
       "memory",
       "The target's memory: RSS, the Python heap and collector, tracemalloc's tally, CUDA's allocator and\n"
-      "the most numerous objects. `memory track start` traces allocations (tracemalloc: every allocation\n"
-      "costs more while it runs), `memory diff` shows by line what was allocated since then and is still\n"
-      "alive, `memory snapshot` starts counting again from now, `memory track stop` ends it.");
-  CLI::App* track = cmd->add_subcommand("track", "start or stop tracing allocations (tracemalloc)");
-  track->add_option("state", args->track, "start or stop")
-      ->required()
-      ->check(CLI::IsMember({"start", "stop"}));
-  track->add_option("--frames", args->frames, "frames kept per allocation (default 1, at most 100)")
-      ->check(CLI::Range(1, 100));
+      "the most numerous objects. In a process started with PYTHONTRACEMALLOC=1, `memory diff` shows by\n"
+      "line what was allocated since the last `memory snapshot` (before any, since it began) and is still\n"
+      "alive: what leaks.");
+  CLI::App* track = cmd->add_subcommand("track", "why tracemalloc is not started or stopped at run time");
+  track->add_option("words", args->ignored, "start, stop, ...");
   CLI::App* snapshot =
       cmd->add_subcommand("snapshot", "make now the base `memory diff` measures growth from");
   CLI::App* diff = cmd->add_subcommand("diff", "by line, what grew since the base and is still alive");
@@ -153,11 +143,10 @@ void add_memory_command(CLI::App& app, Context& ctx) {
   cmd->footer(
       "Examples:\n"
       "  probing 1234 memory\n"
-      "  probing 1234 memory track start; sleep 60; probing 1234 memory diff\n"
-      "  probing 1234 memory snapshot      # from now on\n"
-      "  probing 1234 memory track stop\n"
+      "  PYTHONTRACEMALLOC=1 probing launch -- python3 train.py\n"
+      "  probing 1234 memory snapshot; sleep 60; probing 1234 memory diff\n"
       "  probing 1234 query \"SELECT * FROM python.memory_growth WHERE file LIKE '%train.py'\"");
-  on_run(track, [&ctx, args] { return run_track(ctx, *args); });
+  on_run(track, [] { return fail(Status(Code::kUnsupported, kNoTrack)); });
   on_run(snapshot, [&ctx] { return run_snapshot(ctx); });
   on_run(diff, [&ctx, args] { return run_diff(ctx, *args); });
   on_run(cmd, [&ctx, cmd] { return cmd->get_subcommands().empty() ? run_summary(ctx) : kExitOk; });

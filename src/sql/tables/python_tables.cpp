@@ -339,13 +339,6 @@ Status add_recorded_tables(Engine& engine) {
 
 }  // namespace
 
-Result<nlohmann::json> memory_track(bool on, int frames) {
-  Result<python::PythonRuntime*> rt = runtime();
-  if (!rt.is_ok()) return rt.status();
-  return python::call_helper(**rt, kHelpers, "memory_track", {on, frames},
-                             python::HelperCall(settings().get_double("gil.timeout_s"), 10));
-}
-
 Result<nlohmann::json> memory_snapshot() {
   Result<python::PythonRuntime*> rt = runtime();
   if (!rt.is_ok()) return rt.status();
@@ -430,7 +423,7 @@ Status add_python_tables(Engine& engine) {
         {"gc_collected", kInt, "objects the collector freed so far"},
         {"gc_uncollectable", kInt, "objects it found uncollectable"},
         {"gc_garbage", kInt, "objects in gc.garbage"},
-        {"tracing", kInt, "1 while tracemalloc traces allocations (memory track start)"},
+        {"tracing", kInt, "1 while tracemalloc traces allocations (PYTHONTRACEMALLOC=1 at start)"},
         {"trace_frames", kInt, "frames kept per traced allocation"},
         {"traced_mb", kReal, "memory tracemalloc counts as allocated now, MB"},
         {"traced_peak_mb", kReal, "its peak since tracing started, MB"},
@@ -443,10 +436,9 @@ Status add_python_tables(Engine& engine) {
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
       {"python",
        "memory_growth",
-       "While memory is tracked (memory track start): what each line of code allocated since the base "
-       "snapshot "
-       "(the start, or the last memory snapshot) and is still alive, most growth first. Reading it takes a "
-       "tracemalloc snapshot.",
+       "In a process that traces its allocations (started with PYTHONTRACEMALLOC=1): what each line of code "
+       "allocated since the base (the last memory snapshot; before any, since tracing began) and is still "
+       "alive, most growth first. Reading it takes a tracemalloc snapshot.",
        {{"file", kText, "source file of the allocating line"},
         {"lineno", kInt, "the line"},
         {"size_diff_kb", kReal, "growth since the base, KiB (negative: freed)"},

@@ -54,22 +54,30 @@ def objects(types, counts, sizes):
     return json.dumps({"rows": rows})
 
 
-# ---- python.memory and python.memory_growth, and `probing PID memory track|snapshot` ----
-# tracemalloc is imported only when tracking is asked for; gc is built in.
+# ---- python.memory and python.memory_growth, and `probing PID memory snapshot` ----
+# tracemalloc is used only in a process that started it (PYTHONTRACEMALLOC, or the program itself):
+# starting or stopping it in a running process swaps Python's allocators without a lock, under
+# threads that allocate without the GIL, and can crash the process. gc is built in.
 
-_memory = {"ours": False, "base": None, "base_time": None}
+NOT_TRACED = ("memory is not traced: start the process with PYTHONTRACEMALLOC=1 (tracemalloc cannot be "
+              "started safely in a running process)")
+
+_memory = {"base": None, "base_time": None}
 
 
-def _tracemalloc():
-    return sys.modules.get("tracemalloc")
+def _tracing():
+    """Whether tracemalloc traces: asked of its C half, which PYTHONTRACEMALLOC starts without the
+    tracemalloc module (that one is imported only to read the traces)."""
+    import _tracemalloc
+    return _tracemalloc.is_tracing()
 
 
 def memory():
     import gc
     counts = gc.get_count()
     stats = gc.get_stats()
-    tm = _tracemalloc()
-    tracing = bool(tm and tm.is_tracing())
+    import _tracemalloc as tm
+    tracing = tm.is_tracing()
     traced, peak = tm.get_traced_memory() if tracing else (None, None)
     cuda = [None, None, None]
     torch = sys.modules.get("torch")
@@ -96,50 +104,26 @@ def _snapshot():
     ])
 
 
-def memory_track(on, frames):
-    """Starts or stops tracemalloc; starting takes the base snapshot (empty) that growth is
-    measured from. Leaves alone a tracemalloc the program started itself."""
-    import time
-    tm = _tracemalloc()
-    if on:
-        import tracemalloc
-        if tracemalloc.is_tracing():
-            return json.dumps({"tracing": True, "note": "tracemalloc was tracing already (%d frames)"
-                               % tracemalloc.get_traceback_limit()})
-        tracemalloc.start(frames)
-        _memory.update(ours=True, base=_snapshot(), base_time=time.time())
-        return json.dumps({"tracing": True})
-    if tm is None or not tm.is_tracing():
-        return json.dumps({"tracing": False})
-    if not _memory["ours"]:
-        return json.dumps({"tracing": True, "note": "tracemalloc was started by the program: left on"})
-    tm.stop()
-    _memory.update(ours=False, base=None, base_time=None)
-    return json.dumps({"tracing": False})
-
-
 def memory_snapshot():
     import time
-    tm = _tracemalloc()
-    if tm is None or not tm.is_tracing():
-        raise RuntimeError("memory is not tracked: `probing PID memory track start` first")
+    if not _tracing():
+        raise RuntimeError(NOT_TRACED)
     snap = _snapshot()
     _memory.update(base=snap, base_time=time.time())
     return json.dumps({"traces": len(snap.traces), "bytes": sum(t.size for t in snap.traces)})
 
 
 def memory_growth(limit):
-    """Rows of python.memory_growth: by line, what was allocated since the base snapshot and is
-    still alive, largest growth first."""
-    tm = _tracemalloc()
-    if tm is None or not tm.is_tracing():
-        raise RuntimeError("memory is not tracked: `probing PID memory track start` first")
+    """Rows of python.memory_growth: by line, what was allocated since the base snapshot (or, before
+    any, since tracing began) and is still alive, largest growth first."""
+    if not _tracing():
+        raise RuntimeError(NOT_TRACED)
+    import tracemalloc
+    now = _snapshot()
     base = _memory["base"]
-    if base is None:  # tracing started by the program: growth since the first look
-        import time
-        _memory.update(base=_snapshot(), base_time=time.time())
-        base = _memory["base"]
-    stats = _snapshot().compare_to(base, "lineno")
+    if base is None:  # no snapshot yet: all that is alive, as grown from nothing
+        base = tracemalloc.Snapshot((), now.traceback_limit)
+    stats = now.compare_to(base, "lineno")
     stats.sort(key=lambda s: -s.size_diff)
     rows = []
     for s in stats[:limit]:

@@ -12,10 +12,8 @@ Status add_process_tables(Engine& engine);      // process.info, env, memory, fi
 Status add_python_tables(Engine& engine);       // python.backtrace, threads, modules, objects
 Status add_information_schema(Engine& engine);  // information_schema.df_settings, tables, columns
 
-// `probing PID memory track start|stop` and `memory snapshot` (POST /memory): tracemalloc on (with
-// `frames` frames per trace) or off, and a new base for python.memory_growth. What the helper
-// answers ({"tracing", "note"} or {"traces", "bytes"}), or why not.
-Result<nlohmann::json> memory_track(bool on, int frames);
+// `probing PID memory snapshot` (POST /memory): a new base for python.memory_growth, in a process
+// that traces its allocations (tracemalloc). {"traces", "bytes"}, or why not.
 Result<nlohmann::json> memory_snapshot();
 
 // All of the above, once (idempotent).
