@@ -19,17 +19,17 @@
 #include <thread>
 
 #include "agent/subprocesses.h"
+#include "bindings/table_binding.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/settings.h"
+#include "layout/version.h"
 #include "profile/sampler.h"
 #include "python/capi.h"
-#include "layout/version.h"
 #include "server/audit.h"
 #include "server/auth.h"
 #include "server/http_server.h"
 #include "server/routes.h"
-#include "bindings/table_binding.h"
 #include "sql/tables/tables.h"
 #include "torch/torch_trace.h"
 
@@ -74,9 +74,10 @@ void apply_inject_settings(Settings& s) {
   std::string path = inject_settings_path(::getpid());
   int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return;
-  struct stat st{};
-  bool trusted = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_uid == ::geteuid() || st.st_uid == 0) &&
-                 (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 && st.st_size < (1 << 16);
+  struct stat st {};
+  bool trusted = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                 (st.st_uid == ::geteuid() || st.st_uid == 0) && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 &&
+                 st.st_size < (1 << 16);
   std::string text;
   if (trusted) {
     char buf[4096];
@@ -119,7 +120,8 @@ void bootstrap() noexcept {
     Settings& s = settings();
     declare_builtin_settings(s);
     for (const Status& st : s.apply_environment()) log_warn(st.message());
-    if (const char* t = ::getenv("PROBING_TORCH"); t != nullptr && *t != '\0') {  // short for PROBING_TORCH_TRACE
+    if (const char* t = ::getenv("PROBING_TORCH");
+        t != nullptr && *t != '\0') {  // short for PROBING_TORCH_TRACE
       if (Status st = s.set("torch.trace", t); !st.is_ok()) log_warn("PROBING_TORCH: " + st.message());
     }
     apply_inject_settings(s);
@@ -154,7 +156,8 @@ void bootstrap() noexcept {
         std::optional<ucred> holder = holder_of(options.abstract_name);
         if (holder && holder->pid != ::getpid()) {
           log_warn(info->socket + " is held by process " + std::to_string(holder->pid) + " (uid " +
-                   std::to_string(holder->uid) + "), not by this process: the agent does not serve, and clients " +
+                   std::to_string(holder->uid) +
+                   "), not by this process: the agent does not serve, and clients " +
                    "refuse to talk to the holder");
         } else {
           log_info("another copy of the agent already serves this process");
@@ -174,7 +177,7 @@ void bootstrap() noexcept {
     log_info("agent listening on " + info->socket);
     if (Result<const python::CApi*> api = python::load_capi(); api.is_ok() && (*api)->free_threaded) {
       // Said at start, on the host's stderr: every Python request will be refused the same way.
-      Result<layout::PythonVersion> v = layout::parse_version((*api)->Py_GetVersion());
+      Result<layout::PythonVersion> v = python::interpreter_version(**api);
       layout::PythonVersion version = v.is_ok() ? *v : layout::PythonVersion{3, 13, 0, "3.13"};
       log_error(layout::check_not_free_threaded(version, true).message());
     }
@@ -189,9 +192,11 @@ void bootstrap() noexcept {
       if (!info->remote_address.empty()) {
         const server::RemoteOptions& r = options.remote;
         std::string how = std::string(r.tls_cert.empty() ? "" : "TLS, ") +
-                          (r.token.empty() && r.read_token.empty() ? "no token: this user and root only" : "token required") +
+                          (r.token.empty() && r.read_token.empty() ? "no token: this user and root only"
+                                                                   : "token required") +
                           (r.allow.empty() ? "" : ", PROBING_ALLOW networks only");
-        std::fprintf(stderr, "Probing server listening on %s (%s)\n", info->remote_address.c_str(), how.c_str());
+        std::fprintf(stderr, "Probing server listening on %s (%s)\n", info->remote_address.c_str(),
+                     how.c_str());
         log_info("listening on " + info->remote_address + " (" + how + ")");
       } else {
         log_error("not listening on TCP: " + (*srv)->remote_error());

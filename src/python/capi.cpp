@@ -3,8 +3,10 @@
 #include <dlfcn.h>
 #include <link.h>
 
+#include <chrono>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "layout/version.h"
 
@@ -137,6 +139,21 @@ Result<const CApi*> load_capi() {
   static Result<const CApi*>* result = nullptr;
   std::call_once(once, [] { result = new Result<const CApi*>(load_once()); });
   return *result;
+}
+
+Result<layout::PythonVersion> interpreter_version(const CApi& api) {
+  static std::once_flag once;
+  static Result<layout::PythonVersion>* version = nullptr;  // never destroyed: read by agent threads at exit
+  std::call_once(once, [&api] {
+    Result<layout::PythonVersion> v = layout::parse_version(api.Py_GetVersion());
+    // Still half written by the interpreter's own first call: read it again, a moment later.
+    for (int i = 0; i < 50 && !v.is_ok(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      v = layout::parse_version(api.Py_GetVersion());
+    }
+    version = new Result<layout::PythonVersion>(std::move(v));
+  });
+  return *version;
 }
 
 bool process_has_python() noexcept {

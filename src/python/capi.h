@@ -7,6 +7,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "layout/version.h"
 
 namespace probing::python {
 
@@ -99,6 +100,11 @@ inline void* type_of(PyObject* obj) {
 // (no Py_IsInitialized anywhere); kUnsupported when a required function is missing.
 // The result lives for the life of the process.
 Result<const CApi*> load_capi();
+
+// The interpreter's version, from Py_GetVersion(), read once and kept. Once: CPython formats that
+// text into a static buffer when first asked (3.13 marks it done before writing it), so two
+// threads asking at once can read it half written.
+Result<layout::PythonVersion> interpreter_version(const CApi& api);
 
 // Whether this process has a CPython runtime loaded at all (cheap; no resolution of the rest).
 bool process_has_python() noexcept;

@@ -19,7 +19,7 @@ uintptr_t symbol(const char* name) { return reinterpret_cast<uintptr_t>(dlsym(RT
 Result<layout::PythonProcess> this_process() {
   Result<const CApi*> api = load_capi();
   if (!api.is_ok()) return api.status();
-  Result<layout::PythonVersion> v = layout::parse_version((*api)->Py_GetVersion());
+  Result<layout::PythonVersion> v = interpreter_version(**api);
   if (!v.is_ok()) return v.status();
   layout::PythonProcess self;
   self.version = *v;
@@ -64,8 +64,8 @@ Result<layout::GilFreeSnapshot> read_descendant_stacks(pid_t pid, const layout::
   if (!self.is_ok()) return self.status();
   layout::PythonProcess child = *self;
   child.pid = pid;
-  for (uintptr_t* address : {&child.runtime, &child.unicode_type, &child.code_type, &child.bytes_type,
-                             &child.frame_type}) {
+  for (uintptr_t* address :
+       {&child.runtime, &child.unicode_type, &child.code_type, &child.bytes_type, &child.frame_type}) {
     if (*address == 0) continue;
     Result<uintptr_t> there = layout::relocate_to(pid, *address);
     if (!there.is_ok()) return there.status();
