@@ -117,6 +117,9 @@ Result<const CApi*> load_once() {
   api->exc_type_error = exception("PyExc_TypeError");
   api->exc_value_error = exception("PyExc_ValueError");
   api->free_threaded = lookup(handle, layout::kFreeThreadedSymbol) != nullptr;
+  api->add_pending_call_3 =
+      reinterpret_cast<int (*)(void*, int (*)(void*), void*)>(lookup(handle, "_PyEval_AddPendingCall"));
+  api->PyInterpreterState_Main = reinterpret_cast<void* (*)()>(lookup(handle, "PyInterpreterState_Main"));
   api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "Py_IsFinalizing"));
   if (api->is_finalizing == nullptr) {
     api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "_Py_IsFinalizing"));
@@ -154,6 +157,15 @@ Result<layout::PythonVersion> interpreter_version(const CApi& api) {
     version = new Result<layout::PythonVersion>(std::move(v));
   });
   return *version;
+}
+
+int add_pending_call_to_main(const CApi& api, int (*func)(void*), void* arg) {
+  Result<layout::PythonVersion> v = interpreter_version(api);
+  if (!v.is_ok()) return -1;
+  if (v->major > 3 || v->minor >= 12) return api.Py_AddPendingCall(func, arg);
+  if (api.add_pending_call_3 == nullptr || api.PyInterpreterState_Main == nullptr) return -1;
+  void* main = api.PyInterpreterState_Main();  // null once finalization has deleted it
+  return main != nullptr ? api.add_pending_call_3(main, func, arg) : -1;
 }
 
 bool process_has_python() noexcept {

@@ -38,7 +38,7 @@ struct CApi {
   int (*PyGILState_Check)();
   unsigned long (*PyThread_get_thread_ident)();
   int (*PyThreadState_SetAsyncExc)(unsigned long, PyObject*);
-  int (*Py_AddPendingCall)(int (*)(void*), void*);  // callable without the GIL
+  int (*Py_AddPendingCall)(int (*)(void*), void*);  // use add_pending_call_to_main() instead
   void* (*PyEval_SaveThread)();                     // returns the PyThreadState*
   void (*PyEval_RestoreThread)(void*);
   int (*is_finalizing)();  // Py_IsFinalizing (3.13+) or _Py_IsFinalizing (3.9-3.12)
@@ -88,6 +88,10 @@ struct CApi {
   PyObject* exc_type_error;   // *PyExc_TypeError
   PyObject* exc_value_error;  // *PyExc_ValueError
   bool free_threaded;         // a Py_GIL_DISABLED build (layout/version.h: kFreeThreadedSymbol is exported)
+  // 3.9-3.11's _PyEval_AddPendingCall(interp, func, arg) and PyInterpreterState_Main(); either may
+  // be null (not exported).
+  int (*add_pending_call_3)(void* interp, int (*)(void*), void*);
+  void* (*PyInterpreterState_Main)();
 };
 
 // Py_TYPE(obj): the type pointer follows the reference count in every supported (default,
@@ -105,6 +109,14 @@ Result<const CApi*> load_capi();
 // text into a static buffer when first asked (3.13 marks it done before writing it), so two
 // threads asking at once can read it half written.
 Result<layout::PythonVersion> interpreter_version(const CApi& api);
+
+// Queues `func(arg)` to run on the main thread with the GIL, between two bytecodes, from a thread
+// that holds no thread state; -1 when it cannot be queued (the queue is full, or no safe way).
+// Not Py_AddPendingCall on 3.9-3.11: that picks the interpreter through the thread state of
+// whichever thread holds the GIL at that moment, which an agent request's thread frees when it
+// lets the GIL go, so a caller without the GIL read freed memory (and crashed when it had been
+// reused). 3.12+'s Py_AddPendingCall names the main interpreter itself.
+int add_pending_call_to_main(const CApi& api, int (*func)(void*), void* arg);
 
 // Whether this process has a CPython runtime loaded at all (cheap; no resolution of the rest).
 bool process_has_python() noexcept;

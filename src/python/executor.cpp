@@ -209,8 +209,8 @@ Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptT
 
 void PythonExecutor::ask_main_thread_to_step_aside() {
   if (step_aside_pending_.exchange(true)) return;
-  if (api_.is_finalizing() || api_.Py_AddPendingCall(&PythonExecutor::step_aside, this) != 0) {
-    step_aside_pending_.store(false);  // the queue is full: try again on the next round
+  if (api_.is_finalizing() || add_pending_call_to_main(api_, &PythonExecutor::step_aside, this) != 0) {
+    step_aside_pending_.store(false);  // the queue is full (or no safe way): try again next round
   }
 }
 

@@ -11,6 +11,10 @@ with requests in flight. It passes only if:
 - the target's memory stayed bounded: peak RSS at most MAX_EXTRA_PEAK_MB over the run alone, and
   at most MAX_GROWTH_MB of growth between a third of the way and the end (no leak per request).
 
+A target killed by a signal under load has its faulthandler dump (every run of the target has
+PYTHONFAULTHANDLER set, the run alone too) and, where the kernel writes core files into the
+working directory, every thread's native stack (gdb) printed with the failure.
+
 `make soak` runs it (PROBING_SOAK_SECONDS, default 60, sets the length of the loaded run);
 `make test` runs a short one (PROBING_SOAK_SECONDS=15) so that a plain test run finds a crash too.
 
@@ -21,7 +25,10 @@ run's stderr and exit status, which fails the soak. The memory bounds are not ch
 """
 import json
 import os
+import glob
 import random
+import resource
+import shutil
 import socket
 import subprocess
 import threading
@@ -41,6 +48,9 @@ CLIENTS = 4
 IDLE_CONNECTIONS = 8
 MAX_EXTRA_PEAK_MB = 64
 MAX_GROWTH_MB = 16
+# Every run of the target, alone or loaded, has faulthandler on: a crash under load then names the
+# thread and its Python stack on stderr (and the loaded run dumps core where the kernel lets it).
+TARGET_ENV = {"PYTHONFAULTHANDLER": "1"}
 
 # What the clients send, each a CLI command line after `probing PID`. Chosen at random, weighted.
 EVALS = [
@@ -179,7 +189,7 @@ def vm_rss_mb(pid):
 def run_alone(python, steps):
     """(stdout, stderr, returncode) of the run with no agent and no load."""
     p = subprocess.Popen([python, os.path.join(TARGETS, "soak_train.py"), str(steps), "0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(TARGET_ENV))
     out, err = p.communicate(timeout=600)
     return out, err, p.returncode
 
@@ -205,20 +215,40 @@ def wait_with_rusage(proc, timeout):
 
 
 @pytest.mark.parametrize("interp", interpreter_params())
-def test_soak(interp):
+def allow_core():
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+def core_backtrace(python, directory):
+    """Every thread's native stack from a core file the target left in `directory`, if the kernel
+    wrote one there (core_pattern a plain name) and gdb is installed; else what to look for."""
+    cores = glob.glob(os.path.join(directory, "core*"))
+    if not cores:
+        with open("/proc/sys/kernel/core_pattern") as f:
+            return "no core file (core_pattern %r)" % f.read().strip()
+    if shutil.which("gdb") is None:
+        return "core file %s (no gdb to read it)" % cores[0]
+    out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "thread apply all bt 25", python, cores[0]],
+                         capture_output=True, text=True, timeout=300)
+    return "core file %s:\n%s" % (cores[0], out.stdout[-12000:])
+
+
+def test_soak(interp, tmp_path):
     steps = max(200, int(SOAK_SECONDS / (STEP_PAUSE_S + 0.002)))
     alone_out, alone_err, alone_rc = run_alone(interp.path, steps)
     assert alone_rc == 0, alone_err[-2000:]
 
     # The same run alone once more, as the soak runs it (with the pause), for its peak RSS.
     solo = subprocess.Popen([interp.path, os.path.join(TARGETS, "soak_train.py"), "200", str(STEP_PAUSE_S)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env())
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(TARGET_ENV))
     _, alone_peak = wait_with_rusage(solo, 120)
 
     script = os.path.join(TARGETS, "soak_train.py")
-    env = clean_env({"LD_PRELOAD": PRELOAD, "ASAN_OPTIONS": "detect_leaks=0"} if PRELOAD else {})
+    env = clean_env(dict(TARGET_ENV, **({"LD_PRELOAD": PRELOAD, "ASAN_OPTIONS": "detect_leaks=0"} if PRELOAD
+                                        else {})))
     proc = subprocess.Popen([interp.path, script, str(steps), str(STEP_PAUSE_S)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, env=env, start_new_session=True, cwd=str(tmp_path),
+                            preexec_fn=allow_core)
     hammer = None
     try:
         # The first two lines say which model it trains and that it is ready (flushed).
@@ -273,6 +303,9 @@ def test_soak(interp):
         sorted({e.strip()[:80] for e in hammer.failed.values()}))
     print("\nsoak %s: %d steps, exit %s, peak RSS %.0f MB (alone %.0f MB), RSS %.1f -> %.1f MB; %s"
           % (interp.name, steps, rc, peak or 0, alone_peak or 0, rss_early or 0, rss_late or 0, summary))
+    if rc is not None and rc < 0:
+        print("the target was killed by signal %d; stderr:\n%s\n%s" % (
+            -rc, collected["err"][-6000:].decode(errors="replace"), core_backtrace(interp.path, str(tmp_path))))
     assert rc == alone_rc, "the target exited with %s under load, %s alone; stderr %r" % (
         rc, alone_rc, collected["err"][-2000:])
     assert not hammer.crashes, "clients crashed: %r" % hammer.crashes[:5]
