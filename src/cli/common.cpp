@@ -39,6 +39,28 @@ std::map<long, nlohmann::json> agent_threads(const Context& ctx, std::vector<std
 }
 
 // A local pid for the reads from outside; an error that says why for any other target.
+Result<nlohmann::json> agent_json(client::Client& client, const std::string& method, const std::string& path,
+                                  const std::string& body, double timeout_s, const std::string& too_old) {
+  Result<client::Response> reply = client.request(method, path, body, timeout_s);
+  if (!reply.is_ok()) return reply.status();
+  if (reply->status == 404) return Status(Code::kUnsupported, too_old);
+  if (reply->status / 100 != 2) return Status(Code::kUnavailable, reply->error_message());
+  nlohmann::json j = reply->json();
+  if (j.is_discarded() || !j.is_object()) return Status(Code::kInternal, "the agent's reply is not JSON");
+  return j;
+}
+
+std::vector<nlohmann::json> rows_as_objects(const nlohmann::json& reply) {
+  std::vector<nlohmann::json> out;
+  const nlohmann::json& columns = reply.value("columns", nlohmann::json::array());
+  for (const nlohmann::json& row : reply.value("rows", nlohmann::json::array())) {
+    nlohmann::json o = nlohmann::json::object();
+    for (size_t i = 0; i < columns.size() && i < row.size(); ++i) o[columns[i].get<std::string>()] = row[i];
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
 Result<pid_t> local_pid(const Context& ctx, const char* what) {
   Result<client::Target> target = client::parse_target(ctx.target);
   if (!target.is_ok()) return target.status();

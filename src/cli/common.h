@@ -30,6 +30,14 @@ struct Context {
 // Connects to the context's target with its options; kInvalidArgument when none was given.
 Result<std::unique_ptr<client::Client>> connect_target(const Context& ctx, double timeout_s = 5);
 
+// `method path` on the agent, its reply as a JSON object. A 404 is kUnsupported saying `too_old`
+// (the agent predates the route); any other non-2xx is kUnavailable with the agent's message.
+Result<nlohmann::json> agent_json(client::Client& client, const std::string& method, const std::string& path,
+                                  const std::string& body, double timeout_s, const std::string& too_old);
+
+// A query's reply ({"columns": [...], "rows": [[...]]}) as one column -> value object per row.
+std::vector<nlohmann::json> rows_as_objects(const nlohmann::json& reply);
+
 // A local pid, for commands that read the process from outside (`what` names the command or
 // flag); kInvalidArgument, saying why, for any other target.
 Result<pid_t> local_pid(const Context& ctx, const char* what);
@@ -67,5 +75,6 @@ void add_children_command(CLI::App& app, Context& ctx);
 void add_profile_command(CLI::App& app, Context& ctx);  // profile and top
 void add_mcp_command(CLI::App& app, Context& ctx);
 void add_memory_command(CLI::App& app, Context& ctx);
+void add_export_command(CLI::App& app, Context& ctx);
 
 }  // namespace probing::cli

@@ -135,6 +135,7 @@ int main(int argc, char** argv) {
   add_children_command(app, ctx);
   add_profile_command(app, ctx);
   add_memory_command(app, ctx);
+  add_export_command(app, ctx);
   add_mcp_command(app, ctx);
   if (argc <= 1) {
     std::cout << app.help();

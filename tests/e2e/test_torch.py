@@ -224,3 +224,52 @@ def test_a_compiled_model_trains_the_same_with_tracing_on(torch_factory, torch_p
                                                            "GROUP BY stage")}
     assert stages.get("step", 0) >= 30 and stages.get("backward", 0) >= 30, stages
     assert traced.stderr_lines() == [], traced.stderr_lines()
+
+
+def test_export_steps_modules_and_spans(torch_factory, tmp_path):
+    t = start(torch_factory, "mlp")
+    wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 5)
+    n = len(t.stdout_lines())
+    t.write("spans\n")
+    assert t.wait_line(lambda l: l == "spans done", timeout=20, start=n) is not None, t.stderr_lines()[-10:]
+    out = tmp_path / "steps.pftrace"
+    rc, _, err = run_cli(t.pid, "export", "--last", "4", "-o", str(out), timeout=60)
+    assert rc == 0, err
+    assert "4 step(s)" in err and "ui.perfetto.dev" in err, err
+    trace = json.loads(out.read_text())
+    events = trace["traceEvents"]
+    assert all(e["pid"] == t.pid for e in events)
+    names = {(e["name"], e["args"]["name"]) for e in events if e["ph"] == "M" and e["name"] != "thread_sort_index"}
+    assert ("thread_name", "steps") in names and ("thread_name", "torch: backward") in names, names
+    steps = sorted((e for e in events if e.get("cat") == "steps"), key=lambda e: e["ts"])
+    numbers = [e["args"]["step"] for e in steps]
+    assert len(steps) == 4 and numbers == list(range(numbers[0], numbers[0] + 4)), numbers
+    calls = [e for e in events if e["ph"] == "X" and e["cat"] in ("forward", "backward", "step")]
+    # The last step may still run; every complete one has the eight calls of test_mlp_rows.
+    for s in steps[:-1]:
+        inside = [c for c in calls if c["args"]["step"] == s["args"]["step"]]
+        assert sorted(c["name"] for c in inside) == sorted(
+            ["encoder.0", "encoder.1", "encoder.2", "encoder", "head", "MLP", "MLP", "SGD"]), inside
+        for c in inside:  # each call lies within its step's span
+            assert s["ts"] <= c["ts"] and c["ts"] + c["dur"] <= s["ts"] + s["dur"] + 0.2, (s, c)
+        fwd = {c["name"]: c for c in inside if c["cat"] == "forward"}
+        assert fwd["MLP"]["ts"] <= fwd["encoder"]["ts"] and (
+            fwd["encoder"]["ts"] + fwd["encoder"]["dur"] <= fwd["MLP"]["ts"] + fwd["MLP"]["dur"] + 0.2)
+        assert {c["tid"] for c in inside if c["cat"] == "backward"} != {c["tid"] for c in inside if c["cat"] == "forward"}
+
+    # The spans ran outside these steps' time (on another thread): a window in seconds takes them.
+    rc, text, err = run_cli(t.pid, "export", "--seconds", "600", "--format", "chrome-json", timeout=60)
+    assert rc == 0, err
+    events = json.loads(text)["traceEvents"]
+    spans = {e["name"]: e for e in events if e.get("cat") == "span"}
+    assert set(spans) == {"epoch", "batch", "forward"}, spans
+    assert len({e["tid"] for e in spans.values()}) == 1
+    assert spans["forward"]["args"]["size"] == 16 and spans["batch"]["args"]["parent_id"] == spans["epoch"]["args"]["span_id"]
+    deep = [e for e in events if e["ph"] == "i"]
+    assert [e["name"] for e in deep] == ["deep"] and deep[0]["tid"] == spans["forward"]["tid"], deep
+    assert spans["forward"]["ts"] <= deep[0]["ts"] <= spans["forward"]["ts"] + spans["forward"]["dur"]
+    thread = [e for e in events if e["ph"] == "M" and e["name"] == "thread_name" and e["tid"] == deep[0]["tid"]]
+    assert thread and thread[0]["args"]["name"].startswith("spans: "), thread
+
+    rc, _, err = run_cli(t.pid, "export", "--format", "svg", timeout=30)
+    assert rc == 2 and "unknown format 'svg'" in err, err

@@ -28,17 +28,8 @@ constexpr const char* kNoTrack =
 Result<nlohmann::json> post(const Context& ctx, const std::string& path, const nlohmann::json& body) {
   auto client = connect_target(ctx);
   if (!client.is_ok()) return client.status();
-  Result<client::Response> reply = (*client)->request("POST", path, body.dump(), kTimeoutS);
-  if (!reply.is_ok()) return reply.status();
-  if (reply->status == 404) {
-    return Status(Code::kUnsupported,
-                  "this agent is older than this probing: restart the process with this "
-                  "version's agent");
-  }
-  if (reply->status / 100 != 2) return Status(Code::kUnavailable, reply->error_message());
-  nlohmann::json j = reply->json();
-  if (j.is_discarded() || !j.is_object()) return Status(Code::kInternal, "the agent's reply is not JSON");
-  return j;
+  return agent_json(**client, "POST", path, body.dump(), kTimeoutS,
+                    "this agent is older than this probing: restart the process with this version's agent");
 }
 
 Result<nlohmann::json> query(const Context& ctx, const std::string& sql) {
@@ -47,13 +38,8 @@ Result<nlohmann::json> query(const Context& ctx, const std::string& sql) {
 
 // The first row of a query's reply as column -> value.
 nlohmann::json first_row(const nlohmann::json& reply) {
-  nlohmann::json row = nlohmann::json::object();
-  const auto& columns = reply.value("columns", nlohmann::json::array());
-  const auto& rows = reply.value("rows", nlohmann::json::array());
-  if (rows.empty()) return row;
-  for (size_t i = 0; i < columns.size() && i < rows[0].size(); ++i)
-    row[columns[i].get<std::string>()] = rows[0][i];
-  return row;
+  std::vector<nlohmann::json> rows = rows_as_objects(reply);
+  return rows.empty() ? nlohmann::json::object() : rows[0];
 }
 
 std::string mb(const nlohmann::json& v) {

@@ -86,17 +86,9 @@ std::string session_body(const ProfileArgs& args, double seconds, long long rene
 
 Result<nlohmann::json> json_reply(client::Client& client, const std::string& method, const std::string& path,
                                   const std::string& body) {
-  Result<client::Response> reply = client.request(method, path, body, kRequestTimeoutS);
-  if (!reply.is_ok()) return reply.status();
-  if (reply->status == 404) {
-    return Status(Code::kUnsupported,
-                  "this agent has no profiler (it is older than this probing): restart the "
-                  "process with this version's agent");
-  }
-  if (reply->status / 100 != 2) return Status(Code::kUnavailable, reply->error_message());
-  nlohmann::json j = reply->json();
-  if (j.is_discarded() || !j.is_object()) return Status(Code::kInternal, "the agent's reply is not JSON");
-  return j;
+  return agent_json(client, method, path, body, kRequestTimeoutS,
+                    "this agent has no profiler (it is older than this probing): restart the process "
+                    "with this version's agent");
 }
 
 // Thread names are Python objects, read with the GIL: one python.threads query has the agent
