@@ -273,3 +273,36 @@ def test_export_steps_modules_and_spans(torch_factory, tmp_path):
 
     rc, _, err = run_cli(t.pid, "export", "--format", "svg", timeout=30)
     assert rc == 2 and "unknown format 'svg'" in err, err
+
+
+def test_tensors_by_storage_with_names(torch_factory, target_factory, torch_py):
+    t = start(torch_factory, "mlp")
+    wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
+    eval_ok(t.pid, "v = x[2:4]; w = x.view(-1); big = torch.zeros(1000, 250)")
+    got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
+    head = got["model.head.weight"]
+    assert (head["shape"], head["dtype"], head["device"], head["bytes"], head["parameter"], head["requires_grad"]) == (
+        "[1, 32]", "float32", "cpu", 128, 1, 1), head
+    assert got["model.head.weight.grad"]["shape"] == "[1, 32]" and got["model.head.weight.grad"]["parameter"] == 0
+    assert "model.encoder.0.weight" in got and "model.encoder.2.bias.grad" in got, sorted(got)
+    # x and its two views: one storage, the base's shape, every name
+    (xs,) = [r for r in got.values() if r["names"] and "x" in r["names"].split(", ")]
+    assert sorted(xs["names"].split(", ")) == ["v", "w", "x"] and xs["views"] == 3, xs
+    assert (xs["shape"], xs["bytes"]) == ("[16, 8]", 512), xs
+    largest = rows(t.pid, "SELECT names, bytes FROM python.tensors LIMIT 1")
+    assert largest == [{"names": "big", "bytes": 1000 * 250 * 4}], largest
+    # A model no global reaches (only a closure holds it) is named by its class.
+    eval_ok(t.pid, "hidden = (lambda m: (lambda: m))(torch.nn.Linear(300, 200))")
+    got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
+    assert got["Linear.weight"]["shape"] == "[200, 300]" and got["Linear.bias"]["bytes"] == 800, sorted(got)
+
+    adam = start(torch_factory, "transformer")
+    wait_rows(adam.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
+    names = [r["names"] for r in rows(adam.pid, "SELECT names FROM python.tensors WHERE names LIKE 'optimizer%'")]
+    assert "optimizer.state[model.head.weight].exp_avg" in names, names
+    assert "optimizer.state[model.head.weight].exp_avg_sq" in names, names
+
+    plain = target_factory("idle.py", torch_py)
+    rc, out, err = run_cli(plain.pid, "query", "--format", "json", "SELECT * FROM python.tensors")
+    assert rc == 0 and json.loads(out) == [] and "has not imported torch" in err, (out, err)
+    assert eval_ok(plain.pid, "'torch' in __import__('sys').modules").strip() == "False"  # never imported

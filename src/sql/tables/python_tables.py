@@ -54,6 +54,134 @@ def objects(types, counts, sizes):
     return json.dumps({"rows": rows})
 
 
+# ---- python.tensors ----
+# The census (src/python/gc_census.cpp) read the tensors natively; here they get the names that
+# reach them from __main__, walking only dicts (a module's __dict__, its _parameters, _buffers and
+# _modules, an optimizer's state): no attribute of the program's objects is asked for, so none of
+# its code runs. Gradients are never touched here (holding one while the GIL may switch could meet
+# a backward pass freeing it from C++): the census found which storage holds each parameter's.
+
+_MAX_NAMES = 3
+_NAMES_BUDGET_S = 0.2
+
+
+def _dict_of(o):
+    try:
+        d = object.__getattribute__(o, "__dict__")
+    except BaseException:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _tensor_names(tensor_type, module_type, optimizer_type, storage_of, gradients, modules, optimizers):
+    import time
+    deadline = time.monotonic() + _NAMES_BUDGET_S
+    names = {}
+
+    def add(t, name):
+        if tensor_type not in type(t).__mro__:
+            return
+        try:
+            key = storage_of(t)
+        except BaseException:
+            return
+        found = names.setdefault(key, [])
+        if len(found) < _MAX_NAMES and name not in found:
+            found.append(name)
+
+    param_names = {}  # id(parameter) -> its name, for the optimizers' state
+    walked = set()    # ids of the modules named from a global
+
+    def walk_module(m, prefix, depth):
+        if depth > 64 or time.monotonic() > deadline:
+            return
+        walked.add(id(m))
+        d = _dict_of(m)
+        for kind in ("_parameters", "_buffers"):
+            for name, t in list((d.get(kind) or {}).items()):
+                if t is None:
+                    continue
+                full = prefix + "." + name
+                add(t, full)
+                if kind == "_parameters":
+                    param_names[id(t)] = full
+        for name, child in list((d.get("_modules") or {}).items()):
+            if child is not None:
+                walk_module(child, prefix + "." + name, depth + 1)
+
+    main = sys.modules.get("__main__")
+    scope = list(_dict_of(main).items()) if main is not None else []
+    for name, v in scope:
+        if time.monotonic() > deadline:
+            break
+        mro = type(v).__mro__
+        if tensor_type in mro:
+            add(v, name)
+        elif module_type is not None and module_type in mro:
+            walk_module(v, name, 0)
+    # Models no global reaches (built inside main(), say): each outermost module by its class name.
+    children = set()
+    for m in modules:
+        for child in list((_dict_of(m).get("_modules") or {}).values()):
+            children.add(id(child))
+    for m in modules:
+        if id(m) not in walked and id(m) not in children and time.monotonic() <= deadline:
+            walk_module(m, type(m).__name__, 0)
+    named_optimizers = [(name, v) for name, v in scope
+                        if optimizer_type is not None and optimizer_type in type(v).__mro__]
+    seen = {id(v) for _, v in named_optimizers}
+    named_optimizers += [(type(o).__name__, o) for o in optimizers if id(o) not in seen]
+    for name, v in named_optimizers:
+        if time.monotonic() > deadline:
+            break
+        state = _dict_of(v).get("state")
+        if not isinstance(state, dict):
+            continue
+        for i, (p, st) in enumerate(list(state.items())):
+            if not isinstance(st, dict):
+                continue
+            owner = param_names.get(id(p), "%d" % i)
+            for key, t in list(st.items()):
+                add(t, "%s.state[%s].%s" % (name, owner, key))
+    for device, address, parameter in gradients:
+        if parameter in param_names:
+            found = names.setdefault((device, address), [])
+            if len(found) < _MAX_NAMES:
+                found.append(param_names[parameter] + ".grad")
+    return names
+
+
+def tensors(storages, gradients, modules, optimizers, imported):
+    if not imported:
+        return json.dumps({"rows": []})
+    torch = sys.modules["torch"]
+    td = _dict_of(torch)
+    c = _dict_of(td.get("_C"))
+    base = c.get("TensorBase") or c.get("_TensorBase")
+    storage_method = base.__dict__.get("untyped_storage") or base.__dict__["_storage"]
+    data_ptr = c["StorageBase"].__dict__["data_ptr"]
+    device_of = base.__dict__["device"].__get__
+    module_type = _dict_of(sys.modules.get("torch.nn.modules.module")).get("Module")
+    optimizer_type = _dict_of(sys.modules.get("torch.optim.optimizer")).get("Optimizer")
+
+    def storage_of(t):
+        return str(device_of(t)), data_ptr(storage_method(t))
+
+    names = _tensor_names(td.get("Tensor"), module_type, optimizer_type, storage_of, gradients, modules,
+                          optimizers)
+    rows = []
+    for address, nbytes, device, shape, dtype, requires_grad, parameter, views in storages:
+        if shape.startswith("torch.Size(") and shape.endswith(")"):
+            shape = shape[len("torch.Size("):-1]
+        if dtype.startswith("torch."):
+            dtype = dtype[len("torch."):]
+        found = names.get((device, address))
+        rows.append([shape, dtype, device, nbytes, ", ".join(found) if found else None, views, parameter,
+                     requires_grad, address])
+    rows.sort(key=lambda r: -r[3])
+    return json.dumps({"rows": rows})
+
+
 # ---- python.memory and python.memory_growth, and `probing PID memory snapshot` ----
 # tracemalloc is used only in a process that started it (PYTHONTRACEMALLOC, or the program itself):
 # starting or stopping it in a running process swaps Python's allocators without a lock, under
