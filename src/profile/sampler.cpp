@@ -529,6 +529,7 @@ void Sampler::run() noexcept {
     uint64_t rng = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull | 1;
     Clock::time_point next = Clock::now();
     Clock::time_point last = Clock::time_point::min();
+    double planned = 0;  // the gap to this sample that the last one scheduled, seconds
     double last_window = 0;
     for (;;) {
       double hz = rate(unix_now_s());
@@ -552,10 +553,11 @@ void Sampler::run() noexcept {
       const Clock::time_point started = Clock::now();
       const double at = unix_now_s();
       // A sample stands for the time since the one before, within reason: a sampler held back
-      // by a busy machine does not shrink what it saw.
+      // by a busy machine does not shrink what it saw, and one that spaced its samples out
+      // itself (below: many threads) counts the whole gap it planned.
       const double since =
           last == Clock::time_point::min() ? interval : std::chrono::duration<double>(started - last).count();
-      take_sample(*reader, at, std::clamp(since, interval / 2, interval * 4));
+      take_sample(*reader, at, std::clamp(since, interval / 2, std::max(interval * 4, planned * 2)));
       last = started;
       if (at - last_window >= 1) {
         last_window = at;
@@ -575,6 +577,7 @@ void Sampler::run() noexcept {
       next =
           std::max(next + after(interval * jitter), now - after(interval));  // behind: no burst to catch up
       next = std::max(next, now + after(3 * cost));
+      planned = std::chrono::duration<double>(next - started).count();
     }
   } catch (...) {
     running_.store(false);
