@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from conftest import run_cli
+from conftest import eval_ok, run_cli
 
 LEAKY = os.path.join(os.path.dirname(__file__), "targets", "leaky.py")
 LEAK_LINE = next(i for i, line in enumerate(open(LEAKY), 1) if "LEAK_LINE" in line)
@@ -60,3 +60,34 @@ def test_snapshot_needs_the_full_right(interp, target_factory):
     assert rc == 1 and "read right only" in err, err
     rc, out, err = run_cli("--read-only", t.pid, "memory", "diff")  # reading is reading
     assert rc == 0, err
+
+
+def test_cuda_history_refusals(interp, target_factory):
+    t = target_factory("leaky.py", interp)
+    rc, _, err = run_cli(t.pid, "memory", "cuda-history", "start")
+    assert rc == 1 and "has not imported torch" in err, err
+    rc, _, err = run_cli(t.pid, "memory", "cuda-history", "begin")
+    assert rc == 2 and "begin" in err, err
+
+
+def test_cuda_history_start_stop_dump(interp, target_factory, tmp_path):
+    # No GPU here: a process whose torch, torch.cuda and torch.cuda.memory are stand-ins checks
+    # what the agent asks of PyTorch's API and that the dump is the snapshot, pickled.
+    t = target_factory("fake_cuda.py", interp, env={"PROBING_TORCH": "0"})
+    rc, out, err = run_cli(t.pid, "memory", "cuda-history", "start", "--max-entries", "5000")
+    assert rc == 0 and "recording CUDA allocations" in out, err
+    rc, _, err = run_cli(t.pid, "--read-only", "memory", "cuda-history", "stop")
+    assert rc == 1, err  # the full right
+    out_file = tmp_path / "oom.pickle"
+    rc, out, err = run_cli(t.pid, "memory", "cuda-history", "dump", "-o", str(out_file))
+    assert rc == 0 and "2 events, 1 segments" in out and "memory_viz" in out, (out, err)
+    import pickle
+    with open(out_file, "rb") as f:
+        snapshot = pickle.load(f)
+    assert snapshot["segments"][0]["total_size"] == 2 << 20 and len(snapshot["device_traces"][0]) == 2
+    rc, _, err = run_cli(t.pid, "memory", "cuda-history", "dump", "-o", str(out_file))
+    assert rc == 1 and "exists" in err, err  # never overwrites
+    rc, out, err = run_cli(t.pid, "memory", "cuda-history", "stop")
+    assert rc == 0 and "stopped" in out, err
+    assert eval_ok(t.pid, "calls").strip() == (
+        "[('record', 'all', 5000), ('snapshot',), ('record', None, 1)]"), "the agent's calls"

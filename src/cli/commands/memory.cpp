@@ -1,6 +1,8 @@
 // probing TARGET memory [snapshot | diff]: the process's memory at a glance (process.memory,
 // python.memory, python.objects), and in a process that traces its allocations (tracemalloc,
 // PYTHONTRACEMALLOC=1 at start) what grows, by line (POST /memory, python.memory_growth).
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -16,6 +18,9 @@ constexpr double kTimeoutS = 60;
 struct MemoryArgs {
   int limit = 20;
   std::vector<std::string> ignored;  // memory track's words
+  std::string history_op;            // cuda-history start|stop|dump
+  long long max_entries = 100000;
+  std::string output;
 };
 
 // Why tracemalloc is not started or stopped here, for `memory track`.
@@ -117,6 +122,35 @@ int run_diff(const Context& ctx, const MemoryArgs& args) {
   return kExitOk;
 }
 
+int run_cuda_history(const Context& ctx, const MemoryArgs& args) {
+  nlohmann::json body{{"action", "cuda-history"}, {"op", args.history_op}, {"max_entries", args.max_entries}};
+  std::string path;
+  if (args.history_op == "dump") {
+    path = args.output.empty() ? "cuda-history.pickle" : args.output;
+    if (path[0] != '/') {
+      char cwd[4096];
+      if (::getcwd(cwd, sizeof cwd) == nullptr) return fail("cannot read the current directory");
+      path = std::string(cwd) + "/" + path;
+    }
+    body["path"] = path;
+  }
+  Result<nlohmann::json> r = post(ctx, "/memory", body);
+  if (!r.is_ok()) return fail(r.status());
+  if (args.history_op == "start") {
+    std::cout << "recording CUDA allocations (the last " << args.max_entries
+              << " events kept); `memory cuda-history dump -o FILE` writes them\n";
+  } else if (args.history_op == "stop") {
+    std::cout << "stopped recording CUDA allocations\n";
+  } else {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%.1f MB, %lld events, %lld segments", r->value("bytes", 0.0) / (1 << 20),
+                  r->value("events", 0LL), r->value("segments", 0LL));
+    std::cout << "wrote " << path << " (" << buf << ", on the target's machine): open it in "
+              << "https://pytorch.org/memory_viz\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void add_memory_command(CLI::App& app, Context& ctx) {
@@ -133,16 +167,29 @@ void add_memory_command(CLI::App& app, Context& ctx) {
       cmd->add_subcommand("snapshot", "make now the base `memory diff` measures growth from");
   CLI::App* diff = cmd->add_subcommand("diff", "by line, what grew since the base and is still alive");
   diff->add_option("--limit", args->limit, "lines shown (default 20)")->check(CLI::Range(1, 1000));
+  CLI::App* history = cmd->add_subcommand(
+      "cuda-history",
+      "PyTorch's record of CUDA allocations: start, stop, or dump it for pytorch.org/memory_viz");
+  history->add_option("op", args->history_op, "start, stop or dump")
+      ->required()
+      ->check(CLI::IsMember({"start", "stop", "dump"}));
+  history->add_option("--max-entries", args->max_entries, "allocation events kept while recording (100000)")
+      ->check(CLI::Range(1LL, 100000000LL));
+  history->add_option("-o,--output", args->output,
+                      "dump: the file to write (cuda-history.pickle), a new file, on the target's machine");
   cmd->require_subcommand(0, 1);
   cmd->footer(
       "Examples:\n"
       "  probing 1234 memory\n"
       "  PYTHONTRACEMALLOC=1 probing launch -- python3 train.py\n"
       "  probing 1234 memory snapshot; sleep 60; probing 1234 memory diff\n"
+      "  probing 1234 memory cuda-history start; sleep 30; probing 1234 memory cuda-history dump -o "
+      "oom.pickle\n"
       "  probing 1234 query \"SELECT * FROM python.memory_growth WHERE file LIKE '%train.py'\"");
   on_run(track, [] { return fail(Status(Code::kUnsupported, kNoTrack)); });
   on_run(snapshot, [&ctx] { return run_snapshot(ctx); });
   on_run(diff, [&ctx, args] { return run_diff(ctx, *args); });
+  on_run(history, [&ctx, args] { return run_cuda_history(ctx, *args); });
   on_run(cmd, [&ctx, cmd] { return cmd->get_subcommands().empty() ? run_summary(ctx) : kExitOk; });
 }
 

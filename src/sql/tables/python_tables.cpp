@@ -432,6 +432,13 @@ Result<nlohmann::json> memory_snapshot() {
                              python::HelperCall(settings().get_double("gil.timeout_s"), 30));
 }
 
+Result<nlohmann::json> cuda_history(const std::string& op, long long max_entries, const std::string& path) {
+  Result<python::PythonRuntime*> rt = runtime();
+  if (!rt.is_ok()) return rt.status();
+  return python::call_helper(**rt, kHelpers, "cuda_history", {op, max_entries, path},
+                             python::HelperCall(settings().get_double("gil.timeout_s"), 120));
+}
+
 Status add_python_tables(Engine& engine) {
   PROBING_RETURN_IF_ERROR(engine.add_live_table(
       {"python",

@@ -241,6 +241,48 @@ def memory_snapshot():
     return json.dumps({"traces": len(snap.traces), "bytes": sum(t.size for t in snap.traces)})
 
 
+def cuda_history(op, max_entries, path):
+    """PyTorch's record of CUDA allocations: start, stop, or dump its snapshot (the pickle that
+    pytorch.org/memory_viz opens) into `path`, a new file."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        raise RuntimeError("this process has not imported torch")
+    cuda = sys.modules.get("torch.cuda")
+    if cuda is None or not cuda.is_initialized():
+        raise RuntimeError("CUDA is not initialized in this process: it has no GPU memory to record")
+    mem = sys.modules.get("torch.cuda.memory")
+    record = getattr(mem, "_record_memory_history", None)
+    if record is None:
+        raise RuntimeError("this PyTorch (%s) cannot record its CUDA allocations: 2.1 or newer can"
+                           % getattr(torch, "__version__", "?"))
+    if op == "start":
+        try:
+            record(enabled="all", max_entries=max_entries)
+        except TypeError:  # before 2.1: a boolean, and another name for the bound
+            record(True, trace_alloc_max_entries=max_entries)
+        return json.dumps({"op": op, "max_entries": max_entries})
+    if op == "stop":
+        try:
+            record(enabled=None)
+        except TypeError:
+            record(False)
+        return json.dumps({"op": op})
+    import os
+    import pickle
+    with open(path, "xb") as f:  # a new file, or an error before any snapshot is taken
+        try:
+            snapshot = mem._snapshot()
+            pickle.dump(snapshot, f)
+        except BaseException:
+            f.close()
+            os.unlink(path)
+            raise
+        size = f.tell()
+    traces = snapshot.get("device_traces", []) if isinstance(snapshot, dict) else []
+    return json.dumps({"op": op, "path": path, "bytes": size, "events": sum(len(t) for t in traces),
+                       "segments": len(snapshot.get("segments", [])) if isinstance(snapshot, dict) else 0})
+
+
 def memory_growth(limit):
     """Rows of python.memory_growth: by line, what was allocated since the base snapshot (or, before
     any, since tracing began) and is still alive, largest growth first."""

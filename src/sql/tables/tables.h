@@ -16,6 +16,12 @@ Status add_information_schema(Engine& engine);  // information_schema.df_setting
 // that traces its allocations (tracemalloc). {"traces", "bytes"}, or why not.
 Result<nlohmann::json> memory_snapshot();
 
+// `probing PID memory cuda-history start|stop|dump` (POST /memory): drives PyTorch's CUDA
+// allocator history (torch.cuda.memory._record_memory_history); dump writes its snapshot (a
+// pickle that pytorch.org/memory_viz opens) to `path`, a new file, in the target's filesystem.
+// {"op", "path", "bytes"...}, or why not (no torch, CUDA not initialized, a PyTorch without it).
+Result<nlohmann::json> cuda_history(const std::string& op, long long max_entries, const std::string& path);
+
 // All of the above, once (idempotent).
 Status add_builtin_tables();
 
