@@ -7,7 +7,8 @@
 #   scripts/install-deps.sh --test    also what the tests open probing's outputs with (`make test`):
 #                                     Chromium and Node with the npm packages of tests/browser (from
 #                                     the npm registry), and Prometheus, unpacked from its Debian
-#                                     package into tests/tools/ (not installed: no service starts)
+#                                     package into tests/tools/ (not installed: no service starts),
+#                                     and protoc, which decodes `export`'s Perfetto traces
 #   scripts/install-deps.sh --dev     also the tools of `make format`, `make lint`, `make clang`
 #   scripts/install-deps.sh --matrix  also debootstrap, for `make test-matrix`'s chroots
 set -euo pipefail
@@ -23,7 +24,7 @@ packages=(
 browser=0
 if [[ "${1:-}" == "--test" ]]; then
   browser=1
-  packages+=(chromium nodejs)
+  packages+=(chromium nodejs protobuf-compiler)
   # npm comes with Debian's nodejs as a package of its own; a nodejs from elsewhere brings its own.
   command -v npm >/dev/null || packages+=(npm)
 fi

@@ -1,6 +1,6 @@
-"""What `probing profile` writes, opened in the tools people open it with, in headless Chromium
-(tests/browser/check.mjs drives it): the speedscope JSON and the Chrome trace in speedscope's own
-page, the SVG flamegraph with its search and zoom. The tool's numbers are compared with the
+"""What `probing profile` and `probing export` write, opened in the tools people open it with, in
+headless Chromium (tests/browser/check.mjs drives it): the speedscope JSON and the Chrome traces in
+speedscope's own page, the SVG flamegraph with its search and zoom. The tool's numbers are compared with the
 file's: a file that loads but shows other totals, or slices nested wrongly, fails.
 
 `make test` installs Chromium, Node and the two npm packages (scripts/install-deps.sh) and sets
@@ -12,10 +12,11 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
-from conftest import INTERPRETERS, REPO, Target, clean_env, run_cli
+from conftest import INTERPRETERS, PYPKG, REPO, Target, clean_env, run_cli, torch_importable
 
 BROWSER_DIR = os.path.join(REPO, "tests", "browser")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -138,3 +139,41 @@ def test_the_svg_searches_and_zooms_in_chromium(shares_target, tmp_path):
     assert zoom["label"].startswith("busy_a (") and zoom["width"] == 1180 and zoom["unzoom_shown"], zoom
     assert zoom["hidden"] >= 1, zoom  # busy_b's frames are out of the zoomed view
     assert got["after_escape"] == {"matched": "", "hidden": 0}, got
+
+
+def test_speedscope_opens_the_exported_steps(tmp_path):
+    # `probing export`'s Chrome JSON: speedscope shows the forward track's slices, nested, with the
+    # file's durations.
+    usable = [i for i in INTERPRETERS if not i.skip_reason and torch_importable(i)]
+    if not usable:
+        pytest.skip("no interpreter of this host imports torch")
+    t = Target("torch_models.py", usable[0], args=["mlp"], env={"PYTHONPATH": PYPKG}, ready_timeout=60)
+    t.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # five steps traced
+            rc, text, _ = run_cli(t.pid, "query", "--format", "json", "SELECT max(step) AS s FROM python.torch_trace")
+            if rc == 0 and (json.loads(text)[0]["s"] or 0) >= 5:
+                break
+            time.sleep(0.2)
+        out = tmp_path / "steps.json"
+        rc, _, err = run_cli(t.pid, "export", "--last", "5", "-o", out, timeout=60)
+        assert rc == 0, err
+    finally:
+        t.kill()
+    events = json.loads(out.read_text())["traceEvents"]
+    tid = next(e["tid"] for e in events if e["name"] == "thread_name" and e["args"]["name"].startswith("torch: forward"))
+    slices = [e for e in events if e["ph"] == "X" and e["tid"] == tid]
+    shown = open_in_browser("speedscope", out)["profiles"]
+    (rows,) = [p["rows"] for p in shown if "torch: forward" in p["title"]]
+    by_name = collections.defaultdict(lambda: {"total": 0, "self": 0})
+    for r in rows:  # speedscope names a slice "name {args}"
+        name = r["name"].split(" {", 1)[0]
+        by_name[name]["total"] += r["total"]
+        by_name[name]["self"] += r["self"]
+    assert set(by_name) == {e["name"] for e in slices}, (sorted(by_name), rows[:3])
+    for name in ("MLP", "SGD", "encoder.0"):
+        expected = sum(e["dur"] for e in slices if e["name"] == name) / 1e6
+        assert close(by_name[name]["total"], expected), (name, by_name[name], expected)
+    # Nested as called: the model's own time excludes its children's.
+    assert by_name["MLP"]["self"] < by_name["MLP"]["total"] - by_name["encoder"]["total"] * 0.9, by_name

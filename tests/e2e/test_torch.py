@@ -4,11 +4,17 @@ off (every hook gone, every wrapper put back) and on again; inject into a proces
 torch long before; PROBING_TORCH=0; sampling; a loop with no optimizer; spans nested three
 deep."""
 import json
+import os
+import re
+import shutil
+import subprocess
 import time
 
 import pytest
 
 from conftest import PYPKG, eval_ok, run_cli, torch_interpreter_params
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
 @pytest.fixture(scope="module", params=torch_interpreter_params())
@@ -232,7 +238,7 @@ def test_export_steps_modules_and_spans(torch_factory, tmp_path):
     n = len(t.stdout_lines())
     t.write("spans\n")
     assert t.wait_line(lambda l: l == "spans done", timeout=20, start=n) is not None, t.stderr_lines()[-10:]
-    out = tmp_path / "steps.pftrace"
+    out = tmp_path / "steps.json"
     rc, _, err = run_cli(t.pid, "export", "--last", "4", "-o", str(out), timeout=60)
     assert rc == 0, err
     assert "4 step(s)" in err and "ui.perfetto.dev" in err, err
@@ -273,6 +279,48 @@ def test_export_steps_modules_and_spans(torch_factory, tmp_path):
 
     rc, _, err = run_cli(t.pid, "export", "--format", "svg", timeout=30)
     assert rc == 2 and "unknown format 'svg'" in err, err
+
+    # Perfetto's protobuf (the default for a .pftrace name), decoded by protoc against the
+    # published field numbers and types: any field it does not know is an error.
+    protoc = shutil.which("protoc")
+    if protoc is None:
+        pytest.skip("protoc is not installed (scripts/install-deps.sh --test installs it)")
+    pftrace = tmp_path / "steps.pftrace"
+    rc, _, err = run_cli(t.pid, "export", "--last", "3", "-o", str(pftrace), timeout=60)
+    assert rc == 0 and "3 step(s)" in err, err
+    with open(pftrace, "rb") as f:
+        decoded = subprocess.run([protoc, "--proto_path", DATA, "--decode=perfetto.protos.Trace", "perfetto_trace.proto"],
+                                 stdin=f, capture_output=True, text=True, timeout=60)
+    assert decoded.returncode == 0, decoded.stderr
+    text = decoded.stdout
+    unknown = [line for line in text.splitlines() if re.match(r"\s*\d+:", line)]
+    assert not unknown, unknown[:5]
+    tracks = re.findall(r'track_descriptor \{\s*uuid: (\d+)\s*(?:name: "([^"]*)")?', text)
+    names = {name for _, name in tracks}
+    assert {"steps", "torch: forward and optimizer", "torch: backward"} <= names, names
+    assert ("pid: %d" % t.pid) in text and "process_name:" in text
+    begins, ends = text.count("type: TYPE_SLICE_BEGIN"), text.count("type: TYPE_SLICE_END")
+    steps = re.findall(r'name: "step (\d+)"', text)
+    assert len(steps) == 3 and begins == ends and begins >= 3 * 8 + 3, (steps, begins, ends)
+    assert text.count('name: "MLP"') >= 2 * 2 and 'categories: "backward"' in text
+    assert 'name: "step"' in text and "int_value:" in text  # the step number, as an annotation
+    # In time order, and nested: every end closes the slice begun last on its track.
+    open_by_track = {}
+    last = 0
+    for packet in text.split("packet {")[1:]:
+        kind = re.search(r"\btype: (TYPE_\w+)", packet)
+        if kind is None:
+            continue  # a track descriptor
+        ts = int(re.search(r"\btimestamp: (\d+)", packet).group(1))
+        track = re.search(r"\btrack_uuid: (\d+)", packet).group(1)
+        assert ts >= last, "packets out of time order"
+        last = ts
+        if kind.group(1) == "TYPE_SLICE_BEGIN":
+            open_by_track.setdefault(track, []).append(ts)
+        elif kind.group(1) == "TYPE_SLICE_END":
+            assert open_by_track.get(track), "an end with nothing open on track %s" % track
+            assert open_by_track[track].pop() <= ts
+    assert all(not v for v in open_by_track.values()), open_by_track
 
 
 def test_tensors_by_storage_with_names(torch_factory, target_factory, torch_py):
