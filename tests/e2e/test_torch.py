@@ -343,6 +343,11 @@ def test_tensors_by_storage_with_names(torch_factory, target_factory, torch_py):
     eval_ok(t.pid, "hidden = (lambda m: (lambda: m))(torch.nn.Linear(300, 200))")
     got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
     assert got["Linear.weight"]["shape"] == "[200, 300]" and got["Linear.bias"]["bytes"] == 800, sorted(got)
+    # A subclass with a __torch_function__ of its own would run Python code: counted, not read.
+    eval_ok(t.pid, "class Sub(torch.Tensor): pass\nsub = torch.zeros(7).as_subclass(Sub)")
+    rc, out, err = run_cli(t.pid, "query", "--format", "json", "SELECT names FROM python.tensors")
+    assert rc == 0 and "1 tensor(s) not read" in err, err
+    assert all("sub" not in (r["names"] or "").split(", ") for r in json.loads(out)), out
 
     adam = start(torch_factory, "transformer")
     wait_rows(adam.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)

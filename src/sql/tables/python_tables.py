@@ -73,13 +73,13 @@ def _dict_of(o):
     return d if isinstance(d, dict) else {}
 
 
-def _tensor_names(tensor_type, module_type, optimizer_type, storage_of, gradients, modules, optimizers):
+def _tensor_names(readable, module_type, optimizer_type, storage_of, gradients, modules, optimizers):
     import time
     deadline = time.monotonic() + _NAMES_BUDGET_S
     names = {}
 
     def add(t, name):
-        if tensor_type not in type(t).__mro__:
+        if not readable(type(t)):
             return
         try:
             key = storage_of(t)
@@ -114,11 +114,10 @@ def _tensor_names(tensor_type, module_type, optimizer_type, storage_of, gradient
     for name, v in scope:
         if time.monotonic() > deadline:
             break
-        mro = type(v).__mro__
-        if tensor_type in mro:
-            add(v, name)
-        elif module_type is not None and module_type in mro:
+        if module_type is not None and module_type in type(v).__mro__:
             walk_module(v, name, 0)
+        else:
+            add(v, name)
     # Models no global reaches (built inside main(), say): each outermost module by its class name.
     children = set()
     for m in modules:
@@ -164,10 +163,24 @@ def tensors(storages, gradients, modules, optimizers, imported):
     module_type = _dict_of(sys.modules.get("torch.nn.modules.module")).get("Module")
     optimizer_type = _dict_of(sys.modules.get("torch.optim.optimizer")).get("Optimizer")
 
+    tensor_type, disabled = td.get("Tensor"), c.get("_disabled_torch_function_impl")
+
+    def readable(cls):
+        """A tensor type whose attributes are C code: torch.Tensor, or a subclass (nn.Parameter)
+        whose __torch_function__ is the disabled one; any other would run its own Python."""
+        if cls is tensor_type:
+            return True
+        if tensor_type not in cls.__mro__:
+            return False
+        for k in cls.__mro__:
+            if "__torch_function__" in k.__dict__:
+                return k.__dict__["__torch_function__"] is disabled
+        return False
+
     def storage_of(t):
         return str(device_of(t)), data_ptr(storage_method(t))
 
-    names = _tensor_names(td.get("Tensor"), module_type, optimizer_type, storage_of, gradients, modules,
+    names = _tensor_names(readable, module_type, optimizer_type, storage_of, gradients, modules,
                           optimizers)
     rows = []
     for address, nbytes, device, shape, dtype, requires_grad, parameter, views in storages:
