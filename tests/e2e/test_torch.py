@@ -326,7 +326,7 @@ def test_export_steps_modules_and_spans(torch_factory, tmp_path):
 def test_tensors_by_storage_with_names(torch_factory, target_factory, torch_py):
     t = start(torch_factory, "mlp")
     wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
-    eval_ok(t.pid, "v = x[2:4]; w = x.view(-1); big = torch.zeros(1000, 250)")
+    eval_ok(t.pid, "v = x[2:4]; w = x.view(-1); big = torch.zeros(4096, 4096)")
     got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
     head = got["model.head.weight"]
     assert (head["shape"], head["dtype"], head["device"], head["bytes"], head["parameter"], head["requires_grad"]) == (
@@ -338,7 +338,7 @@ def test_tensors_by_storage_with_names(torch_factory, target_factory, torch_py):
     assert sorted(xs["names"].split(", ")) == ["v", "w", "x"] and xs["views"] == 3, xs
     assert (xs["shape"], xs["bytes"]) == ("[16, 8]", 512), xs
     largest = rows(t.pid, "SELECT names, bytes FROM python.tensors LIMIT 1")
-    assert largest == [{"names": "big", "bytes": 1000 * 250 * 4}], largest
+    assert largest == [{"names": "big", "bytes": 64 << 20}], largest  # a known 64 MB tensor, by name
     # A model no global reaches (only a closure holds it) is named by its class.
     eval_ok(t.pid, "hidden = (lambda m: (lambda: m))(torch.nn.Linear(300, 200))")
     got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
