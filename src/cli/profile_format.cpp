@@ -373,45 +373,17 @@ std::string render_speedscope(const Profile& p, const std::string& name) {
   return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-std::string render_chrome(const Profile& p, long long main_pid) {
-  nlohmann::json events = nlohmann::json::array();
-  events.push_back(
-      {{"name", "process_name"}, {"ph", "M"}, {"pid", main_pid}, {"args", {{"name", "python"}}}});
+std::vector<StackSlice> stack_slices(const Profile& p) {
   std::map<long long, std::vector<const ProfileSample*>> by_thread;
   for (const ProfileSample& s : p.samples) by_thread[s.thread].push_back(&s);
-  std::set<long long> named;
-  struct Slice {
-    long long pid, tid, ts, dur;
-    size_t depth;
-    const ProfileFrame* frame;
-  };
-  std::vector<Slice> slices;
+  std::vector<StackSlice> slices;
   for (const auto& [thread, samples] : by_thread) {
-    const ProfileThread* t = p.thread(thread);
-    const long long tid = t != nullptr && t->tid != 0 ? t->tid : thread;
-    const long long pid = t != nullptr && t->pid != 0 ? t->pid : main_pid;
-    if (pid != main_pid && named.insert(pid).second) {
-      events.push_back({{"name", "process_name"},
-                        {"ph", "M"},
-                        {"pid", pid},
-                        {"args", {{"name", t->process.empty() ? std::string("python") : t->process}}}});
-    }
-    // Viewers add the tid and pid to these names themselves.
-    events.push_back(
-        {{"name", "thread_name"},
-         {"ph", "M"},
-         {"pid", pid},
-         {"tid", tid},
-         {"args",
-          {{"name", t != nullptr && !t->name.empty() ? t->name : "thread " + std::to_string(thread)}}}});
     std::vector<const ProfileFrame*> open;  // root first
     std::vector<double> opened;
     double last_end = 0;
-    auto close_to = [&](size_t keep, double at) {
+    auto close_to = [&, thread = thread](size_t keep, double at) {
       while (open.size() > keep) {
-        const long long ts = std::llround(opened.back() * 1e6);
-        slices.push_back(
-            {pid, tid, ts, std::max(1LL, std::llround(at * 1e6) - ts), open.size(), open.back()});
+        slices.push_back({thread, opened.back(), at - opened.back(), open.size() - 1, open.back()});
         open.pop_back();
         opened.pop_back();
       }
@@ -435,6 +407,48 @@ std::string render_chrome(const Profile& p, long long main_pid) {
       last_end = s->time + s->weight;
     }
     close_to(0, last_end);
+  }
+  return slices;
+}
+
+std::string render_chrome(const Profile& p, long long main_pid) {
+  nlohmann::json events = nlohmann::json::array();
+  events.push_back(
+      {{"name", "process_name"}, {"ph", "M"}, {"pid", main_pid}, {"args", {{"name", "python"}}}});
+  std::set<long long> named;
+  std::map<long long, std::pair<long long, long long>> ids;  // thread -> (pid, tid)
+  for (const ProfileSample& s : p.samples) {
+    if (ids.count(s.thread) != 0) continue;
+    const ProfileThread* t = p.thread(s.thread);
+    const long long tid = t != nullptr && t->tid != 0 ? t->tid : s.thread;
+    const long long pid = t != nullptr && t->pid != 0 ? t->pid : main_pid;
+    ids[s.thread] = {pid, tid};
+    if (pid != main_pid && named.insert(pid).second) {
+      events.push_back({{"name", "process_name"},
+                        {"ph", "M"},
+                        {"pid", pid},
+                        {"args", {{"name", t->process.empty() ? std::string("python") : t->process}}}});
+    }
+    // Viewers add the tid and pid to these names themselves.
+    events.push_back(
+        {{"name", "thread_name"},
+         {"ph", "M"},
+         {"pid", pid},
+         {"tid", tid},
+         {"args",
+          {{"name", t != nullptr && !t->name.empty() ? t->name : "thread " + std::to_string(s.thread)}}}});
+  }
+  struct Slice {
+    long long pid, tid, ts, dur;
+    size_t depth;
+    const ProfileFrame* frame;
+  };
+  std::vector<Slice> slices;
+  for (const StackSlice& x : stack_slices(p)) {
+    const auto [pid, tid] = ids[x.thread];
+    const long long ts = std::llround(x.start * 1e6);
+    slices.push_back(
+        {pid, tid, ts, std::max(1LL, std::llround((x.start + x.duration) * 1e6) - ts), x.depth, x.frame});
   }
   // Slices close innermost first; viewers that nest them by their order (speedscope) want each
   // parent before the children that start with it: by start, then longest, then outermost first.

@@ -70,6 +70,16 @@ Result<Profile> parse_profile(const nlohmann::json& reply);
 // (pid, how to name the process, its profile); the window and counts are the parts' together.
 Profile merge_profiles(std::vector<std::tuple<long long, std::string, Profile>> parts);
 
+// What consecutive samples of each thread had on its stack, as slices: a frame's slice lasts while
+// its function stays on the stack; a gap in the samples ends them all. Innermost first per close.
+struct StackSlice {
+  long long thread;  // ProfileSample::thread
+  double start, duration;
+  size_t depth;  // 0 for the outermost frame
+  const ProfileFrame* frame;
+};
+std::vector<StackSlice> stack_slices(const Profile& p);
+
 std::string render_folded(const Profile& p);
 std::string render_speedscope(const Profile& p, const std::string& name);
 std::string render_chrome(const Profile& p, long long pid);

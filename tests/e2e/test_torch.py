@@ -276,6 +276,12 @@ def test_export_steps_modules_and_spans(torch_factory, tmp_path):
     assert spans["forward"]["ts"] <= deep[0]["ts"] <= spans["forward"]["ts"] + spans["forward"]["dur"]
     thread = [e for e in events if e["ph"] == "M" and e["name"] == "thread_name" and e["tid"] == deep[0]["tid"]]
     assert thread and thread[0]["args"]["name"].startswith("spans: "), thread
+    # The flight recorder's stacks of the window: the main thread's, on a track of their own.
+    sampled = [e for e in events if e["ph"] == "M" and e["name"] == "thread_name"
+               and e["args"]["name"].startswith("samples: MainThread")]
+    assert len(sampled) == 1, [e["args"] for e in events if e["ph"] == "M"]
+    frames = {e["name"] for e in events if e.get("cat") == "sample" and e["tid"] == sampled[0]["tid"]}
+    assert "<module>" in frames, frames
 
     rc, _, err = run_cli(t.pid, "export", "--format", "svg", timeout=30)
     assert rc == 2 and "unknown format 'svg'" in err, err

@@ -1,8 +1,9 @@
 // probing TARGET export: the last training steps (python.torch_trace), with the spans and events
-// of the same time (python.spans, python.events) and the process's memory (process.metrics), as a
-// trace for ui.perfetto.dev: Perfetto's own protobuf format, or Chrome's JSON trace events (which
-// chrome://tracing, speedscope and Perfetto open). A track of steps, one of module calls and
-// optimizer steps, one of backward passes, one per thread that ran spans, and counters.
+// of the same time (python.spans, python.events), the sampler's stacks (python.samples) and the
+// process's memory (process.metrics), as a trace for ui.perfetto.dev: Perfetto's own protobuf
+// format, or Chrome's JSON trace events (which chrome://tracing, speedscope and Perfetto open). A
+// track of steps, one of module calls and optimizer steps, one of backward passes, one per thread
+// that ran spans, one per sampled thread, and counters.
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <optional>
 
 #include "cli/common.h"
+#include "cli/profile_format.h"
 
 namespace probing::cli {
 namespace {
@@ -247,6 +249,32 @@ Result<TraceModel> Exporter::run(std::string* summary) {
     m_.slices.push_back({thread_track(static_cast<long long>(num(e["thread_id"]))), str(e["name"], "?"),
                          "event", num(e["time"]), -1, std::move(args)});
   }
+  // What each thread ran, from the sampler (the flight recorder, and any profile of the window):
+  // a slice per function for as long as consecutive samples had it on the stack.
+  size_t sampled = 0;
+  char window_qs[96];
+  std::snprintf(window_qs, sizeof window_qs, "/profile?since=%.6f&until=%.6f&mode=wall&idle=1", t0, t1);
+  if (Result<nlohmann::json> reply = agent_json(client_, "GET", window_qs, "", kTimeoutS, "no profiler");
+      reply.is_ok()) {
+    if (Result<Profile> profile = parse_profile(*reply); profile.is_ok()) {
+      std::map<long long, size_t> tracks;  // profile thread -> track
+      for (const StackSlice& x : stack_slices(*profile)) {
+        auto [it, fresh] = tracks.try_emplace(x.thread, 0);
+        if (fresh) {
+          const ProfileThread* t = profile->thread(x.thread);
+          it->second =
+              track("samples: " + (t != nullptr ? t->label() : "thread " + std::to_string(x.thread)));
+        }
+        m_.slices.push_back({it->second,
+                             x.frame->func,
+                             "sample",
+                             x.start,
+                             x.duration,
+                             {{"file", x.frame->file}, {"line", x.frame->line}}});
+      }
+      sampled = profile->samples.size();
+    }
+  }
   // The process's memory over the window (process.metrics, every metrics.interval_s).
   Result<std::vector<nlohmann::json>> metrics =
       rows("SELECT time, rss_mb FROM process.metrics WHERE time >= " + from + " AND time <= " + to +
@@ -259,8 +287,9 @@ Result<TraceModel> Exporter::run(std::string* summary) {
   nest(&m_);
 
   char line[256];
-  std::snprintf(line, sizeof line, "%zu step(s), %zu module call(s), %zu span(s), %zu event(s)", steps.size(),
-                calls.size(), spans->size(), marks->size());
+  std::snprintf(line, sizeof line,
+                "%zu step(s), %zu module call(s), %zu span(s), %zu event(s), %zu stack sample(s)",
+                steps.size(), calls.size(), spans->size(), marks->size(), sampled);
   *summary = window + ": " + line;
   if (calls.size() >= static_cast<size_t>(kMaxRows) || spans->size() >= static_cast<size_t>(kMaxRows) ||
       marks->size() >= static_cast<size_t>(kMaxRows)) {
