@@ -1,7 +1,6 @@
 // The objects the garbage collector tracks, counted by type (python.objects).
 #pragma once
 
-#include <string>
 #include <vector>
 
 #include "core/status.h"
@@ -35,45 +34,6 @@ struct Census {
 // a thread is in one the census is refused (kUnavailable, saying kInBackward), not taken.
 // REQUIRES: GIL held.
 Result<Census> take_census(const CApi& api, double budget_s, bool sizes);
-
-// One storage of live tensors (python.tensors): the tensor objects that view it are folded in.
-struct TensorStorage {
-  long long address = 0;  // the storage's data pointer
-  long long bytes = 0;    // its size
-  std::string device;     // "cpu", "cuda:0", ...
-  std::string shape;      // "torch.Size([128, 32])", of its largest tensor object
-  std::string dtype;      // "torch.float32", of the same
-  bool requires_grad = false;
-  bool parameter = false;  // one of them is an nn.Parameter
-  long long objects = 0;   // tensor objects on it
-};
-
-// A parameter's gradient: which storage holds it, so that it can be named after the parameter.
-struct GradientOf {
-  std::string device;
-  long long address = 0;    // the gradient's storage
-  long long parameter = 0;  // id() of the nn.Parameter
-};
-
-struct TensorCensus {
-  bool torch = false;  // torch was imported (it is never imported by the census)
-  std::vector<TensorStorage> storages;
-  std::vector<GradientOf> gradients;
-  // Every nn.Module and optimizer, to name the tensors of those no global reaches: objects Python
-  // owns, safe to hold while the GIL switches (unlike a tensor C++ may free).
-  std::vector<PyRef> modules, optimizers;
-  long long unread = 0;  // tensors not read: a subclass whose __torch_function__ runs Python, no storage
-  long long seen = 0;    // objects looked at
-  long long total = 0;   // objects tracked when the census began
-};
-
-// The live tensors that have a Python object, by storage, and the modules and optimizers, from the same walk
-// as take_census and under the same rules (no Python code runs, the GIL is never let go, refused during a
-// backward pass): their attributes are read through torch's own C descriptors, never a subclass's, and
-// instances of subclasses with a __torch_function__ of their own are counted, not read. Tensors
-// that only C++ holds (autograd's saved tensors, a DataLoader's pinned batches) are not seen.
-// REQUIRES: GIL held.
-Result<TensorCensus> take_tensor_census(const CApi& api, double budget_s);
 
 // What take_census's refusal during a backward pass says, to be told apart from other failures.
 inline constexpr const char* kInBackward = "a thread is in a PyTorch backward pass";

@@ -235,32 +235,6 @@ Result<LiveRows> fetch_modules(const ScanRequest&) {
   return out;
 }
 
-// Calls a helper whose arguments a census makes (python/gc_census.h). A census is refused while
-// a thread runs a backward pass: asked again, with the GIL let go in between, for up to two seconds.
-Result<nlohmann::json> call_after_census(python::PythonRuntime& rt, const char* function,
-                                         const python::MakeArgs& census_args) {
-  python::HelperCall call(settings().get_double("gil.timeout_s"), 5);
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  Result<nlohmann::json> j = python::call_helper(rt, kHelpers, function, census_args, call);
-  while (!j.is_ok() && j.status().code() == Code::kUnavailable &&
-         j.status().message().find(python::kInBackward) != std::string::npos &&
-         std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    j = python::call_helper(rt, kHelpers, function, census_args, call);
-  }
-  return j;
-}
-
-// A census that stopped at its time limit says how far it got.
-void note_partial_census(LiveRows* out, long long seen, long long total, double budget_s) {
-  if (seen >= total) return;
-  char limit[32];
-  std::snprintf(limit, sizeof limit, "%.2g", budget_s);
-  out->notices.push_back("counted " + std::to_string(seen) + " of " + std::to_string(total) +
-                         " objects before the " + limit + " s limit" +
-                         (budget_s < kObjectsBudgetS ? " (what was left of query.gil_budget_s)" : ""));
-}
-
 Result<LiveRows> fetch_objects(const ScanRequest& request) {
   Result<python::PythonRuntime*> rt = runtime();
   if (!rt.is_ok()) return rt.status();
@@ -296,86 +270,26 @@ Result<LiveRows> fetch_objects(const ScanRequest& request) {
     args.push_back(std::move(size_list));
     return args;
   };
-  Result<nlohmann::json> j = call_after_census(**rt, "objects", census_args);
+  python::HelperCall call(settings().get_double("gil.timeout_s"), 5);
+  // Refused while a thread runs a backward pass (python/gc_census.h): asked again, with the GIL
+  // let go in between, for up to a second.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  Result<nlohmann::json> j = python::call_helper(**rt, kHelpers, "objects", census_args, call);
+  while (!j.is_ok() && j.status().code() == Code::kUnavailable &&
+         j.status().message().find(python::kInBackward) != std::string::npos &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    j = python::call_helper(**rt, kHelpers, "objects", census_args, call);
+  }
   if (!j.is_ok()) return j.status();
   LiveRows out = rows_of(*j);
-  note_partial_census(&out, counted->first, counted->second, budget_s);
-  return out;
-}
-
-Result<LiveRows> fetch_tensors(const ScanRequest& request) {
-  Result<python::PythonRuntime*> rt = runtime();
-  if (!rt.is_ok()) return rt.status();
-  if (request.gil_budget_s < kMinGilBudgetS) {
-    LiveRows out;
-    out.notices.push_back(kGilBudgetSpent + std::string("; no tensors were read"));
-    return out;
+  if (counted->first < counted->second) {
+    char limit[32];
+    std::snprintf(limit, sizeof limit, "%.2g", budget_s);
+    out.notices.push_back("counted " + std::to_string(counted->first) + " of " +
+                          std::to_string(counted->second) + " objects before the " + limit + " s limit" +
+                          (budget_s < kObjectsBudgetS ? " (what was left of query.gil_budget_s)" : ""));
   }
-  const double budget_s = std::min(kObjectsBudgetS, request.gil_budget_s);
-  auto counted = std::make_shared<python::TensorCensus>();  // its figures; storages moved out
-  python::MakeArgs census_args = [budget_s,
-                                  counted](const python::CApi& api) -> Result<std::vector<python::PyRef>> {
-    Result<python::TensorCensus> census = python::take_tensor_census(api, budget_s);
-    if (!census.is_ok()) return census.status();
-    python::PyRef rows(api, api.PyList_New(0));
-    if (!rows) return Status(Code::kInternal, python::fetch_error_text(api));
-    auto text = [&api](const std::string& t) {
-      return python::PyRef(api, api.PyUnicode_FromStringAndSize(t.data(), static_cast<long>(t.size())));
-    };
-    auto integer = [&api](long long n) { return python::PyRef(api, api.PyLong_FromLongLong(n)); };
-    // Appends [cells...] to `list`; false (the error set) when any of it failed.
-    auto append_row = [&api](python::PyObject* list, std::initializer_list<const python::PyRef*> cells) {
-      python::PyRef row(api, api.PyList_New(0));
-      bool ok = static_cast<bool>(row);
-      for (const python::PyRef* c : cells) ok = ok && *c && api.PyList_Append(row.get(), c->get()) == 0;
-      return ok && api.PyList_Append(list, row.get()) == 0;
-    };
-    python::PyRef gradients(api, api.PyList_New(0));
-    if (!gradients) return Status(Code::kInternal, python::fetch_error_text(api));
-    for (const python::TensorStorage& s : census->storages) {
-      python::PyRef a = integer(s.address), b = integer(s.bytes), d = text(s.device), sh = text(s.shape),
-                    dt = text(s.dtype), rg = integer(s.requires_grad), p = integer(s.parameter),
-                    n = integer(s.objects);
-      if (!append_row(rows.get(), {&a, &b, &d, &sh, &dt, &rg, &p, &n}))
-        return Status(Code::kInternal, python::fetch_error_text(api));
-    }
-    for (const python::GradientOf& g : census->gradients) {
-      python::PyRef d = text(g.device), a = integer(g.address), p = integer(g.parameter);
-      if (!append_row(gradients.get(), {&d, &a, &p}))
-        return Status(Code::kInternal, python::fetch_error_text(api));
-    }
-    python::PyRef modules(api, api.PyList_New(0)), optimizers(api, api.PyList_New(0));
-    if (!modules || !optimizers) return Status(Code::kInternal, python::fetch_error_text(api));
-    for (const auto& [list, owners] :
-         {std::pair{modules.get(), &census->modules}, std::pair{optimizers.get(), &census->optimizers}}) {
-      for (const python::PyRef& o : *owners) {
-        if (api.PyList_Append(list, o.get()) != 0)
-          return Status(Code::kInternal, python::fetch_error_text(api));
-      }
-    }
-    census->storages.clear();
-    census->gradients.clear();
-    census->modules.clear();
-    census->optimizers.clear();
-    *counted = std::move(census).value();
-    std::vector<python::PyRef> args;
-    args.push_back(std::move(rows));
-    args.push_back(std::move(gradients));
-    args.push_back(std::move(modules));
-    args.push_back(std::move(optimizers));
-    args.push_back(integer(counted->torch));
-    return args;
-  };
-  Result<nlohmann::json> j = call_after_census(**rt, "tensors", census_args);
-  if (!j.is_ok()) return j.status();
-  LiveRows out = rows_of(*j);
-  if (!counted->torch) out.notices.push_back("this process has not imported torch");
-  if (counted->unread > 0) {
-    out.notices.push_back(std::to_string(counted->unread) +
-                          " tensor(s) not read: instances of a subclass with a __torch_function__ of its "
-                          "own (reading them would run its Python code), or without a storage (sparse)");
-  }
-  note_partial_census(&out, counted->seen, counted->total, budget_s);
   return out;
 }
 
@@ -541,26 +455,6 @@ Status add_python_tables(Engine& engine) {
        {},
        fetch_memory_growth}));
   PROBING_RETURN_IF_ERROR(add_recorded_tables(engine));
-  PROBING_RETURN_IF_ERROR(engine.add_live_table(
-      {"python",
-       "tensors",
-       "Live PyTorch tensors that have a Python object, one row per storage (views folded into it), "
-       "largest first, with the names that reach them from __main__: modules' parameters, their gradients "
-       "and buffers, optimizer state, globals (at most 0.5 s of reading).",
-       {{"shape", kText, "shape of the largest tensor on the storage, as [d0, d1, ...]"},
-        {"dtype", kText, "its element type (float32, ...)"},
-        {"device", kText, "cpu, cuda:0, ..."},
-        {"bytes", kInt, "the storage's size in bytes"},
-        {"names", kText,
-         "names that reach it from __main__, comma-separated (model.head.weight, model.head.weight.grad, "
-         "optimizer.state[model.head.weight].exp_avg, x); NULL when none was found"},
-        {"views", kInt, "tensor objects on the storage (itself and its views)"},
-        {"parameter", kInt, "1 when one of them is an nn.Parameter"},
-        {"requires_grad", kInt, "1 when one of them requires grad"},
-        {"address", kInt, "the storage's data pointer"}},
-       {},
-       fetch_tensors,
-       true}));
   return engine.add_live_table(
       {"python",
        "objects",
