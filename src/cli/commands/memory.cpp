@@ -1,6 +1,7 @@
-// probing TARGET memory [snapshot | diff]: the process's memory at a glance (process.memory,
-// python.memory, python.objects), and in a process that traces its allocations (tracemalloc,
-// PYTHONTRACEMALLOC=1 at start) what grows, by line (POST /memory, python.memory_growth).
+// probing TARGET memory [snapshot | diff | cuda-history]: the process's memory at a glance
+// (process.memory, python.memory, python.objects); in a process that traces its allocations
+// (tracemalloc, PYTHONTRACEMALLOC=1 at start) what grows, by line (POST /memory,
+// python.memory_growth); and PyTorch's CUDA allocation history (POST /memory).
 #include <unistd.h>
 
 #include <cmath>
