@@ -99,6 +99,7 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyLong_AsLongLong);
   PROBING_RESOLVE(PyFloat_AsDouble);
   PROBING_RESOLVE(PyType_IsSubtype);
+  PROBING_RESOLVE(PyObject_GenericGetDict);
   PROBING_RESOLVE(PyErr_SetString);
   PROBING_RESOLVE(PyLong_Type);
   PROBING_RESOLVE(PyFloat_Type);

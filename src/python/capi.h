@@ -76,6 +76,8 @@ struct CApi {
   long long (*PyLong_AsLongLong)(PyObject*);
   double (*PyFloat_AsDouble)(PyObject*);
   int (*PyType_IsSubtype)(void* type, void* base);
+  PyObject* (*PyObject_GenericGetDict)(PyObject*,
+                                       void* context);  // an instance's __dict__, no code of its run
   void (*PyErr_SetString)(PyObject* type, const char* message);
   // Type objects and singletons (addresses of the interpreter's own objects).
   void* PyLong_Type;

@@ -232,6 +232,100 @@ int PythonExecutor::step_aside(void* executor) {
   return 0;
 }
 
+Status PythonExecutor::run_on_main_thread(Work work, const Limits& limits) {
+  const Clock::duration start_timeout = limits.gil_timeout, run_timeout = limits.run_timeout;
+  auto job = std::make_shared<Job>();
+  job->work = std::move(work);
+  const Clock::time_point start_deadline = Clock::now() + start_timeout;
+  auto seconds = [](Clock::duration d) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3g", std::chrono::duration<double>(d).count());
+    return std::string(text);
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Jobs whose callers gave up on a main thread that has not run since are dropped, not kept.
+    std::erase_if(main_jobs_, [](const std::shared_ptr<Job>& j) {
+      std::lock_guard<std::mutex> job_lock(j->mu);
+      return j->state == Job::State::kCancelled;
+    });
+    main_jobs_.push_back(job);
+  }
+  auto cancel = [&job] {
+    std::lock_guard<std::mutex> lock(job->mu);
+    if (job->state != Job::State::kQueued) return false;
+    job->state = Job::State::kCancelled;
+    return true;
+  };
+  // The call is queued outside mu_: CPython's pending-call lock is never taken under the agent's.
+  while (!main_call_queued_.exchange(true)) {
+    if (!api_.is_finalizing() && add_pending_call_to_main(api_, &PythonExecutor::run_main_jobs, this) == 0)
+      break;
+    main_call_queued_.store(false);  // CPython's queue is full, or there is no safe way: try again
+    if (Clock::now() >= start_deadline && cancel()) {
+      return {Code::kUnavailable, "no call could be queued for the main thread within " +
+                                      seconds(start_timeout) +
+                                      " s (CPython's queue of pending calls stayed full)"};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::unique_lock<std::mutex> lock(job->mu);
+  auto started = [&] { return job->state != Job::State::kQueued; };
+  if (!job->cv.wait_until(lock, start_deadline, started)) {
+    job->state = Job::State::kCancelled;
+    return {Code::kUnavailable, "the main thread ran no Python code for " + seconds(start_timeout) +
+                                    " s: it waits in a C call (a PyTorch operation, a collective, I/O, a "
+                                    "lock) or has finished (see `probing PID backtrace`)"};
+  }
+  if (!job->cv.wait_until(lock, Clock::now() + run_timeout,
+                          [&] { return job->state == Job::State::kDone; })) {
+    return {Code::kTimeout, "still running on the main thread after " + seconds(run_timeout) + " s"};
+  }
+  if (!job->failure.empty()) return {Code::kInternal, job->failure};
+  return {};
+}
+
+// Runs every job queued for the main thread (on it, between two bytecodes, with the GIL). Nothing
+// it does reaches the program: an error the work left set is cleared, and the call returns 0.
+int PythonExecutor::run_main_jobs(void* executor) {
+  auto* self = static_cast<PythonExecutor*>(executor);
+  const CApi& api = self->api_;
+  self->main_call_queued_.store(false);  // before taking the jobs: one queued after is seen, or gets a call
+  std::deque<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard<std::mutex> lock(self->mu_);
+    jobs.swap(self->main_jobs_);
+  }
+  for (const std::shared_ptr<Job>& job : jobs) {
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      if (job->state != Job::State::kQueued) continue;  // its caller gave up
+      job->state = Job::State::kRunning;
+    }
+    job->cv.notify_all();
+    std::string failure;
+    if (api.is_finalizing()) {
+      failure = "the Python interpreter is shutting down";
+    } else {
+      try {
+        job->work(api);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      } catch (...) {
+        failure = "unknown exception";
+      }
+    }
+    if (api.PyErr_Occurred() != nullptr) api.PyErr_Clear();
+    {
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->failure = std::move(failure);
+      job->state = Job::State::kDone;
+    }
+    job->cv.notify_all();
+  }
+  return 0;
+}
+
 // At most one interrupting thread per job: a job stuck in C code holding the GIL would otherwise
 // collect one blocked thread per Ctrl-C.
 void PythonExecutor::spawn_interrupt(const std::shared_ptr<Job>& job, const InterruptType& type) {

@@ -59,6 +59,16 @@ class PythonExecutor {
   // `*thread`, when given, is set to the kernel thread id of the worker running it.
   Status interrupt_tagged(const std::string& tag, const InterruptType& type, pid_t* thread = nullptr);
 
+  // Runs `work` on the program's main thread, between two of its bytecodes, from a pending call
+  // (add_pending_call_to_main), and waits for it: for work that must not overlap what the main
+  // thread does in C with the GIL let go (a PyTorch operation changes tensors so). The work must
+  // run no Python bytecode: a signal handler of the program would run inside it and its exception
+  // would be lost. Nothing interrupts it, so it keeps its own time. kUnavailable when the main
+  // thread ran no bytecode within limits.gil_timeout (it waits in a C call, or has finished): the
+  // work is then never run; kTimeout when it has not finished within limits.run_timeout (it goes
+  // on; nothing of it comes back). kInternal when it threw.
+  Status run_on_main_thread(Work work, const Limits& limits);
+
   int max_workers() const { return max_workers_; }
 
  private:
@@ -68,7 +78,8 @@ class PythonExecutor {
   static void interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type);
   void spawn_interrupt(const std::shared_ptr<Job>& job, const InterruptType& type);
   void ask_main_thread_to_step_aside();
-  static int step_aside(void* executor);  // a pending call: runs on the main thread, with the GIL
+  static int step_aside(void* executor);     // a pending call: runs on the main thread, with the GIL
+  static int run_main_jobs(void* executor);  // the same, for run_on_main_thread
 
   const CApi& api_;
   const int max_workers_;
@@ -81,6 +92,11 @@ class PythonExecutor {
   std::atomic<int> gil_waiters_{0};  // workers inside PyGILState_Ensure now
   std::atomic<bool> step_aside_pending_{false};
   std::map<std::string, std::weak_ptr<Job>> tagged_;  // guarded by mu_
+  // run_on_main_thread's jobs, and whether a pending call that runs them is queued: one call
+  // serves them all, so that a main thread blocked for hours never has more than one of the
+  // agent's calls in CPython's queue (which holds 32).
+  std::deque<std::shared_ptr<Job>> main_jobs_;  // guarded by mu_
+  std::atomic<bool> main_call_queued_{false};
 };
 
 }  // namespace probing::python

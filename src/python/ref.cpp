@@ -18,7 +18,7 @@ std::string fetch_error_text(const CApi& api) {
 
 std::string utf8(const CApi& api, PyObject* str) {
   long size = 0;
-  const char* data = api.PyUnicode_AsUTF8AndSize(str, &size);
+  const char* data = str != nullptr ? api.PyUnicode_AsUTF8AndSize(str, &size) : nullptr;
   if (data == nullptr) {
     api.PyErr_Clear();
     return {};
@@ -31,7 +31,8 @@ Result<PyRef> run_embedded_source(const CApi& api, const char* source, const cha
   // that must be found by import (TorchDynamo imports a function's __name__ to read its globals)
   // can register it in sys.modules. Nothing here does.
   PyRef builtins(api, api.PyImport_ImportModule("builtins"));
-  PyRef name(api, api.PyUnicode_FromStringAndSize(module_name, static_cast<long>(std::char_traits<char>::length(module_name))));
+  PyRef name(api, api.PyUnicode_FromStringAndSize(
+                      module_name, static_cast<long>(std::char_traits<char>::length(module_name))));
   if (!builtins || !name) return Status(Code::kInternal, fetch_error_text(api));
   PyRef module_type(api, api.PyObject_GetAttrString(builtins.get(), "__class__"));
   if (!module_type) return Status(Code::kInternal, fetch_error_text(api));

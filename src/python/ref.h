@@ -52,7 +52,7 @@ class PyRef {
 // REQUIRES: GIL held.
 std::string fetch_error_text(const CApi& api);
 
-// UTF-8 text of a str object; empty on error (cleared). REQUIRES: GIL held.
+// UTF-8 text of a str object; empty for null or on error (cleared). REQUIRES: GIL held.
 std::string utf8(const CApi& api, PyObject* str);
 
 // Runs embedded Python `source` in a new private namespace (the dict of a new module named

@@ -158,6 +158,13 @@ def test_inject_into_a_dataloader_whose_workers_are_stopped(interp, target_facto
     assert eval_ok(t.pid, "model") == "{'layers': 3}\n"
     out = backtrace_all(t.pid)
     assert main_wait.search(out), out
+    # The tensors too: the main thread waits in the standard library's selector, so the census
+    # runs on the agent's thread, which holds the GIL the main thread would need to come back.
+    eval_ok(t.pid, "import torch; probe_t = torch.zeros(1000)")
+    start = time.monotonic()
+    rc, out, err = run_cli(t.pid, "query", "--format", "json", "SELECT names, bytes FROM python.tensors")
+    assert rc == 0 and {"names": "probe_t", "bytes": 4000} in json.loads(out), (rc, out, err)
+    assert time.monotonic() - start < 3, time.monotonic() - start
     for c in children:  # the workers are as they were: stopped, and not ours to resume
         assert _thread_states(c)[c][0] == "T"
         os.kill(c, signal.SIGCONT)

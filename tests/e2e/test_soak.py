@@ -70,6 +70,8 @@ READS = [
     ["query", "SELECT module, stage, count(*), avg(duration) FROM python.torch_trace GROUP BY 1, 2"],
     ["query", "SELECT * FROM probing.audit ORDER BY time DESC LIMIT 5"],
     ["query", "SELECT * FROM process.metrics"],
+    ["query", "SELECT names, bytes FROM python.tensors LIMIT 5"],
+    ["memory"],
 ]
 SETTINGS = [
     ["query", "SET torch.trace = off"],

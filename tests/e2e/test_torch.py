@@ -330,3 +330,74 @@ def test_export_steps_modules_and_spans(torch_factory, tmp_path):
             assert open_by_track[track].pop() <= ts
     assert all(not v for v in open_by_track.values()), open_by_track
 
+
+def test_tensors_by_storage_with_names(torch_factory, target_factory, torch_py):
+    t = start(torch_factory, "mlp")
+    wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
+    eval_ok(t.pid, "v = x[2:4]; w = x.view(-1); big = torch.zeros(4096, 4096)")
+    got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
+    head = got["model.head.weight"]
+    assert (head["shape"], head["dtype"], head["device"], head["bytes"], head["parameter"], head["requires_grad"]) == (
+        "[1, 32]", "float32", "cpu", 128, 1, 1), head
+    assert got["model.head.weight.grad"]["shape"] == "[1, 32]" and got["model.head.weight.grad"]["parameter"] == 0
+    assert "model.encoder.0.weight" in got and "model.encoder.2.bias.grad" in got, sorted(got)
+    # x and its two views: one storage, the base's shape, every name
+    (xs,) = [r for r in got.values() if r["names"] and "x" in r["names"].split(", ")]
+    assert sorted(xs["names"].split(", ")) == ["v", "w", "x"] and xs["views"] == 3, xs
+    assert (xs["shape"], xs["bytes"]) == ("[16, 8]", 512), xs
+    largest = rows(t.pid, "SELECT names, bytes FROM python.tensors LIMIT 1")
+    assert largest == [{"names": "big", "bytes": 64 << 20}], largest  # a known 64 MB tensor, by name
+    # A model no global reaches (only a closure holds it) is named by its class.
+    eval_ok(t.pid, "hidden = (lambda m: (lambda: m))(torch.nn.Linear(300, 200))")
+    got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
+    assert got["Linear.weight"]["shape"] == "[200, 300]" and got["Linear.bias"]["bytes"] == 800, sorted(got)
+    # A subclass with a __torch_function__ of its own would run Python code: counted, not read.
+    eval_ok(t.pid, "class Sub(torch.Tensor): pass\nsub = torch.zeros(7).as_subclass(Sub)")
+    rc, out, err = run_cli(t.pid, "query", "--format", "json", "SELECT names FROM python.tensors")
+    assert rc == 0 and "1 tensor(s) not read" in err, err
+    assert all("sub" not in (r["names"] or "").split(", ") for r in json.loads(out)), out
+
+    adam = start(torch_factory, "transformer")
+    wait_rows(adam.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
+    names = [r["names"] for r in rows(adam.pid, "SELECT names FROM python.tensors WHERE names LIKE 'optimizer%'")]
+    assert "optimizer.state[model.head.weight].exp_avg" in names, names
+    assert "optimizer.state[model.head.weight].exp_avg_sq" in names, names
+
+    plain = target_factory("idle.py", torch_py)
+    rc, out, err = run_cli(plain.pid, "query", "--format", "json", "SELECT * FROM python.tensors")
+    assert rc == 0 and json.loads(out) == [] and "has not imported torch" in err, (out, err)
+    assert eval_ok(plain.pid, "'torch' in __import__('sys').modules").strip() == "False"  # never imported
+
+
+def test_tensors_read_forty_times_while_training(torch_factory):
+    """The census reads tensors on the main thread between two of its bytecodes, never beside one
+    of its PyTorch operations: asked 40 times while a transformer trains with Adam, each answer
+    names the model's weights and their optimizer state, and the loop goes on (PyTorch 2.x crashed
+    a census taken from another thread about once in six queries)."""
+    t = start(torch_factory, "transformer")
+    wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
+    first = rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace")[0]["s"]
+    for i in range(40):
+        got = rows(t.pid, "SELECT names FROM python.tensors WHERE names IS NOT NULL")
+        names = {n for r in got for n in r["names"].split(", ")}
+        assert "model.head.weight" in names, (i, sorted(names))
+        assert any(n.startswith("optimizer.state[model.head.weight].exp_avg") for n in names), (i, sorted(names))
+        assert t.alive(), t.err.text()
+    last = rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace")[0]["s"]
+    assert last > first, (first, last)
+
+
+def test_tensors_refused_while_the_main_thread_is_in_a_c_call(torch_factory):
+    """A main thread in a long C call of the program's own (time.sleep here; a PyTorch operation
+    alike) may be changing tensors: the census is refused, saying where the main thread is,
+    within gil.timeout_s, and the process goes on."""
+    t = torch_factory("hung.py", args=["sleep"], ready_timeout=60)
+    rc, out, err = run_cli(t.pid, "config", "gil.timeout_s=1")
+    assert rc == 0, err
+    start = time.monotonic()
+    rc, out, err = run_cli(t.pid, "query", "SELECT names FROM python.tensors")
+    took = time.monotonic() - start
+    assert rc != 0 and "the main thread ran no Python code for 1 s" in err, (rc, out, err)
+    assert re.search(r"it is in <module> \(\S*hung\.py\), sleeping in \w+", err), err
+    assert 0.9 < took < 3, took
+    assert t.alive() and eval_ok(t.pid, "weights.shape") == "torch.Size([1024])\n"

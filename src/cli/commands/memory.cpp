@@ -80,6 +80,14 @@ int run_summary(const Context& ctx) {
     std::cout << "cuda      " << mb(y["cuda_allocated_mb"]) << " allocated, " << mb(y["cuda_reserved_mb"])
               << " reserved (peak allocated " << mb(y["cuda_max_allocated_mb"]) << ")\n";
   }
+  // The largest tensors, where the program uses PyTorch (python.tensors says so otherwise).
+  Result<nlohmann::json> tensors =
+      query(ctx, "SELECT shape, dtype, device, bytes / 1048576.0 AS mb, names FROM python.tensors LIMIT 5");
+  if (tensors.is_ok() && !tensors->value("rows", nlohmann::json::array()).empty()) {
+    std::cout << "\nlargest tensors (python.tensors):\n" << format_table(*tensors, terminal_width(), false);
+  } else if (!tensors.is_ok()) {
+    std::cout << "\nlargest tensors: not read: " << tensors.status().message() << "\n";
+  }
   Result<nlohmann::json> types =
       query(ctx, "SELECT type, module, count FROM python.objects ORDER BY count DESC LIMIT 10");
   std::cout << "\nobjects by type (python.objects):\n";

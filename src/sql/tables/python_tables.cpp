@@ -27,6 +27,8 @@ constexpr ColumnType kReal = ColumnType::kReal;
 constexpr python::HelperSource kHelpers{kPythonTablesSource, "probing._tables"};
 constexpr int kMaxModules = 100000;
 constexpr double kObjectsBudgetS = 0.5;
+constexpr double kNamesBudgetS = 0.2;       // python.tensors' walk of names, after its census
+constexpr double kMainThreadFirstS = 0.25;  // python.tensors waits this long on the main thread first
 // Less than this left of the query's GIL budget: the GIL-bound part of a scan is not started.
 constexpr double kMinGilBudgetS = 0.005;
 constexpr char kGilBudgetSpent[] =
@@ -235,6 +237,31 @@ Result<LiveRows> fetch_modules(const ScanRequest&) {
   return out;
 }
 
+// Runs take(), which takes a census (python/gc_census.h), and while the census is refused because
+// a thread runs a backward pass, again every 5 ms, the GIL let go in between, for up to two seconds.
+template <class Take>
+auto retry_during_backward(Take take) -> decltype(take()) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  auto result = take();
+  while (!result.is_ok() && result.status().code() == Code::kUnavailable &&
+         result.status().message().find(python::kInBackward) != std::string::npos &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    result = take();
+  }
+  return result;
+}
+
+// A census that stopped at its time limit says how far it got.
+void note_partial_census(LiveRows* out, long long seen, long long total, double budget_s) {
+  if (seen >= total) return;
+  char limit[32];
+  std::snprintf(limit, sizeof limit, "%.2g", budget_s);
+  out->notices.push_back("counted " + std::to_string(seen) + " of " + std::to_string(total) +
+                         " objects before the " + limit + " s limit" +
+                         (budget_s < kObjectsBudgetS ? " (what was left of query.gil_budget_s)" : ""));
+}
+
 Result<LiveRows> fetch_objects(const ScanRequest& request) {
   Result<python::PythonRuntime*> rt = runtime();
   if (!rt.is_ok()) return rt.status();
@@ -271,25 +298,106 @@ Result<LiveRows> fetch_objects(const ScanRequest& request) {
     return args;
   };
   python::HelperCall call(settings().get_double("gil.timeout_s"), 5);
-  // Refused while a thread runs a backward pass (python/gc_census.h): asked again, with the GIL
-  // let go in between, for up to a second.
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-  Result<nlohmann::json> j = python::call_helper(**rt, kHelpers, "objects", census_args, call);
-  while (!j.is_ok() && j.status().code() == Code::kUnavailable &&
-         j.status().message().find(python::kInBackward) != std::string::npos &&
-         std::chrono::steady_clock::now() < give_up) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    j = python::call_helper(**rt, kHelpers, "objects", census_args, call);
-  }
+  Result<nlohmann::json> j = retry_during_backward(
+      [&] { return python::call_helper(**rt, kHelpers, "objects", census_args, call); });
   if (!j.is_ok()) return j.status();
   LiveRows out = rows_of(*j);
-  if (counted->first < counted->second) {
-    char limit[32];
-    std::snprintf(limit, sizeof limit, "%.2g", budget_s);
-    out.notices.push_back("counted " + std::to_string(counted->first) + " of " +
-                          std::to_string(counted->second) + " objects before the " + limit + " s limit" +
-                          (budget_s < kObjectsBudgetS ? " (what was left of query.gil_budget_s)" : ""));
+  note_partial_census(&out, counted->first, counted->second, budget_s);
+  return out;
+}
+
+Result<LiveRows> fetch_tensors(const ScanRequest& request) {
+  Result<python::PythonRuntime*> rt = runtime();
+  if (!rt.is_ok()) return rt.status();
+  if (request.gil_budget_s < kMinGilBudgetS) {
+    LiveRows out;
+    out.notices.push_back(kGilBudgetSpent + std::string("; no tensors were read"));
+    return out;
   }
+  const double budget_s = std::min(kObjectsBudgetS, request.gil_budget_s);
+  const double names_budget_s = std::min(kNamesBudgetS, budget_s);
+  struct Outcome {  // written on the thread that takes the census, maybe after the caller gave up
+    Status status;
+    python::TensorCensus census;
+    bool taken = false;
+    std::string main_thread;  // where the main thread was, when it was not asked
+  };
+  using Clock = std::chrono::steady_clock;
+  const double gil_timeout_s = settings().get_double("gil.timeout_s");
+  const double run_timeout_s = 5 * kObjectsBudgetS;
+  python::PythonExecutor& executor = (*rt)->executor();
+  // On the main thread (python/gc_census.h says why). When it runs no bytecode for a while, it may
+  // be parked in a wait of the standard library (an event loop or a server with nothing to do, a
+  // join): then on a worker, which holds the GIL the main thread would need to come back.
+  auto take = [&]() -> Result<python::TensorCensus> {
+    auto outcome = std::make_shared<Outcome>();
+    auto census_into = [outcome, budget_s, names_budget_s](const python::CApi& api) {
+      Result<python::TensorCensus> c = python::take_tensor_census(api, budget_s, names_budget_s);
+      outcome->taken = true;
+      if (c.is_ok()) {
+        outcome->census = std::move(c).value();
+      } else {
+        outcome->status = c.status();
+      }
+    };
+    const Clock::time_point deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                          std::chrono::duration<double>(gil_timeout_s));
+    Status st = executor.run_on_main_thread(
+        census_into,
+        python::PythonExecutor::make_limits(std::min(gil_timeout_s, kMainThreadFirstS), run_timeout_s));
+    if (st.code() == Code::kUnavailable) {
+      Status parked = executor.run(
+          [outcome, census_into](const python::CApi& api) {
+            if (python::main_thread_parked_outside_torch(api, &outcome->main_thread)) census_into(api);
+          },
+          python::PythonExecutor::make_limits(gil_timeout_s, run_timeout_s), nullptr);
+      const double left_s = std::chrono::duration<double>(deadline - Clock::now()).count();
+      if (parked.is_ok() && !outcome->taken && left_s > 0) {
+        st = executor.run_on_main_thread(census_into,
+                                         python::PythonExecutor::make_limits(left_s, run_timeout_s));
+        if (st.code() == Code::kUnavailable) {
+          char secs[32];
+          std::snprintf(secs, sizeof secs, "%.3g", gil_timeout_s);
+          st = Status(Code::kUnavailable, std::string("the main thread ran no Python code for ") + secs +
+                                              " s (gil.timeout_s): it is " + outcome->main_thread +
+                                              ": a C call that may be a PyTorch operation "
+                                              "(see `probing PID backtrace --native`)");
+        }
+      } else if (!parked.is_ok()) {
+        st = parked;
+      } else if (outcome->taken) {
+        st = Status::ok();
+      }
+    }
+    if (!st.is_ok()) {
+      return st.with_context(
+          "tensors are read on the main thread, between two of its bytecodes, where none of its "
+          "PyTorch operations is running, or while it waits in the standard library");
+    }
+    if (!outcome->status.is_ok()) return outcome->status;
+    return std::move(outcome->census);
+  };
+  Result<python::TensorCensus> census = retry_during_backward(take);
+  if (!census.is_ok()) return census.status();
+  LiveRows out;
+  for (python::TensorStorage& s : census->storages) {
+    Value names = std::monostate{};
+    if (!s.names.empty()) {
+      std::string joined;
+      for (const std::string& n : s.names) joined += (joined.empty() ? "" : ", ") + n;
+      names = std::move(joined);
+    }
+    out.rows.push_back({std::move(s.shape), std::move(s.dtype), std::move(s.device), s.bytes,
+                        std::move(names), s.objects, static_cast<long long>(s.parameter),
+                        static_cast<long long>(s.requires_grad), s.address});
+  }
+  if (!census->torch) out.notices.push_back("this process has not imported torch");
+  if (census->unread > 0) {
+    out.notices.push_back(std::to_string(census->unread) +
+                          " tensor(s) not read: instances of a subclass with a __torch_function__ of its "
+                          "own (reading them would run its Python code), or without a storage (sparse)");
+  }
+  note_partial_census(&out, census->seen, census->total, budget_s);
   return out;
 }
 
@@ -455,6 +563,26 @@ Status add_python_tables(Engine& engine) {
        {},
        fetch_memory_growth}));
   PROBING_RETURN_IF_ERROR(add_recorded_tables(engine));
+  PROBING_RETURN_IF_ERROR(engine.add_live_table(
+      {"python",
+       "tensors",
+       "Live PyTorch tensors that have a Python object, one row per storage (views folded into it), "
+       "largest first, with the names that reach them from __main__: modules' parameters, their gradients "
+       "and buffers, optimizer state, globals (at most 0.5 s of reading).",
+       {{"shape", kText, "shape of the largest tensor on the storage, as [d0, d1, ...]"},
+        {"dtype", kText, "its element type (float32, ...)"},
+        {"device", kText, "cpu, cuda:0, ..."},
+        {"bytes", kInt, "the storage's size in bytes"},
+        {"names", kText,
+         "names that reach it from __main__, comma-separated (model.head.weight, model.head.weight.grad, "
+         "optimizer.state[model.head.weight].exp_avg, x); NULL when none was found"},
+        {"views", kInt, "tensor objects on the storage (itself and its views)"},
+        {"parameter", kInt, "1 when one of them is an nn.Parameter"},
+        {"requires_grad", kInt, "1 when one of them requires grad"},
+        {"address", kInt, "the storage's data pointer"}},
+       {},
+       fetch_tensors,
+       true}));
   return engine.add_live_table(
       {"python",
        "objects",

@@ -15,6 +15,8 @@ it is set up, just before its threads settle into the wait. Every thread ends up
   dataloader     a torch DataLoader(num_workers=2) whose workers are stopped (SIGSTOP): the main
                  thread waits for a batch; torch's intra-op threads are idle in their pool.
                  Prints 'workers PID PID' before 'ready'.
+  sleep          torch imported, a 4 KB tensor `weights`, and the main thread in time.sleep()
+                 for an hour (a C call of the program's own, as a long PyTorch operation is)
 """
 import os
 import queue
@@ -159,5 +161,11 @@ if __name__ == "__main__":  # a forkserver or spawn worker imports this file too
         loader_lock()
     elif mode == "dataloader":
         dataloader()
+    elif mode == "sleep":
+        import torch
+
+        weights = torch.zeros(1024)
+        print("ready", flush=True)
+        time.sleep(3600)
     else:
         sys.exit("unknown mode " + mode)
