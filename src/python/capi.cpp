@@ -92,6 +92,8 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyErr_Occurred);
   PROBING_RESOLVE(PyErr_Fetch);
   PROBING_RESOLVE(PyErr_Clear);
+  PROBING_RESOLVE(PyErr_Restore);
+  PROBING_RESOLVE(PyImport_GetModule);
   PROBING_RESOLVE(PyCFunction_NewEx);
   PROBING_RESOLVE(PyCapsule_New);
   PROBING_RESOLVE(PyCapsule_GetPointer);
@@ -121,6 +123,8 @@ Result<const CApi*> load_once() {
   api->add_pending_call_3 =
       reinterpret_cast<int (*)(void*, int (*)(void*), void*)>(lookup(handle, "_PyEval_AddPendingCall"));
   api->PyInterpreterState_Main = reinterpret_cast<void* (*)()>(lookup(handle, "PyInterpreterState_Main"));
+  api->PyGC_Disable = reinterpret_cast<int (*)()>(lookup(handle, "PyGC_Disable"));
+  api->PyGC_Enable = reinterpret_cast<int (*)()>(lookup(handle, "PyGC_Enable"));
   api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "Py_IsFinalizing"));
   if (api->is_finalizing == nullptr) {
     api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "_Py_IsFinalizing"));

@@ -67,6 +67,8 @@ struct CApi {
   PyObject* (*PyErr_Occurred)();  // borrowed
   void (*PyErr_Fetch)(PyObject**, PyObject**, PyObject**);
   void (*PyErr_Clear)();
+  void (*PyErr_Restore)(PyObject*, PyObject*, PyObject*);  // steals the three references
+  PyObject* (*PyImport_GetModule)(PyObject* name);         // sys.modules[name] or null; never imports
 
   // For the native functions the agent hands to Python code (probing.table().append).
   PyObject* (*PyCFunction_NewEx)(void* method_def, PyObject* self, PyObject* module);
@@ -94,6 +96,9 @@ struct CApi {
   // be null (not exported).
   int (*add_pending_call_3)(void* interp, int (*)(void*), void*);
   void* (*PyInterpreterState_Main)();
+  // 3.10+'s PyGC_Disable() and PyGC_Enable(), each returning whether collection was on; null before.
+  int (*PyGC_Disable)();
+  int (*PyGC_Enable)();
 };
 
 // Py_TYPE(obj): the type pointer follows the reference count in every supported (default,

@@ -251,31 +251,28 @@ Status PythonExecutor::run_on_main_thread(Work work, const Limits& limits) {
     });
     main_jobs_.push_back(job);
   }
-  auto cancel = [&job] {
-    std::lock_guard<std::mutex> lock(job->mu);
-    if (job->state != Job::State::kQueued) return false;
-    job->state = Job::State::kCancelled;
-    return true;
-  };
-  // The call is queued outside mu_: CPython's pending-call lock is never taken under the agent's.
-  while (!main_call_queued_.exchange(true)) {
-    if (!api_.is_finalizing() && add_pending_call_to_main(api_, &PythonExecutor::run_main_jobs, this) == 0)
-      break;
-    main_call_queued_.store(false);  // CPython's queue is full, or there is no safe way: try again
-    if (Clock::now() >= start_deadline && cancel()) {
-      return {Code::kUnavailable, "no call could be queued for the main thread within " +
-                                      seconds(start_timeout) +
-                                      " s (CPython's queue of pending calls stayed full)"};
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  // Until the job starts, a call that runs the queued jobs is kept queued: a caller whose queuing
+  // failed may have cleared the flag after this one saw it set. Queued outside mu_ and job->mu:
+  // CPython's pending-call lock is never taken under the agent's.
   std::unique_lock<std::mutex> lock(job->mu);
   auto started = [&] { return job->state != Job::State::kQueued; };
-  if (!job->cv.wait_until(lock, start_deadline, started)) {
-    job->state = Job::State::kCancelled;
-    return {Code::kUnavailable, "the main thread ran no Python code for " + seconds(start_timeout) +
-                                    " s: it waits in a C call (a PyTorch operation, a collective, I/O, a "
-                                    "lock) or has finished (see `probing PID backtrace`)"};
+  bool queue_full = false;
+  while (!started()) {
+    if (Clock::now() >= start_deadline) {
+      job->state = Job::State::kCancelled;
+      if (queue_full) {
+        return {Code::kUnavailable, "no call could be queued for the main thread within " +
+                                        seconds(start_timeout) +
+                                        " s (CPython's queue of pending calls stayed full)"};
+      }
+      return {Code::kUnavailable, std::string(kMainThreadIdle) + " for " + seconds(start_timeout) +
+                                      " s: it waits in a C call (a PyTorch operation, a collective, I/O, "
+                                      "a lock) or has finished (see `probing PID backtrace`)"};
+    }
+    lock.unlock();
+    queue_full = !queue_main_call();
+    lock.lock();
+    job->cv.wait_until(lock, std::min(start_deadline, Clock::now() + std::chrono::milliseconds(20)), started);
   }
   if (!job->cv.wait_until(lock, Clock::now() + run_timeout,
                           [&] { return job->state == Job::State::kDone; })) {
@@ -285,8 +282,17 @@ Status PythonExecutor::run_on_main_thread(Work work, const Limits& limits) {
   return {};
 }
 
+bool PythonExecutor::queue_main_call() {
+  if (main_call_queued_.load() || main_call_queued_.exchange(true)) return true;
+  if (!api_.is_finalizing() && add_pending_call_to_main(api_, &PythonExecutor::run_main_jobs, this) == 0) {
+    return true;
+  }
+  main_call_queued_.store(false);  // CPython's queue is full, or there is no safe way
+  return false;
+}
+
 // Runs every job queued for the main thread (on it, between two bytecodes, with the GIL). Nothing
-// it does reaches the program: an error the work left set is cleared, and the call returns 0.
+// it does reaches the program: the call returns 0, with the thread's error indicator as it found it.
 int PythonExecutor::run_main_jobs(void* executor) {
   auto* self = static_cast<PythonExecutor*>(executor);
   const CApi& api = self->api_;
@@ -304,6 +310,8 @@ int PythonExecutor::run_main_jobs(void* executor) {
     }
     job->cv.notify_all();
     std::string failure;
+    PyObject *type = nullptr, *value = nullptr, *traceback = nullptr;
+    api.PyErr_Fetch(&type, &value, &traceback);
     if (api.is_finalizing()) {
       failure = "the Python interpreter is shutting down";
     } else {
@@ -316,6 +324,7 @@ int PythonExecutor::run_main_jobs(void* executor) {
       }
     }
     if (api.PyErr_Occurred() != nullptr) api.PyErr_Clear();
+    api.PyErr_Restore(type, value, traceback);
     {
       std::lock_guard<std::mutex> lock(job->mu);
       job->failure = std::move(failure);

@@ -22,6 +22,9 @@
 
 namespace probing::python {
 
+// How run_on_main_thread's kUnavailable begins when the main thread did not take the work in time.
+inline constexpr const char* kMainThreadIdle = "the main thread ran no Python code";
+
 class PythonExecutor {
  public:
   using Clock = std::chrono::steady_clock;
@@ -80,6 +83,7 @@ class PythonExecutor {
   void ask_main_thread_to_step_aside();
   static int step_aside(void* executor);     // a pending call: runs on the main thread, with the GIL
   static int run_main_jobs(void* executor);  // the same, for run_on_main_thread
+  bool queue_main_call();                    // false when CPython's queue is full
 
   const CApi& api_;
   const int max_workers_;

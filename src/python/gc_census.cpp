@@ -20,9 +20,19 @@ constexpr unsigned long kPyTpflagsHeaptype = 1UL << 9;
 constexpr long kDeadlineEvery = 4096;  // objects between two looks at the clock
 constexpr size_t kMaxOwners = 100000;  // modules (and optimizers) the tensor census hands on
 
-// The named function of an imported module, or an error.
+// sys.modules[module] (a new reference), or null; never imports, so no import hook runs.
+PyRef imported(const CApi& api, const char* module) {
+  PyRef name(api, api.PyUnicode_FromStringAndSize(module,
+                                                  static_cast<long>(std::char_traits<char>::length(module))));
+  PyRef m = name ? PyRef(api, api.PyImport_GetModule(name.get())) : PyRef();
+  if (!m) api.PyErr_Clear();
+  return m;
+}
+
+// The named function of a module (imported first if it has not been), or an error.
 Result<PyRef> module_function(const CApi& api, const char* module, const char* name) {
-  PyRef m(api, api.PyImport_ImportModule(module));
+  PyRef m = imported(api, module);
+  if (!m) m = PyRef(api, api.PyImport_ImportModule(module));
   if (!m) return Status(Code::kInternal, std::string("import ") + module + ": " + fetch_error_text(api));
   PyRef fn(api, api.PyObject_GetAttrString(m.get(), name));
   if (!fn) return Status(Code::kInternal, std::string(module) + "." + name + ": " + fetch_error_text(api));
@@ -86,6 +96,44 @@ bool in_backward(const CApi& api) {
   return false;
 }
 
+// Automatic collection off while it lives, and back on after if it was on before (nested ones
+// leave it to the outermost): a collection runs finalizers, which are Python code, and on 3.9-3.11
+// any allocation may start one. Made first, before anything allocates.
+class CollectionOff {
+ public:
+  explicit CollectionOff(const CApi& api) : api_(api) {
+    if (api.PyGC_Disable != nullptr) {  // 3.10+
+      was_enabled_ = api.PyGC_Disable() == 1;
+      return;
+    }
+    Result<PyRef> isenabled = module_function(api, "gc", "isenabled");
+    Result<PyRef> disable = module_function(api, "gc", "disable");
+    Result<PyRef> enable = module_function(api, "gc", "enable");
+    if (!isenabled.is_ok() || !disable.is_ok() || !enable.is_ok()) {
+      api.PyErr_Clear();
+      return;
+    }
+    enable_ = std::move(enable).value();
+    was_enabled_ = call_int(api, isenabled->get(), nullptr) == 1;
+    if (was_enabled_) call_void(api, disable->get());
+  }
+  ~CollectionOff() {
+    if (!was_enabled_) return;
+    if (api_.PyGC_Enable != nullptr) {
+      api_.PyGC_Enable();
+    } else if (enable_) {
+      call_void(api_, enable_.get());
+    }
+  }
+  CollectionOff(const CollectionOff&) = delete;
+  CollectionOff& operator=(const CollectionOff&) = delete;
+
+ private:
+  const CApi& api_;
+  PyRef enable_;  // gc.enable, before 3.10
+  bool was_enabled_ = false;
+};
+
 // Calls visit(o) (borrowed; true to go on) for each object gc.get_objects() returns, with the GIL
 // held throughout and no Python code run in between, for at most `budget_s`, then then(), the
 // objects still held; sets *seen and *total. Refused while a thread is in a backward pass
@@ -96,13 +144,9 @@ Status for_each_tracked(const CApi& api, double budget_s, long long* seen, long 
   using Clock = std::chrono::steady_clock;
   const Clock::time_point deadline =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_s));
-  Result<PyRef> isenabled = module_function(api, "gc", "isenabled");
-  Result<PyRef> disable = module_function(api, "gc", "disable");
-  Result<PyRef> enable = module_function(api, "gc", "enable");
+  CollectionOff off(api);
   Result<PyRef> get_objects = module_function(api, "gc", "get_objects");
-  for (const Result<PyRef>* r : {&isenabled, &disable, &enable, &get_objects}) {
-    if (!r->is_ok()) return r->status();
-  }
+  if (!get_objects.is_ok()) return get_objects.status();
   // Nothing here releases the GIL, so no thread can start a backward pass once this one has
   // looked: one already running is the danger.
   if (in_backward(api)) {
@@ -111,17 +155,6 @@ Status for_each_tracked(const CApi& api, double budget_s, long long* seen, long 
                       ", which frees tensors without the GIL: the objects are not counted "
                       "while it runs (counting would hold references to them); try again");
   }
-  // Automatic collection is off while the references are held, and back on however this ends
-  // (an allocation here may throw).
-  struct CollectionOff {
-    const CApi& api;
-    PyObject* enable;
-    bool was_enabled;
-    ~CollectionOff() {
-      if (was_enabled) call_void(api, enable);
-    }
-  } off{api, enable->get(), call_int(api, isenabled->get(), nullptr) == 1};
-  if (off.was_enabled) call_void(api, disable->get());
   PyRef objects(api, api.PyObject_CallFunctionObjArgs(get_objects->get(), nullptr));
   if (!objects) return Status(Code::kInternal, "gc.get_objects(): " + fetch_error_text(api));
   const long n = api.PyList_Size(objects.get());
@@ -139,6 +172,7 @@ Status for_each_tracked(const CApi& api, double budget_s, long long* seen, long 
 }  // namespace
 
 Result<Census> take_census(const CApi& api, double budget_s, bool sizes) {
+  CollectionOff off(api);
   Result<PyRef> getsizeof = module_function(api, "sys", "getsizeof");
   if (!getsizeof.is_ok()) return getsizeof.status();
   PyRef object_sizeof(
@@ -177,6 +211,7 @@ struct TorchAccess {
   PyRef tensor;                                     // torch.Tensor
   PyRef parameter;                                  // torch.nn.Parameter, or null
   PyRef disabled;                                   // torch._C._disabled_torch_function_impl
+  PyRef disabled_dispatch;                          // torch._C._disabled_torch_dispatch_impl, or null
   PyRef shape, dtype, device, requires_grad, grad;  // bound __get__ of the getset descriptors
   // Method descriptors: numel(t), _is_view(t), untyped_storage(t) or _storage(t).
   PyRef numel, is_view, storage;
@@ -190,15 +225,15 @@ struct TorchAccess {
   // A borrowed item of an imported module's namespace (never a getattr on the module), or the
   // module itself for a null name; null when it is not there.
   static PyObject* module_item(const CApi& api, const char* module, const char* name) {
-    PyRef sys(api, api.PyImport_ImportModule("sys"));
-    PyRef modules = sys ? PyRef(api, api.PyObject_GetAttrString(sys.get(), "modules")) : PyRef();
-    if (!modules) {
+    PyRef m = imported(api, module);  // sys.modules keeps it alive
+    if (!m || name == nullptr) return m.get();
+    // Its __dict__ through the generic getter: sys.modules may hold an object that is no module.
+    PyRef d(api, api.PyObject_GenericGetDict(m.get(), nullptr));
+    if (!d) {
       api.PyErr_Clear();
       return nullptr;
     }
-    PyObject* m = api.PyDict_GetItemString(modules.get(), module);
-    if (m == nullptr || name == nullptr) return m;
-    return api.PyDict_GetItemString(api.PyModule_GetDict(m), name);
+    return api.PyDict_GetItemString(d.get(), name);  // the module's own dict keeps it alive
   }
   PyRef attr(PyObject* o, const char* name) {
     PyRef r(api, api.PyObject_GetAttrString(o, name));
@@ -237,13 +272,56 @@ struct TorchAccess {
     } else {
       it->second = kPlain;
     }
-    // A subclass with a __torch_function__ of its own runs Python code on every attribute.
+    // A subclass with a __torch_function__ of its own runs Python code on every attribute; one
+    // with a __torch_dispatch__ of its own (a wrapper subclass) may, for its sizes or device.
     if (type != tensor.get()) {
       PyRef tf = attr(static_cast<PyObject*>(type), "__torch_function__");
       if (!tf || tf.get() != disabled.get()) it->second = kUnreadable;
+      PyRef td = disabled_dispatch ? attr(static_cast<PyObject*>(type), "__torch_dispatch__") : PyRef();
+      if (td && td.get() != disabled_dispatch.get()) it->second = kUnreadable;
     }
     return it->second;
   }
+};
+
+// PyTorch's torch-function handling off on this thread while it lives (torch._C.DisableTorchFunction,
+// entered and left through its C methods). Otherwise every getter hands the call to a
+// TorchFunctionMode the program has on this thread (torch.set_default_device installs one), whose
+// __torch_function__ is Python code; on the main thread that is the program's own mode stack.
+class TorchFunctionOff {
+ public:
+  static Result<TorchFunctionOff> enter(const CApi& api, PyObject* torch_c_dict) {
+    TorchFunctionOff off(api);
+    PyObject* guard_type = api.PyDict_GetItemString(torch_c_dict, "DisableTorchFunction");
+    if (guard_type == nullptr) {  // an old PyTorch: refused only where a mode is on
+      PyObject* enabled = api.PyDict_GetItemString(torch_c_dict, "_is_torch_function_mode_enabled");
+      if (enabled != nullptr && call_int(api, enabled, nullptr) != 0) {
+        return Status(Code::kUnavailable,
+                      "a TorchFunctionMode is active on this thread and this PyTorch cannot set it aside");
+      }
+      return off;
+    }
+    PyRef guard(api, api.PyObject_CallFunctionObjArgs(guard_type, nullptr));
+    PyRef enter = guard ? PyRef(api, api.PyObject_GetAttrString(guard.get(), "__enter__")) : PyRef();
+    off.exit_ = enter ? PyRef(api, api.PyObject_GetAttrString(guard.get(), "__exit__")) : PyRef();
+    PyRef entered = off.exit_ ? PyRef(api, api.PyObject_CallFunctionObjArgs(enter.get(), nullptr)) : PyRef();
+    if (!entered) {
+      off.exit_ = PyRef();
+      return Status(Code::kInternal, "torch._C.DisableTorchFunction: " + fetch_error_text(api));
+    }
+    return off;
+  }
+  TorchFunctionOff(TorchFunctionOff&&) = default;
+  ~TorchFunctionOff() {
+    if (!exit_) return;
+    PyRef r(api_, api_.PyObject_CallFunctionObjArgs(exit_.get(), api_.None, api_.None, api_.None, nullptr));
+    if (!r) api_.PyErr_Clear();
+  }
+
+ private:
+  explicit TorchFunctionOff(const CApi& api) : api_(api) {}
+  const CApi& api_;
+  PyRef exit_;  // the entered guard's bound __exit__
 };
 
 // Names the census's tensors from dicts alone: __main__'s globals, modules' _parameters, _buffers
@@ -260,7 +338,7 @@ class Namer {
   // Every global of __main__: a model is walked, a tensor named, an optimizer kept for last.
   void name_globals() {
     PyObject* main = TorchAccess::module_item(api_, "__main__", nullptr);
-    PyRef globals = main != nullptr ? PyRef::borrow(api_, api_.PyModule_GetDict(main)) : PyRef();
+    PyRef globals = main != nullptr ? instance_dict(main) : PyRef();
     for_each_item(globals.get(), [&](const std::string& name, PyObject* v) {
       const int kind = t_.kind_of(type_of(v));
       if (kind == TorchAccess::kModule) {
@@ -403,12 +481,17 @@ std::string strip(std::string text, std::string_view prefix, std::string_view su
 }  // namespace
 
 Result<TensorCensus> take_tensor_census(const CApi& api, double budget_s, double names_budget_s) {
+  CollectionOff off(api);
   TensorCensus census;
   PyObject* torch_c = TorchAccess::module_item(api, "torch", "_C");
   if (torch_c == nullptr) return census;  // torch is not imported (and is not imported here)
   census.torch = true;
   TorchAccess t(api);
-  PyObject* c_dict = api.PyModule_GetDict(torch_c);
+  PyRef c_dict_ref(api, api.PyObject_GenericGetDict(torch_c, nullptr));
+  if (!c_dict_ref) return Status(Code::kInternal, "torch._C.__dict__: " + fetch_error_text(api));
+  PyObject* c_dict = c_dict_ref.get();
+  Result<TorchFunctionOff> torch_function_off = TorchFunctionOff::enter(api, c_dict);
+  if (!torch_function_off.is_ok()) return torch_function_off.status();
   PyObject* base = api.PyDict_GetItemString(c_dict, "TensorBase");
   if (base == nullptr) base = api.PyDict_GetItemString(c_dict, "_TensorBase");
   PyObject* storage_base = api.PyDict_GetItemString(c_dict, "StorageBase");
@@ -420,6 +503,7 @@ Result<TensorCensus> take_tensor_census(const CApi& api, double budget_s, double
   }
   t.base = PyRef::borrow(api, base);
   t.disabled = PyRef::borrow(api, disabled);
+  t.disabled_dispatch = PyRef::borrow(api, api.PyDict_GetItemString(c_dict, "_disabled_torch_dispatch_impl"));
   t.tensor = PyRef::borrow(api, TorchAccess::module_item(api, "torch", "Tensor"));
   t.parameter = PyRef::borrow(api, TorchAccess::module_item(api, "torch.nn.parameter", "Parameter"));
   t.module = PyRef::borrow(api, TorchAccess::module_item(api, "torch.nn.modules.module", "Module"));
@@ -521,6 +605,26 @@ Result<TensorCensus> take_tensor_census(const CApi& api, double budget_s, double
   return census;
 }
 
+namespace {
+
+// The main thread's kernel tid: from its thread state (3.11+), else the process's first thread's.
+pid_t main_thread_tid(unsigned long ident) {
+  const Result<layout::InterpreterReader>& reader = this_interpreter();
+  if (reader.is_ok()) {
+    layout::GilFreeLimits limits;
+    limits.max_frames = 1;
+    Result<layout::GilFreeSnapshot> snapshot = reader->stacks(limits);
+    if (snapshot.is_ok()) {
+      for (const layout::RawThread& t : snapshot->threads) {
+        if (t.thread_id == ident && t.native_thread_id > 0) return static_cast<pid_t>(t.native_thread_id);
+      }
+    }
+  }
+  return ::getpid();
+}
+
+}  // namespace
+
 bool main_thread_parked_outside_torch(const CApi& api, std::string* where) {
   static constexpr const char* kWaits[] = {"selectors.py", "threading.py",  "queue.py",
                                            "socket.py",    "subprocess.py", "multiprocessing/connection.py"};
@@ -554,7 +658,7 @@ bool main_thread_parked_outside_torch(const CApi& api, std::string* where) {
   api.PyErr_Clear();
   const std::string os_path = utf8(api, os_file.get());
   const std::string stdlib = os_path.substr(0, os_path.rfind('/') + 1);  // ".../lib/python3.X/"
-  const std::string activity = thread_activity(0, ::getpid());           // the main thread's tid is the pid
+  const std::string activity = thread_activity(0, main_thread_tid(main));
   *where = "in " + function + " (" + file + ")" + (activity.empty() ? "" : ", " + activity);
   const bool wait_site = !stdlib.empty() && std::any_of(std::begin(kWaits), std::end(kWaits),
                                                         [&](const char* w) { return file == stdlib + w; });

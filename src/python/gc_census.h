@@ -78,6 +78,8 @@ Result<TensorCensus> take_tensor_census(const CApi& api, double budget_s, double
 // server with nothing to do), threading.py, queue.py, socket.py, subprocess.py or
 // multiprocessing/connection.py, and the kernel has it asleep in a system call. While this thread
 // holds the GIL it cannot come back from there, so a tensor census may run here instead of on it.
+// Not told apart: a C function of PyTorch that such a file calls back (a Thread target run on
+// the main thread); and nothing here says what other threads run.
 // `*where` says where it is: "in recv (/usr/lib/python3.11/socket.py), sleeping in recvfrom". REQUIRES: GIL
 // held, not on the main thread.
 bool main_thread_parked_outside_torch(const CApi& api, std::string* where);

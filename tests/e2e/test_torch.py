@@ -401,3 +401,19 @@ def test_tensors_refused_while_the_main_thread_is_in_a_c_call(torch_factory):
     assert re.search(r"it is in <module> \(\S*hung\.py\), sleeping in \w+", err), err
     assert 0.9 < took < 3, took
     assert t.alive() and eval_ok(t.pid, "weights.shape") == "torch.Size([1024])\n"
+
+
+def test_tensors_bypass_the_main_threads_torch_function_mode(torch_factory, torch_py):
+    """The census runs on the main thread, where the program's TorchFunctionMode is on (as
+    torch.set_default_device puts one): the tensor getters must not reach the mode's Python."""
+    t = start(torch_factory, "transformer", env={"PROBING_TEST_MODE": "1"})
+    if int(eval_ok(t.pid, "int(torch.__version__.split('.')[0])")) < 2:
+        pytest.skip("PyTorch 1.x: its TorchFunctionMode is a prototype, unlike 2.x's")
+    wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
+    assert eval_ok(t.pid, "'linear' in seen_by_mode").strip() == "True"  # the mode is on
+    for _ in range(3):
+        names = {r["names"] for r in rows(t.pid, "SELECT names FROM python.tensors WHERE names IS NOT NULL")}
+        assert "model.head.weight" in names, sorted(names)
+    seen = eval_ok(t.pid, "sorted(seen_by_mode & {'_is_view', 'untyped_storage', 'numel', '_storage'})")
+    assert seen.strip() == "[]", seen
+    assert t.alive()

@@ -346,27 +346,27 @@ Result<LiveRows> fetch_tensors(const ScanRequest& request) {
         census_into,
         python::PythonExecutor::make_limits(std::min(gil_timeout_s, kMainThreadFirstS), run_timeout_s));
     if (st.code() == Code::kUnavailable) {
+      auto left = [&] { return std::chrono::duration<double>(deadline - Clock::now()).count(); };
       Status parked = executor.run(
           [outcome, census_into](const python::CApi& api) {
             if (python::main_thread_parked_outside_torch(api, &outcome->main_thread)) census_into(api);
           },
-          python::PythonExecutor::make_limits(gil_timeout_s, run_timeout_s), nullptr);
-      const double left_s = std::chrono::duration<double>(deadline - Clock::now()).count();
-      if (parked.is_ok() && !outcome->taken && left_s > 0) {
-        st = executor.run_on_main_thread(census_into,
-                                         python::PythonExecutor::make_limits(left_s, run_timeout_s));
-        if (st.code() == Code::kUnavailable) {
-          char secs[32];
-          std::snprintf(secs, sizeof secs, "%.3g", gil_timeout_s);
-          st = Status(Code::kUnavailable, std::string("the main thread ran no Python code for ") + secs +
-                                              " s (gil.timeout_s): it is " + outcome->main_thread +
-                                              ": a C call that may be a PyTorch operation "
-                                              "(see `probing PID backtrace --native`)");
-        }
-      } else if (!parked.is_ok()) {
+          python::PythonExecutor::make_limits(std::max(left(), 0.0), run_timeout_s), nullptr);
+      if (!parked.is_ok()) {
         st = parked;
       } else if (outcome->taken) {
         st = Status::ok();
+      } else if (left() > 0) {
+        st = executor.run_on_main_thread(census_into,
+                                         python::PythonExecutor::make_limits(left(), run_timeout_s));
+      }
+      if (st.code() == Code::kUnavailable && st.message().starts_with(python::kMainThreadIdle)) {
+        char secs[32];
+        std::snprintf(secs, sizeof secs, "%.3g", gil_timeout_s);
+        st = Status(Code::kUnavailable, std::string(python::kMainThreadIdle) + " for " + secs +
+                                            " s (gil.timeout_s): it is " + outcome->main_thread +
+                                            ": a C call that may be a PyTorch operation "
+                                            "(see `probing PID backtrace --native`)");
       }
     }
     if (!st.is_ok()) {
@@ -394,8 +394,9 @@ Result<LiveRows> fetch_tensors(const ScanRequest& request) {
   if (!census->torch) out.notices.push_back("this process has not imported torch");
   if (census->unread > 0) {
     out.notices.push_back(std::to_string(census->unread) +
-                          " tensor(s) not read: instances of a subclass with a __torch_function__ of its "
-                          "own (reading them would run its Python code), or without a storage (sparse)");
+                          " tensor(s) not read: instances of a subclass with a __torch_function__ or "
+                          "__torch_dispatch__ of its own (reading them may run its Python code), or "
+                          "without a storage (sparse)");
   }
   note_partial_census(&out, census->seen, census->total, budget_s);
   return out;

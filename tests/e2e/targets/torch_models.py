@@ -4,7 +4,10 @@ argv[1]:
   transformer  a small transformer encoder (layers.N.self_attn, ...) trained with Adam
   inference    the MLP called forward-only, no optimizer
 Each step sleeps a little so that the test's queries get CPU. Prints 'ready' after the first
-step. A line 'spans' on stdin runs three nested probing.span blocks (when probing is importable)."""
+step. A line 'spans' on stdin runs three nested probing.span blocks (when probing is importable).
+With PROBING_TEST_MODE=1 (PyTorch 2.x) the main thread runs under a TorchFunctionMode that notes
+the name of every function it sees in `seen_by_mode`."""
+import os
 import sys
 import threading
 import time
@@ -15,6 +18,14 @@ from torch import nn
 torch.manual_seed(0)
 torch.set_num_threads(1)
 kind = sys.argv[1] if len(sys.argv) > 1 else "mlp"
+seen_by_mode = set()
+if os.environ.get("PROBING_TEST_MODE") == "1":
+    class Watch(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen_by_mode.add(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    Watch().__enter__()  # for the rest of the program, on the main thread
 
 
 class MLP(nn.Module):
