@@ -367,12 +367,13 @@ class Namer {
   // Optimizer state, named after the parameter it belongs to: optimizer.state[model.w].exp_avg.
   void name_optimizer_state(const std::vector<PyObject*>& optimizers) {
     std::unordered_set<PyObject*> named;
-    for (const auto& [name, o] : optimizers_) named.insert(o);
+    for (const auto& named_optimizer : optimizers_) named.insert(named_optimizer.second);
     for (PyObject* o : optimizers) {
       if (!named.contains(o)) optimizers_.push_back({class_name(o), o});
     }
-    for (const auto& [name, o] : optimizers_) {
-      PyRef d = instance_dict(o);
+    for (const auto& named_optimizer : optimizers_) {  // not a structured binding: a lambda uses it
+      const std::string& name = named_optimizer.first;
+      PyRef d = instance_dict(named_optimizer.second);
       PyObject* state = d ? api_.PyDict_GetItemString(d.get(), "state") : nullptr;
       long i = 0;
       for_each_entry(state, [&](PyObject* parameter, PyObject* entry) {
