@@ -43,7 +43,22 @@ Result<PyRef> run_embedded_source(const CApi& api, const char* source, const cha
       api.PyDict_SetItemString(ns.get(), "__probing_module__", module.get()) != 0) {
     return Status(Code::kInternal, fetch_error_text(api));
   }
-  PyRef done(api, api.PyRun_StringFlags(source, kPyFileInput, ns.get(), ns.get(), nullptr));
+  // Compiled as "<probing NAME>", so that its frames say whose they are in a traceback or a
+  // backtrace of the program (the torch tracer's wrappers run on the program's threads).
+  const std::string file = std::string("<probing ") + module_name + ">";
+  auto text = [&api](const char* t, size_t n) {
+    return PyRef(api, api.PyUnicode_FromStringAndSize(t, static_cast<long>(n)));
+  };
+  PyRef compile(api, api.PyObject_GetAttrString(builtins.get(), "compile"));
+  PyRef exec(api, api.PyObject_GetAttrString(builtins.get(), "exec"));
+  PyRef src = text(source, std::char_traits<char>::length(source));
+  PyRef filename = text(file.data(), file.size());
+  PyRef mode = text("exec", 4);
+  if (!compile || !exec || !src || !filename || !mode) return Status(Code::kInternal, fetch_error_text(api));
+  PyRef code(api,
+             api.PyObject_CallFunctionObjArgs(compile.get(), src.get(), filename.get(), mode.get(), nullptr));
+  PyRef done = code ? PyRef(api, api.PyObject_CallFunctionObjArgs(exec.get(), code.get(), ns.get(), nullptr))
+                    : PyRef();
   if (!done) return Status(Code::kInternal, fetch_error_text(api));
   return ns;
 }

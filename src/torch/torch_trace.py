@@ -35,6 +35,7 @@ class _State:
         self.primary_root = None  # the first top-level module called: without an optimizer,
                                   # each of its top-level calls is a step
         self.names = None         # WeakKeyDictionary module -> dotted name
+        self.roots = None         # WeakSet of the top models named so far
         self.local = _thread._local()
         self.cuda = None          # torch.cuda when timing with CUDA events
         self.torch_cuda = None    # torch.cuda when it is available but not initialized yet
@@ -69,27 +70,82 @@ def _stack():
 
 
 def _name_tree(root):
-    """Names a top-level module (its class name) and everything under it (dotted from it). A
-    module first seen as top-level may turn out to be inside a larger model (tracing started
-    while that model's forward was running): the larger model's names win, and it becomes the
-    primary model if it holds the old one."""
+    """Names a top model (its class name) and everything under it (dotted from it, without the
+    top model's own name). Where a module belongs to two models, the first named keeps it."""
     names = S.names
-    top = type(root).__name__
+    S.roots.add(root)
+    names[root] = type(root).__name__
     try:
         for sub_name, sub in root.named_modules():
-            names[sub] = sub_name or top
-            if sub is S.primary_root and sub is not root:
-                S.primary_root = root
+            if sub_name and sub not in names:
+                names[sub] = sub_name
     except Exception:
         pass
-    names[root] = top
 
 
 def _name(module):
     name = S.names.get(module)
-    if name is None:  # made after its model was first called
-        name = S.names[module] = type(module).__name__
+    if name is None:  # not under a model named yet: its class, not kept (its model's naming wins)
+        name = type(module).__name__
     return name
+
+
+def _name_child(module, parent):
+    """A module made after its model was named (a layer built lazily, one swapped in): named
+    under the parent it is called from, when the parent holds it."""
+    parent_name = S.names.get(parent)
+    if parent_name is None:
+        return
+    try:
+        for key, child in parent._modules.items():
+            if child is module:
+                S.names[module] = key if parent in S.roots else parent_name + "." + key
+                return
+    except Exception:
+        pass
+
+
+_MODULE_FILE = "/torch/nn/modules/module.py"
+
+
+def _running_modules(module):
+    """The modules whose forward is running on this thread, outermost first, from the Python stack
+    (each one's Module._call_impl frame), without `module` (the one being called now). Empty for a
+    top-level call; not empty when tracing started in the middle of a forward (a toggle, an
+    inject), so that those modules are not taken for top models."""
+    found = []
+    own = True  # the innermost _call_impl is `module`'s own: its locals are not read
+    f = sys._getframe(2)
+    while f is not None:
+        code = f.f_code
+        if code.co_name == "_call_impl" and code.co_filename.endswith(_MODULE_FILE):
+            if own:
+                own = False
+            else:
+                m = f.f_locals.get("self")
+                if m is not None and m is not module:
+                    found.append(m)
+        f = f.f_back
+    found.reverse()
+    return found
+
+
+def _top_level(module, stack):
+    """A module called on an empty stack: a top model's call, or one inside a forward that was
+    running when tracing started. Names the model, counts the step (without an optimizer), and
+    puts the modules already running on the stack, untimed."""
+    running = _running_modules(module)
+    root = running[0] if running else module
+    if root not in S.roots:
+        _name_tree(root)
+    if S.primary_root is None:
+        S.primary_root = root
+    if not running and module is S.primary_root and not S.optimizer_seen:
+        _new_step()
+    for m in running:
+        stack.append([m, None, 0.0, None, 0.0, None])
+    if module not in S.names and running:
+        _name_child(module, running[-1])
 
 
 def _memory():
@@ -116,34 +172,43 @@ def _new_step():
             S.torch_cuda = None
 
 
-def _record(module_name, stage, start_perf, start_time, start_event=None):
+def _record(module_name, stage, start_perf, start_time, start_event=None, children=None):
+    """Appends the row of a call (CPU), or keeps it until its CUDA events completed; returns the
+    kept row. `children`: the pending rows of a forward's traced children, for its self time."""
     if start_event is not None:
         end_event = S.cuda.Event(enable_timing=True)
         end_event.record()
         allocated, max_allocated = _memory()
         row = {"step": S.step, "seq": S.seq, "module": module_name, "stage": stage, "duration": None,
-               "allocated": allocated, "max_allocated": max_allocated, "time": start_time}
+               "self_duration": None, "allocated": allocated, "max_allocated": max_allocated,
+               "time": start_time}
+        S.seq += 1
         if len(S.pending) < _MAX_PENDING:
-            S.pending.append((start_event, end_event, row))
-    else:
-        allocated, max_allocated = _memory()
-        S.append({"step": S.step, "seq": S.seq, "module": module_name, "stage": stage,
-                  "duration": _perf() - start_perf, "allocated": allocated,
-                  "max_allocated": max_allocated, "time": start_time})
-        S.rows += 1
+            S.pending.append((start_event, end_event, row, children))
+            return row
+        return None
+    allocated, max_allocated = _memory()
+    S.append({"step": S.step, "seq": S.seq, "module": module_name, "stage": stage,
+              "duration": _perf() - start_perf, "self_duration": None, "allocated": allocated,
+              "max_allocated": max_allocated, "time": start_time})
+    S.rows += 1
     S.seq += 1
+    return None
 
 
 def _flush():
-    """Rows whose CUDA events completed; never waits for the GPU."""
+    """Rows whose CUDA events completed; never waits for the GPU. A forward's children complete
+    before it (their events come first on the stream), so its self time is known with it."""
     still = []
-    for start, end, row in S.pending:
+    for start, end, row, children in S.pending:
         if end.query():
             row["duration"] = start.elapsed_time(end) / 1000.0
+            if children is not None:
+                row["self_duration"] = row["duration"] - sum(c["duration"] or 0.0 for c in children)
             S.append(row)
             S.rows += 1
         else:
-            still.append((start, end, row))
+            still.append((start, end, row, children))
     S.pending = still
 
 
@@ -176,6 +241,9 @@ def _not_compiling():
 _compiling = _not_compiling
 
 
+# A stack entry: [module, perf_counter at entry (None: untimed), time at entry, CUDA start event,
+# seconds of traced children (CPU), the children's pending rows (CUDA)].
+
 def _pre_forward(module, inputs):
     # Runs before every module call in the process: the common path is a few attribute reads
     # and one append.
@@ -187,16 +255,16 @@ def _pre_forward(module, inputs):
         except AttributeError:
             stack = _stack()
         if not stack:
-            if module not in S.names:
-                _name_tree(module)
-            if S.primary_root is None:
-                S.primary_root = module
-            if module is S.primary_root and not S.optimizer_seen:
-                _new_step()
+            _top_level(module, stack)
+        elif module not in S.names:
+            _name_child(module, stack[-1][0])
         if S.traced:
-            stack.append((module, _perf(), _now(), _start_event() if S.cuda is not None else None))
+            if S.cuda is None:
+                stack.append([module, _perf(), _now(), None, 0.0, None])
+            else:
+                stack.append([module, _perf(), _now(), _start_event(), 0.0, []])
         else:
-            stack.append((module, 0.0, 0.0, None))
+            stack.append([module, None, 0.0, None, 0.0, None])
     except Exception as e:
         _fail(e)
 
@@ -209,20 +277,30 @@ def _post_forward(module, inputs, output):
             stack = S.local.stack
         except AttributeError:
             return
-        while stack:
-            entry = stack.pop()
-            if entry[0] is module:
-                if S.traced:
-                    if entry[3] is None:  # CPU: the row at once
-                        name = S.names.get(module) or _name(module)
-                        S.append({"step": S.step, "seq": S.seq, "module": name, "stage": "forward",
-                                  "duration": _perf() - entry[1], "allocated": None, "max_allocated": None,
-                                  "time": entry[2]})
-                        S.rows += 1
-                        S.seq += 1
-                    else:
-                        _record(_name(module), "forward", entry[1], entry[2], entry[3])
-                break
+        # Its entry, and above it those of modules whose forward raised (no post hook ran for
+        # them). None when its pre hook never ran: tracing started during its forward.
+        i = len(stack) - 1
+        while i >= 0 and stack[i][0] is not module:
+            i -= 1
+        if i < 0:
+            return
+        entry = stack[i]
+        del stack[i:]
+        if entry[1] is None:
+            return
+        if entry[3] is None:  # CPU: the row at once
+            duration = _perf() - entry[1]
+            if stack:
+                stack[-1][4] += duration
+            S.append({"step": S.step, "seq": S.seq, "module": S.names.get(module) or _name(module),
+                      "stage": "forward", "duration": duration, "self_duration": duration - entry[4],
+                      "allocated": None, "max_allocated": None, "time": entry[2]})
+            S.rows += 1
+            S.seq += 1
+        else:
+            row = _record(_name(module), "forward", entry[1], entry[2], entry[3], entry[5])
+            if stack and stack[-1][5] is not None and row is not None:
+                stack[-1][5].append(row)
     except Exception as e:
         _fail(e)
 
@@ -275,6 +353,10 @@ def _backward_label(args):
     return _name(root) if root is not None else "backward"
 
 
+def _data_label(args):
+    return "DataLoader"
+
+
 def _step_label(args):
     return type(args[0]).__name__ if args else "optimizer"
 
@@ -314,6 +396,9 @@ def install(append, sample_rate):
     optim_mod = sys.modules["torch.optim.optimizer"]
     S.append = append
     S.names = weakref.WeakKeyDictionary()
+    S.roots = weakref.WeakSet()
+    S.primary_root = None
+    S.local = _thread._local()  # no thread keeps entries from an earlier install's forwards
     S.error = None
     try:
         # Only is_initialized(), which asks the driver nothing: is_available() and device_count()
@@ -363,6 +448,16 @@ def _install_hooks(torch, module_mod, optim_mod):
         S.restore.append((autograd, "backward", original))
         S.ours.append(wrapper)
         autograd.backward = wrapper
+    # data: the wait for each batch, around the DataLoader iterator's __next__ (torch imports
+    # torch.utils.data itself)
+    loader = sys.modules.get("torch.utils.data.dataloader")
+    iterator = getattr(loader, "_BaseDataLoaderIter", None)
+    next_batch = iterator.__dict__.get("__next__") if isinstance(iterator, type) else None
+    if next_batch is not None:
+        wrapper = _timed("data", _data_label)(next_batch)
+        S.restore.append((iterator, "__next__", next_batch))
+        S.ours.append(wrapper)
+        iterator.__next__ = wrapper
     # optimizer steps: PyTorch 2.x has global step hooks; 1.13 gets its classes' step wrapped.
     pre = getattr(optim_mod, "register_optimizer_step_pre_hook", None)
     post = getattr(optim_mod, "register_optimizer_step_post_hook", None)

@@ -48,7 +48,7 @@ def last_full_step(pid):
     """The rows of the newest step that is complete (the one before the last)."""
     r = wait_rows(pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 3)
     step = r[0]["s"] - 1
-    return rows(pid, "SELECT step, seq, module, stage, duration, allocated, max_allocated, time "
+    return rows(pid, "SELECT step, seq, module, stage, duration, self_duration, allocated, max_allocated, time "
                      "FROM python.torch_trace WHERE step = %d ORDER BY seq" % step)
 
 
@@ -71,6 +71,12 @@ def test_mlp_rows(torch_factory):
     assert all(abs(r["time"] - time.time()) < 60 for r in step)
     outer = {r["module"]: r["duration"] for r in step if r["stage"] == "forward"}
     assert outer["MLP"] >= outer["encoder"] >= outer["encoder.0"]  # a parent contains its children
+    # self time: its duration less its traced children's; none for backward and step
+    own = {r["module"]: r["self_duration"] for r in step if r["stage"] == "forward"}
+    assert abs(own["MLP"] - (outer["MLP"] - outer["encoder"] - outer["head"])) < 1e-9, step
+    assert abs(own["encoder"] - (outer["encoder"] - sum(outer["encoder.%d" % i] for i in range(3)))) < 1e-9
+    assert own["head"] == outer["head"] and own["encoder.0"] == outer["encoder.0"]
+    assert [r["self_duration"] for r in step if r["stage"] != "forward"] == [None, None], step
     # the seeds' queries on this table, as written
     slowest = rows(t.pid, """SELECT module, stage, avg(duration) as avg_time
 FROM python.torch_trace
@@ -138,6 +144,9 @@ def test_off_removes_every_hook_and_on_restores_tracing(torch_factory):
     assert tracing_state(t.pid)["hooks"] == 2
 
 
+MLP_NAMES = {"MLP", "encoder", "encoder.0", "encoder.1", "encoder.2", "head"}
+
+
 def test_inject_into_a_process_that_imported_torch_long_before(torch_factory):
     t = start(torch_factory, "mlp", mode="none")
     time.sleep(1)  # training runs without an agent
@@ -145,7 +154,49 @@ def test_inject_into_a_process_that_imported_torch_long_before(torch_factory):
     assert rc == 0, (out, err)
     step = last_full_step(t.pid)
     assert [r["module"] for r in step][-3:] == ["MLP", "MLP", "SGD"], step
+    # Every name is the dotted path from the first row on, also where tracing began mid-forward.
+    names = {r["module"] for r in rows(t.pid, "SELECT DISTINCT module FROM python.torch_trace WHERE stage = 'forward'")}
+    assert names == MLP_NAMES, names
     assert tracing_state(t.pid)["optimizer_traced"] is True  # the optimizer made before the agent came
+
+
+def test_names_are_the_same_from_the_first_row_after_each_toggle(torch_factory):
+    """Tracing switched off and on 12 times while a transformer trains, each time at another point
+    of its step: every forward row after each switch carries the module's dotted path (a switch
+    in the middle of a forward once named modules by their class, or from a submodule, for good)."""
+    t = start(torch_factory, "transformer")
+    last_full_step(t.pid)
+    expected = set(json.loads(eval_ok(t.pid, "import json; print(json.dumps([n or 'Tiny' for n, _ in model.named_modules()]))")))
+    for i in range(12):
+        assert run_cli(t.pid, "config", "torch.trace=off")[0] == 0
+        time.sleep(0.003 * i)
+        since = time.time()
+        assert run_cli(t.pid, "config", "torch.trace=on")[0] == 0
+        got = wait_rows(t.pid, "SELECT DISTINCT module FROM python.torch_trace WHERE stage = 'forward' "
+                               "AND time > %f" % since, lambda r: len(r) >= 20)
+        names = {r["module"] for r in got}
+        assert names <= expected and len(names) >= 20, (i, sorted(names - expected), sorted(names))
+
+
+def test_data_rows_time_the_wait_for_each_batch(torch_factory):
+    t = start(torch_factory, "loader")
+    step = last_full_step(t.pid)
+    assert [(r["module"], r["stage"]) for r in step] == [
+        ("DataLoader", "data"), ("encoder.0", "forward"), ("encoder.1", "forward"), ("encoder.2", "forward"),
+        ("encoder", "forward"), ("head", "forward"), ("MLP", "forward"), ("MLP", "backward"),
+        ("SGD", "step")], step
+    assert step[0]["duration"] > 0 and step[0]["self_duration"] is None
+    # the seeds' question: is the data loader the bottleneck?
+    share = rows(t.pid, "SELECT sum(CASE WHEN stage = 'data' THEN duration END) / sum(CASE WHEN stage IN "
+                        "('data', 'step', 'backward') OR module = 'MLP' THEN duration END) AS s "
+                        "FROM python.torch_trace")[0]["s"]
+    assert 0 < share < 1, share
+    # switched off, the iterator's __next__ is PyTorch's own again
+    assert run_cli(t.pid, "config", "torch.trace=off")[0] == 0
+    assert eval_ok(t.pid, "from torch.utils.data import dataloader as d; "
+                          "print(d._BaseDataLoaderIter.__next__.__module__, "
+                          "hasattr(d._BaseDataLoaderIter.__next__, '__probing_traced__'))").strip() == \
+        "torch.utils.data.dataloader False"
 
 
 def test_probing_torch_0_keeps_it_off_until_switched_on(torch_factory):
@@ -334,16 +385,16 @@ def test_export_steps_modules_and_spans(torch_factory, tmp_path):
 def test_tensors_by_storage_with_names(torch_factory, target_factory, torch_py):
     t = start(torch_factory, "mlp")
     wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
-    eval_ok(t.pid, "v = x[2:4]; w = x.view(-1); big = torch.zeros(4096, 4096)")
+    eval_ok(t.pid, "base = torch.randn(16, 8); v = base[2:4]; w = base.view(-1); big = torch.zeros(4096, 4096)")
     got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
     head = got["model.head.weight"]
     assert (head["shape"], head["dtype"], head["device"], head["bytes"], head["parameter"], head["requires_grad"]) == (
         "[1, 32]", "float32", "cpu", 128, 1, 1), head
     assert got["model.head.weight.grad"]["shape"] == "[1, 32]" and got["model.head.weight.grad"]["parameter"] == 0
     assert "model.encoder.0.weight" in got and "model.encoder.2.bias.grad" in got, sorted(got)
-    # x and its two views: one storage, the base's shape, every name
-    (xs,) = [r for r in got.values() if r["names"] and "x" in r["names"].split(", ")]
-    assert sorted(xs["names"].split(", ")) == ["v", "w", "x"] and xs["views"] == 3, xs
+    # a tensor and its two views: one storage, the base's shape, every name
+    (xs,) = [r for r in got.values() if r["names"] and "base" in r["names"].split(", ")]
+    assert sorted(xs["names"].split(", ")) == ["base", "v", "w"] and xs["views"] == 3, xs
     assert (xs["shape"], xs["bytes"]) == ("[16, 8]", 512), xs
     largest = rows(t.pid, "SELECT names, bytes FROM python.tensors LIMIT 1")
     assert largest == [{"names": "big", "bytes": 64 << 20}], largest  # a known 64 MB tensor, by name

@@ -143,7 +143,8 @@ Result<TraceModel> Exporter::run(std::string* summary) {
 
   // The window: the last N steps, or the last S seconds, or (no step recorded) the last minute.
   std::string torch_sql =
-      "SELECT step, seq, module, stage, duration, allocated, max_allocated, time FROM python.torch_trace ";
+      "SELECT step, seq, module, stage, duration, self_duration, allocated, max_allocated, time "
+      "FROM python.torch_trace ";
   double t0 = 0, t1 = 0;
   std::string window;
   if (args_.seconds > 0) {
@@ -195,6 +196,7 @@ Result<TraceModel> Exporter::run(std::string* summary) {
       }
       const std::string stage = str(c["stage"], "");
       nlohmann::json args{{"step", step}, {"seq", c["seq"]}, {"stage", stage}};
+      if (c["self_duration"].is_number()) args["self_us"] = num(c["self_duration"]) * 1e6;
       if (c["allocated"].is_number()) {
         args["allocated_mb"] = c["allocated"];
         if (!cuda) cuda = track("CUDA allocated (MB)", true);

@@ -415,8 +415,13 @@ Status add_recorded_tables(Engine& engine) {
           {"module", kText,
            "dotted module name from the top model (its class name for the model itself); "
            "the optimizer's class for stage 'step'"},
-          {"stage", kText, "forward, backward (one row per backward pass) or step (the optimizer)"},
+          {"stage", kText,
+           "forward, backward (one row per backward pass), step (the optimizer) or data (the wait for "
+           "a DataLoader's batch)"},
           {"duration", kReal, "seconds: wall clock on CPU, CUDA events on the GPU"},
+          {"self_duration", kReal,
+           "forward rows: duration less that of its traced children (the module's own time); NULL "
+           "otherwise"},
           {"allocated", kReal, "CUDA memory allocated after the call, MB; NULL on CPU"},
           {"max_allocated", kReal, "peak CUDA memory allocated so far, MB; NULL on CPU"},
           {"time", kReal, "when the call started, unix time in seconds"}},

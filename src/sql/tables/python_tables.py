@@ -100,7 +100,8 @@ def _snapshot():
     import tracemalloc
     return tracemalloc.take_snapshot().filter_traces([
         tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "<string>"),  # the agent's helpers
+        tracemalloc.Filter(False, "<string>"),  # code run by eval
+        tracemalloc.Filter(False, "<probing *>"),  # the agent's helpers
     ])
 
 

@@ -3,6 +3,7 @@ argv[1]:
   mlp          an MLP (model.encoder.{0,1,2}, model.head) trained with SGD
   transformer  a small transformer encoder (layers.N.self_attn, ...) trained with Adam
   inference    the MLP called forward-only, no optimizer
+  loader       the MLP trained with SGD on batches from a DataLoader (no worker processes)
 Each step sleeps a little so that the test's queries get CPU. Prints 'ready' after the first
 step. A line 'spans' on stdin runs three nested probing.span blocks (when probing is importable).
 With PROBING_TEST_MODE=1 (PyTorch 2.x) the main thread runs under a TorchFunctionMode that notes
@@ -57,9 +58,20 @@ if kind == "transformer":
 else:
     model = MLP()
     x = torch.randn(16, 8)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind == "mlp" else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in ("mlp", "loader") else None
 y = torch.randn(x.shape[0], 1)
 step = 0
+
+
+def batches():
+    """(x, y) for each step: the same batch, or a DataLoader's, epoch after epoch."""
+    if kind != "loader":
+        while True:
+            yield x, y
+    from torch.utils.data import DataLoader, TensorDataset
+    loader = DataLoader(TensorDataset(torch.randn(64, 8), torch.randn(64, 1)), batch_size=16)
+    while True:
+        yield from loader
 
 
 def spans_on_request():
@@ -74,13 +86,13 @@ def spans_on_request():
 
 
 threading.Thread(target=spans_on_request, daemon=True).start()
-while True:
+for bx, by in batches():
     if optimizer is None:
         with torch.no_grad():
-            model(x)
+            model(bx)
     else:
         optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
+        loss = nn.functional.mse_loss(model(bx), by)
         loss.backward()
         optimizer.step()
     step += 1
