@@ -125,6 +125,9 @@ Result<nlohmann::json> apply_torch_settings() {
   if (j.contains("error") && j["error"].is_string()) {
     g_failed.store(true);
     log_warn("torch tracing stopped itself: " + j["error"].get<std::string>());
+  } else if (j.contains("declined") && j["declined"].is_string()) {
+    g_failed.store(true);  // not asked again until the setting changes
+    log_info("torch tracing: " + j["declined"].get<std::string>());
   }
   return j;
 }

@@ -41,6 +41,7 @@ class _State:
         self.torch_cuda = None    # torch.cuda when it is available but not initialized yet
         self.pending = []         # (start_event, end_event, row) waiting for the GPU
         self.error = None         # why tracing switched itself off
+        self.declined = None      # why this process is not traced (a DataLoader worker)
         self.rows = 0
 
 
@@ -130,10 +131,45 @@ def _running_modules(module):
     return found
 
 
+def _in_dataloader_worker(look_at_main_thread=False):
+    """Whether this process is a DataLoader's worker: torch says so once the worker's loop has
+    begun. Before that (`look_at_main_thread`), a forked worker's main thread shows both the
+    DataLoader iterator that forked it (inherited from the parent) and the child's own start,
+    multiprocessing's Process._bootstrap; the parent's shows no _bootstrap."""
+    worker = sys.modules.get("torch.utils.data._utils.worker")
+    if worker is not None and getattr(worker, "_worker_info", None) is not None:
+        return True
+    if look_at_main_thread:
+        main = getattr(sys.modules.get("threading"), "main_thread", None)
+        ident = main().ident if main is not None else None
+        f = sys._current_frames().get(ident) if ident is not None else None
+        child = loader = False
+        while f is not None:
+            file = f.f_code.co_filename
+            if file.endswith("/torch/utils/data/_utils/worker.py"):
+                return True
+            child = child or (f.f_code.co_name == "_bootstrap" and file.endswith("/multiprocessing/process.py"))
+            loader = loader or file.endswith("/torch/utils/data/dataloader.py")
+            f = f.f_back
+        return child and loader
+    return False
+
+
+def _decline():
+    """A DataLoader worker runs the dataset's code, not the model: it records no rows and keeps
+    no hooks (a forked worker inherits the parent's)."""
+    S.declined = "a DataLoader worker process: its modules are not traced"
+    uninstall()
+
+
 def _top_level(module, stack):
     """A module called on an empty stack: a top model's call, or one inside a forward that was
     running when tracing started. Names the model, counts the step (without an optimizer), and
-    puts the modules already running on the stack, untimed."""
+    puts the modules already running on the stack, untimed. False in a DataLoader worker, whose
+    hooks are then gone."""
+    if _in_dataloader_worker():
+        _decline()
+        return False
     running = _running_modules(module)
     root = running[0] if running else module
     if root not in S.roots:
@@ -146,6 +182,7 @@ def _top_level(module, stack):
         stack.append([m, None, 0.0, None, 0.0, None])
     if module not in S.names and running:
         _name_child(module, running[-1])
+    return True
 
 
 def _memory():
@@ -255,7 +292,8 @@ def _pre_forward(module, inputs):
         except AttributeError:
             stack = _stack()
         if not stack:
-            _top_level(module, stack)
+            if not _top_level(module, stack):
+                return
         elif module not in S.names:
             _name_child(module, stack[-1][0])
         if S.traced:
@@ -390,6 +428,9 @@ def install(append, sample_rate):
         return json.dumps(dict(status(), reason="torch is not imported"))
     set_sample_rate(sample_rate)
     if S.installed:
+        return status_json()
+    if S.declined is not None or _in_dataloader_worker(look_at_main_thread=True):
+        S.declined = "a DataLoader worker process: its modules are not traced"
         return status_json()
     import weakref
     module_mod = sys.modules["torch.nn.modules.module"]
@@ -557,6 +598,6 @@ def status_json():
 
 
 def status():
-    return {"installed": S.installed, "step": S.step, "rows": S.rows, "error": S.error,
+    return {"installed": S.installed, "step": S.step, "rows": S.rows, "error": S.error, "declined": S.declined,
             "cuda": S.cuda is not None, "optimizer_classes": sorted(c.__name__ for c in S.wrapped_steps),
             "period": S.period}

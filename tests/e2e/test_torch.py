@@ -199,6 +199,27 @@ def test_data_rows_time_the_wait_for_each_batch(torch_factory):
         "torch.utils.data.dataloader False"
 
 
+def test_dataloader_workers_record_nothing_and_keep_no_hooks(torch_factory):
+    """Forked DataLoader workers run the dataset's code (here a module on each item): under
+    `probing launch` each has an agent of its own, and neither it nor the hooks inherited from
+    the parent trace anything there; the parent traces its steps and their waits."""
+    t = start(torch_factory, "workers", mode="launch")
+    step = last_full_step(t.pid)
+    assert [r["stage"] for r in step][:2] == ["data", "forward"], step
+    pids = json.loads(eval_ok(t.pid, "import json; print(json.dumps(workers))"))
+    assert len(pids) == 2, pids
+    for pid in pids:
+        deadline = time.monotonic() + 30
+        while run_cli(pid, "eval", "1")[0] != 0:  # its agent is up
+            assert time.monotonic() < deadline, "no agent in worker %d" % pid
+            time.sleep(0.2)
+        state = eval_ok(pid, "import sys, torch; m = torch.nn.modules.module; "
+                             "d = sys.modules['torch.utils.data._utils.worker']._worker_info.dataset; "
+                             "print(d.calls > 0, len(m._global_forward_pre_hooks) + len(m._global_forward_hooks))")
+        assert state.strip() == "True 0", (pid, state)  # items made by the module, no hook left
+        assert rows(pid, "SELECT count(*) AS n FROM python.torch_trace") == [{"n": 0}], pid
+
+
 def test_probing_torch_0_keeps_it_off_until_switched_on(torch_factory):
     t = start(torch_factory, "mlp", env={"PROBING_TORCH": "0"})
     time.sleep(1.5)

@@ -4,6 +4,8 @@ argv[1]:
   transformer  a small transformer encoder (layers.N.self_attn, ...) trained with Adam
   inference    the MLP called forward-only, no optimizer
   loader       the MLP trained with SGD on batches from a DataLoader (no worker processes)
+  workers      the same from a DataLoader with 2 forked workers, whose dataset runs a module
+               (an nn.Linear "transform") on each item; `workers` holds their pids
 Each step sleeps a little so that the test's queries get CPU. Prints 'ready' after the first
 step. A line 'spans' on stdin runs three nested probing.span blocks (when probing is importable).
 With PROBING_TEST_MODE=1 (PyTorch 2.x) the main thread runs under a TorchFunctionMode that notes
@@ -58,13 +60,15 @@ if kind == "transformer":
 else:
     model = MLP()
     x = torch.randn(16, 8)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in ("mlp", "loader") else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in ("mlp", "loader", "workers") else None
 y = torch.randn(x.shape[0], 1)
 step = 0
 
 
 def batches():
     """(x, y) for each step: the same batch, or a DataLoader's, epoch after epoch."""
+    if kind == "workers":
+        yield from worker_batches()
     if kind != "loader":
         while True:
             yield x, y
@@ -72,6 +76,32 @@ def batches():
     loader = DataLoader(TensorDataset(torch.randn(64, 8), torch.randn(64, 1)), batch_size=16)
     while True:
         yield from loader
+
+
+class Transformed(torch.utils.data.Dataset):
+    """Items made by a module, as a learned augmentation or a frozen encoder would."""
+    def __init__(self):
+        self.transform = nn.Linear(8, 8)
+        self.calls = 0
+
+    def __len__(self):
+        return 1 << 30
+
+    def __getitem__(self, i):
+        self.calls += 1
+        with torch.no_grad():
+            return self.transform(torch.ones(8) * (i % 7)), torch.ones(1)
+
+
+workers = []
+
+
+def worker_batches():
+    from torch.utils.data import DataLoader
+    loader = DataLoader(Transformed(), batch_size=16, num_workers=2, multiprocessing_context="fork")
+    batches = iter(loader)
+    workers.extend(w.pid for w in batches._workers)
+    yield from batches
 
 
 def spans_on_request():
@@ -85,7 +115,8 @@ def spans_on_request():
             print("spans done", flush=True)
 
 
-threading.Thread(target=spans_on_request, daemon=True).start()
+if kind != "workers":  # a thread reading stdin holds its lock: a forked worker's close of stdin would wait forever
+    threading.Thread(target=spans_on_request, daemon=True).start()
 for bx, by in batches():
     if optimizer is None:
         with torch.no_grad():
