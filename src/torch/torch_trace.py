@@ -39,7 +39,9 @@ class _State:
         self.local = _thread._local()
         self.cuda = None          # torch.cuda when timing with CUDA events
         self.torch_cuda = None    # torch.cuda when it is available but not initialized yet
-        self.pending = []         # (start_event, end_event, row) waiting for the GPU
+        self.pending = []         # (start_event, end_event, row, children) waiting for the GPU
+        self.free_events = []     # CUDA events whose rows were written, for reuse
+        self.capturing = False    # the current top-level call is being captured into a CUDA graph
         self.error = None         # why tracing switched itself off
         self.declined = None      # why this process is not traced (a DataLoader worker)
         self.rows = 0
@@ -47,6 +49,7 @@ class _State:
 
 S = _State()
 _MAX_PENDING = 10000
+_MAX_FREE_EVENTS = 4096
 _MB = 1.0 / (1 << 20)
 
 
@@ -209,13 +212,14 @@ def _new_step():
             S.torch_cuda = None
 
 
-def _record(module_name, stage, start_perf, start_time, start_event=None, children=None):
+def _record(module_name, stage, start_perf, start_time, start_event=None, children=None, memory=True):
     """Appends the row of a call (CPU), or keeps it until its CUDA events completed; returns the
-    kept row. `children`: the pending rows of a forward's traced children, for its self time."""
+    kept row. `children`: the pending rows of a forward's traced children, for its self time.
+    `memory`: read CUDA's allocator figures after it (a few rows a step, not every module's)."""
     if start_event is not None:
-        end_event = S.cuda.Event(enable_timing=True)
+        end_event = _event()
         end_event.record()
-        allocated, max_allocated = _memory()
+        allocated, max_allocated = _memory() if memory else (None, None)
         row = {"step": S.step, "seq": S.seq, "module": module_name, "stage": stage, "duration": None,
                "self_duration": None, "allocated": allocated, "max_allocated": max_allocated,
                "time": start_time}
@@ -223,6 +227,7 @@ def _record(module_name, stage, start_perf, start_time, start_event=None, childr
         if len(S.pending) < _MAX_PENDING:
             S.pending.append((start_event, end_event, row, children))
             return row
+        _reuse(start_event, end_event)
         return None
     allocated, max_allocated = _memory()
     S.append({"step": S.step, "seq": S.seq, "module": module_name, "stage": stage,
@@ -244,15 +249,38 @@ def _flush():
                 row["self_duration"] = row["duration"] - sum(c["duration"] or 0.0 for c in children)
             S.append(row)
             S.rows += 1
+            _reuse(start, end)
         else:
             still.append((start, end, row, children))
     S.pending = still
 
 
+def _event():
+    """A CUDA timing event: one whose row was written, else a new one."""
+    return S.free_events.pop() if S.free_events else S.cuda.Event(enable_timing=True)
+
+
+def _reuse(*events):
+    if len(S.free_events) < _MAX_FREE_EVENTS:
+        S.free_events.extend(events)
+
+
+def _capturing():
+    """Whether this thread's stream is being captured into a CUDA graph: nothing is recorded then
+    (an event recorded in a capture would be part of the graph)."""
+    cuda = S.cuda
+    if cuda is None:
+        return False
+    try:
+        return bool(cuda.is_current_stream_capturing())
+    except Exception:
+        return False
+
+
 def _start_event():
     if S.cuda is None:
         return None
-    e = S.cuda.Event(enable_timing=True)
+    e = _event()
     e.record()
     return e
 
@@ -294,9 +322,10 @@ def _pre_forward(module, inputs):
         if not stack:
             if not _top_level(module, stack):
                 return
+            S.capturing = S.cuda is not None and _capturing()
         elif module not in S.names:
             _name_child(module, stack[-1][0])
-        if S.traced:
+        if S.traced and not S.capturing:
             if S.cuda is None:
                 stack.append([module, _perf(), _now(), None, 0.0, None])
             else:
@@ -336,7 +365,8 @@ def _post_forward(module, inputs, output):
             S.rows += 1
             S.seq += 1
         else:
-            row = _record(_name(module), "forward", entry[1], entry[2], entry[3], entry[5])
+            row = _record(_name(module), "forward", entry[1], entry[2], entry[3], entry[5],
+                          memory=entry[0] is S.primary_root)
             if stack and stack[-1][5] is not None and row is not None:
                 stack[-1][5].append(row)
     except Exception as e:
@@ -348,7 +378,7 @@ def _timed(stage, label_of):
     def wrap(fn):
         def traced(*args, **kwargs):
             # Only fn's own exceptions reach the caller; a failure of the tracer switches it off.
-            if not S.installed or not S.traced:
+            if not S.installed or not S.traced or _capturing():
                 return _after(stage, fn(*args, **kwargs))
             try:
                 start, start_time, event = _perf(), _now(), _start_event()
@@ -357,7 +387,7 @@ def _timed(stage, label_of):
                 return fn(*args, **kwargs)
             result = fn(*args, **kwargs)
             try:
-                _record(label_of(args), stage, start, start_time, event)
+                _record(label_of(args), stage, start, start_time, event, memory=stage != "data")
             except Exception as e:
                 _fail(e)
             return _after(stage, result)
@@ -527,17 +557,17 @@ _step_started = []
 
 def _step_pre_hook(optimizer, args, kwargs):
     try:
-        _step_started.append((_perf(), _now(), _start_event()))
+        _step_started.append(None if _capturing() else (_perf(), _now(), _start_event()))
     except Exception as e:
         _fail(e)
 
 
 def _step_post_hook(optimizer, args, kwargs):
     try:
-        if _step_started:
-            start, start_time, event = _step_started.pop()
-            if S.traced:
-                _record(type(optimizer).__name__, "step", start, start_time, event)
+        started = _step_started.pop() if _step_started else None
+        if started is not None and S.traced:
+            start, start_time, event = started
+            _record(type(optimizer).__name__, "step", start, start_time, event)
         _after("step", None)
     except Exception as e:
         _fail(e)

@@ -220,6 +220,37 @@ def test_dataloader_workers_record_nothing_and_keep_no_hooks(torch_factory):
         assert rows(pid, "SELECT count(*) AS n FROM python.torch_trace") == [{"n": 0}], pid
 
 
+def test_the_cuda_path_reuses_events_reads_memory_per_step_and_skips_graph_capture(torch_factory):
+    """The CUDA path, with torch.cuda's timing events and allocator figures stood in for
+    (targets/fake_gpu.py): rows timed by events with self times, a pool of events instead of two
+    new ones per call, the allocator read on the model's forward, the backward and the step only,
+    and nothing recorded while a step is captured into a CUDA graph (every 10th)."""
+    t = torch_factory("fake_gpu.py", env={"PYTHONPATH": PYPKG}, ready_timeout=60)
+    got = wait_rows(t.pid, "SELECT count(DISTINCT step) AS n FROM python.torch_trace WHERE allocated IS NOT NULL",
+                    lambda r: r[0]["n"] >= 60, timeout=40)
+    assert got[0]["n"] >= 60, got
+    full = rows(t.pid, "SELECT step FROM python.torch_trace GROUP BY step HAVING count(*) = 8 ORDER BY step DESC LIMIT 1")
+    step = rows(t.pid, "SELECT * FROM python.torch_trace WHERE step = %d ORDER BY seq" % full[0]["step"])
+    assert [(r["module"], r["stage"]) for r in step] == [
+        ("encoder.0", "forward"), ("encoder.1", "forward"), ("encoder.2", "forward"), ("encoder", "forward"),
+        ("head", "forward"), ("MLP", "forward"), ("MLP", "backward"), ("SGD", "step")], step
+    top = {(r["module"], r["stage"]) for r in step if r["allocated"] is not None}
+    assert top == {("MLP", "forward"), ("MLP", "backward"), ("SGD", "step")}, step
+    assert all(r["allocated"] == 64.0 and r["max_allocated"] == 96.0 for r in step if r["allocated"] is not None)
+    d = {r["module"]: r for r in step if r["stage"] == "forward"}
+    assert abs(d["MLP"]["self_duration"] - (d["MLP"]["duration"] - d["encoder"]["duration"] - d["head"]["duration"])) < 1e-9
+    counts = json.loads(eval_ok(t.pid, "import json; print(json.dumps(dict(counts, step=step)))"))
+    steps = counts["step"]
+    assert counts["records_in_capture"] == 0, counts
+    assert counts["events_made"] < 100, counts  # 16 events a step, reused: not 16 new ones per step
+    assert counts["records"] > 16 * 60, counts
+    assert counts["memory_reads"] <= 3 * steps + 3, counts
+    # the captured steps (every 10th of the target's) have numbers and no rows
+    traced = sorted(r["step"] for r in rows(t.pid, "SELECT DISTINCT step FROM python.torch_trace"))
+    gaps = [b for a, b in zip(traced, traced[1:]) if b - a == 2]
+    assert len(gaps) >= 4, traced
+
+
 def test_probing_torch_0_keeps_it_off_until_switched_on(torch_factory):
     t = start(torch_factory, "mlp", env={"PROBING_TORCH": "0"})
     time.sleep(1.5)
