@@ -87,6 +87,20 @@ class Target:
         self.close()
 
 
+class StdinTarget(Target):
+    """A Target with a pipe to its stdin: it runs what the bench writes there."""
+
+    def __init__(self, code, env, python=None):
+        python = python or PYTHON
+        full_env = dict(os.environ)
+        full_env.update(env)
+        self.proc = subprocess.Popen([python, "-u", "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=full_env, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError("target did not get ready")
+
+
 class AgentConnection:
     """One keep-alive HTTP/1.1 connection to @probing-<pid>."""
 

@@ -27,10 +27,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import time
 
-from common import PYTHON, TRANSFORMER, AgentConnection, Target, build_paths, wait_for_agent
+from common import TRANSFORMER, AgentConnection, StdinTarget, build_paths, wait_for_agent
 
 TARGET = TRANSFORMER + r'''
 WIDTH, MLP_BATCH = 64, 32
@@ -183,20 +182,6 @@ def report(model, modules, k, rounds, per_step, res):
     print("  tracing check (rows grew in every on block by the sample rate's share; never with off or 0): %s"
           % ("PASS" if all(checks) else "FAIL"))
     return off_med, all(checks)
-
-
-class StdinTarget(Target):
-    """A Target with a pipe to its stdin: it runs what the bench writes there."""
-
-    def __init__(self, code, env, python=None):
-        python = python or PYTHON
-        full_env = dict(os.environ)
-        full_env.update(env)
-        self.proc = subprocess.Popen([python, "-u", "-c", code], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=full_env, text=True)
-        if self.proc.stdout.readline().strip() != "ready":
-            self.close()
-            raise RuntimeError("target did not get ready")
 
 
 def main():
