@@ -266,8 +266,8 @@ void declare_builtin_settings(Settings& s) {
             "Give each child the process forks (os.fork: DataLoader and multiprocessing workers) an agent of "
             "its own, loaded in Python's after-fork hook; `probing launch` turns it on.");
   s.declare("torch.trace", SettingKind::kBool, "on",
-            "Trace PyTorch module calls, backward passes and optimizer steps into python.torch_trace "
-            "once torch is imported (PROBING_TORCH sets it too).");
+            "Trace PyTorch module calls, backward passes, optimizer steps and DataLoader waits into "
+            "python.torch_trace once torch is imported (PROBING_TORCH sets it too).");
   s.declare("torch.sample_rate", SettingKind::kDouble, "1",
             "Fraction of training steps traced (0.1: one step in ten); 0 traces none.",
             [](const std::string& v) -> Status {

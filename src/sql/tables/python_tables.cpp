@@ -426,8 +426,9 @@ Status add_recorded_tables(Engine& engine) {
           {"max_allocated", kReal, "peak CUDA memory allocated so far, MB; NULL on CPU"},
           {"time", kReal, "when the call started, unix time in seconds"}},
       limits);
-  PROBING_RETURN_IF_ERROR(engine.add_store(
-      torch_trace, "PyTorch module calls, backward passes and optimizer steps, per step (torch.trace)."));
+  PROBING_RETURN_IF_ERROR(engine.add_store(torch_trace,
+                                           "PyTorch module calls, backward passes, optimizer steps and "
+                                           "DataLoader waits, per step (torch.trace)."));
   auto spans = std::make_shared<ColumnStore>(
       "python", "spans",
       std::vector<ColumnDef>{{"span_id", kInt, "id of the span, unique in the process"},
