@@ -575,7 +575,8 @@ Status add_python_tables(Engine& engine) {
        "tensors",
        "Live PyTorch tensors that have a Python object, one row per storage (views folded into it), "
        "largest first, with the names that reach them from __main__: modules' parameters, their gradients "
-       "and buffers, optimizer state, globals (at most 0.5 s of reading).",
+       "and buffers, optimizer state, globals. Read on the main thread between two of its bytecodes "
+       "(or while it waits in the standard library), at most 0.5 s.",
        {{"shape", kText, "shape of the largest tensor on the storage, as [d0, d1, ...]"},
         {"dtype", kText, "its element type (float32, ...)"},
         {"device", kText, "cpu, cuda:0, ..."},
