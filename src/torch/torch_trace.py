@@ -94,6 +94,13 @@ def _name(module):
     return name
 
 
+def _name_in(module, stack):
+    """The name of a module not named yet, called with `stack` holding its parent's entry."""
+    if stack:
+        _name_child(module, stack[-1][0])
+    return _name(module)
+
+
 def _name_child(module, parent):
     """A module made after its model was named (a layer built lazily, one swapped in): named
     under the parent it is called from, when the parent holds it."""
@@ -151,7 +158,8 @@ def _in_dataloader_worker(look_at_main_thread=False):
             file = f.f_code.co_filename
             if file.endswith("/torch/utils/data/_utils/worker.py"):
                 return True
-            child = child or (f.f_code.co_name == "_bootstrap" and file.endswith("/multiprocessing/process.py"))
+            if f.f_code.co_name == "_bootstrap" and file.endswith("/multiprocessing/process.py"):
+                child = True
             loader = loader or file.endswith("/torch/utils/data/dataloader.py")
             f = f.f_back
         return child and loader
@@ -183,8 +191,6 @@ def _top_level(module, stack):
         _new_step()
     for m in running:
         stack.append([m, None, 0.0, None, 0.0, None])
-    if module not in S.names and running:
-        _name_child(module, running[-1])
     return True
 
 
@@ -323,8 +329,6 @@ def _pre_forward(module, inputs):
             if not _top_level(module, stack):
                 return
             S.capturing = S.cuda is not None and _capturing()
-        elif module not in S.names:
-            _name_child(module, stack[-1][0])
         if S.traced and not S.capturing:
             if S.cuda is None:
                 stack.append([module, _perf(), _now(), None, 0.0, None])
@@ -359,14 +363,15 @@ def _post_forward(module, inputs, output):
             duration = _perf() - entry[1]
             if stack:
                 stack[-1][4] += duration
-            S.append({"step": S.step, "seq": S.seq, "module": S.names.get(module) or _name(module),
+            S.append({"step": S.step, "seq": S.seq, "module": S.names.get(module) or _name_in(module, stack),
                       "stage": "forward", "duration": duration, "self_duration": duration - entry[4],
                       "allocated": None, "max_allocated": None, "time": entry[2]})
             S.rows += 1
             S.seq += 1
         else:
-            row = _record(_name(module), "forward", entry[1], entry[2], entry[3], entry[5],
-                          memory=entry[0] is S.primary_root)
+            name = S.names.get(module) or _name_in(module, stack)
+            row = _record(name, "forward", entry[1], entry[2], entry[3], entry[5],
+                          memory=module is S.primary_root)
             if stack and stack[-1][5] is not None and row is not None:
                 stack[-1][5].append(row)
     except Exception as e:
@@ -628,6 +633,7 @@ def status_json():
 
 
 def status():
-    return {"installed": S.installed, "step": S.step, "rows": S.rows, "error": S.error, "declined": S.declined,
+    return {"installed": S.installed, "step": S.step, "rows": S.rows, "error": S.error,
+            "declined": S.declined,
             "cuda": S.cuda is not None, "optimizer_classes": sorted(c.__name__ for c in S.wrapped_steps),
             "period": S.period}

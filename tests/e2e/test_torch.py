@@ -178,6 +178,16 @@ def test_names_are_the_same_from_the_first_row_after_each_toggle(torch_factory):
         assert names <= expected and len(names) >= 20, (i, sorted(names - expected), sorted(names))
 
 
+def test_a_module_swapped_in_is_named_under_its_parent(torch_factory):
+    t = start(torch_factory, "mlp")
+    last_full_step(t.pid)
+    eval_ok(t.pid, "model.head = torch.nn.Linear(32, 1)")
+    since = time.time()
+    got = wait_rows(t.pid, "SELECT DISTINCT module FROM python.torch_trace WHERE stage = 'forward' AND time > %f" % since,
+                    lambda r: len(r) >= 6)
+    assert {r["module"] for r in got} == MLP_NAMES, got
+
+
 def test_data_rows_time_the_wait_for_each_batch(torch_factory):
     t = start(torch_factory, "loader")
     step = last_full_step(t.pid)
