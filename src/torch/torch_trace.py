@@ -41,7 +41,6 @@ class _State:
         self.torch_cuda = None    # torch.cuda when it is available but not initialized yet
         self.pending = []         # (start_event, end_event, row, children) waiting for the GPU
         self.free_events = []     # CUDA events whose rows were written, for reuse
-        self.capturing = False    # the current top-level call is being captured into a CUDA graph
         self.error = None         # why tracing switched itself off
         self.declined = None      # why this process is not traced (a DataLoader worker)
         self.rows = 0
@@ -69,6 +68,7 @@ def _stack():
     try:
         return S.local.stack
     except AttributeError:
+        S.local.capturing = False  # this thread's top-level call is being captured into a CUDA graph
         S.local.stack = []
         return S.local.stack
 
@@ -263,7 +263,10 @@ def _flush():
 
 def _event():
     """A CUDA timing event: one whose row was written, else a new one."""
-    return S.free_events.pop() if S.free_events else S.cuda.Event(enable_timing=True)
+    try:
+        return S.free_events.pop()  # atomic: another thread may take the last one first
+    except IndexError:
+        return S.cuda.Event(enable_timing=True)
 
 
 def _reuse(*events):
@@ -328,8 +331,8 @@ def _pre_forward(module, inputs):
         if not stack:
             if not _top_level(module, stack):
                 return
-            S.capturing = S.cuda is not None and _capturing()
-        if S.traced and not S.capturing:
+            S.local.capturing = S.cuda is not None and _capturing()
+        if S.traced and not S.local.capturing:
             if S.cuda is None:
                 stack.append([module, _perf(), _now(), None, 0.0, None])
             else:
