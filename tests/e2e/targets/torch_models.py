@@ -18,6 +18,8 @@ import time
 import torch
 from torch import nn
 
+from mlp import MLP  # targets/mlp.py, beside this script
+
 torch.manual_seed(0)
 torch.set_num_threads(1)
 kind = sys.argv[1] if len(sys.argv) > 1 else "mlp"
@@ -29,16 +31,6 @@ if os.environ.get("PROBING_TEST_MODE") == "1":
             return func(*args, **(kwargs or {}))
 
     Watch().__enter__()  # for the rest of the program, on the main thread
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32))
-        self.head = nn.Linear(32, 1)
-
-    def forward(self, x):
-        return self.head(self.encoder(x))
 
 
 class Tiny(nn.Module):
