@@ -5,7 +5,7 @@
 #include <cctype>
 #include <string>
 
-#include "sql/functions.h"
+#include "sqlext/functions.h"
 
 namespace probing::sql {
 namespace {

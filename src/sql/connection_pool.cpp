@@ -11,7 +11,7 @@
 #include "core/settings.h"
 #include "sql/authorizer.h"
 #include "sql/engine_internal.h"
-#include "sql/functions.h"
+#include "sqlext/functions.h"
 
 namespace probing::sql {
 namespace {

@@ -1,4 +1,4 @@
-#include "sql/functions.h"
+#include "sqlext/functions.h"
 
 #include <sqlite3.h>
 
