@@ -64,3 +64,37 @@ echo
 echo "demo: the training script kept training throughout; its own output meanwhile:"
 tail -n 3 "$log"
 show "$probing" "$pid" eval "print(f'step {step}: loss {last_loss:.4f}, lr {optimizer.param_groups[0][\"lr\"]}')"
+
+echo
+echo "demo: a 4-rank data-parallel job under torchrun (gloo, CPU), every rank with an agent;"
+echo "      after 5 s rank 2's data loader stops delivering, and the job stops moving:"
+job_log=$(mktemp /tmp/probing-demo-job.XXXXXX)
+# (scripts/torchrun.py is torchrun for Debian's PyTorch 2, built without libuv; --redirects 1
+# --tee 1: PyTorch 1.13's torchrun fails on Python 3.11 with its default of 0.)
+USE_LIBUV=0 setsid "$probing" launch -- "$python" scripts/torchrun.py --redirects 1 --tee 1 \
+  --nproc_per_node 4 --master_port "$((29500 + RANDOM % 1000))" examples/train_ddp.py > "$job_log" 2>&1 &
+job=$!
+cleanup_job() {
+  local rc=$?
+  kill -- -"$job" 2>/dev/null
+  wait "$job" 2>/dev/null || true
+  rm -f "$job_log"
+  (exit "$rc")
+  cleanup
+}
+trap cleanup_job EXIT
+for _ in $(seq 240); do
+  [[ $(grep -c " training" "$job_log") == 4 ]] && break
+  sleep 0.5
+done
+if [[ $(grep -c " training" "$job_log") != 4 ]]; then
+  echo "demo: the job did not start:" >&2
+  tail -n 20 "$job_log" >&2
+  exit 1
+fi
+rank0=$(sed -n 's/.*rank 0 pid \([0-9]*\) training.*/\1/p' "$job_log" | head -n 1)
+sleep 6
+show "$probing" cluster -t "$rank0" nodes
+show "$probing" cluster -t "$rank0" backtrace
+show "$probing" cluster -t "$rank0" query "SELECT _rank, max(step) AS last_step, avg(duration) * 1000 AS step_ms FROM python.torch_trace WHERE stage = 'step' GROUP BY _rank"
+

@@ -25,6 +25,7 @@ browser=0
 if [[ "${1:-}" == "--test" ]]; then
   browser=1
   packages+=(chromium nodejs protobuf-compiler)
+  packages+=(iproute2)  # `ip netns`: test_cluster.py's ranks on two "hosts"
   # npm comes with Debian's nodejs as a package of its own; a nodejs from elsewhere brings its own.
   command -v npm >/dev/null || packages+=(npm)
 fi

@@ -15,8 +15,8 @@ import ctypes
 import os
 import time
 
-__all__ = ["init", "library_path", "table", "Table", "span", "event", "__version__", "connect", "Probe", "RemoteError", "NotSupported",
-           "TargetUnavailable", "ConnectionLost"]
+__all__ = ["init", "library_path", "table", "Table", "span", "event", "__version__", "connect", "Probe", "Cluster",
+           "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost"]
 
 __version__ = "0.1.0"
 
@@ -254,7 +254,7 @@ def event(name, **attrs):
 # The client side (probing.connect), imported on first use so that a target's `import probing`
 # does not import http.client. probing.TimeoutError is left out of __all__ so that
 # `from probing import *` does not shadow the builtin TimeoutError (it subclasses it).
-_CLIENT_NAMES = ("connect", "Probe", "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost",
+_CLIENT_NAMES = ("connect", "Probe", "Cluster", "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost",
                  "TimeoutError")
 
 

@@ -26,13 +26,15 @@ import builtins
 import http.client
 import json
 import os
+import shutil
 import socket
 import ssl
 import struct
+import subprocess
 import time
 import urllib.parse
 
-__all__ = ["connect", "Probe", "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost"]
+__all__ = ["connect", "Probe", "Cluster", "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost"]
 
 DEFAULT_TIMEOUT = 30.0
 _GRACE_S = 10.0  # the agent answers by an eval's deadline plus its grace period
@@ -278,6 +280,7 @@ class Probe:
         if self.tls and self._kind != "tcp":
             raise ValueError("tls, cacert and insecure are for host:port targets; %s is reached over its local socket"
                              % self._name())
+        self._cacert, self._insecure = cacert, bool(insecure)
         self._tls_context = None
         if self.tls:
             try:
@@ -362,6 +365,12 @@ class Probe:
         if all:
             return threads
         return threads[0].get("frames", []) if threads else []
+
+    @property
+    def cluster(self):
+        """Every rank of the distributed job this target is a rank of: a Cluster
+        (docs/cluster.md)."""
+        return Cluster(self)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -476,6 +485,106 @@ class Probe:
         if response.status == 404 and message.startswith("no route"):
             raise NotSupported(etype, message, status=404)
         raise RemoteError(etype, message, output=output, status=response.status)
+
+
+def _cli_path():
+    """The probing command: $PROBING_CLI, else the one installed with this package
+    (PREFIX/bin/probing, the package being in PREFIX/lib/probing/python/probing), else on PATH."""
+    if os.environ.get("PROBING_CLI"):
+        return os.environ["PROBING_CLI"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.normpath(os.path.join(here, "..", "..", "..", "..", "bin", "probing"))
+    if os.access(installed, os.X_OK):
+        return installed
+    found = shutil.which("probing")
+    if not found:
+        raise TargetUnavailable("the probing command is needed for a cluster and was not found "
+                                "(install probing, or set PROBING_CLI)")
+    return found
+
+
+class Cluster:
+    """Every rank of a job, through the probing command, which finds the ranks (this host's by
+    their environment, the others through rank 0's agent), asks them all at once and merges
+    their answers (docs/cluster.md). Each call leaves `coverage`: how many ranks answered, and
+    why the others did not ("7/8 ranks answered\n  rank 5 dead: process 4247 exited")."""
+
+    def __init__(self, probe, timeout=None):
+        self.probe = probe
+        self.timeout = probe.timeout if timeout is None else float(timeout)
+        self.coverage = ""
+
+    def __repr__(self):
+        return "<probing.Cluster of %s>" % self.probe._name()
+
+    def nodes(self):
+        """One dict per rank: rank, host, pid, state, step, last_step, seen."""
+        return self._rows(self._run(["nodes", "--format", "json"]))
+
+    def query(self, sql, ranks=None):
+        """SQL over every rank (or `ranks`, like [0, 3]): rows with _rank and _host, a DataFrame
+        when pandas can be imported, else a list of dicts."""
+        if not isinstance(sql, str):
+            raise TypeError("sql must be a str, got %s" % type(sql).__name__)
+        rows = self._rows(self._run(["query", "--format", "json", *self._ranks(ranks), sql]))
+        try:
+            import pandas
+        except ImportError:
+            return rows
+        return pandas.DataFrame(rows)
+
+    def backtrace(self, exact=False, all_threads=False, ranks=None):
+        """The main thread of every rank (every thread with all_threads), ranks whose stacks
+        match grouped, largest group first: a list of {"ranks": [...], "thread": {...}}."""
+        args = ["backtrace", "--json", *self._ranks(ranks)]
+        if exact:
+            args.append("--exact")
+        if all_threads:
+            args.append("--all-threads")
+        return json.loads(self._run(args, ok_codes=(0, 1)) or "{}").get("groups", [])
+
+    def eval(self, code, ranks=None):
+        """Runs `code` on every rank (or `ranks`): {rank: reply} with each rank's output, value
+        and exception (None when it did not raise)."""
+        reply = json.loads(self._run(["eval", "--json", *self._ranks(ranks), code], ok_codes=(0, 1)) or "{}")
+        return {int(rank): r for rank, r in reply.get("results", {}).items()}
+
+    @staticmethod
+    def _ranks(ranks):
+        return ["--ranks", ",".join(str(int(r)) for r in ranks)] if ranks else []
+
+    @staticmethod
+    def _rows(text):
+        rows = json.loads(text or "[]")
+        return rows if isinstance(rows, list) else []
+
+    def _run(self, args, ok_codes=(0,)):
+        p = self.probe
+        cmd = [_cli_path()]
+        if p.tls:
+            cmd.append("--tls")
+        if p._cacert:
+            cmd += ["--cacert", p._cacert]
+        if p._insecure:
+            cmd.append("--insecure")
+        env = dict(os.environ)
+        if p.token:
+            env["PROBING_TOKEN"] = p.token  # not on the command line, where ps would show it
+        cmd += ["cluster", "-t", p.target, args[0], "--timeout", "%g" % self.timeout, *args[1:]]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=self.timeout + 10,
+                                  stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError("probing cluster %s did not return within %g s" % (args[0], self.timeout + 10)) from None
+        lines = done.stderr.splitlines()
+        start = next((i for i, l in enumerate(lines) if l.split(" ")[0].count("/") == 1
+                      and " ranks answered" in l), None)
+        self.coverage = "\n".join(lines[start:]) if start is not None else ""
+        if done.returncode not in ok_codes:
+            message = "\n".join(l[len("probing: "):] if l.startswith("probing: ") else l for l in lines[:start])
+            raise RemoteError("ClusterError", message.strip() or "probing cluster %s failed" % args[0],
+                              status=done.returncode)
+        return done.stdout
 
 
 def connect(target=None, *, pid=None, token=None, timeout=DEFAULT_TIMEOUT, tls=False, cacert=None, insecure=False):

@@ -27,6 +27,7 @@
 #include "profile/sampler.h"
 #include "python/capi.h"
 #include "server/audit.h"
+#include "server/cluster.h"
 #include "server/auth.h"
 #include "server/http_server.h"
 #include "server/routes.h"
@@ -51,6 +52,7 @@ constexpr std::chrono::milliseconds kExitWait{200};
 // Agent threads may go on after it, but only in code that uses nothing exit() destroys: the
 // agent's own objects are never destroyed, and no reply reaches the I/O thread.
 void stop_serving_at_exit() noexcept {
+  server::stop_cluster_membership(kExitWait);
   if (server::HttpServer* srv = g_server.load()) srv->stop_serving(kExitWait);
 }
 
@@ -141,13 +143,22 @@ void bootstrap() noexcept {
     options.max_body_bytes = static_cast<size_t>(s.get_int("server.max_body_bytes"));
     options.inline_paths = {"/health"};
     Result<server::RemoteOptions> remote = server::remote_options_from_env();
+    if (remote.is_ok() && remote->enabled && remote->port != 0 && loaded_by_a_fork()) {
+      // A DataLoader worker inherits PROBING_PORT (and RANK): that port is its parent's.
+      remote = Status(Code::kAlreadyExists, "a forked child: port " + std::to_string(remote->port) +
+                                                " is its parent's; it serves its unix socket only");
+    }
     if (remote.is_ok()) {
       options.remote = *remote;
       options.max_tcp_connections = options.max_connections;
       info->remote = *remote;
     } else {
       // TCP stays off; the rest of the agent, and the process, go on. (Errors reach stderr.)
-      log_error("not listening on TCP: " + remote.status().message());
+      if (remote.status().code() == Code::kAlreadyExists) {
+        log_info("not listening on TCP: " + remote.status().message());  // a launcher of ranks
+      } else {
+        log_error("not listening on TCP: " + remote.status().message());
+      }
     }
     server::add_audit_table();
     Result<server::HttpServer*> srv = server::HttpServer::start(options, server::make_router(*info));
@@ -202,6 +213,7 @@ void bootstrap() noexcept {
         log_error("not listening on TCP: " + (*srv)->remote_error());
       }
     }
+    server::start_cluster_membership(*info);
   } catch (const std::exception& e) {
     log_error(std::string("the agent could not start: ") + e.what());
   } catch (...) {

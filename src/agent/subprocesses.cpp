@@ -168,11 +168,15 @@ std::string subprocess_agents_state() {
   return g_registered.load() ? "on" : "starting";
 }
 
+bool loaded_by_a_fork() {
+  const std::string lib = own_library();
+  return lib.substr(lib.rfind('/') + 1).rfind("libprobing-fork", 0) == 0;
+}
+
 void start_subprocess_agents() {
   // An agent a fork loaded (from a copy) gives none to its own forks: each level would need a
   // copy more of the library. `inject` gives one to such a grandchild.
-  const std::string lib = own_library();
-  if (lib.substr(lib.rfind('/') + 1).rfind("libprobing-fork", 0) == 0) return;
+  if (loaded_by_a_fork()) return;
   settings().observe("subprocesses", [](const std::string&, const std::string&) { follow_setting(); });
   follow_setting();
 }

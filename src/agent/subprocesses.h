@@ -11,6 +11,8 @@ namespace probing::agent {
 // Python is initialized) and that the library copy the children load exists.
 void start_subprocess_agents();
 
+// Whether this agent is the copy a forked child loaded (the `subprocesses` setting).
+bool loaded_by_a_fork();
 // "off", "starting" (the setting is on, the hook not in yet), or "on"; for /health.
 std::string subprocess_agents_state();
 

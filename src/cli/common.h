@@ -76,5 +76,6 @@ void add_profile_command(CLI::App& app, Context& ctx);  // profile and top
 void add_mcp_command(CLI::App& app, Context& ctx);
 void add_memory_command(CLI::App& app, Context& ctx);
 void add_export_command(CLI::App& app, Context& ctx);
+void add_cluster_command(CLI::App& app, Context& ctx);
 
 }  // namespace probing::cli

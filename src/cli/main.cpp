@@ -104,7 +104,8 @@ int main(int argc, char** argv) {
       "  probing doctor 1234        (why it has no agent, and what to do)\n"
       "  probing launch -- python3 train.py\n"
       "  probing 1234 eval 'print(model)'\n"
-      "  PROBING_TOKEN=... probing --tls trainer-7:9000 backtrace\n",
+      "  PROBING_TOKEN=... probing --tls trainer-7:9000 backtrace\n"
+      "  probing cluster -t trainer-0:9000 backtrace   (every rank of a job)\n",
       "probing"};
   app.set_version_flag("--version", std::string("probing ") + PROBING_VERSION);
   // Named apart from -t,--target: CLI11 2.4 (Debian 13) refuses two options of one name.
@@ -137,6 +138,7 @@ int main(int argc, char** argv) {
   add_memory_command(app, ctx);
   add_export_command(app, ctx);
   add_mcp_command(app, ctx);
+  add_cluster_command(app, ctx);
   if (argc <= 1) {
     std::cout << app.help();
     return kExitUsage;

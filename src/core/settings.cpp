@@ -300,6 +300,10 @@ void declare_builtin_settings(Settings& s) {
             "Most agent threads running Python requests at once; more requests wait their turn "
             "(read at start).",
             positive, Settings::Scope::kAtStart);
+  s.declare("cluster.heartbeat_s", SettingKind::kDouble, "5",
+            "Seconds between a rank's registrations with its job's registry (rank 0's agent); a rank not heard "
+            "from for three of them is shown as silent.",
+            positive);
 }
 
 }  // namespace probing

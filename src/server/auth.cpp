@@ -13,6 +13,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/job.h"
+#include "core/proc_files.h"
+
 namespace probing::server {
 namespace {
 
@@ -148,7 +151,22 @@ Result<RemoteOptions> remote_options_from_env() {
     return Status(Code::kInvalidArgument, std::string("PROBING_PORT=") + port + " is not a port (0 picks a free one)");
   }
   o.enabled = true;
-  o.port = static_cast<int>(p);
+  o.port = o.base_port = static_cast<int>(p);
+  // A rank of a job takes the base port plus its local rank, so that the ranks of one host do
+  // not collide; the launcher (torchrun's own Python, given PROBE=1 with the rest) takes none.
+  const JobInfo& job = this_job();
+  if (is_rank_launcher(read_proc_file("/proc/self/cmdline", 1 << 16), job)) {
+    return Status(Code::kAlreadyExists, "this process launches a job's ranks (torchrun): PROBING_PORT=" +
+                                            std::string(port) + " and the ports after it are the ranks'; " +
+                                            "its agent serves the unix socket only");
+  }
+  if (job.in_job() && o.port != 0) {
+    o.port += job.port_offset();
+    if (o.port > 65535) {
+      return Status(Code::kInvalidArgument, std::string("PROBING_PORT=") + port + " plus LOCAL_RANK " +
+                                                std::to_string(job.port_offset()) + " is not a port");
+    }
+  }
   if (const char* h = env("PROBING_HOST")) o.host = h;
   if (o.host != "localhost" && !parse_address(o.host)) {
     return Status(Code::kInvalidArgument, "PROBING_HOST=" + o.host + " is not an IP address (0.0.0.0 for every interface)");
@@ -195,7 +213,8 @@ namespace {
 // (NETLINK_SOCK_DIAG, an exact lookup): constant time, where /proc/net/tcp lists every socket of
 // the machine. nullopt when netlink is not there (then /proc/net/tcp is read) or the socket is not.
 std::optional<uid_t> sock_diag_uid(const std::array<unsigned char, 16>& peer, int peer_port,
-                                   const std::array<unsigned char, 16>& local, int local_port, bool* answered) {
+                                   const std::array<unsigned char, 16>& local, int local_port,
+                                   bool* answered) {
   *answered = false;
   static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   const bool v4 = std::memcmp(peer.data(), kMapped, 12) == 0 && std::memcmp(local.data(), kMapped, 12) == 0;

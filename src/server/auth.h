@@ -35,7 +35,8 @@ std::optional<std::array<unsigned char, 16>> parse_address(const std::string& te
 struct RemoteOptions {
   bool enabled = false;  // PROBING_PORT given
   std::string host = "127.0.0.1";
-  int port = 0;          // 0: any free port
+  int port = 0;          // 0: any free port; in a job, PROBING_PORT plus the local rank
+  int base_port = 0;     // PROBING_PORT as given: rank 0's port in a job, where its registry is
   std::string token;       // full right
   std::string read_token;  // read right
   std::string tls_cert, tls_key;
@@ -44,7 +45,8 @@ struct RemoteOptions {
 };
 
 // From the environment. kInvalidArgument for a bad value, and for a bind that is not loopback
-// without PROBING_TOKEN (then TCP must not start; the message says why).
+// without PROBING_TOKEN (then TCP must not start; the message says why); kAlreadyExists in a
+// launcher of ranks (torchrun), whose ranks take the ports.
 Result<RemoteOptions> remote_options_from_env();
 
 // The right a bearer token (the header's value after "Bearer ") gives. Constant time in the

@@ -17,6 +17,7 @@
 #include "python/frames.h"
 #include "python/runtime.h"
 #include "server/audit.h"
+#include "server/cluster.h"
 #include "sql/engine.h"
 
 namespace probing::server {
@@ -191,6 +192,9 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       {"POST", "/memory", kFull, handle_memory},  // routes_memory.cpp: a new base for memory growth
       {"GET", "/metrics", kRead,
        [&info](const HttpRequest& r) { return handle_metrics(r, info); }},  // Prometheus
+      {"GET", "/cluster", kRead, [&info](const HttpRequest& r) { return handle_cluster(r, info); }},  // cluster.cpp
+      // A member's address is where clients send their token: only a full token may register one.
+      {"POST", "/cluster/register", kFull, handle_cluster_register},
   };
   return [routes = std::move(routes), &info](const HttpRequest& request) -> HttpResponse {
     for (const Route& route : routes) {

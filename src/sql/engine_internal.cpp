@@ -1,5 +1,9 @@
 #include "sql/engine_internal.h"
 
+#include <unistd.h>
+
+#include "core/job.h"
+
 namespace probing::sql {
 
 thread_local QueryState* t_query = nullptr;
@@ -15,7 +19,27 @@ std::string declaration(const std::vector<ColumnDef>& columns) {
   for (size_t i = 0; i < columns.size(); ++i) {
     sql += (i ? ", " : "") + quote_identifier(columns[i].name) + " " + type_name(columns[i].type);
   }
-  return sql + ")";
+  return sql + ", _rank INTEGER HIDDEN, _host TEXT HIDDEN)";
+}
+
+bool job_column(sqlite3_context* ctx, int column, size_t visible) {
+  if (column < 0 || static_cast<size_t>(column) < visible) return false;
+  if (static_cast<size_t>(column) == visible) {
+    const JobInfo& job = this_job();
+    if (job.in_job()) {
+      sqlite3_result_int(ctx, job.rank);
+    } else {
+      sqlite3_result_null(ctx);
+    }
+  } else {
+    static const std::string* host = [] {  // never destroyed: queries may run during exit
+      char name[256] = {};
+      ::gethostname(name, sizeof name - 1);
+      return new std::string(name);
+    }();
+    sqlite3_result_text(ctx, host->data(), static_cast<int>(host->size()), SQLITE_STATIC);
+  }
+  return true;
 }
 
 void set_error(sqlite3_vtab* vtab, const std::string& message) {

@@ -68,7 +68,12 @@ extern thread_local QueryState* t_query;
 
 std::string quote_identifier(const std::string& name);
 // "CREATE TABLE x(...)" for sqlite3_declare_vtab.
+// Every table also has two hidden columns, _rank and _host: which rank of a job (NULL outside
+// one) and which host the row comes from, so that one query reads the same on every rank of a
+// `probing cluster query` and its answers can be told apart and regrouped.
 std::string declaration(const std::vector<ColumnDef>& columns);
+// The value of hidden column `column` of a table with `visible` columns; false for a visible one.
+bool job_column(sqlite3_context* ctx, int column, size_t visible);
 void set_error(sqlite3_vtab* vtab, const std::string& message);
 void result_value(sqlite3_context* ctx, const Value& v);
 Value value_of(sqlite3_value* v);

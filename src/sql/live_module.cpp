@@ -167,6 +167,8 @@ int live_eof(sqlite3_vtab_cursor* base) noexcept {
 int live_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) noexcept {
   auto* c = reinterpret_cast<LiveCursor*>(base);
   const Row& row = c->rows->rows[c->at];
+  const auto* vtab = reinterpret_cast<const LiveVtab*>(base->pVtab);
+  if (job_column(ctx, column, vtab->table->columns.size())) return SQLITE_OK;
   if (column >= 0 && static_cast<size_t>(column) < row.size()) {
     result_value(ctx, row[static_cast<size_t>(column)]);
   } else {

@@ -99,12 +99,16 @@ int store_best_index(sqlite3_vtab* vtab, sqlite3_index_info* info) noexcept {
     int argv = 0;
     for (int i = 0; i < info->nConstraint; ++i) {
       const auto& c = info->aConstraint[i];
-      if (!c.usable || c.iColumn < 0 || !is_range_op(c.op)) continue;
+      if (!c.usable || c.iColumn < 0 || static_cast<size_t>(c.iColumn) >= store.columns().size() ||
+          !is_range_op(c.op)) {
+        continue;  // _rank and _host (hidden) are filtered by SQLite
+      }
       info->aConstraintUsage[i].argvIndex = ++argv;
       bounds += (bounds.empty() ? "" : ",") + std::to_string(c.iColumn) + "/" + std::to_string(c.op);
     }
     int idx = 0;
     if (info->nOrderBy == 1 && info->aOrderBy[0].iColumn >= 0 &&
+        static_cast<size_t>(info->aOrderBy[0].iColumn) < store.columns().size() &&
         store.ascending(static_cast<size_t>(info->aOrderBy[0].iColumn))) {
       info->orderByConsumed = 1;
       idx = 1 | (info->aOrderBy[0].desc ? 2 : 0) | (info->aOrderBy[0].iColumn << 8);
@@ -237,6 +241,7 @@ int store_eof(sqlite3_vtab_cursor* base) noexcept { return reinterpret_cast<Stor
 int store_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) noexcept {
   auto* c = reinterpret_cast<StoreCursor*>(base);
   const Chunk& chunk = c->chunk();
+  if (job_column(ctx, column, chunk.columns.size())) return SQLITE_OK;
   if (column < 0 || static_cast<size_t>(column) >= chunk.columns.size()) {
     sqlite3_result_null(ctx);
     return SQLITE_OK;
