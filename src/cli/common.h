@@ -46,6 +46,10 @@ Result<pid_t> local_pid(const Context& ctx, const char* what);
 // tid; empty, with a note saying why, when no agent answers.
 std::map<long, nlohmann::json> agent_threads(const Context& ctx, std::vector<std::string>* notes);
 
+// The stacks of local process `pid` read from outside with ptrace, native frames merged with the
+// Python frames they run (`backtrace --native`'s answer); the main thread, or every one with `all`.
+Result<nlohmann::json> native_backtrace(const Context& ctx, pid_t pid, bool all);
+
 // Prints "probing: <message>" to stderr and returns kExitFailed (kExitUsage for a
 // kInvalidArgument status: the command line was wrong).
 int fail(const Status& status);

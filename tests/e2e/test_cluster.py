@@ -183,6 +183,11 @@ def test_ddp_job_of_8_ranks(interp, tmp_path):
         seven = out[out.index("ranks 0-2,4-7 (7)"):out.index("\nrank 3 (1)")]
         assert "backward" in seven and "wait_for_batch" not in seven, out
         assert re.search(r"read within \d+ ms", out), out
+        # --native: the same two groups, with the C++ frames they wait in.
+        rc, out, err = run_cli("cluster", "-t", pids[0], "backtrace", "--native", timeout=120)
+        assert rc == 0, err
+        assert re.search(r"^ranks 0-2,4-7 \(7\)", out, re.M) and re.search(r"^rank 3 \(1\)", out, re.M), out
+        assert re.search(r"\(\S*libtorch\S*\.so[.0-9]*\)$", out, re.M), out  # a frame of torch's C++
 
         # The straggler query runs on each rank; the global ORDER BY ... LIMIT on the merge.
         rc, out, err = run_cli("cluster", "-t", pids[1], "query", "--explain",

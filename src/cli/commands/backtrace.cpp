@@ -401,6 +401,15 @@ int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
 
 }  // namespace
 
+Result<nlohmann::json> native_backtrace(const Context& ctx, pid_t pid, bool all) {
+  BacktraceArgs args;
+  args.all = all;
+  args.native = true;
+  Result<Answer> a = outside_answer(ctx, pid, args, /*no_agent=*/false);
+  if (!a.is_ok()) return a.status();
+  return a->j;
+}
+
 void add_backtrace_command(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<BacktraceArgs>();
   CLI::App* cmd = app.add_subcommand(

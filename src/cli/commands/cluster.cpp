@@ -31,6 +31,7 @@ struct ClusterArgs {
   std::string code;
   bool exact = false;  // backtrace: lines too
   bool all_threads = false;
+  bool native = false;    // backtrace: native frames of this host's ranks
   bool explain = false;   // query: say how the statement runs over the job
   bool tcp_only = false;  // --tcp: this host's ranks too at their registered addresses
   bool json = false;      // backtrace, eval: the whole answer as JSON
@@ -255,67 +256,75 @@ Result<Job> discover(const Context& ctx, const ClusterArgs& args, const Deadline
   return job;
 }
 
+// Runs `one` for each of `ranks` on at most `max_threads` threads at once.
+std::map<int, Answer> parallel_for(const std::vector<int>& ranks, int max_threads,
+                                   const std::function<Answer(int rank)>& one) {
+  std::map<int, Answer> answers;
+  for (int r : ranks) answers[r];  // every key made here: the threads only assign
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  auto worker = [&] {
+    for (size_t i = next++; i < ranks.size(); i = next++) {
+      Answer a = one(ranks[i]);
+      std::lock_guard lock(mu);
+      answers[ranks[i]] = std::move(a);
+    }
+  };
+  const size_t n = std::min<size_t>(ranks.size(), static_cast<size_t>(std::max(1, max_threads)));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < n; ++i) threads.emplace_back(worker);
+  for (std::thread& t : threads) t.join();
+  return answers;
+}
+
+// A failed answer's state and reason, from what failed.
+void set_failure(Answer* a, const Rank& rank, const Status& st, bool connected) {
+  a->reason = st.message();
+  // "10.0.0.3:9001 asks for a token: ..." -> "asks for a token: ...", so that the ranks that
+  // failed alike are listed together.
+  if (a->reason.rfind(rank.target.text + " ", 0) == 0)
+    a->reason = a->reason.substr(rank.target.text.size() + 1);
+  if (rank.local_pid > 0 && client::process_exited(rank.local_pid, 0.2)) {
+    a->state = "dead";
+    a->reason = "process " + std::to_string(rank.local_pid) + " exited";
+  } else if (st.code() == Code::kTimeout) {
+    a->state = "not answering";
+    a->reason = "no answer within the deadline (" + st.message() + ")";
+  } else if (!connected && (st.code() == Code::kUnavailable || st.code() == Code::kNotFound)) {
+    a->state = "dead";
+  } else if (st.code() == Code::kPermissionDenied) {
+    a->state = "refused";
+  } else {
+    a->state = "error";
+  }
+}
+
 using Ask = std::function<Result<nlohmann::json>(client::Client&, double timeout_s)>;
 
 // Asks every rank in `ranks` at once, at most `max_connections` at a time, all within the deadline.
 std::map<int, Answer> fan_out(const Context& ctx, const Job& job, const std::vector<int>& ranks,
                               const ClusterArgs& args, const Deadline& deadline, const Ask& ask) {
-  std::map<int, Answer> answers;
-  for (int r : ranks) answers[r];
-  std::vector<int> todo;
-  for (int r : ranks) {
+  return parallel_for(ranks, args.max_connections, [&](int r) {
     const Rank& rank = job.ranks[static_cast<size_t>(r)];
-    if (rank.reachable) {
-      todo.push_back(r);
+    Answer a;
+    if (!rank.reachable) {
+      a.state = "unreachable";
+      a.reason = rank.unreachable;
+      return a;
+    }
+    a.sent = monotonic_s();
+    Result<std::unique_ptr<client::Client>> c =
+        client::Client::connect(rank.target, deadline.left(), options_for(rank.target, ctx));
+    Result<nlohmann::json> j = c.is_ok() ? ask(**c, deadline.left()) : Result<nlohmann::json>(c.status());
+    a.received = monotonic_s();
+    if (j.is_ok()) {
+      a.ok = true;
+      a.json = std::move(*j);
     } else {
-      answers[r].state = "unreachable";
-      answers[r].reason = rank.unreachable;
+      set_failure(&a, rank, j.status(), c.is_ok());
     }
-  }
-  std::atomic<size_t> next{0};
-  std::mutex mu;
-  auto worker = [&] {
-    for (size_t i = next++; i < todo.size(); i = next++) {
-      const Rank& rank = job.ranks[static_cast<size_t>(todo[i])];
-      Answer a;
-      a.sent = monotonic_s();
-      Result<std::unique_ptr<client::Client>> c =
-          client::Client::connect(rank.target, deadline.left(), options_for(rank.target, ctx));
-      Result<nlohmann::json> j = c.is_ok() ? ask(**c, deadline.left()) : Result<nlohmann::json>(c.status());
-      a.received = monotonic_s();
-      if (j.is_ok()) {
-        a.ok = true;
-        a.json = std::move(*j);
-      } else {
-        const Status& st = j.status();
-        a.reason = st.message();
-        // "10.0.0.3:9001 asks for a token: ..." -> "asks for a token: ...", so that the ranks
-        // that failed alike are listed together.
-        if (a.reason.rfind(rank.target.text + " ", 0) == 0)
-          a.reason = a.reason.substr(rank.target.text.size() + 1);
-        if (rank.local_pid > 0 && client::process_exited(rank.local_pid, 0.2)) {
-          a.state = "dead";
-          a.reason = "process " + std::to_string(rank.local_pid) + " exited";
-        } else if (st.code() == Code::kTimeout) {
-          a.state = "not answering";
-          a.reason = "no answer within the deadline (" + st.message() + ")";
-        } else if (!c.is_ok() && (st.code() == Code::kUnavailable || st.code() == Code::kNotFound)) {
-          a.state = "dead";
-        } else if (st.code() == Code::kPermissionDenied) {
-          a.state = "refused";
-        } else {
-          a.state = "error";
-        }
-      }
-      std::lock_guard lock(mu);
-      answers[todo[i]] = std::move(a);
-    }
-  };
-  const size_t n = std::min<size_t>(todo.size(), static_cast<size_t>(std::max(1, args.max_connections)));
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < n; ++i) threads.emplace_back(worker);
-  for (std::thread& t : threads) t.join();
-  return answers;
+    return a;
+  });
 }
 
 // "8/8 ranks answered" or "7/8 ranks answered; rank 3 dead: process 1234 exited".
@@ -591,9 +600,36 @@ int run_cluster_backtrace(const Context& ctx, const ClusterArgs& args) {
   if (!job.is_ok()) return fail(job.status());
   const std::vector<int>& ranks = job->asked;
   const std::string path = args.all_threads ? "/backtrace?all=1" : "/backtrace";
-  std::map<int, Answer> answers = fan_out(ctx, *job, ranks, args, deadline, [&](client::Client& c, double t) {
-    return agent_json(c, "GET", path, "", t, "");
-  });
+  std::vector<int> here, elsewhere;  // --native: this host's ranks are read from outside
+  for (int r : ranks)
+    (args.native && job->ranks[static_cast<size_t>(r)].local_pid > 0 ? here : elsewhere).push_back(r);
+  std::map<int, Answer> answers =
+      fan_out(ctx, *job, elsewhere, args, deadline,
+              [&](client::Client& c, double t) { return agent_json(c, "GET", path, "", t, ""); });
+  if (args.native && !elsewhere.empty()) {
+    job->notes.push_back(
+        ranks_phrase(elsewhere) + (elsewhere.size() == 1 ? " is" : " are") +
+        " not on this host: Python frames only (--native reads this host's ranks, with ptrace)");
+  }
+  // ptrace stops each thread for a few ms; a few ranks at a time.
+  for (auto& entry : parallel_for(here, std::min(args.max_connections, 8), [&](int r) {
+         const Rank& rank = job->ranks[static_cast<size_t>(r)];
+         Context one = ctx;
+         one.target = std::to_string(rank.local_pid);
+         Answer a;
+         a.sent = monotonic_s();
+         Result<nlohmann::json> j = native_backtrace(one, rank.local_pid, args.all_threads);
+         a.received = monotonic_s();
+         if (j.is_ok()) {
+           a.ok = true;
+           a.json = std::move(*j);
+         } else {
+           set_failure(&a, rank, j.status(), true);
+         }
+         return a;
+       })) {
+    answers[entry.first] = std::move(entry.second);
+  }
   // Group: per thread (the main thread, or every thread by name with --all-threads), ranks whose
   // stacks match.
   struct Group {
@@ -777,6 +813,9 @@ void add_cluster_command(CLI::App& app, Context& ctx) {
   common(backtrace);
   backtrace->add_flag("--exact", args->exact, "group by line numbers too (by default: function and file)");
   backtrace->add_flag("--all-threads", args->all_threads, "every thread, grouped by its name and stack");
+  backtrace->add_flag("--native", args->native,
+                      "native (C/C++) frames too, for the ranks on this host: read from outside with ptrace\n"
+                      "(each thread stopped a few ms), grouped by function and library");
   backtrace->add_flag("--json", args->json,
                       "the groups as JSON: {answered, asked, failed, window_ms, groups: [{ranks, thread}]}");
   on_run(backtrace, [&ctx, args] { return run_cluster_backtrace(ctx, *args); });
