@@ -52,8 +52,10 @@ void take_snapshots() noexcept {
         book.fail(unix_now_s(), "Python is not available: " + rt.status().message());
         period = 1;
       } else {
-        Result<nlohmann::json> reply = python::call_helper(
-            **rt, kHelpers, "snapshot", nlohmann::json::array({kMaxTasks}), python::HelperCall(2.0, 5.0));
+        python::HelperCall call(2.0, 5.0);
+        call.reads_other_threads = true;  // each thread's frames, for its event loop
+        Result<nlohmann::json> reply =
+            python::call_helper(**rt, kHelpers, "snapshot", nlohmann::json::array({kMaxTasks}), call);
         if (reply.is_ok()) {
           // The time the snapshot held the GIL, not the wait for it: that costs the program nothing.
           period = std::clamp(reply->value("cost", 0.0) / kMaxShare, kPeriod_s, kMaxPeriod_s);

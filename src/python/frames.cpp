@@ -164,8 +164,9 @@ Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const Backtrace
   nlohmann::json args = {options.thread,     options.all ? 1 : 0,    options.locals ? 1 : 0,
                          options.max_depth,  options.repr_chars,     budget_s,
                          static_cast<long long>(main_thread_ident()), options.user_reprs ? 1 : 0};
-  Result<nlohmann::json> reply = call_helper(runtime, kBacktraceHelpers, "capture", args,
-                                             HelperCall(options.gil_timeout_s, options.run_timeout_s));
+  HelperCall call(options.gil_timeout_s, options.run_timeout_s);
+  call.reads_other_threads = true;
+  Result<nlohmann::json> reply = call_helper(runtime, kBacktraceHelpers, "capture", args, call);
   if (Code code = reply.status().code(); code == Code::kTimeout || code == Code::kUnavailable) {
     Result<nlohmann::json> j = capture_backtrace_gil_free(options, reply.status().message());
     if (j.is_ok()) (*j)["python"] = runtime.version().text;

@@ -11,6 +11,7 @@
 #include <unordered_set>
 
 #include "core/proc_files.h"
+#include "python/collection.h"
 #include "python/gil_free.h"
 
 namespace probing::python {
@@ -52,12 +53,6 @@ long long call_int(const CApi& api, PyObject* fn, PyObject* arg) {
   return v;
 }
 
-// Calls fn() for its effect; an error is cleared.
-void call_void(const CApi& api, PyObject* fn) {
-  PyRef r(api, api.PyObject_CallFunctionObjArgs(fn, nullptr));
-  if (!r) api.PyErr_Clear();
-}
-
 // A string attribute of `o` as UTF-8, "" when it has none.
 std::string str_attr(const CApi& api, PyObject* o, const char* name) {
   PyRef v(api, api.PyObject_GetAttrString(o, name));
@@ -96,44 +91,6 @@ bool in_backward(const CApi& api) {
   return false;
 }
 
-// Automatic collection off while it lives, and back on after if it was on before (nested ones
-// leave it to the outermost): a collection runs finalizers, which are Python code, and on 3.9-3.11
-// any allocation may start one. Made first, before anything allocates.
-class CollectionOff {
- public:
-  explicit CollectionOff(const CApi& api) : api_(api) {
-    if (api.PyGC_Disable != nullptr) {  // 3.10+
-      was_enabled_ = api.PyGC_Disable() == 1;
-      return;
-    }
-    Result<PyRef> isenabled = module_function(api, "gc", "isenabled");
-    Result<PyRef> disable = module_function(api, "gc", "disable");
-    Result<PyRef> enable = module_function(api, "gc", "enable");
-    if (!isenabled.is_ok() || !disable.is_ok() || !enable.is_ok()) {
-      api.PyErr_Clear();
-      return;
-    }
-    enable_ = std::move(enable).value();
-    was_enabled_ = call_int(api, isenabled->get(), nullptr) == 1;
-    if (was_enabled_) call_void(api, disable->get());
-  }
-  ~CollectionOff() {
-    if (!was_enabled_) return;
-    if (api_.PyGC_Enable != nullptr) {
-      api_.PyGC_Enable();
-    } else if (enable_) {
-      call_void(api_, enable_.get());
-    }
-  }
-  CollectionOff(const CollectionOff&) = delete;
-  CollectionOff& operator=(const CollectionOff&) = delete;
-
- private:
-  const CApi& api_;
-  PyRef enable_;  // gc.enable, before 3.10
-  bool was_enabled_ = false;
-};
-
 // Calls visit(o) (borrowed; true to go on) for each object gc.get_objects() returns, with the GIL
 // held throughout and no Python code run in between, for at most `budget_s`, then then(), the
 // objects still held; sets *seen and *total. Refused while a thread is in a backward pass
@@ -144,7 +101,7 @@ Status for_each_tracked(const CApi& api, double budget_s, long long* seen, long 
   using Clock = std::chrono::steady_clock;
   const Clock::time_point deadline =
       Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget_s));
-  CollectionOff off(api);
+  CollectionPause off(api);
   Result<PyRef> get_objects = module_function(api, "gc", "get_objects");
   if (!get_objects.is_ok()) return get_objects.status();
   // Nothing here releases the GIL, so no thread can start a backward pass once this one has
@@ -172,7 +129,7 @@ Status for_each_tracked(const CApi& api, double budget_s, long long* seen, long 
 }  // namespace
 
 Result<Census> take_census(const CApi& api, double budget_s, bool sizes) {
-  CollectionOff off(api);
+  CollectionPause off(api);
   Result<PyRef> getsizeof = module_function(api, "sys", "getsizeof");
   if (!getsizeof.is_ok()) return getsizeof.status();
   PyRef object_sizeof(
@@ -482,7 +439,7 @@ std::string strip(std::string text, std::string_view prefix, std::string_view su
 }  // namespace
 
 Result<TensorCensus> take_tensor_census(const CApi& api, double budget_s, double names_budget_s) {
-  CollectionOff off(api);
+  CollectionPause off(api);
   TensorCensus census;
   PyObject* torch_c = TorchAccess::module_item(api, "torch", "_C");
   if (torch_c == nullptr) return census;  // torch is not imported (and is not imported here)
@@ -630,6 +587,7 @@ bool main_thread_parked_outside_torch(const CApi& api, std::string* where) {
   static constexpr const char* kWaits[] = {"selectors.py", "threading.py",  "queue.py",
                                            "socket.py",    "subprocess.py", "multiprocessing/connection.py"};
   const unsigned long main = main_thread_ident();
+  CollectionPause pause(api);  // sys._current_frames() makes the frames' objects
   Result<PyRef> current = module_function(api, "sys", "_current_frames");
   PyObject* os = TorchAccess::module_item(api, "os", nullptr);
   PyRef os_file = os != nullptr ? PyRef(api, api.PyObject_GetAttrString(os, "__file__")) : PyRef();

@@ -2,8 +2,10 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include "python/collection.h"
 #include "python/ref.h"
 
 namespace probing::python {
@@ -76,7 +78,10 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
   };
   auto outcome = std::make_shared<Outcome>();
   std::string name = function;
-  auto work = [outcome, helper, name, make_args = std::move(make_args)](const CApi& api) {
+  auto work = [outcome, helper, name, make_args = std::move(make_args),
+               reads_other_threads = call.reads_other_threads](const CApi& api) {
+    std::optional<CollectionPause> pause;
+    if (reads_other_threads) pause.emplace(api);
     Result<PyObject*> ns = helper_namespace(api, helper);
     if (!ns.is_ok()) {
       outcome->error = ns.status().message();

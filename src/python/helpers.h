@@ -32,6 +32,8 @@ struct HelperCall {
   double run_timeout_s;         // then the helper's ProbingTimeout is raised in it
   std::string tag;              // names the call for PythonExecutor::interrupt_tagged; may be ""
   bool* interrupted = nullptr;  // set when it ran past run_timeout_s and stopped on the interrupt
+  // The helper reads other threads' frames: it runs under a CollectionPause (collection.h says why).
+  bool reads_other_threads = false;
 };
 
 // A name the helper defines, borrowed from its namespace (which lives for the process); nullptr

@@ -8,10 +8,12 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/log.h"
 #include "core/settings.h"
+#include "python/collection.h"
 #include "python/helpers.h"
 #include "python/ref.h"
 #include "python/runtime.h"
@@ -111,7 +113,11 @@ Result<nlohmann::json> apply_torch_settings() {
   double rate = settings().get_double("torch.sample_rate");
   auto text = std::make_shared<std::string>();
   auto error = std::make_shared<std::string>();
-  auto work = [on, rate, text, error](const CApi& api) { *text = call_tracer(api, on, rate, error.get()); };
+  auto work = [on, rate, text, error](const CApi& api) {
+    std::optional<python::CollectionPause> pause;  // install() reads the main thread's frames
+    if (on) pause.emplace(api);
+    *text = call_tracer(api, on, rate, error.get());
+  };
   Status st = (*rt)->executor().run(work, python::PythonExecutor::make_limits(kApplyTimeoutS, kApplyTimeoutS),
                                     [](const CApi&) -> PyObject* { return nullptr; });
   if (!st.is_ok()) return st;

@@ -1,12 +1,16 @@
 """`probing PID backtrace` on real processes: known stacks and locals, named threads, a thread
-that holds the GIL (the GIL-free reader), a blocked queue, deep recursion, and --json."""
+that holds the GIL (the GIL-free reader), a blocked queue, deep recursion, --json, and locals
+taken back to back from a main thread that churns through frames."""
 import json
 import os
+import subprocess
+import threading
 import time
 
 import pytest
 
-from conftest import TARGETS, Target, http_request, interpreter_params, marker_line, run_cli
+from conftest import (PROBING, TARGETS, Target, clean_env, http_request, interpreter_params, marker_line,
+                      run_cli)
 
 
 def backtrace_json(pid, *flags, timeout=15):
@@ -221,3 +225,41 @@ def test_json_matches_text(py):
             for f in th["frames"]:
                 assert "  %s (%s:%d)" % (f["func"], f["file"], f["lineno"]) in out
         assert set(j) >= {"threads", "gil_free", "gil_holder", "notes", "python"}
+
+
+CHURN_SECONDS = 12
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_locals_while_the_main_thread_churns(py):
+    """Two clients take every thread's stack with locals, back to back, while the main thread
+    calls and returns from frames of every size, waits in C calls without the GIL and leaves
+    garbage with finalizers that let the GIL go for the collections to find. On 3.11 a collection
+    run by the capture itself let the main thread return from a frame whose object was being made
+    (collection.h): the target crashed within seconds. It must run to its end, print nothing on
+    stderr (no finalizer of its own is stopped halfway on the agent's thread) and exit 0."""
+    t = Target("frame_churn.py", py, args=[CHURN_SECONDS, 50])
+    with t:
+        answered = []
+        failures = []
+
+        def client():
+            while t.alive():
+                p = subprocess.run([PROBING, str(t.pid), "backtrace", "--all", "--locals"], capture_output=True,
+                                   text=True, timeout=60, env=clean_env(), stdin=subprocess.DEVNULL)
+                if p.returncode == 0:
+                    answered.append(1)
+                elif p.returncode < 0:
+                    failures.append("the client died of signal %d: %s" % (-p.returncode, p.stderr[-300:]))
+
+        clients = [threading.Thread(target=client) for _ in range(2)]
+        for c in clients:
+            c.start()
+        rc = t.wait_exit(CHURN_SECONDS + 60)
+        for c in clients:
+            c.join(90)
+        assert rc == 0, (rc, t.stderr_lines()[-30:])
+        assert t.stdout_lines()[-1].startswith("done "), t.stdout_lines()[-5:]
+        assert t.stderr_lines() == []
+        assert not failures, failures
+        assert len(answered) >= 10, len(answered)
