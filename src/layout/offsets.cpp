@@ -29,6 +29,7 @@ CPythonOffsets offsets_3_9_or_3_10(int minor) {
   o.frame_lasti = minor == 9 ? 104 : 96;
   o.frame_gen = o.frame_lasti - 8;  // the pointer before f_lasti in both
   o.lasti_in_code_units = minor == 10;
+  o.frame_locals = 56;  // after f_back, f_code, f_builtins, f_globals
   o.code_firstlineno = 40;
   o.code_filename = 104;
   o.code_name = 112;
@@ -59,6 +60,9 @@ CPythonOffsets offsets_3_11() {
   o.frame_instr_ptr = 56;  // prev_instr
   o.frame_is_entry = 68;
   o.frame_owner = 69;
+  o.frame_locals = 24;  // after f_func, f_globals, f_builtins
+  o.frame_object_frame = 24;  // PyObject_HEAD, f_back, then f_frame
+  o.frame_object_fast_as_locals = 46;  // after f_trace (32), f_lineno (40), f_trace_lines, f_trace_opcodes
   // PyObject_HEAD, gi_code, gi_weakreflist, gi_name, gi_qualname, gi_exc_state (16), gi_origin_or_finalizer,
   // four chars, then gi_iframe.
   o.gen_iframe = 80;
@@ -108,6 +112,9 @@ CPythonOffsets offsets_3_12() {
   o.frame_previous = 8;
   o.frame_instr_ptr = 56;  // prev_instr, after f_funcobj, f_globals, f_builtins, f_locals, frame_obj
   o.frame_owner = 70;      // after int stacktop (64) and uint16_t return_offset (68)
+  o.frame_locals = 40;
+  o.frame_object_frame = 24;  // PyFrameObject as 3.11's
+  o.frame_object_fast_as_locals = 46;
   o.gen_iframe = 72;       // as 3.11's generator, less gi_code
   // PyObject_VAR_HEAD (24), co_consts, co_names, co_exceptiontable, co_flags (48), co_argcount,
   // co_posonlyargcount, co_kwonlyargcount, co_stacksize, then co_firstlineno.

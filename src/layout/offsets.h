@@ -70,6 +70,13 @@ struct CPythonOffsets {
   // 3.11+: where a generator or coroutine object keeps its frame (gi_iframe): a frame owned by one
   // (owner 1, FRAME_OWNED_BY_GENERATOR) lies this many bytes into it.
   size_t gen_iframe = kNoField;
+  // Where a frame keeps the dict that reading its f_locals makes (3.9-3.12; 3.13+ reads locals
+  // through a proxy and keeps none): in the PyFrameObject on 3.9-3.10, in its _PyInterpreterFrame
+  // on 3.11-3.12, which the PyFrameObject points to (f_frame) and beside which it marks that a
+  // dict was made (f_fast_as_locals, a char).
+  size_t frame_locals = kNoField;
+  size_t frame_object_frame = kNoField;
+  size_t frame_object_fast_as_locals = kNoField;
   // PyCodeObject
   size_t code_filename = kNoField;
   size_t code_name = kNoField;

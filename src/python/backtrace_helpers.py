@@ -209,10 +209,17 @@ def _instance_attr(obj, name):
     return _MISSING
 
 
+def _locals_of(frame):
+    """frame.f_locals, read so that the frame keeps nothing of it: the agent puts its native
+    _locals_snapshot here (frames.cpp says how); plain f_locals where it has not."""
+    native = globals().get("_locals_snapshot")
+    return native(frame) if native is not None else frame.f_locals
+
+
 def _plain_locals(frame):
     """The frame's locals as a dict, without running the target's code (3.13's FrameLocalsProxy
     is copied by its own C code)."""
-    f_locals = frame.f_locals
+    f_locals = _locals_of(frame)
     if type(f_locals) is dict:
         return f_locals
     if type(f_locals).__name__ == "FrameLocalsProxy" and type(f_locals).__module__ == "builtins":
@@ -353,7 +360,7 @@ def _frames(frame, want_locals, max_depth, r, deadline):
         }
         if want_locals:
             try:
-                items = list(frame.f_locals.items())
+                items = list(_locals_of(frame).items())
             except BaseException:
                 items = []
             items = [(k if type(k) is str else _opaque(k), v) for k, v in items]  # no key's __str__

@@ -108,6 +108,7 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyUnicode_Type);
   PROBING_RESOLVE(PyBool_Type);
   PROBING_RESOLVE(PyDict_Type);
+  PROBING_RESOLVE(PyFrame_Type);
   PROBING_RESOLVE(PyBaseObject_Type);
 #undef PROBING_RESOLVE
   api->None = reinterpret_cast<PyObject*>(lookup(handle, "_Py_NoneStruct"));

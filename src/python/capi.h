@@ -87,6 +87,7 @@ struct CApi {
   void* PyUnicode_Type;
   void* PyBool_Type;
   void* PyDict_Type;
+  void* PyFrame_Type;
   void* PyBaseObject_Type;  // `object`
   PyObject* None;
   PyObject* exc_type_error;   // *PyExc_TypeError

@@ -16,7 +16,51 @@ extern const char kBacktraceHelpersSource[];
 
 namespace {
 
-const HelperSource kBacktraceHelpers{kBacktraceHelpersSource, "probing._backtrace"};
+// _locals_snapshot(frame): frame.f_locals, as a dict the frame does not keep. On 3.9-3.12 reading
+// f_locals makes a dict of the frame's locals and keeps it on the frame, where it holds every local
+// the function lets go of afterwards (a tensor, a file) until the frame returns or f_locals is read
+// again. When the frame had no such dict, the one made is taken off it again (with 3.11-3.12's
+// f_fast_as_locals put back as it was), as if it had never been read; a dict it had (made by the
+// program's locals(), a tracer, a debugger) is refreshed, as any read of f_locals does, and left.
+// Nothing is written unless the slot the offsets name holds exactly the dict f_locals returned. 3.13+
+// keep no dict (f_locals is a proxy) and have no slot in the offsets. METH_O. REQUIRES: GIL held.
+PyObject* locals_snapshot(PyObject*, PyObject* frame) noexcept {
+  Result<const CApi*> loaded = load_capi();
+  if (!loaded.is_ok()) return nullptr;  // not reached: the helper calling it runs on this API
+  const CApi& api = **loaded;
+  PyObject** slot = nullptr;
+  char* made_mark = nullptr;  // 3.11-3.12's f_fast_as_locals
+  const Result<layout::InterpreterReader>& reader = this_interpreter();
+  if (reader.is_ok() && type_of(frame) == api.PyFrame_Type) {
+    const layout::CPythonOffsets& o = reader->offsets();
+    char* object = reinterpret_cast<char*>(frame);
+    if (o.frame_locals == layout::kNoField) {
+      // 3.13+: nothing kept
+    } else if (o.frame_model == layout::FrameModel::kFrameObject) {
+      slot = reinterpret_cast<PyObject**>(object + o.frame_locals);
+    } else if (o.frame_object_frame != layout::kNoField && o.frame_object_fast_as_locals != layout::kNoField) {
+      char* data = *reinterpret_cast<char**>(object + o.frame_object_frame);
+      if (data != nullptr) {
+        slot = reinterpret_cast<PyObject**>(data + o.frame_locals);
+        made_mark = object + o.frame_object_fast_as_locals;
+      }
+    }
+  }
+  PyObject* before = slot != nullptr ? *slot : nullptr;
+  const char mark_before = made_mark != nullptr ? *made_mark : 0;
+  PyObject* locals = api.PyObject_GetAttrString(frame, "f_locals");
+  if (locals != nullptr && slot != nullptr && before == nullptr && *slot == locals) {
+    *slot = nullptr;
+    if (made_mark != nullptr) *made_mark = mark_before;
+    api.Py_DecRef(locals);  // the frame's reference; the caller gets ours
+  }
+  return locals;
+}
+
+MethodDef g_locals_snapshot_def{"_locals_snapshot", reinterpret_cast<void*>(locals_snapshot),
+                                static_cast<int>(kMethO), nullptr};
+MethodDef* const kBacktraceNatives[] = {&g_locals_snapshot_def, nullptr};
+const HelperSource kBacktraceHelpers{kBacktraceHelpersSource, "probing._backtrace", kBacktraceNatives};
 
 // Each thread's state as the kernel reports it now ("sleeping in futex", "running"), where its
 // kernel tid is known.

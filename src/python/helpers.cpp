@@ -29,6 +29,13 @@ Result<PyObject*> helper_namespace(const CApi& api, const HelperSource& helper) 
   if (it == all.end()) {
     Result<PyRef> loaded = run_embedded_source(api, helper.source, helper.module_name);
     if (!loaded.is_ok()) return loaded.status().with_context(std::string("loading ") + helper.module_name);
+    for (MethodDef* const* def = helper.natives; def != nullptr && *def != nullptr; ++def) {
+      PyRef fn(api, api.PyCFunction_NewEx(*def, nullptr, nullptr));
+      if (!fn || api.PyDict_SetItemString(loaded->get(), (*def)->name, fn.get()) != 0) {
+        return Status(Code::kInternal, std::string("loading ") + helper.module_name + ": its native " +
+                                           (*def)->name + ": " + fetch_error_text(api));
+      }
+    }
     it = all.emplace(helper.module_name, std::move(loaded).value()).first;
   }
   return it->second.get();

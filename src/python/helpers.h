@@ -18,10 +18,13 @@ namespace probing::python {
 struct HelperSource {
   const char* source;       // the module's text
   const char* module_name;  // its __name__, e.g. "probing._tables"
+  // Native functions put in its namespace, under their names, once it is compiled: an array
+  // ended by a null, or null.
+  MethodDef* const* natives = nullptr;
 };
 
-// The helper's namespace (a borrowed dict, compiled on first use and kept for the life of the
-// process). REQUIRES: GIL held.
+// The helper's namespace (a borrowed dict, compiled on first use, with its natives added, and kept
+// for the life of the process). REQUIRES: GIL held.
 Result<PyObject*> helper_namespace(const CApi& api, const HelperSource& helper);
 
 // How a helper call runs on the executor.

@@ -263,3 +263,26 @@ def test_locals_while_the_main_thread_churns(py):
         assert t.stderr_lines() == []
         assert not failures, failures
         assert len(answered) >= 10, len(answered)
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_reading_locals_keeps_nothing_alive(py):
+    """A stack read with locals leaves no reference on the frames it read: a local the program
+    lets go of afterwards is freed at once, as if the stack had never been read. A locals() dict of
+    the program's own is refreshed (as any read of f_locals does) and left to it."""
+    for mode, expected in (("plain", ["freed"]), ("mine", None)):
+        with Target("bt_locals_dropped.py", py, mode="launch", args=[mode]) as t:
+            j = wait_for_stack(t.pid, lambda j: main_thread(j)["frames"][0]["func"] == "work", "--locals")
+            work = main_thread(j)["frames"][0]
+            shown = {l["name"]: l["value"] for l in work["locals"]}
+            assert shown["obj"].startswith("<__main__.Big object at "), shown
+            t.write("\n")
+            i = t.wait_line(lambda l: l in ("freed", "kept alive"))
+            if mode == "plain":
+                assert t.stdout_lines()[i:i + 1] == expected, t.stdout_lines()
+            else:
+                # The program's own dict holds obj (that is Python's rule); what matters is that it
+                # still has every name, and the program goes on.
+                t.wait_line(lambda l: l.startswith("mine:"), start=i)
+                assert t.stdout_lines()[-1] == "mine: mode obj ref", t.stdout_lines()
+            assert t.wait_exit(10) == 0

@@ -37,6 +37,9 @@ void probing_py312_header_offsets(struct ProbingPy312HeaderOffsets* out) {
   out->frame_previous = offsetof(_PyInterpreterFrame, previous);
   out->frame_instr_ptr = offsetof(_PyInterpreterFrame, prev_instr);
   out->frame_owner = offsetof(_PyInterpreterFrame, owner);
+  out->frame_locals = offsetof(_PyInterpreterFrame, f_locals);
+  out->frame_object_frame = offsetof(struct _frame, f_frame);
+  out->frame_object_fast_as_locals = offsetof(struct _frame, f_fast_as_locals);
   out->code_firstlineno = offsetof(PyCodeObject, co_firstlineno);
   out->code_filename = offsetof(PyCodeObject, co_filename);
   out->code_name = offsetof(PyCodeObject, co_name);

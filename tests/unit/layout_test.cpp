@@ -142,7 +142,11 @@ TEST(CompatOffsets, Table312) {
   EXPECT_EQ(o.frame_previous, 8u);    // previous
   EXPECT_EQ(o.frame_instr_ptr, 56u);  // prev_instr
   EXPECT_EQ(o.frame_owner, 70u);      // owner
+  EXPECT_EQ(o.frame_locals, 40u);     // f_locals
   EXPECT_EQ(o.frame_is_entry, kNoField);
+  // internal/pycore_frame.h, struct _frame (PyFrameObject).
+  EXPECT_EQ(o.frame_object_frame, 24u);           // f_frame
+  EXPECT_EQ(o.frame_object_fast_as_locals, 46u);  // f_fast_as_locals
   EXPECT_EQ(o.frame_lasti, kNoField);
   // cpython/code.h, PyCodeObject (_PyCode_DEF).
   EXPECT_EQ(o.code_firstlineno, 68u);  // co_firstlineno
@@ -220,6 +224,9 @@ TEST(CompatOffsets, Table312MatchesInstalledHeaders) {
   EXPECT_EQ(o.frame_previous, h.frame_previous);
   EXPECT_EQ(o.frame_instr_ptr, h.frame_instr_ptr);
   EXPECT_EQ(o.frame_owner, h.frame_owner);
+  EXPECT_EQ(o.frame_locals, h.frame_locals);
+  EXPECT_EQ(o.frame_object_frame, h.frame_object_frame);
+  EXPECT_EQ(o.frame_object_fast_as_locals, h.frame_object_fast_as_locals);
   EXPECT_EQ(o.code_firstlineno, h.code_firstlineno);
   EXPECT_EQ(o.code_filename, h.code_filename);
   EXPECT_EQ(o.code_name, h.code_name);
