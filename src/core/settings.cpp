@@ -249,7 +249,7 @@ void declare_builtin_settings(Settings& s) {
   s.declare("sql.max_memory_mb", SettingKind::kInt, "256",
             "Most memory, in MiB, the SQL engine may hold for running queries (read at start).", positive,
             Settings::Scope::kAtStart);
-  s.declare("store.max_rows", SettingKind::kInt, "1000000",
+  s.declare("store.max_rows", SettingKind::kInt, "4000000",
             "Most rows a recorded table (probing.table) keeps; the oldest are dropped first "
             "(read at start).",
             positive, Settings::Scope::kAtStart);

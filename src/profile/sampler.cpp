@@ -810,7 +810,7 @@ Result<std::string> collect(const CollectRequest& request) {
       if (t < request.since || t >= request.until) continue;
       ++seen;
       const bool holds = gil.int_at(row) != 0;
-      const bool cpu_known = cpu.tags[row] == sql::ColumnChunk::kInt;
+      const bool cpu_known = cpu.tag(row) == sql::ColumnChunk::kInt;
       const bool running = cpu_known ? cpu.int_at(row) != 0 : holds;  // before 3.11: the GIL tells
       if (request.mode == Mode::kGil && !holds) {
         ++other_mode;
@@ -830,9 +830,9 @@ Result<std::string> collect(const CollectRequest& request) {
       kept.push_back({t, thread, chunk->columns[kStackId].int_at(row), interval});
       auto& info = threads[thread];
       const sql::ColumnChunk& name = chunk->columns[kThreadName];
-      if (name.tags[row] == sql::ColumnChunk::kText) info.first = name.text_at(row);
+      if (name.tag(row) == sql::ColumnChunk::kText) info.first = name.text_at(row);
       const sql::ColumnChunk& tid = chunk->columns[kNativeId];
-      if (tid.tags[row] == sql::ColumnChunk::kInt) info.second = tid.int_at(row);
+      if (tid.tag(row) == sql::ColumnChunk::kInt) info.second = tid.int_at(row);
     }
   }
   std::stable_sort(kept.begin(), kept.end(), [](const Kept& a, const Kept& b) { return a.time < b.time; });

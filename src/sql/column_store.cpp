@@ -22,7 +22,145 @@ const char* type_name(ColumnType type) {
   return "";
 }
 
-double ColumnChunk::real_at(size_t row) const { return std::bit_cast<double>(slots[row]); }
+BitPacked::BitPacked(std::span<const uint64_t> values) {
+  uint64_t all = 0;
+  for (uint64_t v : values) all |= v;
+  width_ = static_cast<unsigned>(std::bit_width(all));
+  if (width_ == 0) return;
+  words_.assign((values.size() * width_ + 63) / 64, 0);
+  for (size_t i = 0; i < values.size(); ++i) {
+    const size_t bit = i * width_;
+    const unsigned offset = bit & 63;
+    words_[bit >> 6] |= values[i] << offset;
+    if (offset + width_ > 64) words_[(bit >> 6) + 1] |= values[i] >> (64 - offset);
+  }
+}
+
+double ColumnChunk::real_at(size_t row) const {
+  if (!encoded_) return std::bit_cast<double>(slots_[row]);
+  const uint64_t v = values_.at(row);
+  switch (form_) {
+    case Form::kScaled: return static_cast<double>(static_cast<long long>(base_ + v)) / scale_;
+    case Form::kXor: return std::bit_cast<double>((v << shift_) ^ base_);
+    default: return std::bit_cast<double>(base_ + v);
+  }
+}
+
+size_t ColumnChunk::cell_bytes() const {
+  if (!encoded_) return tags_.size() * kCellBytes;
+  return sizeof(ColumnChunk) + packed_tags_.bytes() + values_.bytes();
+}
+
+namespace {
+
+// Integers as offsets from the smallest (as unsigned: a range past 2^63 wraps and still reads back).
+std::vector<uint64_t> offsets_from_min(std::span<const long long> values, const std::vector<bool>& present,
+                                       uint64_t* base) {
+  long long low = 0;
+  bool any = false;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (present[i] && (!any || values[i] < low)) {
+      low = values[i];
+      any = true;
+    }
+  }
+  *base = static_cast<uint64_t>(low);
+  std::vector<uint64_t> out(values.size(), 0);
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (present[i]) out[i] = static_cast<uint64_t>(values[i]) - *base;
+  }
+  return out;
+}
+
+unsigned width_of(const std::vector<uint64_t>& values) {
+  uint64_t all = 0;
+  for (uint64_t v : values) all |= v;
+  return static_cast<unsigned>(std::bit_width(all));
+}
+
+}  // namespace
+
+void ColumnChunk::encode() {
+  if (encoded_) return;
+  const size_t n = tags_.size();
+  bool has[4] = {false, false, false, false};
+  for (uint8_t t : tags_) has[t & 3] = true;
+  uniform_ = static_cast<int>(has[kNull]) + has[kInt] + has[kReal] + has[kText] <= 1;
+  if (uniform_) {
+    uniform_tag_ = n > 0 ? static_cast<Tag>(tags_[0]) : kNull;
+  } else {
+    std::vector<uint64_t> tags(tags_.begin(), tags_.end());
+    packed_tags_ = BitPacked(tags);
+  }
+  std::vector<bool> present(n);
+  for (size_t i = 0; i < n; ++i) present[i] = tags_[i] != kNull;
+  std::vector<uint64_t> values;
+  const int kinds = static_cast<int>(has[kInt]) + has[kReal] + has[kText];
+  if (kinds == 1 && (has[kInt] || has[kText])) {
+    form_ = Form::kOffset;
+    std::vector<long long> as_signed(n);
+    for (size_t i = 0; i < n; ++i) as_signed[i] = static_cast<long long>(slots_[i]);
+    values = offsets_from_min(as_signed, present, &base_);
+  } else if (kinds == 1 && has[kReal]) {
+    // The XOR form always reads back; a scaled one replaces it where it is narrower.
+    form_ = Form::kXor;
+    uint64_t first = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (present[i]) {
+        first = slots_[i];
+        break;
+      }
+    }
+    int shift = 64;
+    for (size_t i = 0; i < n; ++i) {
+      if (present[i] && (slots_[i] ^ first) != 0) {
+        shift = std::min(shift, std::countr_zero(slots_[i] ^ first));
+      }
+    }
+    shift_ = shift == 64 ? 0 : static_cast<unsigned>(shift);
+    base_ = first;
+    values.assign(n, 0);
+    for (size_t i = 0; i < n; ++i) {
+      if (present[i]) values[i] = (slots_[i] ^ first) >> shift_;
+    }
+    unsigned best = width_of(values);
+    constexpr double kExact = 9007199254740992.0;  // 2^53: past it, doubles skip integers
+    for (double scale : {1.0, 1e3, 1e6, 1e9, 1048576.0}) {  // 2^20: bytes given as MiB
+      std::vector<long long> scaled(n, 0);
+      bool exact = true;
+      for (size_t i = 0; i < n && exact; ++i) {
+        if (!present[i]) continue;
+        const double v = std::bit_cast<double>(slots_[i]);
+        const double x = v * scale;
+        if (!(std::fabs(x) < kExact)) {
+          exact = false;
+          break;
+        }
+        scaled[i] = std::llround(x);
+        exact = std::bit_cast<uint64_t>(static_cast<double>(scaled[i]) / scale) == slots_[i];
+      }
+      if (!exact) continue;
+      uint64_t base = 0;
+      std::vector<uint64_t> offsets = offsets_from_min(scaled, present, &base);
+      if (width_of(offsets) < best) {
+        best = width_of(offsets);
+        form_ = Form::kScaled;
+        scale_ = scale;
+        base_ = base;
+        shift_ = 0;
+        values = std::move(offsets);
+      }
+    }
+  } else {
+    form_ = Form::kSlots;  // integers and doubles (or text) in one column: their slots as they are
+    base_ = 0;
+    values.assign(slots_.begin(), slots_.end());
+  }
+  values_ = BitPacked(values);
+  encoded_ = true;
+  tags_ = {};
+  slots_ = {};
+}
 
 ColumnStore::ColumnStore(std::string schema, std::string name, std::vector<ColumnDef> columns, Limits limits)
     : schema_(std::move(schema)),
@@ -68,8 +206,8 @@ Status ColumnStore::append(std::span<const Cell> cells) {
       }
       auto it = open_index_[c].find(*s);
       if (it == open_index_[c].end()) {
-        it = open_index_[c].emplace(std::string(*s), static_cast<uint32_t>(col.dict.size())).first;
-        col.dict.emplace_back(*s);
+        it = open_index_[c].emplace(std::string(*s), static_cast<uint32_t>(col.dict().size())).first;
+        col.dict().emplace_back(*s);
         bytes += s->size() + kTextOverhead;
       }
       slot = it->second;
@@ -93,8 +231,7 @@ Status ColumnStore::append(std::span<const Cell> cells) {
       col.has_other = true;
       ascending_[c].store(false, std::memory_order_relaxed);
     }
-    col.tags.push_back(tag);
-    col.slots.push_back(slot);
+    col.append(static_cast<ColumnChunk::Tag>(tag), slot);
     bytes += kCellBytes;
   }
   ++open_.rows;
@@ -109,13 +246,15 @@ Status ColumnStore::append(std::span<const Cell> cells) {
 
 void ColumnStore::seal_locked() {
   if (open_.rows == 0) return;
-  sealed_rows_ += open_.rows;
-  sealed_bytes_ += open_.bytes;
   auto chunk = std::make_shared<Chunk>(std::move(open_));
+  chunk->bytes = sizeof(Chunk);
   for (ColumnChunk& col : chunk->columns) {
-    col.tags.shrink_to_fit();
-    col.slots.shrink_to_fit();
+    col.encode();
+    chunk->bytes += col.cell_bytes();
+    for (const std::string& text : col.dict()) chunk->bytes += text.size() + sizeof(std::string);
   }
+  sealed_rows_ += chunk->rows;
+  sealed_bytes_ += chunk->bytes;
   sealed_.push_back(std::move(chunk));
   open_ = Chunk{};
   open_.columns.resize(columns_.size());

@@ -194,7 +194,7 @@ int store_filter(sqlite3_vtab_cursor* base, int idx_num, const char* idx_str, in
       }
       auto key = [&](const std::pair<uint32_t, uint32_t>& p) {
         const ColumnChunk& col = c->snap.chunks[p.first]->columns[order_column];
-        uint8_t tag = col.tags[p.second];
+        uint8_t tag = col.tag(p.second);
         return tag == ColumnChunk::kInt || tag == ColumnChunk::kReal ? col.number_at(p.second) : -INFINITY;
       };
       std::stable_sort(c->sorted.begin(), c->sorted.end(), [&](const auto& a, const auto& b) {
@@ -248,7 +248,7 @@ int store_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) no
   }
   const ColumnChunk& col = chunk.columns[static_cast<size_t>(column)];
   size_t r = c->row_index();
-  switch (col.tags[r]) {
+  switch (col.tag(r)) {
     case ColumnChunk::kInt: sqlite3_result_int64(ctx, col.int_at(r)); break;
     case ColumnChunk::kReal: sqlite3_result_double(ctx, col.real_at(r)); break;
     case ColumnChunk::kText: {

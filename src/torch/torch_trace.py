@@ -10,7 +10,9 @@ import sys
 import time
 import _thread
 
-_perf = time.perf_counter
+# Nanoseconds as an int: a duration is then a whole number of them, which python.torch_trace
+# keeps in a few bytes (a double of arbitrary bits takes eight).
+_perf = time.perf_counter_ns
 _now = time.time
 
 
@@ -237,7 +239,7 @@ def _record(module_name, stage, start_perf, start_time, start_event=None, childr
         return None
     allocated, max_allocated = _memory()
     S.append({"step": S.step, "seq": S.seq, "module": module_name, "stage": stage,
-              "duration": _perf() - start_perf, "self_duration": None, "allocated": allocated,
+              "duration": (_perf() - start_perf) / 1e9, "self_duration": None, "allocated": allocated,
               "max_allocated": max_allocated, "time": start_time})
     S.rows += 1
     S.seq += 1
@@ -315,8 +317,8 @@ def _not_compiling():
 _compiling = _not_compiling
 
 
-# A stack entry: [module, perf_counter at entry (None: untimed), time at entry, CUDA start event,
-# seconds of traced children (CPU), the children's pending rows (CUDA)].
+# A stack entry: [module, perf_counter_ns at entry (None: untimed), time at entry, CUDA start event,
+# nanoseconds of traced children (CPU), the children's pending rows (CUDA)].
 
 def _pre_forward(module, inputs):
     # Runs before every module call in the process: the common path is a few attribute reads
@@ -334,11 +336,11 @@ def _pre_forward(module, inputs):
             S.local.capturing = S.cuda is not None and _capturing()
         if S.traced and not S.local.capturing:
             if S.cuda is None:
-                stack.append([module, _perf(), _now(), None, 0.0, None])
+                stack.append([module, _perf(), _now(), None, 0, None])
             else:
-                stack.append([module, _perf(), _now(), _start_event(), 0.0, []])
+                stack.append([module, _perf(), _now(), _start_event(), 0, []])
         else:
-            stack.append([module, None, 0.0, None, 0.0, None])
+            stack.append([module, None, 0.0, None, 0, None])
     except Exception as e:
         _fail(e)
 
@@ -363,11 +365,11 @@ def _post_forward(module, inputs, output):
         if entry[1] is None:
             return
         if entry[3] is None:  # CPU: the row at once
-            duration = _perf() - entry[1]
+            ns = _perf() - entry[1]
             if stack:
-                stack[-1][4] += duration
+                stack[-1][4] += ns
             S.append({"step": S.step, "seq": S.seq, "module": S.names.get(module) or _name_in(module, stack),
-                      "stage": "forward", "duration": duration, "self_duration": duration - entry[4],
+                      "stage": "forward", "duration": ns / 1e9, "self_duration": (ns - entry[4]) / 1e9,
                       "allocated": None, "max_allocated": None, "time": entry[2]})
             S.rows += 1
             S.seq += 1

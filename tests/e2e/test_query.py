@@ -161,7 +161,7 @@ def test_set_and_config(sql_target):
     rc, out, err = run_cli(pid, "config", "store.max_rows=5")
     assert rc == 1 and "read at start" in err and "inject -D store.max_rows=5" in err, err
     assert query_json(pid, "SELECT value FROM information_schema.df_settings WHERE name IN "
-                           "('python.max_workers', 'store.max_rows') ORDER BY name") == [{"value": "4"}, {"value": "1000000"}]
+                           "('python.max_workers', 'store.max_rows') ORDER BY name") == [{"value": "4"}, {"value": "4000000"}]
 
     r = http_request(pid, "PUT", "/config/query.max_rows", {"value": 500})
     assert r.status == 200 and r.json()["value"] == "500", r

@@ -3,6 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <bit>
+#include <cfloat>
+#include <climits>
+#include <cmath>
+#include <functional>
+#include <random>
 #include <thread>
 
 #include "core/settings.h"
@@ -405,7 +411,7 @@ TEST(ColumnStoreTest, NaNIsNullAndBigIntegersCompareExactly) {
   EXPECT_FALSE(store.ascending(0));  // 2^53 + 1, then 2^53: a double would call them equal
   EXPECT_FALSE(store.ascending(1));  // NaN is not a number to order by
   ColumnStore::Snapshot snap = store.snapshot();
-  EXPECT_EQ(snap.chunks.back()->columns[1].tags[1], ColumnChunk::kNull);
+  EXPECT_EQ(snap.chunks.back()->columns[1].tag(1), ColumnChunk::kNull);
 }
 
 TEST(ColumnStoreTest, TracksWhetherAColumnAscends) {
@@ -418,6 +424,109 @@ TEST(ColumnStoreTest, TracksWhetherAColumnAscends) {
   EXPECT_FALSE(store.ascending(1));
   Cell too_many[] = {1LL, 2.0, 3.0};
   EXPECT_EQ(store.append(too_many).code(), Code::kInvalidArgument);
+}
+
+
+// Every cell of a sealed (encoded) chunk reads back as it was appended, bit for bit, whatever the
+// column holds: each encoding, NULLs among the values, mixed kinds, and the extremes.
+TEST(ColumnStoreTest, EncodedChunksReadBackEveryCell) {
+  using Row = std::vector<Cell>;
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<double> unit(0, 1);
+  const size_t n = 1000;
+  const double ns = 1e-9;
+  std::vector<std::string> words = {"forward", "backward", "step", "data", ""};
+  // Column generators: i -> cell.
+  std::vector<std::pair<std::string, std::function<Cell(size_t)>>> gens = {
+      {"step", [](size_t i) { return Cell{static_cast<long long>(i / 100)}; }},
+      {"big", [&](size_t i) { return Cell{i % 2 ? LLONG_MIN + static_cast<long long>(i) : LLONG_MAX - 1}; }},
+      {"ints_nulls", [&](size_t i) { return i % 7 ? Cell{static_cast<long long>(rng() % 1000) - 500} : Cell{}; }},
+      {"time", [&](size_t i) { return Cell{1.7e9 + static_cast<double>(i) * 0.001234 + unit(rng) * 1e-6}; }},
+      {"ns", [&](size_t) { return Cell{static_cast<double>(rng() % 100'000'000) * ns}; }},
+      {"ns_div", [&](size_t) { return Cell{static_cast<double>(rng() % 100'000'000) / 1e9}; }},
+      {"whole", [&](size_t i) { return Cell{static_cast<double>(i) - 300.0}; }},
+      {"random", [&](size_t) { return Cell{(unit(rng) - 0.5) * std::pow(10.0, static_cast<double>(rng() % 40) - 20)}; }},
+      {"odd_reals",
+       [&](size_t i) {
+         const double odd[] = {-0.0, 0.0, INFINITY, -INFINITY, 5e-324, DBL_MAX, -DBL_MIN, 1.0};
+         return Cell{odd[i % 8]};
+       }},
+      {"text", [&](size_t i) { return i % 5 == 4 ? Cell{} : Cell{std::string_view(words[rng() % 4])}; }},
+      {"mixed", [&](size_t i) {
+         switch (i % 4) {
+           case 0: return Cell{static_cast<long long>(i)};
+           case 1: return Cell{0.5 * static_cast<double>(i)};
+           case 2: return Cell{std::string_view(words[i % 5])};
+           default: return Cell{};
+         }
+       }},
+      {"nulls", [](size_t) { return Cell{}; }},
+  };
+  std::vector<ColumnDef> defs;
+  for (const auto& [name, gen] : gens) defs.push_back({name, ColumnType::kReal, ""});
+  ColumnStore store("python", "encoded", defs, {1'000'000, 1u << 30, 256});
+  std::vector<Row> rows;
+  for (size_t i = 0; i < n; ++i) {
+    Row row;
+    for (auto& g : gens) row.push_back(g.second(i));
+    ASSERT_TRUE(store.append(row).is_ok());
+    rows.push_back(std::move(row));
+  }
+  ColumnStore::Snapshot snap = store.snapshot();
+  size_t i = 0, sealed = 0;
+  for (const auto& chunk : snap.chunks) {
+    if (chunk->columns[0].encoded()) ++sealed;
+    for (size_t r = 0; r < chunk->rows; ++r, ++i) {
+      for (size_t c = 0; c < gens.size(); ++c) {
+        const ColumnChunk& col = chunk->columns[c];
+        const Cell& want = rows[i][c];
+        SCOPED_TRACE(gens[c].first + " row " + std::to_string(i));
+        if (const long long* v = std::get_if<long long>(&want)) {
+          ASSERT_EQ(col.tag(r), ColumnChunk::kInt);
+          ASSERT_EQ(col.int_at(r), *v);
+        } else if (const double* d = std::get_if<double>(&want)) {
+          ASSERT_EQ(col.tag(r), ColumnChunk::kReal);
+          ASSERT_EQ(std::bit_cast<uint64_t>(col.real_at(r)), std::bit_cast<uint64_t>(*d)) << *d;
+        } else if (const std::string_view* s = std::get_if<std::string_view>(&want)) {
+          ASSERT_EQ(col.tag(r), ColumnChunk::kText);
+          ASSERT_EQ(col.text_at(r), *s);
+        } else {
+          ASSERT_EQ(col.tag(r), ColumnChunk::kNull);
+        }
+      }
+    }
+  }
+  EXPECT_EQ(i, n);
+  EXPECT_EQ(sealed, n / 256);
+}
+
+// What the encodings save on a torch_trace-shaped table: bytes per row as the store counts them.
+TEST(ColumnStoreTest, EncodedTorchTraceRowsAreSmall) {
+  std::vector<ColumnDef> defs = {{"step", ColumnType::kInteger, ""},     {"seq", ColumnType::kInteger, ""},
+                                 {"module", ColumnType::kText, ""},      {"stage", ColumnType::kText, ""},
+                                 {"duration", ColumnType::kReal, ""},    {"self_duration", ColumnType::kReal, ""},
+                                 {"allocated", ColumnType::kReal, ""},   {"max_allocated", ColumnType::kReal, ""},
+                                 {"time", ColumnType::kReal, ""}};
+  ColumnStore store("python", "shaped", defs, {10'000'000, 1u << 30, 8192});
+  std::mt19937_64 rng(7);
+  const size_t modules = 60, steps = 2000;
+  double t = 1.7e9;
+  std::vector<std::string> names;
+  for (size_t m = 0; m < modules; ++m) names.push_back("model.layers." + std::to_string(m) + ".mlp");
+  for (size_t step = 0; step < steps; ++step) {
+    for (size_t m = 0; m < modules; ++m) {
+      const long long ns = 2000 + static_cast<long long>(rng() % 50000);
+      const double duration = static_cast<double>(ns) / 1e9;
+      t += duration;
+      Cell row[] = {static_cast<long long>(step), static_cast<long long>(m), std::string_view(names[m]),
+                    std::string_view("forward"), duration, duration * 0.7, Cell{}, Cell{}, t};
+      ASSERT_TRUE(store.append(row).is_ok());
+    }
+  }
+  ColumnStore::Stats st = store.stats();
+  const double per_row = static_cast<double>(st.bytes) / static_cast<double>(st.rows);
+  RecordProperty("bytes_per_row", std::to_string(per_row));
+  EXPECT_LT(per_row, 24.0) << per_row;
 }
 
 }  // namespace
