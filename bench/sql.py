@@ -5,7 +5,8 @@
   same dicts in the same run (target <= 2 us per append);
 - GROUP BY module, stage over all rows through the store, against the floor: the same rows in a
   plain in-memory table of Python's own sqlite3 module (same SQLite version as the agent's static
-  copy), same query, in the same process (target <= 1.5x the floor);
+  copy), same query, in the same process (target <= 0.33x the floor: the store groups the rows
+  itself, without SQLite's sort);
 - the last 5 steps (the filter on `step` pushed into the store's scan), with a sub-query and with
   a constant, and max(step) alone, against the same queries on the plain table, which has no
   index (target <= 10 ms);
@@ -50,11 +51,11 @@ def steps(seed=1234):
         for seq in range(PER_STEP):
             stage = "forward" if seq < 480 else "backward" if seq < 960 else "step"
             # As the tracer records them: whole nanoseconds, bytes as MiB, unix time as it comes.
-            alloc = rng.randrange(100_000_000, 4_000_000_000)
+            alloc = rng.randrange(200_000, 8_000_000) * 512  # CUDA's allocator rounds to 512 bytes
             t += rng.uniform(0.0, 0.002)
             rows.append({"step": step, "seq": seq, "module": MODULES[rng.randrange(len(MODULES))],
                          "stage": stage, "duration": round(rng.expovariate(1000.0) * 1e9) / 1e9,
-                         "allocated": alloc / 1048576, "max_allocated": (alloc + rng.randrange(1 << 30)) / 1048576,
+                         "allocated": alloc / 1048576, "max_allocated": (alloc + rng.randrange(1 << 21) * 512) / 1048576,
                          "time": t})
         yield rows
 
@@ -252,7 +253,7 @@ def run(b, n):
         fl = floor["queries"][name]
         fms = statistics.median(fl["ms"])
         if name == "group by, all rows":
-            target = verdict(agent / fms, 1.5) + " (<= 1.5x)"
+            target = verdict(agent / fms, 0.33) + " (<= 0.33x)"
         elif name in TARGETS_MS:
             target = verdict(agent, TARGETS_MS[name]) + " (<= %g ms)" % TARGETS_MS[name]
         else:

@@ -40,7 +40,7 @@ double ColumnChunk::real_at(size_t row) const {
   if (!encoded_) return std::bit_cast<double>(slots_[row]);
   const uint64_t v = values_.at(row);
   switch (form_) {
-    case Form::kScaled: return static_cast<double>(static_cast<long long>(base_ + v)) / scale_;
+    case Form::kScaled: return static_cast<double>(static_cast<long long>(base_ + (v << shift_))) / scale_;
     case Form::kXor: return std::bit_cast<double>((v << shift_) ^ base_);
     default: return std::bit_cast<double>(base_ + v);
   }
@@ -72,6 +72,18 @@ std::vector<uint64_t> offsets_from_min(std::span<const long long> values, const 
   return out;
 }
 
+// Shifts out the low zero bits every value has (sizes in bytes that are multiples of 512, say);
+// returns the shift.
+unsigned strip_common_zeros(std::vector<uint64_t>& values) {
+  int shift = 64;
+  for (uint64_t v : values) {
+    if (v != 0) shift = std::min(shift, std::countr_zero(v));
+  }
+  if (shift == 64 || shift == 0) return 0;
+  for (uint64_t& v : values) v >>= shift;
+  return static_cast<unsigned>(shift);
+}
+
 unsigned width_of(const std::vector<uint64_t>& values) {
   uint64_t all = 0;
   for (uint64_t v : values) all |= v;
@@ -101,6 +113,7 @@ void ColumnChunk::encode() {
     std::vector<long long> as_signed(n);
     for (size_t i = 0; i < n; ++i) as_signed[i] = static_cast<long long>(slots_[i]);
     values = offsets_from_min(as_signed, present, &base_);
+    shift_ = strip_common_zeros(values);
   } else if (kinds == 1 && has[kReal]) {
     // The XOR form always reads back; a scaled one replaces it where it is narrower.
     form_ = Form::kXor;
@@ -142,12 +155,13 @@ void ColumnChunk::encode() {
       if (!exact) continue;
       uint64_t base = 0;
       std::vector<uint64_t> offsets = offsets_from_min(scaled, present, &base);
+      const unsigned shift = strip_common_zeros(offsets);
       if (width_of(offsets) < best) {
         best = width_of(offsets);
         form_ = Form::kScaled;
         scale_ = scale;
         base_ = base;
-        shift_ = 0;
+        shift_ = shift;
         values = std::move(offsets);
       }
     }
@@ -158,8 +172,8 @@ void ColumnChunk::encode() {
   }
   values_ = BitPacked(values);
   encoded_ = true;
-  tags_ = {};
-  slots_ = {};
+  std::vector<uint8_t>().swap(tags_);  // gives the memory back (`= {}` would keep the capacity)
+  std::vector<uint64_t>().swap(slots_);
 }
 
 ColumnStore::ColumnStore(std::string schema, std::string name, std::vector<ColumnDef> columns, Limits limits)

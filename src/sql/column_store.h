@@ -48,8 +48,8 @@ class BitPacked {
 // Cells of one column in one chunk. While the chunk is open each cell has a tag byte and an
 // 8-byte slot (a double is stored by its bits, text as an index into the chunk's own dictionary).
 // Sealing encodes the column by its data (encode()): one tag for the whole column when every
-// cell has it, else 2 bits a cell; integers as offsets from the smallest, in as few bits as the
-// largest needs; doubles as integers where they are whole or a whole number of thousandths,
+// cell has it, else 2 bits a cell; integers as offsets from the smallest, less the low zero bits
+// they all have, in as few bits as the largest needs; doubles as integers where they are whole or a whole number of thousandths,
 // millionths, billionths or 2^-20ths (bytes as MiB), when that gives each back bit for bit (the
 // torch tracer's durations are whole nanoseconds), else by their bits XORed
 // with the first one's, less the low bits every one of them has as zero; text as dictionary
@@ -77,11 +77,11 @@ class ColumnChunk {
     return uniform_ ? uniform_tag_ : static_cast<Tag>(packed_tags_.at(row));
   }
   long long int_at(size_t row) const {
-    return static_cast<long long>(encoded_ ? base_ + values_.at(row) : slots_[row]);
+    return static_cast<long long>(encoded_ ? base_ + (values_.at(row) << shift_) : slots_[row]);
   }
   double real_at(size_t row) const;
   const std::string& text_at(size_t row) const {
-    return dict_[encoded_ ? base_ + values_.at(row) : slots_[row]];
+    return dict_[encoded_ ? base_ + (values_.at(row) << shift_) : slots_[row]];
   }
   double number_at(size_t row) const {
     return tag(row) == kInt ? static_cast<double>(int_at(row)) : real_at(row);
@@ -95,9 +95,9 @@ class ColumnChunk {
  private:
   // How an encoded column's values are read back: base + value, then as the form says.
   enum class Form : uint8_t {
-    kSlots,   // the slot itself (base 0): a column of integers and doubles both
-    kOffset,  // integers, or dictionary indexes: base + value
-    kScaled,  // doubles: (base + value as a signed integer) / scale_
+    kSlots,   // the slot itself (base 0, shift 0): a column of integers and doubles both
+    kOffset,  // integers, or dictionary indexes: base + (value << shift_)
+    kScaled,  // doubles: (base + (value << shift_) as a signed integer) / scale_
     kXor,     // doubles: bits (value << shift_) ^ base
   };
 

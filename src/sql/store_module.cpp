@@ -4,9 +4,13 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "sql/engine_internal.h"
@@ -15,6 +19,8 @@ namespace probing::sql {
 namespace {
 
 using Registry = Engine::Registry;
+
+constexpr size_t kMaxGroupColumns = 4;  // GROUP BY terms the store groups by itself
 
 struct StoreVtab {
   sqlite3_vtab base{};
@@ -90,8 +96,10 @@ int store_disconnect(sqlite3_vtab* vtab) noexcept {
   return SQLITE_OK;
 }
 
-// idxNum: bit 0 = ORDER BY consumed, bit 1 = descending, bits 8.. = the ordering column.
-// idxStr: "<column>/<op>,..." for the constraints in argv order.
+// idxNum: bit 0 = ORDER BY consumed, bit 1 = descending, bits 8.. = the ordering column; bit 2 =
+// rows grouped (GROUP BY or DISTINCT) on the columns idxStr begins with.
+// idxStr: "g<column>.<column>..;" when grouped (a column preceded by '-' when descending), then
+// "<column>/<op>,..." for the constraints in argv order.
 int store_best_index(sqlite3_vtab* vtab, sqlite3_index_info* info) noexcept {
   try {
     const ColumnStore& store = *reinterpret_cast<StoreVtab*>(vtab)->store;
@@ -113,8 +121,31 @@ int store_best_index(sqlite3_vtab* vtab, sqlite3_index_info* info) noexcept {
       info->orderByConsumed = 1;
       idx = 1 | (info->aOrderBy[0].desc ? 2 : 0) | (info->aOrderBy[0].iColumn << 8);
     }
+    // GROUP BY (1) and DISTINCT (2) only need equal rows adjacent: the scan hashes them into
+    // groups, which spares SQLite's sorter its sort (the store's columns, not _rank or _host).
+    // The groups come in the terms' order all the same: SQLite 3.40 also says 1 where an ORDER BY
+    // of the same terms then relies on the order.
+    std::string group;
+    const int distinct = sqlite3_vtab_distinct(info);
+    if (idx == 0 && (distinct == 1 || distinct == 2) && info->nOrderBy > 0 &&
+        info->nOrderBy <= static_cast<int>(kMaxGroupColumns)) {
+      for (int i = 0; i < info->nOrderBy; ++i) {
+        const int column = info->aOrderBy[i].iColumn;
+        if (column < 0 || static_cast<size_t>(column) >= store.columns().size()) {
+          group.clear();
+          break;
+        }
+        group += i == 0 ? "g" : ".";
+        group += (info->aOrderBy[i].desc ? "-" : "") + std::to_string(column);
+      }
+      if (!group.empty()) {
+        info->orderByConsumed = 1;
+        idx = 4;
+        group += ";";
+      }
+    }
     info->idxNum = idx;
-    info->idxStr = sqlite3_mprintf("%s", bounds.c_str());
+    info->idxStr = sqlite3_mprintf("%s%s", group.c_str(), bounds.c_str());
     info->needToFreeIdxStr = 1;
     double rows = static_cast<double>(std::max<size_t>(store.stats().rows, 1));
     info->estimatedRows = static_cast<sqlite3_int64>(argv > 0 ? rows / 10 : rows);
@@ -139,6 +170,123 @@ int store_close(sqlite3_vtab_cursor* cursor) noexcept {
   return SQLITE_OK;
 }
 
+// A row's values in the grouping columns, as SQLite tells them apart for GROUP BY (`IS`): NULLs
+// equal, an integer and a double equal when they are the same number, text by its bytes (the
+// columns' collation is BINARY). Text is named by an id of the scan's own, so that two chunks'
+// dictionaries agree.
+struct GroupKey {
+  std::array<uint64_t, kMaxGroupColumns> value{};
+  std::array<uint8_t, kMaxGroupColumns> kind{};  // 0 NULL, 1 integer, 2 other double, 3 text
+  bool operator==(const GroupKey&) const = default;
+};
+
+struct GroupKeyHash {
+  size_t operator()(const GroupKey& k) const noexcept {
+    uint64_t h = 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < kMaxGroupColumns; ++i) {
+      h ^= k.value[i] + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+      h ^= k.kind[i] + (h << 6) + (h >> 2);
+    }
+    return static_cast<size_t>(h);
+  }
+};
+
+// Whether key a comes before key b in SQLite's order (NULL, then numbers by value, then text by its
+// bytes), column by column, each ascending or (desc) descending.
+bool key_before(const GroupKey& a, const GroupKey& b, const std::vector<std::string_view>& texts,
+                const std::vector<bool>& desc) {
+  for (size_t g = 0; g < desc.size(); ++g) {
+    const int ka = a.kind[g] == 2 ? 1 : a.kind[g], kb = b.kind[g] == 2 ? 1 : b.kind[g];  // numbers together
+    int order = ka < kb ? -1 : ka > kb ? 1 : 0;
+    if (order == 0 && ka == 1) {
+      auto number = [](const GroupKey& k, size_t i) -> long double {
+        return k.kind[i] == 1 ? static_cast<long double>(static_cast<long long>(k.value[i]))
+                              : static_cast<long double>(std::bit_cast<double>(k.value[i]));
+      };
+      const long double x = number(a, g), y = number(b, g);  // exact for every int64 and double
+      order = x < y ? -1 : x > y ? 1 : 0;
+    } else if (order == 0 && ka == 3) {
+      const int c = texts[a.value[g]].compare(texts[b.value[g]]);
+      order = c < 0 ? -1 : c > 0 ? 1 : 0;
+    }
+    if (order != 0) return desc[g] ? order > 0 : order < 0;
+  }
+  return false;
+}
+
+// Orders the scan's rows (c.chunks, already pruned) so that rows equal in `columns` are adjacent:
+// each row's key is hashed to its group, the groups are sorted (few, against the rows), and a
+// counting pass lays them out one after another, each in scan order. Linear in the rows, where
+// SQLite's sorter would sort them.
+void group_rows(StoreCursor& c, const std::vector<size_t>& columns, const std::vector<bool>& desc) {
+  constexpr double kTwo63 = 9223372036854775808.0;
+  std::unordered_map<std::string_view, uint32_t> text_ids;
+  std::unordered_map<GroupKey, uint32_t, GroupKeyHash> groups;
+  std::vector<uint32_t> group_of;  // per row of the scan, in scan order
+  std::vector<std::vector<uint32_t>> local_ids(columns.size());
+  for (uint32_t ci : c.chunks) {
+    const Chunk& chunk = *c.snap.chunks[ci];
+    for (size_t g = 0; g < columns.size(); ++g) {
+      const std::vector<std::string>& dict = chunk.columns[columns[g]].dict();
+      local_ids[g].resize(dict.size());
+      for (size_t d = 0; d < dict.size(); ++d) {
+        local_ids[g][d] = text_ids.try_emplace(dict[d], static_cast<uint32_t>(text_ids.size())).first->second;
+      }
+    }
+    for (size_t r = 0; r < chunk.rows; ++r) {
+      GroupKey key;
+      for (size_t g = 0; g < columns.size(); ++g) {
+        const ColumnChunk& col = chunk.columns[columns[g]];
+        switch (col.tag(r)) {
+          case ColumnChunk::kInt:
+            key.kind[g] = 1;
+            key.value[g] = static_cast<uint64_t>(col.int_at(r));
+            break;
+          case ColumnChunk::kReal: {
+            const double v = col.real_at(r);
+            if (v == std::trunc(v) && v >= -kTwo63 && v < kTwo63) {  // a whole number: as the integer
+              key.kind[g] = 1;
+              key.value[g] = static_cast<uint64_t>(static_cast<long long>(v));
+            } else {
+              key.kind[g] = 2;
+              key.value[g] = std::bit_cast<uint64_t>(v);
+            }
+            break;
+          }
+          case ColumnChunk::kText: {
+            key.kind[g] = 3;
+            const std::string& s = col.text_at(r);
+            key.value[g] = local_ids[g][static_cast<size_t>(&s - col.dict().data())];
+            break;
+          }
+          default: break;
+        }
+      }
+      group_of.push_back(groups.try_emplace(key, static_cast<uint32_t>(groups.size())).first->second);
+    }
+  }
+  std::vector<std::string_view> texts(text_ids.size());
+  for (const auto& [text, id] : text_ids) texts[id] = text;
+  std::vector<const GroupKey*> keys(groups.size());
+  for (const auto& [key, id] : groups) keys[id] = &key;
+  std::vector<uint32_t> order(groups.size());
+  for (uint32_t g = 0; g < order.size(); ++g) order[g] = g;
+  std::sort(order.begin(), order.end(),
+            [&](uint32_t a, uint32_t b) { return key_before(*keys[a], *keys[b], texts, desc); });
+  std::vector<uint32_t> rank(groups.size());
+  for (uint32_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
+  for (uint32_t& g : group_of) g = rank[g];
+  std::vector<uint32_t> start(groups.size() + 1, 0);
+  for (uint32_t g : group_of) ++start[g + 1];
+  for (size_t g = 1; g < start.size(); ++g) start[g] += start[g - 1];
+  c.sorted.assign(group_of.size(), {0, 0});
+  size_t i = 0;
+  for (uint32_t ci : c.chunks) {
+    for (uint32_t r = 0; r < c.snap.chunks[ci]->rows; ++r) c.sorted[start[group_of[i++]]++] = {ci, r};
+  }
+  c.use_sorted = true;
+}
+
 void position_at_start(StoreCursor& c) {
   c.ci = 0;
   c.row = 0;
@@ -157,6 +305,20 @@ int store_filter(sqlite3_vtab_cursor* base, int idx_num, const char* idx_str, in
     c->rowid = 0;
     std::vector<std::pair<Bound, double>> bounds;
     std::string text = idx_str == nullptr ? "" : idx_str;
+    std::vector<size_t> group_columns;
+    std::vector<bool> group_desc;
+    if ((idx_num & 4) != 0 && text.starts_with("g")) {
+      const size_t end = text.find(';');
+      for (size_t at = 1; at < end && at < text.size();) {
+        group_desc.push_back(text[at] == '-');
+        if (text[at] == '-') ++at;
+        group_columns.push_back(static_cast<size_t>(std::atoi(text.c_str() + at)));
+        at = text.find('.', at);
+        if (at == std::string::npos || at > end) break;
+        ++at;
+      }
+      text = end == std::string::npos ? "" : text.substr(end + 1);
+    }
     size_t at = 0;
     for (int i = 0; i < argc && at < text.size(); ++i) {
       Bound b{std::atoi(text.c_str() + at), 0};
@@ -183,6 +345,11 @@ int store_filter(sqlite3_vtab_cursor* base, int idx_num, const char* idx_str, in
         }
       }
       if (!skip) c->chunks.push_back(i);
+    }
+    if (!group_columns.empty()) {
+      group_rows(*c, group_columns, group_desc);
+      position_at_start(*c);
+      return SQLITE_OK;
     }
     bool ordered = (idx_num & 1) != 0;
     c->descending = ordered && (idx_num & 2) != 0;

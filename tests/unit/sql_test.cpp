@@ -8,6 +8,8 @@
 #include <climits>
 #include <cmath>
 #include <functional>
+#include <map>
+#include <malloc.h>
 #include <random>
 #include <thread>
 
@@ -445,6 +447,8 @@ TEST(ColumnStoreTest, EncodedChunksReadBackEveryCell) {
       {"ns", [&](size_t) { return Cell{static_cast<double>(rng() % 100'000'000) * ns}; }},
       {"ns_div", [&](size_t) { return Cell{static_cast<double>(rng() % 100'000'000) / 1e9}; }},
       {"whole", [&](size_t i) { return Cell{static_cast<double>(i) - 300.0}; }},
+      {"aligned", [&](size_t) { return Cell{static_cast<long long>(rng() % 1000) * 512 - 4096}; }},
+      {"mib", [&](size_t) { return Cell{static_cast<double>((rng() % 1000000) * 512) / 1048576}; }},
       {"random", [&](size_t) { return Cell{(unit(rng) - 0.5) * std::pow(10.0, static_cast<double>(rng() % 40) - 20)}; }},
       {"odd_reals",
        [&](size_t i) {
@@ -500,13 +504,15 @@ TEST(ColumnStoreTest, EncodedChunksReadBackEveryCell) {
   EXPECT_EQ(sealed, n / 256);
 }
 
-// What the encodings save on a torch_trace-shaped table: bytes per row as the store counts them.
+// What the encodings save on a torch_trace-shaped table: bytes per row as the store counts them,
+// and as the allocator has them.
 TEST(ColumnStoreTest, EncodedTorchTraceRowsAreSmall) {
   std::vector<ColumnDef> defs = {{"step", ColumnType::kInteger, ""},     {"seq", ColumnType::kInteger, ""},
                                  {"module", ColumnType::kText, ""},      {"stage", ColumnType::kText, ""},
                                  {"duration", ColumnType::kReal, ""},    {"self_duration", ColumnType::kReal, ""},
                                  {"allocated", ColumnType::kReal, ""},   {"max_allocated", ColumnType::kReal, ""},
                                  {"time", ColumnType::kReal, ""}};
+  const size_t in_use_before = mallinfo2().uordblks;
   ColumnStore store("python", "shaped", defs, {10'000'000, 1u << 30, 8192});
   std::mt19937_64 rng(7);
   const size_t modules = 60, steps = 2000;
@@ -524,9 +530,76 @@ TEST(ColumnStoreTest, EncodedTorchTraceRowsAreSmall) {
     }
   }
   ColumnStore::Stats st = store.stats();
+  // What the store says it keeps is what it holds from the allocator (the encoded chunks, and the
+  // open chunk's 9 bytes a cell): sealing gives the unencoded cells back.
+  const size_t held = mallinfo2().uordblks - in_use_before;
+  EXPECT_LT(static_cast<double>(held), 1.25 * static_cast<double>(st.bytes) + (1 << 20)) << held << " " << st.bytes;
   const double per_row = static_cast<double>(st.bytes) / static_cast<double>(st.rows);
   RecordProperty("bytes_per_row", std::to_string(per_row));
   EXPECT_LT(per_row, 24.0) << per_row;
+}
+
+
+// GROUP BY and DISTINCT over a store are grouped by the store (hashing, no sort): the groups must
+// be SQLite's own, where an integer and a double of the same value are one group, NULLs are one
+// group and text is told apart from numbers, across sealed chunks and the open one.
+TEST_F(SqlTest, StoreGroupsRowsAsSqliteWould) {
+  auto store = std::make_shared<ColumnStore>(
+      "python", "grouped",
+      std::vector<ColumnDef>{{"a", ColumnType::kText, ""}, {"b", ColumnType::kReal, ""}, {"x", ColumnType::kInteger, ""}},
+      ColumnStore::Limits{1'000'000, 64u << 20, 256});
+  const char* texts[] = {"x", "y", "z"};
+  std::map<std::pair<std::string, std::string>, std::pair<long long, long long>> want;  // -> count, sum
+  std::mt19937_64 rng(3);
+  for (long long i = 0; i < 5000; ++i) {
+    const int ta = static_cast<int>(rng() % 4), tb = static_cast<int>(rng() % 6);
+    Cell a = ta == 3 ? Cell{} : Cell{std::string_view(texts[ta])};
+    Cell b;
+    std::string b_key;
+    switch (tb) {
+      case 0: b = 1LL; b_key = "n1"; break;
+      case 1: b = 1.0; b_key = "n1"; break;  // the same group as the integer 1
+      case 2: b = 2.5; b_key = "n2.5"; break;
+      case 3: b = -0.0; b_key = "n0"; break;
+      case 4: b = 0LL; b_key = "n0"; break;  // 0 and -0.0: one group
+      default: b = std::string_view("1"); b_key = "t1"; break;  // text '1' is not the number 1
+    }
+    Cell row[] = {a, b, i};
+    ASSERT_TRUE(store->append(row).is_ok());
+    auto& w = want[{ta == 3 ? "NULL" : texts[ta], b_key}];
+    ++w.first;
+    w.second += i;
+  }
+  ASSERT_TRUE(Engine::get().add_store(store, "").is_ok());
+  QueryResult plan = run("EXPLAIN QUERY PLAN SELECT a, b, count(*) FROM python.grouped GROUP BY a, b");
+  EXPECT_EQ(plan.to_json().dump().find("TEMP B-TREE"), std::string::npos) << plan.to_json().dump();
+  QueryResult r = run("SELECT coalesce(a, 'NULL'), typeof(b), b, count(*), sum(x) FROM python.grouped GROUP BY a, b");
+  std::map<std::pair<std::string, std::string>, std::pair<long long, long long>> got;
+  for (const auto& row : r.rows) {
+    std::string b_key;
+    if (row[1] == "text") {
+      b_key = "t" + row[2].get<std::string>();
+    } else {
+      const double v = row[2].get<double>();
+      b_key = v == 2.5 ? "n2.5" : v == 1 ? "n1" : "n0";
+    }
+    EXPECT_TRUE(got.emplace(std::make_pair(row[0].get<std::string>(), b_key),
+                            std::make_pair(row[3].get<long long>(), row[4].get<long long>()))
+                    .second)
+        << "a group came twice: " << row;
+  }
+  EXPECT_EQ(got, want);
+  QueryResult distinct = run("SELECT DISTINCT a FROM python.grouped");
+  EXPECT_EQ(distinct.rows.size(), 4u);  // x, y, z and NULL
+  // An ORDER BY of the GROUP BY's terms gets SQLite's order: NULL, numbers by value, then text.
+  QueryResult down = run("SELECT a FROM python.grouped GROUP BY a ORDER BY a DESC");
+  EXPECT_EQ(down.rows, (std::vector<std::vector<nlohmann::json>>{{"z"}, {"y"}, {"x"}, {nullptr}}));
+  QueryResult up = run("SELECT typeof(b), b FROM python.grouped GROUP BY b ORDER BY b");
+  ASSERT_EQ(up.rows.size(), 4u);
+  EXPECT_EQ(up.rows[0][1].get<double>(), 0);
+  EXPECT_EQ(up.rows[1][1].get<double>(), 1);
+  EXPECT_EQ(up.rows[2][1].get<double>(), 2.5);
+  EXPECT_EQ(up.rows[3], (std::vector<nlohmann::json>{"text", "1"}));
 }
 
 }  // namespace
