@@ -10,6 +10,8 @@
 - the last 5 steps (the filter on `step` pushed into the store's scan), with a sub-query and with
   a constant, and max(step) alone, against the same queries on the plain table, which has no
   index (target <= 10 ms);
+- time_bucket('1 minute', time) with percentile(duration, 0.99) over all rows (probing's own SQL
+  functions: the store alone);
 - memory: the target's RSS before and after the fill, what information_schema.tables says the
   table holds (target <= 16 bytes a row: sealed chunks are encoded, docs/tables.md), the RSS after
   the queries, and a second table capped at 100,000 rows filled with 1,000,000.
@@ -132,6 +134,12 @@ QUERIES = {
     "max(step)": "SELECT max(step) FROM python.%s" % TABLE,
 }
 TARGETS_MS = {"last 5 steps (sub-query)": 10.0}
+# probing's own SQL functions, which the plain table's sqlite3 lacks: timed on the store alone.
+STORE_ONLY = {
+    "time_bucket + percentile": (
+        "SELECT time_bucket('1 minute', time) AS t, percentile(duration, 0.99) AS p99, count(*) "
+        "FROM python.%s GROUP BY t ORDER BY t" % TABLE),
+}
 
 
 def verdict(value, target):
@@ -216,7 +224,7 @@ def run(b, n):
     kept, nbytes, dropped = b.table_info(TABLE)
 
     store = {}
-    for name, sql in QUERIES.items():
+    for name, sql in list(QUERIES.items()) + list(STORE_ONLY.items()):
         b.query(sql)  # warm up
         agent, rt, rows = [], [], None
         for _ in range(n):
@@ -250,6 +258,9 @@ def run(b, n):
     print()
     print("queries (ms)                  store agent  store trip   plain sqlite   store/plain  target")
     for name, (agent, rt, rows) in store.items():
+        if name in STORE_ONLY:
+            print("  %-27s %11.2f %11.2f %14s %13s  -  (%d buckets)" % (name, agent, rt, "-", "-", len(rows)))
+            continue
         fl = floor["queries"][name]
         fms = statistics.median(fl["ms"])
         if name == "group by, all rows":

@@ -214,11 +214,54 @@ bool key_before(const GroupKey& a, const GroupKey& b, const std::vector<std::str
   return false;
 }
 
+// -1, 0 or 1 as cell (x, rx) comes before, with or after cell (y, ry) in SQLite's order.
+int compare_cells(const ColumnChunk& x, size_t rx, const ColumnChunk& y, size_t ry) {
+  auto rank = [](ColumnChunk::Tag t) {
+    return t == ColumnChunk::kNull ? 0 : t == ColumnChunk::kText ? 2 : 1;  // NULL, numbers, text
+  };
+  const ColumnChunk::Tag tx = x.tag(rx), ty = y.tag(ry);
+  if (rank(tx) != rank(ty)) return rank(tx) < rank(ty) ? -1 : 1;
+  if (rank(tx) == 1) {
+    auto number = [](const ColumnChunk& c, size_t r, ColumnChunk::Tag t) -> long double {
+      return t == ColumnChunk::kInt ? static_cast<long double>(c.int_at(r))
+                                    : static_cast<long double>(c.real_at(r));
+    };
+    const long double a = number(x, rx, tx), b = number(y, ry, ty);
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+  if (rank(tx) == 2) {
+    const int c = x.text_at(rx).compare(y.text_at(ry));
+    return c < 0 ? -1 : c > 0 ? 1 : 0;
+  }
+  return 0;
+}
+
+// group_rows for a grouping of many distinct values: the rows sorted by them instead, in the 8
+// bytes a row the ORDER BY sort takes, rather than a hash table as large as the rows.
+void sort_rows(StoreCursor& c, const std::vector<size_t>& columns, const std::vector<bool>& desc) {
+  c.sorted.clear();
+  for (uint32_t ci : c.chunks) {
+    for (uint32_t r = 0; r < c.snap.chunks[ci]->rows; ++r) c.sorted.emplace_back(ci, r);
+  }
+  std::stable_sort(c.sorted.begin(), c.sorted.end(), [&](const auto& a, const auto& b) {
+    const Chunk& ca = *c.snap.chunks[a.first];
+    const Chunk& cb = *c.snap.chunks[b.first];
+    for (size_t g = 0; g < columns.size(); ++g) {
+      const int order = compare_cells(ca.columns[columns[g]], a.second, cb.columns[columns[g]], b.second);
+      if (order != 0) return desc[g] ? order > 0 : order < 0;
+    }
+    return false;
+  });
+  c.use_sorted = true;
+}
+
 // Orders the scan's rows (c.chunks, already pruned) so that rows equal in `columns` are adjacent:
 // each row's key is hashed to its group, the groups are sorted (few, against the rows), and a
 // counting pass lays them out one after another, each in scan order. Linear in the rows, where
-// SQLite's sorter would sort them.
+// SQLite's sorter would sort them. Past kMaxGroups groups (or distinct strings) it sorts the rows
+// instead (sort_rows), so that its memory stays a few bytes a row.
 void group_rows(StoreCursor& c, const std::vector<size_t>& columns, const std::vector<bool>& desc) {
+  constexpr size_t kMaxGroups = 1 << 16;
   constexpr double kTwo63 = 9223372036854775808.0;
   std::unordered_map<std::string_view, uint32_t> text_ids;
   std::unordered_map<GroupKey, uint32_t, GroupKeyHash> groups;
@@ -233,6 +276,7 @@ void group_rows(StoreCursor& c, const std::vector<size_t>& columns, const std::v
         local_ids[g][d] = text_ids.try_emplace(dict[d], static_cast<uint32_t>(text_ids.size())).first->second;
       }
     }
+    if (text_ids.size() > kMaxGroups) return sort_rows(c, columns, desc);
     for (size_t r = 0; r < chunk.rows; ++r) {
       GroupKey key;
       for (size_t g = 0; g < columns.size(); ++g) {
@@ -263,6 +307,7 @@ void group_rows(StoreCursor& c, const std::vector<size_t>& columns, const std::v
         }
       }
       group_of.push_back(groups.try_emplace(key, static_cast<uint32_t>(groups.size())).first->second);
+      if (groups.size() > kMaxGroups) return sort_rows(c, columns, desc);
     }
   }
   std::vector<std::string_view> texts(text_ids.size());

@@ -602,5 +602,30 @@ TEST_F(SqlTest, StoreGroupsRowsAsSqliteWould) {
   EXPECT_EQ(up.rows[3], (std::vector<nlohmann::json>{"text", "1"}));
 }
 
+
+// Grouping on a column of many distinct values (past what the store hashes) sorts the rows
+// instead: the groups are still SQLite's, in its order.
+TEST_F(SqlTest, StoreGroupsManyDistinctValuesBySorting) {
+  auto store = std::make_shared<ColumnStore>(
+      "python", "many", std::vector<ColumnDef>{{"x", ColumnType::kInteger, ""}, {"s", ColumnType::kText, ""}},
+      ColumnStore::Limits{1'000'000, 256u << 20, 8192});
+  const long long n = 70'000;
+  for (long long i = 0; i < n; ++i) {
+    const long long x = (i * 7919) % n;  // every value once, not in order
+    std::string text = "k" + std::to_string(x % 69'000);
+    Cell row[] = {x, std::string_view(text)};
+    ASSERT_TRUE(store->append(row).is_ok());
+  }
+  ASSERT_TRUE(Engine::get().add_store(store, "").is_ok());
+  EXPECT_EQ(run("SELECT x FROM python.many GROUP BY x ORDER BY x DESC LIMIT 3").rows,
+            (std::vector<std::vector<nlohmann::json>>{{n - 1}, {n - 2}, {n - 3}}));
+  EXPECT_EQ(run("SELECT count(*) FROM (SELECT x FROM python.many GROUP BY x)").rows[0][0], n);
+  QueryResult texts =
+      run("SELECT count(*), sum(c) FROM (SELECT s, count(*) AS c FROM python.many GROUP BY s)");
+  EXPECT_EQ(texts.rows[0], (std::vector<nlohmann::json>{69'000, n}));
+  EXPECT_EQ(run("SELECT s FROM python.many GROUP BY s LIMIT 2").rows,
+            (std::vector<std::vector<nlohmann::json>>{{"k0"}, {"k1"}}));
+}
+
 }  // namespace
 }  // namespace probing::sql
