@@ -338,10 +338,13 @@ class _LineReader:
         self._thread.start()
 
     def _run(self):
-        for raw in iter(self._stream.readline, b""):
-            with self._cond:
-                self.lines.append((time.monotonic(), raw.decode("utf-8", "replace").rstrip("\n")))
-                self._cond.notify_all()
+        try:
+            for raw in iter(self._stream.readline, b""):
+                with self._cond:
+                    self.lines.append((time.monotonic(), raw.decode("utf-8", "replace").rstrip("\n")))
+                    self._cond.notify_all()
+        except (ValueError, OSError):
+            pass  # Target.kill() closed the pipe while a read was in progress: its end, as EOF is
         with self._cond:
             self.closed = True
             self._cond.notify_all()
