@@ -38,7 +38,8 @@ PyObject* locals_snapshot(PyObject*, PyObject* frame) noexcept {
       // 3.13+: nothing kept
     } else if (o.frame_model == layout::FrameModel::kFrameObject) {
       slot = reinterpret_cast<PyObject**>(object + o.frame_locals);
-    } else if (o.frame_object_frame != layout::kNoField && o.frame_object_fast_as_locals != layout::kNoField) {
+    } else if (o.frame_object_frame != layout::kNoField &&
+               o.frame_object_fast_as_locals != layout::kNoField) {
       char* data = *reinterpret_cast<char**>(object + o.frame_object_frame);
       if (data != nullptr) {
         slot = reinterpret_cast<PyObject**>(data + o.frame_locals);

@@ -49,11 +49,11 @@ class BitPacked {
 // 8-byte slot (a double is stored by its bits, text as an index into the chunk's own dictionary).
 // Sealing encodes the column by its data (encode()): one tag for the whole column when every
 // cell has it, else 2 bits a cell; integers as offsets from the smallest, less the low zero bits
-// they all have, in as few bits as the largest needs; doubles as integers where they are whole or a whole number of thousandths,
-// millionths, billionths or 2^-20ths (bytes as MiB), when that gives each back bit for bit (the
-// torch tracer's durations are whole nanoseconds), else by their bits XORed
-// with the first one's, less the low bits every one of them has as zero; text as dictionary
-// indexes in as few bits as the dictionary needs. Every cell stays readable in O(1).
+// they all have, in as few bits as the largest needs; doubles the same way where they are whole
+// numbers or whole numbers of thousandths, millionths, billionths or 2^-20ths (bytes as MiB) and
+// that gives each back bit for bit (the torch tracer's durations are whole nanoseconds), else by
+// their bits XORed with the first one's, less the low bits every one of them has as zero; text as
+// dictionary indexes in as few bits as the dictionary needs. Every cell stays readable in O(1).
 class ColumnChunk {
  public:
   enum Tag : uint8_t { kNull, kInt, kReal, kText };

@@ -442,14 +442,18 @@ TEST(ColumnStoreTest, EncodedChunksReadBackEveryCell) {
   std::vector<std::pair<std::string, std::function<Cell(size_t)>>> gens = {
       {"step", [](size_t i) { return Cell{static_cast<long long>(i / 100)}; }},
       {"big", [&](size_t i) { return Cell{i % 2 ? LLONG_MIN + static_cast<long long>(i) : LLONG_MAX - 1}; }},
-      {"ints_nulls", [&](size_t i) { return i % 7 ? Cell{static_cast<long long>(rng() % 1000) - 500} : Cell{}; }},
+      {"ints_nulls",
+       [&](size_t i) { return i % 7 ? Cell{static_cast<long long>(rng() % 1000) - 500} : Cell{}; }},
       {"time", [&](size_t i) { return Cell{1.7e9 + static_cast<double>(i) * 0.001234 + unit(rng) * 1e-6}; }},
       {"ns", [&](size_t) { return Cell{static_cast<double>(rng() % 100'000'000) * ns}; }},
       {"ns_div", [&](size_t) { return Cell{static_cast<double>(rng() % 100'000'000) / 1e9}; }},
       {"whole", [&](size_t i) { return Cell{static_cast<double>(i) - 300.0}; }},
       {"aligned", [&](size_t) { return Cell{static_cast<long long>(rng() % 1000) * 512 - 4096}; }},
       {"mib", [&](size_t) { return Cell{static_cast<double>((rng() % 1000000) * 512) / 1048576}; }},
-      {"random", [&](size_t) { return Cell{(unit(rng) - 0.5) * std::pow(10.0, static_cast<double>(rng() % 40) - 20)}; }},
+      {"random",
+       [&](size_t) {
+         return Cell{(unit(rng) - 0.5) * std::pow(10.0, static_cast<double>(rng() % 40) - 20)};
+       }},
       {"odd_reals",
        [&](size_t i) {
          const double odd[] = {-0.0, 0.0, INFINITY, -INFINITY, 5e-324, DBL_MAX, -DBL_MIN, 1.0};
@@ -507,11 +511,12 @@ TEST(ColumnStoreTest, EncodedChunksReadBackEveryCell) {
 // What the encodings save on a torch_trace-shaped table: bytes per row as the store counts them,
 // and as the allocator has them.
 TEST(ColumnStoreTest, EncodedTorchTraceRowsAreSmall) {
-  std::vector<ColumnDef> defs = {{"step", ColumnType::kInteger, ""},     {"seq", ColumnType::kInteger, ""},
-                                 {"module", ColumnType::kText, ""},      {"stage", ColumnType::kText, ""},
-                                 {"duration", ColumnType::kReal, ""},    {"self_duration", ColumnType::kReal, ""},
-                                 {"allocated", ColumnType::kReal, ""},   {"max_allocated", ColumnType::kReal, ""},
-                                 {"time", ColumnType::kReal, ""}};
+  std::vector<ColumnDef> defs = {
+      {"step", ColumnType::kInteger, ""},   {"seq", ColumnType::kInteger, ""},
+      {"module", ColumnType::kText, ""},    {"stage", ColumnType::kText, ""},
+      {"duration", ColumnType::kReal, ""},  {"self_duration", ColumnType::kReal, ""},
+      {"allocated", ColumnType::kReal, ""}, {"max_allocated", ColumnType::kReal, ""},
+      {"time", ColumnType::kReal, ""}};
   const size_t in_use_before = mallinfo2().uordblks;
   ColumnStore store("python", "shaped", defs, {10'000'000, 1u << 30, 8192});
   std::mt19937_64 rng(7);
@@ -533,7 +538,8 @@ TEST(ColumnStoreTest, EncodedTorchTraceRowsAreSmall) {
   // What the store says it keeps is what it holds from the allocator (the encoded chunks, and the
   // open chunk's 9 bytes a cell): sealing gives the unencoded cells back.
   const size_t held = mallinfo2().uordblks - in_use_before;
-  EXPECT_LT(static_cast<double>(held), 1.25 * static_cast<double>(st.bytes) + (1 << 20)) << held << " " << st.bytes;
+  EXPECT_LT(static_cast<double>(held), 1.25 * static_cast<double>(st.bytes) + (1 << 20))
+      << held << " " << st.bytes;
   const double per_row = static_cast<double>(st.bytes) / static_cast<double>(st.rows);
   RecordProperty("bytes_per_row", std::to_string(per_row));
   EXPECT_LT(per_row, 24.0) << per_row;
@@ -546,7 +552,8 @@ TEST(ColumnStoreTest, EncodedTorchTraceRowsAreSmall) {
 TEST_F(SqlTest, StoreGroupsRowsAsSqliteWould) {
   auto store = std::make_shared<ColumnStore>(
       "python", "grouped",
-      std::vector<ColumnDef>{{"a", ColumnType::kText, ""}, {"b", ColumnType::kReal, ""}, {"x", ColumnType::kInteger, ""}},
+      std::vector<ColumnDef>{
+          {"a", ColumnType::kText, ""}, {"b", ColumnType::kReal, ""}, {"x", ColumnType::kInteger, ""}},
       ColumnStore::Limits{1'000'000, 64u << 20, 256});
   const char* texts[] = {"x", "y", "z"};
   std::map<std::pair<std::string, std::string>, std::pair<long long, long long>> want;  // -> count, sum
