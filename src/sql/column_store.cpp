@@ -124,18 +124,12 @@ void ColumnChunk::encode() {
         break;
       }
     }
-    int shift = 64;
-    for (size_t i = 0; i < n; ++i) {
-      if (present[i] && (slots_[i] ^ first) != 0) {
-        shift = std::min(shift, std::countr_zero(slots_[i] ^ first));
-      }
-    }
-    shift_ = shift == 64 ? 0 : static_cast<unsigned>(shift);
     base_ = first;
     values.assign(n, 0);
     for (size_t i = 0; i < n; ++i) {
-      if (present[i]) values[i] = (slots_[i] ^ first) >> shift_;
+      if (present[i]) values[i] = slots_[i] ^ first;
     }
+    shift_ = strip_common_zeros(values);
     unsigned best = width_of(values);
     constexpr double kExact = 9007199254740992.0;  // 2^53: past it, doubles skip integers
     for (double scale : {1.0, 1e3, 1e6, 1e9, 1048576.0}) {  // 2^20: bytes given as MiB
