@@ -177,9 +177,11 @@ def _decline():
 
 def _top_level(module, stack):
     """A module called on an empty stack: a top model's call, or one inside a forward that was
-    running when tracing started. Names the model, counts the step (without an optimizer), and
-    puts the modules already running on the stack, untimed. False in a DataLoader worker, whose
-    hooks are then gone."""
+    running when tracing started. Names the model and counts the step (without an optimizer).
+    The modules already running are not put on the stack: a call that began before the hooks
+    existed took PyTorch's path without hooks and never runs the post hook that would take its
+    entry off again (the stack would never be empty again, and no step counted). False in a
+    DataLoader worker, whose hooks are then gone."""
     if _in_dataloader_worker():
         _decline()
         return False
@@ -191,8 +193,6 @@ def _top_level(module, stack):
         S.primary_root = root
     if not running and module is S.primary_root and not S.optimizer_seen:
         _new_step()
-    for m in running:
-        stack.append([m, None, 0.0, None, 0.0, None])
     return True
 
 

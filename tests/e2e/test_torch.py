@@ -290,6 +290,26 @@ def test_no_optimizer_counts_top_level_forward_calls(torch_factory):
         ("head", "forward"), ("MLP", "forward")], step
 
 
+def test_steps_go_on_after_tracing_starts_inside_a_forward(torch_factory):
+    """Without an optimizer a step is a call of the top model. Switched on while a forward runs
+    (here most of the time: each forward pauses 20 ms between encoder and head), the hooks see
+    that forward's inner modules first, and PyTorch never runs the post hooks of the calls that
+    began without hooks: steps must still be counted from the next call on (once, entries for
+    those calls were kept on the stack and the step stayed 0 for good)."""
+    t = start(torch_factory, "slow_inference", env={"PROBING_TORCH": "0"})
+    want = [("encoder.0", "forward"), ("encoder.1", "forward"), ("encoder.2", "forward"), ("encoder", "forward"),
+            ("head", "forward"), ("SlowMLP", "forward")]
+    for i in range(4):
+        before = rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace")[0]["s"] or 0
+        assert run_cli(t.pid, "config", "torch.trace=on")[0] == 0
+        r = wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= before + 3)
+        assert (r[0]["s"] or 0) >= before + 3, (i, before, r)
+        step = rows(t.pid, "SELECT module, stage FROM python.torch_trace WHERE step = %d ORDER BY seq" % (r[0]["s"] - 1))
+        assert [(x["module"], x["stage"]) for x in step] == want, (i, step)
+        assert run_cli(t.pid, "config", "torch.trace=off")[0] == 0
+        time.sleep(0.013 * i)
+
+
 def test_spans_nested_three_deep(torch_factory):
     t = start(torch_factory, "mlp")
     n = len(t.stdout_lines())

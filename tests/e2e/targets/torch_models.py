@@ -3,6 +3,8 @@ argv[1]:
   mlp          an MLP (model.encoder.{0,1,2}, model.head) trained with SGD
   transformer  a small transformer encoder (layers.N.self_attn, ...) trained with Adam
   inference    the MLP called forward-only, no optimizer
+  slow_inference  the same with a 20 ms pause in the middle of each forward (SlowMLP), so that
+               tracing switched on lands inside a forward that began without hooks
   loader       the MLP trained with SGD on batches from a DataLoader (no worker processes)
   workers      the same from a DataLoader with 2 forked workers, whose dataset runs a module
                (an nn.Linear "transform") on each item; `workers` holds their pids
@@ -45,12 +47,19 @@ class Tiny(nn.Module):
         return self.head(self.layers(self.embed(x))).mean(dim=1)
 
 
+class SlowMLP(MLP):
+    def forward(self, x):
+        h = self.encoder(x)
+        time.sleep(0.02)
+        return self.head(h)
+
+
 if kind == "transformer":
     model = Tiny()
     x = torch.randn(4, 6, 8)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 else:
-    model = MLP()
+    model = SlowMLP() if kind == "slow_inference" else MLP()
     x = torch.randn(16, 8)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in ("mlp", "loader", "workers") else None
 y = torch.randn(x.shape[0], 1)
