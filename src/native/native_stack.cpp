@@ -474,7 +474,13 @@ Status read_thread(pid_t pid, Result<layout::PythonProcess>& py, Unwinder& unwin
     layout::GilFreeLimits limits;
     limits.max_frames = options.max_python_frames;
     limits.native_thread_id = pid_in_own_namespace(pid, t.tid);  // CPython keeps the tid it sees
+    // The other threads run on while this one is stopped: one that starts or ends as the list of
+    // thread states is walked can cut the walk short, or make it fail. A few more tries, where
+    // that is what happened (an error, or no thread state for the main thread, which has one).
     Result<layout::GilFreeSnapshot> snap = read_python_stacks(*py, limits);
+    for (int again = 0; again < 3 && (!snap.is_ok() || (snap->threads.empty() && t.tid == pid)); ++again) {
+      snap = read_python_stacks(*py, limits);
+    }
     if (!snap.is_ok()) {
       notes.push_back("Python frames not shown: " + snap.status().message());
       py = snap.status();
