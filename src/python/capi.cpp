@@ -103,6 +103,9 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyType_IsSubtype);
   PROBING_RESOLVE(PyObject_GenericGetDict);
   PROBING_RESOLVE(PyErr_SetString);
+  PROBING_RESOLVE(PyObject_Call);
+  PROBING_RESOLVE(PyWeakref_NewRef);
+  PROBING_RESOLVE(PyInstanceMethod_New);
   PROBING_RESOLVE(PyLong_Type);
   PROBING_RESOLVE(PyFloat_Type);
   PROBING_RESOLVE(PyUnicode_Type);

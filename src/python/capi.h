@@ -22,6 +22,8 @@ struct MethodDef {
   int flags;
   const char* doc;
 };
+constexpr int kMethVarargs = 0x0001;
+constexpr int kMethKeywords = 0x0002;
 constexpr int kMethNoArgs = 0x0004;
 constexpr int kMethO = 0x0008;
 constexpr int kMethFastcall = 0x0080;
@@ -81,6 +83,10 @@ struct CApi {
   PyObject* (*PyObject_GenericGetDict)(PyObject*,
                                        void* context);  // an instance's __dict__, no code of its run
   void (*PyErr_SetString)(PyObject* type, const char* message);
+  // For the torch tracer's hooks and wrappers (torch/hooks.cpp).
+  PyObject* (*PyObject_Call)(PyObject* callable, PyObject* args, PyObject* kwargs);
+  PyObject* (*PyWeakref_NewRef)(PyObject* object, PyObject* callback);
+  PyObject* (*PyInstanceMethod_New)(PyObject* function);  // binds as a method when set on a class
   // Type objects and singletons (addresses of the interpreter's own objects).
   void* PyLong_Type;
   void* PyFloat_Type;

@@ -1,6 +1,7 @@
 #include "sql/column_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
 
@@ -52,6 +53,12 @@ size_t ColumnChunk::cell_bytes() const {
 }
 
 namespace {
+
+// A new open chunk's epoch: never 0 (a TextHint that names none) and never given twice.
+uint64_t next_epoch() {
+  static std::atomic<uint64_t> last{0};
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
+}
 
 // Integers as offsets from the smallest (as unsigned: a range past 2^63 wraps and still reads back).
 std::vector<uint64_t> offsets_from_min(std::span<const long long> values, const std::vector<bool>& present,
@@ -176,6 +183,7 @@ ColumnStore::ColumnStore(std::string schema, std::string name, std::vector<Colum
       columns_(std::move(columns)),
       limits_(limits),
       open_index_(columns_.size()),
+      open_epoch_(next_epoch()),
       ascending_(new std::atomic<bool>[columns_.size()]),
       last_number_(columns_.size(), -1e308),
       last_int_(columns_.size()) {
@@ -183,7 +191,9 @@ ColumnStore::ColumnStore(std::string schema, std::string name, std::vector<Colum
   for (size_t i = 0; i < columns_.size(); ++i) ascending_[i].store(columns_[i].type != ColumnType::kText);
 }
 
-Status ColumnStore::append(std::span<const Cell> cells) {
+Status ColumnStore::append(std::span<const Cell> cells) { return append(cells, {}); }
+
+Status ColumnStore::append(std::span<const Cell> cells, std::span<TextHint* const> hints) {
   if (cells.size() > columns_.size()) {
     return Status(Code::kInvalidArgument, "a row of " + std::to_string(cells.size()) + " values for the " +
                                               std::to_string(columns_.size()) + " columns of " + schema_ + "." + name_);
@@ -212,13 +222,19 @@ Status ColumnStore::append(std::span<const Cell> cells) {
         cut = full->substr(0, kMaxTextBytes);
         s = &cut;
       }
-      auto it = open_index_[c].find(*s);
-      if (it == open_index_[c].end()) {
-        it = open_index_[c].emplace(std::string(*s), static_cast<uint32_t>(col.dict().size())).first;
-        col.dict().emplace_back(*s);
-        bytes += s->size() + kTextOverhead;
+      TextHint* hint = c < hints.size() ? hints[c] : nullptr;
+      if (hint != nullptr && hint->epoch == open_epoch_) {
+        slot = hint->index;
+      } else {
+        auto it = open_index_[c].find(*s);
+        if (it == open_index_[c].end()) {
+          it = open_index_[c].emplace(std::string(*s), static_cast<uint32_t>(col.dict().size())).first;
+          col.dict().emplace_back(*s);
+          bytes += s->size() + kTextOverhead;
+        }
+        slot = it->second;
+        if (hint != nullptr) *hint = TextHint{open_epoch_, it->second};
       }
-      slot = it->second;
     }
     if (tag == ColumnChunk::kInt || tag == ColumnChunk::kReal) {
       if (!col.has_numbers) {
@@ -267,6 +283,7 @@ void ColumnStore::seal_locked() {
   open_ = Chunk{};
   open_.columns.resize(columns_.size());
   for (TextIndex& index : open_index_) index.clear();
+  open_epoch_ = next_epoch();
 }
 
 void ColumnStore::enforce_limits_locked() {

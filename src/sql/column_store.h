@@ -158,6 +158,16 @@ class ColumnStore {
   // for more cells than columns.
   Status append(std::span<const Cell> cells);
 
+  // A writer's memo of where a text it appends again and again (a module's name) sits in the open
+  // chunk's dictionary, so that the next append of it to the same column skips the lookup.
+  struct TextHint {
+    uint64_t epoch = 0;  // of the open chunk it was taken in (unique in the process); 0: none
+    uint32_t index = 0;
+  };
+  // The same, with a hint (or null) per text cell, which is used when it is of the open chunk and
+  // updated when not. The text must be the one the hint was taken for, in the same column.
+  Status append(std::span<const Cell> cells, std::span<TextHint* const> hints);
+
   // Drops the sealed chunks in which every value of `column` (a numeric column that only grows, such
   // as a time) is below `cutoff`: a window in time rather than in rows. Returns the rows dropped.
   size_t drop_below(size_t column, double cutoff);
@@ -182,6 +192,7 @@ class ColumnStore {
   std::vector<std::shared_ptr<const Chunk>> sealed_;
   Chunk open_;
   std::vector<TextIndex> open_index_;  // text -> dict index
+  uint64_t open_epoch_;                // names the open chunk for TextHints
   size_t sealed_rows_ = 0;
   size_t sealed_bytes_ = 0;
   uint64_t appended_ = 0;

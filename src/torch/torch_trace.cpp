@@ -19,6 +19,7 @@
 #include "python/runtime.h"
 #include "sql/engine.h"
 #include "bindings/table_binding.h"
+#include "torch/hooks.h"
 
 namespace probing::torch {
 
@@ -30,7 +31,7 @@ using python::CApi;
 using python::PyObject;
 using python::PyRef;
 
-constexpr python::HelperSource kHelpers{kTorchTraceSource, "_probing_torch_trace"};
+const python::HelperSource kHelpers{kTorchTraceSource, "_probing_torch_trace", kTracerNatives};
 constexpr double kWatchIntervalS = 0.5;
 constexpr double kApplyTimeoutS = 5;
 
@@ -41,6 +42,7 @@ PyObject* g_appender = nullptr;  // the store's append builtin; made once with t
 
 // REQUIRES: GIL held. Calls torch_trace.py's install or uninstall; its JSON text, or an error.
 std::string call_tracer(const CApi& api, bool on, double rate, std::string* error) {
+  init_tracer(api);
   Result<PyObject*> ns = python::helper_namespace(api, kHelpers);
   if (!ns.is_ok()) {
     *error = ns.status().message();

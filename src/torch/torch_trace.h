@@ -1,4 +1,5 @@
-// PyTorch tracing into python.torch_trace (torch_trace.py does the tracing in the target). It
+// PyTorch tracing into python.torch_trace (hooks.cpp records, torch_trace.py names and counts steps
+// in the target). It
 // starts by itself: a watcher thread checks every half second whether the tracer's state matches
 // torch.trace (installing it once torch is imported, retrying a change the GIL delayed);
 // changing torch.trace or torch.sample_rate (SET, config, PUT /config) applies at once.

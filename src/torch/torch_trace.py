@@ -1,17 +1,19 @@
 # Python half of PyTorch tracing (python.torch_trace): compiled once into a private namespace of
 # the target (never put in sys.modules) and driven from torch_trace.cpp on an agent thread with
-# the GIL held. install() registers PyTorch's global module hooks (one registration each, not
-# one per module) and wraps the optimizer's step; uninstall() removes every one of them and puts
-# back exactly what was there. The hooks run on the target's threads: they never raise into the
-# model (any failure switches tracing off and is reported), and record into the agent's column
-# store through `append`, a builtin of the agent.
+# the GIL held. The recording itself is native (torch/hooks.cpp, whose functions this namespace
+# gets as _native_*): the global module hooks and the wrappers of backward and of a DataLoader's
+# wait are builtins that write rows straight into the column store. What is left here happens once
+# per step or once per model: naming a model's modules, counting steps, DataLoader workers, CUDA
+# events, and install() / uninstall(), which register PyTorch's global hooks (one registration
+# each, not one per module) and put back exactly what was there. Nothing here raises into the
+# model: any failure switches tracing off and is reported.
 import json
 import sys
 import time
-import _thread
+from _thread import get_ident as _get_ident
 
-# Nanoseconds as an int: a duration is then a whole number of them, which python.torch_trace
-# keeps in a few bytes (a double of arbitrary bits takes eight).
+# Nanoseconds as an int, on the clock of the native hooks (CLOCK_MONOTONIC): a duration is then a
+# whole number of them, which python.torch_trace keeps in a few bytes.
 _perf = time.perf_counter_ns
 _now = time.time
 
@@ -23,36 +25,33 @@ class ProbingTimeout(BaseException):
 class _State:
     def __init__(self):
         self.installed = False
-        self.append = None
-        self.handles = []         # RemovableHandles of the global module hooks
+        self.append = None        # the store's append (rows timed by CUDA events)
+        self.handles = []         # RemovableHandles of the global hooks
         self.restore = []         # (owner, attribute, original) to put back, in reverse order
         self.ours = []            # the wrappers install() put in place of those originals
         self.wrapped_steps = {}   # optimizer class -> original step (1.13 path)
         self.warning_filters = []  # the warnings filter install() added (2.x), removed by uninstall()
-        self.step = 0
-        self.seq = 0
-        self.traced = True        # whether the current step is sampled
-        self.period = 1           # trace one step in `period`
+        self.period = 1           # trace one step in `period` (the step counter is native)
         self.optimizer_seen = False
         self.primary_root = None  # the first top-level module called: without an optimizer,
                                   # each of its top-level calls is a step
-        self.names = None         # WeakKeyDictionary module -> dotted name
         self.roots = None         # WeakSet of the top models named so far
-        self.local = _thread._local()
         self.cuda = None          # torch.cuda when timing with CUDA events
         self.torch_cuda = None    # torch.cuda when it is available but not initialized yet
         self.pending = []         # (start_event, end_event, row, children) waiting for the GPU
         self.free_events = []     # CUDA events whose rows were written, for reuse
         self.error = None         # why tracing switched itself off
         self.declined = None      # why this process is not traced (a DataLoader worker)
-        self.rows = 0
+        self.cuda_rows = 0        # rows written from here (CUDA); the native ones are counted there
+        # threads that were in a module's forward when the hooks came (None: any thread may be,
+        # while install() runs: other threads run between its bytecodes)
+        self.walk_threads = None
 
 
 S = _State()
 _MAX_PENDING = 10000
 _MAX_FREE_EVENTS = 4096
 _MB = 1.0 / (1 << 20)
-
 
 def _torch():
     torch = sys.modules.get("torch")
@@ -66,53 +65,71 @@ def _torch():
     return torch
 
 
-def _stack():
-    try:
-        return S.local.stack
-    except AttributeError:
-        S.local.capturing = False  # this thread's top-level call is being captured into a CUDA graph
-        S.local.stack = []
-        return S.local.stack
+def _compiled(module):
+    """The module a torch.compile'd wrapper (OptimizedModule) compiles, or None."""
+    if type(module).__name__ != "OptimizedModule":
+        return None
+    return module.__dict__.get("_modules", {}).get("_orig_mod")
+
+
+_COMPILED = " (compiled)"
 
 
 def _name_tree(root):
     """Names a top model (its class name) and everything under it (dotted from it, without the
-    top model's own name). Where a module belongs to two models, the first named keeps it."""
-    names = S.names
+    top model's own name). Where a module belongs to two models, the first named keeps it. The
+    names are kept natively, each while its module lives. A torch.compile'd module (the wrapper
+    torch.compile returns, whose forward runs the compiled code) is named as the module it
+    compiles, with " (compiled)" after it; the "_orig_mod" step of the paths under it is left out,
+    so the modules inside (which run as Python only where the compiled code falls back) keep
+    their names."""
     S.roots.add(root)
-    names[root] = type(root).__name__
+    inner = _compiled(root)
+    top = type(inner if inner is not None else root).__name__
+    _native_set_name(root, top + _COMPILED if inner is not None else top)
     try:
         for sub_name, sub in root.named_modules():
-            if sub_name and sub not in names:
-                names[sub] = sub_name
+            if not sub_name or _native_name(sub) is not None:
+                continue
+            path = [p for p in sub_name.split(".") if p != "_orig_mod"]
+            name = ".".join(path) if path else top
+            _native_set_name(sub, name + _COMPILED if _compiled(sub) is not None else name)
     except Exception:
         pass
 
 
 def _name(module):
-    name = S.names.get(module)
-    if name is None:  # not under a model named yet: its class, not kept (its model's naming wins)
-        name = type(module).__name__
-    return name
+    # not under a model named yet: its class, not kept (its model's naming wins)
+    return _native_name(module) or type(module).__name__
 
 
-def _name_in(module, stack):
-    """The name of a module not named yet, called with `stack` holding its parent's entry."""
-    if stack:
-        _name_child(module, stack[-1][0])
-    return _name(module)
+def _name_in(module, parent):
+    """The name of a module not named yet, called inside `parent`'s forward (or None); None for
+    a module the compiled code of a torch.compile'd parent calls (a backend's fx GraphModule):
+    the compiled module's row stands for it, and it gets none."""
+    try:
+        if parent is not None:
+            inner = _compiled(parent)
+            if inner is not None and module is not inner:
+                _native_set_name(module, None)
+                return None
+            _name_child(module, parent)
+        return _name(module)
+    except Exception as e:
+        _fail(e)
+        return type(module).__name__
 
 
 def _name_child(module, parent):
     """A module made after its model was named (a layer built lazily, one swapped in): named
     under the parent it is called from, when the parent holds it."""
-    parent_name = S.names.get(parent)
+    parent_name = _native_name(parent)
     if parent_name is None:
         return
     try:
         for key, child in parent._modules.items():
             if child is module:
-                S.names[module] = key if parent in S.roots else parent_name + "." + key
+                _native_set_name(module, key if parent in S.roots else parent_name + "." + key)
                 return
     except Exception:
         pass
@@ -140,6 +157,21 @@ def _running_modules(module):
                     found.append(m)
         f = f.f_back
     found.reverse()
+    return found
+
+
+def _threads_in_a_forward():
+    """The threads with a module's forward running now (a Module._call_impl frame on their stack):
+    only on those can a module be called on an empty stack from inside a forward that began before
+    the hooks, and only there does _top_level look at the stack."""
+    found = set()
+    for ident, f in sys._current_frames().items():
+        while f is not None:
+            code = f.f_code
+            if code.co_name == "_call_impl" and code.co_filename.endswith(_MODULE_FILE):
+                found.add(ident)
+                break
+            f = f.f_back
     return found
 
 
@@ -175,25 +207,35 @@ def _decline():
     uninstall()
 
 
-def _top_level(module, stack):
-    """A module called on an empty stack: a top model's call, or one inside a forward that was
-    running when tracing started. Names the model and counts the step (without an optimizer).
-    The modules already running are not put on the stack: a call that began before the hooks
-    existed took PyTorch's path without hooks and never runs the post hook that would take its
-    entry off again (the stack would never be empty again, and no step counted). False in a
-    DataLoader worker, whose hooks are then gone."""
-    if _in_dataloader_worker():
-        _decline()
-        return False
-    running = _running_modules(module)
-    root = running[0] if running else module
-    if root not in S.roots:
-        _name_tree(root)
-    if S.primary_root is None:
-        S.primary_root = root
-    if not running and module is S.primary_root and not S.optimizer_seen:
-        _new_step()
-    return True
+def _top_level(module):
+    """Called by the native pre hook for a module called on an empty stack: a top model's call, or
+    one inside a forward that was running when tracing started. Names the model and counts the
+    step (without an optimizer). The modules already running are not traced: a call that began
+    before the hooks existed took PyTorch's path without hooks and never runs the post hook that
+    would end its entry (the stack would never be empty again, and no step counted). Returns 0 when
+    this process is not traced (a DataLoader worker: the hooks are then gone), 2 when the call is
+    being captured into a CUDA graph (not timed), else 1."""
+    try:
+        if _in_dataloader_worker():
+            _decline()
+            return 0
+        running = []
+        walk = S.walk_threads
+        if walk is None or (walk and _get_ident() in walk):
+            running = _running_modules(module)
+            if not running and walk:  # that thread's forwards begun before the hooks are over
+                walk.discard(_get_ident())
+        root = running[0] if running else module
+        if root not in S.roots:
+            _name_tree(root)
+        if S.primary_root is None:
+            S.primary_root = root
+        if not running and module is S.primary_root and not S.optimizer_seen:
+            _new_step()
+        return 2 if S.cuda is not None and _capturing() else 1
+    except Exception as e:
+        _fail(e)
+        return 0
 
 
 def _memory():
@@ -204,46 +246,93 @@ def _memory():
 
 
 def _new_step():
-    S.step += 1
-    S.seq = 0
-    S.traced = S.period == 1 or S.step % S.period == 0
-    _stack().clear()  # a forward that raised left its entries behind
+    step = _native_new_step()  # this thread's stack starts empty: a forward that raised left entries
     if S.pending:
         _flush()
-    if S.cuda is None and S.torch_cuda is not None and S.step % 16 == 1:
+    if S.cuda is None and S.torch_cuda is not None and step % 16 == 1:
         # CUDA is usually initialized after torch is imported (model.cuda()): time with events
         # from the first step boundary that sees it.
         try:
             if S.torch_cuda.is_initialized():
                 S.cuda = S.torch_cuda
+                _native_set_cuda(True)
         except Exception:
             S.torch_cuda = None
 
 
-def _record(module_name, stage, start_perf, start_time, start_event=None, children=None, memory=True):
-    """Appends the row of a call (CPU), or keeps it until its CUDA events completed; returns the
-    kept row. `children`: the pending rows of a forward's traced children, for its self time.
-    `memory`: read CUDA's allocator figures after it (a few rows a step, not every module's)."""
-    if start_event is not None:
-        end_event = _event()
-        end_event.record()
-        allocated, max_allocated = _memory() if memory else (None, None)
-        row = {"step": S.step, "seq": S.seq, "module": module_name, "stage": stage, "duration": None,
-               "self_duration": None, "allocated": allocated, "max_allocated": max_allocated,
-               "time": start_time}
-        S.seq += 1
-        if len(S.pending) < _MAX_PENDING:
-            S.pending.append((start_event, end_event, row, children))
-            return row
-        _reuse(start_event, end_event)
+def _after_step():
+    """After an optimizer step: the steps are counted by them from now on."""
+    try:
+        S.optimizer_seen = True
+        _new_step()
+    except Exception as e:
+        _fail(e)
+
+
+# ---- CUDA: rows timed by events, written once the GPU has passed them ----
+
+def _cuda_start(check_capture):
+    """The native hooks' start of a call timed on the GPU: [start event, its children's rows], or
+    None when the stream is being captured into a CUDA graph (nothing is recorded then)."""
+    try:
+        if check_capture and _capturing():
+            return None
+        return [_start_event(), []]
+    except Exception as e:
+        _fail(e)
         return None
-    allocated, max_allocated = _memory()
-    S.append({"step": S.step, "seq": S.seq, "module": module_name, "stage": stage,
-              "duration": (_perf() - start_perf) / 1e9, "self_duration": None, "allocated": allocated,
-              "max_allocated": max_allocated, "time": start_time})
-    S.rows += 1
-    S.seq += 1
+
+
+def _cuda_finish(name, stage, started, parent, start_time, module):
+    """Its end: the end event, and the row kept until both events completed. `parent`: the
+    enclosing forward's [event, children] (for its self time). `module`: the module of a forward
+    row, whose allocator figures are read only for the top model; None for backward, step, data."""
+    try:
+        memory = module is S.primary_root if module is not None else stage != "data"
+        children = started[1] if stage == "forward" else None
+        row = _record_cuda(name, stage, start_time, started[0], children, memory)
+        if parent is not None and row is not None:
+            parent[1].append(row)
+    except Exception as e:
+        _fail(e)
+
+
+def _record_cuda(module_name, stage, start_time, start_event, children, memory):
+    """Keeps the row of a call until its CUDA events completed; returns the kept row. `children`:
+    the pending rows of a forward's traced children, for its self time. `memory`: read CUDA's
+    allocator figures after it (a few rows a step, not every module's)."""
+    end_event = _event()
+    end_event.record()
+    allocated, max_allocated = _memory() if memory else (None, None)
+    step, seq = _native_take_seq()
+    row = {"step": step, "seq": seq, "module": module_name, "stage": stage, "duration": None,
+           "self_duration": None, "allocated": allocated, "max_allocated": max_allocated,
+           "time": start_time}
+    if len(S.pending) < _MAX_PENDING:
+        S.pending.append((start_event, end_event, row, children))
+        return row
+    _reuse(start_event, end_event)
     return None
+
+
+def _begin():
+    """The start of a call timed from here (an optimizer step): None when the step is not traced
+    or the stream is being captured, else (perf ns, unix time, CUDA start or None)."""
+    if not _native_counters()[2]:
+        return None
+    if S.cuda is None:
+        return _perf(), _now(), None
+    started = _cuda_start(True)
+    return None if started is None else (_perf(), _now(), started)
+
+
+def _end(name, stage, begun):
+    if begun is None:
+        return
+    if begun[2] is None:
+        _native_record(name, stage, begun[0], begun[1])
+    else:
+        _cuda_finish(name, stage, begun[2], None, begun[1], None)
 
 
 def _flush():
@@ -256,7 +345,7 @@ def _flush():
             if children is not None:
                 row["self_duration"] = row["duration"] - sum(c["duration"] or 0.0 for c in children)
             S.append(row)
-            S.rows += 1
+            S.cuda_rows += 1
             _reuse(start, end)
         else:
             still.append((start, end, row, children))
@@ -310,129 +399,66 @@ def _not_compiling():
     return False
 
 
-# torch.compiler.is_compiling (2.1+, torch._dynamo's before): True while TorchDynamo traces a
-# compiled model's forward, which inlines the global module hooks. The hooks then return at once,
-# so that the compiled graph holds nothing of ours (no mutation of our state, no graph break):
-# a compiled model's modules are not traced, its optimizer steps and backward passes are.
+# torch.compiler.is_dynamo_compiling (2.3+; is_compiling before): True while TorchDynamo traces a
+# compiled model's forward, which inlines the global module hooks, and a plain `return False`
+# otherwise. Dynamo cannot trace into a builtin (a call of one is a graph break), so on PyTorch 2.x
+# the hooks registered are the two Python functions below, which return at once under Dynamo: the
+# compiled graph holds nothing of ours (no mutation of our state, no graph break); a compiled
+# model's modules are not traced, its optimizer steps and backward passes are, and the compiled
+# module's own call (torch.compile's wrapper, which runs eagerly) is one row.
 _compiling = _not_compiling
 
 
-# A stack entry: [module, perf_counter_ns at entry (None: untimed), time at entry, CUDA start event,
-# nanoseconds of traced children (CPU), the children's pending rows (CUDA)].
-
 def _pre_forward(module, inputs):
-    # Runs before every module call in the process: the common path is a few attribute reads
-    # and one append.
     if _compiling():
         return
-    try:
-        try:
-            stack = S.local.stack
-        except AttributeError:
-            stack = _stack()
-        if not stack:
-            if not _top_level(module, stack):
-                return
-            S.local.capturing = S.cuda is not None and _capturing()
-        if S.traced and not S.local.capturing:
-            if S.cuda is None:
-                stack.append([module, _perf(), _now(), None, 0, None])
-            else:
-                stack.append([module, _perf(), _now(), _start_event(), 0, []])
-        else:
-            stack.append([module, None, 0.0, None, 0, None])
-    except Exception as e:
-        _fail(e)
+    _native_pre(module, inputs)
 
 
 def _post_forward(module, inputs, output):
     if _compiling():
         return
-    try:
+    _native_post(module, inputs, output)
+
+
+def _timed_step(step):
+    """1.13: wraps an optimizer class's step so that each call is a row of stage step. A Python
+    function (its frame is <probing torch_trace>'s): set on the class, it must bind as a method and
+    carry 1.13's step.hooked mark."""
+    def traced(*args, **kwargs):
+        # Only step's own exceptions reach the caller; a failure of the tracer switches it off.
+        if not S.installed:
+            return step(*args, **kwargs)
         try:
-            stack = S.local.stack
-        except AttributeError:
-            return
-        # Its entry, and above it those of modules whose forward raised (no post hook ran for
-        # them). None when its pre hook never ran: tracing started during its forward.
-        i = len(stack) - 1
-        while i >= 0 and stack[i][0] is not module:
-            i -= 1
-        if i < 0:
-            return
-        entry = stack[i]
-        del stack[i:]
-        if entry[1] is None:
-            return
-        if entry[3] is None:  # CPU: the row at once
-            ns = _perf() - entry[1]
-            if stack:
-                stack[-1][4] += ns
-            S.append({"step": S.step, "seq": S.seq, "module": S.names.get(module) or _name_in(module, stack),
-                      "stage": "forward", "duration": ns / 1e9, "self_duration": (ns - entry[4]) / 1e9,
-                      "allocated": None, "max_allocated": None, "time": entry[2]})
-            S.rows += 1
-            S.seq += 1
-        else:
-            name = S.names.get(module) or _name_in(module, stack)
-            row = _record(name, "forward", entry[1], entry[2], entry[3], entry[5],
-                          memory=module is S.primary_root)
-            if stack and stack[-1][5] is not None and row is not None:
-                stack[-1][5].append(row)
-    except Exception as e:
-        _fail(e)
-
-
-def _timed(stage, label_of):
-    """Wraps a callable so that each call is a row of `stage` (backward, step)."""
-    def wrap(fn):
-        def traced(*args, **kwargs):
-            # Only fn's own exceptions reach the caller; a failure of the tracer switches it off.
-            if not S.installed or not S.traced or _capturing():
-                return _after(stage, fn(*args, **kwargs))
-            try:
-                start, start_time, event = _perf(), _now(), _start_event()
-            except Exception as e:
-                _fail(e)
-                return fn(*args, **kwargs)
-            result = fn(*args, **kwargs)
-            try:
-                _record(label_of(args), stage, start, start_time, event, memory=stage != "data")
-            except Exception as e:
-                _fail(e)
-            return _after(stage, result)
-        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
-            try:
-                setattr(traced, attr, getattr(fn, attr))
-            except (AttributeError, TypeError):
-                pass
-        try:
-            traced.__dict__.update(getattr(fn, "__dict__", {}))  # keeps 1.13's step.hooked mark
-        except (AttributeError, TypeError):
-            pass
-        traced.__wrapped__ = fn  # after the update: fn's own __dict__ may carry an older __wrapped__
-        traced.__probing_traced__ = True
-        return traced
-    return wrap
-
-
-def _after(stage, result):
-    if stage == "step" and S.installed:
-        try:
-            S.optimizer_seen = True
-            _new_step()
+            begun = _begin()
         except Exception as e:
             _fail(e)
-    return result
+            return step(*args, **kwargs)
+        result = step(*args, **kwargs)
+        if S.installed:
+            try:
+                _end(_step_label(args), "step", begun)
+            except Exception as e:
+                _fail(e)
+            _after_step()
+        return result
+    for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(traced, attr, getattr(step, attr))
+        except (AttributeError, TypeError):
+            pass
+    try:
+        traced.__dict__.update(getattr(step, "__dict__", {}))  # keeps 1.13's step.hooked mark
+    except (AttributeError, TypeError):
+        pass
+    traced.__wrapped__ = step  # after the update: step's own __dict__ may carry an older __wrapped__
+    traced.__probing_traced__ = True
+    return traced
 
 
 def _backward_label(args):
     root = S.primary_root
     return _name(root) if root is not None else "backward"
-
-
-def _data_label(args):
-    return "DataLoader"
 
 
 def _step_label(args):
@@ -445,7 +471,7 @@ def _wrap_optimizer_class(cls):
     if step is None or getattr(step, "__probing_traced__", False) or cls in S.wrapped_steps:
         return
     S.wrapped_steps[cls] = step
-    cls.step = _timed("step", _step_label)(step)
+    cls.step = _timed_step(step)
 
 
 def _optimizer_classes(base):
@@ -476,10 +502,9 @@ def install(append, sample_rate):
     module_mod = sys.modules["torch.nn.modules.module"]
     optim_mod = sys.modules["torch.optim.optimizer"]
     S.append = append
-    S.names = weakref.WeakKeyDictionary()
+    S.walk_threads = None
     S.roots = weakref.WeakSet()
     S.primary_root = None
-    S.local = _thread._local()  # no thread keeps entries from an earlier install's forwards
     S.error = None
     try:
         # Only is_initialized(), which asks the driver nothing: is_available() and device_count()
@@ -491,7 +516,11 @@ def install(append, sample_rate):
     except Exception:
         S.cuda = S.torch_cuda = None
     try:
+        # names forgotten, no thread keeps entries of an earlier install's calls
+        _native_start(_top_level, _name_in, _cuda_start, _cuda_finish, _after_step)
+        _native_set_cuda(S.cuda is not None)
         _install_hooks(torch, module_mod, optim_mod)
+        S.walk_threads = _threads_in_a_forward()
     except Exception as e:
         # Half installed is worse than not at all: take back what went in.
         S.installed = True
@@ -505,7 +534,8 @@ def install(append, sample_rate):
 def _install_hooks(torch, module_mod, optim_mod):
     global _compiling
     compiler = getattr(torch, "compiler", None)
-    _compiling = getattr(compiler, "is_compiling", None) or _not_compiling
+    _compiling = (getattr(compiler, "is_dynamo_compiling", None) or getattr(compiler, "is_compiling", None)
+                  or _not_compiling)
     if _compiling is not _not_compiling:
         # TorchDynamo inlines the global hooks into a compiled forward, and reads their globals by
         # importing their module by name: this one must be found (the only entry probing adds
@@ -519,13 +549,15 @@ def _install_hooks(torch, module_mod, optim_mod):
             warnings.filterwarnings("ignore", category=UserWarning,
                                     message=r"Using `torch\.compile\(module\)` when there are global hooks")
             S.warning_filters = [f for f in warnings.filters if f not in before]
-    S.handles.append(module_mod.register_module_forward_pre_hook(_pre_forward))
-    S.handles.append(module_mod.register_module_forward_hook(_post_forward))
+    # Without TorchDynamo (1.13) the hooks are the builtins themselves.
+    dynamo = _compiling is not _not_compiling
+    S.handles.append(module_mod.register_module_forward_pre_hook(_pre_forward if dynamo else _native_pre))
+    S.handles.append(module_mod.register_module_forward_hook(_post_forward if dynamo else _native_post))
     # backward: one row per backward pass, around torch.autograd.backward (Tensor.backward calls it)
     autograd = sys.modules.get("torch.autograd")
     if autograd is not None and callable(getattr(autograd, "backward", None)):
         original = autograd.backward
-        wrapper = _timed("backward", _backward_label)(original)
+        wrapper = _native_timed(original, "backward", _backward_label)
         S.restore.append((autograd, "backward", original))
         S.ours.append(wrapper)
         autograd.backward = wrapper
@@ -535,7 +567,7 @@ def _install_hooks(torch, module_mod, optim_mod):
     iterator = getattr(loader, "_BaseDataLoaderIter", None)
     next_batch = iterator.__dict__.get("__next__") if isinstance(iterator, type) else None
     if next_batch is not None:
-        wrapper = _timed("data", _data_label)(next_batch)
+        wrapper = _native_method(_native_timed(next_batch, "data", "DataLoader"))
         S.restore.append((iterator, "__next__", next_batch))
         S.ours.append(wrapper)
         iterator.__next__ = wrapper
@@ -567,20 +599,17 @@ _step_started = []
 
 def _step_pre_hook(optimizer, args, kwargs):
     try:
-        _step_started.append(None if _capturing() else (_perf(), _now(), _start_event()))
+        _step_started.append(_begin())
     except Exception as e:
         _fail(e)
 
 
 def _step_post_hook(optimizer, args, kwargs):
     try:
-        started = _step_started.pop() if _step_started else None
-        if started is not None and S.traced:
-            start, start_time, event = started
-            _record(type(optimizer).__name__, "step", start, start_time, event)
-        _after("step", None)
+        _end(type(optimizer).__name__, "step", _step_started.pop() if _step_started else None)
     except Exception as e:
         _fail(e)
+    _after_step()
 
 
 def uninstall():
@@ -591,6 +620,7 @@ def uninstall():
         except Exception:
             pass
     S.handles = []
+    _native_stop()  # a wrapper left in place (something wrapped it after us) passes calls through
     for owner, attr, original in reversed(S.restore):
         # Put back only where our wrapper is still in place: one installed over it stays (and
         # ours under it passes calls through once uninstalled).
@@ -628,9 +658,7 @@ def uninstall():
 def set_sample_rate(rate):
     rate = float(rate)
     S.period = 0 if rate <= 0 else max(1, int(round(1.0 / min(rate, 1.0))))
-    if S.period == 0:
-        S.traced = False
-        S.period = 1 << 62
+    _native_set_period(S.period)
 
 
 def status_json():
@@ -638,7 +666,8 @@ def status_json():
 
 
 def status():
-    return {"installed": S.installed, "step": S.step, "rows": S.rows, "error": S.error,
+    step, _, _, rows = _native_counters()
+    return {"installed": S.installed, "step": step, "rows": rows + S.cuda_rows, "error": S.error,
             "declined": S.declined,
             "cuda": S.cuda is not None, "optimizer_classes": sorted(c.__name__ for c in S.wrapped_steps),
             "period": S.period}

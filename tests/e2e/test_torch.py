@@ -118,7 +118,7 @@ else:
                         o.Optimizer.__dict__['_hook_for_profile'].__qualname__ != 'Optimizer._hook_for_profile')
 print(json.dumps({
     'hooks': len(m._global_forward_pre_hooks) + len(m._global_forward_hooks),
-    'backward_wrapped': bool(getattr(torch.autograd.backward, '__probing_traced__', False)),
+    'backward_wrapped': 'probing.torch.timed' in repr(getattr(torch.autograd.backward, '__self__', None)),
     'optimizer_traced': optimizer_traced,
 }))""")
     return json.loads(out)
@@ -205,7 +205,7 @@ def test_data_rows_time_the_wait_for_each_batch(torch_factory):
     assert run_cli(t.pid, "config", "torch.trace=off")[0] == 0
     assert eval_ok(t.pid, "from torch.utils.data import dataloader as d; "
                           "print(d._BaseDataLoaderIter.__next__.__module__, "
-                          "hasattr(d._BaseDataLoaderIter.__next__, '__probing_traced__'))").strip() == \
+                          "'probing' in repr(d._BaseDataLoaderIter.__dict__['__next__']))").strip() == \
         "torch.utils.data.dataloader False"
 
 
@@ -359,9 +359,16 @@ def test_a_compiled_model_trains_the_same_with_tracing_on(torch_factory, torch_p
     traced = torch_factory("torch_compiled.py", mode="preload", env={"PROBING_TORCH": "1"}, ready_timeout=120)
     assert plain.stdout_lines()[0].startswith("loss ")
     assert traced.stdout_lines()[0] == plain.stdout_lines()[0]  # bit for bit
-    stages = {r["stage"]: r["n"] for r in rows(traced.pid, "SELECT stage, count(*) AS n FROM python.torch_trace "
-                                                           "GROUP BY stage")}
-    assert stages.get("step", 0) >= 30 and stages.get("backward", 0) >= 30, stages
+    # the same frames compiled into the same graphs, and no graph break or recompilation of ours
+    counters = json.loads(traced.stdout_lines()[1])
+    assert counters == json.loads(plain.stdout_lines()[1]), (counters, plain.stdout_lines()[1])
+    assert counters["stats"]["unique_graphs"] == 1 and "graph_break" not in counters, counters
+    # one row per call of the compiled module, marked; none for the backend's code inside it
+    got = {(r["module"], r["stage"]): r["n"] for r in rows(
+        traced.pid, "SELECT module, stage, count(*) AS n FROM python.torch_trace GROUP BY module, stage")}
+    assert set(got) == {("Sequential (compiled)", "forward"), ("Sequential (compiled)", "backward"),
+                        ("SGD", "step")}, got
+    assert all(n >= 30 for n in got.values()), got
     assert traced.stderr_lines() == [], traced.stderr_lines()
 
 
@@ -468,7 +475,12 @@ def test_tensors_by_storage_with_names(torch_factory, target_factory, torch_py):
     t = start(torch_factory, "mlp")
     wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 2)
     eval_ok(t.pid, "base = torch.randn(16, 8); v = base[2:4]; w = base.view(-1); big = torch.zeros(4096, 4096)")
-    got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
+    # PyTorch 2.x's zero_grad() sets the gradients to None: a census between it and backward()
+    # finds none, so ask until one came at another point of the step.
+    for _ in range(20):
+        got = {r["names"]: r for r in rows(t.pid, "SELECT * FROM python.tensors")}
+        if "model.head.weight.grad" in got:
+            break
     head = got["model.head.weight"]
     assert (head["shape"], head["dtype"], head["device"], head["bytes"], head["parameter"], head["requires_grad"]) == (
         "[1, 32]", "float32", "cpu", 128, 1, 1), head

@@ -11,6 +11,7 @@
 #include <map>
 #include <malloc.h>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "core/settings.h"
@@ -401,6 +402,38 @@ TEST(ColumnStoreTest, DropBelowDropsSealedChunksWhollyOlderThanTheCutoff) {
   EXPECT_EQ(store.drop_below(0, 1e9), 1000u - 200u + 0u);  // every sealed chunk; the open one stays
   EXPECT_EQ(store.stats().rows, 50u);
   EXPECT_EQ(store.drop_below(7, 1e9), 0u);  // no such column
+}
+
+TEST(ColumnStoreTest, TextHintsSkipTheLookupOnlyInTheChunkTheyWereTakenIn) {
+  ColumnStore store("python", "hinted", {{"i", ColumnType::kInteger, ""}, {"name", ColumnType::kText, ""}},
+                    {1'000'000, 1u << 30, 4});
+  ColumnStore::TextHint a, b;
+  ColumnStore::TextHint* const hint_a[] = {nullptr, &a};
+  ColumnStore::TextHint* const hint_b[] = {nullptr, &b};
+  const char* names[] = {"encoder", "head", "encoder", "encoder", "head", "encoder", "head", "head", "x"};
+  for (int i = 0; i < 9; ++i) {  // chunks of 4: the hints go stale at each seal
+    Cell c[] = {static_cast<long long>(i), std::string_view(names[i])};
+    bool is_a = std::string_view(names[i]) == "encoder";
+    std::span<ColumnStore::TextHint* const> hints = is_a ? hint_a : hint_b;
+    if (i == 8) hints = {};  // without a hint: looked up
+    ASSERT_TRUE(store.append(c, hints).is_ok());
+    if (i == 0) {
+      EXPECT_NE(a.epoch, 0u);  // taken at the first append
+    }
+  }
+  ColumnStore::Snapshot snap = store.snapshot();
+  ASSERT_EQ(snap.chunks.size(), 3u);
+  int row = 0;
+  for (const auto& chunk : snap.chunks) {
+    for (size_t r = 0; r < chunk->rows; ++r, ++row) {
+      EXPECT_EQ(chunk->columns[0].int_at(r), row);
+      EXPECT_EQ(chunk->columns[1].text_at(r), names[row]) << row;
+    }
+    // one dictionary entry per text in the chunk, hinted or not
+    std::set<std::string> distinct(chunk->columns[1].dict().begin(), chunk->columns[1].dict().end());
+    EXPECT_EQ(distinct.size(), chunk->columns[1].dict().size());
+  }
+  EXPECT_EQ(row, 9);
 }
 
 TEST(ColumnStoreTest, NaNIsNullAndBigIntegersCompareExactly) {

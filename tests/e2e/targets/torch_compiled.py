@@ -1,5 +1,7 @@
 """An MLP compiled with torch.compile (backend aot_eager: no C compiler needed) trained for 30
-SGD steps; prints the last loss, then 'ready', then waits for a line on stdin before it exits."""
+SGD steps; prints the last loss, TorchDynamo's counters (frames compiled, graphs, graph breaks) as
+JSON, then 'ready', then waits for a line on stdin before it exits."""
+import json
 import sys
 
 import torch
@@ -17,5 +19,7 @@ for step in range(30):
     loss.backward()
     optimizer.step()
 print("loss %.10f" % loss.item(), flush=True)
+from torch._dynamo.utils import counters
+print(json.dumps({k: dict(v) for k, v in sorted(counters.items())}, sort_keys=True), flush=True)
 print("ready", flush=True)
 sys.stdin.readline()

@@ -1,0 +1,617 @@
+#include "torch/hooks.h"
+
+#include <time.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "python/capi.h"
+#include "sql/column_store.h"
+#include "sql/engine.h"
+
+namespace probing::torch {
+namespace {
+
+using python::CApi;
+using python::MethodDef;
+using python::PyObject;
+using sql::Cell;
+
+int64_t monotonic_ns() {  // the clock of time.perf_counter_ns(), which torch_trace.py reads
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+double unix_time() {
+  timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// Unix time less the monotonic clock's, in seconds: a row's start in unix time from the one clock
+// read its call makes. Read again at every step (and top-level call), so a change of the wall
+// clock shows from the next one.
+double g_wall_offset = 0;
+
+void read_wall_offset() { g_wall_offset = unix_time() - static_cast<double>(monotonic_ns()) * 1e-9; }
+
+double wall_time(int64_t ns) { return g_wall_offset + static_cast<double>(ns) * 1e-9; }
+
+// PyWeakReference.wr_object, right after the object header in every GIL build of 3.9-3.15; Py_None
+// once the referent is gone.
+constexpr size_t kWeakrefReferent = 2 * sizeof(void*);
+
+PyObject* referent(PyObject* weakref) {
+  return *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(weakref) + kWeakrefReferent);
+}
+
+// A module call whose post hook has not run yet.
+struct Entry {
+  PyObject* module;     // a reference of ours
+  int64_t start_ns;     // -1: not timed (a step not sampled, a call captured into a CUDA graph)
+  double start_time;    // unix time (CUDA; on the CPU it is worked out from start_ns)
+  int64_t children_ns;  // the time of its traced children (CPU)
+  PyObject* cuda;       // CUDA: what _cuda_start returned (its start event, its children's rows)
+};
+
+// The calls in progress on one thread. At the thread's end the vector is freed and any references
+// left in it are leaked, not released: that would need the GIL.
+struct ThreadStack {
+  uint64_t generation = 0;  // of the install the entries belong to
+  bool capturing = false;   // the top-level call is being captured into a CUDA graph
+  std::vector<Entry> entries;
+};
+thread_local ThreadStack t_stack;
+
+struct Named {
+  PyObject* weakref;  // ours; tells a module from a later one at the same address
+  std::string name;
+  sql::ColumnStore::TextHint hint;  // where the name is in the store's open chunk
+};
+
+struct Tracer {
+  const CApi* api = nullptr;
+  sql::ColumnStore* store = nullptr;  // python.torch_trace; the engine keeps it for the process
+  bool on = false;
+  uint64_t generation = 1;  // bumped by every start and stop: older stacks are dropped
+  long long step = 0;
+  long long seq = 0;
+  long long period = 1;  // one step in `period` is traced; 0: none
+  bool traced = true;    // the current step is
+  bool cuda = false;     // time with CUDA events, through torch_trace.py
+  long long rows = 0;    // appended here
+  // torch_trace.py's functions (kept from one start to the next, never released while a hook
+  // may be calling one).
+  PyObject* top_level = nullptr;    // (module) -> 0 (not traced here), 1, 2 (captured)
+  PyObject* name_in = nullptr;      // (module, parent or None) -> str
+  PyObject* cuda_start = nullptr;   // (check_capture) -> [event, children] or None
+  PyObject* cuda_finish = nullptr;  // (name, stage, started, parent's, start time, module or None)
+  PyObject* after_step = nullptr;   // () after an optimizer step wrapped here
+  std::unordered_map<PyObject*, Named> names;
+  size_t sweep_at = 1024;
+  sql::ColumnStore::TextHint forward_hint;  // of "forward"
+};
+
+Tracer& tracer() {
+  static auto* t = new Tracer;  // never destroyed: hooks may run during exit
+  return *t;
+}
+
+}  // namespace
+
+void init_tracer(const CApi& api) { tracer().api = &api; }
+
+namespace {
+
+PyObject* none(const CApi& api) {
+  api.Py_IncRef(api.None);
+  return api.None;
+}
+
+void release(const CApi& api, Entry& e) {
+  api.Py_DecRef(e.module);
+  if (e.cuda != nullptr) api.Py_DecRef(e.cuda);
+}
+
+void clear_entries(const CApi& api, ThreadStack& s, size_t from = 0) {
+  for (size_t i = from; i < s.entries.size(); ++i) release(api, s.entries[i]);
+  s.entries.resize(from);
+}
+
+ThreadStack& this_thread(Tracer& t) {
+  ThreadStack& s = t_stack;
+  if (s.generation != t.generation) {
+    clear_entries(*t.api, s);
+    s.generation = t.generation;
+    s.capturing = false;
+  }
+  return s;
+}
+
+std::string_view text_of(const CApi& api, PyObject* str) {
+  long n = 0;
+  const char* p = str != nullptr && python::type_of(str) == api.PyUnicode_Type
+                      ? api.PyUnicode_AsUTF8AndSize(str, &n)
+                      : nullptr;
+  if (p == nullptr) {
+    api.PyErr_Clear();
+    return {};
+  }
+  return {p, static_cast<size_t>(n)};
+}
+
+void clear_names(Tracer& t) {
+  for (auto& [module, named] : t.names) t.api->Py_DecRef(named.weakref);
+  t.names.clear();
+  t.sweep_at = 1024;
+}
+
+Named* known_name(Tracer& t, PyObject* module) {
+  auto it = t.names.find(module);
+  if (it == t.names.end()) return nullptr;
+  if (referent(it->second.weakref) != module) {  // that module is gone; this one is new
+    t.api->Py_DecRef(it->second.weakref);
+    t.names.erase(it);
+    return nullptr;
+  }
+  return &it->second;
+}
+
+void set_name(Tracer& t, PyObject* module, std::string_view name) {
+  const CApi& api = *t.api;
+  PyObject* ref = api.PyWeakref_NewRef(module, nullptr);
+  if (ref == nullptr) {  // a module without weak references: named again on each call
+    api.PyErr_Clear();
+    return;
+  }
+  auto [it, made] = t.names.try_emplace(module);
+  if (!made) api.Py_DecRef(it->second.weakref);
+  it->second = Named{ref, std::string(name), {}};
+  if (t.names.size() >= t.sweep_at) {  // forget the modules that are gone
+    for (auto i = t.names.begin(); i != t.names.end();) {
+      if (referent(i->second.weakref) != i->first) {
+        api.Py_DecRef(i->second.weakref);
+        i = t.names.erase(i);
+      } else {
+        ++i;
+      }
+    }
+    t.sweep_at = 2 * t.names.size() + 1024;
+  }
+}
+
+// Calls one of torch_trace.py's functions; null (error cleared) when it raised, which they do not
+// (they catch and switch tracing off themselves).
+PyObject* call(const CApi& api, PyObject* fn, PyObject* a = nullptr, PyObject* b = nullptr,
+               PyObject* c = nullptr, PyObject* d = nullptr, PyObject* e = nullptr, PyObject* f = nullptr) {
+  PyObject* r = api.PyObject_CallFunctionObjArgs(fn, a, b, c, d, e, f, nullptr);
+  if (r == nullptr) api.PyErr_Clear();
+  return r;
+}
+
+// `name_hint`, `stage_hint`: the writer's memos of the two texts (or null).
+void append_row(Tracer& t, std::string_view name, sql::ColumnStore::TextHint* name_hint,
+                std::string_view stage, sql::ColumnStore::TextHint* stage_hint, int64_t ns, const Cell& self,
+                double start_time) noexcept {
+  const Cell cells[] = {
+      t.step,                          // step
+      t.seq,                           // seq
+      name,                            // module
+      stage,                           // stage
+      static_cast<double>(ns) * 1e-9,  // duration
+      self,                            // self_duration
+      std::monostate{},                // allocated (CUDA rows are written by torch_trace.py)
+      std::monostate{},                // max_allocated
+      start_time,                      // time
+  };
+  sql::ColumnStore::TextHint* const hints[] = {nullptr, nullptr, name_hint, stage_hint};
+  try {
+    if (t.store->append(cells, hints).is_ok()) ++t.rows;
+  } catch (...) {  // out of memory: the row is lost, not the program
+  }
+  ++t.seq;
+}
+
+// The name of a module for its row: kept (valid until the names change; `hint` is then its memo),
+// or worked out by torch_trace.py into `storage` (a module made after its model was named is
+// named under the parent it runs in). Empty: the module gets no row.
+std::string_view name_of(Tracer& t, PyObject* module, PyObject* parent, std::string& storage,
+                         sql::ColumnStore::TextHint** hint) noexcept {
+  if (Named* known = known_name(t, module)) {
+    *hint = &known->hint;
+    return known->name;
+  }
+  *hint = nullptr;
+  const CApi& api = *t.api;
+  PyObject* r = call(api, t.name_in, module, parent != nullptr ? parent : api.None);
+  std::string_view name = text_of(api, r);
+  try {
+    storage.assign(name.empty() && r != api.None ? std::string_view("?") : name);
+  } catch (...) {
+    storage.clear();
+  }
+  if (r != nullptr) api.Py_DecRef(r);
+  return storage;
+}
+
+// ---- the forward hooks ----
+
+// Deeper than this, calls are not traced (a runaway recursion through modules).
+constexpr size_t kMaxDepth = 4096;
+
+// A call on an empty stack: torch_trace.py names the model and counts the step. False when this
+// thread's calls are not traced (a DataLoader worker: tracing is gone).
+bool enter_top_level(Tracer& t, ThreadStack& s, PyObject* module) {
+  const CApi& api = *t.api;
+  PyObject* r = call(api, t.top_level, module);
+  long long v = r != nullptr ? api.PyLong_AsLongLong(r) : 0;
+  if (r != nullptr) api.Py_DecRef(r);
+  api.PyErr_Clear();
+  s.capturing = v == 2;
+  read_wall_offset();
+  return v != 0 && t.on && s.generation == t.generation;
+}
+
+// register_module_forward_pre_hook(hook): hook(module, inputs). METH_FASTCALL.
+PyObject* forward_pre(PyObject*, PyObject* const* args, long nargs) noexcept {
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (!t.on || nargs < 1) return none(api);
+  ThreadStack& s = this_thread(t);
+  PyObject* module = args[0];
+  if (s.entries.empty() && !enter_top_level(t, s, module)) return none(api);
+  Entry e{module, -1, 0.0, 0, nullptr};
+  if (s.entries.size() >= kMaxDepth) return none(api);
+  if (t.traced && !s.capturing) {
+    if (t.cuda) e.cuda = call(api, t.cuda_start, api.None);
+    if (!t.cuda || (e.cuda != nullptr && e.cuda != api.None)) {
+      e.start_ns = monotonic_ns();
+      e.start_time = t.cuda ? wall_time(e.start_ns) : 0.0;
+    } else if (e.cuda != nullptr) {
+      api.Py_DecRef(e.cuda);
+      e.cuda = nullptr;
+    }
+  }
+  api.Py_IncRef(module);
+  try {
+    s.entries.push_back(e);
+  } catch (...) {
+    release(api, e);
+  }
+  return none(api);
+}
+
+// register_module_forward_hook(hook): hook(module, inputs, output). METH_FASTCALL.
+PyObject* forward_post(PyObject*, PyObject* const* args, long nargs) noexcept {
+  int64_t end_ns = monotonic_ns();
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (!t.on || nargs < 1) return none(api);
+  ThreadStack& s = this_thread(t);
+  PyObject* module = args[0];
+  // Its entry, and above it those of modules whose forward raised (no post hook ran for them).
+  // None when its pre hook never ran: tracing started during its forward.
+  size_t i = s.entries.size();
+  while (i > 0 && s.entries[i - 1].module != module) --i;
+  if (i == 0) return none(api);
+  Entry e = s.entries[i - 1];
+  clear_entries(api, s, i);
+  s.entries.pop_back();
+  if (e.start_ns >= 0) {
+    std::string storage;
+    sql::ColumnStore::TextHint* hint = nullptr;
+    std::string_view name =
+        name_of(t, module, s.entries.empty() ? nullptr : s.entries.back().module, storage, &hint);
+    if (name.empty()) {
+      // no row; its time stays in its parent's own
+    } else if (e.cuda == nullptr) {
+      int64_t ns = end_ns - e.start_ns;
+      if (!s.entries.empty()) s.entries.back().children_ns += ns;
+      append_row(t, name, hint, "forward", &t.forward_hint, ns,
+                 static_cast<double>(ns - e.children_ns) * 1e-9, wall_time(e.start_ns));
+    } else {
+      PyObject* n = api.PyUnicode_FromStringAndSize(name.data(), static_cast<long>(name.size()));
+      PyObject* stage = api.PyUnicode_FromStringAndSize("forward", 7);
+      PyObject* when = api.PyFloat_FromDouble(e.start_time);
+      // the parent's entry may have moved if the call ran code that entered a module: looked up again
+      PyObject* parent_cuda =
+          !s.entries.empty() && s.entries.back().cuda != nullptr ? s.entries.back().cuda : api.None;
+      if (n != nullptr && stage != nullptr && when != nullptr) {
+        PyObject* r = call(api, t.cuda_finish, n, stage, e.cuda, parent_cuda, when, module);
+        if (r != nullptr) api.Py_DecRef(r);
+      }
+      for (PyObject* o : {n, stage, when}) {
+        if (o != nullptr) api.Py_DecRef(o);
+      }
+      api.PyErr_Clear();
+    }
+  }
+  release(api, e);
+  return none(api);
+}
+
+// ---- timing a call: backward, a DataLoader's wait ----
+
+constexpr const char* kTimedCapsule = "probing.torch.timed";
+
+struct Timed {
+  PyObject* fn;
+  PyObject* label;  // the row's module: a str, or a function of the call's arguments
+  std::string stage;
+  sql::ColumnStore::TextHint stage_hint;
+};
+
+void free_timed(PyObject* capsule) noexcept {
+  const CApi& api = *tracer().api;
+  auto* timed = static_cast<Timed*>(api.PyCapsule_GetPointer(capsule, kTimedCapsule));
+  if (timed == nullptr) {
+    api.PyErr_Clear();
+    return;
+  }
+  api.Py_DecRef(timed->fn);
+  api.Py_DecRef(timed->label);
+  delete timed;
+}
+
+// The wrapper: fn(*args, **kwargs), its exceptions untouched, and a row when the step is traced.
+// METH_VARARGS | METH_KEYWORDS.
+PyObject* timed_call(PyObject* self, PyObject* args, PyObject* kwargs) noexcept {
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  auto* timed = static_cast<Timed*>(api.PyCapsule_GetPointer(self, kTimedCapsule));
+  if (timed == nullptr) return nullptr;
+  if (!t.on || !t.traced) {
+    PyObject* result = api.PyObject_Call(timed->fn, args, kwargs);
+    if (result != nullptr && t.on && timed->stage == "step") {
+      if (PyObject* r = call(api, t.after_step)) api.Py_DecRef(r);
+    }
+    return result;
+  }
+  PyObject* started = nullptr;
+  if (t.cuda) {
+    PyObject* yes = api.PyLong_FromLongLong(1);
+    started = yes != nullptr ? call(api, t.cuda_start, yes) : nullptr;
+    if (yes != nullptr) api.Py_DecRef(yes);
+    if (started == api.None) {  // captured into a CUDA graph: not timed
+      api.Py_DecRef(started);
+      started = nullptr;
+    }
+  }
+  const bool timing = !t.cuda || started != nullptr;
+  const double start_time = unix_time();
+  const int64_t start_ns = monotonic_ns();
+  PyObject* result = api.PyObject_Call(timed->fn, args, kwargs);
+  const int64_t end_ns = monotonic_ns();
+  if (result == nullptr) {  // fn's exception goes to the caller as it is
+    if (started != nullptr) api.Py_DecRef(started);
+    return nullptr;
+  }
+  if (timing && t.on) {
+    PyObject* label = timed->label;
+    bool own = false;
+    if (python::type_of(label) != api.PyUnicode_Type) {
+      label = call(api, label, args);
+      own = label != nullptr;
+    }
+    std::string_view name = text_of(api, label);
+    if (started == nullptr) {
+      append_row(t, name.empty() ? std::string_view("?") : name, nullptr, timed->stage, &timed->stage_hint,
+                 end_ns - start_ns, std::monostate{}, start_time);
+    } else {
+      PyObject* stage =
+          api.PyUnicode_FromStringAndSize(timed->stage.data(), static_cast<long>(timed->stage.size()));
+      PyObject* when = api.PyFloat_FromDouble(start_time);
+      if (label != nullptr && stage != nullptr && when != nullptr) {
+        if (PyObject* r = call(api, t.cuda_finish, label, stage, started, api.None, when, api.None))
+          api.Py_DecRef(r);
+      }
+      if (stage != nullptr) api.Py_DecRef(stage);
+      if (when != nullptr) api.Py_DecRef(when);
+    }
+    if (own) api.Py_DecRef(label);
+  }
+  if (started != nullptr) api.Py_DecRef(started);
+  api.PyErr_Clear();
+  if (t.on && timed->stage == "step") {
+    if (PyObject* r = call(api, t.after_step)) api.Py_DecRef(r);
+  }
+  return result;
+}
+
+MethodDef g_timed_call_def{"traced", reinterpret_cast<void*>(timed_call),
+                           python::kMethVarargs | python::kMethKeywords, nullptr};
+
+// ---- what torch_trace.py calls ----
+
+PyObject* raise(const CApi& api, const char* message) {
+  api.PyErr_SetString(api.exc_value_error, message);
+  return nullptr;
+}
+
+// _native_start(top_level, name_in, cuda_start, cuda_finish, after_step): tracing on, from a new
+// generation (no thread keeps entries of an earlier install's calls), no names kept.
+PyObject* native_start(PyObject*, PyObject* const* args, long nargs) noexcept {
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (nargs != 5) return raise(api, "_native_start(top_level, name_in, cuda_start, cuda_finish, after_step)");
+  if (t.store == nullptr) {
+    std::shared_ptr<sql::ColumnStore> store = sql::Engine::get().find_store("python", "torch_trace");
+    if (store == nullptr) return raise(api, "python.torch_trace is not registered");
+    t.store = store.get();  // the engine keeps its stores for the life of the process
+  }
+  PyObject** slots[] = {&t.top_level, &t.name_in, &t.cuda_start, &t.cuda_finish, &t.after_step};
+  for (long i = 0; i < nargs; ++i) {
+    api.Py_IncRef(args[i]);
+    if (*slots[i] != nullptr) api.Py_DecRef(*slots[i]);
+    *slots[i] = args[i];
+  }
+  clear_names(t);
+  ++t.generation;
+  t.cuda = false;
+  read_wall_offset();
+  t.on = true;
+  return none(api);
+}
+
+PyObject* native_stop(PyObject*, PyObject*) noexcept {
+  Tracer& t = tracer();
+  t.on = false;
+  ++t.generation;
+  this_thread(t);  // this thread's entries released now; other threads' at their next call
+  clear_names(t);
+  return none(*t.api);
+}
+
+// _native_new_step() -> the new step's number; this thread's stack starts empty.
+PyObject* native_new_step(PyObject*, PyObject*) noexcept {
+  Tracer& t = tracer();
+  read_wall_offset();
+  ++t.step;
+  t.seq = 0;
+  t.traced = t.period == 1 || (t.period > 1 && t.step % t.period == 0);
+  clear_entries(*t.api, this_thread(t));
+  return t.api->PyLong_FromLongLong(t.step);
+}
+
+// _native_set_period(n): one step in n traced; 0 for none.
+PyObject* native_set_period(PyObject*, PyObject* arg) noexcept {
+  Tracer& t = tracer();
+  long long period = t.api->PyLong_AsLongLong(arg);
+  if (period < 0) return t.api->PyErr_Occurred() != nullptr ? nullptr : raise(*t.api, "a period is >= 0");
+  t.period = period;
+  t.traced = period == 1 || (period > 1 && t.step % period == 0);
+  return none(*t.api);
+}
+
+PyObject* native_set_cuda(PyObject*, PyObject* arg) noexcept {
+  Tracer& t = tracer();
+  int on = t.api->PyObject_IsTrue(arg);
+  if (on < 0) return nullptr;
+  t.cuda = on != 0;
+  return none(*t.api);
+}
+
+PyObject* int_list(const CApi& api, std::initializer_list<long long> values) {
+  PyObject* list = api.PyList_New(0);
+  for (long long v : values) {
+    PyObject* item = list != nullptr ? api.PyLong_FromLongLong(v) : nullptr;
+    if (item == nullptr || api.PyList_Append(list, item) != 0) {
+      if (item != nullptr) api.Py_DecRef(item);
+      if (list != nullptr) api.Py_DecRef(list);
+      return nullptr;
+    }
+    api.Py_DecRef(item);
+  }
+  return list;
+}
+
+// _native_counters() -> [step, seq, traced, rows appended here]
+PyObject* native_counters(PyObject*, PyObject*) noexcept {
+  Tracer& t = tracer();
+  return int_list(*t.api, {t.step, t.seq, t.traced ? 1 : 0, t.rows});
+}
+
+// _native_take_seq() -> [step, seq] for a row torch_trace.py writes itself (CUDA); the next seq.
+PyObject* native_take_seq(PyObject*, PyObject*) noexcept {
+  Tracer& t = tracer();
+  return int_list(*t.api, {t.step, t.seq++});
+}
+
+// _native_record(name, stage, start_ns, start_time): a CPU row of a call that ends now.
+PyObject* native_record(PyObject*, PyObject* const* args, long nargs) noexcept {
+  int64_t end_ns = monotonic_ns();
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (nargs != 4) return raise(api, "_native_record(name, stage, start_ns, start_time)");
+  std::string_view name = text_of(api, args[0]);
+  std::string_view stage = text_of(api, args[1]);
+  long long start_ns = api.PyLong_AsLongLong(args[2]);
+  double start_time = api.PyFloat_AsDouble(args[3]);
+  if (api.PyErr_Occurred() != nullptr) return nullptr;
+  if (t.store != nullptr)
+    append_row(t, name, nullptr, stage, nullptr, end_ns - start_ns, std::monostate{}, start_time);
+  return none(api);
+}
+
+// _native_name(module) -> its kept name, or None.
+PyObject* native_name(PyObject*, PyObject* module) noexcept {
+  Tracer& t = tracer();
+  const Named* named = known_name(t, module);
+  if (named == nullptr) return none(*t.api);
+  return t.api->PyUnicode_FromStringAndSize(named->name.data(), static_cast<long>(named->name.size()));
+}
+
+// _native_set_name(module, name): kept while the module lives (or until tracing stops). None: the
+// module gets no rows (code a compiled module runs).
+PyObject* native_set_name(PyObject*, PyObject* const* args, long nargs) noexcept {
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (nargs != 2) return raise(api, "_native_set_name(module, name)");
+  std::string_view name = text_of(api, args[1]);
+  if (name.empty() && args[1] != api.None) return raise(api, "a module's name is a non-empty str or None");
+  set_name(t, args[0], name);
+  return none(api);
+}
+
+// _native_timed(fn, stage, label) -> a builtin that calls fn and writes a row of `stage` named
+// `label` (a str, or a function of the call's positional arguments). Stage "step" counts a step
+// after the call.
+PyObject* native_timed(PyObject*, PyObject* const* args, long nargs) noexcept {
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (nargs != 3) return raise(api, "_native_timed(fn, stage, label)");
+  std::string_view stage = text_of(api, args[1]);
+  if (stage.empty()) return raise(api, "_native_timed: the stage is a str");
+  auto* timed = new Timed{args[0], args[2], std::string(stage), {}};
+  PyObject* capsule = api.PyCapsule_New(timed, kTimedCapsule, free_timed);
+  if (capsule == nullptr) {
+    delete timed;
+    return nullptr;
+  }
+  api.Py_IncRef(timed->fn);
+  api.Py_IncRef(timed->label);
+  PyObject* fn = api.PyCFunction_NewEx(&g_timed_call_def, capsule, nullptr);
+  api.Py_DecRef(capsule);
+  return fn;
+}
+
+// _native_method(builtin) -> it as a method: set on a class, it gets the instance first.
+PyObject* native_method(PyObject*, PyObject* fn) noexcept { return tracer().api->PyInstanceMethod_New(fn); }
+
+template <typename F>
+MethodDef def(const char* name, F* fn, int flags) {
+  return MethodDef{name, reinterpret_cast<void*>(fn), flags, nullptr};
+}
+
+constexpr int kFast = python::kMethFastcall;
+constexpr int kO = python::kMethO;
+constexpr int kNone = python::kMethNoArgs;
+
+MethodDef g_defs[] = {
+    def("_native_pre", forward_pre, kFast),
+    def("_native_post", forward_post, kFast),
+    def("_native_start", native_start, kFast),
+    def("_native_stop", native_stop, kNone),
+    def("_native_new_step", native_new_step, kNone),
+    def("_native_set_period", native_set_period, kO),
+    def("_native_set_cuda", native_set_cuda, kO),
+    def("_native_counters", native_counters, kNone),
+    def("_native_take_seq", native_take_seq, kNone),
+    def("_native_record", native_record, kFast),
+    def("_native_name", native_name, kO),
+    def("_native_set_name", native_set_name, kFast),
+    def("_native_timed", native_timed, kFast),
+    def("_native_method", native_method, kO),
+};
+
+}  // namespace
+
+python::MethodDef* const kTracerNatives[] = {&g_defs[0],  &g_defs[1],  &g_defs[2],  &g_defs[3],  &g_defs[4],
+                                             &g_defs[5],  &g_defs[6],  &g_defs[7],  &g_defs[8],  &g_defs[9],
+                                             &g_defs[10], &g_defs[11], &g_defs[12], &g_defs[13], nullptr};
+
+}  // namespace probing::torch
