@@ -1,15 +1,30 @@
 #!/usr/bin/env python3
-"""What PyTorch tracing (python.torch_trace) costs per training step, in one target process
-(/usr/bin/python3.11, agent preloaded with LD_PRELOAD, torch.set_num_threads(1), CPU) with the
-tracing switched at run time (`SET torch.trace = on/off`, `SET torch.sample_rate = X` over
-@probing-<pid>), so that both sides run in the same process on the same model:
+"""What PyTorch tracing (python.torch_trace) costs per module call and per training step, in one
+target process (/usr/bin/python3.11, or PROBING_BENCH_PYTHON such as the version matrix's
+sid-3.14 with PyTorch 2.14; agent preloaded with LD_PRELOAD, torch.set_num_threads(1), CPU) with
+the tracing switched at run time (`SET torch.trace = on/off`, `SET torch.sample_rate = X` over
+@probing-<pid>), so that every side runs in the same process on the same model.
+
+Per module call, side by side: no hooks; no-op global hooks (pre and post, the floor of any
+module tracer); naive global Python hooks timing each call into a list; torch.profiler (CPU)
+around the block; probing at sample_rate 1 and 0. On the hook-stress model (200 x Linear(32, 32),
+batch 8, SGD: 201 module calls a step) and on 1000 x Identity called forward only (1001 calls a
+step, nothing but module calls, the cleanest figure). Each round runs one block per setting
+(order reversed every other round); a setting's cost per call is (its block - the no-hooks block
+of the same round) / calls, median over rounds, and probing's over the floor likewise. Targets:
+probing <= 0.5 us per traced call over the floor, <= 0.2 us at sample_rate 0.
+
+Per training step:
 - the bench model: a small transformer (embedding of 256 tokens, nn.TransformerEncoder
   d_model=128, nhead=4, dim_feedforward=256, 4 layers, linear head; batch 2 x 16 tokens; Adam; a
   step of ~25 ms here: Debian's torch 1.13 has the generic reference BLAS, so batch 16 x 32 would
   take ~550 ms); target: the default settings (torch.trace on, torch.sample_rate 1) cost <= 2 %
   of its step time;
 - the stress case: an MLP (4 x Linear(64, 64) + ReLU, batch 32; Adam), a step of about a ms,
-  where the cost per traced module call shows most.
+  where the cost per traced module call shows most;
+- on PyTorch 2.x, the same MLP through torch.compile (the default backend where a C++ compiler is
+  present, aot_eager where not); target: <= 2 % slower steps. TorchDynamo's counters are printed
+  after the run: switching tracing compiles each state once (the global hooks are guarded on).
 Protocol: warm-up steps, then rounds; each round runs one block of K timed steps per setting (off,
 sample_rate 1, 0.25, 0.1, and 0: the hooks installed but no step traced; order reversed every
 other round to cancel drift), after a few untimed
@@ -60,23 +75,97 @@ def make(name):
         opt.step()
     return model, step
 
+def stress():
+    """The hook-stress model: 200 x Linear(32, 32), batch 8, SGD."""
+    model = nn.Sequential(*[nn.Linear(32, 32) for _ in range(200)])
+    x = torch.randn(8, 32)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    def step():
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    return model, step
+
+def identity():
+    """1000 x Identity, forward only: nothing but module calls."""
+    model = nn.Sequential(*[nn.Identity() for _ in range(1000)])
+    x = torch.randn(2)
+    def step():
+        with torch.no_grad():
+            model(x)
+    return model, step
+
+def compiled():
+    """The stress case's MLP through torch.compile (PyTorch 2.x): the default backend where a C++
+    compiler is present, aot_eager where not."""
+    import shutil
+    backend = "inductor" if shutil.which("g++") or shutil.which("c++") else "aot_eager"
+    model, _ = make("mlp")
+    fast = torch.compile(model, backend=backend)
+    x, y = torch.randn(MLP_BATCH, WIDTH), torch.randn(MLP_BATCH, WIDTH)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    def step():
+        opt.zero_grad()
+        nn.functional.mse_loss(fast(x), y).backward()
+        opt.step()
+    step()  # compiles
+    return model, step, backend
+
 MODELS = {name: make(name) for name in ("transformer", "mlp")}
+COMPILE_BACKEND = None
+if hasattr(torch, "compile"):
+    model, step, COMPILE_BACKEND = compiled()
+    MODELS["compiled"] = (model, step)
+MODELS["stress"] = stress()
+MODELS["identity"] = identity()
 perf = time.perf_counter
+from torch.nn.modules import module as _module_mod
+
+# The other ways to time module calls, for the per-call comparison (MODE of a block):
+#   noop      global pre and post hooks that do nothing: the floor of any module tracer
+#   naive     global Python hooks timing each call into a list
+#   profiler  torch.profiler (CPU) around the block
+_stack, _timings = [], []
+def _naive_pre(m, i):
+    _stack.append(perf())
+def _naive_post(m, i, o):
+    _timings.append((m, perf() - _stack.pop()))
+HOOKS = {"noop": (lambda m, i: None, lambda m, i, o: None), "naive": (_naive_pre, _naive_post)}
+
+def run_block(step, settle, k):
+    for _ in range(settle):
+        step()
+    times = []
+    for _ in range(k):
+        t0 = perf()
+        step()
+        times.append(perf() - t0)
+    return times
+
 print("ready", flush=True)
 for line in sys.stdin:
     cmd = line.split()
     if cmd[0] == "info":
-        print(json.dumps({"torch": torch.__version__,
+        print(json.dumps({"torch": torch.__version__, "python": sys.version.split()[0], "backend": COMPILE_BACKEND,
                           "modules": {name: len(list(m.modules())) for name, (m, _) in MODELS.items()}}), flush=True)
-    elif cmd[0] == "block":  # block MODEL SETTLE K
+    elif cmd[0] == "counters":  # TorchDynamo's: frames compiled, graphs, graph breaks, recompilations
+        from torch._dynamo.utils import counters
+        print(json.dumps({k: dict(v) for k, v in counters.items()}), flush=True)
+    elif cmd[0] == "block":  # block MODEL SETTLE K [MODE]
         step = MODELS[cmd[1]][1]
-        for _ in range(int(cmd[2])):
-            step()
-        times = []
-        for _ in range(int(cmd[3])):
-            t0 = perf()
-            step()
-            times.append(perf() - t0)
+        mode = cmd[4] if len(cmd) > 4 else "plain"
+        handles = []
+        if mode in HOOKS:
+            pre, post = HOOKS[mode]
+            handles = [_module_mod.register_module_forward_pre_hook(pre), _module_mod.register_module_forward_hook(post)]
+        if mode == "profiler":
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+                times = run_block(step, int(cmd[2]), int(cmd[3]))
+        else:
+            times = run_block(step, int(cmd[2]), int(cmd[3]))
+        for h in handles:
+            h.remove()
+        del _timings[:]
         print(json.dumps(times), flush=True)
 '''
 
@@ -121,10 +210,10 @@ class Bench:
             raise RuntimeError("the target died on %r" % line)
         return json.loads(out)
 
-    def block(self, model, settle, k):
+    def block(self, model, settle, k, mode="plain"):
         """(step times, rows appended during the block, steps run)."""
         r0 = self.rows()
-        times = self.ask("block %s %d %d" % (model, settle, k))
+        times = self.ask("block %s %d %d %s" % (model, settle, k, mode))
         return times, self.rows() - r0, settle + k
 
 
@@ -147,6 +236,57 @@ def run_model(b, model, k, rounds, settle, warmup):
             d["steps"].append(steps)
     b.set(1.0)  # back to the default
     return per_step, res
+
+
+# The per-call comparison: (name, probing's sample rate or None for tracing off, the block's mode).
+PER_CALL = [("no hooks", None, "plain"), ("no-op hooks (the floor)", None, "noop"),
+            ("naive Python hooks", None, "naive"), ("torch.profiler (CPU)", None, "profiler"),
+            ("probing, sample_rate 1", 1.0, "plain"), ("probing, sample_rate 0", 0.0, "plain")]
+PER_CALL_TARGET_US = 0.5      # probing over the floor, per traced module call
+PER_CALL_RATE0_TARGET_US = 0.2
+
+
+def run_per_call(b, model, calls, k, rounds):
+    """Block medians per setting and round, and probing's rows per step."""
+    b.set(None)
+    b.block(model, 0, k)  # warm-up
+    res = {name: [] for name, _, _ in PER_CALL}
+    rows = {name: [] for name, _, _ in PER_CALL}
+    for r in range(rounds):
+        order = PER_CALL if r % 2 == 0 else PER_CALL[::-1]
+        for name, rate, mode in order:
+            b.set(rate)
+            times, n, steps = b.block(model, 3, k, mode)
+            res[name].append(statistics.median(times))
+            rows[name].append(n / steps)
+    b.set(1.0)
+    return res, rows
+
+
+def report_per_call(model, calls, k, rounds, res, rows):
+    base = res["no hooks"]
+    floor = res["no-op hooks (the floor)"]
+    print("%s: %d module calls per step, %d rounds of %d steps per setting" % (model, calls, rounds, k))
+    print("  %-26s %10s %14s %14s   %s" % ("setting", "median ms", "us/call over", "us/call over", "rows/step"))
+    print("  %-26s %10s %14s %14s" % ("", "", "no hooks", "the floor"))
+    figures = {}
+    for name, rate, _ in PER_CALL:
+        med = statistics.median(res[name]) * 1000
+        over = statistics.median((a - o) / calls for a, o in zip(res[name], base)) * 1e6
+        over_floor = statistics.median((a - f) / calls for a, f in zip(res[name], floor)) * 1e6
+        figures[name] = over_floor
+        print("  %-26s %10.3f %14.3f %14s   %.1f" % (name, med, over, "-" if name == "no hooks" else "%.3f" % over_floor,
+                                                 statistics.median(rows[name])))
+    # a row per module call, and for a training step its backward and optimizer step
+    want = calls + (2 if model == "stress" else 0)
+    ok_rows = (all(abs(x - want) <= 1.5 for x in rows["probing, sample_rate 1"][1:]) and
+               all(x == 0 for x in rows["probing, sample_rate 0"]))
+    on, zero = figures["probing, sample_rate 1"], figures["probing, sample_rate 0"]
+    print("  probing over the floor per call: %.3f us (target <= %g: %s); at sample_rate 0: %.3f us (target <= %g: %s);"
+          " rows: %s" % (on, PER_CALL_TARGET_US, "PASS" if on <= PER_CALL_TARGET_US else "OVER",
+                         zero, PER_CALL_RATE0_TARGET_US, "PASS" if zero <= PER_CALL_RATE0_TARGET_US else "OVER",
+                         "PASS" if ok_rows else "CHECK FAILED"))
+    return ok_rows
 
 
 def overhead(res, name, stat):
@@ -190,6 +330,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=15, help="rounds (one block per setting each)")
     ap.add_argument("--k-transformer", type=int, default=20, help="timed steps per transformer block")
     ap.add_argument("--k-mlp", type=int, default=200, help="timed steps per MLP block")
+    ap.add_argument("--rounds-per-call", type=int, default=9, help="rounds of the per-call comparison")
+    ap.add_argument("--k-stress", type=int, default=20, help="timed steps per block of 200 x Linear(32, 32)")
+    ap.add_argument("--k-identity", type=int, default=40, help="timed steps per block of 1000 x Identity")
+    ap.add_argument("--per-call-only", action="store_true", help="only the per-call comparison")
     args = ap.parse_args()
     lib = build_paths(args.build)["library"]
     load0 = os.getloadavg()
@@ -200,25 +344,52 @@ def main():
         b = Bench(t)
         info = b.ask("info")
         results = {}
-        for model, k, warmup in (("transformer", args.k_transformer, 20), ("mlp", args.k_mlp, 300)):
-            results[model] = run_model(b, model, k, args.rounds, settle=4, warmup=warmup)
+        per_call = {}
+        dynamo = None
+        for model, k in (("stress", args.k_stress), ("identity", args.k_identity)):
+            per_call[model] = run_per_call(b, model, info["modules"][model], k, args.rounds_per_call)
+        if not args.per_call_only:
+            for model, k, warmup in (("transformer", args.k_transformer, 20), ("mlp", args.k_mlp, 300),
+                                     ("compiled", args.k_mlp, 300)):
+                if model in info["modules"]:
+                    results[model] = run_model(b, model, k, args.rounds, settle=4, warmup=warmup)
+        dynamo = b.ask("counters") if "compiled" in info["modules"] else None
         b.conn.close()
     wall = time.monotonic() - t_start
     load1 = os.getloadavg()
 
-    print("PyTorch tracing overhead per training step: one target (/usr/bin/python3.11, torch %s CPU, "
-          "1 thread, agent preloaded), tracing switched at run time" % info["torch"])
+    print("PyTorch tracing overhead: one target (CPython %s, torch %s CPU, 1 thread, agent preloaded), tracing "
+          "switched at run time" % (info["python"], info["torch"]))
     print("load average %.2f at the start, %.2f at the end (%d cores); %.0f s"
           % (load0[0], load1[0], os.cpu_count(), wall))
     print()
     ok_all = True
+    print("Per module call, every way of timing calls side by side in the same process:")
+    for model, k in (("stress", args.k_stress), ("identity", args.k_identity)):
+        ok_all = report_per_call(model, info["modules"][model], k, args.rounds_per_call, *per_call[model]) and ok_all
+        print()
+    if args.per_call_only:
+        if not ok_all:
+            print("TRACING CHECK FAILED: see the rows per step above")
+        return
     figures = {}
-    for model, k in (("transformer", args.k_transformer), ("mlp", args.k_mlp)):
+    for model, k in (("transformer", args.k_transformer), ("mlp", args.k_mlp), ("compiled", args.k_mlp)):
+        if model not in results:
+            continue
         per_step, res = results[model]
+        if model == "compiled":
+            print("(the MLP through torch.compile, backend %s: its rows are the compiled module's call, backward "
+                  "and step)" % info["backend"])
         off_med, ok = report(model, info["modules"][model], k, args.rounds, per_step, res)
         ok_all = ok_all and ok
         figures[model] = (per_step, res, off_med)
         print()
+    if dynamo is not None:
+        print("TorchDynamo's counters after the run (tracing switched %d times): %s"
+              % (2 * args.rounds * len(SETTINGS), json.dumps(dynamo, sort_keys=True)))
+    if "compiled" in figures:
+        ovh = overhead(figures["compiled"][1], SETTINGS[1][0], "median")
+        print("target: a compiled model slowed by <= 2 %%: %.1f %%  %s" % (ovh, "PASS" if ovh <= 2 else "OVER"))
     per_step, res, _ = figures["transformer"]
     ovh = overhead(res, SETTINGS[1][0], "median")
     print("target: default settings (sample_rate 1) <= %g %% of the transformer's step: %.1f %%  %s"
