@@ -326,9 +326,16 @@ class Unwinder {
     }
     DwflPtr dwfl(dwfl_begin(&callbacks));
     if (!dwfl) return Status(Code::kInternal, std::string("libdw: ") + dwfl_errmsg(-1));
-    dwfl_report_begin(dwfl.get());
-    const int reported = dwfl_linux_proc_report(dwfl.get(), pid_);
-    dwfl_report_end(dwfl.get(), nullptr, nullptr);
+    int reported = 0;
+    // A process that has only just exec'd (its loader has not mapped its libraries yet) reads as
+    // ENOEXEC for a moment: asked again a few times before that is the answer.
+    for (int tries = 0;; ++tries) {
+      dwfl_report_begin(dwfl.get());
+      reported = dwfl_linux_proc_report(dwfl.get(), pid_);
+      dwfl_report_end(dwfl.get(), nullptr, nullptr);
+      if (reported != ENOEXEC || tries == 4) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     if (reported != 0) {
       return Status(reported == ENOENT ? Code::kNotFound : Code::kUnavailable,
                     "reading the libraries of process " + std::to_string(pid_) + ": " +
