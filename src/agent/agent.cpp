@@ -32,6 +32,7 @@
 #include "server/http_server.h"
 #include "server/routes.h"
 #include "sql/tables/tables.h"
+#include "torch/hooks.h"
 #include "torch/torch_trace.h"
 
 #define PROBING_EXPORT extern "C" __attribute__((visibility("default")))
@@ -68,6 +69,7 @@ void after_fork_in_child() {
     if (fd >= 0) ::close(fd);
   }
   bindings::on_fork_child();
+  torch::on_fork_child();
 }
 
 // Reads and deletes the settings `probing PID inject -D` left for this process. Only a file owned

@@ -106,6 +106,7 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyObject_Call);
   PROBING_RESOLVE(PyWeakref_NewRef);
   PROBING_RESOLVE(PyInstanceMethod_New);
+  PROBING_RESOLVE(PyErr_ExceptionMatches);
   PROBING_RESOLVE(PyLong_Type);
   PROBING_RESOLVE(PyFloat_Type);
   PROBING_RESOLVE(PyUnicode_Type);
@@ -123,6 +124,7 @@ Result<const CApi*> load_once() {
   if (api->None == nullptr) missing += std::string(missing.empty() ? "" : ", ") + "_Py_NoneStruct";
   api->exc_type_error = exception("PyExc_TypeError");
   api->exc_value_error = exception("PyExc_ValueError");
+  api->exc_exception = exception("PyExc_Exception");
   api->free_threaded = lookup(handle, layout::kFreeThreadedSymbol) != nullptr;
   api->add_pending_call_3 =
       reinterpret_cast<int (*)(void*, int (*)(void*), void*)>(lookup(handle, "_PyEval_AddPendingCall"));

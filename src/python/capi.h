@@ -87,6 +87,7 @@ struct CApi {
   PyObject* (*PyObject_Call)(PyObject* callable, PyObject* args, PyObject* kwargs);
   PyObject* (*PyWeakref_NewRef)(PyObject* object, PyObject* callback);
   PyObject* (*PyInstanceMethod_New)(PyObject* function);  // binds as a method when set on a class
+  int (*PyErr_ExceptionMatches)(PyObject* type);
   // Type objects and singletons (addresses of the interpreter's own objects).
   void* PyLong_Type;
   void* PyFloat_Type;
@@ -98,6 +99,7 @@ struct CApi {
   PyObject* None;
   PyObject* exc_type_error;   // *PyExc_TypeError
   PyObject* exc_value_error;  // *PyExc_ValueError
+  PyObject* exc_exception;    // *PyExc_Exception
   bool free_threaded;         // a Py_GIL_DISABLED build (layout/version.h: kFreeThreadedSymbol is exported)
   // 3.9-3.11's _PyEval_AddPendingCall(interp, func, arg) and PyInterpreterState_Main(); either may
   // be null (not exported).

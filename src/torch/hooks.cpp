@@ -2,7 +2,9 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -37,9 +39,9 @@ double unix_time() {
 // clock shows from the next one.
 double g_wall_offset = 0;
 
-void read_wall_offset() { g_wall_offset = unix_time() - static_cast<double>(monotonic_ns()) * 1e-9; }
+void read_wall_offset() { g_wall_offset = unix_time() - static_cast<double>(monotonic_ns()) / 1e9; }
 
-double wall_time(int64_t ns) { return g_wall_offset + static_cast<double>(ns) * 1e-9; }
+double wall_time(int64_t ns) { return g_wall_offset + static_cast<double>(ns) / 1e9; }
 
 // PyWeakReference.wr_object, right after the object header in every GIL build of 3.9-3.15; Py_None
 // once the referent is gone.
@@ -58,14 +60,43 @@ struct Entry {
   PyObject* cuda;       // CUDA: what _cuda_start returned (its start event, its children's rows)
 };
 
-// The calls in progress on one thread. At the thread's end the vector is freed and any references
-// left in it are leaked, not released: that would need the GIL.
+// The calls in progress on one thread. Every thread's stack is listed (stacks()), so that stopping
+// releases the modules all of them hold; a thread that ends with entries left (a forward that
+// raised) hands their references to orphans(), released at the next start, stop or step (they need
+// the GIL, which a thread's end does not have).
 struct ThreadStack {
   uint64_t generation = 0;  // of the install the entries belong to
   bool capturing = false;   // the top-level call is being captured into a CUDA graph
   std::vector<Entry> entries;
 };
-thread_local ThreadStack t_stack;
+
+// Guards the two lists below (a thread's end runs without the GIL). Made anew in a forked child,
+// where another thread may have held it.
+std::mutex* g_stacks_mu = new std::mutex;
+std::vector<ThreadStack*>& stacks() {
+  static auto* v = new std::vector<ThreadStack*>;
+  return *v;
+}
+std::vector<PyObject*>& orphans() {
+  static auto* v = new std::vector<PyObject*>;
+  return *v;
+}
+
+struct ThreadStackOwner {
+  ThreadStack* stack = nullptr;
+  ~ThreadStackOwner() {
+    if (stack == nullptr) return;
+    std::lock_guard<std::mutex> lock(*g_stacks_mu);
+    auto& all = stacks();
+    all.erase(std::remove(all.begin(), all.end(), stack), all.end());
+    for (const Entry& e : stack->entries) {
+      orphans().push_back(e.module);
+      if (e.cuda != nullptr) orphans().push_back(e.cuda);
+    }
+    delete stack;
+  }
+};
+thread_local ThreadStackOwner t_stack;
 
 struct Named {
   PyObject* weakref;  // ours; tells a module from a later one at the same address
@@ -77,6 +108,7 @@ struct Tracer {
   const CApi* api = nullptr;
   sql::ColumnStore* store = nullptr;  // python.torch_trace; the engine keeps it for the process
   bool on = false;
+  bool forked = false;      // a forked child: no row is written (a DataLoader worker's hooks go)
   uint64_t generation = 1;  // bumped by every start and stop: older stacks are dropped
   long long step = 0;
   long long seq = 0;
@@ -105,6 +137,12 @@ Tracer& tracer() {
 
 void init_tracer(const CApi& api) { tracer().api = &api; }
 
+void on_fork_child() noexcept {
+  Tracer& t = tracer();
+  t.forked = true;
+  g_stacks_mu = new std::mutex;  // the old one is left as it was
+}
+
 namespace {
 
 PyObject* none(const CApi& api) {
@@ -117,19 +155,66 @@ void release(const CApi& api, Entry& e) {
   if (e.cuda != nullptr) api.Py_DecRef(e.cuda);
 }
 
+// Takes the entries from `from` up off the stack, then releases them: a release can run a
+// finalizer that calls a module on this thread, which must find the stack consistent.
 void clear_entries(const CApi& api, ThreadStack& s, size_t from = 0) {
-  for (size_t i = from; i < s.entries.size(); ++i) release(api, s.entries[i]);
+  if (from >= s.entries.size()) return;
+  std::vector<Entry> gone(s.entries.begin() + static_cast<std::ptrdiff_t>(from), s.entries.end());
   s.entries.resize(from);
+  for (Entry& e : gone) release(api, e);
 }
 
+void release_orphans(const CApi& api) {
+  std::vector<PyObject*> gone;
+  {
+    std::lock_guard<std::mutex> lock(*g_stacks_mu);
+    if (orphans().empty()) return;
+    gone.swap(orphans());
+  }
+  for (PyObject* o : gone) api.Py_DecRef(o);
+}
+
+// This thread's stack, emptied if it belongs to an earlier start (or stop).
 ThreadStack& this_thread(Tracer& t) {
-  ThreadStack& s = t_stack;
+  if (t_stack.stack == nullptr) {
+    auto* made = new ThreadStack;
+    std::lock_guard<std::mutex> lock(*g_stacks_mu);
+    stacks().push_back(made);
+    t_stack.stack = made;
+  }
+  ThreadStack& s = *t_stack.stack;
   if (s.generation != t.generation) {
-    clear_entries(*t.api, s);
     s.generation = t.generation;
     s.capturing = false;
+    clear_entries(*t.api, s);
   }
   return s;
+}
+
+// Every thread's entries released (at stop), with the references orphaned by threads that ended.
+void clear_all_stacks(const CApi& api) {
+  std::vector<Entry> gone;
+  {
+    std::lock_guard<std::mutex> lock(*g_stacks_mu);
+    for (ThreadStack* s : stacks()) {
+      gone.insert(gone.end(), s->entries.begin(), s->entries.end());
+      s->entries.clear();
+    }
+  }
+  for (Entry& e : gone) release(api, e);
+  release_orphans(api);
+}
+
+// Calls into torch_trace.py return an error only for what is not an Exception (KeyboardInterrupt,
+// SystemExit, an asynchronous exception): that one is the program's and goes on to it, as it
+// would through any Python hook. Anything else is cleared.
+bool keep_error(const CApi& api) {
+  if (api.PyErr_Occurred() == nullptr) return false;
+  if (api.PyErr_ExceptionMatches(api.exc_exception)) {
+    api.PyErr_Clear();
+    return false;
+  }
+  return true;
 }
 
 std::string_view text_of(const CApi& api, PyObject* str) {
@@ -168,9 +253,14 @@ void set_name(Tracer& t, PyObject* module, std::string_view name) {
     api.PyErr_Clear();
     return;
   }
-  auto [it, made] = t.names.try_emplace(module);
-  if (!made) api.Py_DecRef(it->second.weakref);
-  it->second = Named{ref, std::string(name), {}};
+  try {
+    auto [it, made] = t.names.try_emplace(module);
+    if (!made) api.Py_DecRef(it->second.weakref);
+    it->second = Named{ref, std::string(name), {}};
+  } catch (...) {  // out of memory: named again at its next call
+    api.Py_DecRef(ref);
+    return;
+  }
   if (t.names.size() >= t.sweep_at) {  // forget the modules that are gone
     for (auto i = t.names.begin(); i != t.names.end();) {
       if (referent(i->second.weakref) != i->first) {
@@ -184,12 +274,12 @@ void set_name(Tracer& t, PyObject* module, std::string_view name) {
   }
 }
 
-// Calls one of torch_trace.py's functions; null (error cleared) when it raised, which they do not
-// (they catch and switch tracing off themselves).
+// Calls one of torch_trace.py's functions (they catch their own failures and switch tracing off);
+// null when it raised, with the error left set only where keep_error() says so.
 PyObject* call(const CApi& api, PyObject* fn, PyObject* a = nullptr, PyObject* b = nullptr,
                PyObject* c = nullptr, PyObject* d = nullptr, PyObject* e = nullptr, PyObject* f = nullptr) {
   PyObject* r = api.PyObject_CallFunctionObjArgs(fn, a, b, c, d, e, f, nullptr);
-  if (r == nullptr) api.PyErr_Clear();
+  if (r == nullptr) keep_error(api);
   return r;
 }
 
@@ -198,17 +288,21 @@ void append_row(Tracer& t, std::string_view name, sql::ColumnStore::TextHint* na
                 std::string_view stage, sql::ColumnStore::TextHint* stage_hint, int64_t ns, const Cell& self,
                 double start_time) noexcept {
   const Cell cells[] = {
-      t.step,                          // step
-      t.seq,                           // seq
-      name,                            // module
-      stage,                           // stage
-      static_cast<double>(ns) * 1e-9,  // duration
-      self,                            // self_duration
-      std::monostate{},                // allocated (CUDA rows are written by torch_trace.py)
-      std::monostate{},                // max_allocated
-      start_time,                      // time
+      t.step,                         // step
+      t.seq,                          // seq
+      name,                           // module
+      stage,                          // stage
+      static_cast<double>(ns) / 1e9,  // duration: a whole number of ns reads back from the store
+      self,                           // self_duration
+      std::monostate{},               // allocated (CUDA rows are written by torch_trace.py)
+      std::monostate{},               // max_allocated
+      start_time,                     // time
   };
   sql::ColumnStore::TextHint* const hints[] = {nullptr, nullptr, name_hint, stage_hint};
+  if (t.forked) {  // the store's lock may have been copied held; the parent reads no row of ours
+    ++t.seq;
+    return;
+  }
   try {
     if (t.store->append(cells, hints).is_ok()) ++t.rows;
   } catch (...) {  // out of memory: the row is lost, not the program
@@ -248,8 +342,9 @@ constexpr size_t kMaxDepth = 4096;
 bool enter_top_level(Tracer& t, ThreadStack& s, PyObject* module) {
   const CApi& api = *t.api;
   PyObject* r = call(api, t.top_level, module);
-  long long v = r != nullptr ? api.PyLong_AsLongLong(r) : 0;
-  if (r != nullptr) api.Py_DecRef(r);
+  if (r == nullptr) return false;  // an interrupt stays set for the caller
+  long long v = api.PyLong_AsLongLong(r);
+  api.Py_DecRef(r);
   api.PyErr_Clear();
   s.capturing = v == 2;
   read_wall_offset();
@@ -263,11 +358,21 @@ PyObject* forward_pre(PyObject*, PyObject* const* args, long nargs) noexcept {
   if (!t.on || nargs < 1) return none(api);
   ThreadStack& s = this_thread(t);
   PyObject* module = args[0];
-  if (s.entries.empty() && !enter_top_level(t, s, module)) return none(api);
+  if (s.entries.empty() && !enter_top_level(t, s, module)) {
+    return api.PyErr_Occurred() != nullptr ? nullptr : none(api);
+  }
   Entry e{module, -1, 0.0, 0, nullptr};
   if (s.entries.size() >= kMaxDepth) return none(api);
   if (t.traced && !s.capturing) {
-    if (t.cuda) e.cuda = call(api, t.cuda_start, api.None);
+    const uint64_t generation = t.generation;
+    if (t.cuda) {
+      e.cuda = call(api, t.cuda_start, api.None);
+      if (api.PyErr_Occurred() != nullptr) return nullptr;
+      if (!t.on || generation != t.generation || s.generation != generation) {  // stopped meanwhile
+        if (e.cuda != nullptr) api.Py_DecRef(e.cuda);
+        return none(api);
+      }
+    }
     if (!t.cuda || (e.cuda != nullptr && e.cuda != api.None)) {
       e.start_ns = monotonic_ns();
       e.start_time = t.cuda ? wall_time(e.start_ns) : 0.0;
@@ -298,9 +403,10 @@ PyObject* forward_post(PyObject*, PyObject* const* args, long nargs) noexcept {
   size_t i = s.entries.size();
   while (i > 0 && s.entries[i - 1].module != module) --i;
   if (i == 0) return none(api);
-  Entry e = s.entries[i - 1];
-  clear_entries(api, s, i);
-  s.entries.pop_back();
+  Entry e = s.entries[i - 1];  // its references are ours now
+  std::vector<Entry> above(s.entries.begin() + static_cast<std::ptrdiff_t>(i), s.entries.end());
+  s.entries.resize(i - 1);
+  for (Entry& x : above) release(api, x);
   if (e.start_ns >= 0) {
     std::string storage;
     sql::ColumnStore::TextHint* hint = nullptr;
@@ -311,8 +417,8 @@ PyObject* forward_post(PyObject*, PyObject* const* args, long nargs) noexcept {
     } else if (e.cuda == nullptr) {
       int64_t ns = end_ns - e.start_ns;
       if (!s.entries.empty()) s.entries.back().children_ns += ns;
-      append_row(t, name, hint, "forward", &t.forward_hint, ns,
-                 static_cast<double>(ns - e.children_ns) * 1e-9, wall_time(e.start_ns));
+      append_row(t, name, hint, "forward", &t.forward_hint, ns, static_cast<double>(ns - e.children_ns) / 1e9,
+                 wall_time(e.start_ns));
     } else {
       PyObject* n = api.PyUnicode_FromStringAndSize(name.data(), static_cast<long>(name.size()));
       PyObject* stage = api.PyUnicode_FromStringAndSize("forward", 7);
@@ -327,11 +433,11 @@ PyObject* forward_post(PyObject*, PyObject* const* args, long nargs) noexcept {
       for (PyObject* o : {n, stage, when}) {
         if (o != nullptr) api.Py_DecRef(o);
       }
-      api.PyErr_Clear();
+      keep_error(api);
     }
   }
   release(api, e);
-  return none(api);
+  return api.PyErr_Occurred() != nullptr ? nullptr : none(api);
 }
 
 // ---- timing a call: backward, a DataLoader's wait ----
@@ -364,18 +470,28 @@ PyObject* timed_call(PyObject* self, PyObject* args, PyObject* kwargs) noexcept 
   const CApi& api = *t.api;
   auto* timed = static_cast<Timed*>(api.PyCapsule_GetPointer(self, kTimedCapsule));
   if (timed == nullptr) return nullptr;
-  if (!t.on || !t.traced) {
-    PyObject* result = api.PyObject_Call(timed->fn, args, kwargs);
-    if (result != nullptr && t.on && timed->stage == "step") {
+  // After fn returned: the step counted (stage step), or fn's result dropped for an interrupt that
+  // came in torch_trace.py's code.
+  auto finish = [&](PyObject* result) -> PyObject* {
+    if (api.PyErr_Occurred() == nullptr && t.on && timed->stage == "step") {
       if (PyObject* r = call(api, t.after_step)) api.Py_DecRef(r);
     }
+    if (api.PyErr_Occurred() != nullptr) {
+      api.Py_DecRef(result);
+      return nullptr;
+    }
     return result;
+  };
+  if (!t.on || !t.traced) {
+    PyObject* result = api.PyObject_Call(timed->fn, args, kwargs);
+    return result != nullptr ? finish(result) : nullptr;
   }
   PyObject* started = nullptr;
   if (t.cuda) {
     PyObject* yes = api.PyLong_FromLongLong(1);
     started = yes != nullptr ? call(api, t.cuda_start, yes) : nullptr;
     if (yes != nullptr) api.Py_DecRef(yes);
+    if (api.PyErr_Occurred() != nullptr) return nullptr;
     if (started == api.None) {  // captured into a CUDA graph: not timed
       api.Py_DecRef(started);
       started = nullptr;
@@ -397,8 +513,10 @@ PyObject* timed_call(PyObject* self, PyObject* args, PyObject* kwargs) noexcept 
       label = call(api, label, args);
       own = label != nullptr;
     }
-    std::string_view name = text_of(api, label);
-    if (started == nullptr) {
+    if (api.PyErr_Occurred() != nullptr) {
+      // an interrupt: dropped below
+    } else if (started == nullptr) {
+      std::string_view name = text_of(api, label);
       append_row(t, name.empty() ? std::string_view("?") : name, nullptr, timed->stage, &timed->stage_hint,
                  end_ns - start_ns, std::monostate{}, start_time);
     } else {
@@ -406,20 +524,18 @@ PyObject* timed_call(PyObject* self, PyObject* args, PyObject* kwargs) noexcept 
           api.PyUnicode_FromStringAndSize(timed->stage.data(), static_cast<long>(timed->stage.size()));
       PyObject* when = api.PyFloat_FromDouble(start_time);
       if (label != nullptr && stage != nullptr && when != nullptr) {
-        if (PyObject* r = call(api, t.cuda_finish, label, stage, started, api.None, when, api.None))
+        if (PyObject* r = call(api, t.cuda_finish, label, stage, started, api.None, when, api.None)) {
           api.Py_DecRef(r);
+        }
       }
       if (stage != nullptr) api.Py_DecRef(stage);
       if (when != nullptr) api.Py_DecRef(when);
+      keep_error(api);  // a failed str or float: cleared
     }
     if (own) api.Py_DecRef(label);
   }
   if (started != nullptr) api.Py_DecRef(started);
-  api.PyErr_Clear();
-  if (t.on && timed->stage == "step") {
-    if (PyObject* r = call(api, t.after_step)) api.Py_DecRef(r);
-  }
-  return result;
+  return finish(result);
 }
 
 MethodDef g_timed_call_def{"traced", reinterpret_cast<void*>(timed_call),
@@ -454,6 +570,7 @@ PyObject* native_start(PyObject*, PyObject* const* args, long nargs) noexcept {
   t.cuda = false;
   read_wall_offset();
   t.on = true;
+  release_orphans(api);
   return none(api);
 }
 
@@ -461,7 +578,7 @@ PyObject* native_stop(PyObject*, PyObject*) noexcept {
   Tracer& t = tracer();
   t.on = false;
   ++t.generation;
-  this_thread(t);  // this thread's entries released now; other threads' at their next call
+  clear_all_stacks(*t.api);  // the modules every thread's calls in progress held
   clear_names(t);
   return none(*t.api);
 }
@@ -474,6 +591,7 @@ PyObject* native_new_step(PyObject*, PyObject*) noexcept {
   t.seq = 0;
   t.traced = t.period == 1 || (t.period > 1 && t.step % t.period == 0);
   clear_entries(*t.api, this_thread(t));
+  release_orphans(*t.api);
   return t.api->PyLong_FromLongLong(t.step);
 }
 
@@ -566,7 +684,12 @@ PyObject* native_timed(PyObject*, PyObject* const* args, long nargs) noexcept {
   if (nargs != 3) return raise(api, "_native_timed(fn, stage, label)");
   std::string_view stage = text_of(api, args[1]);
   if (stage.empty()) return raise(api, "_native_timed: the stage is a str");
-  auto* timed = new Timed{args[0], args[2], std::string(stage), {}};
+  Timed* timed = nullptr;
+  try {
+    timed = new Timed{args[0], args[2], std::string(stage), {}};
+  } catch (...) {
+    return raise(api, "_native_timed: out of memory");
+  }
   PyObject* capsule = api.PyCapsule_New(timed, kTimedCapsule, free_timed);
   if (capsule == nullptr) {
     delete timed;

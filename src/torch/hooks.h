@@ -17,6 +17,11 @@ namespace probing::torch {
 // Gives the natives the API they call. Before torch_trace.py is loaded; REQUIRES: GIL held.
 void init_tracer(const python::CApi& api);
 
+// In a forked child: the hooks write no row (the store's lock may have been copied held, and the
+// child's rows could not be read); a DataLoader worker's remove themselves as before. REQUIRES:
+// only the forking thread runs.
+void on_fork_child() noexcept;
+
 // The natives of torch_trace.py, ended by a null (HelperSource::natives).
 extern python::MethodDef* const kTracerNatives[];
 

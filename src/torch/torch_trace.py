@@ -552,7 +552,13 @@ def _install_hooks(torch, module_mod, optim_mod):
     # Without TorchDynamo (1.13) the hooks are the builtins themselves.
     dynamo = _compiling is not _not_compiling
     S.handles.append(module_mod.register_module_forward_pre_hook(_pre_forward if dynamo else _native_pre))
-    S.handles.append(module_mod.register_module_forward_hook(_post_forward if dynamo else _native_post))
+    post = _post_forward if dynamo else _native_post
+    try:
+        # 2.1+: the post hook runs also for a forward that raised, which then leaves no entry on
+        # the thread's stack (before, only the next step cleared them)
+        S.handles.append(module_mod.register_module_forward_hook(post, always_call=True))
+    except TypeError:
+        S.handles.append(module_mod.register_module_forward_hook(post))
     # backward: one row per backward pass, around torch.autograd.backward (Tensor.backward calls it)
     autograd = sys.modules.get("torch.autograd")
     if autograd is not None and callable(getattr(autograd, "backward", None)):

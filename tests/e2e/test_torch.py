@@ -28,6 +28,12 @@ def torch_factory(target_factory, torch_py):
     return lambda script, **kwargs: target_factory(script, torch_py, **kwargs)
 
 
+def torch_has(torch_py, expression):
+    """Whether `expression` (with torch, inspect and torch.nn.modules.module as m) holds there."""
+    code = "import sys, inspect, torch; from torch.nn.modules import module as m; sys.exit(not (%s))" % expression
+    return subprocess.run([torch_py.path, "-c", code], capture_output=True, timeout=120).returncode == 0
+
+
 def rows(pid, sql):
     rc, out, err = run_cli(pid, "query", "--format", "json", sql, timeout=30)
     assert rc == 0, (sql, err)
@@ -67,6 +73,9 @@ def test_mlp_rows(torch_factory):
                    ("MLP", "backward"), ("SGD", "step")], got
     assert [r["seq"] for r in step] == list(range(len(step)))
     assert all(r["duration"] > 0 for r in step), step
+    # whole nanoseconds, as the store keeps them in a few bytes: each reads back from ns / 1e9
+    assert rows(t.pid, "SELECT count(*) AS n FROM python.torch_trace "
+                       "WHERE round(duration * 1e9) / 1e9 != duration")[0]["n"] == 0
     assert all(r["allocated"] is None and r["max_allocated"] is None for r in step)  # CPU
     assert all(abs(r["time"] - time.time()) < 60 for r in step)
     outer = {r["module"]: r["duration"] for r in step if r["stage"] == "forward"}
@@ -308,6 +317,38 @@ def test_steps_go_on_after_tracing_starts_inside_a_forward(torch_factory):
         assert [(x["module"], x["stage"]) for x in step] == want, (i, step)
         assert run_cli(t.pid, "config", "torch.trace=off")[0] == 0
         time.sleep(0.013 * i)
+
+
+def test_forwards_that_raise_leave_nothing_behind(torch_factory, torch_py):
+    """PyTorch 2.1+ runs a post hook registered with always_call for a forward that raised: the
+    call gets its row and leaves no entry, so an inference loop whose every other forward raises
+    goes on counting steps and naming its modules."""
+    if not torch_has(torch_py, "'always_call' in inspect.signature(m.register_module_forward_hook).parameters"):
+        pytest.skip("the PyTorch of %s (before 2.1) has no always_call: what a raising forward leaves is "
+                    "cleared at the next optimizer step" % torch_py.name)
+    t = start(torch_factory, "raising")
+    r = wait_rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace", lambda r: (r[0]["s"] or 0) >= 6)
+    assert r[0]["s"] >= 6, r
+    got = {(x["module"], x["n"]) for x in rows(t.pid, "SELECT module, count(DISTINCT step) AS n FROM "
+                                                     "python.torch_trace WHERE step BETWEEN 2 AND 5 GROUP BY module")}
+    assert got == {("encoder.0", 4), ("encoder.1", 4), ("encoder.2", 4), ("encoder", 4), ("head", 4), ("MLP", 4)}, got
+
+
+def test_switching_off_lets_go_of_the_calls_in_progress(torch_factory):
+    """A call in progress holds its module while tracing times it; switched off, tracing lets go of
+    every thread's, not only of the thread that switched it (here a thread blocked in a forward)."""
+    t = torch_factory("torch_blocked.py", mode="preload", env={"PYTHONPATH": PYPKG}, ready_timeout=60)
+    deadline = time.monotonic() + 20
+    while eval_ok(t.pid, "from torch.nn.modules import module as m; print(len(m._global_forward_pre_hooks))").strip() \
+            != "1" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    t.write("go\n")
+    assert eval_ok(t.pid, "print(entered.wait(10))").strip() == "True"
+    held = int(eval_ok(t.pid, "import sys; print(sys.getrefcount(outer))"))
+    assert run_cli(t.pid, "config", "torch.trace=off")[0] == 0
+    after = int(eval_ok(t.pid, "import sys; print(sys.getrefcount(outer))"))
+    assert after == held - 1, (held, after)  # the entry's reference, released by the switch
+    eval_ok(t.pid, "release.set()")
 
 
 def test_spans_nested_three_deep(torch_factory):

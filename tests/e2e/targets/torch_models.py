@@ -5,6 +5,7 @@ argv[1]:
   inference    the MLP called forward-only, no optimizer
   slow_inference  the same with a 20 ms pause in the middle of each forward (SlowMLP), so that
                tracing switched on lands inside a forward that began without hooks
+  raising      the MLP forward-only, every other call raising in its head (caught by the loop)
   loader       the MLP trained with SGD on batches from a DataLoader (no worker processes)
   workers      the same from a DataLoader with 2 forked workers, whose dataset runs a module
                (an nn.Linear "transform") on each item; `workers` holds their pids
@@ -47,6 +48,16 @@ class Tiny(nn.Module):
         return self.head(self.layers(self.embed(x))).mean(dim=1)
 
 
+class RaisingHead(nn.Linear):
+    calls = 0
+
+    def forward(self, x):
+        RaisingHead.calls += 1
+        if RaisingHead.calls % 2 == 0:
+            raise ValueError("every other call")
+        return super().forward(x)
+
+
 class SlowMLP(MLP):
     def forward(self, x):
         h = self.encoder(x)
@@ -60,6 +71,8 @@ if kind == "transformer":
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 else:
     model = SlowMLP() if kind == "slow_inference" else MLP()
+    if kind == "raising":
+        model.head = RaisingHead(32, 1)
     x = torch.randn(16, 8)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in ("mlp", "loader", "workers") else None
 y = torch.randn(x.shape[0], 1)
@@ -121,7 +134,10 @@ if kind != "workers":  # a thread reading stdin holds its lock: a forked worker'
 for bx, by in batches():
     if optimizer is None:
         with torch.no_grad():
-            model(bx)
+            try:
+                model(bx)
+            except ValueError:
+                pass
     else:
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(bx), by)
