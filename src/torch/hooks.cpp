@@ -217,12 +217,13 @@ bool keep_error(const CApi& api) {
   return true;
 }
 
+// The text of a str; empty for anything else. A null `str` (a call that raised) leaves the error
+// as it is: it may be an interrupt to pass on.
 std::string_view text_of(const CApi& api, PyObject* str) {
+  if (str == nullptr || python::type_of(str) != api.PyUnicode_Type) return {};
   long n = 0;
-  const char* p = str != nullptr && python::type_of(str) == api.PyUnicode_Type
-                      ? api.PyUnicode_AsUTF8AndSize(str, &n)
-                      : nullptr;
-  if (p == nullptr) {
+  const char* p = api.PyUnicode_AsUTF8AndSize(str, &n);
+  if (p == nullptr) {  // not encodable (lone surrogates)
     api.PyErr_Clear();
     return {};
   }
