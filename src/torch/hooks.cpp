@@ -499,8 +499,8 @@ PyObject* timed_call(PyObject* self, PyObject* args, PyObject* kwargs) noexcept 
     }
   }
   const bool timing = !t.cuda || started != nullptr;
-  const double start_time = unix_time();
   const int64_t start_ns = monotonic_ns();
+  const double start_time = wall_time(start_ns);
   PyObject* result = api.PyObject_Call(timed->fn, args, kwargs);
   const int64_t end_ns = monotonic_ns();
   if (result == nullptr) {  // fn's exception goes to the caller as it is

@@ -138,6 +138,11 @@ def _name_child(module, parent):
 _MODULE_FILE = "/torch/nn/modules/module.py"
 
 
+def _is_call_impl(code):
+    """Whether a frame's code is Module._call_impl: a module's call in progress."""
+    return code.co_name == "_call_impl" and code.co_filename.endswith(_MODULE_FILE)
+
+
 def _running_modules(module):
     """The modules whose forward is running on this thread, outermost first, from the Python stack
     (each one's Module._call_impl frame), without `module` (the one being called now). Empty for a
@@ -147,8 +152,7 @@ def _running_modules(module):
     own = True  # the innermost _call_impl is `module`'s own: its locals are not read
     f = sys._getframe(2)
     while f is not None:
-        code = f.f_code
-        if code.co_name == "_call_impl" and code.co_filename.endswith(_MODULE_FILE):
+        if _is_call_impl(f.f_code):
             if own:
                 own = False
             else:
@@ -167,8 +171,7 @@ def _threads_in_a_forward():
     found = set()
     for ident, f in sys._current_frames().items():
         while f is not None:
-            code = f.f_code
-            if code.co_name == "_call_impl" and code.co_filename.endswith(_MODULE_FILE):
+            if _is_call_impl(f.f_code):
                 found.add(ident)
                 break
             f = f.f_back
