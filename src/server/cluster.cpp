@@ -22,6 +22,8 @@
 #include "core/job.h"
 #include "core/log.h"
 #include "core/settings.h"
+#include "python/helpers.h"
+#include "python/runtime.h"
 
 namespace probing::server {
 namespace {
@@ -80,6 +82,14 @@ struct Membership {
   unsigned long long version = 0;  // the registry's, bumped when a member is added or moves
   std::string registry_error;      // the last heartbeat's failure, "" after a success
   double registry_ok_at = 0;       // monotonic time of the last successful heartbeat
+  // Where the job's registry is ("" while not known): MASTER_ADDR and the base PROBING_PORT, or
+  // rank 0's entry in the job's torch.distributed store; and which of the two said so.
+  std::string registry_host;
+  int registry_port = 0;
+  std::string registry_from;
+  std::string store;         // the store's "host:port" once this rank wrote its entry there
+  std::string store_note;    // why the store is not used, or ""
+  std::string self_address;  // this rank's address as the store exchange found it, or ""
 
   // Adds or refreshes a member; true when the list changed.
   bool put(Member m) {
@@ -112,6 +122,12 @@ nlohmann::json job_json(const JobInfo& job) {
 
 double heartbeat_s() { return std::max(0.2, settings().get_double("cluster.heartbeat_s")); }
 
+// The TCP port the agent listens on (PROBING_PORT=0 picks one).
+int listening_port(const AgentInfo& info) {
+  const size_t colon = info.remote_address.rfind(':');
+  return colon != std::string::npos ? std::atoi(info.remote_address.c_str() + colon + 1) : info.remote.port;
+}
+
 // This rank as a member, with the address it is reached at when that is known here (a specific
 // bind address); the registry fills in a wildcard bind from the connection it came on.
 Member self_member(const AgentInfo& info, const JobInfo& job) {
@@ -119,11 +135,13 @@ Member self_member(const AgentInfo& info, const JobInfo& job) {
   m.rank = job.rank;
   m.local_rank = job.local_rank;
   m.address = wildcard(info.remote.host) ? "" : info.remote.host;
-  m.hostname = hostname();
-  m.port = info.remote.port;
-  if (const size_t colon = info.remote_address.rfind(':'); colon != std::string::npos) {
-    m.port = std::atoi(info.remote_address.c_str() + colon + 1);
+  if (m.address.empty()) {
+    Membership& ms = membership();
+    std::lock_guard lock(ms.mu);
+    m.address = ms.self_address;
   }
+  m.hostname = hostname();
+  m.port = listening_port(info);
   m.pid = ::getpid();
   m.seen_at = monotonic_s();
   return m;
@@ -217,11 +235,10 @@ Result<std::pair<int, std::string>> post_plain(int fd, const std::string& host, 
   return std::make_pair(std::atoi(reply.c_str() + 9), reply.substr(head_end + 4));
 }
 
-Result<std::pair<int, std::string>> post_to_registry(const AgentInfo& info, const std::string& host,
+Result<std::pair<int, std::string>> post_to_registry(const AgentInfo& info, const std::string& host, int port,
                                                      const std::string& body) {
   const double timeout = std::min(5.0, heartbeat_s());
   const double deadline = monotonic_s() + timeout;
-  const int port = info.remote.base_port;
   Result<int> fd = connect_tcp(host, port, deadline);
   if (!fd.is_ok()) return fd.status();
   if (info.remote.tls_cert.empty()) {
@@ -257,10 +274,157 @@ Result<std::pair<int, std::string>> post_to_registry(const AgentInfo& info, cons
   return out;
 }
 
+// ---- The job's torch.distributed store. ----
+//
+// Once the job's process group exists, each rank writes its entry (address, port, pid, host name)
+// under probing/rank/<RANK> in the job's own store, and a rank with no base PROBING_PORT reads rank
+// 0's entry there to find the registry. The store is reached over a connection of the agent's own
+// (a TCPStore client made for it and dropped at once), never through the job's store object: that
+// one may be blocked in a rendezvous the agent must not wait behind, and its requests must not
+// interleave with the agent's. The entry is read with compare_set on a value no entry holds, which
+// answers at once and writes nothing (`get` would wait for the key).
+//
+// Imports nothing at its top: json imports threading on 3.13+, and an agent thread must not be
+// the first to import it (it would become the program's main thread). Past the check that
+// torch.distributed has a process group, the program has imported them all.
+constexpr char kStoreHelperSource[] = R"PY(
+import sys
+
+_ABSENT = "\0probing: no entry"
+
+
+def _tcp_store(store):
+    for _ in range(16):  # PrefixStores over the TCPStore
+        if any(t.__name__ == "TCPStore" for t in type(store).__mro__):
+            return store
+        store = getattr(store, "underlying_store", None)
+        if store is None:
+            return None
+    return None
+
+
+def exchange(rank, entry, want, timeout_s):
+    dist = sys.modules.get("torch.distributed")
+    c10d = sys.modules.get("torch.distributed.distributed_c10d")
+    if dist is None or c10d is None or not dist.is_available() or not dist.is_initialized():
+        return '{"group": false}'
+    import json
+    import socket
+    from datetime import timedelta
+
+    job_store = c10d._get_default_store()
+    store = _tcp_store(job_store)
+    if store is None:
+        return json.dumps({"group": True, "store": None,
+                           "note": "the job's store is a %s, not a TCPStore" % type(job_store).__name__})
+    host, port = store.host, store.port
+    entry = json.loads(entry) if entry else None
+    if entry is not None and not entry.get("address"):
+        # The address this host reaches the store's host from is the one the job's other hosts
+        # reach this one at. (A datagram socket's connect sends nothing.)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, port))
+            entry["address"] = s.getsockname()[0]
+    # PyTorch 1.x holds the GIL while a TCPStore connects: see first that the store answers.
+    if str(getattr(sys.modules.get("torch"), "__version__", "1")).startswith(("0.", "1.")):
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    # The C++ class itself: a subclass of the program's might run its code.
+    cls = next(t for t in type(store).__mro__
+               if t.__name__ == "TCPStore" and t.__module__.startswith("torch._C"))
+    options = {"use_libuv": False} if "use_libuv" in (cls.__init__.__doc__ or "") else {}
+    own = cls(host, port, None, False, timedelta(seconds=timeout_s), **options)
+    found = None
+    try:
+        if entry is not None:
+            own.set("probing/rank/%d" % rank, json.dumps(entry))
+        if want >= 0:
+            value = own.compare_set("probing/rank/%d" % want, _ABSENT, _ABSENT)
+            if value != _ABSENT.encode():
+                found = json.loads(value)
+    finally:
+        del own
+    return json.dumps({"group": True, "store": "%s:%d" % (host, port),
+                       "address": entry["address"] if entry else None, "entry": found})
+)PY";
+constexpr python::HelperSource kStoreHelper{kStoreHelperSource, "probing._cluster_store"};
+
+constexpr double kStoreTimeoutS = 2;
+
+// One exchange with the job's store: writes this rank's entry (unless `publish` is false) and
+// reads rank `want`'s (none when < 0). The reply is the helper's JSON: "group" false while the job
+// has no process group.
+Result<nlohmann::json> exchange_with_store(const AgentInfo& info, const JobInfo& job, bool publish,
+                                           int want) {
+  Result<python::PythonRuntime*> rt = python::PythonRuntime::get();
+  if (!rt.is_ok()) return rt.status();
+  std::string entry;
+  if (publish) {
+    const Member self = self_member(info, job);
+    entry = nlohmann::json{{"rank", self.rank},       {"local_rank", self.local_rank},
+                           {"address", self.address}, {"hostname", self.hostname},
+                           {"port", self.port},       {"pid", self.pid}}
+                .dump();
+  }
+  // The GIL within a second (else the next heartbeat tries again); the store's connect and two
+  // requests within its timeout each.
+  return python::call_helper(**rt, kStoreHelper, "exchange", {job.rank, entry, want, kStoreTimeoutS},
+                             python::HelperCall(1.0, 3 * kStoreTimeoutS + 1));
+}
+
+// One exchange with the store, and what it taught: this rank's entry written (*published), the
+// registry found (in membership()).
+void learn_from_store(const AgentInfo& info, const JobInfo& job, bool* published, std::string* last_error) {
+  Membership& ms = membership();
+  bool registry_known = false;
+  {
+    std::lock_guard lock(ms.mu);
+    registry_known = !ms.registry_host.empty();
+  }
+  const int want = registry_known || job.rank == 0 ? -1 : 0;
+  Result<nlohmann::json> r = exchange_with_store(info, job, !*published, want);
+  if (!r.is_ok()) {
+    if (r.status().message() != *last_error && r.status().code() != Code::kUnavailable) {
+      log_warn("cluster: the job's torch.distributed store: " + r.status().message());
+    }
+    *last_error = r.status().message();
+    return;
+  }
+  last_error->clear();
+  if (!r->value("group", false)) return;
+  std::lock_guard lock(ms.mu);
+  if (r->value("store", nlohmann::json()).is_null()) {
+    ms.store_note = r->value("note", std::string("no store"));
+    *published = true;
+    return;
+  }
+  ms.store = r->value("store", "");
+  *published = true;
+  if (r->value("address", nlohmann::json()).is_string()) ms.self_address = (*r)["address"].get<std::string>();
+  if (job.rank == 0 && ms.registry_host.empty()) {
+    ms.registry_host = ms.self_address.empty() ? job.master_addr : ms.self_address;
+    ms.registry_port = listening_port(info);
+    ms.registry_from = "torch.distributed store";
+  }
+  const nlohmann::json& e = (*r)["entry"];
+  if (want == 0 && e.is_object() && e.value("port", 0) > 0 && !e.value("address", "").empty()) {
+    ms.registry_host = e["address"].get<std::string>();
+    ms.registry_port = e["port"].get<int>();
+    ms.registry_from = "torch.distributed store";
+  }
+}
+
 // One heartbeat to the registry; the reply's member list replaces the cached one.
 Status register_once(const AgentInfo& info, const JobInfo& job) {
   Membership& ms = membership();
   const Member self = self_member(info, job);
+  std::string registry_host;
+  int registry_port = 0;
+  {
+    std::lock_guard lock(ms.mu);
+    registry_host = ms.registry_host;
+    registry_port = ms.registry_port;
+  }
   if (job.rank == 0) {  // the registry is here
     Member m = self;
     if (m.address.empty()) m.address = job.master_addr;
@@ -279,8 +443,8 @@ Status register_once(const AgentInfo& info, const JobInfo& job) {
       {"key", job.key()},        {"rank", job.rank},          {"local_rank", job.local_rank},
       {"address", self.address}, {"hostname", self.hostname}, {"port", self.port},
       {"pid", self.pid},         {"version", known}};
-  const std::string where = job.master_addr + ":" + std::to_string(info.remote.base_port);
-  Result<std::pair<int, std::string>> r = post_to_registry(info, job.master_addr, body.dump());
+  const std::string where = registry_host + ":" + std::to_string(registry_port);
+  Result<std::pair<int, std::string>> r = post_to_registry(info, registry_host, registry_port, body.dump());
   if (!r.is_ok()) return r.status().with_context("the registry at " + where);
   nlohmann::json reply = nlohmann::json::parse(r->second, nullptr, /*allow_exceptions=*/false);
   if (r->first != 200) {
@@ -316,21 +480,45 @@ Status register_once(const AgentInfo& info, const JobInfo& job) {
 void heartbeat_loop(const AgentInfo* info) {
   ::pthread_setname_np(::pthread_self(), "probing-cluster");
   const JobInfo& job = this_job();
+  Membership& ms = membership();
   std::minstd_rand jitter(static_cast<unsigned>(::getpid()));
   std::string last_error;
-  double wait = 0.2;  // quickly at first: rank 0's agent may not listen yet
+  std::string store_error;
+  bool published = false;  // this rank's entry is in the job's store, or the store is not usable
+  double wait = 0.2;       // quickly at first: rank 0's agent may not listen yet
   while (!g_exiting.load()) {
     for (double slept = 0; slept < wait && !g_exiting.load(); slept += kSlice) {
       std::this_thread::sleep_for(std::chrono::duration<double>(std::min(kSlice, wait - slept)));
     }
     if (g_exiting.load()) break;
+    const double beat = heartbeat_s();
+    bool registry_known = false;
+    {
+      std::lock_guard lock(ms.mu);
+      registry_known = !ms.registry_host.empty();
+    }
+    if (!published || !registry_known) {
+      try {
+        learn_from_store(*info, job, &published, &store_error);
+      } catch (const std::exception& e) {
+        store_error = e.what();
+      }
+      std::lock_guard lock(ms.mu);
+      registry_known = !ms.registry_host.empty();
+      if (!registry_known && job.rank != 0) {
+        ms.registry_error = published ? "the job's store has no entry of rank 0 (yet)"
+                                      : "waiting for the job's torch.distributed process group";
+        if (!ms.store_note.empty()) ms.registry_error = ms.store_note;
+        wait = std::min(beat, wait * 2);
+        continue;
+      }
+    }
     Status st = Status::ok();
     try {
       st = register_once(*info, job);
     } catch (const std::exception& e) {
       st = Status(Code::kInternal, e.what());
     }
-    const double beat = heartbeat_s();
     if (st.is_ok()) {
       if (!last_error.empty()) log_info("cluster: registered with the job's registry again");
       last_error.clear();
@@ -338,7 +526,6 @@ void heartbeat_loop(const AgentInfo* info) {
       wait = beat * (0.9 + 0.2 * static_cast<double>(jitter() % 1000) / 1000.0);
     } else {
       {
-        Membership& ms = membership();
         std::lock_guard lock(ms.mu);
         ms.registry_error = st.message();
       }
@@ -363,16 +550,24 @@ void stop_cluster_membership(std::chrono::milliseconds wait) noexcept {
 void start_cluster_membership(const AgentInfo& info) {
   const JobInfo& job = this_job();
   if (!job.in_job()) return;
-  if (info.remote_address.empty() || info.remote.base_port == 0) {
-    log_info(
-        "cluster: rank " + std::to_string(job.rank) +
-        " does not register (no PROBING_PORT base port); clients find the ranks of this host by their pids");
+  if (info.remote_address.empty()) {
+    log_info("cluster: rank " + std::to_string(job.rank) +
+             " does not register (no PROBING_PORT); clients find the ranks of this host by their pids");
     return;
   }
-  if (job.master_addr.empty()) {
-    log_warn("cluster: MASTER_ADDR is not set; this rank cannot find the job's registry");
-    return;
+  if (info.remote.base_port != 0) {
+    if (job.master_addr.empty()) {
+      log_warn("cluster: MASTER_ADDR is not set; this rank cannot find the job's registry");
+      return;
+    }
+    Membership& ms = membership();
+    std::lock_guard lock(ms.mu);
+    ms.registry_host = job.master_addr;
+    ms.registry_port = info.remote.base_port;
+    ms.registry_from = "PROBING_PORT";
   }
+  // Without a base port the registry is found in the job's torch.distributed store, once the
+  // process group exists.
   std::thread(heartbeat_loop, &info).detach();
 }
 
@@ -387,6 +582,7 @@ HttpResponse handle_cluster(const HttpRequest&, const AgentInfo& info) {
   Membership& ms = membership();
   const double now = monotonic_s();
   const double silent_after = kSilentAfterBeats * heartbeat_s();
+  const Member self = self_member(info, job);
   nlohmann::json members = nlohmann::json::array();
   nlohmann::json out;
   {
@@ -403,21 +599,27 @@ HttpResponse handle_cluster(const HttpRequest&, const AgentInfo& info) {
       }
       members.push_back(std::move(j));
     }
-    const bool registers =
-        !info.remote_address.empty() && info.remote.base_port != 0 && !job.master_addr.empty();
-    out = {
-        {"job", job_json(job)},
-        {"self", to_json(self_member(info, job), now)},
-        {"registry", registers ? nlohmann::json(job.master_addr + ":" + std::to_string(info.remote.base_port))
-                               : nlohmann::json(nullptr)},
-        {"role", job.rank == 0 ? "registry" : "member"},
-        {"registry_error",
-         ms.registry_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(ms.registry_error)},
-        {"registry_seen_s_ago",
-         ms.registry_ok_at > 0 ? nlohmann::json(now - ms.registry_ok_at) : nlohmann::json(nullptr)},
-        {"heartbeat_s", heartbeat_s()},
-        {"version", ms.version},
-        {"members", std::move(members)}};
+    auto text_or_null = [](const std::string& text) {
+      return text.empty() ? nlohmann::json(nullptr) : nlohmann::json(text);
+    };
+    const bool ipv6 = ms.registry_host.find(':') != std::string::npos;
+    out = {{"job", job_json(job)},
+           {"self", to_json(self, now)},
+           {"registry", ms.registry_host.empty()
+                            ? nlohmann::json(nullptr)
+                            : nlohmann::json((ipv6 ? "[" + ms.registry_host + "]" : ms.registry_host) + ":" +
+                                             std::to_string(ms.registry_port))},
+           {"registry_from", text_or_null(ms.registry_from)},
+           {"store", text_or_null(ms.store)},
+           {"store_note", text_or_null(ms.store_note)},
+           {"role", job.rank == 0 ? "registry" : "member"},
+           {"registry_error",
+            ms.registry_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(ms.registry_error)},
+           {"registry_seen_s_ago",
+            ms.registry_ok_at > 0 ? nlohmann::json(now - ms.registry_ok_at) : nlohmann::json(nullptr)},
+           {"heartbeat_s", heartbeat_s()},
+           {"version", ms.version},
+           {"members", std::move(members)}};
   }
   return json_response(out);
 }

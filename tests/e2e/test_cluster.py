@@ -69,18 +69,30 @@ class Job:
                     % (what, timeout, self.proc.poll(), ranks[-6000:], self.text()[-2000:]))
 
     def kill(self):
+        # PyTorch 2's torchrun starts each rank in a session of its own: killing the group leaves
+        # them running (and training, every rank being there). Each process below is killed too.
+        below = descendants(self.proc.pid)
         try:
             os.killpg(self.proc.pid, signal.SIGCONT)
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait(timeout=30)
         self.log.close()
 
 
 def children_pids(pid):
     out = []
-    for tid in os.listdir("/proc/%d/task" % pid):
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:  # gone
+        return out
+    for tid in tids:
         try:
             with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
                 out += [int(x) for x in f.read().split()]
@@ -89,13 +101,20 @@ def children_pids(pid):
     return out
 
 
+def descendants(pid):
+    out = []
+    todo = [pid]
+    while todo:
+        kids = children_pids(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
 def rank_pids(launcher_pid):
     """rank -> pid of the processes below the launcher with RANK in their environment."""
     out = {}
-    todo = [launcher_pid]
-    while todo:
-        pid = todo.pop()
-        todo += children_pids(pid)
+    for pid in [launcher_pid] + descendants(launcher_pid):
         try:
             with open("/proc/%d/environ" % pid, "rb") as f:
                 env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
@@ -112,24 +131,42 @@ def table_rows(text):
     return [[c.strip() for c in l.split("|")] for l in lines[2:]] if len(lines) > 2 else []
 
 
+# scripts/torchrun.py: torchrun for Debian's PyTorch 2 (no libuv); 1.13's torchrun on 3.11 needs
+# a redirect other than 0 (its enum of them lost 0).
+TORCHRUN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "scripts", "torchrun.py")
+
+
+def ddp_job(interp, log, env, nproc, master_port, prefix=(), torchrun_args=()):
+    """torchrun over targets/ddp_train.py under `probing launch` (after `prefix`), each rank with
+    a heartbeat every second."""
+    env = clean_env(dict({"PROBING_CLUSTER_HEARTBEAT_S": "1", "PYTHONDONTWRITEBYTECODE": "1",
+                          # Debian's torch 2.x has no libuv, which torchrun's store asks for by default.
+                          "USE_LIBUV": "0"}, **env))
+    cmd = [*prefix, PROBING, "launch", "--", interp.path, TORCHRUN, "--redirects", "1", "--tee", "1",
+           *torchrun_args, "--nproc_per_node", str(nproc), "--master_port", str(master_port),
+           os.path.join(TARGETS, "ddp_train.py")]
+    return Job(cmd, env, log)
+
+
+def wait_for_steps(job, ranks, what):
+    job.wait_for(lambda t: len(set(re.findall(r"rank (\d+) step 1", t))) == ranks, 240, what)
+
+
+def listed_agents(out):
+    """pid -> the fields of its line in `probing list`."""
+    return {int(l.split()[0]): l.split() for l in out.splitlines()[1:] if l.split() and l.split()[0].isdigit()}
+
+
 @pytest.mark.parametrize("interp", torch_interpreter_params())
 def test_ddp_job_of_8_ranks(interp, tmp_path):
     base = free_port_range(9)
     master_port = free_port_range(1)
     stall = tmp_path / "stall"
-    env = clean_env({"PROBING_PORT": str(base), "STALL_FILE": str(stall), "STALL_RANK": "3",
-                     "PROBING_CLUSTER_HEARTBEAT_S": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                     # Debian's torch 2.x has no libuv, which torchrun's store asks for by default.
-                     "USE_LIBUV": "0"})
-    # scripts/torchrun.py: torchrun for Debian's PyTorch 2 (no libuv); 1.13's torchrun on 3.11
-    # needs a redirect other than 0 (its enum of them lost 0).
-    torchrun = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                            "scripts", "torchrun.py")
-    cmd = [PROBING, "launch", "--", interp.path, torchrun, "--redirects", "1", "--tee", "1",
-           "--nproc_per_node", "8", "--master_port", str(master_port), os.path.join(TARGETS, "ddp_train.py")]
-    job = Job(cmd, env, str(tmp_path / "job.log"))
+    job = ddp_job(interp, str(tmp_path / "job.log"),
+                  {"PROBING_PORT": str(base), "STALL_FILE": str(stall), "STALL_RANK": "3"}, 8, master_port)
     try:
-        job.wait_for(lambda t: len(set(re.findall(r"rank (\d) step 1", t))) == 8, 240, "8 ranks training")
+        wait_for_steps(job, 8, "8 ranks training")
         pids = rank_pids(job.proc.pid)
         assert sorted(pids) == list(range(8)), pids
 
@@ -146,7 +183,7 @@ def test_ddp_job_of_8_ranks(interp, tmp_path):
         # The launcher (torchrun's Python) has an agent, but not a rank's port.
         # (`probing launch` runs torchrun in its own process.)
         rc, out, err = run_cli("list")
-        listed = {int(l.split()[0]): l.split() for l in out.splitlines()[1:] if l.split() and l.split()[0].isdigit()}
+        listed = listed_agents(out)
         assert job.proc.pid in listed and "torchrun.py" in " ".join(listed[job.proc.pid]), out
         assert listed[job.proc.pid][2] == "-", out
         assert [listed[pids[r]][2] for r in range(8)] == ["127.0.0.1:%d" % (base + r) for r in range(8)], out
@@ -231,6 +268,58 @@ def test_ddp_job_of_8_ranks(interp, tmp_path):
         assert sorted(rows) == list(range(8)), out
         assert rows[5][4] == "dead", out
         assert re.search(r"rank 5 dead: process %d exited" % pids[5], err), err
+    finally:
+        job.kill()
+
+
+STORE_ENTRY = """
+import json
+import torch.distributed as dist
+store = dist.distributed_c10d._get_default_store()
+while getattr(store, "underlying_store", None) is not None:
+    store = store.underlying_store
+print(json.loads(store.get("probing/rank/%d")))
+"""
+
+
+@pytest.mark.parametrize("interp", torch_interpreter_params())
+def test_ranks_found_through_the_jobs_store(interp, tmp_path):
+    """PROBING_PORT=0: each rank's agent listens on a port of its own choosing, so no rank can
+    compute where rank 0's agent (the registry) is. They find it in the job's own torch.distributed
+    store, where every rank writes its entry once the process group exists."""
+    master_port = free_port_range(1)
+    job = ddp_job(interp, str(tmp_path / "job.log"), {"PROBING_PORT": "0"}, 4, master_port)
+    try:
+        wait_for_steps(job, 4, "4 ranks training")
+        pids = rank_pids(job.proc.pid)
+        assert sorted(pids) == list(range(4)), pids
+        rc, out, err = run_cli("list")
+        listed = listed_agents(out)
+        address = {r: listed[pids[r]][2] for r in range(4)}
+        assert all(re.fullmatch(r"127\.0\.0\.1:\d+", a) for a in address.values()), out
+        assert len(set(address.values())) == 4, out
+
+        # Over TCP only, from rank 2's address: rank 2 knows the others only through the registry
+        # it found in the store (this host's agents are not looked up with --tcp).
+        out, err = wait_for_cluster(address[2], 4, timeout=60, tcp=True)
+        rows = table_rows(out)
+        assert [int(r[0]) for r in rows] == list(range(4)), out
+        assert [r[2] for r in rows] == [address[r] for r in range(4)], out
+        assert all(r[4] == "running" for r in rows), out
+
+        sys.path.insert(0, PYPKG)
+        import probing
+        with probing.connect(pid=pids[2]) as probe:
+            cluster = probe._call("GET", "/cluster")
+        assert cluster["registry"] == address[0], cluster
+        assert cluster["registry_from"] == "torch.distributed store", cluster
+        assert re.fullmatch(r"[\w.-]+:%d" % master_port, cluster["store"]), cluster
+
+        # The entries are there for any tool of the job: rank 1's, read on rank 3.
+        rc, out, err = run_cli("cluster", "-t", pids[0], "eval", "--ranks", "3", STORE_ENTRY % 1, timeout=60)
+        assert rc == 0, err
+        entry = eval(out.split("\n", 1)[1])
+        assert entry["pid"] == pids[1] and "127.0.0.1:%d" % entry["port"] == address[1], out
     finally:
         job.kill()
 
@@ -388,6 +477,26 @@ def two_hosts():
         subprocess.run(["ip", "netns", "del", n], capture_output=True)
 
 
+def netns_cli(netns, token):
+    """Runs the CLI on a "host" of two_hosts, with a token."""
+    def cli(*args):
+        p = subprocess.run(["ip", "netns", "exec", netns, PROBING, *args], capture_output=True,
+                           text=True, timeout=60, env=clean_env({"PROBING_TOKEN": token}))
+        return p.returncode, p.stdout, p.stderr
+    return cli
+
+
+def nodes_over_tcp(cli, target, world, timeout):
+    """`cluster nodes --tcp` as JSON, once every rank answers."""
+    deadline = time.time() + timeout
+    while True:
+        rc, out, err = cli("cluster", "-t", target, "nodes", "--tcp", "--format", "json")
+        if rc == 0 and ("%d/%d ranks answered" % (world, world)) in err:
+            return json.loads(out)
+        assert time.time() < deadline, (out, err)
+        time.sleep(0.5)
+
+
 def test_ranks_on_two_hosts(two_hosts):
     """Ranks 0-1 on one "host", 2-3 on another (network namespaces: their unix sockets and
     loopbacks are apart), each agent on 0.0.0.0 with a token; the client on the second host
@@ -408,20 +517,9 @@ def test_ranks_on_two_hosts(two_hosts):
         for p in procs:
             assert p.stdout.readline().strip() == b"ready"
 
-        def cli(*args):
-            p = subprocess.run(["ip", "netns", "exec", two_hosts[1], PROBING, *args], capture_output=True,
-                               text=True, timeout=60, env=clean_env({"PROBING_TOKEN": token}))
-            return p.returncode, p.stdout, p.stderr
-
+        cli = netns_cli(two_hosts[1], token)
         target = "10.201.0.2:%d" % (base + 1)  # rank 3, on the client's host
-        deadline = time.time() + 30
-        while True:
-            rc, out, err = cli("cluster", "-t", target, "nodes", "--tcp", "--format", "json")
-            if rc == 0 and "4/4 ranks answered" in err:
-                break
-            assert time.time() < deadline, (out, err)
-            time.sleep(0.5)
-        nodes = json.loads(out)
+        nodes = nodes_over_tcp(cli, target, 4, 30)
         assert [n["rank"] for n in nodes] == [0, 1, 2, 3] and {n["state"] for n in nodes} == {"running"}, nodes
         assert [n["address"] for n in nodes] == ["10.201.0.1:%d" % base, "10.201.0.1:%d" % (base + 1),
                                                  "10.201.0.2:%d" % base, "10.201.0.2:%d" % (base + 1)], nodes
@@ -445,6 +543,40 @@ def test_ranks_on_two_hosts(two_hosts):
             except ProcessLookupError:
                 pass
             p.wait()
+
+
+@pytest.mark.parametrize("interp", torch_interpreter_params())
+def test_torch_job_on_two_hosts_with_any_ports(interp, two_hosts, tmp_path):
+    """A 4-rank job over two "hosts" (two torchrun nodes, gloo over the veth pair), each agent on
+    0.0.0.0 and a port of its own choosing (PROBING_PORT=0): the ranks find the registry through the
+    job's store, and register the addresses the other host reaches them at."""
+    token = "store-token"
+    master_port = 29500 + os.getpid() % 400
+    jobs = []
+    try:
+        for node, host in enumerate(two_hosts):
+            env = {"PROBING_PORT": "0", "PROBING_HOST": "0.0.0.0", "PROBING_TOKEN": token,
+                   "GLOO_SOCKET_IFNAME": "v" + host}
+            jobs.append(ddp_job(interp, str(tmp_path / ("node%d.log" % node)), env, 2, master_port,
+                                prefix=("ip", "netns", "exec", host),
+                                torchrun_args=("--nnodes", "2", "--node_rank", str(node),
+                                               "--master_addr", "10.201.0.1")))
+        for node, job in enumerate(jobs):
+            wait_for_steps(job, 2, "node %d's 2 ranks training" % node)
+
+        cli = netns_cli(two_hosts[1], token)
+        pids = rank_pids(jobs[1].proc.pid)
+        assert sorted(pids) == [2, 3], pids
+        rc, out, err = cli("list")
+        port = int(listed_agents(out)[pids[3]][2].rsplit(":", 1)[1])
+        nodes = nodes_over_tcp(cli, "10.201.0.2:%d" % port, 4, 60)
+        assert [n["rank"] for n in nodes] == [0, 1, 2, 3] and {n["state"] for n in nodes} == {"running"}, nodes
+        hosts = [n["address"].rsplit(":", 1)[0] for n in nodes]
+        assert hosts == ["10.201.0.1", "10.201.0.1", "10.201.0.2", "10.201.0.2"], nodes
+        assert nodes[3]["address"] == "10.201.0.2:%d" % port, nodes
+    finally:
+        for job in jobs:
+            job.kill()
 
 
 def test_exit_while_the_registry_does_not_answer():

@@ -246,9 +246,11 @@ Result<Job> discover(const Context& ctx, const ClusterArgs& args, const Deadline
   }
   for (Rank& rank : job.ranks) {
     if (rank.reachable || !rank.unreachable.empty()) continue;
-    rank.unreachable = job.registry.empty()
-                           ? "not on this host, and the job has no registry (start it with PROBING_PORT set)"
-                           : "never registered with the job's registry";
+    rank.unreachable =
+        job.registry.empty()
+            ? "not on this host, and the job has no registry (start it with PROBING_PORT set: a base "
+              "port, or 0 once its ranks make a torch.distributed process group)"
+            : "never registered with the job's registry";
   }
   Result<std::vector<int>> asked = selected(job, args);
   if (!asked.is_ok()) return asked.status();
@@ -750,7 +752,8 @@ void add_cluster_command(CLI::App& app, Context& ctx) {
       "cluster",
       "Every rank of a distributed job at once. TARGET is any one rank (a pid on this host, or\n"
       "HOST:PORT of its agent); it leads to the others: the ranks of this host by their environment,\n"
-      "the rest through the job's registry (rank 0's agent, when the job runs with PROBING_PORT).");
+      "the rest through the job's registry (rank 0's agent, when the job runs with PROBING_PORT: at\n"
+      "MASTER_ADDR and the base port, or found in the job's torch.distributed store).");
   cmd->require_subcommand(1);
   cmd->footer(
       "Every answer ends, on standard error, with how many ranks answered and why the others did not.\n"
