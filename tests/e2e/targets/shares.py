@@ -1,5 +1,7 @@
 """A workload whose functions take known shares of the main thread's time: each round spends 50%
-in busy_a, 30% in busy_b (both pure Python on the CPU) and 20% in wait_c (asleep). A second
+in busy_a, 30% in busy_b (both pure Python on the CPU) and 20% in wait_c (asleep). On a busy
+machine a sleep ends late, so the shares move a little: SPENT holds the seconds each function
+really took, and `now` the clock they were read on (`probing PID eval 'print(spent())'`). A second
 thread waits on a queue the whole time (idle). With `hang` as argument it stops after STEPS
 rounds (argv[2]), blocked on the queue HANG after printing `hung`, until something is put there;
 then it prints `moving` and goes on."""
@@ -37,10 +39,24 @@ def idle_worker(q):
     q.get()
 
 
+SPENT = {"busy_a": 0.0, "busy_b": 0.0, "wait_c": 0.0}
+
+
 def step():
+    t0 = time.perf_counter()
     busy_a()
+    t1 = time.perf_counter()
     busy_b()
+    t2 = time.perf_counter()
     wait_c()
+    t3 = time.perf_counter()
+    SPENT["busy_a"] += t1 - t0
+    SPENT["busy_b"] += t2 - t1
+    SPENT["wait_c"] += t3 - t2
+
+
+def spent():
+    return dict(SPENT, now=time.perf_counter())
 
 
 def main():
