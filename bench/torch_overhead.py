@@ -26,8 +26,8 @@ Per training step:
   present, aot_eager where not); target: <= 2 % slower steps. TorchDynamo's counters are printed
   after the run: switching tracing compiles each state once (the global hooks are guarded on).
 Protocol: warm-up steps, then rounds; each round runs one block of K timed steps per setting (off,
-sample_rate 1, 0.25, 0.1, and 0: the hooks installed but no step traced; order reversed every
-other round to cancel drift), after a few untimed
+sample_rate 1, 0.25, 0.1, and 0: the hooks installed but no step traced; sample_rate 1 with
+torch.module_backward on; order reversed every other round to cancel drift), after a few untimed
 steps that let the new setting settle. The target runs a block when the bench asks on its stdin
 and answers with the per-step times; the bench switches the setting between blocks (the target
 waits in `readline`, holding no GIL). Per block: the median and the mean of its step times; the
@@ -170,7 +170,9 @@ for line in sys.stdin:
 '''
 
 SETTINGS = [("off", None), ("on, sample_rate 1 (default)", 1.0), ("on, sample_rate 0.25", 0.25),
-            ("on, sample_rate 0.1", 0.1), ("on, sample_rate 0 (hooks only)", 0.0)]
+            ("on, sample_rate 0.1", 0.1), ("on, sample_rate 0 (hooks only)", 0.0),
+            ("on, module_backward on", 1.0)]
+MODULE_BACKWARD = "on, module_backward on"  # a backward row per module call too
 TARGET_PCT = 2.0
 
 
@@ -195,11 +197,12 @@ class Bench:
                      "WHERE table_schema = 'python' AND table_name = 'torch_trace'")["rows"]
         return int(r[0][0]) if r else 0
 
-    def set(self, rate):
+    def set(self, rate, module_backward=False):
         if rate is None:
             self.sql("SET torch.trace = off")
         else:
             self.sql("SET torch.sample_rate = %g" % rate)
+            self.sql("SET torch.module_backward = %s" % ("on" if module_backward else "off"))
             self.sql("SET torch.trace = on")
 
     def ask(self, line):
@@ -222,12 +225,16 @@ def run_model(b, model, k, rounds, settle, warmup):
     b.block(model, 0, warmup)
     # rows per traced step, from a block fully traced
     _, rows, steps = b.block(model, settle, k)
-    per_step = rows / steps
+    per_step = {name: rows / steps for name, _ in SETTINGS}
+    b.set(1.0, module_backward=True)
+    b.block(model, settle, k)
+    _, rows, steps = b.block(model, settle, k)
+    per_step[MODULE_BACKWARD] = rows / steps
     res = {name: {"median": [], "mean": [], "rows": [], "steps": []} for name, _ in SETTINGS}
     for r in range(rounds):
         order = SETTINGS if r % 2 == 0 else SETTINGS[::-1]
         for name, rate in order:
-            b.set(rate)
+            b.set(rate, module_backward=name == MODULE_BACKWARD)
             times, rows, steps = b.block(model, settle, k)
             d = res[name]
             d["median"].append(statistics.median(times))
@@ -296,8 +303,8 @@ def overhead(res, name, stat):
 
 def report(model, modules, k, rounds, per_step, res):
     off_med = statistics.median(res["off"]["median"])
-    print("%s: %d modules, %.1f traced rows per step, %d rounds of %d steps per setting"
-          % (model, modules, per_step, rounds, k))
+    print("%s: %d modules, %.1f traced rows per step (%.1f with module_backward), %d rounds of %d steps per setting"
+          % (model, modules, per_step[SETTINGS[1][0]], per_step[MODULE_BACKWARD], rounds, k))
     print("  %-30s %10s %10s %9s %9s   %s" % ("setting", "median ms", "mean ms", "ovh med", "ovh mean",
                                              "rows per step (expected)"))
     checks = []
@@ -306,14 +313,14 @@ def report(model, modules, k, rounds, per_step, res):
         med = statistics.median(d["median"]) * 1000
         mean = statistics.median(d["mean"]) * 1000
         got = sum(d["rows"]) / sum(d["steps"])
-        want = 0.0 if rate is None else per_step * rate
+        want = 0.0 if rate is None else per_step[name] * rate
         if rate is None:
             ok = all(x == 0 for x in d["rows"])
             ovh = "%9s %9s" % ("-", "-")
         else:
             # per block: within a traced step or so of the share (the untimed steps that
             # settle a new setting may or may not include one)
-            ok = all((x > 0 if rate > 0 else x == 0) and abs(x - per_step * rate * n) <= 1.5 * per_step
+            ok = all((x > 0 if rate > 0 else x == 0) and abs(x - per_step[name] * rate * n) <= 1.5 * per_step[name]
                      for x, n in zip(d["rows"], d["steps"]))
             ovh = "%8.1f%% %8.1f%%" % (overhead(res, name, "median"), overhead(res, name, "mean"))
         checks.append(ok)
@@ -382,7 +389,7 @@ def main():
                   "and step)" % info["backend"])
         off_med, ok = report(model, info["modules"][model], k, args.rounds, per_step, res)
         ok_all = ok_all and ok
-        figures[model] = (per_step, res, off_med)
+        figures[model] = (per_step[SETTINGS[1][0]], res, off_med, per_step[MODULE_BACKWARD] - per_step[SETTINGS[1][0]])
         print()
     if dynamo is not None:
         print("TorchDynamo's counters after the run (tracing switched %d times): %s"
@@ -390,7 +397,7 @@ def main():
     if "compiled" in figures:
         ovh = overhead(figures["compiled"][1], SETTINGS[1][0], "median")
         print("target: a compiled model slowed by <= 2 %%: %.1f %%  %s" % (ovh, "PASS" if ovh <= 2 else "OVER"))
-    per_step, res, _ = figures["transformer"]
+    per_step, res, _, _ = figures["transformer"]
     ovh = overhead(res, SETTINGS[1][0], "median")
     print("target: default settings (sample_rate 1) <= %g %% of the transformer's step: %.1f %%  %s"
           % (TARGET_PCT, ovh, "PASS" if ovh <= TARGET_PCT else "OVER (%.1fx the target)" % (ovh / TARGET_PCT)))
@@ -398,13 +405,18 @@ def main():
         print("  %-32s %.1f %% (median), %.1f %% (mean)"
               % (name, overhead(res, name, "median"), overhead(res, name, "mean")))
     for model in ("transformer", "mlp"):
-        per_step, res, _ = figures[model]
+        _, res, _, calls = figures[model]
+        added = statistics.median(a - b for a, b in zip(res[MODULE_BACKWARD]["median"], res[SETTINGS[1][0]]["median"]))
+        print("%-11s module_backward adds %.3f ms per step over sample_rate 1: %.2f us per module backward row "
+              "(%.1f a step)" % (model + ":", added * 1000, added / max(calls, 1) * 1e6, calls))
+    for model in ("transformer", "mlp"):
+        per_step, res, _, _ = figures[model]
         added = statistics.median(a - o for a, o in zip(res[SETTINGS[1][0]]["median"], res["off"]["median"]))
         print("%-11s sample_rate 1 adds %.3f ms per step: %.2f us per traced row (module call; on - off, "
               "median over rounds, / %.1f rows per step)" % (model + ":", added * 1000, added / per_step * 1e6, per_step))
     mlp_row = statistics.median(a - o for a, o in zip(figures["mlp"][1][SETTINGS[1][0]]["median"],
                                                       figures["mlp"][1]["off"]["median"])) / figures["mlp"][0]
-    tr_rows, _, tr_off = figures["transformer"]
+    tr_rows, _, tr_off, _ = figures["transformer"]
     print("transformer at the MLP's cost per row: %.1f rows x %.2f us = %.3f ms, %.1f %% of its step"
           % (tr_rows, mlp_row * 1e6, tr_rows * mlp_row * 1000, 100 * tr_rows * mlp_row / tr_off))
     if not ok_all:

@@ -123,6 +123,11 @@ struct Tracer {
   PyObject* cuda_start = nullptr;   // (check_capture) -> [event, children] or None
   PyObject* cuda_finish = nullptr;  // (name, stage, started, parent's, start time, module or None)
   PyObject* after_step = nullptr;   // () after an optimizer step wrapped here
+  // (name, inputs, output, start ns, end ns, had traced children) for a traced call under a model
+  // while torch.module_backward is on, else null; `kept` holds the reference (never released: a
+  // hook may be calling it).
+  PyObject* track_backward = nullptr;
+  PyObject* track_backward_kept = nullptr;
   std::unordered_map<PyObject*, Named> names;
   size_t sweep_at = 1024;
   sql::ColumnStore::TextHint forward_hint;  // of "forward"
@@ -333,6 +338,24 @@ std::string_view name_of(Tracer& t, PyObject* module, PyObject* parent, std::str
   return storage;
 }
 
+// torch.module_backward: torch_trace.py hooks the autograd nodes of a traced call's outputs, so
+// that its backward gets a row of its own. Any error but an interrupt is cleared.
+void track_backward(Tracer& t, std::string_view name, PyObject* inputs, PyObject* output, int64_t start_ns,
+                    int64_t end_ns, bool had_children) {
+  const CApi& api = *t.api;
+  PyObject* n = api.PyUnicode_FromStringAndSize(name.data(), static_cast<long>(name.size()));
+  PyObject* from = api.PyLong_FromLongLong(start_ns);
+  PyObject* to = api.PyLong_FromLongLong(end_ns);
+  PyObject* parent = api.PyLong_FromLongLong(had_children ? 1 : 0);
+  if (n != nullptr && from != nullptr && to != nullptr && parent != nullptr) {
+    if (PyObject* r = call(api, t.track_backward, n, inputs, output, from, to, parent)) api.Py_DecRef(r);
+  }
+  for (PyObject* o : {n, from, to, parent}) {
+    if (o != nullptr) api.Py_DecRef(o);
+  }
+  keep_error(api);
+}
+
 // ---- the forward hooks ----
 
 // Deeper than this, calls are not traced (a runaway recursion through modules).
@@ -420,6 +443,10 @@ PyObject* forward_post(PyObject*, PyObject* const* args, long nargs) noexcept {
       if (!s.entries.empty()) s.entries.back().children_ns += ns;
       append_row(t, name, hint, "forward", &t.forward_hint, ns, static_cast<double>(ns - e.children_ns) / 1e9,
                  wall_time(e.start_ns));
+      // (A top model's backward is the pass's own row.)
+      if (t.track_backward != nullptr && !s.entries.empty() && nargs >= 3) {
+        track_backward(t, name, args[1], args[2], e.start_ns, end_ns, e.children_ns > 0);
+      }
     } else {
       PyObject* n = api.PyUnicode_FromStringAndSize(name.data(), static_cast<long>(name.size()));
       PyObject* stage = api.PyUnicode_FromStringAndSize("forward", 7);
@@ -640,19 +667,43 @@ PyObject* native_take_seq(PyObject*, PyObject*) noexcept {
   return int_list(*t.api, {t.step, t.seq++});
 }
 
-// _native_record(name, stage, start_ns, start_time): a CPU row of a call that ends now.
+// _native_record(name, stage, start_ns, start_time[, end_ns, self_s]): a CPU row of a call that
+// ends now, or at end_ns; start_time None: from start_ns.
 PyObject* native_record(PyObject*, PyObject* const* args, long nargs) noexcept {
   int64_t end_ns = monotonic_ns();
   Tracer& t = tracer();
   const CApi& api = *t.api;
-  if (nargs != 4) return raise(api, "_native_record(name, stage, start_ns, start_time)");
+  if (nargs != 4 && nargs != 6) {
+    return raise(api, "_native_record(name, stage, start_ns, start_time[, end_ns, self_s])");
+  }
   std::string_view name = text_of(api, args[0]);
   std::string_view stage = text_of(api, args[1]);
   long long start_ns = api.PyLong_AsLongLong(args[2]);
-  double start_time = api.PyFloat_AsDouble(args[3]);
+  double start_time = args[3] == api.None ? wall_time(start_ns) : api.PyFloat_AsDouble(args[3]);
+  Cell self = std::monostate{};
+  if (nargs == 6) {
+    end_ns = api.PyLong_AsLongLong(args[4]);
+    self = api.PyFloat_AsDouble(args[5]);
+  }
   if (api.PyErr_Occurred() != nullptr) return nullptr;
-  if (t.store != nullptr)
-    append_row(t, name, nullptr, stage, nullptr, end_ns - start_ns, std::monostate{}, start_time);
+  if (t.store != nullptr) append_row(t, name, nullptr, stage, nullptr, end_ns - start_ns, self, start_time);
+  return none(api);
+}
+
+// _native_set_backward(track or None): torch.module_backward on (the function each traced call
+// under a model is handed to) or off.
+PyObject* native_set_backward(PyObject*, PyObject* fn) noexcept {
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (fn == api.None) {
+    t.track_backward = nullptr;
+    return none(api);
+  }
+  if (fn != t.track_backward_kept) {
+    api.Py_IncRef(fn);
+    t.track_backward_kept = fn;  // the one before stays referenced: a hook may be calling it
+  }
+  t.track_backward = fn;
   return none(api);
 }
 
@@ -730,12 +781,13 @@ MethodDef g_defs[] = {
     def("_native_set_name", native_set_name, kFast),
     def("_native_timed", native_timed, kFast),
     def("_native_method", native_method, kO),
+    def("_native_set_backward", native_set_backward, kO),
 };
 
 }  // namespace
 
-python::MethodDef* const kTracerNatives[] = {&g_defs[0],  &g_defs[1],  &g_defs[2],  &g_defs[3],  &g_defs[4],
-                                             &g_defs[5],  &g_defs[6],  &g_defs[7],  &g_defs[8],  &g_defs[9],
-                                             &g_defs[10], &g_defs[11], &g_defs[12], &g_defs[13], nullptr};
+python::MethodDef* const kTracerNatives[] = {
+    &g_defs[0], &g_defs[1], &g_defs[2],  &g_defs[3],  &g_defs[4],  &g_defs[5],  &g_defs[6],  &g_defs[7],
+    &g_defs[8], &g_defs[9], &g_defs[10], &g_defs[11], &g_defs[12], &g_defs[13], &g_defs[14], nullptr};
 
 }  // namespace probing::torch

@@ -41,7 +41,7 @@ std::atomic<bool> g_failed{false};  // the tracer switched itself off: wait for 
 PyObject* g_appender = nullptr;  // the store's append builtin; made once with the GIL, kept
 
 // REQUIRES: GIL held. Calls torch_trace.py's install or uninstall; its JSON text, or an error.
-std::string call_tracer(const CApi& api, bool on, double rate, std::string* error) {
+std::string call_tracer(const CApi& api, bool on, double rate, bool module_backward, std::string* error) {
   init_tracer(api);
   Result<PyObject*> ns = python::helper_namespace(api, kHelpers);
   if (!ns.is_ok()) {
@@ -68,7 +68,12 @@ std::string call_tracer(const CApi& api, bool on, double rate, std::string* erro
       }
     }
     PyRef r(api, api.PyFloat_FromDouble(rate));
-    text = PyRef(api, api.PyObject_CallFunctionObjArgs(fn, g_appender, r.get(), nullptr));
+    PyRef b(api, api.PyLong_FromLongLong(module_backward ? 1 : 0));
+    if (!r || !b) {
+      *error = python::fetch_error_text(api);
+      return {};
+    }
+    text = PyRef(api, api.PyObject_CallFunctionObjArgs(fn, g_appender, r.get(), b.get(), nullptr));
   } else {
     text = PyRef(api, api.PyObject_CallFunctionObjArgs(fn, nullptr));
   }
@@ -113,12 +118,13 @@ Result<nlohmann::json> apply_torch_settings() {
   std::lock_guard<std::mutex> lock(g_apply_mu);
   bool on = settings().get_bool("torch.trace");
   double rate = settings().get_double("torch.sample_rate");
+  bool module_backward = settings().get_bool("torch.module_backward");
   auto text = std::make_shared<std::string>();
   auto error = std::make_shared<std::string>();
-  auto work = [on, rate, text, error](const CApi& api) {
+  auto work = [on, rate, module_backward, text, error](const CApi& api) {
     std::optional<python::CollectionPause> pause;  // install() reads the main thread's frames
     if (on) pause.emplace(api);
-    *text = call_tracer(api, on, rate, error.get());
+    *text = call_tracer(api, on, rate, module_backward, error.get());
   };
   Status st = (*rt)->executor().run(work, python::PythonExecutor::make_limits(kApplyTimeoutS, kApplyTimeoutS),
                                     [](const CApi&) -> PyObject* { return nullptr; });
@@ -129,6 +135,9 @@ Result<nlohmann::json> apply_torch_settings() {
   bool installed = j.value("installed", false);
   if (installed != g_installed.exchange(installed)) {
     log_info(std::string("torch tracing ") + (installed ? "on" : "off"));
+  }
+  if (j.contains("module_backward_error") && j["module_backward_error"].is_string()) {
+    log_warn("torch.module_backward stopped itself: " + j["module_backward_error"].get<std::string>());
   }
   if (j.contains("error") && j["error"].is_string()) {
     g_failed.store(true);
@@ -150,6 +159,7 @@ void start_torch_tracing() {
     };
     settings().observe("torch.trace", apply);
     settings().observe("torch.sample_rate", apply);
+    settings().observe("torch.module_backward", apply);
     std::thread(watch).detach();
   });
 }

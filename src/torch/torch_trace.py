@@ -46,6 +46,9 @@ class _State:
         # threads that were in a module's forward when the hooks came (None: any thread may be,
         # while install() runs: other threads run between its bytecodes)
         self.walk_threads = None
+        self.module_backward = False  # torch.module_backward: a backward row per module call
+        self.module_backward_error = None  # why it switched itself off
+        self.backward_calls = []      # _BackwardCalls whose backward began, to be written
 
 
 S = _State()
@@ -249,6 +252,8 @@ def _memory():
 
 
 def _new_step():
+    if S.backward_calls:
+        _flush_backward()  # passes not run through torch.autograd.backward (autograd.grad)
     step = _native_new_step()  # this thread's stack starts empty: a forward that raised left entries
     if S.pending:
         _flush()
@@ -460,8 +465,141 @@ def _timed_step(step):
 
 
 def _backward_label(args):
+    """The row of a traced backward pass, asked for by the wrapper once the pass returned: the
+    top model's name. The pass's module rows (torch.module_backward) are written first."""
+    if S.backward_calls:
+        _flush_backward()
     root = S.primary_root
     return _name(root) if root is not None else "backward"
+
+
+# ---- torch.module_backward: a backward row per module call ----
+#
+# A module's backward is the part of the backward pass that runs the autograd nodes its forward
+# made. It begins when the gradient reaches the module's output: a pre hook on the output's node
+# (PyTorch 2.x), a hook on the output tensor (1.x: the same moment, once its gradient is whole).
+# It ends when the last of its nodes finished: for a module that called no traced module (a
+# leaf), post hooks on the nodes its forward made, found from its outputs' nodes down to its
+# inputs' (at most _MAX_NODES); for one that did, the end of its children's backward and of its
+# own outputs' nodes. The hooks return None: no gradient is changed, and they go with the graph.
+# Autograd runs a module's nodes one after the other on the CPU; on a GPU the hooks would time
+# the launch of the kernels, not their run, so the CUDA path records none.
+
+_MAX_NODES = 64
+_MAX_BACKWARD_CALLS = 100000
+
+
+class _BackwardCall:
+    __slots__ = ("name", "thread", "fwd_start", "fwd_end", "start", "end")
+
+    def __init__(self, name, fwd_start, fwd_end):
+        self.name = name
+        self.thread = _get_ident()
+        self.fwd_start = fwd_start
+        self.fwd_end = fwd_end
+        self.start = None
+        self.end = None
+
+    def begin(self, *args):
+        if self.start is None and S.installed:
+            self.start = _perf()
+            if len(S.backward_calls) < _MAX_BACKWARD_CALLS:
+                S.backward_calls.append(self)
+
+    def finish(self, *args):
+        if self.start is not None:
+            self.end = _perf()
+
+
+def _grad_outputs(output, found, depth=0):
+    """The tensors of a forward's output that autograd will pass a gradient to (a tensor, or in a
+    tuple, list or dict), at most 8."""
+    if depth > 2 or len(found) >= 8:
+        return found
+    grad_fn = getattr(output, "grad_fn", None)
+    if grad_fn is not None:
+        found.append(output)
+    elif isinstance(output, (tuple, list)):
+        for o in output[:8]:
+            _grad_outputs(o, found, depth + 1)
+    elif isinstance(output, dict):
+        for o in list(output.values())[:8]:
+            _grad_outputs(o, found, depth + 1)
+    return found
+
+
+def _track_backward(name, inputs, output, fwd_start, fwd_end, had_children):
+    """Called by the native post hook for each traced call under a model while
+    torch.module_backward is on."""
+    try:
+        outputs = _grad_outputs(output, [])
+        if not outputs:
+            return
+        call = _BackwardCall(name, fwd_start, fwd_end)
+        nodes = []
+        for o in outputs:
+            node = o.grad_fn
+            register_prehook = getattr(node, "register_prehook", None)
+            if register_prehook is not None:
+                register_prehook(call.begin)
+            else:
+                o.register_hook(call.begin)
+            nodes.append(node)
+        if had_children:
+            for node in nodes:
+                node.register_hook(call.finish)
+            return
+        # A leaf: every node from its outputs' down to its inputs'. (The node objects are kept
+        # while their ids are compared: PyTorch makes one anew for a node nothing refers to.)
+        stop = {}
+        for x in inputs[:16]:
+            node = getattr(x, "grad_fn", None)
+            if node is not None:
+                stop[id(node)] = node
+        seen = {}
+        while nodes and len(seen) < _MAX_NODES:
+            node = nodes.pop()
+            if node is None or id(node) in seen or id(node) in stop:
+                continue
+            seen[id(node)] = node
+            if type(node).__name__ == "AccumulateGrad":
+                continue  # a parameter's: its gradient lands right after its consumer ran
+            node.register_hook(call.finish)
+            nodes.extend(n for n, _ in node.next_functions)
+    except Exception as e:
+        # The module rows stop; the rest of the tracing goes on.
+        S.module_backward_error = "%s: %s" % (type(e).__name__, e)
+        set_module_backward(False)
+
+
+def _flush_backward():
+    """Writes the module rows of the backward passes since the last flush. A call's backward
+    covers its children's (the calls that ran inside its forward, on its thread): it ends with the
+    last of theirs and its own, and its self time is what its children's leave."""
+    calls, S.backward_calls = S.backward_calls, []
+    calls = [c for c in calls if c.end is not None]
+    calls.sort(key=lambda c: (c.thread, c.fwd_start, -c.fwd_end))
+    parents = []
+    stack = []  # the calls whose forward contains this one's, outermost first
+    for c in calls:
+        while stack and (stack[-1].thread != c.thread or stack[-1].fwd_end < c.fwd_end):
+            stack.pop()
+        parents.append(stack[-1] if stack else None)
+        stack.append(c)
+    ends = {id(c): c.end for c in calls}
+    for c, parent in zip(reversed(calls), reversed(parents)):  # innermost first
+        if parent is not None and ends[id(c)] > ends[id(parent)]:
+            ends[id(parent)] = ends[id(c)]
+    in_children = {}
+    for c, parent in zip(calls, parents):
+        if parent is not None:
+            in_children[id(parent)] = in_children.get(id(parent), 0) + ends[id(c)] - c.start
+    for c in sorted(calls, key=lambda c: c.start):
+        end = ends[id(c)]
+        own = end - c.start - in_children.get(id(c), 0)
+        _native_record(c.name, "backward", c.start, None, end, own / 1e9)
+    for c in calls:
+        c.start = c.end = None  # a graph kept for another pass (retain_graph) records again
 
 
 def _step_label(args):
@@ -490,12 +628,13 @@ def _optimizer_classes(base):
 
 # ---- install / uninstall ----
 
-def install(append, sample_rate):
+def install(append, sample_rate, module_backward=False):
     """Starts tracing; returns the status as JSON text. Idempotent."""
     torch = _torch()
     if torch is None:
         return json.dumps(dict(status(), reason="torch is not imported"))
     set_sample_rate(sample_rate)
+    set_module_backward(module_backward)
     if S.installed:
         return status_json()
     if S.declined is not None or _in_dataloader_worker(look_at_main_thread=True):
@@ -660,6 +799,8 @@ def uninstall():
     if S.pending:
         _flush()
     S.pending = []
+    _native_set_backward(None)
+    S.backward_calls = []
     S.installed = False
     return status_json()
 
@@ -668,6 +809,13 @@ def set_sample_rate(rate):
     rate = float(rate)
     S.period = 0 if rate <= 0 else max(1, int(round(1.0 / min(rate, 1.0))))
     _native_set_period(S.period)
+
+
+def set_module_backward(on):
+    if on and not S.module_backward:
+        S.module_backward_error = None
+    S.module_backward = bool(on)
+    _native_set_backward(_track_backward if S.module_backward else None)
 
 
 def status_json():
@@ -679,4 +827,5 @@ def status():
     return {"installed": S.installed, "step": step, "rows": rows + S.cuda_rows, "error": S.error,
             "declined": S.declined,
             "cuda": S.cuda is not None, "optimizer_classes": sorted(c.__name__ for c in S.wrapped_steps),
-            "period": S.period}
+            "period": S.period, "module_backward": S.module_backward,
+            "module_backward_error": S.module_backward_error}

@@ -291,6 +291,64 @@ def test_sample_rate(torch_factory):
     assert run_cli(t.pid, "query", "SET torch.sample_rate = 2")[0] == 1  # refused: between 0 and 1
 
 
+def backward_rows_of_a_step(pid, since, n):
+    """The backward rows of the first step after `since` that has n of them."""
+    sql = ("SELECT step, module, duration, self_duration, time FROM python.torch_trace WHERE stage = 'backward' "
+           "AND step > %d ORDER BY step, seq" % since)
+    r = wait_rows(pid, sql, lambda r: any(sum(x["step"] == s for x in r) >= n for s in {x["step"] for x in r}),
+                  timeout=30)
+    steps = sorted({x["step"] for x in r if sum(y["step"] == x["step"] for y in r) >= n})
+    assert steps, r
+    return [x for x in r if x["step"] == steps[0]]
+
+
+def test_each_modules_backward_gets_a_row(torch_factory):
+    """torch.module_backward: a backward row per module call under the model, from the gradient
+    reaching its output to the end of its last autograd node. encoder.1's backward sleeps 30 ms:
+    it and the modules around it show it, the others do not; losses are those of a run without."""
+    t = start(torch_factory, "slow_backward")
+    plain = start(torch_factory, "slow_backward")
+    since = last_full_step(t.pid)[0]["step"]
+    assert [r["module"] for r in last_full_step(t.pid) if r["stage"] == "backward"] == ["MLP"]  # off by default
+    rc, out, err = run_cli(t.pid, "config", "torch.module_backward=on")
+    assert rc == 0, err
+    step = backward_rows_of_a_step(t.pid, since + 1, 6)
+    assert sorted(r["module"] for r in step) == ["MLP", "encoder", "encoder.0", "encoder.1", "encoder.2",
+                                                 "head"], step
+    span = {r["module"]: (r["time"], r["time"] + r["duration"]) for r in step}
+    took = {r["module"]: r["duration"] for r in step}
+    assert took["encoder.1"] >= 0.03, step
+    assert all(took[m] < 0.025 for m in ("encoder.0", "encoder.2", "head")), step
+    # autograd runs the modules in reverse: head first, encoder.0 last
+    order = [m for m, _ in sorted(span.items(), key=lambda kv: kv[1][0]) if m not in ("MLP", "encoder")]
+    assert order == ["head", "encoder.2", "encoder.1", "encoder.0"], span
+    # a parent's backward holds its children's (the pass's row, MLP, holds all of them)
+    for parent, children in (("encoder", ("encoder.0", "encoder.1", "encoder.2")),
+                             ("MLP", ("encoder", "head"))):
+        for c in children:
+            assert span[parent][0] <= span[c][0] + 1e-3 and span[c][1] <= span[parent][1] + 1e-3, (parent, c, span)
+    own = {r["module"]: r["self_duration"] for r in step}
+    assert own["encoder.1"] >= 0.03 and own["encoder"] < 0.01, step
+    assert abs(own["encoder"] - (took["encoder"] - sum(took["encoder.%d" % i] for i in range(3)))) < 1e-6, step
+    assert own["MLP"] is None  # the pass's row, written by the backward wrapper
+
+    # The gradients are those of a run without the hooks: the same losses, step by step.
+    # (Steps traced with the hooks: from `since` on, counted as losses from a few before.)
+    n = int(eval_ok(t.pid, "print(len(losses))")) + 5
+    deadline = time.monotonic() + 30
+    while min(int(eval_ok(p, "print(len(losses))")) for p in (t.pid, plain.pid)) < n:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert eval_ok(t.pid, "print(losses[:%d])" % n) == eval_ok(plain.pid, "print(losses[:%d])" % n)
+
+    rc, out, err = run_cli(t.pid, "config", "torch.module_backward=off")
+    assert rc == 0, err
+    since = rows(t.pid, "SELECT max(step) AS s FROM python.torch_trace")[0]["s"] + 1
+    later = wait_rows(t.pid, "SELECT module FROM python.torch_trace WHERE stage = 'backward' AND step > %d" % since,
+                      lambda r: len(r) >= 3)
+    assert {r["module"] for r in later} == {"MLP"}, later
+
+
 def test_no_optimizer_counts_top_level_forward_calls(torch_factory):
     t = start(torch_factory, "inference")
     step = last_full_step(t.pid)

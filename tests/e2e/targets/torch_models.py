@@ -6,6 +6,8 @@ argv[1]:
   slow_inference  the same with a 20 ms pause in the middle of each forward (SlowMLP), so that
                tracing switched on lands inside a forward that began without hooks
   raising      the MLP forward-only, every other call raising in its head (caught by the loop)
+  slow_backward  the MLP trained with SGD, its encoder.1 a ReLU whose backward takes 30 ms more
+               (SlowGradReLU); `losses` holds every step's loss
   loader       the MLP trained with SGD on batches from a DataLoader (no worker processes)
   workers      the same from a DataLoader with 2 forked workers, whose dataset runs a module
                (an nn.Linear "transform") on each item; `workers` holds their pids
@@ -58,6 +60,24 @@ class RaisingHead(nn.Linear):
         return super().forward(x)
 
 
+class _SlowGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        time.sleep(0.03)
+        x, = ctx.saved_tensors
+        return grad * (x > 0)
+
+
+class SlowGradReLU(nn.Module):
+    def forward(self, x):
+        return _SlowGrad.apply(x)
+
+
 class SlowMLP(MLP):
     def forward(self, x):
         h = self.encoder(x)
@@ -73,8 +93,12 @@ else:
     model = SlowMLP() if kind == "slow_inference" else MLP()
     if kind == "raising":
         model.head = RaisingHead(32, 1)
+    if kind == "slow_backward":
+        model.encoder[1] = SlowGradReLU()
     x = torch.randn(16, 8)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in ("mlp", "loader", "workers") else None
+    trained = ("mlp", "loader", "workers", "slow_backward")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in trained else None
+losses = []
 y = torch.randn(x.shape[0], 1)
 step = 0
 
@@ -143,6 +167,7 @@ for bx, by in batches():
         loss = nn.functional.mse_loss(model(bx), by)
         loss.backward()
         optimizer.step()
+        losses.append(loss.item())
     step += 1
     if step == 1:
         print("ready", flush=True)
