@@ -479,9 +479,9 @@ def _backward_label(args):
 # made. It begins when the gradient reaches the module's output: a pre hook on the output's node
 # (PyTorch 2.x), a hook on the output tensor (1.x: the same moment, once its gradient is whole).
 # It ends when the last of its nodes finished: for a module that called no traced module (a
-# leaf), post hooks on the nodes its forward made, found from its outputs' nodes down to its
-# inputs' (at most _MAX_NODES); for one that did, the end of its children's backward and of its
-# own outputs' nodes. The hooks return None: no gradient is changed, and they go with the graph.
+# leaf), post hooks on the last nodes its forward made (those whose gradient goes only to its
+# inputs' nodes or its parameters), found from its outputs' nodes (at most _MAX_NODES walked); for
+# one that did, the end of its children's backward and of its own outputs' nodes. The hooks return None: no gradient is changed, and they go with the graph.
 # Autograd runs a module's nodes one after the other on the CPU; on a GPU the hooks would time
 # the launch of the kernels, not their run, so the CUDA path records none.
 
@@ -556,16 +556,22 @@ def _track_backward(name, inputs, output, fwd_start, fwd_end, had_children):
             node = getattr(x, "grad_fn", None)
             if node is not None:
                 stop[id(node)] = node
+        # Only those that lead to no other of them need a hook: every node of the module runs
+        # before one of those (it computes a gradient that reaches one).
         seen = {}
         while nodes and len(seen) < _MAX_NODES:
             node = nodes.pop()
-            if node is None or id(node) in seen or id(node) in stop:
+            if id(node) in seen:
                 continue
             seen[id(node)] = node
-            if type(node).__name__ == "AccumulateGrad":
-                continue  # a parameter's: its gradient lands right after its consumer ran
+            inside = [n for n, _ in node.next_functions
+                      if n is not None and id(n) not in stop and type(n).__name__ != "AccumulateGrad"]
+            if inside:
+                nodes.extend(inside)
+            else:
+                node.register_hook(call.finish)
+        for node in nodes:  # past _MAX_NODES: the end is at least theirs
             node.register_hook(call.finish)
-            nodes.extend(n for n, _ in node.next_functions)
     except Exception as e:
         # The module rows stop; the rest of the tracing goes on.
         S.module_backward_error = "%s: %s" % (type(e).__name__, e)
