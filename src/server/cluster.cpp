@@ -89,7 +89,7 @@ struct Membership {
   std::string registry_from;
   std::string store;         // the store's "host:port" once this rank wrote its entry there
   std::string store_note;    // why the store is not used, or ""
-  std::string self_address;  // this rank's address as the store exchange found it, or ""
+  std::string self_address;  // rank 0: its address as the store exchange found it, or ""
 
   // Adds or refreshes a member; true when the list changed.
   bool put(Member m) {
@@ -135,11 +135,6 @@ Member self_member(const AgentInfo& info, const JobInfo& job) {
   m.rank = job.rank;
   m.local_rank = job.local_rank;
   m.address = wildcard(info.remote.host) ? "" : info.remote.host;
-  if (m.address.empty()) {
-    Membership& ms = membership();
-    std::lock_guard lock(ms.mu);
-    m.address = ms.self_address;
-  }
   m.hostname = hostname();
   m.port = listening_port(info);
   m.pid = ::getpid();
@@ -303,6 +298,10 @@ def _tcp_store(store):
     return None
 
 
+def _loopback(host):
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 def exchange(rank, entry, want, timeout_s):
     dist = sys.modules.get("torch.distributed")
     c10d = sys.modules.get("torch.distributed.distributed_c10d")
@@ -333,15 +332,21 @@ def exchange(rank, entry, want, timeout_s):
     cls = next(t for t in type(store).__mro__
                if t.__name__ == "TCPStore" and t.__module__.startswith("torch._C"))
     options = {"use_libuv": False} if "use_libuv" in (cls.__init__.__doc__ or "") else {}
-    own = cls(host, port, None, False, timedelta(seconds=timeout_s), **options)
+    own = cls(host, port, None, False, timedelta(seconds=timeout_s), wait_for_workers=False, **options)
+    # torchrun's store outlives a restart of the workers: each attempt has keys of its own.
+    prefix = "probing/%s/rank/" % sys.modules["os"].environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     found = None
     try:
         if entry is not None:
-            own.set("probing/rank/%d" % rank, json.dumps(entry))
+            own.set(prefix + str(rank), json.dumps(entry))
         if want >= 0:
-            value = own.compare_set("probing/rank/%d" % want, _ABSENT, _ABSENT)
+            value = own.compare_set(prefix + str(want), _ABSENT, _ABSENT)
             if value != _ABSENT.encode():
                 found = json.loads(value)
+                # An entry on the store's own host may say loopback (its name resolves so there):
+                # from here that host is the store's.
+                if _loopback(found.get("address", "")) and not _loopback(host):
+                    found["address"] = host
     finally:
         del own
     return json.dumps({"group": True, "store": "%s:%d" % (host, port),
@@ -384,10 +389,12 @@ void learn_from_store(const AgentInfo& info, const JobInfo& job, bool* published
   const int want = registry_known || job.rank == 0 ? -1 : 0;
   Result<nlohmann::json> r = exchange_with_store(info, job, !*published, want);
   if (!r.is_ok()) {
-    if (r.status().message() != *last_error && r.status().code() != Code::kUnavailable) {
+    // Once per kind of failure: a timeout's message names the GIL's holder, which changes.
+    const std::string kind = std::to_string(static_cast<int>(r.status().code()));
+    if (kind != *last_error && r.status().code() != Code::kUnavailable) {
       log_warn("cluster: the job's torch.distributed store: " + r.status().message());
     }
-    *last_error = r.status().message();
+    *last_error = kind;
     return;
   }
   last_error->clear();
@@ -427,7 +434,12 @@ Status register_once(const AgentInfo& info, const JobInfo& job) {
   }
   if (job.rank == 0) {  // the registry is here
     Member m = self;
-    if (m.address.empty()) m.address = job.master_addr;
+    if (m.address.empty()) {
+      std::lock_guard lock(ms.mu);
+      m.address = ms.self_address.empty() || (is_loopback(ms.self_address) && !is_loopback(job.master_addr))
+                      ? job.master_addr
+                      : ms.self_address;
+    }
     ms.put(m);
     std::lock_guard lock(ms.mu);
     ms.registry_error.clear();
@@ -485,7 +497,9 @@ void heartbeat_loop(const AgentInfo* info) {
   std::string last_error;
   std::string store_error;
   bool published = false;  // this rank's entry is in the job's store, or the store is not usable
-  double wait = 0.2;       // quickly at first: rank 0's agent may not listen yet
+  int beats = 0;
+  int failures = 0;   // heartbeats in a row the registry did not take
+  double wait = 0.2;  // quickly at first: rank 0's agent may not listen yet
   while (!g_exiting.load()) {
     for (double slept = 0; slept < wait && !g_exiting.load(); slept += kSlice) {
       std::this_thread::sleep_for(std::chrono::duration<double>(std::min(kSlice, wait - slept)));
@@ -495,9 +509,17 @@ void heartbeat_loop(const AgentInfo* info) {
     bool registry_known = false;
     {
       std::lock_guard lock(ms.mu);
+      // A registry found in the store that stopped answering may have moved (rank 0 restarted
+      // with a new port): its entry is read again.
+      if (failures >= 3 && job.rank != 0 && ms.registry_from == "torch.distributed store") {
+        ms.registry_host.clear();
+        failures = 0;
+      }
       registry_known = !ms.registry_host.empty();
     }
-    if (!published || !registry_known) {
+    // With a registry at hand the store is asked for the process group every sixth heartbeat
+    // only: a job may never make one.
+    if (!registry_known || (!published && beats++ % 6 == 0)) {
       try {
         learn_from_store(*info, job, &published, &store_error);
       } catch (const std::exception& e) {
@@ -519,6 +541,7 @@ void heartbeat_loop(const AgentInfo* info) {
     } catch (const std::exception& e) {
       st = Status(Code::kInternal, e.what());
     }
+    failures = st.is_ok() ? 0 : failures + 1;
     if (st.is_ok()) {
       if (!last_error.empty()) log_info("cluster: registered with the job's registry again");
       last_error.clear();

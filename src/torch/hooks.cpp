@@ -58,6 +58,7 @@ struct Entry {
   double start_time;    // unix time (CUDA; on the CPU it is worked out from start_ns)
   int64_t children_ns;  // the time of its traced children (CPU)
   PyObject* cuda;       // CUDA: what _cuda_start returned (its start event, its children's rows)
+  PyObject* before;     // torch.module_backward: its inputs' autograd nodes before its forward, or null
 };
 
 // The calls in progress on one thread. Every thread's stack is listed (stacks()), so that stopping
@@ -92,6 +93,7 @@ struct ThreadStackOwner {
     for (const Entry& e : stack->entries) {
       orphans().push_back(e.module);
       if (e.cuda != nullptr) orphans().push_back(e.cuda);
+      if (e.before != nullptr) orphans().push_back(e.before);
     }
     delete stack;
   }
@@ -123,10 +125,13 @@ struct Tracer {
   PyObject* cuda_start = nullptr;   // (check_capture) -> [event, children] or None
   PyObject* cuda_finish = nullptr;  // (name, stage, started, parent's, start time, module or None)
   PyObject* after_step = nullptr;   // () after an optimizer step wrapped here
-  // (name, inputs, output, start ns, end ns, had traced children) for a traced call under a model
-  // while torch.module_backward is on, else null; `kept` holds the reference (never released: a
-  // hook may be calling it).
+  // While torch.module_backward is on, else null: (inputs) -> their autograd nodes, before a
+  // traced call's forward; (name, those nodes, output, start ns, end ns, had traced children)
+  // after it. For calls under a model. The `kept` ones hold the references (never released: a
+  // hook may be calling one).
+  PyObject* backward_inputs = nullptr;
   PyObject* track_backward = nullptr;
+  PyObject* backward_inputs_kept = nullptr;
   PyObject* track_backward_kept = nullptr;
   std::unordered_map<PyObject*, Named> names;
   size_t sweep_at = 1024;
@@ -158,6 +163,7 @@ PyObject* none(const CApi& api) {
 void release(const CApi& api, Entry& e) {
   api.Py_DecRef(e.module);
   if (e.cuda != nullptr) api.Py_DecRef(e.cuda);
+  if (e.before != nullptr) api.Py_DecRef(e.before);
 }
 
 // Takes the entries from `from` up off the stack, then releases them: a release can run a
@@ -340,7 +346,7 @@ std::string_view name_of(Tracer& t, PyObject* module, PyObject* parent, std::str
 
 // torch.module_backward: torch_trace.py hooks the autograd nodes of a traced call's outputs, so
 // that its backward gets a row of its own. Any error but an interrupt is cleared.
-void track_backward(Tracer& t, std::string_view name, PyObject* inputs, PyObject* output, int64_t start_ns,
+void track_backward(Tracer& t, std::string_view name, PyObject* before, PyObject* output, int64_t start_ns,
                     int64_t end_ns, bool had_children) {
   const CApi& api = *t.api;
   PyObject* n = api.PyUnicode_FromStringAndSize(name.data(), static_cast<long>(name.size()));
@@ -348,7 +354,7 @@ void track_backward(Tracer& t, std::string_view name, PyObject* inputs, PyObject
   PyObject* to = api.PyLong_FromLongLong(end_ns);
   PyObject* parent = api.PyLong_FromLongLong(had_children ? 1 : 0);
   if (n != nullptr && from != nullptr && to != nullptr && parent != nullptr) {
-    if (PyObject* r = call(api, t.track_backward, n, inputs, output, from, to, parent)) api.Py_DecRef(r);
+    if (PyObject* r = call(api, t.track_backward, n, before, output, from, to, parent)) api.Py_DecRef(r);
   }
   for (PyObject* o : {n, from, to, parent}) {
     if (o != nullptr) api.Py_DecRef(o);
@@ -385,7 +391,7 @@ PyObject* forward_pre(PyObject*, PyObject* const* args, long nargs) noexcept {
   if (s.entries.empty() && !enter_top_level(t, s, module)) {
     return api.PyErr_Occurred() != nullptr ? nullptr : none(api);
   }
-  Entry e{module, -1, 0.0, 0, nullptr};
+  Entry e{module, -1, 0.0, 0, nullptr, nullptr};
   if (s.entries.size() >= kMaxDepth) return none(api);
   if (t.traced && !s.capturing) {
     const uint64_t generation = t.generation;
@@ -395,6 +401,15 @@ PyObject* forward_pre(PyObject*, PyObject* const* args, long nargs) noexcept {
       if (!t.on || generation != t.generation || s.generation != generation) {  // stopped meanwhile
         if (e.cuda != nullptr) api.Py_DecRef(e.cuda);
         return none(api);
+      }
+    }
+    if (!t.cuda && t.backward_inputs != nullptr && !s.entries.empty() && nargs >= 2) {
+      e.before = call(api, t.backward_inputs, args[1]);     // null or None: no backward row
+      if (api.PyErr_Occurred() != nullptr) return nullptr;  // an interrupt
+      if (e.before == api.None || !t.on || generation != t.generation || s.generation != generation) {
+        if (e.before != nullptr) api.Py_DecRef(e.before);
+        e.before = nullptr;
+        if (!t.on || generation != t.generation || s.generation != generation) return none(api);
       }
     }
     if (!t.cuda || (e.cuda != nullptr && e.cuda != api.None)) {
@@ -444,8 +459,8 @@ PyObject* forward_post(PyObject*, PyObject* const* args, long nargs) noexcept {
       append_row(t, name, hint, "forward", &t.forward_hint, ns, static_cast<double>(ns - e.children_ns) / 1e9,
                  wall_time(e.start_ns));
       // (A top model's backward is the pass's own row.)
-      if (t.track_backward != nullptr && !s.entries.empty() && nargs >= 3) {
-        track_backward(t, name, args[1], args[2], e.start_ns, end_ns, e.children_ns > 0);
+      if (t.track_backward != nullptr && e.before != nullptr && nargs >= 3) {
+        track_backward(t, name, e.before, args[2], e.start_ns, end_ns, e.children_ns > 0);
       }
     } else {
       PyObject* n = api.PyUnicode_FromStringAndSize(name.data(), static_cast<long>(name.size()));
@@ -690,20 +705,26 @@ PyObject* native_record(PyObject*, PyObject* const* args, long nargs) noexcept {
   return none(api);
 }
 
-// _native_set_backward(track or None): torch.module_backward on (the function each traced call
-// under a model is handed to) or off.
-PyObject* native_set_backward(PyObject*, PyObject* fn) noexcept {
+// _native_set_backward(inputs, track), both None for off: torch.module_backward on (the functions
+// each traced call under a model is handed to, before and after its forward) or off.
+PyObject* native_set_backward(PyObject*, PyObject* const* args, long nargs) noexcept {
   Tracer& t = tracer();
   const CApi& api = *t.api;
-  if (fn == api.None) {
-    t.track_backward = nullptr;
+  if (nargs != 2) return raise(api, "_native_set_backward(inputs, track)");
+  if (args[0] == api.None || args[1] == api.None) {
+    t.backward_inputs = t.track_backward = nullptr;
     return none(api);
   }
-  if (fn != t.track_backward_kept) {
-    api.Py_IncRef(fn);
-    t.track_backward_kept = fn;  // the one before stays referenced: a hook may be calling it
+  // The ones before stay referenced: a hook may be calling them.
+  for (auto [fn, kept] :
+       {std::pair{args[0], &t.backward_inputs_kept}, std::pair{args[1], &t.track_backward_kept}}) {
+    if (fn != *kept) {
+      api.Py_IncRef(fn);
+      *kept = fn;
+    }
   }
-  t.track_backward = fn;
+  t.backward_inputs = args[0];
+  t.track_backward = args[1];
   return none(api);
 }
 
@@ -781,7 +802,7 @@ MethodDef g_defs[] = {
     def("_native_set_name", native_set_name, kFast),
     def("_native_timed", native_timed, kFast),
     def("_native_method", native_method, kO),
-    def("_native_set_backward", native_set_backward, kO),
+    def("_native_set_backward", native_set_backward, kFast),
 };
 
 }  // namespace

@@ -49,6 +49,7 @@ class _State:
         self.module_backward = False  # torch.module_backward: a backward row per module call
         self.module_backward_error = None  # why it switched itself off
         self.backward_calls = []      # _BackwardCalls whose backward began, to be written
+        self.tensor_type = None       # torch.Tensor
 
 
 S = _State()
@@ -477,20 +478,21 @@ def _backward_label(args):
 #
 # A module's backward is the part of the backward pass that runs the autograd nodes its forward
 # made. It begins when the gradient reaches the module's output: a pre hook on the output's node
-# (PyTorch 2.x), a hook on the output tensor (1.x: the same moment, once its gradient is whole).
-# It ends when the last of its nodes finished: for a module that called no traced module (a
-# leaf), post hooks on the last nodes its forward made (those whose gradient goes only to its
-# inputs' nodes or its parameters), found from its outputs' nodes (at most _MAX_NODES walked); for
-# one that did, the end of its children's backward and of its own outputs' nodes. The hooks return None: no gradient is changed, and they go with the graph.
-# Autograd runs a module's nodes one after the other on the CPU; on a GPU the hooks would time
-# the launch of the kernels, not their run, so the CUDA path records none.
+# (a hook on the output tensor where PyTorch has no node pre hooks: the same moment, once its
+# gradient is whole). It ends when the last of its nodes finished: for a module that called no
+# traced module (a leaf), post hooks on the last nodes its forward made (those whose gradient goes
+# only to its inputs' nodes, as they were before its forward, or to its parameters), found from its
+# outputs' nodes (at most _MAX_NODES walked); for one that did, the end of its children's backward
+# and of its own outputs' nodes. The hooks return None: no gradient is changed, and they go with
+# the graph. Autograd runs a module's nodes one after the other on the CPU; on a GPU the hooks
+# would time the launch of the kernels, not their run, so the CUDA path records none.
 
 _MAX_NODES = 64
 _MAX_BACKWARD_CALLS = 100000
 
 
 class _BackwardCall:
-    __slots__ = ("name", "thread", "fwd_start", "fwd_end", "start", "end")
+    __slots__ = ("name", "thread", "fwd_start", "fwd_end", "start", "end", "waited")
 
     def __init__(self, name, fwd_start, fwd_end):
         self.name = name
@@ -499,6 +501,7 @@ class _BackwardCall:
         self.fwd_end = fwd_end
         self.start = None
         self.end = None
+        self.waited = False  # a flush found it begun and not finished
 
     def begin(self, *args):
         if self.start is None and S.installed:
@@ -511,53 +514,60 @@ class _BackwardCall:
             self.end = _perf()
 
 
-def _grad_outputs(output, found, depth=0):
-    """The tensors of a forward's output that autograd will pass a gradient to (a tensor, or in a
-    tuple, list or dict), at most 8."""
-    if depth > 2 or len(found) >= 8:
+def _tensors(value, found, limit, depth=0):
+    """The tensors with an autograd node in a forward's inputs or output: a tensor, or in a tuple,
+    list or dict (two levels), at most `limit`."""
+    if len(found) >= limit:
         return found
-    grad_fn = getattr(output, "grad_fn", None)
-    if grad_fn is not None:
-        found.append(output)
-    elif isinstance(output, (tuple, list)):
-        for o in output[:8]:
-            _grad_outputs(o, found, depth + 1)
-    elif isinstance(output, dict):
-        for o in list(output.values())[:8]:
-            _grad_outputs(o, found, depth + 1)
+    if isinstance(value, S.tensor_type):
+        if value.grad_fn is not None:
+            found.append(value)
+    elif depth < 2 and isinstance(value, (tuple, list)):
+        for v in value[:limit]:
+            _tensors(v, found, limit, depth + 1)
+    elif depth < 2 and isinstance(value, dict):
+        for v in list(value.values())[:limit]:
+            _tensors(v, found, limit, depth + 1)
     return found
 
 
-def _track_backward(name, inputs, output, fwd_start, fwd_end, had_children):
-    """Called by the native post hook for each traced call under a model while
-    torch.module_backward is on."""
+def _backward_inputs(inputs):
+    """Called by the native pre hook for each traced call under a model while
+    torch.module_backward is on: its inputs' autograd nodes before its forward runs, id -> node
+    (kept, so that the ids stay theirs), where the walk of the nodes its forward makes stops. (An
+    in-place module gives its input a node of its own: read after the forward, it would be that
+    one.) Inputs passed by keyword are not seen."""
     try:
-        outputs = _grad_outputs(output, [])
-        if not outputs:
-            return
+        return {id(t.grad_fn): t.grad_fn for t in _tensors(inputs, [], 16)}
+    except Exception:
+        return None
+
+
+def _track_backward(name, before, output, fwd_start, fwd_end, had_children):
+    """Called by the native post hook for each traced call under a model while
+    torch.module_backward is on, with what _backward_inputs gave before its forward."""
+    try:
+        outputs = _tensors(output, [], 8)
+        nodes = [o.grad_fn for o in outputs]
+        if not nodes or (not had_children and all(id(n) in before for n in nodes)):
+            return  # no output needs a gradient, or the module made no node (it returns its input)
         call = _BackwardCall(name, fwd_start, fwd_end)
-        nodes = []
-        for o in outputs:
-            node = o.grad_fn
+        for o, node in zip(outputs, nodes):
             register_prehook = getattr(node, "register_prehook", None)
             if register_prehook is not None:
                 register_prehook(call.begin)
             else:
                 o.register_hook(call.begin)
-            nodes.append(node)
         if had_children:
             for node in nodes:
                 node.register_hook(call.finish)
             return
-        # A leaf: every node from its outputs' down to its inputs'. (The node objects are kept
-        # while their ids are compared: PyTorch makes one anew for a node nothing refers to.)
-        stop = {}
-        for x in inputs[:16]:
-            node = getattr(x, "grad_fn", None)
-            if node is not None:
-                stop[id(node)] = node
-        # Only those that lead to no other of them need a hook: every node of the module runs
-        # before one of those (it computes a gradient that reaches one).
+        # A leaf: the nodes from its outputs' down to its inputs'. Only those that lead to no other
+        # of them need a hook: every node of the module runs before one of those (it computes a
+        # gradient that reaches one). (The node objects are kept while their ids are compared:
+        # PyTorch makes one anew for a node nothing refers to.)
+        stop = before
+        nodes = [n for n in nodes if id(n) not in stop]
         seen = {}
         while nodes and len(seen) < _MAX_NODES:
             node = nodes.pop()
@@ -573,39 +583,58 @@ def _track_backward(name, inputs, output, fwd_start, fwd_end, had_children):
         for node in nodes:  # past _MAX_NODES: the end is at least theirs
             node.register_hook(call.finish)
     except Exception as e:
-        # The module rows stop; the rest of the tracing goes on.
-        S.module_backward_error = "%s: %s" % (type(e).__name__, e)
-        set_module_backward(False)
+        _module_backward_failed(e)
+
+
+def _module_backward_failed(e):
+    """The module rows stop; the rest of the tracing goes on."""
+    S.module_backward_error = "%s: %s" % (type(e).__name__, e)
+    set_module_backward(False)
 
 
 def _flush_backward():
-    """Writes the module rows of the backward passes since the last flush. A call's backward
-    covers its children's (the calls that ran inside its forward, on its thread): it ends with the
-    last of theirs and its own, and its self time is what its children's leave."""
-    calls, S.backward_calls = S.backward_calls, []
-    calls = [c for c in calls if c.end is not None]
-    calls.sort(key=lambda c: (c.thread, c.fwd_start, -c.fwd_end))
-    parents = []
-    stack = []  # the calls whose forward contains this one's, outermost first
-    for c in calls:
-        while stack and (stack[-1].thread != c.thread or stack[-1].fwd_end < c.fwd_end):
-            stack.pop()
-        parents.append(stack[-1] if stack else None)
-        stack.append(c)
-    ends = {id(c): c.end for c in calls}
-    for c, parent in zip(reversed(calls), reversed(parents)):  # innermost first
-        if parent is not None and ends[id(c)] > ends[id(parent)]:
-            ends[id(parent)] = ends[id(c)]
-    in_children = {}
-    for c, parent in zip(calls, parents):
-        if parent is not None:
-            in_children[id(parent)] = in_children.get(id(parent), 0) + ends[id(c)] - c.start
-    for c in sorted(calls, key=lambda c: c.start):
-        end = ends[id(c)]
-        own = end - c.start - in_children.get(id(c), 0)
-        _native_record(c.name, "backward", c.start, None, end, own / 1e9)
-    for c in calls:
-        c.start = c.end = None  # a graph kept for another pass (retain_graph) records again
+    """Writes the module rows of the backward passes since the last flush; never raises. A call's
+    backward covers its children's (the calls that ran inside its forward, on its thread): it
+    spans the earliest start and the latest end of theirs and its own, and its self time is what
+    its children's leave. A call not finished yet (a pass still running: this flush is an inner
+    one, of a reentrant checkpoint's recomputation) waits for the next."""
+    try:
+        calls, S.backward_calls = S.backward_calls, []
+        waiting = [c for c in calls if c.end is None]
+        for c in waiting:
+            if c.waited:  # its pass ended without it (it raised): dropped
+                c.start = None
+            c.waited = not c.waited
+        S.backward_calls = [c for c in waiting if c.start is not None]
+        calls = [c for c in calls if c.end is not None]
+        calls.sort(key=lambda c: (c.thread, c.fwd_start, -c.fwd_end))
+        parents = []
+        stack = []  # the calls whose forward contains this one's, outermost first
+        for c in calls:
+            while stack and (stack[-1].thread != c.thread or stack[-1].fwd_end < c.fwd_end):
+                stack.pop()
+            parents.append(stack[-1] if stack else None)
+            stack.append(c)
+        starts = {id(c): c.start for c in calls}
+        ends = {id(c): c.end for c in calls}
+        for c, parent in zip(reversed(calls), reversed(parents)):  # innermost first
+            if parent is not None:
+                starts[id(parent)] = min(starts[id(parent)], starts[id(c)])
+                ends[id(parent)] = max(ends[id(parent)], ends[id(c)])
+        in_children = {}
+        for c, parent in zip(calls, parents):
+            if parent is not None:
+                in_children[id(parent)] = in_children.get(id(parent), 0) + ends[id(c)] - starts[id(c)]
+        for c in sorted(calls, key=lambda c: starts[id(c)]):
+            start, end = starts[id(c)], ends[id(c)]
+            own = max(0, end - start - in_children.get(id(c), 0))
+            _native_record(c.name, "backward", start, None, end, own / 1e9)
+        for c in calls:
+            c.start = c.end = None  # a graph kept for another pass (retain_graph) records again
+            c.waited = False
+    except Exception as e:
+        S.backward_calls = []
+        _module_backward_failed(e)
 
 
 def _step_label(args):
@@ -639,6 +668,7 @@ def install(append, sample_rate, module_backward=False):
     torch = _torch()
     if torch is None:
         return json.dumps(dict(status(), reason="torch is not imported"))
+    S.tensor_type = torch.Tensor
     set_sample_rate(sample_rate)
     set_module_backward(module_backward)
     if S.installed:
@@ -805,7 +835,7 @@ def uninstall():
     if S.pending:
         _flush()
     S.pending = []
-    _native_set_backward(None)
+    _native_set_backward(None, None)
     S.backward_calls = []
     S.installed = False
     return status_json()
@@ -821,7 +851,10 @@ def set_module_backward(on):
     if on and not S.module_backward:
         S.module_backward_error = None
     S.module_backward = bool(on)
-    _native_set_backward(_track_backward if S.module_backward else None)
+    if S.module_backward:
+        _native_set_backward(_backward_inputs, _track_backward)
+    else:
+        _native_set_backward(None, None)
 
 
 def status_json():

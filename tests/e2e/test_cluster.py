@@ -278,7 +278,7 @@ import torch.distributed as dist
 store = dist.distributed_c10d._get_default_store()
 while getattr(store, "underlying_store", None) is not None:
     store = store.underlying_store
-print(json.loads(store.get("probing/rank/%d")))
+print(json.loads(store.get("probing/0/rank/%d")))  # attempt 0: torchrun restarted nothing
 """
 
 

@@ -47,8 +47,9 @@ class TrueShares:
 
     def __exit__(self, *exc):
         after = self._read()
-        wall = after["now"] - self.before["now"]
-        self.shares = {n: 100.0 * (after[n] - self.before[n]) / wall for n in SHARES}
+        # (SPENT grows once a round: its rounds are the time to share, not the wall clock's)
+        spent = {n: after[n] - self.before[n] for n in SHARES}
+        self.shares = {n: 100.0 * v / sum(spent.values()) for n, v in spent.items()}
 
     def __getitem__(self, name):
         return self.shares[name]

@@ -1,7 +1,7 @@
 """A workload whose functions take known shares of the main thread's time: each round spends 50%
 in busy_a, 30% in busy_b (both pure Python on the CPU) and 20% in wait_c (asleep). On a busy
 machine a sleep ends late, so the shares move a little: SPENT holds the seconds each function
-really took, and `now` the clock they were read on (`probing PID eval 'print(spent())'`). A second
+really took (`probing PID eval 'print(spent())'`). A second
 thread waits on a queue the whole time (idle). With `hang` as argument it stops after STEPS
 rounds (argv[2]), blocked on the queue HANG after printing `hung`, until something is put there;
 then it prints `moving` and goes on."""
@@ -56,7 +56,7 @@ def step():
 
 
 def spent():
-    return dict(SPENT, now=time.perf_counter())
+    return dict(SPENT)
 
 
 def main():

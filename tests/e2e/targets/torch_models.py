@@ -7,7 +7,8 @@ argv[1]:
                tracing switched on lands inside a forward that began without hooks
   raising      the MLP forward-only, every other call raising in its head (caught by the loop)
   slow_backward  the MLP trained with SGD, its encoder.1 a ReLU whose backward takes 30 ms more
-               (SlowGradReLU); `losses` holds every step's loss
+               (SlowGradReLU), then an in-place ReLU (encoder.3) and an Identity (encoder.4);
+               `losses` holds every step's loss
   loader       the MLP trained with SGD on batches from a DataLoader (no worker processes)
   workers      the same from a DataLoader with 2 forked workers, whose dataset runs a module
                (an nn.Linear "transform") on each item; `workers` holds their pids
@@ -95,6 +96,8 @@ else:
         model.head = RaisingHead(32, 1)
     if kind == "slow_backward":
         model.encoder[1] = SlowGradReLU()
+        model.encoder.add_module("3", nn.ReLU(inplace=True))  # in place: no node of its input's
+        model.encoder.add_module("4", nn.Identity())  # makes no node
     x = torch.randn(16, 8)
     trained = ("mlp", "loader", "workers", "slow_backward")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in trained else None
