@@ -233,7 +233,9 @@ def _top_level(module):
             if not running and walk:  # that thread's forwards begun before the hooks are over
                 walk.discard(_get_ident())
         root = running[0] if running else module
-        if root not in S.roots:
+        # (A module of a model named already keeps its name when called on its own: an
+        # activation checkpoint's recomputation during the backward pass calls it so.)
+        if root not in S.roots and _native_name(root) is None:
             _name_tree(root)
         if S.primary_root is None:
             S.primary_root = root

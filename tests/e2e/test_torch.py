@@ -351,6 +351,19 @@ def test_each_modules_backward_gets_a_row(torch_factory):
     assert {r["module"] for r in later} == {"MLP"}, later
 
 
+def test_checkpointed_modules_keep_their_names(torch_factory):
+    """Activation checkpointing runs the encoder again during the backward pass, on its own (no
+    model's forward around it): it keeps its name, and the step its rows."""
+    t = start(torch_factory, "checkpointed")
+    step = last_full_step(t.pid)
+    got = [(r["module"], r["stage"]) for r in step]
+    encoder = [("encoder.0", "forward"), ("encoder.1", "forward"), ("encoder.2", "forward"), ("encoder", "forward")]
+    assert got[:6] == encoder + [("head", "forward"), ("CheckpointedMLP", "forward")], got
+    assert got[6:-1].count(("encoder", "forward")) == 1 and set(encoder) <= set(got[6:-1]), got  # the recomputation
+    assert got[-1] == ("SGD", "step") and ("CheckpointedMLP", "backward") in got, got
+    assert not {m for m, _ in got} & {"Sequential", "Linear", "ReLU"}, got
+
+
 def test_no_optimizer_counts_top_level_forward_calls(torch_factory):
     t = start(torch_factory, "inference")
     step = last_full_step(t.pid)

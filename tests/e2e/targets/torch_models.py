@@ -6,6 +6,7 @@ argv[1]:
   slow_inference  the same with a 20 ms pause in the middle of each forward (SlowMLP), so that
                tracing switched on lands inside a forward that began without hooks
   raising      the MLP forward-only, every other call raising in its head (caught by the loop)
+  checkpointed the MLP trained with SGD, its encoder under activation checkpointing
   slow_backward  the MLP trained with SGD, its encoder.1 a ReLU whose backward takes 30 ms more
                (SlowGradReLU), then an in-place ReLU (encoder.3) and an Identity (encoder.4);
                `losses` holds every step's loss
@@ -79,6 +80,13 @@ class SlowGradReLU(nn.Module):
         return _SlowGrad.apply(x)
 
 
+class CheckpointedMLP(MLP):
+    """Its encoder under activation checkpointing: run again during the backward pass."""
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+        return self.head(checkpoint(self.encoder, x, use_reentrant=False))
+
+
 class SlowMLP(MLP):
     def forward(self, x):
         h = self.encoder(x)
@@ -91,7 +99,7 @@ if kind == "transformer":
     x = torch.randn(4, 6, 8)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 else:
-    model = SlowMLP() if kind == "slow_inference" else MLP()
+    model = {"slow_inference": SlowMLP, "checkpointed": CheckpointedMLP}.get(kind, MLP)()
     if kind == "raising":
         model.head = RaisingHead(32, 1)
     if kind == "slow_backward":
@@ -99,7 +107,7 @@ else:
         model.encoder.add_module("3", nn.ReLU(inplace=True))  # in place: no node of its input's
         model.encoder.add_module("4", nn.Identity())  # makes no node
     x = torch.randn(16, 8)
-    trained = ("mlp", "loader", "workers", "slow_backward")
+    trained = ("mlp", "loader", "workers", "slow_backward", "checkpointed")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in trained else None
 losses = []
 y = torch.randn(x.shape[0], 1)
