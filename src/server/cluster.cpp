@@ -109,6 +109,14 @@ Membership& membership() {
   return *m;
 }
 
+// Rank 0's address for the other ranks when its agent bound a wildcard: as the store exchange
+// found it, unless that is a loopback and MASTER_ADDR is not. REQUIRES: ms.mu held.
+std::string rank0_address(const Membership& ms, const JobInfo& job) {
+  const bool usable =
+      !ms.self_address.empty() && (!is_loopback(ms.self_address) || is_loopback(job.master_addr));
+  return usable ? ms.self_address : job.master_addr;
+}
+
 nlohmann::json job_json(const JobInfo& job) {
   return {{"rank", job.rank},
           {"world_size", job.world_size},
@@ -272,8 +280,8 @@ Result<std::pair<int, std::string>> post_to_registry(const AgentInfo& info, cons
 // ---- The job's torch.distributed store. ----
 //
 // Once the job's process group exists, each rank writes its entry (address, port, pid, host name)
-// under probing/rank/<RANK> in the job's own store, and a rank with no base PROBING_PORT reads rank
-// 0's entry there to find the registry. The store is reached over a connection of the agent's own
+// under probing/<ATTEMPT>/rank/<RANK> in the job's own store, and a rank with no base PROBING_PORT
+// reads rank 0's entry there to find the registry. The store is reached over a connection of the agent's own
 // (a TCPStore client made for it and dropped at once), never through the job's store object: that
 // one may be blocked in a rendezvous the agent must not wait behind, and its requests must not
 // interleave with the agent's. The entry is read with compare_set on a value no entry holds, which
@@ -409,7 +417,7 @@ void learn_from_store(const AgentInfo& info, const JobInfo& job, bool* published
   *published = true;
   if (r->value("address", nlohmann::json()).is_string()) ms.self_address = (*r)["address"].get<std::string>();
   if (job.rank == 0 && ms.registry_host.empty()) {
-    ms.registry_host = ms.self_address.empty() ? job.master_addr : ms.self_address;
+    ms.registry_host = rank0_address(ms, job);
     ms.registry_port = listening_port(info);
     ms.registry_from = "torch.distributed store";
   }
@@ -436,9 +444,7 @@ Status register_once(const AgentInfo& info, const JobInfo& job) {
     Member m = self;
     if (m.address.empty()) {
       std::lock_guard lock(ms.mu);
-      m.address = ms.self_address.empty() || (is_loopback(ms.self_address) && !is_loopback(job.master_addr))
-                      ? job.master_addr
-                      : ms.self_address;
+      m.address = rank0_address(ms, job);
     }
     ms.put(m);
     std::lock_guard lock(ms.mu);
