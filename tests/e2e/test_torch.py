@@ -563,7 +563,8 @@ def test_export_steps_modules_and_spans(torch_factory, tmp_path):
     assert ("pid: %d" % t.pid) in text and "process_name:" in text
     begins, ends = text.count("type: TYPE_SLICE_BEGIN"), text.count("type: TYPE_SLICE_END")
     steps = re.findall(r'name: "step (\d+)"', text)
-    assert len(steps) == 3 and begins == ends and begins >= 3 * 8 + 3, (steps, begins, ends)
+    # (the last step may still run, as above: the two before it have their eight calls each)
+    assert len(steps) == 3 and begins == ends and begins >= 2 * 8 + 3, (steps, begins, ends)
     assert text.count('name: "MLP"') >= 2 * 2 and 'categories: "backward"' in text
     assert 'name: "step"' in text and "int_value:" in text  # the step number, as an annotation
     # In time order, and nested: every end closes the slice begun last on its track.
