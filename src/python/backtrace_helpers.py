@@ -377,7 +377,39 @@ def _frames(frame, want_locals, max_depth, r, deadline):
     return out, False
 
 
-def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s, main_ident, user_reprs=1):
+# While a capture runs, the other threads wait for it instead of taking the GIL back every switch
+# interval (5 ms): a thread that ran between two frames read would change the stack being read
+# (on 3.13 it made a frame's locals read garbage). At most this long; the interval the program
+# had is put back after the last capture running ends.
+_HOLD_S = 10.0
+_hold_lock = _thread.allocate_lock()
+_holding = [0, None]  # captures running, the switch interval before the first
+
+
+def _hold_others():
+    with _hold_lock:
+        if _holding[0] == 0:
+            _holding[1] = sys.getswitchinterval()
+            sys.setswitchinterval(_HOLD_S)
+        _holding[0] += 1
+
+
+def _let_others_go():
+    with _hold_lock:
+        _holding[0] -= 1
+        if _holding[0] == 0 and sys.getswitchinterval() == _HOLD_S:
+            sys.setswitchinterval(_holding[1])
+
+
+def capture(*args, **kwargs):
+    _hold_others()
+    try:
+        return _capture(*args, **kwargs)
+    finally:
+        _let_others_go()
+
+
+def _capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s, main_ident, user_reprs=1):
     """The backtrace as JSON text. want_thread: a threading ident or native tid, or 0 for the main
     thread; want_all: every thread; main_ident: the main thread's ident as the agent read it
     (0: ask threading); user_reprs: locals may run the target's own __repr__ (the full right),
