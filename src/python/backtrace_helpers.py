@@ -209,22 +209,10 @@ def _instance_attr(obj, name):
     return _MISSING
 
 
-def _locals_of(frame):
-    """frame.f_locals, read so that the frame keeps nothing of it: the agent puts its native
-    _locals_snapshot here (frames.cpp says how); plain f_locals where it has not."""
-    native = globals().get("_locals_snapshot")
-    return native(frame) if native is not None else frame.f_locals
-
-
-def _plain_locals(frame):
-    """The frame's locals as a dict, without running the target's code (3.13's FrameLocalsProxy
-    is copied by its own C code)."""
-    f_locals = _locals_of(frame)
-    if type(f_locals) is dict:
-        return f_locals
-    if type(f_locals).__name__ == "FrameLocalsProxy" and type(f_locals).__module__ == "builtins":
-        return dict(f_locals)
-    return {}
+def _plain_locals(items):
+    """A dict of a _Seen's locals, keeping only names that are strings (no key's __hash__
+    or __eq__ of the target's runs)."""
+    return {k: v for k, v in items if type(k) is str} if items else {}
 
 
 def _resolve(dotted, f_locals, f_globals):
@@ -248,14 +236,14 @@ def _rlock_owner(obj):
     return int(m.group(1)) if m else 0
 
 
-def _segments_at(frame):
-    """The source text of the instruction the frame is in and of the one before it (3.11+;
+def _segments_at(code, lasti):
+    """The source text of the instruction at lasti and of the one before it (3.11+;
     `with a, b:` waits in BEFORE_WITH, whose position is the whole statement, right after the
     load of the item it enters)."""
-    positions = getattr(frame.f_code, "co_positions", None)
-    if positions is None or frame.f_lasti < 0:
+    positions = getattr(code, "co_positions", None)
+    if positions is None or lasti < 0:
         return []
-    at = frame.f_lasti // 2
+    at = lasti // 2
     out = []
     try:
         for i, (lineno, end_lineno, col, end_col) in enumerate(positions()):
@@ -263,7 +251,7 @@ def _segments_at(frame):
                 break
             one_line = lineno is not None and lineno == end_lineno and None not in (col, end_col)
             if i >= at - 1 and one_line:
-                out.append(linecache.getline(frame.f_code.co_filename, lineno)[col:end_col].strip())
+                out.append(linecache.getline(code.co_filename, lineno)[col:end_col].strip())
     except BaseException:
         return []
     return out[::-1]
@@ -281,12 +269,12 @@ def _threading_code(name):
         return None
 
 
-def _waited_lock(frame, waiter):
-    """What the innermost frame waits for: a threading.Lock or RLock another thread holds (its
-    current line is `with LOCK:` or `LOCK.acquire(...)`), a Thread's end (join), a Condition's
-    notify; else None. Reads names and built-in state, never runs the target's code."""
-    code = frame.f_code
-    f_locals = _plain_locals(frame)
+def _waited_lock(seen, waiter):
+    """What the innermost frame (a _Seen) waits for: a threading.Lock or RLock another thread
+    holds (its current line is `with LOCK:` or `LOCK.acquire(...)`), a Thread's end (join), a
+    Condition's notify; else None. Reads names and built-in state, never runs the target's code."""
+    code = seen.code
+    f_locals = _plain_locals(seen.items)
     me = f_locals.get("self", _MISSING)
     if me is not _MISSING:
         if code is _threading_code("Thread.join") or code is _threading_code("Thread._wait_for_tstate_lock"):
@@ -295,7 +283,7 @@ def _waited_lock(frame, waiter):
                     "owner": ident if type(ident) is int else None}
         if code is _threading_code("Condition.wait"):
             return {"kind": "threading.Condition", "expr": "self", "address": "0x%x" % id(me), "owner": None}
-    line = _source(code.co_filename, frame.f_lineno)
+    line = _source(code.co_filename, seen.lineno)
     if not line:
         return None
     names = [m.group(1) for m in _ACQUIRE.finditer(line)]
@@ -307,7 +295,7 @@ def _waited_lock(frame, waiter):
                 names.append(item_match.group(1))
     found = []
     for dotted in names:
-        obj = _resolve(dotted, f_locals, frame.f_globals)
+        obj = _resolve(dotted, f_locals, seen.f_globals)
         kind = _lock_kind(obj)
         if kind == "threading.Lock" and obj.locked():
             found.append((dotted, obj, kind, None))
@@ -316,7 +304,7 @@ def _waited_lock(frame, waiter):
             if owner not in (0, waiter):  # nobody's, or its own: no wait
                 found.append((dotted, obj, kind, owner))
     if len(found) > 1:  # `with a, b:` holding a: the item the frame is at
-        for segment in _segments_at(frame):
+        for segment in _segments_at(code, seen.lasti):
             at = [f for f in found if f[0] == segment]
             if at:
                 found = at
@@ -342,28 +330,47 @@ def _local_kinds(code):
     return kinds
 
 
-def _frames(frame, want_locals, max_depth, r, deadline):
+# The type of an optimized frame's f_locals: FrameLocalsProxy on 3.13+, dict before.
+_PROXY_TYPE = type((lambda: sys._getframe().f_locals)())
+
+
+class _Seen:
+    """One frame as _snapshot saw it, from the agent's native _snapshot (frames.cpp: in C, so that
+    the GIL cannot go while every chosen thread's frames are read, and why that matters): what is
+    read of the frame later is read from here, never from the frame, which may have returned."""
+    __slots__ = ("code", "lineno", "lasti", "f_globals", "items")
+
+    def __init__(self, frame, lineno, lasti, f_globals, items):
+        self.code = frame.f_code
+        self.lineno = lineno
+        self.lasti = lasti
+        self.f_globals = f_globals
+        self.items = items  # [(name, value)], or None when not read
+
+
+def _snapshot_threads(wanted, want_locals, max_depth):
+    """[(ident, [_Seen, innermost first], truncated)] of the threads whose idents are in
+    `wanted` (None: all but this one), with their locals when asked (the innermost frame's
+    always: _waited_lock reads them)."""
+    raw = _snapshot(sys._current_frames, wanted, _thread.get_ident(), want_locals, max_depth, _PROXY_TYPE)
+    return [(ident, [_Seen(*f) for f in frames], bool(truncated)) for ident, frames, truncated in raw]
+
+
+def _entries(seen, want_locals, r, deadline):
+    """The JSON entries of a thread's _Seen frames: source lines and briefs of locals."""
     out = []
-    depth = 0
-    while frame is not None:
-        if depth >= max_depth:
-            return out, True
-        code = frame.f_code
-        lineno = frame.f_lineno
+    for depth, f in enumerate(seen):
+        code = f.code
         entry = {
             "depth": depth,
             "func": getattr(code, "co_qualname", code.co_name),
             "file": code.co_filename,
-            "lineno": lineno if lineno is not None else -1,
-            "source": _source(code.co_filename, lineno),
+            "lineno": f.lineno if f.lineno is not None else -1,
+            "source": _source(code.co_filename, f.lineno),
             "frame_type": "Python",
         }
         if want_locals:
-            try:
-                items = list(_locals_of(frame).items())
-            except BaseException:
-                items = []
-            items = [(k if type(k) is str else _opaque(k), v) for k, v in items]  # no key's __str__
+            items = [(k if type(k) is str else _opaque(k), v) for k, v in f.items or ()]  # no key's __str__
             if code.co_name == "<module>":  # module globals: leave out dunders and imports
                 items = [(k, v) for k, v in items
                          if not (k.startswith("__") and k.endswith("__")) and not issubclass(type(v), _ModuleType)]
@@ -372,80 +379,44 @@ def _frames(frame, want_locals, max_depth, r, deadline):
                                 "kind": kinds.get(k, "global" if code.co_name == "<module>" else "local")}
                                for k, v in items[:64]]
         out.append(entry)
-        frame = frame.f_back
-        depth += 1
-    return out, False
+    return out
 
 
-# While a capture runs, the other threads wait for it instead of taking the GIL back every switch
-# interval (5 ms): a thread that ran between two frames read would change the stack being read
-# (on 3.13 it made a frame's locals read garbage). At most this long; the interval the program
-# had is put back after the last capture running ends.
-_HOLD_S = 10.0
-_hold_lock = _thread.allocate_lock()
-_holding = [0, None]  # captures running, the switch interval before the first
-
-
-def _hold_others():
-    with _hold_lock:
-        if _holding[0] == 0:
-            _holding[1] = sys.getswitchinterval()
-            sys.setswitchinterval(_HOLD_S)
-        _holding[0] += 1
-
-
-def _let_others_go():
-    with _hold_lock:
-        _holding[0] -= 1
-        if _holding[0] == 0 and sys.getswitchinterval() == _HOLD_S:
-            sys.setswitchinterval(_holding[1])
-
-
-def capture(*args, **kwargs):
-    _hold_others()
-    try:
-        return _capture(*args, **kwargs)
-    finally:
-        _let_others_go()
-
-
-def _capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s, main_ident, user_reprs=1):
+def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s, main_ident, user_reprs=1):
     """The backtrace as JSON text. want_thread: a threading ident or native tid, or 0 for the main
     thread; want_all: every thread; main_ident: the main thread's ident as the agent read it
     (0: ask threading); user_reprs: locals may run the target's own __repr__ (the full right),
     else _BriefRepr. Threads the agent itself runs on are left out."""
-    me = _thread.get_ident()
     deadline = time.monotonic() + budget_s
     r = (_Repr if user_reprs else _BriefRepr)(repr_chars or _REPR_CHARS)
-    frames = sys._current_frames()
     # Never import threading here: imported first on an agent thread, it would take that thread
-    # for the target's main thread.
+    # for the target's main thread. (enumerate() takes a lock: before the snapshot.)
     threading = sys.modules.get("threading")
     by_ident = {t.ident: t for t in threading.enumerate()} if threading is not None else {}
     if not main_ident and threading is not None:
         main_ident = threading.main_thread().ident
-    names = []
-    threads = []
-    for ident, frame in frames.items():
-        if ident == me:
-            continue
+    if want_all:
+        wanted = None
+    elif want_thread:
+        wanted = [want_thread] + [i for i, t in by_ident.items() if getattr(t, "native_id", None) == want_thread]
+    else:
+        wanted = [main_ident]
+    picked = []
+    for ident, seen, truncated in _snapshot_threads(wanted, want_locals, max_depth):
         t = by_ident.get(ident)
         native = getattr(t, "native_id", None) if t is not None else None
-        if want_all:
-            pass
-        elif want_thread:
-            if want_thread not in (ident, native):
-                continue
-        elif ident != main_ident:
-            continue
+        picked.append((ident, t, native, seen, truncated))
+    names = []
+    threads = []
+    for ident, t, native, seen, truncated in picked:
         name = t.name if t is not None else None
         if ident == main_ident and (t is None or t is not threading.main_thread()):
             name = "MainThread"  # threading not imported, or first imported on another thread
         if name is not None:
             names.append((ident, name))
-        stack, truncated = _frames(frame, want_locals, max_depth, r, deadline)
+        stack = _entries(seen, want_locals, r, deadline)
         try:
-            waiting_for = _waited_lock(frame, ident)
+            waiting_for = _waited_lock(seen[0], ident) if seen else None
         except ProbingTimeout:
             raise
         except BaseException:

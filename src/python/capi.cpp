@@ -86,6 +86,7 @@ Result<const CApi*> load_once() {
   PROBING_RESOLVE(PyList_Size);
   PROBING_RESOLVE(PyList_GetItem);
   PROBING_RESOLVE(PyList_Append);
+  PROBING_RESOLVE(PySequence_List);
   PROBING_RESOLVE(PyType_GetFlags);
   PROBING_RESOLVE(Py_IncRef);
   PROBING_RESOLVE(Py_DecRef);

@@ -63,6 +63,7 @@ struct CApi {
   long (*PyList_Size)(PyObject*);
   PyObject* (*PyList_GetItem)(PyObject*, long);  // borrowed
   int (*PyList_Append)(PyObject*, PyObject*);
+  PyObject* (*PySequence_List)(PyObject*);  // list(iterable)
   unsigned long (*PyType_GetFlags)(void* type);
   void (*Py_IncRef)(PyObject*);
   void (*Py_DecRef)(PyObject*);

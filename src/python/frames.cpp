@@ -2,8 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
+#include <vector>
 
 #include "core/proc_files.h"
 #include "python/gil_free.h"
@@ -16,18 +18,16 @@ extern const char kBacktraceHelpersSource[];
 
 namespace {
 
-// _locals_snapshot(frame): frame.f_locals, as a dict the frame does not keep. On 3.9-3.12 reading
+// locals_snapshot(frame): frame.f_locals, as a dict the frame does not keep. On 3.9-3.12 reading
 // f_locals makes a dict of the frame's locals and keeps it on the frame, where it holds every local
 // the function lets go of afterwards (a tensor, a file) until the frame returns or f_locals is read
 // again. When the frame had no such dict, the one made is taken off it again (with 3.11-3.12's
 // f_fast_as_locals put back as it was), as if it had never been read; a dict it had (made by the
 // program's locals(), a tracer, a debugger) is refreshed, as any read of f_locals does, and left.
 // Nothing is written unless the slot the offsets name holds exactly the dict f_locals returned. 3.13+
-// keep no dict (f_locals is a proxy) and have no slot in the offsets. METH_O. REQUIRES: GIL held.
-PyObject* locals_snapshot(PyObject*, PyObject* frame) noexcept {
-  Result<const CApi*> loaded = load_capi();
-  if (!loaded.is_ok()) return nullptr;  // not reached: the helper calling it runs on this API
-  const CApi& api = **loaded;
+// keep no dict (f_locals is a proxy) and have no slot in the offsets. A new reference, or null with
+// the error set. REQUIRES: GIL held.
+PyObject* locals_snapshot(const CApi& api, PyObject* frame) noexcept {
   PyObject** slot = nullptr;
   char* made_mark = nullptr;  // 3.11-3.12's f_fast_as_locals
   const Result<layout::InterpreterReader>& reader = this_interpreter();
@@ -58,9 +58,124 @@ PyObject* locals_snapshot(PyObject*, PyObject* frame) noexcept {
   return locals;
 }
 
-MethodDef g_locals_snapshot_def{"_locals_snapshot", reinterpret_cast<void*>(locals_snapshot),
-                                static_cast<int>(kMethO), nullptr};
-MethodDef* const kBacktraceNatives[] = {&g_locals_snapshot_def, nullptr};
+// Appends `owned` to `list` and lets it go; false (error set) when either fails.
+bool append_owned(const CApi& api, PyObject* list, PyObject* owned) {
+  if (owned == nullptr) return false;
+  const int rc = api.PyList_Append(list, owned);
+  api.Py_DecRef(owned);
+  return rc == 0;
+}
+
+// A frame's locals as a list of (name, value), or null (no error set) when they are not a dict
+// or a FrameLocalsProxy (`proxy_type`): a class body's own mapping is not asked, its items()
+// would run code of the program's.
+PyObject* locals_items(const CApi& api, PyObject* frame, PyObject* proxy_type) {
+  PyRef locals(api, locals_snapshot(api, frame));
+  if (locals && (type_of(locals.get()) == api.PyDict_Type || type_of(locals.get()) == proxy_type)) {
+    PyRef items(api, api.PyObject_GetAttrString(locals.get(), "items"));
+    PyRef view = items ? PyRef(api, api.PyObject_CallFunctionObjArgs(items.get(), nullptr)) : PyRef();
+    if (PyObject* list = view ? api.PySequence_List(view.get()) : nullptr) return list;
+  }
+  api.PyErr_Clear();
+  return nullptr;
+}
+
+// [frame, f_lineno, f_lasti, f_globals, items or None] of one frame: what is read of it later.
+PyObject* seen_frame(const CApi& api, PyObject* frame, bool with_locals, PyObject* proxy_type) {
+  PyObject* entry = api.PyList_New(0);
+  if (entry == nullptr) return nullptr;
+  api.Py_IncRef(frame);
+  PyObject* items = with_locals ? locals_items(api, frame, proxy_type) : nullptr;
+  if (items == nullptr) {
+    items = api.None;
+    api.Py_IncRef(items);
+  }
+  if (append_owned(api, entry, frame) &&
+      append_owned(api, entry, api.PyObject_GetAttrString(frame, "f_lineno")) &&
+      append_owned(api, entry, api.PyObject_GetAttrString(frame, "f_lasti")) &&
+      append_owned(api, entry, api.PyObject_GetAttrString(frame, "f_globals")) &&
+      append_owned(api, entry, items)) {
+    return entry;
+  }
+  api.Py_DecRef(entry);
+  return nullptr;
+}
+
+// _snapshot(current_frames, wanted, me, want_locals, max_depth, proxy_type): the frames of the
+// threads of `wanted` (a list of idents; None: every thread but `me`), innermost first, as
+// [[ident, [seen_frame...], truncated], ...], with their locals when want_locals is true (the
+// innermost frame's always). current_frames is sys._current_frames; proxy_type is the type of an
+// optimized frame's f_locals (FrameLocalsProxy on 3.13+, dict before).
+//
+// In C so that the GIL cannot go while it runs: no bytecode runs, so no switch interval hands the
+// GIL to another thread halfway, and collection is off (HelperCall::reads_other_threads), so no
+// finalizer runs. The frames are all running when they are read; what is read of them later
+// (source lines, reprs, a lock's owner) is read from this. A frame that is no longer running is
+// not safe to read on every interpreter: CPython 3.13.0-3.13.5 (gh-125723) free the locals of a
+// generator closed while something holds its frame's object and leave them in place, so a later
+// read meets freed objects; it crashed the target (SIGSEGV in PyTuple_Pack under
+// FrameLocalsProxy.items()). METH_FASTCALL. REQUIRES: GIL held.
+PyObject* snapshot(PyObject*, PyObject* const* args, long nargs) noexcept {
+  Result<const CApi*> loaded = load_capi();
+  if (!loaded.is_ok()) return nullptr;
+  const CApi& api = **loaded;
+  if (nargs != 6) {
+    api.PyErr_SetString(api.exc_type_error, "_snapshot takes 6 arguments");
+    return nullptr;
+  }
+  PyObject* wanted = args[1];
+  const long long me = api.PyLong_AsLongLong(args[2]);
+  const int want_locals = api.PyObject_IsTrue(args[3]);
+  const long long max_depth = api.PyLong_AsLongLong(args[4]);
+  PyObject* proxy_type = args[5];
+  if (api.PyErr_Occurred() != nullptr) return nullptr;
+  std::vector<long long> idents;
+  if (wanted != api.None) {
+    const long n = api.PyList_Size(wanted);
+    if (n < 0) return nullptr;
+    for (long i = 0; i < n; ++i) idents.push_back(api.PyLong_AsLongLong(api.PyList_GetItem(wanted, i)));
+    if (api.PyErr_Occurred() != nullptr) return nullptr;
+  }
+  PyRef frames(api, api.PyObject_CallFunctionObjArgs(args[0], nullptr));
+  PyRef out(api, api.PyList_New(0));
+  if (!frames || !out) return nullptr;
+  long pos = 0;
+  PyObject* key = nullptr;
+  PyObject* top = nullptr;
+  while (api.PyDict_Next(frames.get(), &pos, &key, &top)) {
+    const long long ident = api.PyLong_AsLongLong(key);
+    if (api.PyErr_Occurred() != nullptr) return nullptr;
+    if (ident == me ||
+        (wanted != api.None && std::find(idents.begin(), idents.end(), ident) == idents.end())) {
+      continue;
+    }
+    PyRef stack(api, api.PyList_New(0));
+    if (!stack) return nullptr;
+    PyRef frame = PyRef::borrow(api, top);
+    long long depth = 0;
+    for (; frame && frame.get() != api.None && depth < max_depth; ++depth) {
+      if (!append_owned(api, stack.get(),
+                        seen_frame(api, frame.get(), want_locals == 1 || depth == 0, proxy_type))) {
+        return nullptr;
+      }
+      frame = PyRef(api, api.PyObject_GetAttrString(frame.get(), "f_back"));
+      if (!frame) return nullptr;
+    }
+    const bool truncated = frame && frame.get() != api.None;
+    PyRef thread(api, api.PyList_New(0));
+    if (!thread || !append_owned(api, thread.get(), PyRef::borrow(api, key).release()) ||
+        !append_owned(api, thread.get(), stack.release()) ||
+        !append_owned(api, thread.get(), api.PyLong_FromLongLong(truncated ? 1 : 0)) ||
+        !append_owned(api, out.get(), thread.release())) {
+      return nullptr;
+    }
+  }
+  return out.release();
+}
+
+MethodDef g_snapshot_def{"_snapshot", reinterpret_cast<void*>(snapshot), static_cast<int>(kMethFastcall),
+                         nullptr};
+MethodDef* const kBacktraceNatives[] = {&g_snapshot_def, nullptr};
 const HelperSource kBacktraceHelpers{kBacktraceHelpersSource, "probing._backtrace", kBacktraceNatives};
 
 // Each thread's state as the kernel reports it now ("sleeping in futex", "running"), where its

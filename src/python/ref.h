@@ -34,6 +34,8 @@ class PyRef {
   }
 
   PyObject* get() const noexcept { return obj_; }
+  // Hands the reference over to the caller (for a function that returns or steals it).
+  PyObject* release() noexcept { return std::exchange(obj_, nullptr); }
   explicit operator bool() const noexcept { return obj_ != nullptr; }
   // Without the GIL (a worker unwound by CPython's pthread_exit at interpreter exit) the
   // reference is leaked rather than touched.

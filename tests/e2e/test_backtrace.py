@@ -266,6 +266,32 @@ def test_locals_while_the_main_thread_churns(py):
 
 
 @pytest.mark.parametrize("py", PARAMS)
+def test_locals_of_a_generator_closed_during_the_capture(py):
+    """The main thread is inside a generator, in a function whose source file no capture has
+    read yet; reading that file lets the GIL go, the thread returns, and the generator is closed
+    and freed while the capture holds its frame. Every frame's locals are read before that
+    (backtrace_helpers._snapshot): on CPython 3.13.0-3.13.5 a read after it met freed locals
+    (gh-125723) and crashed the target. Each stack that shows the generator shows its local as
+    it was; the target runs to its end."""
+    with Target("generator_close.py", py, args=[12]) as t:
+        seen = 0
+        while t.alive() and seen < 40:
+            rc, out, err = run_cli(t.pid, "backtrace", "--json", "--locals", timeout=30)
+            if rc != 0:
+                continue  # the target ended (its exit status is checked below)
+            for f in main_thread(json.loads(out))["frames"]:
+                if f["func"] == "generator":
+                    values = {x["name"]: x["value"] for x in f["locals"]}
+                    assert values["payload"] == "['payload', 1, 2.5]", f
+                    assert values["module"].startswith("<module 'generated_"), f
+                    seen += 1
+        assert t.wait_exit(60) == 0, t.stderr_lines()[-30:]
+        assert t.stdout_lines()[-1].startswith("done "), t.stdout_lines()[-5:]
+        assert seen >= 10, seen
+        assert t.stdout_lines()[-1].startswith("done "), t.stdout_lines()[-5:]
+
+
+@pytest.mark.parametrize("py", PARAMS)
 def test_reading_locals_keeps_nothing_alive(py):
     """A stack read with locals leaves no reference on the frames it read: a local the program
     lets go of afterwards is freed at once, as if the stack had never been read. A locals() dict of
