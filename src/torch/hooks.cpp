@@ -125,6 +125,7 @@ struct Tracer {
   PyObject* cuda_start = nullptr;   // (check_capture) -> [event, children] or None
   PyObject* cuda_finish = nullptr;  // (name, stage, started, parent's, start time, module or None)
   PyObject* after_step = nullptr;   // () after an optimizer step wrapped here
+  PyObject* running = nullptr;      // (module) -> whether its forward runs on this thread already
   // While torch.module_backward is on, else null: (inputs) -> their autograd nodes, before a
   // traced call's forward; (name, those nodes, output, start ns, end ns, had traced children)
   // after it. For calls under a model. The `kept` ones hold the references (never released: a
@@ -381,6 +382,28 @@ bool enter_top_level(Tracer& t, ThreadStack& s, PyObject* module) {
   return v != 0 && t.on && s.generation == t.generation;
 }
 
+// A module called while an entry of its own is on this thread's stack: a recursion, or a call
+// after a forward of it raised. PyTorch before 2.1 runs no post hook for a forward that raised,
+// so its entry and those above it stay; without an optimizer step to clear them (an inference
+// server that answers a bad request with an exception) the stack would never be empty again and
+// no step be counted. torch_trace.py's `running` tells the two apart from the Python stack (only
+// in this case: a scan of a few pointers otherwise). False when tracing stopped meanwhile, or on
+// an interrupt (left set).
+bool drop_entries_left_by_a_raise(Tracer& t, ThreadStack& s, PyObject* module) {
+  size_t i = s.entries.size();
+  while (i > 0 && s.entries[i - 1].module != module) --i;
+  if (i == 0 || t.running == nullptr) return true;
+  const CApi& api = *t.api;
+  const uint64_t generation = t.generation;
+  PyObject* r = call(api, t.running, module);
+  if (r == nullptr) return false;
+  const int running = api.PyObject_IsTrue(r);
+  api.Py_DecRef(r);
+  if (running < 0) return false;
+  if (!running && generation == t.generation && s.generation == generation) clear_entries(api, s, i - 1);
+  return t.on && generation == t.generation && s.generation == generation;
+}
+
 // register_module_forward_pre_hook(hook): hook(module, inputs). METH_FASTCALL.
 PyObject* forward_pre(PyObject*, PyObject* const* args, long nargs) noexcept {
   Tracer& t = tracer();
@@ -388,6 +411,9 @@ PyObject* forward_pre(PyObject*, PyObject* const* args, long nargs) noexcept {
   if (!t.on || nargs < 1) return none(api);
   ThreadStack& s = this_thread(t);
   PyObject* module = args[0];
+  if (!s.entries.empty() && !drop_entries_left_by_a_raise(t, s, module)) {
+    return api.PyErr_Occurred() != nullptr ? nullptr : none(api);
+  }
   if (s.entries.empty() && !enter_top_level(t, s, module)) {
     return api.PyErr_Occurred() != nullptr ? nullptr : none(api);
   }
@@ -591,18 +617,20 @@ PyObject* raise(const CApi& api, const char* message) {
   return nullptr;
 }
 
-// _native_start(top_level, name_in, cuda_start, cuda_finish, after_step): tracing on, from a new
-// generation (no thread keeps entries of an earlier install's calls), no names kept.
+// _native_start(top_level, name_in, cuda_start, cuda_finish, after_step, running): tracing on,
+// from a new generation (no thread keeps entries of an earlier install's calls), no names kept.
 PyObject* native_start(PyObject*, PyObject* const* args, long nargs) noexcept {
   Tracer& t = tracer();
   const CApi& api = *t.api;
-  if (nargs != 5) return raise(api, "_native_start(top_level, name_in, cuda_start, cuda_finish, after_step)");
+  if (nargs != 6) {
+    return raise(api, "_native_start(top_level, name_in, cuda_start, cuda_finish, after_step, running)");
+  }
   if (t.store == nullptr) {
     std::shared_ptr<sql::ColumnStore> store = sql::Engine::get().find_store("python", "torch_trace");
     if (store == nullptr) return raise(api, "python.torch_trace is not registered");
     t.store = store.get();  // the engine keeps its stores for the life of the process
   }
-  PyObject** slots[] = {&t.top_level, &t.name_in, &t.cuda_start, &t.cuda_finish, &t.after_step};
+  PyObject** slots[] = {&t.top_level, &t.name_in, &t.cuda_start, &t.cuda_finish, &t.after_step, &t.running};
   for (long i = 0; i < nargs; ++i) {
     api.Py_IncRef(args[i]);
     if (*slots[i] != nullptr) api.Py_DecRef(*slots[i]);

@@ -168,6 +168,26 @@ def _running_modules(module):
     return found
 
 
+def _running(module):
+    """Called by the native pre hook when `module` is called while an entry of its own is on this
+    thread's stack: whether its forward is running on this thread besides the call being entered
+    (a recursion), or not (the entry was left by a forward that raised: PyTorch before 2.1 runs no
+    post hook for it, and the entries from it up are dropped)."""
+    try:
+        own = True  # the innermost _call_impl is the call being entered
+        f = sys._getframe(1)
+        while f is not None:
+            if _is_call_impl(f.f_code):
+                if own:
+                    own = False
+                elif f.f_locals.get("self") is module:
+                    return True
+            f = f.f_back
+        return False
+    except Exception:
+        return True  # nothing dropped
+
+
 def _threads_in_a_forward():
     """The threads with a module's forward running now (a Module._call_impl frame on their stack):
     only on those can a module be called on an empty stack from inside a forward that began before
@@ -697,7 +717,7 @@ def install(append, sample_rate, module_backward=False):
         S.cuda = S.torch_cuda = None
     try:
         # names forgotten, no thread keeps entries of an earlier install's calls
-        _native_start(_top_level, _name_in, _cuda_start, _cuda_finish, _after_step)
+        _native_start(_top_level, _name_in, _cuda_start, _cuda_finish, _after_step, _running)
         _native_set_cuda(S.cuda is not None)
         _install_hooks(torch, module_mod, optim_mod)
         S.walk_threads = _threads_in_a_forward()
