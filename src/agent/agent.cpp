@@ -18,6 +18,7 @@
 #include <optional>
 #include <thread>
 
+#include "agent/exceptions.h"
 #include "agent/subprocesses.h"
 #include "bindings/table_binding.h"
 #include "core/clock.h"
@@ -27,8 +28,8 @@
 #include "profile/sampler.h"
 #include "python/capi.h"
 #include "server/audit.h"
-#include "server/cluster.h"
 #include "server/auth.h"
+#include "server/cluster.h"
 #include "server/http_server.h"
 #include "server/routes.h"
 #include "sql/tables/tables.h"
@@ -200,6 +201,7 @@ void bootstrap() noexcept {
     profile::start_sampler();
     torch::start_torch_tracing();
     start_subprocess_agents();
+    start_exception_capture();
     if (options.remote.enabled) {
       info->remote_address = (*srv)->remote_address();
       if (!info->remote_address.empty()) {

@@ -265,6 +265,10 @@ void declare_builtin_settings(Settings& s) {
   s.declare("subprocesses", SettingKind::kBool, "off",
             "Give each child the process forks (os.fork: DataLoader and multiprocessing workers) an agent of "
             "its own, loaded in Python's after-fork hook; `probing launch` turns it on.");
+  s.declare("exceptions.capture", SettingKind::kBool, "on",
+            "Record exceptions no code caught (a thread's, the main thread's, those in a __del__) into "
+            "python.exceptions, with their stack and locals in brief: the agent's hooks wrap "
+            "sys.excepthook, sys.unraisablehook and threading.excepthook, and the program's own still run.");
   s.declare("torch.trace", SettingKind::kBool, "on",
             "Trace PyTorch module calls, backward passes, optimizer steps and DataLoader waits into "
             "python.torch_trace once torch is imported (PROBING_TORCH sets it too).");

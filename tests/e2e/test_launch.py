@@ -136,12 +136,14 @@ def _threads(pid):
 
 
 def test_no_handler_threads_until_a_request(interp, target_factory):
-    # An agent that has served nothing runs its I/O thread, two watchers (probing-metrics,
-    # probing-torch) and the sampler, and nothing else: no handler thread holds a lock when the
-    # host forks. (The sampler's locks are its own tables', which no child touches.)
+    # An agent that has served nothing runs its I/O thread, three watchers (probing-metrics,
+    # probing-torch, probing-exc), the sampler, and the Python worker the exception hooks' watcher
+    # installs them with (idle between its checks: it holds no lock), and nothing else: no handler
+    # thread holds a lock when the host forks. (The sampler's locks are its own tables', which no
+    # child touches.)
     plain = target_factory("idle.py", interp, mode="none")
     agent = target_factory("idle.py", interp, mode="preload")
-    expected = _threads(plain.pid) + 4
+    expected = _threads(plain.pid) + 6
     deadline = time.monotonic() + 5  # the bootstrap thread ends just after the agent answers
     while _threads(agent.pid) != expected and time.monotonic() < deadline:
         time.sleep(0.02)

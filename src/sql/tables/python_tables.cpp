@@ -449,7 +449,33 @@ Status add_recorded_tables(Engine& engine) {
                              {"thread_id", kInt, "threading ident of the thread"},
                              {"attrs", kText, "its keyword attributes as a JSON object"}},
       limits);
-  return engine.add_store(events, "probing.event(name, **attrs): points in time.");
+  PROBING_RETURN_IF_ERROR(engine.add_store(events, "probing.event(name, **attrs): points in time."));
+  auto exceptions = std::make_shared<ColumnStore>(
+      "python", "exceptions",
+      std::vector<ColumnDef>{
+          {"time", kReal, "when the exception reached the hook, unix time in seconds"},
+          {"kind", kText,
+           "uncaught (sys.excepthook: the main thread's, ending the program), thread (threading.excepthook: "
+           "a thread's, ending that thread) or unraisable (sys.unraisablehook: in a __del__, a callback, a "
+           "generator's close; the program goes on)"},
+          {"thread", kText, "the thread's name; NULL when threading is not imported"},
+          {"thread_id", kInt, "threading ident of the thread"},
+          {"type", kText, "the exception's class (module.Class, built-ins without module)"},
+          {"message", kText, "str() of the exception, at most 1000 characters"},
+          {"file", kText, "where it was raised: the innermost frame's file"},
+          {"line", kInt, "and line"},
+          {"function", kText, "and function (qualified name on 3.11+)"},
+          {"stack", kText,
+           "the traceback as a JSON list, innermost frame first: func, file, lineno, locals (name, value in "
+           "brief: no code of the program's runs, kind); 32 frames and 32 locals each at most, 64 KiB"},
+          {"chain", kText,
+           "the exceptions it was raised from or during, as a JSON list of {how: cause|context, type, "
+           "message}; NULL when none"},
+          {"context", kText, "unraisable only: what CPython says it was raised in (err_msg: the object)"}},
+      ColumnStore::Limits{1000, 16 << 20, 256});
+  return engine.add_store(exceptions,
+                          "Exceptions no code caught: each thread's, the main thread's last one, and those "
+                          "raised where nothing can catch them (exceptions.capture).");
 }
 
 }  // namespace
