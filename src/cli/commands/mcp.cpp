@@ -146,7 +146,8 @@ nlohmann::json tools(bool allow_eval) {
                   {"target"})),
       tool("query",
            "SQL (SQLite) over what the process is and recorded: python.backtrace, python.threads, "
-           "python.torch_trace (module timings per step), python.hangs, python.samples, process.memory, "
+           "python.torch_trace (module timings per step), python.hangs, python.exceptions (threads that "
+           "died, with their locals), python.samples, process.memory, "
            "process.metrics, ... SELECT * FROM information_schema.tables lists them all. Read-only.",
            schema(
                {{"target", kTarget}, {"sql", {{"type", "string"}, {"description", "one SELECT statement"}}}},
