@@ -32,8 +32,8 @@ def _exception_type(t):
 
 
 def _exception_text(exc):
-    """"Type: message", as a traceback's last line says it (the exception's own __str__ runs, as
-    it does there), bounded."""
+    """str() of the exception, as a traceback's last line shows it after the type (its own
+    __str__ runs, as it does there), at most 1000 characters."""
     try:
         text = str(exc)
     except BaseException as e:
