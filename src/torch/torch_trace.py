@@ -147,23 +147,27 @@ def _is_call_impl(code):
     return code.co_name == "_call_impl" and code.co_filename.endswith(_MODULE_FILE)
 
 
+def _outer_calls(frame):
+    """The modules of the Module._call_impl frames from `frame` outwards, innermost first, the
+    innermost one left out: it is the call being entered, whose locals are not read."""
+    own = True
+    while frame is not None:
+        if _is_call_impl(frame.f_code):
+            if own:
+                own = False
+            else:
+                m = frame.f_locals.get("self")
+                if m is not None:
+                    yield m
+        frame = frame.f_back
+
+
 def _running_modules(module):
     """The modules whose forward is running on this thread, outermost first, from the Python stack
     (each one's Module._call_impl frame), without `module` (the one being called now). Empty for a
     top-level call; not empty when tracing started in the middle of a forward (a toggle, an
     inject), so that those modules are not taken for top models."""
-    found = []
-    own = True  # the innermost _call_impl is `module`'s own: its locals are not read
-    f = sys._getframe(2)
-    while f is not None:
-        if _is_call_impl(f.f_code):
-            if own:
-                own = False
-            else:
-                m = f.f_locals.get("self")
-                if m is not None and m is not module:
-                    found.append(m)
-        f = f.f_back
+    found = [m for m in _outer_calls(sys._getframe(2)) if m is not module]
     found.reverse()
     return found
 
@@ -174,16 +178,7 @@ def _running(module):
     (a recursion), or not (the entry was left by a forward that raised: PyTorch before 2.1 runs no
     post hook for it, and the entries from it up are dropped)."""
     try:
-        own = True  # the innermost _call_impl is the call being entered
-        f = sys._getframe(1)
-        while f is not None:
-            if _is_call_impl(f.f_code):
-                if own:
-                    own = False
-                elif f.f_locals.get("self") is module:
-                    return True
-            f = f.f_back
-        return False
+        return any(m is module for m in _outer_calls(sys._getframe(1)))
     except Exception:
         return True  # nothing dropped
 
