@@ -66,6 +66,7 @@ struct PythonExecutor::Job {
   pid_t native_thread = 0;  // the worker's kernel thread id, set with thread_ident
   std::string failure;      // set when the work could not run or threw
   std::atomic<bool> interrupt_pending{false};
+  bool interrupt_sent = false;  // an exception was set in the worker (under mu, with the GIL)
 };
 
 PythonExecutor::Limits PythonExecutor::make_limits(double gil_timeout_s, double run_timeout_s,
@@ -205,6 +206,18 @@ Status PythonExecutor::interrupt_tagged(const std::string& tag, const InterruptT
   // interrupt() re-checks kRunning with the GIL held, so it cannot hit later work.
   spawn_interrupt(job, type);
   return {};
+}
+
+// Evaluates `None`, so that an interrupt still pending in this thread is raised there (which takes
+// it off the eval breaker) and dropped.
+void PythonExecutor::absorb_interrupt(const CApi& api) {
+  PyObject* globals = api.PyDict_New();
+  if (globals != nullptr) {
+    PyObject* r = api.PyRun_StringFlags("None", kPyEvalInput, globals, globals, nullptr);
+    if (r != nullptr) api.Py_DecRef(r);
+    api.Py_DecRef(globals);
+  }
+  if (api.PyErr_Occurred() != nullptr) api.PyErr_Clear();
 }
 
 void PythonExecutor::ask_main_thread_to_step_aside() {
@@ -363,6 +376,7 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::interrupt(const CApi& api, st
       std::lock_guard<std::mutex> lock(job->mu);
       if (job->state == Job::State::kRunning && exc != nullptr) {
         api.PyThreadState_SetAsyncExc(job->thread_ident, exc);
+        job->interrupt_sent = true;
       }
     }
     api.PyGILState_Release(gil);
@@ -417,13 +431,22 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::execute(Job& job) {
   } catch (...) {
     failure = "unknown exception";
   }
-  // An interrupt that arrived after the work's last bytecode must not outlive it.
-  api_.PyThreadState_SetAsyncExc(job.thread_ident, nullptr);
+  bool interrupted = false;
   {
     std::lock_guard<std::mutex> lock(job.mu);
+    interrupted = job.interrupt_sent;
     job.failure = failure;
-    job.state = Job::State::kDone;
+    job.state = Job::State::kDone;  // no interrupt is sent from here on
   }
+  // An interrupt that arrived after the work's last bytecode must not outlive it; only then is
+  // there one to take (outside job.mu: taking it runs Python, which may let the GIL go to an
+  // interrupter that wants that lock). It is raised and dropped, not cleared with
+  // PyThreadState_SetAsyncExc(id, NULL): any call of that raises the interpreter's eval breaker,
+  // and on 3.9-3.12 the breaker then stays up until a thread with an exception pending takes it.
+  // Every thread of the program handled it at each call and loop from the agent's first request
+  // on, and a thread being traced (a probe, pdb, coverage) on 3.11 ran its function's RESUME
+  // again and again, for good.
+  if (interrupted) absorb_interrupt(api_);
   job.cv.notify_all();
   api_.PyGILState_Release(gil);
 }

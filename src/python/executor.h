@@ -81,6 +81,7 @@ class PythonExecutor {
   static void interrupt(const CApi& api, std::shared_ptr<Job> job, InterruptType type);
   void spawn_interrupt(const std::shared_ptr<Job>& job, const InterruptType& type);
   void ask_main_thread_to_step_aside();
+  static void absorb_interrupt(const CApi& api);
   static int step_aside(void* executor);     // a pending call: runs on the main thread, with the GIL
   static int run_main_jobs(void* executor);  // the same, for run_on_main_thread
   bool queue_main_call();                    // false when CPython's queue is full

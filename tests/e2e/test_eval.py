@@ -468,3 +468,24 @@ def test_answers_a_busy_event_loop(interp, target_factory):
         assert time.monotonic() - t0 < 3.0, "eval took %.1f s" % (time.monotonic() - t0)
     time.sleep(0.3)
     assert int(eval_ok(t.pid, "counter").strip()) > before, "the loop stopped"
+
+
+@pytest.mark.parametrize("py", interpreter_params())
+def test_a_program_that_traces_itself_goes_on_after_requests(py, target_factory):
+    """The agent's requests leave nothing pending in the interpreter: a thread in tracing mode
+    (sys.settrace, as under coverage or pdb) kept finding the eval breaker raised after the
+    first one, and on 3.11 ran its function's first instruction again and again for good."""
+    t = target_factory("traced_loop.py", py, mode="launch")
+
+    def calls():
+        start = len(t.stdout_lines())
+        t.write("\n")
+        i = t.wait_line(lambda l: l.startswith("calls "), start=start)
+        return int(t.stdout_lines()[i].split()[1])
+
+    assert run_cli(t.pid, "eval", "1")[0] == 0
+    assert run_cli(t.pid, "backtrace")[0] == 0
+    before = calls()
+    time.sleep(0.3)
+    after = calls()
+    assert after > before + 1000, (before, after)
