@@ -13,6 +13,7 @@
 #include "bindings/table_binding.h"
 #include "core/log.h"
 #include "core/settings.h"
+#include "python/frames.h"
 #include "python/helpers.h"
 #include "python/ref.h"
 #include "python/runtime.h"
@@ -64,21 +65,37 @@ Result<nlohmann::json> keep_hooks(python::PythonRuntime& runtime, bool on) {
                              python::HelperCall(kWaitS, 2));
 }
 
+// Compiles the backtrace helper once the program is past its first seconds (frames.h says why);
+// true once done, or once it failed other than for want of the GIL (a backtrace then says why).
+bool load_backtrace_helper(python::PythonRuntime& runtime) {
+  std::shared_ptr<void> token = std::make_shared<char>(0);  // freed with the work, as keep_hooks'
+  g_in_flight = token;
+  Status st = python::load_backtrace_helper(runtime, kWaitS, std::move(token));
+  return st.code() != Code::kTimeout;
+}
+
 // Keeps the hooks as the setting says. Touches Python only while the setting is on, or while
 // hooks of the agent's may still be in (until the first call after it went off). A check is one
-// call of the helper: some microseconds of the GIL every kIntervalS.
+// call of the helper: some microseconds of the GIL every kIntervalS. After the first checks it
+// also has the backtrace helper compiled, once.
 void watch() noexcept {
   ::pthread_setname_np(::pthread_self(), "probing-exc");
   try {
     bool in = false;  // hooks of the agent's may be in place
+    bool helper_loaded = false;
     std::string said;
     for (int checks = 0;; ++checks) {
       std::this_thread::sleep_for(
           std::chrono::duration<double>(checks < kFirstChecks ? kFirstIntervalS : kIntervalS));
-      const bool on = settings().get_bool("exceptions.capture");
-      if ((!on && !in) || !g_in_flight.expired()) continue;
+      if (!g_in_flight.expired()) continue;
       Result<python::PythonRuntime*> rt = python::PythonRuntime::get();
       if (!rt.is_ok()) continue;  // not initialized yet (or never: not a Python process)
+      if (!helper_loaded && checks >= kFirstChecks) {
+        helper_loaded = load_backtrace_helper(**rt);
+        continue;
+      }
+      const bool on = settings().get_bool("exceptions.capture");
+      if (!on && !in) continue;
       Result<nlohmann::json> state = keep_hooks(**rt, on);
       if (!state.is_ok()) {
         if (state.status().code() != Code::kTimeout && said != state.status().message()) {

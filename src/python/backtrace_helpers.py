@@ -4,32 +4,98 @@
 # _local_kinds). It reads frames and shows locals briefly and safely: it never imports a module
 # the target has not imported, never touches a tensor's or array's data, and turns any failure of
 # a repr into a placeholder.
-import json
-import linecache
 import os
-import re
 import _thread
+
+_files = {}  # file name -> ((mtime_ns, size), lines): the few files read without linecache
+_MAX_FILES = 32
+_MAX_FILE_BYTES = 4 << 20
+
+
+def _cookie(first_lines):
+    """The encoding a PEP 263 comment in the first two lines names, or None (no `re`)."""
+    for raw in first_lines:
+        line = raw.decode("latin-1").lstrip(" \t\f")
+        if not line.startswith("#"):
+            return None  # the cookie must be in a comment-only line; code ends the search
+        at = line.find("coding")
+        if at >= 0 and line[at + 6:at + 7] in (":", "="):
+            name = line[at + 7:].lstrip(" \t")
+            end = 0
+            while end < len(name) and (name[end].isalnum() or name[end] in "-_."):
+                end += 1
+            return name[:end] or None
+    return None
+
+
+def _lines_of(filename):
+    """The file's lines as linecache gives them (PEP 263 encoding, universal newlines), read
+    directly: linecache imports tokenize, which imports re, and those imports were most of a first
+    backtrace's cost in a process that had none of them. None when it cannot be read so."""
+    try:
+        st = os.stat(filename)
+        if st.st_size > _MAX_FILE_BYTES:
+            return None
+        key = (st.st_mtime_ns, st.st_size)
+        kept = _files.get(filename)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        with open(filename, "rb") as f:
+            data = f.read(_MAX_FILE_BYTES + 1)
+        encoding = "utf-8"
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        else:
+            encoding = _cookie(data.split(b"\n", 2)[:2]) or encoding
+        text = data.decode(encoding, "replace").replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+    except (OSError, LookupError, ValueError):
+        return None
+    if len(_files) >= _MAX_FILES:
+        _files.clear()
+    _files[filename] = (key, lines)
+    return lines
+
+
+def _line(filename, lineno):
+    """Line `lineno` of a source file ('' if there is none): through the program's linecache if it
+    has imported it (its cache, and sources that only a module's loader has), else read here."""
+    if lineno is None or lineno <= 0 or not filename or filename.startswith("<"):
+        return ""
+    try:
+        linecache = sys.modules.get("linecache")
+        if linecache is not None:
+            return linecache.getline(filename, lineno)
+        lines = _lines_of(filename)
+        return lines[lineno - 1] if lines is not None and lineno <= len(lines) else ""
+    except BaseException:
+        return ""
 
 
 def _source(filename, lineno):
-    if lineno is None or lineno <= 0 or not filename or filename.startswith("<"):
-        return None
-    try:
-        text = linecache.getline(filename, lineno)
-    except BaseException:
-        return None
-    return text.strip() or None
+    return _line(filename, lineno).strip() or None
 
 
 _LOCK = type(_thread.allocate_lock())
 _RLOCK = _thread.RLock
 _MISSING = object()
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
-# `with A, B as c:` (every item) and `NAME.acquire(`: how a thread comes to wait for a lock.
-_WITH = re.compile(r"\bwith\s+(.*?):?\s*(?:#.*)?$")
-_ACQUIRE = re.compile(r"(" + _NAME + r")\.acquire\(")
-_WITH_ITEM = re.compile(r"^\(?\s*(" + _NAME + r")\s*(?:as\s+\w+)?\s*\)?$")
-_RLOCK_OWNER = re.compile(r"owner=(\d+)")
+_patterns = None
+
+
+def _lock_patterns():
+    """(WITH, ACQUIRE, WITH_ITEM, RLOCK_OWNER), compiled on first need: `re` is imported only when
+    a frame is at a `with` or an `.acquire(` (a first backtrace of a process without `re` spent
+    most of its time importing it)."""
+    global _patterns
+    if _patterns is None:
+        import re
+        name = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+        # `with A, B as c:` (every item) and `NAME.acquire(`: how a thread comes to wait for a lock.
+        _patterns = (re.compile(r"\bwith\s+(.*?):?\s*(?:#.*)?$"),
+                     re.compile(r"(" + name + r")\.acquire\("),
+                     re.compile(r"^\(?\s*(" + name + r")\s*(?:as\s+\w+)?\s*\)?$"),
+                     re.compile(r"owner=(\d+)"))
+    return _patterns
 _DICT_SLOT = type(type.__dict__["__dict__"])  # getset_descriptor: the built-in __dict__
 _MRO = type.__dict__["__mro__"].__get__
 _CLASS_DICT = type.__dict__["__dict__"].__get__
@@ -84,7 +150,7 @@ def _resolve(dotted, f_locals, f_globals):
 
 
 def _rlock_owner(obj):
-    m = _RLOCK_OWNER.search(repr(obj))  # the C type's own repr
+    m = _lock_patterns()[3].search(repr(obj))  # the C type's own repr
     return int(m.group(1)) if m else 0
 
 
@@ -103,7 +169,7 @@ def _segments_at(code, lasti):
                 break
             one_line = lineno is not None and lineno == end_lineno and None not in (col, end_col)
             if i >= at - 1 and one_line:
-                out.append(linecache.getline(code.co_filename, lineno)[col:end_col].strip())
+                out.append(_line(code.co_filename, lineno)[col:end_col].strip())
     except BaseException:
         return []
     return out[::-1]
@@ -136,13 +202,14 @@ def _waited_lock(seen, waiter):
         if code is _threading_code("Condition.wait"):
             return {"kind": "threading.Condition", "expr": "self", "address": "0x%x" % id(me), "owner": None}
     line = _source(code.co_filename, seen.lineno)
-    if not line:
+    if not line or ("with" not in line and ".acquire(" not in line):
         return None
-    names = [m.group(1) for m in _ACQUIRE.finditer(line)]
-    m = _WITH.search(line)
+    with_, acquire, with_item, _ = _lock_patterns()
+    names = [m.group(1) for m in acquire.finditer(line)]
+    m = with_.search(line)
     if m:
         for item in m.group(1).split(","):
-            item_match = _WITH_ITEM.match(item.strip())
+            item_match = with_item.match(item.strip())
             if item_match:
                 names.append(item_match.group(1))
     found = []
@@ -216,6 +283,12 @@ def _entries(seen, want_locals, r, deadline):
     return out
 
 
+def loaded():
+    """Called once by the agent after the program's first seconds (frames.cpp:
+    load_backtrace_helper): this text is compiled then, not by the first backtrace."""
+    return None
+
+
 def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s, main_ident, user_reprs=1):
     """The backtrace as JSON text. want_thread: a threading ident or native tid, or 0 for the main
     thread; want_all: every thread; main_ident: the main thread's ident as the agent read it
@@ -271,4 +344,4 @@ def capture(want_thread, want_all, want_locals, max_depth, repr_chars, budget_s,
             "waiting_for": waiting_for,
         })
     threads.sort(key=lambda th: (not th["is_main"], th["thread_id"]))
-    return json.dumps({"threads": threads, "names": names})
+    return {"threads": threads, "names": names}  # read natively (helpers.cpp: from_python)

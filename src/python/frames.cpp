@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <vector>
@@ -319,6 +320,14 @@ ScopedUserReprs::ScopedUserReprs(bool allowed) noexcept : saved_(t_user_reprs) {
 
 ScopedUserReprs::~ScopedUserReprs() { t_user_reprs = saved_; }
 
+Status load_backtrace_helper(PythonRuntime& runtime, double gil_timeout_s, std::shared_ptr<void> kept) {
+  MakeArgs none = [kept = std::move(kept)](const CApi&) -> Result<std::vector<PyRef>> {
+    return std::vector<PyRef>{};
+  };
+  return call_helper(runtime, kBacktraceHelpers, "loaded", std::move(none), HelperCall(gil_timeout_s, 2))
+      .status();
+}
+
 Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const BacktraceOptions& options) {
   double budget_s = std::min(options.run_timeout_s * 0.75, options.locals_budget_s);
   nlohmann::json args = {options.thread,     options.all ? 1 : 0,    options.locals ? 1 : 0,
@@ -326,9 +335,22 @@ Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const Backtrace
                          static_cast<long long>(main_thread_ident()), options.user_reprs ? 1 : 0};
   HelperCall call(options.gil_timeout_s, options.run_timeout_s);
   call.reads_other_threads = true;
+  // Set when it ran past run_timeout_s and was interrupted: a repr that ran on is caught by the
+  // helper (`<repr interrupted>`) and the answer stands; the interrupt landing anywhere else fails
+  // the capture, and the stacks are read without the GIL instead.
+  bool interrupted = false;
+  call.interrupted = &interrupted;
   Result<nlohmann::json> reply = call_helper(runtime, kBacktraceHelpers, "capture", args, call);
-  if (Code code = reply.status().code(); code == Code::kTimeout || code == Code::kUnavailable) {
-    Result<nlohmann::json> j = capture_backtrace_gil_free(options, reply.status().message());
+  const bool failed_on_interrupt = !reply.is_ok() && interrupted;
+  if (Code code = reply.status().code();
+      code == Code::kTimeout || code == Code::kUnavailable || failed_on_interrupt) {
+    std::string why = reply.status().message();
+    if (failed_on_interrupt) {
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%.3g", options.run_timeout_s);
+      why = std::string("the capture with the GIL ran past its ") + secs + " s and was interrupted";
+    }
+    Result<nlohmann::json> j = capture_backtrace_gil_free(options, why);
     if (j.is_ok()) (*j)["python"] = runtime.version().text;
     return j;
   }

@@ -3,6 +3,7 @@
 // it falls back to the GIL-free reader (gil_free.h, layout/interpreter_reader.h) and says so in the answer.
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "core/status.h"
@@ -46,6 +47,13 @@ struct BacktraceOptions {
 // kNotFound when `thread` names no thread; kUnsupported when neither path can read this
 // interpreter. Never blocks past gil_timeout_s + run_timeout_s + 1 s.
 Result<nlohmann::json> capture_backtrace(PythonRuntime& runtime, const BacktraceOptions& options);
+
+// Compiles the backtrace helper now, if it is not yet, waiting at most gil_timeout_s for the GIL
+// (kTimeout otherwise: ask again later). The agent does it once the program has run a while, so
+// that the first backtrace of a process that is stuck later needs the GIL for well under a
+// millisecond instead of the 5-9 ms of CPU that compiling the helper takes. `kept` lives as long
+// as the work does (run, or dropped by a worker that never got the GIL).
+Status load_backtrace_helper(PythonRuntime& runtime, double gil_timeout_s, std::shared_ptr<void> kept);
 
 // The GIL-free reader's answer in the same shape (used by capture_backtrace; exposed for tests).
 Result<nlohmann::json> capture_backtrace_gil_free(const BacktraceOptions& options, const std::string& why);

@@ -20,6 +20,7 @@ std::map<std::string, PyRef>& namespaces() {
 }
 
 PyRef to_python(const CApi& api, const nlohmann::json& v);
+Result<nlohmann::json> from_python(const CApi& api, PyObject* v, int depth = 0);
 
 }  // namespace
 
@@ -54,6 +55,78 @@ PyRef to_python(const CApi& api, const nlohmann::json& v) {
   return PyRef::borrow(api, api.None);
 }
 
+// A helper's plain result read natively, so that a helper needs no `json` (whose import, with
+// `re`'s, was most of a first backtrace's cost in a process that had neither): dicts with str
+// keys, lists, tuples, str, int, float, bool and None, nested at most 64 deep. Anything else is
+// an error naming its type: a repr is the helper's job. The type flags are CPython's
+// Py_TPFLAGS_*_SUBCLASS bits, the same in every supported version; only exact types pass.
+Result<nlohmann::json> from_python(const CApi& api, PyObject* v, int depth) {
+  constexpr unsigned long kList = 1UL << 25, kTuple = 1UL << 26;
+  constexpr int kMaxDepth = 64;
+  if (depth > kMaxDepth) return Status(Code::kInternal, "the helper's result nests too deep");
+  void* type = type_of(v);
+  if (v == api.None) return nlohmann::json(nullptr);
+  if (type == api.PyBool_Type) return nlohmann::json(api.PyObject_IsTrue(v) == 1);
+  if (type == api.PyLong_Type) {
+    long long n = api.PyLong_AsLongLong(v);
+    if (n == -1 && api.PyErr_Occurred() != nullptr) {
+      api.PyErr_Clear();  // past 64 bits: as its decimal text, as a client could read it
+      PyRef text(api, api.PyObject_Str(v));
+      if (!text) return Status(Code::kInternal, fetch_error_text(api));
+      std::string digits = utf8(api, text.get());
+      nlohmann::json big = nlohmann::json::parse(digits, nullptr, /*allow_exceptions=*/false);
+      return big.is_discarded() ? nlohmann::json(digits) : big;
+    }
+    // As the JSON parser reads numbers: a non-negative one is unsigned (callers check that).
+    return n >= 0 ? nlohmann::json(static_cast<unsigned long long>(n)) : nlohmann::json(n);
+  }
+  if (type == api.PyFloat_Type) return nlohmann::json(api.PyFloat_AsDouble(v));
+  if (type == api.PyUnicode_Type) {
+    long size = 0;
+    const char* s = api.PyUnicode_AsUTF8AndSize(v, &size);
+    if (s == nullptr) {  // a lone surrogate (a file name read with surrogateescape)
+      api.PyErr_Clear();
+      return nlohmann::json("<text that is not UTF-8>");
+    }
+    return nlohmann::json(std::string(s, static_cast<size_t>(size)));
+  }
+  if (type == api.PyDict_Type) {
+    nlohmann::json out = nlohmann::json::object();
+    long pos = 0;
+    PyObject *key = nullptr, *value = nullptr;
+    while (api.PyDict_Next(v, &pos, &key, &value)) {
+      if (type_of(key) != api.PyUnicode_Type)
+        return Status(Code::kInternal, "a helper's dict key is not a str");
+      long size = 0;
+      const char* k = api.PyUnicode_AsUTF8AndSize(key, &size);
+      if (k == nullptr) return Status(Code::kInternal, fetch_error_text(api));
+      Result<nlohmann::json> item = from_python(api, value, depth + 1);
+      if (!item.is_ok()) return item.status();
+      out[std::string(k, static_cast<size_t>(size))] = std::move(item).value();
+    }
+    return out;
+  }
+  unsigned long flags = api.PyType_GetFlags(type);
+  if ((flags & kTuple) != 0) {
+    PyRef list(api, api.PySequence_List(v));
+    if (!list) return Status(Code::kInternal, fetch_error_text(api));
+    return from_python(api, list.get(), depth);
+  }
+  if ((flags & kList) != 0) {
+    nlohmann::json out = nlohmann::json::array();
+    for (long i = 0, n = api.PyList_Size(v); i < n; ++i) {
+      Result<nlohmann::json> item = from_python(api, api.PyList_GetItem(v, i), depth + 1);
+      if (!item.is_ok()) return item.status();
+      out.push_back(std::move(item).value());
+    }
+    return out;
+  }
+  PyRef name(api, api.PyObject_GetAttrString(reinterpret_cast<PyObject*>(type), "__name__"));
+  std::string type_name = name ? utf8(api, name.get()) : "?";
+  if (!name) api.PyErr_Clear();
+  return Status(Code::kInternal, "a helper returned a " + type_name + ", which is not plain data");
+}
+
 }  // namespace
 
 PyObject* helper_attribute(const CApi& api, const HelperSource& helper, const char* name) {
@@ -80,7 +153,9 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
                                    MakeArgs make_args, const HelperCall& call) {
   constexpr size_t kMaxArgs = 8;
   struct Outcome {
+    bool is_text = false;  // a str result, JSON text; any other is read by from_python
     std::string text;
+    nlohmann::json value;
     std::string error;
   };
   auto outcome = std::make_shared<Outcome>();
@@ -110,19 +185,30 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
     }
     PyObject* p[kMaxArgs + 1] = {};  // the first nullptr ends the argument list
     for (size_t i = 0; i < refs->size(); ++i) p[i] = (*refs)[i].get();
-    PyRef text(api,
-               api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]));
-    if (!text) {
+    PyRef result(api,
+                 api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]));
+    if (!result) {
       outcome->error = fetch_error_text(api);
       return;
     }
-    outcome->text = utf8(api, text.get());
+    if (type_of(result.get()) == api.PyUnicode_Type) {
+      outcome->is_text = true;
+      outcome->text = utf8(api, result.get());
+      return;
+    }
+    Result<nlohmann::json> value = from_python(api, result.get());
+    if (value.is_ok()) {
+      outcome->value = std::move(value).value();
+    } else {
+      outcome->error = value.status().message();
+    }
   };
   auto interrupt_type = [helper](const CApi& api) { return helper_attribute(api, helper, "ProbingTimeout"); };
   PythonExecutor::Limits limits = PythonExecutor::make_limits(call.gil_timeout_s, call.run_timeout_s);
   Status st = runtime.executor().run(work, limits, interrupt_type, call.interrupted, call.tag);
   if (!st.is_ok()) return st;
   if (!outcome->error.empty()) return Status(Code::kInternal, outcome->error);
+  if (!outcome->is_text) return std::move(outcome->value);
   nlohmann::json j = nlohmann::json::parse(outcome->text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
     return Status(Code::kInternal, std::string(helper.module_name) + "." + name + " gave no JSON");

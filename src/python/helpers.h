@@ -1,7 +1,7 @@
 // Calls into the agent's embedded Python helpers: a helper source is compiled once into a private
 // namespace (never in sys.modules) and its functions are called on an executor worker, with the
-// executor's deadlines, returning JSON text. A helper that defines `ProbingTimeout` gets it
-// raised when it runs past its deadline.
+// executor's deadlines, returning JSON text or plain data. A helper that defines `ProbingTimeout`
+// gets it raised when it runs past its deadline.
 #pragma once
 
 #include <functional>
@@ -49,7 +49,9 @@ PyObject* helper_attribute(const CApi& api, const HelperSource& helper, const ch
 using MakeArgs = std::function<Result<std::vector<PyRef>>(const CApi&)>;
 
 // Calls `function(*args)` (at most 8 arguments, made by `make_args`) on an executor worker and
-// parses the str it returns as JSON. Errors: the executor's (kTimeout when the GIL is not had
+// parses the str it returns as JSON, or reads any other result natively as plain data (dicts with
+// str keys, lists, tuples, str, int, float, bool, None; a helper that returns these needs no
+// `json`). Errors: the executor's (kTimeout when the GIL is not had
 // in time), kInternal when the helper raised (the message is the exception's text).
 Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
                                    MakeArgs make_args, const HelperCall& call);

@@ -12,6 +12,10 @@ std::string fetch_error_text(const CApi& api) {
     PyRef s(api, api.PyObject_Str(v.get()));
     if (s) text = utf8(api, s.get());
     api.PyErr_Clear();
+  } else if (t) {  // raised as a bare class (an interrupt set with PyThreadState_SetAsyncExc): its name
+    PyRef name(api, api.PyObject_GetAttrString(t.get(), "__name__"));
+    if (name) text = utf8(api, name.get());
+    api.PyErr_Clear();
   }
   return text;
 }

@@ -139,6 +139,27 @@ def test_all_threads_named(py):
 
 
 @pytest.mark.parametrize("py", PARAMS)
+def test_a_repr_that_runs_on_is_interrupted(py):
+    """A local's __repr__ that runs Python for a minute: the capture interrupts it at
+    backtrace.run_timeout_s (2 s), shows it as interrupted, and answers with the GIL; the target
+    goes on, and the next capture is as quick as ever."""
+    with Target("bt_slow_repr.py", py, mode="launch") as t:
+        start = time.monotonic()
+        j = backtrace_json(t.pid, "--locals", timeout=30)
+        elapsed = time.monotonic() - start
+        assert j["gil_free"] is False, j
+        assert 1.5 < elapsed < 5, elapsed
+        frames = main_thread(j)["frames"]
+        assert (frames[0]["func"], frames[0]["lineno"]) == ("wait", marker_line("bt_slow_repr.py", "BT_SLOW_WAIT_LINE"))
+        assert {x["name"]: x["value"] for x in frames[0]["locals"]}["slow"] == "<repr interrupted: took too long>"
+        t.write("one\n")
+        t.wait_line("echo one")
+        start = time.monotonic()
+        assert backtrace_json(t.pid)["gil_free"] is False
+        assert time.monotonic() - start < 1.5
+
+
+@pytest.mark.parametrize("py", PARAMS)
 def test_gil_held_answers_without_the_gil(py):
     script = os.path.join(TARGETS, "bt_gil.py")
     with Target("bt_gil.py", py, mode="launch", args=["60"]) as t:
