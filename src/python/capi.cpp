@@ -132,6 +132,15 @@ Result<const CApi*> load_once() {
   api->PyInterpreterState_Main = reinterpret_cast<void* (*)()>(lookup(handle, "PyInterpreterState_Main"));
   api->PyGC_Disable = reinterpret_cast<int (*)()>(lookup(handle, "PyGC_Disable"));
   api->PyGC_Enable = reinterpret_cast<int (*)()>(lookup(handle, "PyGC_Enable"));
+  api->PyEval_SetTraceOf =
+      reinterpret_cast<int (*)(void*, int (*)(PyObject*, PyObject*, int, PyObject*), PyObject*)>(
+          lookup(handle, "_PyEval_SetTrace"));
+  api->PyInterpreterState_ThreadHead =
+      reinterpret_cast<void* (*)(void*)>(lookup(handle, "PyInterpreterState_ThreadHead"));
+  api->PyThreadState_Next = reinterpret_cast<void* (*)(void*)>(lookup(handle, "PyThreadState_Next"));
+  api->PyThreadState_Get = reinterpret_cast<void* (*)()>(lookup(handle, "PyThreadState_Get"));
+  api->PyFrame_GetCode = reinterpret_cast<PyObject* (*)(PyObject*)>(lookup(handle, "PyFrame_GetCode"));
+  api->PyFrame_GetLineNumber = reinterpret_cast<int (*)(PyObject*)>(lookup(handle, "PyFrame_GetLineNumber"));
   api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "Py_IsFinalizing"));
   if (api->is_finalizing == nullptr) {
     api->is_finalizing = reinterpret_cast<int (*)()>(lookup(handle, "_Py_IsFinalizing"));

@@ -109,6 +109,15 @@ struct CApi {
   // 3.10+'s PyGC_Disable() and PyGC_Enable(), each returning whether collection was on; null before.
   int (*PyGC_Disable)();
   int (*PyGC_Enable)();
+  // For probes on 3.9-3.11 (probes/probes.cpp): a thread's trace function, set on any thread with
+  // the GIL held (_PyEval_SetTrace, exported there), the threads of an interpreter, and a frame's
+  // code and line. Null where not exported.
+  int (*PyEval_SetTraceOf)(void* tstate, int (*func)(PyObject*, PyObject*, int, PyObject*), PyObject* obj);
+  void* (*PyInterpreterState_ThreadHead)(void* interp);
+  void* (*PyThreadState_Next)(void* tstate);
+  void* (*PyThreadState_Get)();
+  PyObject* (*PyFrame_GetCode)(PyObject* frame);  // a new reference
+  int (*PyFrame_GetLineNumber)(PyObject* frame);
 };
 
 // Py_TYPE(obj): the type pointer follows the reference count in every supported (default,

@@ -188,11 +188,13 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       {"POST", "/query", kRead, handle_query},          // routes_query.cpp; SET needs kFull
       {"*", "/config", kRead, handle_config},           // routes_query.cpp; PUT needs kFull
       {"*", "/config/", kRead, handle_config},
-      {"*", "/profile", kRead, handle_profile},  // routes_profile.cpp: sampling, bounded in rate and time
+      {"*", "/profile", kRead, handle_profile},   // routes_profile.cpp: sampling, bounded in rate and time
       {"POST", "/memory", kFull, handle_memory},  // routes_memory.cpp: a new base for memory growth
+      {"*", "/probes", kRead, handle_probes},     // routes_probes.cpp; POST (add, remove) needs kFull
       {"GET", "/metrics", kRead,
        [&info](const HttpRequest& r) { return handle_metrics(r, info); }},  // Prometheus
-      {"GET", "/cluster", kRead, [&info](const HttpRequest& r) { return handle_cluster(r, info); }},  // cluster.cpp
+      {"GET", "/cluster", kRead,
+       [&info](const HttpRequest& r) { return handle_cluster(r, info); }},  // cluster.cpp
       // A member's address is where clients send their token: only a full token may register one.
       {"POST", "/cluster/register", kFull, handle_cluster_register},
   };
@@ -216,6 +218,9 @@ HttpServer::Handler make_router(const AgentInfo& info) {
         if (request.path == "/eval" && interactive_eval(request)) action.clear();
       } else if (request.path == "/memory") {
         action = "memory";
+      } else if (request.path == "/probes" && request.method == "POST") {
+        needed = kFull;  // a probe runs the caller's expressions in the program
+        action = "probe";
       } else if (request.method == "PUT") {
         needed = kFull;
         action = "config";

@@ -40,5 +40,6 @@ HttpResponse handle_config(const HttpRequest& request);     // routes_query.cpp:
 HttpResponse handle_profile(const HttpRequest& request);    // routes_profile.cpp: GET and POST /profile
 HttpResponse handle_metrics(const HttpRequest& request, const AgentInfo& info);  // routes_metrics.cpp
 HttpResponse handle_memory(const HttpRequest& request);                          // routes_memory.cpp
+HttpResponse handle_probes(const HttpRequest& request);                          // routes_probes.cpp
 
 }  // namespace probing::server

@@ -473,9 +473,30 @@ Status add_recorded_tables(Engine& engine) {
            "message}; NULL when none"},
           {"context", kText, "unraisable only: what CPython says it was raised in (err_msg: the object)"}},
       ColumnStore::Limits{1000, 16 << 20, 256});
-  return engine.add_store(exceptions,
-                          "Exceptions no code caught: each thread's, the main thread's last one, and those "
-                          "raised where nothing can catch them (exceptions.capture).");
+  PROBING_RETURN_IF_ERROR(
+      engine.add_store(exceptions,
+                       "Exceptions no code caught: each thread's, the main thread's last one, and those "
+                       "raised where nothing can catch them (exceptions.capture)."));
+  auto probe_hits = std::make_shared<ColumnStore>(
+      "python", "probe_hits",
+      std::vector<ColumnDef>{
+          {"time", kReal, "when the probed code ran there, unix time in seconds"},
+          {"probe_id", kInt, "the probe's id (probe list)"},
+          {"thread", kText, "the thread's name; NULL when threading is not imported"},
+          {"thread_id", kInt, "threading ident of the thread"},
+          {"rank", kInt, "the process's RANK in a distributed job; NULL outside one"},
+          {"file", kText, "the probed code's file"},
+          {"line", kInt, "the line it was at"},
+          {"function", kText, "its function (qualified name on 3.11+)"},
+          {"event", kText, "line, call (a function's entry) or return"},
+          {"captured", kText,
+           "a JSON object: each --capture expression and its value in brief (200 characters), null when it "
+           "raised; a return's value under \"return\""},
+          {"error", kText, "the first expression that raised, with its exception; NULL when none did"}},
+      ColumnStore::Limits{100000, 16 << 20, 1024});
+  return engine.add_store(probe_hits,
+                          "What each probe recorded each time its code ran (probing PID probe add): "
+                          "breakpoints that record and go on.");
 }
 
 }  // namespace

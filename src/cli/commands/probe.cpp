@@ -1,0 +1,148 @@
+// probing TARGET probe add|list|remove: breakpoints that record and go on (POST/GET /probes,
+// python.probe_hits). docs/probes.md.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include "cli/common.h"
+#include "cli/format.h"
+
+namespace probing::cli {
+namespace {
+
+constexpr double kTimeoutS = 30;
+
+struct ProbeArgs {
+  std::string where;
+  std::string capture;
+  std::string when;
+  long long limit = 0;
+  double expire_s = 0;
+  std::string id;  // remove: N or all
+  bool json = false;
+};
+
+Result<nlohmann::json> ask(const Context& ctx, const std::string& method, const nlohmann::json& body) {
+  auto client = connect_target(ctx);
+  if (!client.is_ok()) return client.status();
+  return agent_json(**client, method, "/probes", method == "GET" ? "" : body.dump(), kTimeoutS,
+                    "this agent is older than this probing: restart the process with this version's agent");
+}
+
+std::string line_of(const nlohmann::json& p) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%lld", p.value("line", 0LL));
+  return buf;
+}
+
+// "3  train.py:88 (train)  line  12 hits  active"
+nlohmann::json as_table(const nlohmann::json& probes) {
+  nlohmann::json table = {
+      {"columns",
+       {"id", "where", "function", "event", "capture", "when", "hits", "errors", "cost_s", "state"}},
+      {"rows", nlohmann::json::array()}};
+  for (const nlohmann::json& p : probes) {
+    std::string capture;
+    for (const auto& c : p.value("capture", nlohmann::json::array())) {
+      capture += (capture.empty() ? "" : ", ") + c.get<std::string>();
+    }
+    table["rows"].push_back({p["id"], p.value("file", "") + ":" + line_of(p), p["function"], p["event"],
+                             capture, p["when"], p["hits"], p["errors"], p["cost_s"], p["state"]});
+  }
+  return table;
+}
+
+int run_add(const Context& ctx, const ProbeArgs& args) {
+  nlohmann::json body = {{"action", "add"},   {"where", args.where}, {"capture", args.capture},
+                         {"when", args.when}, {"limit", args.limit}, {"expire_s", args.expire_s}};
+  Result<nlohmann::json> r = ask(ctx, "POST", body);
+  if (!r.is_ok()) return fail(r.status());
+  const nlohmann::json& p = (*r)["probe"];
+  if (args.json) {
+    std::cout << p.dump(2) << "\n";
+    return kExitOk;
+  }
+  std::cout << "probe " << p["id"] << " at " << p.value("file", "") << ":" << line_of(p) << " ("
+            << p.value("function", "") << ", " << p.value("event", "") << ")";
+  if (p.value("codes", 1) > 1) std::cout << " in " << p["codes"] << " code objects";
+  std::cout << "; its hits: probing " << ctx.target << " query \"SELECT time, thread, captured, error FROM "
+            << "python.probe_hits WHERE probe_id = " << p["id"] << "\"\n";
+  return kExitOk;
+}
+
+int run_list(const Context& ctx, const ProbeArgs& args) {
+  Result<nlohmann::json> r = ask(ctx, "GET", nullptr);
+  if (!r.is_ok()) return fail(r.status());
+  const nlohmann::json& probes = (*r)["probes"];
+  if (args.json) {
+    std::cout << probes.dump(2) << "\n";
+  } else if (probes.empty()) {
+    std::cout << "no probes (probe add puts one in)\n";
+  } else {
+    std::cout << format_table(as_table(probes), terminal_width());
+  }
+  return kExitOk;
+}
+
+int run_remove(const Context& ctx, const ProbeArgs& args) {
+  long long id = 0;
+  if (args.id != "all") {
+    char* end = nullptr;
+    id = std::strtoll(args.id.c_str(), &end, 10);
+    if (args.id.empty() || *end != '\0' || id <= 0) return fail("probe remove takes a probe's id or `all`");
+  }
+  Result<nlohmann::json> r = ask(ctx, "POST", {{"action", "remove"}, {"id", id}});
+  if (!r.is_ok()) return fail(r.status());
+  for (const nlohmann::json& p : (*r)["removed"]) {
+    std::cout << "removed probe " << p["id"] << " (" << p.value("spec", "") << ", " << p["hits"]
+              << " hits)\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_probe_command(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<ProbeArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "probe",
+      "Breakpoints that record and go on: each time the program runs the code at a probe, the probe\n"
+      "evaluates its expressions in that frame and writes a row to python.probe_hits; the program never\n"
+      "stops. On Python 3.12+ only the probed code is instrumented (sys.monitoring); on 3.9-3.11 every\n"
+      "thread runs traced while a probe is active (slower: docs/probes.md). Adding one runs your\n"
+      "expressions in the program: it needs the full right.");
+  CLI::App* add = cmd->add_subcommand("add", "put a probe at a line, or at a function's call or return");
+  add->add_option("where", args->where,
+                  "FILE:LINE, FILE:FUNCTION (its call) or FILE:FUNCTION:return; FILE is the end of a path "
+                  "(train.py, pkg/model.py) or the whole path; FUNCTION may be Class.method")
+      ->required();
+  add->add_option("--capture", args->capture,
+                  "Python expressions to record at each hit: \"loss.item(), lr\"");
+  add->add_option("--when", args->when,
+                  "record only when this Python expression is true: \"step % 100 == 0\"");
+  add->add_option("--limit", args->limit, "end the probe after this many hits (default: none)")
+      ->check(CLI::Range(0LL, 100000000LL));
+  add->add_option("--expire", args->expire_s, "end the probe after this many seconds (default: never)")
+      ->check(CLI::NonNegativeNumber);
+  add->add_flag("--json", args->json, "print the probe as JSON");
+  CLI::App* list = cmd->add_subcommand("list", "every probe, with its hits, cost and state");
+  list->add_flag("--json", args->json, "print them as JSON");
+  CLI::App* remove =
+      cmd->add_subcommand("remove", "remove a probe (or all), putting the code back as it was");
+  remove->add_option("id", args->id, "the probe's id, or all")->required();
+  cmd->require_subcommand(1);
+  cmd->footer(
+      "Examples:\n"
+      "  probing 1234 probe add train.py:88 --capture \"loss.item(), lr\" --when \"step % 100 == 0\" --limit "
+      "50\n"
+      "  probing 1234 probe add model.py:Attention.forward --capture \"q.shape, mask is None\"\n"
+      "  probing 1234 probe add model.py:Attention.forward:return --limit 10\n"
+      "  probing 1234 probe list\n"
+      "  probing 1234 query \"SELECT time, thread, captured FROM python.probe_hits WHERE probe_id = 1\"\n"
+      "  probing 1234 probe remove all");
+  on_run(add, [&ctx, args] { return run_add(ctx, *args); });
+  on_run(list, [&ctx, args] { return run_list(ctx, *args); });
+  on_run(remove, [&ctx, args] { return run_remove(ctx, *args); });
+}
+
+}  // namespace probing::cli

@@ -1,0 +1,492 @@
+# Probes: breakpoints that record and go on (`probing PID probe add FILE:LINE ...`, docs/probes.md).
+# Compiled once into a private namespace after brief.py (the build puts that text before this one)
+# and called from src/probes/probes.cpp on an agent worker, with the GIL, to add, list and remove
+# probes; a probe's hit runs on the program's own thread, in the frame it probes:
+#  - CPython 3.12+: sys.monitoring, with events enabled only on the code objects probed
+#    (set_local_events), so that all other code runs as fast as without probes;
+#  - 3.9-3.11: the agent's native trace function (probes.cpp), set on every thread while probes are
+#    active, which calls _hit here only at the probed code's lines.
+# A hit evaluates the condition and the captures in the frame, writes a python.probe_hits row with
+# brief reprs, and counts its cost; a probe ends at its hit limit, at its expiry, or when its hits
+# have cost more than probes.max_overhead of the time since it was added. Nothing a probe does
+# raises into the program but KeyboardInterrupt and the like, which belong to it.
+import _thread
+
+_FunctionType = type(lambda: None)
+_CodeType = type((lambda: None).__code__)
+
+_PROBE_REPR_CHARS = 200
+_PROBE_CAPTURES = 16
+_PROBE_CAPTURED_BYTES = 16384  # most bytes of one row's captured values
+_PROBE_MIN_HITS_FOR_COST = 10  # runs (hits, and runs whose condition was false) before the cost rule
+_PROBE_COST_WINDOW_S = 1.0  # its first second counts as a second: a burst of first hits is not a rate
+_MONITORING_TOOL_IDS = (4, 3)  # sys.monitoring ids no standard tool claims
+
+
+class _Probe:
+    def __init__(self, pid, spec, event, file, line, function, codes, captures, when, limit, expire_s):
+        self.id = pid
+        self.spec = spec
+        self.event = event  # "line", "call" or "return"
+        self.file = file
+        self.line = line  # the line probed (line probes), else the function's first line
+        self.function = function
+        self.codes = codes  # the code objects instrumented
+        self.captures = captures  # [(text, code object)]
+        self.when = when  # (text, code object) or None
+        self.limit = limit  # most hits (0: none)
+        self.created = time.time()
+        self.started = _clock()
+        self.expire_s = expire_s
+        self.expires = self.started + expire_s if expire_s > 0 else 0.0  # on _clock
+        self.hits = 0
+        self.runs = 0  # times its code ran there, its condition true or not
+        self.errors = 0
+        self.cost = 0.0  # seconds spent in its hits
+        self.state = "active"
+
+
+class _Probes:
+    by_id = {}  # id -> _Probe (ended ones too, until removed)
+    next_id = 1
+    append = None  # python.probe_hits' append
+    max_overhead = 0.05
+    forked = False  # in a child forked from the process the probes were added in: they end there
+    at_fork = False  # the after-fork hook is registered
+    rank = None
+    # 3.12+: sys.monitoring's tool id once claimed; the (code, line) and code -> probes indexes.
+    tool = None
+    lines = {}  # (code, line) -> [probe]
+    calls = {}  # code -> [probe]
+    returns = {}  # code -> [probe]
+    native = None  # 3.9-3.11: probes.cpp's set_entries([code, line, kind, probes, ...])
+    thread_hook = None  # 3.9-3.11: what threading.settrace was given, while probes are active
+
+
+_P = _Probes()
+_repr = _Repr(_PROBE_REPR_CHARS)
+
+
+# ---- where a probe goes ----
+
+def _module_files():
+    """(file name, module dict) of every module loaded from a file (nothing imported, no module
+    __getattr__ runs)."""
+    out = []
+    for m in list(sys.modules.values()):
+        if type(m) is not _ModuleType:
+            continue
+        d = _ModuleType.__dict__["__dict__"].__get__(m)
+        f = d.get("__file__")
+        if type(f) is str:
+            out.append((f, d))
+    return out
+
+
+def _matches(filename, wanted):
+    if filename == wanted:
+        return True
+    if wanted.startswith("/"):
+        return False
+    return filename.endswith("/" + wanted)
+
+
+def _walk(value, qualname, found, depth=0):
+    """Code objects reachable from a module's dict: functions, classes' methods (static, class,
+    properties), nested code in co_consts; found[code] = qualified name."""
+    if depth > 8:
+        return
+    t = type(value)
+    if t is _FunctionType:
+        _add_code(value.__code__, getattr(value, "__qualname__", qualname), found)
+    elif t in (staticmethod, classmethod):
+        _walk(value.__func__, qualname, found, depth + 1)
+    elif t is property:
+        for f in (value.fget, value.fset, value.fdel):
+            if f is not None:
+                _walk(f, qualname, found, depth + 1)
+    elif isinstance(value, type):
+        d = type.__dict__["__dict__"].__get__(value)
+        for k, v in list(d.items()):
+            if type(v) in (_FunctionType, staticmethod, classmethod, property) or (
+                    isinstance(v, type) and v is not value):
+                _walk(v, qualname + "." + k if qualname else k, found, depth + 1)
+
+
+def _add_code(code, qualname, found):
+    if code in found:
+        return
+    found[code] = getattr(code, "co_qualname", None) or qualname or code.co_name
+    for c in code.co_consts:
+        if type(c) is _CodeType:
+            _add_code(c, found[code] + "." + c.co_name, found)
+
+
+def _codes_of(wanted):
+    """{code: qualname} of the code whose file matches `wanted`: the running frames' (a script's
+    module-level loop is only there) and the loaded modules' functions and classes."""
+    found = {}
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if _matches(frame.f_code.co_filename, wanted):
+                _add_code(frame.f_code, None, found)
+            frame = frame.f_back
+    for f, d in _module_files():
+        if _matches(f, wanted):
+            for k, v in list(d.items()):
+                if type(v) is _FunctionType and _matches(v.__code__.co_filename, wanted):
+                    _walk(v, k, found)
+                elif isinstance(v, type) and d.get("__name__") == getattr(v, "__module__", None):
+                    _walk(v, k, found)
+    return found
+
+
+def _line_starts(code):
+    if hasattr(code, "co_lines"):
+        return {line for _, _, line in code.co_lines() if line is not None}
+    import dis  # 3.9: no co_lines
+    return {line for _, line in dis.findlinestarts(code)}
+
+
+def _resolve(where):
+    """(event, file, line, function, [code]) for FILE:LINE, FILE:FUNCTION or FILE:FUNCTION:return;
+    a ValueError saying what is wrong otherwise."""
+    parts = where.rsplit(":", 2)
+    event = "line"
+    if len(parts) == 3 and parts[2] in ("return", "call"):
+        event = parts[2]
+        parts = parts[:2]
+    elif len(parts) == 3:
+        parts = [parts[0] + ":" + parts[1], parts[2]]
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise ValueError("a probe goes at FILE:LINE, FILE:FUNCTION or FILE:FUNCTION:return (got %r)" % where)
+    wanted, at = parts
+    found = _codes_of(wanted)
+    if not found:
+        raise ValueError("no running frame or loaded module of the program comes from %s "
+                         "(a path ending so, or the whole path); is it imported yet?" % wanted)
+    files = sorted({c.co_filename for c in found})
+    if len(files) > 1:
+        raise ValueError("%s names %d files: %s; give more of the path" % (wanted, len(files), ", ".join(files[:5])))
+    file = files[0]
+    if at.isdigit():
+        if event != "line":
+            raise ValueError("%s: ':%s' goes after a function's name, not a line number" % (where, event))
+        line = int(at)
+        codes = [c for c in found if line in _line_starts(c)]
+        if not codes:
+            near = sorted({l for c in found for l in _line_starts(c)}, key=lambda l: (abs(l - line), l))[:3]
+            raise ValueError("line %d of %s has no code (blank, a comment, or not reached by any function "
+                             "the program has loaded); lines with code near it: %s"
+                             % (line, file, ", ".join(map(str, sorted(near))) or "none"))
+        names = sorted({found[c] for c in codes})
+        return "line", file, line, names[0], codes
+    codes = [c for c, name in found.items() if name == at or (name.endswith("." + at) and "." not in at)]
+    if not codes:
+        close = sorted(n for n in set(found.values()) if at.split(".")[-1] in n)[:5]
+        raise ValueError("no function %s in %s%s" % (at, file, "; did you mean %s?" % ", ".join(close) if close else ""))
+    if len({found[c] for c in codes}) > 1:
+        raise ValueError("%s names %s in %s; give the class too" % (at, ", ".join(sorted({found[c] for c in codes})), file))
+    return ("call" if event == "line" else event), file, codes[0].co_firstlineno, found[codes[0]], codes[:1]
+
+
+def _compile_list(text):
+    """[(text of each expression, its code)] of 'a, b.c(), d[0]' (split where Python's parser does)."""
+    import ast
+    if not text.strip():
+        return []
+    try:
+        tree = ast.parse("(" + text + ",)", mode="eval")
+    except SyntaxError as e:
+        raise ValueError("--capture is not a list of Python expressions: %s" % e.msg) from None
+    source = "(" + text + ",)"
+    out = []
+    for node in tree.body.elts[:_PROBE_CAPTURES]:
+        expr = ast.get_source_segment(source, node) or ast.dump(node)
+        out.append((expr, compile(ast.Expression(node), "<probe capture>", "eval")))
+    return out
+
+
+def _compile_when(text):
+    if not text.strip():
+        return None
+    try:
+        return (text, compile(text, "<probe condition>", "eval"))
+    except SyntaxError as e:
+        raise ValueError("--when is not a Python expression: %s" % e.msg) from None
+
+
+# ---- instrumentation ----
+
+def _index():
+    """Rebuilds the (code, line) and code indexes from the active probes, and tells the backend."""
+    lines, calls, returns = {}, {}, {}
+    for p in _P.by_id.values():
+        if p.state != "active":
+            continue
+        for c in p.codes:
+            if p.event == "line":
+                lines.setdefault((c, p.line), []).append(p)
+            else:
+                (calls if p.event == "call" else returns).setdefault(c, []).append(p)
+    old = set(k[0] for k in _P.lines) | set(_P.calls) | set(_P.returns)
+    _P.lines, _P.calls, _P.returns = lines, calls, returns
+    if _P.native is not None:
+        flat = []
+        for (c, line), ps in lines.items():
+            flat += [c, line, 0, tuple(ps)]
+        for kind, by_code in ((1, calls), (2, returns)):
+            for c, ps in by_code.items():
+                flat += [c, 0, kind, tuple(ps)]
+        _thread_hook(_P.native(flat))
+        return
+    if _P.tool is None:
+        return
+    mon = sys.monitoring
+    ev = mon.events
+    new = set(k[0] for k in lines) | set(calls) | set(returns)
+    for c in old | new:
+        events = (ev.LINE if any(k[0] is c for k in lines) else 0) | (ev.PY_START if c in calls else 0) | (
+            ev.PY_RETURN if c in returns else 0)
+        mon.set_local_events(_P.tool, c, events)
+    # Lines a callback turned off (DISABLE) come back where a new probe may want them.
+    mon.restart_events()
+    if not new and _P.tool is not None:
+        for e in (ev.LINE, ev.PY_START, ev.PY_RETURN):
+            mon.register_callback(_P.tool, e, None)
+        mon.free_tool_id(_P.tool)
+        _P.tool = None
+
+
+def _thread_hook(hook):
+    """3.9-3.11: threads started while probes are active get the trace function too, through
+    threading.settrace, unless the program set a hook there itself."""
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    theirs = getattr(threading, "_trace_hook", None)
+    if hook is not None and theirs is None:
+        threading.settrace(hook)
+        _P.thread_hook = hook
+    elif hook is None and _P.thread_hook is not None and theirs is _P.thread_hook:
+        threading.settrace(None)
+        _P.thread_hook = None
+
+
+def _claim_tool():
+    mon = sys.monitoring
+    if _P.tool is not None:
+        return
+    for t in _MONITORING_TOOL_IDS:
+        if mon.get_tool(t) is None:
+            mon.use_tool_id(t, "probing")
+            _P.tool = t
+            break
+    else:
+        raise ValueError("sys.monitoring's tool ids %s are both taken (by %s): no probe can be added"
+                         % (_MONITORING_TOOL_IDS, ", ".join(str(mon.get_tool(t)) for t in _MONITORING_TOOL_IDS)))
+    ev = mon.events
+    mon.register_callback(_P.tool, ev.LINE, _on_line)
+    mon.register_callback(_P.tool, ev.PY_START, _on_start)
+    mon.register_callback(_P.tool, ev.PY_RETURN, _on_return)
+
+
+def _on_line(code, line):
+    ps = _P.lines.get((code, line))
+    if ps is None:
+        return sys.monitoring.DISABLE  # not probed: this line of this code is never reported again
+    frame = sys._getframe(1)
+    for p in ps:
+        _hit(p, frame, _MISSING_RETURN)
+
+
+def _on_start(code, offset):
+    ps = _P.calls.get(code)
+    if ps:
+        frame = sys._getframe(1)
+        for p in ps:
+            _hit(p, frame, _MISSING_RETURN)
+
+
+def _on_return(code, offset, value):
+    ps = _P.returns.get(code)
+    if ps:
+        frame = sys._getframe(1)
+        for p in ps:
+            _hit(p, frame, value)
+
+
+_MISSING_RETURN = object()
+_clock = time.monotonic  # _brief's deadlines are on it too
+
+
+# ---- a hit ----
+
+def _hit_all(ps, frame, retval):
+    """3.9-3.11: probes.cpp's trace function at a probed line, call or return."""
+    for p in ps:
+        _hit(p, frame, retval)
+
+
+def _thread_name():
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return None
+    t = threading._active.get(_thread.get_ident())  # never makes a _DummyThread
+    return t.name if t is not None else None
+
+
+def _error_text(where, e):
+    try:
+        msg = str(e)
+    except BaseException:
+        msg = "?"
+    return "%s: %s: %s" % (where, type(e).__name__, msg[:200])
+
+
+def _hit(p, frame, retval):
+    """Runs on the program's thread, inside the probed frame's line, call or return."""
+    if p.state != "active":
+        return
+    if _P.forked:  # a DataLoader worker, say: it records nothing
+        for q in list(_P.by_id.values()):
+            _end(q, "ended in a forked child")
+        return
+    start = _clock()
+    p.runs += 1
+    try:
+        if p.expires and start > p.expires:
+            _end(p, "expired")
+            return
+        f_globals = frame.f_globals
+        f_locals = frame.f_locals
+        error = None
+        if p.when is not None:
+            try:
+                ok = bool(eval(p.when[1], f_globals, f_locals))
+            except Exception as e:
+                ok, error = True, _error_text("when", e)  # recorded, so the user sees why
+            if not ok:
+                return
+        captured = {}
+        size = 0
+        for text, code in p.captures:
+            try:
+                value = _repr.repr(eval(code, f_globals, f_locals))
+            except Exception as e:
+                value = None
+                error = error or _error_text(text, e)
+            size += len(text) + (len(value) if value else 0)
+            if size > _PROBE_CAPTURED_BYTES:
+                captured["..."] = "<more not kept: %d bytes a row at most>" % _PROBE_CAPTURED_BYTES
+                break
+            captured[text] = value
+        if retval is not _MISSING_RETURN:
+            captured["return"] = _brief(retval, _repr, start + 1.0)
+        p.hits += 1
+        if error is not None:
+            p.errors += 1
+        code = frame.f_code
+        _P.append({
+            "time": time.time(),
+            "probe_id": p.id,
+            "thread": _thread_name(),
+            "thread_id": _thread.get_ident(),
+            "rank": _P.rank,
+            "file": code.co_filename,
+            "line": frame.f_lineno,
+            "function": getattr(code, "co_qualname", code.co_name),
+            "event": p.event,
+            "captured": _json().dumps(captured),
+            "error": error,
+        })
+        if p.limit and p.hits >= p.limit:
+            _end(p, "done: %d hits" % p.hits)
+    except Exception as e:
+        _end(p, "stopped: " + _error_text("probing", e))
+    finally:
+        end = _clock()
+        p.cost += end - start
+        if (p.state == "active" and p.runs >= _PROBE_MIN_HITS_FOR_COST
+                and p.cost > _P.max_overhead * max(end - p.started, _PROBE_COST_WINDOW_S)):
+            _end(p, "disabled: its hits took %.3f s of the %.1f s since it was added (probes.max_overhead %g)"
+                 % (p.cost, end - p.started, _P.max_overhead))
+
+
+def _in_forked_child():
+    _P.forked = True
+
+
+def _json():
+    import json  # imported by add(), on the agent's thread: a hit finds it in sys.modules
+    return json
+
+
+def _end(p, why):
+    if p.state == "active":
+        p.state = why
+        _index()
+
+
+# ---- the agent's calls ----
+
+def _describe(p):
+    return {"id": p.id, "spec": p.spec, "event": p.event, "file": p.file, "line": p.line,
+            "function": p.function, "capture": [t for t, _ in p.captures],
+            "when": p.when[0] if p.when else None, "limit": p.limit,
+            "expires": p.created + p.expire_s if p.expires else None, "created": p.created, "hits": p.hits, "errors": p.errors,
+            "cost_s": round(p.cost, 6), "state": p.state, "codes": len(p.codes)}
+
+
+def _sweep():
+    now = _clock()
+    for p in list(_P.by_id.values()):
+        if p.state == "active" and p.expires and now > p.expires:
+            _end(p, "expired")
+
+
+def add(where, capture, when, limit, expire_s, append, max_overhead, native):
+    """Adds a probe; its description, or {"error": why} when the place or an expression is not
+    right. native: probes.cpp's set_entries on 3.9-3.11, else None (sys.monitoring)."""
+    _P.append = append
+    _P.max_overhead = max_overhead
+    if not _P.at_fork:
+        sys.modules["posix"].register_at_fork(after_in_child=_in_forked_child)
+        _P.at_fork = True
+    rank = sys.modules["os"].environ.get("RANK", "")
+    _P.rank = int(rank) if rank.isdigit() else None
+    _P.native = native
+    _json()
+    _sweep()
+    try:
+        event, file, line, function, codes = _resolve(where)
+        captures = _compile_list(capture)
+        condition = _compile_when(when)
+        if native is None:
+            _claim_tool()
+    except ValueError as e:
+        return {"error": str(e)}
+    p = _Probe(_P.next_id, where, event, file, line, function, codes, captures, condition, limit, expire_s)
+    _P.next_id += 1
+    _P.by_id[p.id] = p
+    _index()
+    return {"probe": _describe(p)}
+
+
+def probes():
+    _sweep()
+    return {"probes": [_describe(p) for p in sorted(_P.by_id.values(), key=lambda p: p.id)]}
+
+
+def remove(pid):
+    """Removes probe pid (0: every probe); the descriptions of those removed."""
+    _sweep()
+    gone = [p for p in _P.by_id.values() if pid == 0 or p.id == pid]
+    if not gone:
+        return {"error": "no probe %d (probe list shows them)" % pid if pid else "no probes"}
+    for p in gone:
+        del _P.by_id[p.id]
+        if p.state == "active":
+            p.state = "removed"
+    _index()
+    return {"removed": [_describe(p) for p in gone]}

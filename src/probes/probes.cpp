@@ -1,0 +1,261 @@
+#include "probes/probes.h"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+#include "bindings/table_binding.h"
+#include "core/settings.h"
+#include "python/helpers.h"
+#include "python/ref.h"
+#include "sql/engine.h"
+
+namespace probing::probes {
+
+extern const char kProbeHelpersSource[];
+
+namespace {
+
+using python::CApi;
+using python::PyObject;
+using python::PyRef;
+
+// CPython's PyTrace_* events.
+constexpr int kTraceCall = 0, kTraceLine = 2, kTraceReturn = 3;
+// The kinds of entry probe_helpers.py hands over (its _index).
+constexpr int kAtLine = 0, kAtCall = 1, kAtReturn = 2;
+
+// ---- 3.9-3.11: the trace function ----
+//
+// Every thread gets `trace` while a probe is active. It is called for each line, call and return
+// of every frame; it compares the frame's code object with the few probed ones and returns, so
+// what costs is CPython running in its tracing mode, not this. Everything here runs with the GIL:
+// the table is swapped under it, and a hit may swap it (a probe that ends), so a call keeps the
+// table it started with.
+struct Entry {
+  PyObject* code;  // kept alive by Table::refs
+  int line;
+  int kind;
+  PyObject* probes;  // a tuple of the helper's probes
+};
+
+struct Table {
+  std::vector<Entry> entries;
+  std::vector<PyRef> refs;
+};
+
+std::shared_ptr<const Table>& table() {
+  static auto* t = new std::shared_ptr<const Table>;  // never freed: see PyRef
+  return *t;
+}
+
+PyObject* g_hit = nullptr;          // probe_helpers._hit_all, from its namespace (lives for the process)
+PyObject* g_missing = nullptr;      // probe_helpers._MISSING_RETURN
+PyObject* g_thread_hook = nullptr;  // the builtin threading.settrace gets while probes are active
+// Set in a forked child (a DataLoader worker forked while a probe was active): its thread, which
+// inherited the trace function, drops it at its next event, and so do threads it starts.
+std::atomic<bool> g_forked{false};
+
+int trace(PyObject*, PyObject* frame, int what, PyObject* arg) noexcept {
+  if (g_forked.load(std::memory_order_relaxed)) {
+    Result<const CApi*> loaded = python::load_capi();
+    if (loaded.is_ok()) (*loaded)->PyEval_SetTraceOf((*loaded)->PyThreadState_Get(), nullptr, nullptr);
+    return 0;
+  }
+  if (what != kTraceLine && what != kTraceCall && what != kTraceReturn) return 0;
+  std::shared_ptr<const Table> t = table();
+  if (!t || t->entries.empty()) return 0;
+  Result<const CApi*> loaded = python::load_capi();
+  if (!loaded.is_ok()) return 0;
+  const CApi& api = **loaded;
+  PyObject* code = api.PyFrame_GetCode(frame);
+  if (code == nullptr) {
+    api.PyErr_Clear();
+    return 0;
+  }
+  api.Py_DecRef(code);  // the frame keeps it
+  const int kind = what == kTraceLine ? kAtLine : what == kTraceCall ? kAtCall : kAtReturn;
+  int line = -1;
+  for (const Entry& e : t->entries) {
+    if (e.code != code || e.kind != kind) continue;
+    if (kind == kAtLine) {
+      if (line < 0) line = api.PyFrame_GetLineNumber(frame);
+      if (e.line != line) continue;
+    }
+    PyObject* value = kind == kAtReturn ? (arg != nullptr ? arg : api.None) : g_missing;
+    PyObject* r = api.PyObject_CallFunctionObjArgs(g_hit, e.probes, frame, value, nullptr);
+    if (r == nullptr) {
+      // _hit_all keeps every Exception to itself: what reaches here is KeyboardInterrupt and the
+      // like, raised in the program's thread while its probe ran, and the program's to handle.
+      return api.PyErr_ExceptionMatches(api.exc_exception) ? (api.PyErr_Clear(), 0) : -1;
+    }
+    api.Py_DecRef(r);
+  }
+  return 0;
+}
+
+bool native_tracing_available(const CApi& api) {
+  return api.PyEval_SetTraceOf != nullptr && api.PyInterpreterState_ThreadHead != nullptr &&
+         api.PyThreadState_Next != nullptr && api.PyThreadState_Get != nullptr &&
+         api.PyFrame_GetCode != nullptr && api.PyFrame_GetLineNumber != nullptr &&
+         api.PyInterpreterState_Main != nullptr;
+}
+
+// Sets (or clears) the trace function of every thread of the main interpreter. REQUIRES: GIL.
+int set_trace_everywhere(const CApi& api, bool on) {
+  int failed = 0;
+  void* me = api.PyThreadState_Get();  // an agent worker: it runs no probed code
+  for (void* ts = api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Main()); ts != nullptr;
+       ts = api.PyThreadState_Next(ts)) {
+    if (ts == me) continue;
+    if (api.PyEval_SetTraceOf(ts, on ? trace : nullptr, nullptr) != 0) {
+      api.PyErr_Clear();  // an audit hook that refuses sys.settrace
+      ++failed;
+    }
+  }
+  return failed;
+}
+
+// threading.settrace's hook while probes are active: a thread started then calls it at its first
+// Python call, and it puts `trace` in its place for that thread.
+PyObject* thread_hook(PyObject*, PyObject* const*, long) noexcept {
+  Result<const CApi*> loaded = python::load_capi();
+  if (!loaded.is_ok()) return nullptr;
+  const CApi& api = **loaded;
+  std::shared_ptr<const Table> t = table();
+  if (!g_forked.load() && t && !t->entries.empty() &&
+      api.PyEval_SetTraceOf(api.PyThreadState_Get(), trace, nullptr) != 0) {
+    api.PyErr_Clear();
+  }
+  return PyRef::borrow(api, api.None).release();
+}
+
+// probe_helpers.set_entries(flat): [code, line, kind, probes, code, ...] of the active probes.
+// Installs the trace function everywhere when the first entry comes, and takes it away from every
+// thread when none is left. Returns threading's hook to use (None when none is needed).
+PyObject* set_entries(PyObject*, PyObject* const* args, long nargs) noexcept {
+  Result<const CApi*> loaded = python::load_capi();
+  if (!loaded.is_ok()) return nullptr;
+  const CApi& api = **loaded;
+  if (nargs != 1 || api.PyList_Size(args[0]) < 0) {
+    api.PyErr_SetString(api.exc_type_error, "set_entries takes a list");
+    return nullptr;
+  }
+  static std::once_flag fork_handler;
+  std::call_once(fork_handler, [] { ::pthread_atfork(nullptr, nullptr, [] { g_forked.store(true); }); });
+  try {
+    auto next = std::make_shared<Table>();
+    const long n = api.PyList_Size(args[0]);
+    for (long i = 0; i + 3 < n; i += 4) {
+      PyObject* code = api.PyList_GetItem(args[0], i);
+      PyObject* probes = api.PyList_GetItem(args[0], i + 3);
+      next->refs.push_back(PyRef::borrow(api, code));
+      next->refs.push_back(PyRef::borrow(api, probes));
+      next->entries.push_back(
+          Entry{code, static_cast<int>(api.PyLong_AsLongLong(api.PyList_GetItem(args[0], i + 1))),
+                static_cast<int>(api.PyLong_AsLongLong(api.PyList_GetItem(args[0], i + 2))), probes});
+    }
+    const bool was_on = table() && !table()->entries.empty();
+    const bool on = !next->entries.empty();
+    table() = std::move(next);
+    if (on != was_on) set_trace_everywhere(api, on);
+    return PyRef::borrow(api, on ? g_thread_hook : api.None).release();
+  } catch (...) {
+    api.PyErr_SetString(api.exc_value_error, "set_entries: out of memory");
+    return nullptr;
+  }
+}
+
+python::MethodDef g_set_entries_def{"_native_set_entries", reinterpret_cast<void*>(set_entries),
+                                    python::kMethFastcall, nullptr};
+python::MethodDef g_thread_hook_def{"_native_thread_hook", reinterpret_cast<void*>(thread_hook),
+                                    python::kMethFastcall, nullptr};
+python::MethodDef* const kNatives[] = {&g_set_entries_def, &g_thread_hook_def, nullptr};
+const python::HelperSource kProbeHelpers{kProbeHelpersSource, "probing._probes", kNatives};
+
+PyObject* g_append = nullptr;  // python.probe_hits' append, made once with the GIL and kept
+
+// Calls a helper function with made arguments; its {"error": ...} answers become `code`.
+Result<nlohmann::json> call(python::PythonRuntime& runtime, const char* function, python::MakeArgs args,
+                            Code error_code) {
+  python::HelperCall how(settings().get_double("gil.timeout_s"), 10);
+  Result<nlohmann::json> r = python::call_helper(runtime, kProbeHelpers, function, std::move(args), how);
+  if (!r.is_ok()) return r;
+  if (r->is_object() && r->contains("error")) return Status(error_code, (*r)["error"].get<std::string>());
+  return r;
+}
+
+// The helper's natives as this interpreter needs them: on 3.9-3.11 `set_entries` (and the hook
+// and markers the trace function calls), else None (sys.monitoring). REQUIRES: GIL.
+Result<PyRef> backend(const CApi& api, const layout::PythonVersion& version) {
+  if (version.minor >= 12) return PyRef::borrow(api, api.None);
+  if (!native_tracing_available(api)) {
+    return Status(Code::kUnsupported, "probes need _PyEval_SetTrace on Python " + version.text +
+                                          ", which this interpreter does not export");
+  }
+  Result<PyObject*> ns = python::helper_namespace(api, kProbeHelpers);
+  if (!ns.is_ok()) return ns.status();
+  g_hit = api.PyDict_GetItemString(*ns, "_hit_all");
+  g_missing = api.PyDict_GetItemString(*ns, "_MISSING_RETURN");
+  g_thread_hook = api.PyDict_GetItemString(*ns, "_native_thread_hook");
+  PyObject* set = api.PyDict_GetItemString(*ns, "_native_set_entries");
+  if (g_hit == nullptr || g_missing == nullptr || g_thread_hook == nullptr || set == nullptr) {
+    return Status(Code::kInternal, "the probes' helper lacks its natives");
+  }
+  return PyRef::borrow(api, set);
+}
+
+}  // namespace
+
+Result<nlohmann::json> add_probe(python::PythonRuntime& runtime, const ProbeSpec& spec) {
+  const layout::PythonVersion version = runtime.version();
+  const double max_overhead = settings().get_double("probes.max_overhead");
+  python::MakeArgs args = [spec, version, max_overhead](const CApi& api) -> Result<std::vector<PyRef>> {
+    if (g_append == nullptr) {
+      std::shared_ptr<sql::ColumnStore> store = sql::Engine::get().find_store("python", "probe_hits");
+      if (store == nullptr) return Status(Code::kInternal, "python.probe_hits is not registered");
+      g_append = bindings::appender_for(store.get());  // the engine keeps the store
+      if (g_append == nullptr) return Status(Code::kInternal, python::fetch_error_text(api));
+    }
+    Result<PyRef> native = backend(api, version);
+    if (!native.is_ok()) return native.status();
+    auto text = [&api](const std::string& s) {
+      return PyRef(api, api.PyUnicode_FromStringAndSize(s.data(), static_cast<long>(s.size())));
+    };
+    std::vector<PyRef> made;
+    made.push_back(text(spec.where));
+    made.push_back(text(spec.capture));
+    made.push_back(text(spec.when));
+    made.emplace_back(api, api.PyLong_FromLongLong(spec.limit));
+    made.emplace_back(api, api.PyFloat_FromDouble(spec.expire_s));
+    made.push_back(PyRef::borrow(api, g_append));
+    made.emplace_back(api, api.PyFloat_FromDouble(max_overhead));
+    for (const PyRef& r : made) {
+      if (!r) return Status(Code::kInternal, python::fetch_error_text(api));
+    }
+    made.push_back(std::move(native).value());
+    return made;
+  };
+  return call(runtime, "add", std::move(args), Code::kInvalidArgument);
+}
+
+Result<nlohmann::json> list_probes(python::PythonRuntime& runtime) {
+  python::MakeArgs none = [](const CApi&) -> Result<std::vector<PyRef>> { return std::vector<PyRef>{}; };
+  return call(runtime, "probes", std::move(none), Code::kInternal);
+}
+
+Result<nlohmann::json> remove_probes(python::PythonRuntime& runtime, long long id) {
+  python::MakeArgs args = [id](const CApi& api) -> Result<std::vector<PyRef>> {
+    std::vector<PyRef> made;
+    made.emplace_back(api, api.PyLong_FromLongLong(id));
+    if (!made.back()) return Status(Code::kInternal, python::fetch_error_text(api));
+    return made;
+  };
+  return call(runtime, "remove", std::move(args), Code::kInvalidArgument);
+}
+
+}  // namespace probing::probes
