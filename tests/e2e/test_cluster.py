@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from conftest import PROBING, PYPKG, TARGETS, clean_env, eval_ok, run_cli, torch_interpreter_params
+from conftest import (PROBING, PYPKG, TARGETS, clean_env, eval_ok, marker_line, run_cli,
+                      torch_interpreter_params)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -324,7 +325,7 @@ def test_ranks_found_through_the_jobs_store(interp, tmp_path):
         job.kill()
 
 
-def start_fake_job(world, base=None, token=None, extra=None):
+def start_fake_job(world, base=None, token=None, extra=None, script="idle.py"):
     """`world` plain Python processes with a launcher's variables, under `probing launch`."""
     procs = []
     master_port = free_port_range(1)
@@ -336,7 +337,7 @@ def start_fake_job(world, base=None, token=None, extra=None):
         if token:
             env["PROBING_TOKEN"] = token
         env.update(extra or {})
-        procs.append(subprocess.Popen([PROBING, "launch", "--", sys.executable, os.path.join(TARGETS, "idle.py")],
+        procs.append(subprocess.Popen([PROBING, "launch", "--", sys.executable, os.path.join(TARGETS, script)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                       env=clean_env(env), start_new_session=True))
     for p in procs:
@@ -391,6 +392,39 @@ def test_ranks_found_by_pid_without_a_port():
         assert got["groups"] == [[0, 1, 2]], got
         assert got["eval"]["2"]["output"] == "7\n", got  # (JSON made the rank a string)
         assert got["nodes"] == ["running"] * 3, got
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_probes_on_every_rank():
+    """cluster probe add|list|remove: the same probe on each rank, answers grouped by rank, hits
+    queried with _rank; a place no rank has is refused by each, saying why."""
+    procs = start_fake_job(3, script="probes_target.py")
+    try:
+        target = str(procs[0].pid)
+        wait_for_cluster(target, 3)
+        line = marker_line("probes_target.py", "PROBE_MAIN_LINE")
+        rc, out, err = run_cli("cluster", "-t", target, "probe", "add", "probes_target.py:%d" % line,
+                               "--capture", "step", "--limit", "2")
+        assert rc == 0 and "3/3 ranks answered" in err, (out, err)
+        assert out.startswith("== ranks 0-2 (3)\nprobe 1 at %s:%d (<module>, line): active"
+                              % (os.path.join(TARGETS, "probes_target.py"), line)), out
+        deadline = time.time() + 10
+        while True:
+            rc, out, err = run_cli("cluster", "-t", target, "query", "--format", "csv",
+                                   "SELECT _rank, count(*) FROM python.probe_hits GROUP BY _rank ORDER BY _rank")
+            if [l.rsplit(",", 1)[0] for l in out.splitlines()[1:]] == ["0,2", "1,2", "2,2"] or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert [l.rsplit(",", 1)[0] for l in out.splitlines()[1:]] == ["0,2", "1,2", "2,2"], (out, err)
+        rc, out, err = run_cli("cluster", "-t", target, "probe", "list")
+        assert rc == 0 and out.startswith("== ranks 0-2 (3)\nprobe 1 at ") and "done: 2 hits" in out, out
+        rc, out, err = run_cli("cluster", "-t", target, "probe", "add", "probes_target.py:nope")
+        assert rc == 1 and "ranks 0-2 error: no function nope in " in err, err
+        rc, out, err = run_cli("cluster", "-t", target, "probe", "remove", "all")
+        assert rc == 0 and out.count("removed probe 1 at ") == 1 and "3/3 ranks answered" in err, (out, err)
     finally:
         for p in procs:
             p.kill()

@@ -35,6 +35,10 @@ struct ClusterArgs {
   bool explain = false;   // query: say how the statement runs over the job
   bool tcp_only = false;  // --tcp: this host's ranks too at their registered addresses
   bool json = false;      // backtrace, eval: the whole answer as JSON
+  // probe add|list|remove
+  std::string probe_where, probe_capture, probe_when, probe_id;
+  long long probe_limit = 0;
+  double probe_expire_s = 0;
 };
 
 // One rank, and how to reach it.
@@ -692,6 +696,20 @@ int run_cluster_backtrace(const Context& ctx, const ClusterArgs& args) {
   return answered > 0 ? kExitOk : kExitFailed;
 }
 
+// Prints each distinct answer once, with the ranks that gave it, the lowest rank's first.
+void print_grouped(const std::map<int, Answer>& answers,
+                   const std::function<std::string(const nlohmann::json&)>& text) {
+  std::map<std::string, std::vector<int>> groups;
+  for (const auto& [r, a] : answers) {
+    if (a.ok) groups[text(a.json)].push_back(r);
+  }
+  std::vector<std::pair<std::string, std::vector<int>>> order(groups.begin(), groups.end());
+  std::stable_sort(order.begin(), order.end(),
+                   [](const auto& a, const auto& b) { return a.second.front() < b.second.front(); });
+  for (const auto& [t, rs] : order) std::cout << "== " << ranks_phrase(rs) << " (" << rs.size() << ")\n" << t;
+  std::cout << std::flush;
+}
+
 // ---- eval ----
 
 int run_cluster_eval(const Context& ctx, const ClusterArgs& args) {
@@ -717,31 +735,80 @@ int run_cluster_eval(const Context& ctx, const ClusterArgs& args) {
     return out["results"].empty() || any_raised ? kExitFailed : kExitOk;
   }
   // Ranks that printed the same are shown once.
-  std::map<std::string, std::vector<int>> outputs;
   bool raised = false;
-  for (const auto& [r, a] : answers) {
-    if (!a.ok) continue;
-    std::string text = a.json.value("output", std::string());
-    if (a.json.value("value", nlohmann::json()).is_string())
-      text += a.json["value"].get<std::string>() + "\n";
-    const nlohmann::json& e = a.json.value("exception", nlohmann::json());
+  print_grouped(answers, [&raised](const nlohmann::json& j) {
+    std::string text = j.value("output", std::string());
+    if (j.value("value", nlohmann::json()).is_string()) text += j["value"].get<std::string>() + "\n";
+    const nlohmann::json& e = j.value("exception", nlohmann::json());
     if (!e.is_null()) {
       raised = true;
       text += e.is_object() ? e.value("traceback", e.value("message", e.dump())) : e.dump();
       if (!text.empty() && text.back() != '\n') text += "\n";
     }
-    outputs[text].push_back(r);
-  }
-  std::vector<std::pair<std::string, std::vector<int>>> order(outputs.begin(), outputs.end());
-  std::stable_sort(order.begin(), order.end(),
-                   [](const auto& a, const auto& b) { return a.second.front() < b.second.front(); });
-  for (const auto& [text, rs] : order) {
-    std::cout << "== " << ranks_phrase(rs) << " (" << rs.size() << ")\n" << text;
-  }
-  std::cout << std::flush;
+    return text;
+  });
+  const bool any = std::any_of(answers.begin(), answers.end(), [](const auto& a) { return a.second.ok; });
   for (const std::string& note : job->notes) std::cerr << "probing: note: " << note << "\n";
   std::cerr << coverage(answers) << "\n";
-  return outputs.empty() || raised ? kExitFailed : kExitOk;
+  return !any || raised ? kExitFailed : kExitOk;
+}
+
+// ---- probe ----
+
+std::string probe_line(const nlohmann::json& p) {
+  const std::string state = p.value("state", std::string());
+  return "probe " + p.value("id", nlohmann::json()).dump() + " at " + p.value("file", std::string()) + ":" +
+         p.value("line", nlohmann::json()).dump() + " (" + p.value("function", std::string()) + ", " +
+         p.value("event", std::string()) + "): " + state +
+         (state.rfind("done", 0) == 0 ? "" : ", " + p.value("hits", nlohmann::json(0)).dump() + " hits") +
+         "\n";
+}
+
+int run_cluster_probe(const Context& ctx, const ClusterArgs& args, const std::string& action) {
+  nlohmann::json body;
+  if (action == "add") {
+    body = {{"action", "add"},         {"where", args.probe_where}, {"capture", args.probe_capture},
+            {"when", args.probe_when}, {"limit", args.probe_limit}, {"expire_s", args.probe_expire_s}};
+  } else if (action == "remove") {
+    long long id = 0;
+    if (args.probe_id != "all") {
+      char* end = nullptr;
+      id = std::strtoll(args.probe_id.c_str(), &end, 10);
+      if (args.probe_id.empty() || *end != '\0' || id <= 0)
+        return fail("probe remove takes a probe's id or `all`");
+    }
+    body = {{"action", "remove"}, {"id", id}};
+  }
+  Deadline deadline(args.timeout_s);
+  Result<Job> job = discover(ctx, args, deadline);
+  if (!job.is_ok()) return fail(job.status());
+  std::map<int, Answer> answers =
+      fan_out(ctx, *job, job->asked, args, deadline, [&](client::Client& c, double t) {
+        return action == "list" ? agent_json(c, "GET", "/probes", "", t, "")
+                                : agent_json(c, "POST", "/probes", body.dump(), t, "");
+      });
+  if (args.json) {
+    nlohmann::json out = coverage_json(answers);
+    out["results"] = nlohmann::json::object();
+    for (const auto& [r, a] : answers) {
+      if (a.ok) out["results"][std::to_string(r)] = a.json;
+    }
+    std::cout << out.dump(2) << "\n" << std::flush;
+  } else {
+    print_grouped(answers, [&action](const nlohmann::json& j) {
+      std::string text;
+      if (action == "add") return probe_line(j.value("probe", nlohmann::json::object()));
+      for (const nlohmann::json& p :
+           j.value(action == "list" ? "probes" : "removed", nlohmann::json::array())) {
+        text += (action == "remove" ? "removed " : "") + probe_line(p);
+      }
+      return text.empty() ? std::string("no probes\n") : text;
+    });
+  }
+  for (const std::string& note : job->notes) std::cerr << "probing: note: " << note << "\n";
+  std::cerr << coverage(answers) << "\n";
+  const bool all = std::all_of(answers.begin(), answers.end(), [](const auto& a) { return a.second.ok; });
+  return all ? kExitOk : kExitFailed;
 }
 
 }  // namespace
@@ -833,6 +900,35 @@ void add_cluster_command(CLI::App& app, Context& ctx) {
       "--json", args->json,
       "every rank's reply as JSON: {answered, asked, failed, results: {RANK: {output, value, exception}}}");
   on_run(eval, [&ctx, args] { return run_cluster_eval(ctx, *args); });
+
+  CLI::App* probe = cmd->add_subcommand(
+      "probe", "Probes on every rank (or --ranks), as `probing PID probe` puts them on one: docs/probes.md.");
+  probe->require_subcommand(1);
+  CLI::App* add = probe->add_subcommand("add", "put the same probe on every rank; the full right on each");
+  common(add);
+  add->add_option("where", args->probe_where, "FILE:LINE, FILE:FUNCTION or FILE:FUNCTION:return")->required();
+  add->add_option("--capture", args->probe_capture, "Python expressions to record at each hit");
+  add->add_option("--when", args->probe_when, "record only when this Python expression is true");
+  add->add_option("--limit", args->probe_limit, "end each rank's probe after this many hits")
+      ->check(CLI::Range(0LL, 100000000LL));
+  add->add_option("--expire", args->probe_expire_s, "end the probes after this many seconds")
+      ->check(CLI::NonNegativeNumber);
+  add->add_flag("--json", args->json, "every rank's answer as JSON");
+  on_run(add, [&ctx, args] { return run_cluster_probe(ctx, *args, "add"); });
+  CLI::App* list = probe->add_subcommand("list", "every rank's probes, ranks with the same shown once");
+  common(list);
+  list->add_flag("--json", args->json, "every rank's answer as JSON");
+  on_run(list, [&ctx, args] { return run_cluster_probe(ctx, *args, "list"); });
+  CLI::App* remove = probe->add_subcommand("remove", "remove a probe (by id) or all, on every rank");
+  common(remove);
+  remove->add_option("id", args->probe_id, "the probe's id, or all")->required();
+  remove->add_flag("--json", args->json, "every rank's answer as JSON");
+  on_run(remove, [&ctx, args] { return run_cluster_probe(ctx, *args, "remove"); });
+  probe->footer(
+      "Examples:\n"
+      "  probing cluster -t 4242 probe add train.py:88 --capture \"loss.item()\" --when \"step % 100 == 0\"\n"
+      "  probing cluster -t 4242 query \"SELECT _rank, captured FROM python.probe_hits WHERE probe_id = 1\"\n"
+      "  probing cluster -t 4242 probe remove all");
 }
 
 }  // namespace probing::cli
