@@ -2,8 +2,8 @@
 """What a probe costs the program, in one target, against the same loop with no probe measured in
 the same run: a loop that calls a small function (the work a probe sits in), measured with no
 probe, with a probe on a function the loop never calls, with a line probe hit at every call (one
-local captured), with a probe at the loop's call whose condition is false, and after the probes
-are removed. Each figure is the median of 5 rounds of 200,000 calls; the order of the cases is the
+local captured), with a probe at the loop's call whose condition is false, after a probe ended
+by its limit at its first hit, and after the probes are removed. Each figure is the median of 5 rounds of 200,000 calls; the order of the cases is the
 same in each round, and the no-probe case is measured again last.
 
 usage: bench/probes.py [--build build] [--python /usr/bin/python3.11] [--calls 200000]
@@ -66,7 +66,8 @@ def main():
         health = json.loads(health)
         # Measured whole: the cost rule would end the probes hit at every call partway.
         conn.request("PUT", "/config/probes.max_overhead", {"value": "1000"})
-        cases = ["no probe", "probe elsewhere", "line probe hit", "condition false", "removed"]
+        cases = ["no probe", "probe elsewhere", "line probe hit", "condition false", "ended by its limit",
+                 "removed"]
         times = {c: [] for c in cases}
         for _ in range(args.rounds):
             times["no probe"].append(timed())
@@ -78,6 +79,9 @@ def main():
             remove_all()
             probe("%s:%d" % (where, line), when="x < 0")
             times["condition false"].append(timed())
+            remove_all()
+            probe("%s:%d" % (where, line), limit=1)  # ends at its first hit, inside the loop
+            times["ended by its limit"].append(timed())
             remove_all()
             times["removed"].append(timed())
         base = statistics.median(times["no probe"])

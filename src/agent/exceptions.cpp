@@ -35,6 +35,7 @@ constexpr double kIntervalS = 2;
 // A check waits this long for the GIL (under the 20 ms after which the executor asks the main
 // thread to step aside): a busy program is asked again at the next check instead.
 constexpr double kWaitS = 0.015;
+constexpr int kHelperTries = 5;  // checks that try to have the backtrace helper compiled
 
 python::PyObject* g_append = nullptr;  // python.exceptions' append; made once with the GIL, kept
 
@@ -91,7 +92,8 @@ void watch() noexcept {
       Result<python::PythonRuntime*> rt = python::PythonRuntime::get();
       if (!rt.is_ok()) continue;  // not initialized yet (or never: not a Python process)
       if (!helper_loaded && checks >= kFirstChecks) {
-        helper_loaded = load_backtrace_helper(**rt);
+        // A few tries: a GIL that stays busy leaves the compiling to the first backtrace.
+        helper_loaded = load_backtrace_helper(**rt) || checks >= kFirstChecks + kHelperTries;
         continue;
       }
       const bool on = settings().get_bool("exceptions.capture");

@@ -64,7 +64,22 @@ class _Probes:
 
 
 _P = _Probes()
-_repr = _Repr(_PROBE_REPR_CHARS)
+_LOCK = _thread.RLock()  # _index and the probes' states: agent workers and the program's threads
+
+
+class _ProbeRepr(_Repr):
+    """_Repr on the program's own thread: a KeyboardInterrupt (or SystemExit from a signal
+    handler) raised inside a repr is the program's, and goes on to it."""
+
+    def repr_instance(self, x, level):
+        try:
+            s = repr(x)
+        except Exception as e:
+            return "<%s object; repr failed: %s>" % (_type_name(x), type(e).__name__)
+        return s if len(s) <= self.maxother else s[: self.maxother - 3] + "..."
+
+
+_repr = _ProbeRepr(_PROBE_REPR_CHARS)
 
 
 # ---- where a probe goes ----
@@ -219,43 +234,55 @@ def _compile_when(text):
 # ---- instrumentation ----
 
 def _index():
-    """Rebuilds the (code, line) and code indexes from the active probes, and tells the backend."""
-    lines, calls, returns = {}, {}, {}
-    for p in _P.by_id.values():
-        if p.state != "active":
-            continue
-        for c in p.codes:
-            if p.event == "line":
-                lines.setdefault((c, p.line), []).append(p)
-            else:
-                (calls if p.event == "call" else returns).setdefault(c, []).append(p)
-    old = set(k[0] for k in _P.lines) | set(_P.calls) | set(_P.returns)
-    _P.lines, _P.calls, _P.returns = lines, calls, returns
-    if _P.native is not None:
-        flat = []
-        for (c, line), ps in lines.items():
-            flat += [c, line, 0, tuple(ps)]
-        for kind, by_code in ((1, calls), (2, returns)):
-            for c, ps in by_code.items():
-                flat += [c, 0, kind, tuple(ps)]
-        _thread_hook(_P.native(flat))
-        return
-    if _P.tool is None:
-        return
-    mon = sys.monitoring
-    ev = mon.events
-    new = set(k[0] for k in lines) | set(calls) | set(returns)
-    for c in old | new:
-        events = (ev.LINE if any(k[0] is c for k in lines) else 0) | (ev.PY_START if c in calls else 0) | (
-            ev.PY_RETURN if c in returns else 0)
-        mon.set_local_events(_P.tool, c, events)
-    # Lines a callback turned off (DISABLE) come back where a new probe may want them.
-    mon.restart_events()
-    if not new and _P.tool is not None:
-        for e in (ev.LINE, ev.PY_START, ev.PY_RETURN):
-            mon.register_callback(_P.tool, e, None)
-        mon.free_tool_id(_P.tool)
-        _P.tool = None
+    """Rebuilds the (code, line) and code indexes from the active probes, and tells the backend.
+    Called on agent workers (add, remove) and on the program's threads (a probe that ends in a
+    hit), which the GIL may interleave: under _LOCK."""
+    with _LOCK:
+        lines, calls, returns = {}, {}, {}
+        deadline = 0.0
+        for p in list(_P.by_id.values()):
+            if p.state != "active":
+                continue
+            if p.expires:
+                deadline = min(deadline, p.expires) if deadline else p.expires
+            for c in p.codes:
+                if p.event == "line":
+                    lines.setdefault((c, p.line), []).append(p)
+                else:
+                    (calls if p.event == "call" else returns).setdefault(c, []).append(p)
+        old_lines = _P.lines
+        old = set(k[0] for k in old_lines) | set(_P.calls) | set(_P.returns)
+        _P.lines, _P.calls, _P.returns = lines, calls, returns
+        if _P.native is not None:
+            flat = []
+            for (c, line), ps in lines.items():
+                flat += [c, line, 0, tuple(ps)]
+            for kind, by_code in ((1, calls), (2, returns)):
+                for c, ps in by_code.items():
+                    flat += [c, 0, kind, tuple(ps)]
+            _thread_hook(_P.native(flat, deadline))
+            return
+        if _P.tool is None:
+            return
+        mon = sys.monitoring
+        ev = mon.events
+        line_codes = set(k[0] for k in lines)
+        new = line_codes | set(calls) | set(returns)
+        for c in old | new:
+            events = (ev.LINE if c in line_codes else 0) | (ev.PY_START if c in calls else 0) | (
+                ev.PY_RETURN if c in returns else 0)
+            mon.set_local_events(_P.tool, c, events)
+        # A line that _on_line turned off (DISABLE) in a code object probed before stays off until
+        # restart_events(), which turns every tool's back on: called only when such a code object
+        # gains a probed line.
+        before = set(k[0] for k in old_lines)
+        if any(k[0] in before and k not in old_lines for k in lines):
+            mon.restart_events()
+        if not new:
+            for e in (ev.LINE, ev.PY_START, ev.PY_RETURN):
+                mon.register_callback(_P.tool, e, None)
+            mon.free_tool_id(_P.tool)
+            _P.tool = None
 
 
 def _thread_hook(hook):
@@ -291,29 +318,34 @@ def _claim_tool():
     mon.register_callback(_P.tool, ev.PY_RETURN, _on_return)
 
 
+# sys.monitoring's callbacks (3.12+). An Exception here would be raised in the program: none gets
+# out; KeyboardInterrupt and the like are the program's and do.
 def _on_line(code, line):
     ps = _P.lines.get((code, line))
     if ps is None:
         return sys.monitoring.DISABLE  # not probed: this line of this code is never reported again
-    frame = sys._getframe(1)
-    for p in ps:
-        _hit(p, frame, _MISSING_RETURN)
+    try:
+        _hit_all(ps, sys._getframe(1), _MISSING_RETURN)
+    except Exception:
+        pass
 
 
 def _on_start(code, offset):
     ps = _P.calls.get(code)
     if ps:
-        frame = sys._getframe(1)
-        for p in ps:
-            _hit(p, frame, _MISSING_RETURN)
+        try:
+            _hit_all(ps, sys._getframe(1), _MISSING_RETURN)
+        except Exception:
+            pass
 
 
 def _on_return(code, offset, value):
     ps = _P.returns.get(code)
     if ps:
-        frame = sys._getframe(1)
-        for p in ps:
-            _hit(p, frame, value)
+        try:
+            _hit_all(ps, sys._getframe(1), value)
+        except Exception:
+            pass
 
 
 _MISSING_RETURN = object()
@@ -423,9 +455,10 @@ def _json():
 
 
 def _end(p, why):
-    if p.state == "active":
-        p.state = why
-        _index()
+    with _LOCK:
+        if p.state == "active":
+            p.state = why
+            _index()
 
 
 # ---- the agent's calls ----
@@ -434,11 +467,13 @@ def _describe(p):
     return {"id": p.id, "spec": p.spec, "event": p.event, "file": p.file, "line": p.line,
             "function": p.function, "capture": [t for t, _ in p.captures],
             "when": p.when[0] if p.when else None, "limit": p.limit,
-            "expires": p.created + p.expire_s if p.expires else None, "created": p.created, "hits": p.hits, "errors": p.errors,
-            "cost_s": round(p.cost, 6), "state": p.state, "codes": len(p.codes)}
+            "expires": p.created + p.expire_s if p.expires else None, "created": p.created, "hits": p.hits,
+            "errors": p.errors, "cost_s": round(p.cost, 6), "state": p.state, "codes": len(p.codes)}
 
 
 def _sweep():
+    """Ends the probes past their expiry (also called by probes.cpp's trace function, now and then,
+    so that a probe whose code never runs ends on time)."""
     now = _clock()
     for p in list(_P.by_id.values()):
         if p.state == "active" and p.expires and now > p.expires:
@@ -466,27 +501,29 @@ def add(where, capture, when, limit, expire_s, append, max_overhead, native):
             _claim_tool()
     except ValueError as e:
         return {"error": str(e)}
-    p = _Probe(_P.next_id, where, event, file, line, function, codes, captures, condition, limit, expire_s)
-    _P.next_id += 1
-    _P.by_id[p.id] = p
-    _index()
+    with _LOCK:
+        p = _Probe(_P.next_id, where, event, file, line, function, codes, captures, condition, limit, expire_s)
+        _P.next_id += 1
+        _P.by_id[p.id] = p
+        _index()
     return {"probe": _describe(p)}
 
 
 def probes():
     _sweep()
-    return {"probes": [_describe(p) for p in sorted(_P.by_id.values(), key=lambda p: p.id)]}
+    return {"probes": [_describe(p) for p in sorted(list(_P.by_id.values()), key=lambda p: p.id)]}
 
 
 def remove(pid):
     """Removes probe pid (0: every probe); the descriptions of those removed."""
     _sweep()
-    gone = [p for p in _P.by_id.values() if pid == 0 or p.id == pid]
-    if not gone:
-        return {"error": "no probe %d (probe list shows them)" % pid if pid else "no probes"}
-    for p in gone:
-        del _P.by_id[p.id]
-        if p.state == "active":
-            p.state = "removed"
-    _index()
+    with _LOCK:
+        gone = [p for p in list(_P.by_id.values()) if pid == 0 or p.id == pid]
+        if not gone:
+            return {"error": "no probe %d (probe list shows them)" % pid if pid else "no probes"}
+        for p in gone:
+            del _P.by_id[p.id]
+            if p.state == "active":
+                p.state = "removed"
+        _index()
     return {"removed": [_describe(p) for p in gone]}

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bindings/table_binding.h"
+#include "core/clock.h"
 #include "core/settings.h"
 #include "python/helpers.h"
 #include "python/ref.h"
@@ -35,7 +36,9 @@ constexpr int kAtLine = 0, kAtCall = 1, kAtReturn = 2;
 // of every frame; it compares the frame's code object with the few probed ones and returns, so
 // what costs is CPython running in its tracing mode, not this. Everything here runs with the GIL:
 // the table is swapped under it, and a hit may swap it (a probe that ends), so a call keeps the
-// table it started with.
+// table it started with. When no probe is left, each thread takes `trace` off itself at its next
+// event: only a thread whose trace function is this one ever gets here, so no tracer of the
+// program's that was set since is cleared.
 struct Entry {
   PyObject* code;  // kept alive by Table::refs
   int line;
@@ -46,6 +49,7 @@ struct Entry {
 struct Table {
   std::vector<Entry> entries;
   std::vector<PyRef> refs;
+  double next_deadline = 0;  // the earliest expiry of an active probe (monotonic s), 0 none
 };
 
 std::shared_ptr<const Table>& table() {
@@ -56,22 +60,40 @@ std::shared_ptr<const Table>& table() {
 PyObject* g_hit = nullptr;          // probe_helpers._hit_all, from its namespace (lives for the process)
 PyObject* g_missing = nullptr;      // probe_helpers._MISSING_RETURN
 PyObject* g_thread_hook = nullptr;  // the builtin threading.settrace gets while probes are active
+PyObject* g_sweep = nullptr;        // probe_helpers._sweep: ends the probes past their expiry
+// Events since the clock was last read for an expiry: a probe whose code never runs still ends on
+// time, and the clock is read once every kEventsPerClockRead events, not at each.
+constexpr unsigned kEventsPerClockRead = 4096;
+thread_local unsigned t_events = 0;
 // Set in a forked child (a DataLoader worker forked while a probe was active): its thread, which
 // inherited the trace function, drops it at its next event, and so do threads it starts.
 std::atomic<bool> g_forked{false};
 
+// Takes `trace` (or the threading hook's trampoline) off the calling thread. REQUIRES: GIL.
+void untrace_this_thread(const CApi& api) {
+  if (api.PyEval_SetTraceOf(api.PyThreadState_Get(), nullptr, nullptr) != 0) api.PyErr_Clear();
+}
+
 int trace(PyObject*, PyObject* frame, int what, PyObject* arg) noexcept {
-  if (g_forked.load(std::memory_order_relaxed)) {
-    Result<const CApi*> loaded = python::load_capi();
-    if (loaded.is_ok()) (*loaded)->PyEval_SetTraceOf((*loaded)->PyThreadState_Get(), nullptr, nullptr);
-    return 0;
-  }
-  if (what != kTraceLine && what != kTraceCall && what != kTraceReturn) return 0;
-  std::shared_ptr<const Table> t = table();
-  if (!t || t->entries.empty()) return 0;
   Result<const CApi*> loaded = python::load_capi();
   if (!loaded.is_ok()) return 0;
   const CApi& api = **loaded;
+  std::shared_ptr<const Table> t = table();
+  if (g_forked.load(std::memory_order_relaxed) || !t || t->entries.empty()) {
+    untrace_this_thread(api);
+    return 0;
+  }
+  if (t->next_deadline > 0 && ++t_events % kEventsPerClockRead == 0 && monotonic_s() > t->next_deadline &&
+      g_sweep != nullptr) {
+    PyObject* r = api.PyObject_CallFunctionObjArgs(g_sweep, nullptr);  // may swap the table
+    if (r != nullptr) {
+      api.Py_DecRef(r);
+    } else {
+      api.PyErr_Clear();
+    }
+    return 0;
+  }
+  if (what != kTraceLine && what != kTraceCall && what != kTraceReturn) return 0;
   PyObject* code = api.PyFrame_GetCode(frame);
   if (code == nullptr) {
     api.PyErr_Clear();
@@ -105,19 +127,16 @@ bool native_tracing_available(const CApi& api) {
          api.PyInterpreterState_Main != nullptr;
 }
 
-// Sets (or clears) the trace function of every thread of the main interpreter. REQUIRES: GIL.
-int set_trace_everywhere(const CApi& api, bool on) {
-  int failed = 0;
-  void* me = api.PyThreadState_Get();  // an agent worker: it runs no probed code
+// Sets the trace function of every thread of the main interpreter but the caller's (an agent
+// worker, adding the first probe: it runs no probed code). REQUIRES: GIL.
+void trace_every_thread(const CApi& api) {
+  void* me = api.PyThreadState_Get();
   for (void* ts = api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Main()); ts != nullptr;
        ts = api.PyThreadState_Next(ts)) {
-    if (ts == me) continue;
-    if (api.PyEval_SetTraceOf(ts, on ? trace : nullptr, nullptr) != 0) {
-      api.PyErr_Clear();  // an audit hook that refuses sys.settrace
-      ++failed;
+    if (ts != me && api.PyEval_SetTraceOf(ts, trace, nullptr) != 0) {
+      api.PyErr_Clear();  // an audit hook that refuses sys.settrace: that thread is not probed
     }
   }
-  return failed;
 }
 
 // threading.settrace's hook while probes are active: a thread started then calls it at its first
@@ -127,22 +146,24 @@ PyObject* thread_hook(PyObject*, PyObject* const*, long) noexcept {
   if (!loaded.is_ok()) return nullptr;
   const CApi& api = **loaded;
   std::shared_ptr<const Table> t = table();
-  if (!g_forked.load() && t && !t->entries.empty() &&
-      api.PyEval_SetTraceOf(api.PyThreadState_Get(), trace, nullptr) != 0) {
-    api.PyErr_Clear();
+  if (!g_forked.load() && t && !t->entries.empty()) {
+    if (api.PyEval_SetTraceOf(api.PyThreadState_Get(), trace, nullptr) != 0) api.PyErr_Clear();
+  } else {
+    untrace_this_thread(api);  // else threading's trampoline would call this at every call, for good
   }
   return PyRef::borrow(api, api.None).release();
 }
 
-// probe_helpers.set_entries(flat): [code, line, kind, probes, code, ...] of the active probes.
-// Installs the trace function everywhere when the first entry comes, and takes it away from every
-// thread when none is left. Returns threading's hook to use (None when none is needed).
+// probe_helpers.set_entries(flat, next_deadline): [code, line, kind, probes, code, ...] of the active
+// probes, and their earliest expiry (time.monotonic(), 0 none). Installs the trace function on every
+// thread when the first entry comes; when none is left each thread takes it off itself (trace).
+// Returns threading's hook to use (None when none is needed).
 PyObject* set_entries(PyObject*, PyObject* const* args, long nargs) noexcept {
   Result<const CApi*> loaded = python::load_capi();
   if (!loaded.is_ok()) return nullptr;
   const CApi& api = **loaded;
-  if (nargs != 1 || api.PyList_Size(args[0]) < 0) {
-    api.PyErr_SetString(api.exc_type_error, "set_entries takes a list");
+  if (nargs != 2 || api.PyList_Size(args[0]) < 0) {
+    api.PyErr_SetString(api.exc_type_error, "set_entries takes a list and a deadline");
     return nullptr;
   }
   static std::once_flag fork_handler;
@@ -159,10 +180,12 @@ PyObject* set_entries(PyObject*, PyObject* const* args, long nargs) noexcept {
           Entry{code, static_cast<int>(api.PyLong_AsLongLong(api.PyList_GetItem(args[0], i + 1))),
                 static_cast<int>(api.PyLong_AsLongLong(api.PyList_GetItem(args[0], i + 2))), probes});
     }
+    next->next_deadline = api.PyFloat_AsDouble(args[1]);
+    if (next->next_deadline == -1 && api.PyErr_Occurred() != nullptr) return nullptr;
     const bool was_on = table() && !table()->entries.empty();
     const bool on = !next->entries.empty();
     table() = std::move(next);
-    if (on != was_on) set_trace_everywhere(api, on);
+    if (on && !was_on) trace_every_thread(api);
     return PyRef::borrow(api, on ? g_thread_hook : api.None).release();
   } catch (...) {
     api.PyErr_SetString(api.exc_value_error, "set_entries: out of memory");
@@ -202,8 +225,10 @@ Result<PyRef> backend(const CApi& api, const layout::PythonVersion& version) {
   g_hit = api.PyDict_GetItemString(*ns, "_hit_all");
   g_missing = api.PyDict_GetItemString(*ns, "_MISSING_RETURN");
   g_thread_hook = api.PyDict_GetItemString(*ns, "_native_thread_hook");
+  g_sweep = api.PyDict_GetItemString(*ns, "_sweep");
   PyObject* set = api.PyDict_GetItemString(*ns, "_native_set_entries");
-  if (g_hit == nullptr || g_missing == nullptr || g_thread_hook == nullptr || set == nullptr) {
+  if (g_hit == nullptr || g_missing == nullptr || g_thread_hook == nullptr || g_sweep == nullptr ||
+      set == nullptr) {
     return Status(Code::kInternal, "the probes' helper lacks its natives");
   }
   return PyRef::borrow(api, set);

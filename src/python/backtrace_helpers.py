@@ -1,9 +1,9 @@
 # Python half of `probing PID backtrace`: compiled once into a private namespace of the target
 # (never put in sys.modules), called from src/python/frames.cpp on an agent thread with the GIL
 # held, after brief.py (the build puts that text before this one: _Repr, _BriefRepr, _brief,
-# _local_kinds). It reads frames and shows locals briefly and safely: it never imports a module
-# the target has not imported, never touches a tensor's or array's data, and turns any failure of
-# a repr into a placeholder.
+# _local_kinds). It reads frames and shows locals briefly and safely: it imports nothing the program
+# may be importing itself but `re` (for a frame at a `with` or an `.acquire(`), never touches a
+# tensor's or array's data, and turns any failure of a repr into a placeholder.
 import os
 import _thread
 
@@ -16,6 +16,8 @@ def _cookie(first_lines):
     """The encoding a PEP 263 comment in the first two lines names, or None (no `re`)."""
     for raw in first_lines:
         line = raw.decode("latin-1").lstrip(" \t\f")
+        if not line.strip():
+            continue  # a blank first line: the cookie may be on the second
         if not line.startswith("#"):
             return None  # the cookie must be in a comment-only line; code ends the search
         at = line.find("coding")
@@ -34,8 +36,8 @@ def _lines_of(filename):
     backtrace's cost in a process that had none of them. None when it cannot be read so."""
     try:
         st = os.stat(filename)
-        if st.st_size > _MAX_FILE_BYTES:
-            return None
+        if st.st_size > _MAX_FILE_BYTES or (st.st_mode & 0o170000) != 0o100000:
+            return None  # too big, or not a regular file (a FIFO would block the read)
         key = (st.st_mtime_ns, st.st_size)
         kept = _files.get(filename)
         if kept is not None and kept[0] == key:

@@ -58,8 +58,9 @@ PyRef to_python(const CApi& api, const nlohmann::json& v) {
 // A helper's plain result read natively, so that a helper needs no `json` (whose import, with
 // `re`'s, was most of a first backtrace's cost in a process that had neither): dicts with str
 // keys, lists, tuples, str, int, float, bool and None, nested at most 64 deep. Anything else is
-// an error naming its type: a repr is the helper's job. The type flags are CPython's
-// Py_TPFLAGS_*_SUBCLASS bits, the same in every supported version; only exact types pass.
+// an error naming its type: a repr is the helper's job. Scalars and dicts must be of the exact
+// built-in type; lists and tuples are told by CPython's Py_TPFLAGS_*_SUBCLASS bits (the same in
+// every supported version), so a helper must return plain ones (the helpers return nothing else).
 Result<nlohmann::json> from_python(const CApi& api, PyObject* v, int depth) {
   constexpr unsigned long kList = 1UL << 25, kTuple = 1UL << 26;
   constexpr int kMaxDepth = 64;
