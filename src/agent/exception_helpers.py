@@ -18,8 +18,7 @@ class _ExceptionHooks:
     append = None  # python.exceptions' append
     on = False
     ours = {}  # id -> each wrapper made (never freed: a program may keep one)
-    last = (0, 0)  # (id(exc), id(tb)) of the last row: a hook of the program's that calls ours
-    #                 inside ours records once
+    handling = {}  # thread ident -> the exception an outer hook of ours is handling there
 
 
 _EXC = _ExceptionHooks()
@@ -95,9 +94,6 @@ def _record_exception(kind, exc_type, exc, tb, thread=None, context=None):
     if not _EXC.on or append is None:
         return
     try:
-        if (id(exc), id(tb)) == _EXC.last:
-            return
-        _EXC.last = (id(exc), id(tb))
         if thread is None:
             threading = sys.modules.get("threading")
             thread = threading.current_thread() if threading is not None else None
@@ -121,17 +117,43 @@ def _record_exception(kind, exc_type, exc, tb, thread=None, context=None):
         pass
 
 
+def _handling(exc):
+    """Whether this call of one of the agent's hooks is the outermost for `exc` on this thread (a
+    hook of the program's that calls ours, wrapped by ours, reaches ours twice for one exception).
+    The exception is held only while the outer call runs: comparing ids of exceptions already
+    freed took a new one at the same addresses for the last, and lost its row."""
+    ident = _thread.get_ident()
+    if _EXC.handling.get(ident, _handled) is exc:  # (_handled: a default no exception can be)
+        return False
+    _EXC.handling[ident] = exc
+    return True
+
+
+def _handled(ident):
+    _EXC.handling.pop(ident, None)
+
+
 def _wrap_sys_excepthook(theirs):
     def probing_excepthook(exc_type, exc, tb):
-        _record_exception("uncaught", exc_type, exc, tb)
-        return theirs(exc_type, exc, tb)
+        if not _handling(exc):
+            return theirs(exc_type, exc, tb)
+        try:
+            _record_exception("uncaught", exc_type, exc, tb)
+            return theirs(exc_type, exc, tb)
+        finally:
+            _handled(_thread.get_ident())
     return probing_excepthook
 
 
 def _wrap_threading_excepthook(theirs):
     def probing_thread_excepthook(args):
-        _record_exception("thread", args.exc_type, args.exc_value, args.exc_traceback, thread=args.thread)
-        return theirs(args)
+        if not _handling(args.exc_value):
+            return theirs(args)
+        try:
+            _record_exception("thread", args.exc_type, args.exc_value, args.exc_traceback, thread=args.thread)
+            return theirs(args)
+        finally:
+            _handled(_thread.get_ident())
     return probing_thread_excepthook
 
 
@@ -149,9 +171,14 @@ def _wrap_unraisablehook(theirs):
             context = "%s: %s" % (where, what or _BriefRepr(_EXC_REPR_CHARS).repr(obj)) if obj is not None else where
         except BaseException:
             context = None
-        _record_exception("unraisable", unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback,
-                          context=context)
-        return theirs(unraisable)
+        if not _handling(unraisable.exc_value):
+            return theirs(unraisable)
+        try:
+            _record_exception("unraisable", unraisable.exc_type, unraisable.exc_value,
+                              unraisable.exc_traceback, context=context)
+            return theirs(unraisable)
+        finally:
+            _handled(_thread.get_ident())
     return probing_unraisablehook
 
 
