@@ -382,7 +382,10 @@ def _hit(p, frame, retval):
         return
     if _P.forked:  # a DataLoader worker, say: it records nothing
         for q in list(_P.by_id.values()):
-            _end(q, "ended in a forked child")
+            # Not _end: _LOCK may have been held by another thread at the fork, and stays so here.
+            # The states are enough: every later hit returns at once, and on 3.9-3.11 the threads
+            # take the trace function off themselves (probes.cpp).
+            q.state = "ended in a forked child"
         return
     start = _clock()
     p.runs += 1
