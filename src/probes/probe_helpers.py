@@ -153,7 +153,8 @@ def _codes_of(wanted):
                     _walk(v, k, found)
                 elif isinstance(v, type) and d.get("__name__") == getattr(v, "__module__", None):
                     _walk(v, k, found)
-    return found
+    # A class of this file may hold a function from another (assigned to it, or a mixin's).
+    return {c: name for c, name in found.items() if _matches(c.co_filename, wanted)}
 
 
 def _line_starts(code):
