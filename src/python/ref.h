@@ -38,11 +38,15 @@ class PyRef {
   PyObject* release() noexcept { return std::exchange(obj_, nullptr); }
   explicit operator bool() const noexcept { return obj_ != nullptr; }
   // Without the GIL (a worker unwound by CPython's pthread_exit at interpreter exit) the
-  // reference is leaked rather than touched.
+  // reference is leaked rather than touched, and so is any reference dropped while the
+  // interpreter finalizes: before 3.12, PyGILState_Check answers 1 on every thread once
+  // finalization has deleted its thread-state key, and a decref then (a container's dealloc
+  // asks for the thread state) aborts the host. The key is deleted only after the finalizing
+  // flag is set, and the flag stays set, so asking in this order cannot miss it.
   void reset() noexcept {
     if (obj_ == nullptr) return;
     PyObject* obj = std::exchange(obj_, nullptr);
-    if (api_->PyGILState_Check()) api_->Py_DecRef(obj);
+    if (api_->PyGILState_Check() && !api_->is_finalizing()) api_->Py_DecRef(obj);
   }
 
  private:
