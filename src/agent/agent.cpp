@@ -18,6 +18,7 @@
 #include <optional>
 #include <thread>
 
+#include "agent/crash.h"
 #include "agent/exceptions.h"
 #include "agent/subprocesses.h"
 #include "bindings/table_binding.h"
@@ -202,6 +203,7 @@ void bootstrap() noexcept {
     torch::start_torch_tracing();
     start_subprocess_agents();
     start_exception_capture();
+    start_crash_capture();
     if (options.remote.enabled) {
       info->remote_address = (*srv)->remote_address();
       if (!info->remote_address.empty()) {

@@ -82,5 +82,6 @@ void add_memory_command(CLI::App& app, Context& ctx);
 void add_probe_command(CLI::App& app, Context& ctx);
 void add_export_command(CLI::App& app, Context& ctx);
 void add_cluster_command(CLI::App& app, Context& ctx);
+void add_crash_report_command(CLI::App& app, Context& ctx);
 
 }  // namespace probing::cli

@@ -73,7 +73,7 @@ void move_target_before_command(int argc, char** argv, const std::vector<std::st
     if (arg.empty() || arg[0] == '-') continue;
     // The first word: a target (nothing to move) or the command.
     if (std::find(commands.begin(), commands.end(), arg) == commands.end()) return;
-    if (arg == "list" || arg == "launch") return;
+    if (arg == "list" || arg == "launch" || arg == "crash-report") return;
     // Only with a word after it (`probing eval 1` runs the code 1), and a pid only of a live
     // process.
     if (i + 2 < argc && looks_like_target(argv[i + 1])) {
@@ -105,7 +105,8 @@ int main(int argc, char** argv) {
       "  probing launch -- python3 train.py\n"
       "  probing 1234 eval 'print(model)'\n"
       "  PROBING_TOKEN=... probing --tls trainer-7:9000 backtrace\n"
-      "  probing cluster -t trainer-0:9000 backtrace   (every rank of a job)\n",
+      "  probing cluster -t trainer-0:9000 backtrace   (every rank of a job)\n"
+      "  probing crash-report 1234 (what a fatal signal left in /var/tmp/probing-1234.crash)\n",
       "probing"};
   app.set_version_flag("--version", std::string("probing ") + PROBING_VERSION);
   // Named apart from -t,--target: CLI11 2.4 (Debian 13) refuses two options of one name.
@@ -140,6 +141,7 @@ int main(int argc, char** argv) {
   add_export_command(app, ctx);
   add_mcp_command(app, ctx);
   add_cluster_command(app, ctx);
+  add_crash_report_command(app, ctx);
   if (argc <= 1) {
     std::cout << app.help();
     return kExitUsage;

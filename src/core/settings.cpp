@@ -269,6 +269,11 @@ void declare_builtin_settings(Settings& s) {
             "Record exceptions no code caught (a thread's, the main thread's, those in a __del__) into "
             "python.exceptions, with their stack and locals in brief: the agent's hooks wrap "
             "sys.excepthook, sys.unraisablehook and threading.excepthook, and the program's own still run.");
+  s.declare(
+      "crash.capture", SettingKind::kBool, "on",
+      "On a fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT), write the native and Python stacks "
+      "to /var/tmp/probing-<pid>.crash (`probing crash-report`), then let the signal act as it would "
+      "have: the handler installed before the agent's, or the default.");
   s.declare("probes.max_overhead", SettingKind::kDouble, "0.05",
             "A probe whose hits have taken more than this share of the time since it was added (after "
             "10 hits) ends itself, saying so in `probe list`: 0.05 is 5 %.",

@@ -17,6 +17,8 @@ void forget_self_pid() { g_self_pid.store(0, std::memory_order_relaxed); }
 
 }  // namespace
 
+void refresh_self_pid() noexcept { forget_self_pid(); }
+
 pid_t self_pid() noexcept {
   pid_t pid = g_self_pid.load(std::memory_order_relaxed);
   if (pid != 0) return pid;

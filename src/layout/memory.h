@@ -26,6 +26,10 @@ size_t read_blocks(pid_t pid, const uintptr_t* addrs, size_t n, size_t size, siz
 // child gets its own.
 pid_t self_pid() noexcept;
 
+// Makes self_pid() ask again: for a child made by a bare clone system call, which runs no
+// pthread_atfork handler (the crash handler's).
+void refresh_self_pid() noexcept;
+
 // read_memory on this process.
 bool safe_read(uintptr_t addr, void* out, size_t n) noexcept;
 

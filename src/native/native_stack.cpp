@@ -279,6 +279,19 @@ int find_elf(Dwfl_Module* module, void** userdata, const char* name, Dwarf_Addr 
   return file;  // libdw owns it now
 }
 
+// The file system the process of symbolize_offline saw ("" for this one's); the CLI's one thread.
+std::string g_offline_root;
+
+// A library of a process that is gone, opened by the path its maps gave (a regular file only).
+int find_elf_by_path(Dwfl_Module*, void**, const char* name, Dwarf_Addr, char** file_name, Elf** elf) {
+  if (name == nullptr || name[0] != '/') return -1;
+  const int file = open_regular({g_offline_root + name});
+  if (file < 0) return -1;
+  *file_name = ::strdup(name);
+  *elf = nullptr;
+  return file;
+}
+
 // libdw over one process: its libraries as /proc/PID/maps lists them, and threads that the
 // caller has ptrace-stopped (libdw attaches to nothing itself).
 class Unwinder {
@@ -388,6 +401,45 @@ class InjectStackReader : public inspect::StackReader {
 };
 
 }  // namespace
+
+std::vector<Frame> symbolize_offline(const std::string& maps_text, const std::vector<uint64_t>& pcs,
+                                     const std::string& root) {
+  std::vector<Frame> out;
+  g_offline_root = root == "/" ? "" : root;
+  ::unsetenv("DEBUGINFOD_URLS");
+  static char* debuginfo_path = nullptr;
+  static const Dwfl_Callbacks callbacks = {find_elf_by_path, dwfl_standard_find_debuginfo, nullptr,
+                                           &debuginfo_path};
+  DwflPtr dwfl(dwfl_begin(&callbacks));
+  Result<std::vector<inspect::Mapping>> maps = inspect::parse_maps(maps_text);
+  if (dwfl && maps.is_ok()) {
+    // Each file once, from where its offset 0 lies to the end of its last mapping.
+    std::map<std::string, std::pair<Dwarf_Addr, Dwarf_Addr>> files;
+    for (const inspect::Mapping& m : *maps) {
+      if (!m.is_file() || m.deleted || m.start < m.offset) continue;
+      auto [it, fresh] = files.emplace(m.path, std::make_pair(m.start - m.offset, m.end));
+      if (!fresh) {
+        it->second.first = std::min<Dwarf_Addr>(it->second.first, m.start - m.offset);
+        it->second.second = std::max<Dwarf_Addr>(it->second.second, m.end);
+      }
+    }
+    dwfl_report_begin(dwfl.get());
+    for (const auto& [path, range] : files) {
+      (void)dwfl_report_module(dwfl.get(), path.c_str(), range.first, range.second);
+    }
+    dwfl_report_end(dwfl.get(), nullptr, nullptr);
+  }
+  for (size_t i = 0; i < pcs.size(); ++i) {
+    // A return address (every frame but the first) is looked up inside the call it returns from.
+    const Dwarf_Addr pc = i == 0 || pcs[i] == 0 ? pcs[i] : pcs[i] - 1;
+    Frame f = symbolize(dwfl.get(), pc, pcs[i]);
+    if (f.file.empty() && maps.is_ok()) {
+      if (const inspect::Mapping* m = inspect::find_mapping(*maps, pcs[i])) f.file = m->path;
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
 
 Result<std::unique_ptr<inspect::StackReader>> open_stack_reader(pid_t pid) {
   Result<Unwinder> unwinder = Unwinder::open(pid);

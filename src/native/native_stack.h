@@ -88,6 +88,14 @@ class Sampler {
 // thread only: the one that stops the threads.
 Result<std::unique_ptr<inspect::StackReader>> open_stack_reader(pid_t pid);
 
+// Names for `pcs`, addresses in a process that may be gone, from the files its maps (the text of
+// /proc/PID/maps, saved) list, as those files are now, under `root` (the file system that process
+// saw: a container's or a chroot's; "" or "/" for this one): for a crash report. The first address
+// is where the thread stopped, the others return addresses. An address no file holds keeps "??".
+// One thread at a time.
+std::vector<Frame> symbolize_offline(const std::string& maps_text, const std::vector<uint64_t>& pcs,
+                                     const std::string& root = "");
+
 // The kernel tid of the thread whose threading ident is `ident`, read from outside; 0 if none.
 pid_t tid_for_ident(pid_t pid, unsigned long ident);
 

@@ -1,0 +1,150 @@
+"""The crash site in native code (crash.capture): a fatal signal leaves /var/tmp/probing-PID.crash
+with the native stack of the thread that crashed and every thread's Python stack, `probing
+crash-report` prints it with the native frames named, and the process still dies by its signal,
+after any handler that was there before (faulthandler's) has run."""
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import TARGETS, Target, interpreter_params, marker_line, run_cli
+
+PARAMS = interpreter_params()
+CRASH_LINE = marker_line("crashes.py", "CRASH_LINE")
+SCRIPT = os.path.join(TARGETS, "crashes.py")
+
+
+def root_of(pid):
+    """The file system the target sees: "/" here, the chroot's root for the version matrix."""
+    return os.readlink("/proc/%d/root" % pid)
+
+
+def report_path(root, pid):
+    return os.path.join(root, "var/tmp/probing-%d.crash" % pid)
+
+
+def read_report(root, pid):
+    rc, out, err = run_cli("crash-report", "--root", root, "--json", pid)
+    assert rc == 0, (out, err)
+    return json.loads(out)
+
+
+def crashed_thread(report, py):
+    """The Python stack of the thread that crashed: marked so from 3.11 (which records each thread's
+    kernel tid), else the one whose innermost frame is read_null."""
+    threads = report["python"]
+    if py.version is not None and tuple(int(x) for x in py.version.split(".")[:2]) >= (3, 11):
+        crashed = [t for t in threads if t["crashed"]]
+        assert len(crashed) == 1, threads
+        assert crashed[0]["native_thread_id"] == int(report["thread"].split()[0]), (crashed, report["thread"])
+        return crashed[0]
+    return next(t for t in threads if t["frames"] and t["frames"][-1]["func"] == "<module>")
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_a_segfault_in_native_code_leaves_a_report(py):
+    with Target("crashes.py", py) as t:
+        root = root_of(t.pid)
+        path = report_path(root, t.pid)
+        try:
+            t.write("segv\n")
+            assert t.wait_exit(30) == -signal.SIGSEGV, t.stderr_lines()[-10:]
+            assert "probing: SIGSEGV in thread %d: crash report in /var/tmp/probing-%d.crash" % (t.pid, t.pid) \
+                in "\n".join(t.stderr_lines()), t.stderr_lines()[-10:]
+            assert os.stat(path).st_mode & 0o777 == 0o600
+            r = read_report(root, t.pid)
+            assert r["complete"] and r["notes"] == [], r
+            assert (r["pid"], r["signal"], r["address"]) == (str(t.pid), "11 SIGSEGV", "0x%016x" % 0), r
+            assert r["code"] == "1 address not mapped", r
+            assert r["command"].split()[-1] == SCRIPT, r["command"]
+            # The native stack starts where the fault was, in the C library (its internal functions
+            # are named only where the library keeps its symbol table); the frames of the handler
+            # are not in it, and the interpreter's entry point is, by name.
+            native = r["native"]
+            assert native and os.path.basename(native[0]["library"]).startswith("libc"), native[:3]
+            assert not any("probing" in f["library"] for f in native), native
+            assert any(f["func"] == "Py_BytesMain" for f in native), native
+            # Every Python thread, and the line that called into native code.
+            crashed = crashed_thread(r, py)
+            frames = [(f["func"], f["file"], f["lineno"]) for f in crashed["frames"]]
+            assert ("read_null", SCRIPT, CRASH_LINE) in frames, frames
+            assert frames[-1][0] == "<module>", frames
+            assert len(r["python"]) == 2, r["python"]
+            idle = next(th for th in r["python"] if th is not crashed)
+            assert idle["frames"][0]["func"] == "idle", idle
+            # The same report as text.
+            rc, out, err = run_cli("crash-report", "--root", root, t.pid)
+            assert rc == 0, err
+            assert "SIGSEGV (address not mapped) at address 0x%016x" % 0 in out, out
+            assert "read_null (%s:%d)\n      return ctypes.string_at(0)" % (SCRIPT, CRASH_LINE) in out, out
+            assert "[Native]" in out and "Traceback" not in out, out
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_an_abort_runs_faulthandler_too_and_dies_by_sigabrt(py):
+    # faulthandler and the agent install their handlers at about the same time at start: in either
+    # order, both run and the status is the signal's.
+    with Target("crashes.py", py, env={"PYTHONFAULTHANDLER": "1"}) as t:
+        root = root_of(t.pid)
+        path = report_path(root, t.pid)
+        try:
+            t.write("abort\n")
+            assert t.wait_exit(30) == -signal.SIGABRT, t.stderr_lines()[-10:]
+            err = "\n".join(t.stderr_lines())
+            assert "Fatal Python error: Aborted" in err, err
+            assert "crash report in /var/tmp/probing-%d.crash" % t.pid in err, err
+            r = read_report(root, t.pid)
+            assert r["complete"] and r["signal"] == "6 SIGABRT", r
+            assert r["sender"] == str(t.pid), r
+            assert any(f["func"] == "abort" for f in r["native"]), r["native"]
+            assert [f["func"] for f in crashed_thread(r, py)["frames"]][-1] == "<module>", r["python"]
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+@pytest.mark.parametrize("py", PARAMS)
+def test_a_forked_child_writes_its_own_report_and_the_parent_goes_on(py):
+    with Target("crashes.py", py) as t:
+        root = root_of(t.pid)
+        t.write("fork-segv\n")
+        i = t.wait_line(lambda l: l.startswith("child "), timeout=30)
+        _, child, _, status = t.stdout_lines()[i].split()
+        path = report_path(root, int(child))
+        try:
+            assert os.WIFSIGNALED(int(status)) and os.WTERMSIG(int(status)) == signal.SIGSEGV, status
+            assert t.alive()
+            r = read_report(root, int(child))
+            assert r["complete"] and r["pid"] == child and r["signal"] == "11 SIGSEGV", r
+            # The child runs the one thread that forked.
+            assert len(r["python"]) == 1, r["python"]
+            assert [f["func"] for f in r["python"][0]["frames"]][:2] == ["string_at", "read_null"], r["python"]
+            assert not os.path.exists(report_path(root, t.pid))
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+@pytest.mark.parametrize("py", PARAMS[:1])
+def test_crash_capture_off_leaves_the_signal_alone(py):
+    with Target("crashes.py", py) as t:
+        root = root_of(t.pid)
+        rc, out, err = run_cli(t.pid, "config", "crash.capture=off")
+        assert rc == 0, err
+        t.write("segv\n")
+        assert t.wait_exit(30) == -signal.SIGSEGV
+        assert not os.path.exists(report_path(root, t.pid))
+        assert not any("crash report" in line for line in t.stderr_lines()), t.stderr_lines()
+
+
+def test_crash_report_says_what_is_missing(tmp_path):
+    rc, out, err = run_cli("crash-report", "999999999")
+    assert rc == 1 and "no crash report at /var/tmp/probing-999999999.crash" in err, (rc, out, err)
+    bad = tmp_path / "x.crash"
+    bad.write_text("hello\n")
+    rc, out, err = run_cli("crash-report", str(bad))
+    assert rc == 1 and "is not a probing crash report" in err, (rc, out, err)
