@@ -18,7 +18,6 @@
 #include <optional>
 #include <thread>
 
-#include "agent/crash.h"
 #include "agent/exceptions.h"
 #include "agent/subprocesses.h"
 #include "bindings/table_binding.h"
@@ -28,6 +27,7 @@
 #include "layout/version.h"
 #include "profile/sampler.h"
 #include "python/capi.h"
+#include "python/crash.h"
 #include "server/audit.h"
 #include "server/auth.h"
 #include "server/cluster.h"
@@ -203,7 +203,7 @@ void bootstrap() noexcept {
     torch::start_torch_tracing();
     start_subprocess_agents();
     start_exception_capture();
-    start_crash_capture();
+    python::start_crash_capture();
     if (options.remote.enabled) {
       info->remote_address = (*srv)->remote_address();
       if (!info->remote_address.empty()) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "python/capi.h"
+#include "python/crash.h"
 #include "sql/column_store.h"
 #include "sql/engine.h"
 
@@ -803,6 +804,13 @@ PyObject* native_timed(PyObject*, PyObject* const* args, long nargs) noexcept {
   return fn;
 }
 
+// _native_crash_capture_again(): the crash handlers back in front of PyTorch's, in a DataLoader
+// worker that has just set its own (python/crash.h).
+PyObject* native_crash_capture_again(PyObject*, PyObject*) noexcept {
+  python::capture_crashes_again();
+  return none(*tracer().api);
+}
+
 // _native_method(builtin) -> it as a method: set on a class, it gets the instance first.
 PyObject* native_method(PyObject*, PyObject* fn) noexcept { return tracer().api->PyInstanceMethod_New(fn); }
 
@@ -831,12 +839,14 @@ MethodDef g_defs[] = {
     def("_native_timed", native_timed, kFast),
     def("_native_method", native_method, kO),
     def("_native_set_backward", native_set_backward, kFast),
+    def("_native_crash_capture_again", native_crash_capture_again, kNone),
 };
 
 }  // namespace
 
-python::MethodDef* const kTracerNatives[] = {
-    &g_defs[0], &g_defs[1], &g_defs[2],  &g_defs[3],  &g_defs[4],  &g_defs[5],  &g_defs[6],  &g_defs[7],
-    &g_defs[8], &g_defs[9], &g_defs[10], &g_defs[11], &g_defs[12], &g_defs[13], &g_defs[14], nullptr};
+python::MethodDef* const kTracerNatives[] = {&g_defs[0],  &g_defs[1],  &g_defs[2],  &g_defs[3],  &g_defs[4],
+                                             &g_defs[5],  &g_defs[6],  &g_defs[7],  &g_defs[8],  &g_defs[9],
+                                             &g_defs[10], &g_defs[11], &g_defs[12], &g_defs[13], &g_defs[14],
+                                             &g_defs[15], nullptr};
 
 }  // namespace probing::torch

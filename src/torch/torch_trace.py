@@ -772,6 +772,17 @@ def _install_hooks(torch, module_mod, optim_mod):
         S.restore.append((iterator, "__next__", next_batch))
         S.ours.append(wrapper)
         iterator.__next__ = wrapper
+    # a DataLoader worker's crash report: PyTorch sets its own handlers of fatal signals at the start
+    # of each worker, in place of the agent's; they go back in front of PyTorch's right after.
+    signals = sys.modules.get("torch.utils.data._utils.signal_handling")
+    set_handlers = getattr(signals, "_set_worker_signal_handlers", None)
+    if set_handlers is not None:
+        def _set_worker_signal_handlers(*args, _original=set_handlers):
+            _original(*args)
+            _native_crash_capture_again()
+        S.restore.append((signals, "_set_worker_signal_handlers", set_handlers))
+        S.ours.append(_set_worker_signal_handlers)
+        signals._set_worker_signal_handlers = _set_worker_signal_handlers
     # optimizer steps: PyTorch 2.x has global step hooks; 1.13 gets its classes' step wrapped.
     pre = getattr(optim_mod, "register_optimizer_step_pre_hook", None)
     post = getattr(optim_mod, "register_optimizer_step_post_hook", None)

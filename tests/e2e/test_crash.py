@@ -5,10 +5,11 @@ after any handler that was there before (faulthandler's) has run."""
 import json
 import os
 import signal
+import time
 
 import pytest
 
-from conftest import TARGETS, Target, interpreter_params, marker_line, run_cli
+from conftest import TARGETS, Target, interpreter_params, marker_line, run_cli, torch_interpreter_params
 
 PARAMS = interpreter_params()
 CRASH_LINE = marker_line("crashes.py", "CRASH_LINE")
@@ -30,11 +31,15 @@ def read_report(root, pid):
     return json.loads(out)
 
 
+def version_of(py):
+    return tuple(int(x) for x in py.version.split(".")[:2])
+
+
 def crashed_thread(report, py):
     """The Python stack of the thread that crashed: marked so from 3.11 (which records each thread's
     kernel tid), else the one whose innermost frame is read_null."""
     threads = report["python"]
-    if py.version is not None and tuple(int(x) for x in py.version.split(".")[:2]) >= (3, 11):
+    if version_of(py) >= (3, 11):
         crashed = [t for t in threads if t["crashed"]]
         assert len(crashed) == 1, threads
         assert crashed[0]["native_thread_id"] == int(report["thread"].split()[0]), (crashed, report["thread"])
@@ -124,6 +129,37 @@ def test_a_forked_child_writes_its_own_report_and_the_parent_goes_on(py):
             assert len(r["python"]) == 1, r["python"]
             assert [f["func"] for f in r["python"][0]["frames"]][:2] == ["string_at", "read_null"], r["python"]
             assert not os.path.exists(report_path(root, t.pid))
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+@pytest.mark.parametrize("py", torch_interpreter_params())
+def test_a_dataloader_worker_that_segfaults_leaves_its_report(py):
+    """PyTorch sets its own handlers in each worker; the agent's go back in front of them."""
+    with Target("crashes.py", py, args=["torch"], ready_timeout=60) as t:
+        root = root_of(t.pid)
+        deadline = time.monotonic() + 30
+        wrapped = "from torch.utils.data._utils import signal_handling as s; " \
+                  "print(type(s._set_worker_signal_handlers).__name__)"
+        while run_cli(t.pid, "eval", wrapped)[1].strip() != "function":  # torch tracing is on
+            assert time.monotonic() < deadline, run_cli(t.pid, "eval", wrapped)
+            time.sleep(0.2)
+        t.write("loader-segv\n")
+        i = t.wait_line(lambda l: l.startswith("loader failed "), timeout=60)
+        worker = int(t.stdout_lines()[i].split()[2])
+        path = report_path(root, worker)
+        try:
+            err = "\n".join(t.stderr_lines())
+            assert "Unexpected segmentation fault encountered in worker" in err, err  # PyTorch's ran too
+            assert "crash report in /var/tmp/probing-%d.crash" % worker in err, err
+            r = read_report(root, worker)
+            assert r["complete"] and r["signal"] == "11 SIGSEGV", r
+            frames = [(f["func"], f["lineno"]) for f in crashed_thread(r, py)["frames"]]
+            assert ("read_null", CRASH_LINE) in frames, frames
+            getitem = "Items.__getitem__" if version_of(py) >= (3, 11) else "__getitem__"  # co_qualname
+            assert (getitem, marker_line("crashes.py", "WORKER_LINE")) in frames, frames
+            assert t.alive()
         finally:
             if os.path.exists(path):
                 os.unlink(path)

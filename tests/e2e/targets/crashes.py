@@ -1,12 +1,27 @@
 """Prints 'ready', then reads one word from stdin and dies as it says: 'segv' reads address 0 in
 native code (ctypes.string_at: a fault in the C library, called from Python), 'abort' calls
 os.abort(). 'fork-segv' forks a child that does 'segv', prints its wait status, and reads the
-next word. An idle second thread runs meanwhile."""
+next word. With argv[1] == "torch", 'loader-segv' runs a DataLoader whose one worker does 'segv'
+in the dataset's __getitem__ (a forked worker), and prints the worker's pid from the error the
+loader raises. An idle second thread runs meanwhile."""
 import ctypes
 import os
+import re
 import sys
 import threading
 import time
+
+if sys.argv[1:] == ["torch"]:
+    import torch.utils.data
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            if i == 2:
+                read_null()  # WORKER_LINE
+            return i
 
 
 def idle():
@@ -18,17 +33,27 @@ def read_null():
     return ctypes.string_at(0)  # CRASH_LINE
 
 
-threading.Thread(target=idle, name="idle", daemon=True).start()
-print("ready", flush=True)
-for line in sys.stdin:
-    word = line.strip()
-    if word == "segv":
-        read_null()
-    elif word == "abort":
-        os.abort()
-    elif word == "fork-segv":
-        child = os.fork()
-        if child == 0:
+if __name__ == "__main__":
+    threading.Thread(target=idle, name="idle", daemon=True).start()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        word = line.strip()
+        if word == "segv":
             read_null()
-        _, status = os.waitpid(child, 0)
-        print("child %d status %d" % (child, status), flush=True)
+        elif word == "abort":
+            os.abort()
+        elif word == "fork-segv":
+            child = os.fork()
+            if child == 0:
+                read_null()
+            _, status = os.waitpid(child, 0)
+            print("child %d status %d" % (child, status), flush=True)
+        elif word == "loader-segv":
+            try:
+                # Forked: a worker started otherwise (forkserver, 3.14's default) runs no agent
+                # thread and never had the wrapper that puts the agent's handlers back.
+                loader = torch.utils.data.DataLoader(Items(), num_workers=1, multiprocessing_context="fork")
+                for _ in loader:
+                    pass
+            except RuntimeError as e:  # "DataLoader worker (pid 4242) is killed by signal: ..."
+                print("loader failed %s" % re.search(r"pid(?:\(s\))? (\d+)", str(e)).group(1), flush=True)

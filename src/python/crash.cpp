@@ -1,4 +1,4 @@
-#include "agent/crash.h"
+#include "python/crash.h"
 
 #include <dlfcn.h>
 #include <execinfo.h>
@@ -22,7 +22,7 @@
 #include "python/capi.h"
 #include "python/gil_free.h"
 
-namespace probing::agent {
+namespace probing::python {
 namespace {
 
 constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
@@ -198,13 +198,13 @@ void comm_of(long pid, long tid, char* buf, size_t size) {
     for (int i = first; i < n; ++i) out.hex(reinterpret_cast<unsigned long>(pcs[i])).str("\n");
   }
   std::string text = "--- python\n";
-  if (Result<const python::CApi*> api = python::load_capi(); api.is_ok()) {
-    Result<layout::PythonVersion> v = python::interpreter_version(**api);
+  if (Result<const CApi*> api = load_capi(); api.is_ok()) {
+    Result<layout::PythonVersion> v = interpreter_version(**api);
     if (v.is_ok()) text += "version " + v->text + "\n";
   }
   layout::GilFreeLimits limits;
   limits.max_frames = 256;
-  Result<layout::GilFreeSnapshot> snap = python::read_stacks_gil_free(limits);
+  Result<layout::GilFreeSnapshot> snap = read_stacks_gil_free(limits);
   if (!snap.is_ok()) {
     text += "note the Python stacks could not be read: " + snap.status().message() + "\n";
   } else {
@@ -343,9 +343,11 @@ bool is_ours(const struct sigaction& sa) {
 std::mutex g_mu;  // install and uninstall
 
 // Whether the handler in place ends the process anyway, so that a report before it harms nothing:
-// the default action, or faulthandler's handler (CPython's, and the only one of CPython's set
-// with SA_NODEFER: the signal module's are not), which dumps the tracebacks and raises the
-// signal again. A handler of the program's own may
+// the default action; faulthandler's handler (CPython's, and the only one of CPython's set with
+// SA_NODEFER: the signal module's are not), which dumps the tracebacks and raises the signal
+// again; or PyTorch's in a DataLoader worker (libtorch_python's, SA_NODEFER too), which prints
+// "Unexpected segmentation fault encountered in worker" and does the same. A handler of the
+// program's own may
 // recover from the fault (a guard page, a JIT's trap): that one is left alone, and ours is
 // not put in front of it.
 bool ends_the_process(const struct sigaction& sa) {
@@ -353,14 +355,19 @@ bool ends_the_process(const struct sigaction& sa) {
                                                   : reinterpret_cast<void*>(sa.sa_handler);
   if (handler == reinterpret_cast<void*>(SIG_DFL)) return true;
   if (handler == reinterpret_cast<void*>(SIG_IGN)) return false;
+  Dl_info in_handler{};
+  if ((sa.sa_flags & SA_NODEFER) == 0 || ::dladdr(handler, &in_handler) == 0) return false;
+  if (in_handler.dli_fname != nullptr && std::strstr(in_handler.dli_fname, "/libtorch_python.") != nullptr) {
+    return true;
+  }
   void* cpython = ::dlsym(RTLD_DEFAULT, "Py_IsInitialized");
-  Dl_info in_handler{}, in_cpython{};
-  return (sa.sa_flags & SA_NODEFER) != 0 && cpython != nullptr && ::dladdr(handler, &in_handler) != 0 &&
-         ::dladdr(cpython, &in_cpython) != 0 && in_handler.dli_fbase == in_cpython.dli_fbase;
+  Dl_info in_cpython{};
+  return cpython != nullptr && ::dladdr(cpython, &in_cpython) != 0 &&
+         in_handler.dli_fbase == in_cpython.dli_fbase;
 }
 
+// REQUIRES: g_mu held.
 void install() {
-  std::lock_guard<std::mutex> lock(g_mu);
   // backtrace() loads libgcc_s on its first call; a crash must not be that call.
   void* warm[4];
   (void)::backtrace(warm, 4);
@@ -383,8 +390,8 @@ void install() {
   if (!left.empty()) log_info("no crash report for " + left + ": the program handles it itself");
 }
 
+// REQUIRES: g_mu held.
 void uninstall() {
-  std::lock_guard<std::mutex> lock(g_mu);
   g_enabled.store(false);  // a handler of ours still reached (chained by a later one) only passes on
   for (int sig : kSignals) {
     struct sigaction current {};
@@ -394,6 +401,7 @@ void uninstall() {
 }
 
 void follow_setting() {
+  std::lock_guard<std::mutex> lock(g_mu);
   if (settings().get_bool("crash.capture")) {
     install();
   } else {
@@ -402,6 +410,16 @@ void follow_setting() {
 }
 
 }  // namespace
+
+void capture_crashes_again() noexcept {
+  try {
+    // Not waited for: in a forked child (a DataLoader worker) a thread of the parent's may have
+    // held it at the fork, and nobody would ever let it go.
+    std::unique_lock<std::mutex> lock(g_mu, std::try_to_lock);
+    if (lock.owns_lock() && g_enabled.load()) install();
+  } catch (...) {
+  }
+}
 
 void start_crash_capture() {
   static std::once_flag once;
@@ -412,4 +430,4 @@ void start_crash_capture() {
   });
 }
 
-}  // namespace probing::agent
+}  // namespace probing::python

@@ -12,10 +12,15 @@
 // names the native frames. A second thread that crashes meanwhile waits for the first report.
 #pragma once
 
-namespace probing::agent {
+namespace probing::python {
 
 // Follows the `crash.capture` setting from now on: installs the handlers while it is on, puts
 // the previous ones back (where nothing replaced ours since) when it goes off.
 void start_crash_capture();
 
-}  // namespace probing::agent
+// Puts the handlers back in front where one that ends the process anyway has replaced them
+// since: PyTorch's, which each DataLoader worker sets at its start (torch_trace.py calls this
+// right after). Nothing when crash.capture is off.
+void capture_crashes_again() noexcept;
+
+}  // namespace probing::python
