@@ -413,15 +413,16 @@ std::vector<Frame> symbolize_offline(const std::string& maps_text, const std::ve
   DwflPtr dwfl(dwfl_begin(&callbacks));
   Result<std::vector<inspect::Mapping>> maps = inspect::parse_maps(maps_text);
   if (dwfl && maps.is_ok()) {
-    // Each file once, from where its offset 0 lies to the end of its last mapping.
+    // Each file mapped from its start (a library, not a data file mapped from the middle, whose
+    // range would cover others), from there to the end of its last mapping.
     std::map<std::string, std::pair<Dwarf_Addr, Dwarf_Addr>> files;
     for (const inspect::Mapping& m : *maps) {
-      if (!m.is_file() || m.deleted || m.start < m.offset) continue;
-      auto [it, fresh] = files.emplace(m.path, std::make_pair(m.start - m.offset, m.end));
-      if (!fresh) {
-        it->second.first = std::min<Dwarf_Addr>(it->second.first, m.start - m.offset);
+      if (m.is_file() && !m.deleted && m.offset == 0) files.emplace(m.path, std::make_pair(m.start, m.end));
+    }
+    for (const inspect::Mapping& m : *maps) {
+      auto it = files.find(m.path);
+      if (it != files.end() && m.start >= it->second.first)
         it->second.second = std::max<Dwarf_Addr>(it->second.second, m.end);
-      }
     }
     dwfl_report_begin(dwfl.get());
     for (const auto& [path, range] : files) {

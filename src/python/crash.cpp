@@ -3,7 +3,10 @@
 #include <dlfcn.h>
 #include <execinfo.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -32,8 +35,11 @@ constexpr int kMaxNativeFrames = 256;
 // What was installed before ours, per signal; read by the handler.
 struct sigaction g_previous[NSIG];
 std::atomic<bool> g_enabled{false};
+// Ours was put in place for this signal and not taken out since (it may be under another now).
+std::atomic<bool> g_installed[NSIG];
 // 0: no report yet; 1: a thread writes one; 2: written (or given up).
 std::atomic<int> g_report{0};
+std::atomic<pid_t> g_writer{0};  // the thread that writes it
 
 // A fixed buffer written out with write(2): formatting that is safe in a signal handler.
 class Out {
@@ -124,6 +130,15 @@ const char* code_name(int sig, int code) {
   }
 }
 
+// `s` with control characters (a newline in a command line or a thread's name) as '?', in place:
+// the report is made of lines.
+char* printable(char* s) {
+  for (char* c = s; *c != '\0'; ++c) {
+    if (static_cast<unsigned char>(*c) < 0x20 || *c == 0x7f) *c = '?';
+  }
+  return s;
+}
+
 // A small file of /proc read whole into buf (NUL-terminated), without the heap; its length.
 size_t read_small(const char* path, char* buf, size_t size) {
   const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -178,9 +193,87 @@ void comm_of(long pid, long tid, char* buf, size_t size) {
   if (n > 0 && buf[n - 1] == '\n') buf[n - 1] = '\0';
 }
 
+// Python text from the copy: a control character (a newline in a thread's or a file's name)
+// would break the report's lines.
+std::string one_line(std::string s) {
+  for (char& c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return s;
+}
+
+// What the copy reads; it has one thread, and globals outlive the switch to its own stack.
+struct CopyJob {
+  int fd = -1;
+  pid_t parent = 0;
+  pid_t tid = 0;
+};
+CopyJob g_copy;
+
+void write_all(int fd, const std::string& text) {
+  for (size_t done = 0; done < text.size();) {
+    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
+    if (w <= 0) break;
+    done += static_cast<size_t>(w);
+  }
+}
+
+// Every Python stack, run on a stack of the copy's own: the crashed thread may be on a small
+// alternate signal stack.
+void report_python_stacks() noexcept {
+  try {
+    std::string text = "--- python\n";
+    if (Result<const CApi*> api = load_capi(); api.is_ok()) {
+      Result<layout::PythonVersion> v = interpreter_version(**api);
+      if (v.is_ok()) text += "version " + v->text + "\n";
+    }
+    layout::GilFreeLimits limits;
+    limits.max_frames = 256;
+    Result<layout::GilFreeSnapshot> snap = read_stacks_gil_free(limits);
+    if (!snap.is_ok()) {
+      text += "note the Python stacks could not be read: " + one_line(snap.status().message()) + "\n";
+    } else {
+      for (const layout::RawThread& t : snap->threads) {
+        char comm[64] = "";
+        if (t.native_thread_id != 0) comm_of(g_copy.parent, t.native_thread_id, comm, sizeof(comm));
+        text += "thread " + std::to_string(t.thread_id) + " tid " + std::to_string(t.native_thread_id) +
+                (t.holds_gil ? " gil" : "") + (t.native_thread_id == g_copy.tid ? " crashed" : "") +
+                " name " + one_line(comm) + "\n";
+        for (const layout::RawFrame& f : t.frames) {
+          text += "  " + std::to_string(f.lineno) + " " + one_line(f.func) + " " + one_line(f.file) + "\n";
+        }
+        if (t.truncated) text += "  ...\n";
+        if (!t.error.empty()) text += "  ! " + one_line(t.error) + "\n";
+      }
+    }
+    write_all(g_copy.fd, text);
+  } catch (...) {
+    write_all(g_copy.fd, "note the Python stacks could not be read: out of memory\n");
+  }
+}
+
 // The copy's part: the crashed thread's native stack (the copy is that thread, inside the handler,
 // so its unwinding goes through the signal frame to the faulting code) and every Python stack.
-[[noreturn]] void report_stacks(int fd, unsigned long fault_pc, pid_t parent, pid_t tid) {
+// The copy is kept from outliving the process, from dumping core, from holding the process's
+// files and sockets, and from ever returning into its code.
+[[noreturn]] void report_stacks(int fd, unsigned long fault_pc, pid_t parent, pid_t tid) noexcept {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(1);
+  ::prctl(PR_SET_DUMPABLE, 0);  // reading its own memory needs no dumpability
+  if (::syscall(SYS_close_range, 0U, static_cast<unsigned>(fd) - 1, 0U) != 0 ||
+      ::syscall(SYS_close_range, static_cast<unsigned>(fd) + 1, ~0U, 0U) != 0) {
+    for (int other = 0; other < 1024; ++other) {
+      if (other != fd) ::close(other);
+    }
+  }
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGALRM, &dfl, nullptr);
+  sigset_t alarm_only;
+  sigemptyset(&alarm_only);
+  sigaddset(&alarm_only, SIGALRM);
+  ::sigprocmask(SIG_UNBLOCK, &alarm_only, nullptr);
+  ::alarm(static_cast<unsigned>(kChildTimeoutS) + 1);
   layout::refresh_self_pid();  // the reader reads this copy's memory, which is the crash's
   {
     Out out(fd);
@@ -197,34 +290,18 @@ void comm_of(long pid, long tid, char* buf, size_t size) {
     out.str("--- native\n");
     for (int i = first; i < n; ++i) out.hex(reinterpret_cast<unsigned long>(pcs[i])).str("\n");
   }
-  std::string text = "--- python\n";
-  if (Result<const CApi*> api = load_capi(); api.is_ok()) {
-    Result<layout::PythonVersion> v = interpreter_version(**api);
-    if (v.is_ok()) text += "version " + v->text + "\n";
-  }
-  layout::GilFreeLimits limits;
-  limits.max_frames = 256;
-  Result<layout::GilFreeSnapshot> snap = read_stacks_gil_free(limits);
-  if (!snap.is_ok()) {
-    text += "note the Python stacks could not be read: " + snap.status().message() + "\n";
+  g_copy = {fd, parent, tid};
+  constexpr size_t kStack = 1 << 20;
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ucontext_t here{}, there{};
+  if (stack != MAP_FAILED && ::getcontext(&there) == 0) {
+    there.uc_stack.ss_sp = stack;
+    there.uc_stack.ss_size = kStack;
+    there.uc_link = &here;
+    ::makecontext(&there, report_python_stacks, 0);
+    ::swapcontext(&here, &there);
   } else {
-    for (const layout::RawThread& t : snap->threads) {
-      char comm[64] = "";
-      if (t.native_thread_id != 0) comm_of(parent, t.native_thread_id, comm, sizeof(comm));
-      text += "thread " + std::to_string(t.thread_id) + " tid " + std::to_string(t.native_thread_id) +
-              (t.holds_gil ? " gil" : "") + (t.native_thread_id == tid ? " crashed" : "") + " name " + comm +
-              "\n";
-      for (const layout::RawFrame& f : t.frames) {
-        text += "  " + std::to_string(f.lineno) + " " + f.func + " " + f.file + "\n";
-      }
-      if (t.truncated) text += "  ...\n";
-      if (!t.error.empty()) text += "  ! " + t.error + "\n";
-    }
-  }
-  for (size_t done = 0; done < text.size();) {
-    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
-    if (w <= 0) break;
-    done += static_cast<size_t>(w);
+    report_python_stacks();
   }
   ::_exit(0);
 }
@@ -233,25 +310,28 @@ void comm_of(long pid, long tid, char* buf, size_t size) {
 void copy_and_wait(Out& out, int fd, unsigned long fault_pc, pid_t pid, pid_t tid) {
   out.flush();
   // No exit signal: the program's SIGCHLD handler never hears of the copy (and cannot reap it).
-  const long child = ::syscall(SYS_clone, 0L, nullptr, nullptr, nullptr, nullptr);
+  // Untraced: a debugger that follows clones (gdb, strace -f) does not take it for a thread.
+  const long child =
+      ::syscall(SYS_clone, static_cast<long>(CLONE_UNTRACED), nullptr, nullptr, nullptr, nullptr);
   if (child == 0) report_stacks(fd, fault_pc, pid, tid);
   if (child < 0) {
     out.str("--- note the stacks were not read: clone failed (errno ").dec(errno).str(")\n");
     return;
   }
   const timespec tick{0, 10 * 1000 * 1000};
+  bool killed = false;
   for (int waited = 0;; ++waited) {
     int status = 0;
     const pid_t r = ::waitpid(static_cast<pid_t>(child), &status, __WALL | WNOHANG);
-    if (r == child || (r < 0 && errno != EINTR)) return;
-    if (waited * 0.01 >= kChildTimeoutS) {
+    if (r == child || (r < 0 && errno != EINTR)) break;
+    if (!killed && waited * 0.01 >= kChildTimeoutS) {
       ::kill(static_cast<pid_t>(child), SIGKILL);
-      ::waitpid(static_cast<pid_t>(child), &status, __WALL);
+      killed = true;
       out.str("--- note the stacks took longer than ")
           .dec(static_cast<long>(kChildTimeoutS))
           .str(" s to read\n");
-      return;
     }
+    if (killed && waited * 0.01 >= kChildTimeoutS + 1) break;  // in an uninterruptible sleep: left
     ::nanosleep(&tick, nullptr);
   }
 }
@@ -279,7 +359,7 @@ void write_report(int sig, const siginfo_t* info, const void* context) {
     out.str("probing crash report\n");
     out.str("pid ").dec(pid).str("\n");
     comm_of(pid, tid, buf, sizeof(buf));
-    out.str("thread ").dec(tid).str(" ").str(buf).str("\n");
+    out.str("thread ").dec(tid).str(" ").str(printable(buf)).str("\n");
     out.str("signal ").dec(sig).str(" ").str(signal_name(sig)).str("\n");
     if (info != nullptr) {
       out.str("code ").dec(info->si_code).str(" ").str(code_name(sig, info->si_code)).str("\n");
@@ -296,7 +376,7 @@ void write_report(int sig, const siginfo_t* info, const void* context) {
     for (size_t i = 0; i + 1 < n; ++i) {
       if (buf[i] == '\0') buf[i] = ' ';
     }
-    out.str("command ").str(buf).str("\n");
+    out.str("command ").str(printable(buf)).str("\n");
     copy_and_wait(out, fd, fault_pc, pid, tid);
     out.str("--- maps\n");
     out.flush();
@@ -308,31 +388,54 @@ void write_report(int sig, const siginfo_t* info, const void* context) {
     out.str("--- end\n");
   }
   ::close(fd);
-  Out err(STDERR_FILENO);
-  err.str("probing: ").str(signal_name(sig)).str(" in thread ").dec(tid).str(": crash report in ").str(path);
-  err.str(" (probing crash-report ").dec(pid).str(")\n");
+  // One line on stderr, with SIGPIPE held back: a reader of stderr that has gone must not turn
+  // the signal the process dies of into SIGPIPE.
+  sigset_t pipe, mask, pending;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  ::sigpending(&pending);
+  const bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+  ::pthread_sigmask(SIG_BLOCK, &pipe, &mask);
+  {
+    Out err(STDERR_FILENO);
+    err.str("probing: ")
+        .str(signal_name(sig))
+        .str(" in thread ")
+        .dec(tid)
+        .str(": crash report in ")
+        .str(path);
+    err.str(" (probing crash-report ").dec(pid).str(")\n");
+  }
+  if (!was_pending && ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+    const timespec zero{0, 0};
+    ::sigtimedwait(&pipe, nullptr, &zero);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &mask, nullptr);
 }
 
 void on_fatal_signal(int sig, siginfo_t* info, void* context) {
   const int saved_errno = errno;
+  const pid_t me = static_cast<pid_t>(::syscall(SYS_gettid));
   if (g_enabled.load()) {
     int idle = 0;
     if (g_report.compare_exchange_strong(idle, 1)) {
+      g_writer.store(me);
       write_report(sig, info, context);
       g_report.store(2);
-    } else {
-      // Another thread writes the report: the process ends when it is done, not before.
+    } else if (g_writer.load() != me) {
+      // Another thread writes the report: the process ends when it is done, not before. (The
+      // writer itself, reached by a second signal while it writes, goes on at once.)
       const timespec tick{0, 10 * 1000 * 1000};
       for (int i = 0; i < 1000 && g_report.load() == 1; ++i) ::nanosleep(&tick, nullptr);
     }
   }
   // What would have happened without the agent: the previous disposition, for this signal and
-  // from now on. A fault the kernel raised happens again when this returns, at the same
-  // instruction; a signal a process sent (kill, abort, raise) is sent again, and arrives on return.
+  // from now on, and the signal sent again: blocked while this runs, it arrives on return, with
+  // the faulting context (a fault the kernel raised would happen again at the same instruction
+  // too, but not every one with a positive si_code does).
   ::sigaction(sig, &g_previous[sig], nullptr);
-  if (info == nullptr || info->si_code <= 0) {
-    ::syscall(SYS_tgkill, ::syscall(SYS_getpid), ::syscall(SYS_gettid), sig);
-  }
+  g_installed[sig].store(false);
+  ::syscall(SYS_tgkill, ::syscall(SYS_getpid), me, sig);
   errno = saved_errno;
 }
 
@@ -342,28 +445,36 @@ bool is_ours(const struct sigaction& sa) {
 
 std::mutex g_mu;  // install and uninstall
 
+// PyTorch's handler in a DataLoader worker: it calls no handler that was there before it.
+bool is_torchs(const struct sigaction& sa) {
+  void* handler = reinterpret_cast<void*>(sa.sa_sigaction);
+  Dl_info in_handler{};
+  return (sa.sa_flags & SA_SIGINFO) != 0 && (sa.sa_flags & SA_NODEFER) != 0 &&
+         ::dladdr(handler, &in_handler) != 0 && in_handler.dli_fname != nullptr &&
+         std::strstr(in_handler.dli_fname, "/libtorch_python.") != nullptr;
+}
+
 // Whether the handler in place ends the process anyway, so that a report before it harms nothing:
 // the default action; faulthandler's handler (CPython's, and the only one of CPython's set with
 // SA_NODEFER: the signal module's are not), which dumps the tracebacks and raises the signal
-// again; or PyTorch's in a DataLoader worker (libtorch_python's, SA_NODEFER too), which prints
-// "Unexpected segmentation fault encountered in worker" and does the same. A handler of the
-// program's own may
-// recover from the fault (a guard page, a JIT's trap): that one is left alone, and ours is
-// not put in front of it.
+// again; or PyTorch's in a DataLoader worker, which prints "Unexpected segmentation fault
+// encountered in worker" and does the same. A handler of the program's own may recover from the
+// fault (a guard page, a JIT's trap): that one is left alone, and ours is not put in front of it.
 bool ends_the_process(const struct sigaction& sa) {
   void* handler = (sa.sa_flags & SA_SIGINFO) != 0 ? reinterpret_cast<void*>(sa.sa_sigaction)
                                                   : reinterpret_cast<void*>(sa.sa_handler);
   if (handler == reinterpret_cast<void*>(SIG_DFL)) return true;
   if (handler == reinterpret_cast<void*>(SIG_IGN)) return false;
-  Dl_info in_handler{};
-  if ((sa.sa_flags & SA_NODEFER) == 0 || ::dladdr(handler, &in_handler) == 0) return false;
-  if (in_handler.dli_fname != nullptr && std::strstr(in_handler.dli_fname, "/libtorch_python.") != nullptr) {
-    return true;
-  }
+  if (is_torchs(sa)) return true;
+  Dl_info in_handler{}, in_cpython{};
   void* cpython = ::dlsym(RTLD_DEFAULT, "Py_IsInitialized");
-  Dl_info in_cpython{};
-  return cpython != nullptr && ::dladdr(cpython, &in_cpython) != 0 &&
-         in_handler.dli_fbase == in_cpython.dli_fbase;
+  return (sa.sa_flags & SA_NODEFER) != 0 && cpython != nullptr && ::dladdr(handler, &in_handler) != 0 &&
+         ::dladdr(cpython, &in_cpython) != 0 && in_handler.dli_fbase == in_cpython.dli_fbase;
+}
+
+bool same_action(const struct sigaction& a, const struct sigaction& b) {
+  return a.sa_flags == b.sa_flags &&
+         reinterpret_cast<void*>(a.sa_sigaction) == reinterpret_cast<void*>(b.sa_sigaction);
 }
 
 // REQUIRES: g_mu held.
@@ -379,12 +490,22 @@ void install() {
   for (int sig : kSignals) {
     struct sigaction current {};
     if (::sigaction(sig, nullptr, &current) != 0 || is_ours(current)) continue;
+    // Ours is still in place under a handler set since, which calls it in turn (faulthandler,
+    // enabled after the agent): going in front again would make a loop of the two. Only
+    // PyTorch's, which calls nothing before it, is gone in front of.
+    if (g_installed[sig].load() && !is_torchs(current)) continue;
     if (!ends_the_process(current)) {
       left += std::string(left.empty() ? "" : ", ") + signal_name(sig);
       continue;
     }
     g_previous[sig] = current;
-    ::sigaction(sig, &ours, nullptr);
+    struct sigaction replaced {};
+    if (::sigaction(sig, &ours, &replaced) != 0) continue;
+    if (!same_action(replaced, current)) {  // set meanwhile by another thread: that one stays
+      ::sigaction(sig, &replaced, nullptr);
+      continue;
+    }
+    g_installed[sig].store(true);
   }
   g_enabled.store(true);
   if (!left.empty()) log_info("no crash report for " + left + ": the program handles it itself");
@@ -395,14 +516,22 @@ void uninstall() {
   g_enabled.store(false);  // a handler of ours still reached (chained by a later one) only passes on
   for (int sig : kSignals) {
     struct sigaction current {};
-    if (::sigaction(sig, nullptr, &current) == 0 && is_ours(current))
-      ::sigaction(sig, &g_previous[sig], nullptr);
+    if (::sigaction(sig, nullptr, &current) != 0 || !is_ours(current)) continue;
+    struct sigaction replaced {};
+    if (::sigaction(sig, &g_previous[sig], &replaced) != 0) continue;
+    if (!is_ours(replaced)) {  // set meanwhile by another thread: that one stays
+      ::sigaction(sig, &replaced, nullptr);
+      continue;
+    }
+    g_installed[sig].store(false);
   }
 }
 
+// REQUIRES: g_mu held.
 void follow_setting() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  if (settings().get_bool("crash.capture")) {
+  const bool on = settings().get_bool("crash.capture");
+  if (on == g_enabled.load()) return;  // a SET to the same value changes nothing
+  if (on) {
     install();
   } else {
     uninstall();
@@ -424,8 +553,14 @@ void capture_crashes_again() noexcept {
 void start_crash_capture() {
   static std::once_flag once;
   std::call_once(once, [] {
-    settings().observe("crash.capture", [](const std::string&, const std::string&) { follow_setting(); });
-    follow_setting();
+    settings().observe("crash.capture", [](const std::string&, const std::string&) {
+      std::lock_guard<std::mutex> lock(g_mu);
+      follow_setting();
+    });
+    {
+      std::lock_guard<std::mutex> lock(g_mu);
+      follow_setting();
+    }
     if (g_enabled.load()) log_info("fatal signals write a crash report to /var/tmp/probing-<pid>.crash");
   });
 }

@@ -113,6 +113,31 @@ def test_an_abort_runs_faulthandler_too_and_dies_by_sigabrt(py):
 
 
 @pytest.mark.parametrize("py", PARAMS)
+def test_faulthandler_enabled_later_calls_the_agents_handler_once(py):
+    # faulthandler.enable() after the agent puts its handler in front of the agent's and calls it
+    # in turn; switching crash.capture off and on again must not put the agent's in front of it
+    # again (the two would call each other until the stack ran out).
+    with Target("crashes.py", py) as t:
+        root = root_of(t.pid)
+        path = report_path(root, t.pid)
+        try:
+            t.write("faulthandler\n")
+            t.wait_line("enabled", timeout=20)
+            for value in ("off", "on", "on"):
+                rc, out, err = run_cli(t.pid, "config", "crash.capture=" + value)
+                assert rc == 0, err
+            t.write("segv\n")
+            assert t.wait_exit(30) == -signal.SIGSEGV, t.stderr_lines()[-10:]
+            err = "\n".join(t.stderr_lines())
+            assert err.count("Fatal Python error: Segmentation fault") == 1, err
+            assert err.count("crash report in /var/tmp/probing-%d.crash" % t.pid) == 1, err
+            assert read_report(root, t.pid)["complete"]
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+@pytest.mark.parametrize("py", PARAMS)
 def test_a_forked_child_writes_its_own_report_and_the_parent_goes_on(py):
     with Target("crashes.py", py) as t:
         root = root_of(t.pid)

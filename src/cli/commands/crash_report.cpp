@@ -38,6 +38,9 @@ Report parse(std::istream& in) {
   std::string section = "head";
   std::string line;
   while (std::getline(in, line)) {
+    for (char& c : line) {  // a report is anyone's file: no escape sequence reaches the terminal
+      if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) c = '?';
+    }
     if (line.rfind("--- ", 0) == 0) {
       std::string word =
           line.substr(4, line.find(' ', 4) == std::string::npos ? std::string::npos : line.find(' ', 4) - 4);
@@ -117,7 +120,12 @@ nlohmann::json thread_json(const PythonThread& t) {
   return j;
 }
 
-std::string source_line(const std::string& file, long lineno) {
+// Line `lineno` of `file`, if the report's owner could read it too: a report names any file it
+// likes, and root reading someone's report must not print a line of /etc/shadow.
+std::string source_line(const std::string& file, long lineno, uid_t owner) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return "";
+  if ((st.st_mode & S_IROTH) == 0 && st.st_uid != owner) return "";
   std::ifstream in(file);
   std::string line;
   for (long i = 0; i < lineno && std::getline(in, line); ++i) {
@@ -128,8 +136,11 @@ std::string source_line(const std::string& file, long lineno) {
 }
 
 nlohmann::json to_json(const Report& r, const std::string& path, const std::string& root) {
-  nlohmann::json j = {{"file", path}, {"complete", r.complete}, {"notes", r.notes}};
+  nlohmann::json j = nlohmann::json::object();
   for (const auto& [k, v] : r.head) j[k] = v;
+  j["file"] = path;
+  j["complete"] = r.complete;
+  j["notes"] = r.notes;
   nlohmann::json native = nlohmann::json::array();
   for (const native::Frame& f : native::symbolize_offline(r.maps, r.native, root)) {
     native.push_back({{"address", f.address}, {"func", f.func}, {"offset", f.offset}, {"library", f.file}});
@@ -151,7 +162,7 @@ std::string when(const std::string& unix_seconds) {
   return out.str();
 }
 
-void print_text(const nlohmann::json& j, const std::string& root) {
+void print_text(const nlohmann::json& j, const std::string& root, uid_t owner) {
   auto field = [&](const char* k) { return j.contains(k) ? j[k].get<std::string>() : std::string(); };
   std::cout << "Process " << field("pid") << " (" << field("command") << ")";
   if (!j["python_version"].get<std::string>().empty())
@@ -202,7 +213,7 @@ void print_text(const nlohmann::json& j, const std::string& root) {
       std::cout << "  " << f["func"].get<std::string>() << " (" << file;
       if (lineno > 0) std::cout << ":" << lineno;
       std::cout << ")\n";
-      if (std::string src = lineno > 0 ? source_line(root + file, lineno) : ""; !src.empty()) {
+      if (std::string src = lineno > 0 ? source_line(root + file, lineno, owner) : ""; !src.empty()) {
         std::cout << "      " << src << "\n";
       }
     }
@@ -227,7 +238,7 @@ std::string newest_report(const std::string& dir) {
       continue;
     struct stat st {};
     const std::string path = dir + "/" + name;
-    if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_mtime >= best_time) {
+    if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_mtime >= best_time) {
       best_time = st.st_mtime;
       best = path;
     }
@@ -253,7 +264,8 @@ int run_crash_report(const Context& ctx, std::string which, std::string root, bo
     if (!json) std::cerr << "probing: the newest report: " << path << "\n";
   }
   std::ifstream in(path);
-  if (!in) {
+  struct stat st {};
+  if (!in || ::stat(path.c_str(), &st) != 0) {
     return fail(Status(Code::kNotFound, "no crash report at " + path + ": " + std::strerror(errno)));
   }
   Report r = parse(in);
@@ -262,7 +274,7 @@ int run_crash_report(const Context& ctx, std::string which, std::string root, bo
   if (json) {
     std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
-    print_text(j, root);
+    print_text(j, root, st.st_uid);
   }
   return kExitOk;
 }

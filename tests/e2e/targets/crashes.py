@@ -1,12 +1,11 @@
 """Prints 'ready', then reads one word from stdin and dies as it says: 'segv' reads address 0 in
 native code (ctypes.string_at: a fault in the C library, called from Python), 'abort' calls
-os.abort(). 'fork-segv' forks a child that does 'segv', prints its wait status, and reads the
+os.abort(). 'faulthandler' enables faulthandler (after the agent). 'fork-segv' forks a child that does 'segv', prints its wait status, and reads the
 next word. With argv[1] == "torch", 'loader-segv' runs a DataLoader whose one worker does 'segv'
-in the dataset's __getitem__ (a forked worker), and prints the worker's pid from the error the
-loader raises. An idle second thread runs meanwhile."""
+in the dataset's __getitem__ (a forked worker), and prints the worker's pid once the loader
+raises. An idle second thread runs meanwhile."""
 import ctypes
 import os
-import re
 import sys
 import threading
 import time
@@ -42,6 +41,10 @@ if __name__ == "__main__":
             read_null()
         elif word == "abort":
             os.abort()
+        elif word == "faulthandler":
+            import faulthandler
+            faulthandler.enable()
+            print("enabled", flush=True)
         elif word == "fork-segv":
             child = os.fork()
             if child == 0:
@@ -52,8 +55,9 @@ if __name__ == "__main__":
             try:
                 # Forked: a worker started otherwise (forkserver, 3.14's default) runs no agent
                 # thread and never had the wrapper that puts the agent's handlers back.
-                loader = torch.utils.data.DataLoader(Items(), num_workers=1, multiprocessing_context="fork")
-                for _ in loader:
+                batches = iter(torch.utils.data.DataLoader(Items(), num_workers=1, multiprocessing_context="fork"))
+                worker = batches._workers[0].pid
+                for _ in batches:
                     pass
-            except RuntimeError as e:  # "DataLoader worker (pid 4242) is killed by signal: ..."
-                print("loader failed %s" % re.search(r"pid(?:\(s\))? (\d+)", str(e)).group(1), flush=True)
+            except Exception:  # "DataLoader worker (pid 4242) is killed by signal", or an EOFError
+                print("loader failed %d" % worker, flush=True)
