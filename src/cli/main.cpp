@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
   add_profile_command(app, ctx);
   add_memory_command(app, ctx);
   add_probe_command(app, ctx);
+  add_watch_command(app, ctx);
   add_export_command(app, ctx);
   add_mcp_command(app, ctx);
   add_cluster_command(app, ctx);

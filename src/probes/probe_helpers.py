@@ -7,8 +7,11 @@
 #  - 3.9-3.11: the agent's native trace function (probes.cpp), set on every thread while probes are
 #    active, which calls _hit here only at the probed code's lines.
 # A hit evaluates the condition and the captures in the frame, writes a python.probe_hits row with
-# brief reprs, and counts its cost; a probe ends at its hit limit, at its expiry, or when its hits
-# have cost more than probes.max_overhead of the time since it was added. Nothing a probe does
+# brief reprs, and counts its cost. A watch is a probe at every line and the return of one
+# function: it evaluates its expression there and writes a row when the value (or the identity of
+# a mutable one) differs from what it was at the frame's previous line, naming that line. A probe
+# ends at its hit limit, at its expiry, or when its hits have cost more than probes.max_overhead
+# of the time since it was added. Nothing a probe does
 # raises into the program but KeyboardInterrupt and the like, which belong to it.
 import _thread
 
@@ -21,13 +24,20 @@ _PROBE_CAPTURED_BYTES = 16384  # most bytes of one row's captured values
 _PROBE_MIN_HITS_FOR_COST = 10  # runs (hits, and runs whose condition was false) before the cost rule
 _PROBE_COST_WINDOW_S = 1.0  # its first second counts as a second: a burst of first hits is not a rate
 _MONITORING_TOOL_IDS = (4, 3)  # sys.monitoring ids no standard tool claims
+_WATCH_FRAMES = 256  # most frames a watch remembers its expression's last value in
+# Values whose identity says nothing: a new float of the same value is no change.
+_PLAIN = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset)
+_SIZED = (list, dict, set, bytearray, str, bytes, tuple)  # built-in: len() runs no code of the program
 
 
 class _Probe:
-    def __init__(self, pid, spec, event, file, line, function, codes, captures, when, limit, expire_s):
+    def __init__(self, pid, spec, event, file, line, function, codes, captures, when, limit, expire_s,
+                 watch=None):
         self.id = pid
         self.spec = spec
-        self.event = event  # "line", "call" or "return"
+        self.event = event  # "line", "call", "return" or "watch"
+        self.watch = watch  # (text, code object) of a watch's expression
+        self.seen = {}  # a watch's: id(frame) -> ((id, repr, len) of the value, the line it was read at)
         self.file = file
         self.line = line  # the line probed (line probes), else the function's first line
         self.function = function
@@ -223,6 +233,13 @@ def _compile_list(text):
     return out
 
 
+def _compile_watch(text):
+    try:
+        return (text, compile(text, "<watch>", "eval"))
+    except SyntaxError as e:
+        raise ValueError("a watch's expression is not a Python expression: %s" % e.msg) from None
+
+
 def _compile_when(text):
     if not text.strip():
         return None
@@ -247,7 +264,11 @@ def _index():
             if p.expires:
                 deadline = min(deadline, p.expires) if deadline else p.expires
             for c in p.codes:
-                if p.event == "line":
+                if p.event == "watch":
+                    for line in _line_starts(c):
+                        lines.setdefault((c, line), []).append(p)
+                    returns.setdefault(c, []).append(p)
+                elif p.event == "line":
                     lines.setdefault((c, p.line), []).append(p)
                 else:
                     (calls if p.event == "call" else returns).setdefault(c, []).append(p)
@@ -394,6 +415,9 @@ def _hit(p, frame, retval):
         if p.expires and start > p.expires:
             _end(p, "expired")
             return
+        if p.watch is not None:
+            _watched(p, frame, retval)
+            return
         f_globals = frame.f_globals
         f_locals = frame.f_locals
         error = None
@@ -422,20 +446,7 @@ def _hit(p, frame, retval):
         p.hits += 1
         if error is not None:
             p.errors += 1
-        code = frame.f_code
-        _P.append({
-            "time": time.time(),
-            "probe_id": p.id,
-            "thread": _thread_name(),
-            "thread_id": _thread.get_ident(),
-            "rank": _P.rank,
-            "file": code.co_filename,
-            "line": frame.f_lineno,
-            "function": getattr(code, "co_qualname", code.co_name),
-            "event": p.event,
-            "captured": _json().dumps(captured),
-            "error": error,
-        })
+        _record(p, frame, frame.f_lineno, captured, error)
         if p.limit and p.hits >= p.limit:
             _end(p, "done: %d hits" % p.hits)
     except Exception as e:
@@ -447,6 +458,76 @@ def _hit(p, frame, retval):
                 and p.cost > _P.max_overhead * max(end - p.started, _PROBE_COST_WINDOW_S)):
             _end(p, "disabled: its hits took %.3f s of the %.1f s since it was added (probes.max_overhead %g)"
                  % (p.cost, end - p.started, _P.max_overhead))
+
+
+def _record(p, frame, line, captured, error):
+    """A python.probe_hits row of probe p, in `frame` at `line`."""
+    code = frame.f_code
+    _P.append({
+        "time": time.time(),
+        "probe_id": p.id,
+        "thread": _thread_name(),
+        "thread_id": _thread.get_ident(),
+        "rank": _P.rank,
+        "file": code.co_filename,
+        "line": line,
+        "function": getattr(code, "co_qualname", code.co_name),
+        "event": p.event,
+        "captured": _json().dumps(captured),
+        "error": error,
+    })
+
+
+def _watched(p, frame, retval):
+    """A watch at a line (or the return) of its function: when its value now differs from the one
+    read at this frame's previous line, that line changed it."""
+    try:
+        value = eval(p.watch[1], frame.f_globals, frame.f_locals)
+        # A brief repr shows a long container's first items only: its length tells growth.
+        size = len(value) if type(value) in _SIZED else None
+        now = (None if isinstance(value, _PLAIN) else id(value), _repr.repr(value), size)
+    except Exception as e:  # not there yet (a NameError before the assignment), or broken
+        now = (None, "<%s>" % type(e).__name__, None)
+    key = id(frame)
+    before = p.seen.get(key)
+    if retval is _MISSING_RETURN:
+        if before is None and len(p.seen) >= _WATCH_FRAMES:
+            p.seen.clear()  # frames that ended by an exception: they never returned
+        p.seen[key] = (now, frame.f_lineno)
+    else:
+        p.seen.pop(key, None)  # the frame ends: its id may come back for another
+    if before is None or before[0] == now:
+        return
+    (_, was, was_size), line = before
+    changed = {p.watch[0]: now[1], "was": was, "change": "value" if now[1:] != (was, was_size) else "identity"}
+    if now[2] is not None or was_size is not None:
+        changed["len"], changed["was_len"] = now[2], was_size
+    p.hits += 1
+    _record(p, frame, line, changed, None)
+    if p.limit and p.hits >= p.limit:
+        _end(p, "done: %d changes" % p.hits)
+
+
+def _main_function():
+    """The function of __main__'s file that the main thread runs now, innermost first: the training
+    loop, in most programs. (file, line, name, [code])."""
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if not file:
+        raise ValueError("the program has no __main__ file: name the function with --in FILE:FUNCTION")
+    for frame in sys._current_frames().values():
+        stack = []
+        while frame is not None:
+            stack.append(frame)
+            frame = frame.f_back
+        # The main thread runs the script's module code (under runpy's for -m); a thread starts
+        # in threading's.
+        mine = [f.f_code for f in stack if f.f_code.co_filename == file]
+        if not any(c.co_name == "<module>" for c in mine):
+            continue
+        code = mine[0]
+        return file, code.co_firstlineno, getattr(code, "co_qualname", code.co_name), [code]
+    raise ValueError("the main thread runs no code of %s now: name the function with --in FILE:FUNCTION" % file)
 
 
 def _in_forked_child():
@@ -470,6 +551,7 @@ def _end(p, why):
 def _describe(p):
     return {"id": p.id, "spec": p.spec, "event": p.event, "file": p.file, "line": p.line,
             "function": p.function, "capture": [t for t, _ in p.captures],
+            "watch": p.watch[0] if p.watch else None,
             "when": p.when[0] if p.when else None, "limit": p.limit,
             "expires": p.created + p.expire_s if p.expires else None, "created": p.created, "hits": p.hits,
             "errors": p.errors, "cost_s": round(p.cost, 6), "state": p.state, "codes": len(p.codes)}
@@ -484,9 +566,10 @@ def _sweep():
             _end(p, "expired")
 
 
-def add(where, capture, when, limit, expire_s, append, max_overhead, native):
-    """Adds a probe; its description, or {"error": why} when the place or an expression is not
-    right. native: probes.cpp's set_entries on 3.9-3.11, else None (sys.monitoring)."""
+def add(where, capture, when, limit, expire_s, append, max_overhead, native, watch=""):
+    """Adds a probe (with `watch`, a watch of that expression in the function `where` names, by
+    default _main_function()); its description, or {"error": why} when the place or an expression
+    is not right. native: probes.cpp's set_entries on 3.9-3.11, else None (sys.monitoring)."""
     _P.append = append
     _P.max_overhead = max_overhead
     if not _P.at_fork:
@@ -498,7 +581,16 @@ def add(where, capture, when, limit, expire_s, append, max_overhead, native):
     _json()
     _sweep()
     try:
-        event, file, line, function, codes = _resolve(where)
+        watched = None
+        if watch:
+            watched = _compile_watch(watch)
+            event, file, line, function, codes = _resolve(where) if where else ("call",) + _main_function()
+            if event != "call":
+                raise ValueError("a watch looks in a function: --in FILE:FUNCTION (got %r)" % where)
+            event = "watch"
+            where = where or "%s:%s" % (file, function)
+        else:
+            event, file, line, function, codes = _resolve(where)
         captures = _compile_list(capture)
         condition = _compile_when(when)
         if native is None:
@@ -506,7 +598,8 @@ def add(where, capture, when, limit, expire_s, append, max_overhead, native):
     except ValueError as e:
         return {"error": str(e)}
     with _LOCK:
-        p = _Probe(_P.next_id, where, event, file, line, function, codes, captures, condition, limit, expire_s)
+        p = _Probe(_P.next_id, where, event, file, line, function, codes, captures, condition, limit, expire_s,
+                   watched)
         _P.next_id += 1
         _P.by_id[p.id] = p
         _index()

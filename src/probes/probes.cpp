@@ -263,6 +263,8 @@ Result<nlohmann::json> add_probe(python::PythonRuntime& runtime, const ProbeSpec
       if (!r) return Status(Code::kInternal, python::fetch_error_text(api));
     }
     made.push_back(std::move(native).value());
+    made.push_back(text(spec.watch));
+    if (!made.back()) return Status(Code::kInternal, python::fetch_error_text(api));
     return made;
   };
   return call(runtime, "add", std::move(args), Code::kInvalidArgument);

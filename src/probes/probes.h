@@ -20,6 +20,9 @@ struct ProbeSpec {
   std::string when;     // a condition; "" always
   long long limit = 0;  // hits, then the probe ends; 0 none
   double expire_s = 0;  // seconds, then the probe ends; 0 never
+  // A watch: this expression, read at each line of the function `where` names (FILE:FUNCTION;
+  // "" for the one of __main__'s file the main thread runs), recorded when it changes.
+  std::string watch;
 };
 
 // Adds a probe; its description (id, file, line, function, event, state ...). kInvalidArgument

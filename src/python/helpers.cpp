@@ -152,7 +152,7 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
 
 Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& helper, const char* function,
                                    MakeArgs make_args, const HelperCall& call) {
-  constexpr size_t kMaxArgs = 8;
+  constexpr size_t kMaxArgs = 10;
   struct Outcome {
     bool is_text = false;  // a str result, JSON text; any other is read by from_python
     std::string text;
@@ -186,8 +186,8 @@ Result<nlohmann::json> call_helper(PythonRuntime& runtime, const HelperSource& h
     }
     PyObject* p[kMaxArgs + 1] = {};  // the first nullptr ends the argument list
     for (size_t i = 0; i < refs->size(); ++i) p[i] = (*refs)[i].get();
-    PyRef result(api,
-                 api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]));
+    PyRef result(api, api.PyObject_CallFunctionObjArgs(fn, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7],
+                                                       p[8], p[9], p[10]));
     if (!result) {
       outcome->error = fetch_error_text(api);
       return;

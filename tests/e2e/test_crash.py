@@ -169,7 +169,8 @@ def test_a_dataloader_worker_that_segfaults_leaves_its_report(py):
         assert ("read_null", CRASH_LINE) in frames, frames
         getitem = "Items.__getitem__" if version_of(py) >= (3, 11) else "__getitem__"  # co_qualname
         assert (getitem, marker_line("crashes.py", "WORKER_LINE")) in frames, frames
-        assert t.alive()
+        # (The parent may die later of PyTorch's SIGCHLD handler, which raises the worker's failure
+        # again in whatever its main thread runs then: not the agent's doing.)
 
 
 @pytest.mark.parametrize("py", PARAMS[:1])

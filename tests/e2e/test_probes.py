@@ -151,3 +151,43 @@ def test_bad_places_and_expressions_say_what_is_wrong(interp, target_factory):
     assert rc == 1 and "needs the full right" in err, err
     assert probes(t.pid) == {}
     assert_unchanged(t)
+
+
+def test_a_watch_records_each_change_with_the_line_that_made_it(interp, target_factory):
+    t = target_factory("watched.py", interp, mode="launch")
+    decay, reset = marker_line("watched.py", "WATCH_DECAY"), marker_line("watched.py", "WATCH_RESET")
+    history, batch = marker_line("watched.py", "WATCH_HISTORY"), marker_line("watched.py", "WATCH_BATCH")
+    # By default, in the function of the main script the main thread runs: train().
+    lr = json.loads(cli_ok(t.pid, "watch", "trainer.lr", "--limit", "6", "--json"))
+    assert (lr["event"], lr["function"], lr["watch"]) == ("watch", "train", "trainer.lr"), lr
+    grown = json.loads(cli_ok(t.pid, "watch", "trainer.history", "--in", "watched.py:train", "--limit", "2",
+                              "--json"))
+    same = json.loads(cli_ok(t.pid, "watch", "trainer.batch", "--in", "watched.py:train", "--limit", "2",
+                             "--json"))
+    assert wait_until(lambda: all(probes(t.pid)[p["id"]]["state"].startswith("done") for p in (lr, grown, same)),
+                      timeout=20), probes(t.pid)
+    changes = hits(t.pid, lr["id"])
+    assert len(changes) == 6 and {c["line"] for c in changes} == {decay, reset}, changes
+    for c in changes:
+        new, was = float(c["captured"]["trainer.lr"]), float(c["captured"]["was"])
+        assert (c["event"], c["function"], c["captured"]["change"]) == ("watch", "train", "value"), c
+        assert new == (1.0 if c["line"] == reset else was * 0.5), c
+    for a, b in zip(changes, changes[1:]):  # one change after the other, none missed
+        assert b["captured"]["was"] == a["captured"]["trainer.lr"], (a, b)
+    # Grown in place: its brief repr is cut, its length is not.
+    rows = hits(t.pid, grown["id"])
+    assert [r["line"] for r in rows] == [history, history], rows
+    assert [r["captured"]["len"] - r["captured"]["was_len"] for r in rows] == [1, 1], rows
+    # An equal new list: a change of identity.
+    rows = hits(t.pid, same["id"])
+    assert [(r["line"], r["captured"]["change"]) for r in rows] == [(batch, "identity")] * 2, rows
+
+
+def test_a_watch_says_what_is_wrong(interp, target_factory):
+    t = target_factory("watched.py", interp, mode="launch")
+    rc, out, err = run_cli(t.pid, "watch", "trainer.lr", "--in", "watched.py:%d" % marker_line("watched.py",
+                                                                                               "WATCH_DECAY"))
+    assert rc == 1 and "a watch looks in a function" in err, (rc, out, err)
+    rc, out, err = run_cli(t.pid, "watch", "trainer.lr +")
+    assert rc == 1 and "not a Python expression" in err, (rc, out, err)
+    assert probes(t.pid) == {}

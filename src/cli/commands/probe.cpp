@@ -1,7 +1,9 @@
 // probing TARGET probe add|list|remove: breakpoints that record and go on (POST/GET /probes,
-// python.probe_hits). docs/probes.md.
+// python.probe_hits); probing TARGET watch EXPR: a probe that records the changes of a value.
+// docs/probes.md.
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 
 #include "cli/common.h"
@@ -19,6 +21,7 @@ struct ProbeArgs {
   long long limit = 0;
   double expire_s = 0;
   std::string id;  // remove: N or all
+  std::string watch;
   bool json = false;
 };
 
@@ -46,28 +49,51 @@ nlohmann::json as_table(const nlohmann::json& probes) {
     for (const auto& c : p.value("capture", nlohmann::json::array())) {
       capture += (capture.empty() ? "" : ", ") + c.get<std::string>();
     }
+    if (p.contains("watch") && p["watch"].is_string()) capture = "watch: " + p["watch"].get<std::string>();
     table["rows"].push_back({p["id"], p.value("file", "") + ":" + line_of(p), p["function"], p["event"],
                              capture, p["when"], p["hits"], p["errors"], p["cost_s"], p["state"]});
   }
   return table;
 }
 
-int run_add(const Context& ctx, const ProbeArgs& args) {
-  nlohmann::json body = {{"action", "add"},   {"where", args.where}, {"capture", args.capture},
-                         {"when", args.when}, {"limit", args.limit}, {"expire_s", args.expire_s}};
+// Adds a probe or a watch (body) and prints it: as JSON with --json, else as `say` puts it.
+int add_and_say(const Context& ctx, const ProbeArgs& args, const nlohmann::json& body,
+                const std::function<void(const nlohmann::json&)>& say) {
   Result<nlohmann::json> r = ask(ctx, "POST", body);
   if (!r.is_ok()) return fail(r.status());
   const nlohmann::json& p = (*r)["probe"];
   if (args.json) {
     std::cout << p.dump(2) << "\n";
-    return kExitOk;
+  } else {
+    say(p);
   }
-  std::cout << "probe " << p["id"] << " at " << p.value("file", "") << ":" << line_of(p) << " ("
-            << p.value("function", "") << ", " << p.value("event", "") << ")";
-  if (p.value("codes", 1) > 1) std::cout << " in " << p["codes"] << " code objects";
-  std::cout << "; its hits: probing " << ctx.target << " query \"SELECT time, thread, captured, error FROM "
-            << "python.probe_hits WHERE probe_id = " << p["id"] << "\"\n";
   return kExitOk;
+}
+
+int run_add(const Context& ctx, const ProbeArgs& args) {
+  nlohmann::json body = {{"action", "add"},   {"where", args.where}, {"capture", args.capture},
+                         {"when", args.when}, {"limit", args.limit}, {"expire_s", args.expire_s}};
+  return add_and_say(ctx, args, body, [&ctx](const nlohmann::json& p) {
+    std::cout << "probe " << p["id"] << " at " << p.value("file", "") << ":" << line_of(p) << " ("
+              << p.value("function", "") << ", " << p.value("event", "") << ")";
+    if (p.value("codes", 1) > 1) std::cout << " in " << p["codes"] << " code objects";
+    std::cout << "; its hits: probing " << ctx.target << " query \"SELECT time, thread, captured, error FROM "
+              << "python.probe_hits WHERE probe_id = " << p["id"] << "\"\n";
+  });
+}
+
+int run_watch(const Context& ctx, const ProbeArgs& args) {
+  nlohmann::json body = {{"action", "add"},
+                         {"watch", args.watch},
+                         {"where", args.where},
+                         {"limit", args.limit},
+                         {"expire_s", args.expire_s}};
+  return add_and_say(ctx, args, body, [&ctx, &args](const nlohmann::json& p) {
+    std::cout << "watch " << p["id"] << ": " << args.watch << " in " << p.value("function", "") << " ("
+              << p.value("file", "") << ":" << line_of(p) << "); its changes: probing " << ctx.target
+              << " query \"SELECT time, line, captured FROM python.probe_hits WHERE probe_id = " << p["id"]
+              << "\"; probing " << ctx.target << " probe remove " << p["id"] << " ends it\n";
+  });
 }
 
 int run_list(const Context& ctx, const ProbeArgs& args) {
@@ -143,6 +169,34 @@ void add_probe_command(CLI::App& app, Context& ctx) {
   on_run(add, [&ctx, args] { return run_add(ctx, *args); });
   on_run(list, [&ctx, args] { return run_list(ctx, *args); });
   on_run(remove, [&ctx, args] { return run_remove(ctx, *args); });
+}
+
+void add_watch_command(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<ProbeArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "watch",
+      "Record each change of a value: the expression is read at every line of one function (by default\n"
+      "the function of the main script that the main thread runs now: the training loop), and a row goes\n"
+      "to python.probe_hits each time it differs from what it was at the line before, with that line,\n"
+      "the new and the old value (brief reprs), or a mutable object's identity. A watch is a probe:\n"
+      "`probe list` shows it, `probe remove ID` ends it. It runs your expression in the program: it\n"
+      "needs the full right.");
+  cmd->add_option("expression", args->watch, "a Python expression: a name or an attribute path, trainer.lr")
+      ->required();
+  cmd->add_option("--in", args->where,
+                  "FILE:FUNCTION whose lines it is read at (FILE the end of a path, FUNCTION may be "
+                  "Class.method); default: the main thread's function of the main script");
+  cmd->add_option("--limit", args->limit, "end the watch after this many changes (default: none)")
+      ->check(CLI::Range(0LL, 100000000LL));
+  cmd->add_option("--expire", args->expire_s, "end the watch after this many seconds (default: never)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--json", args->json, "print the watch as JSON");
+  cmd->footer(
+      "Examples:\n"
+      "  probing 1234 watch trainer.lr\n"
+      "  probing 1234 watch \"optimizer.param_groups[0]['lr']\" --in train.py:train --limit 100\n"
+      "  probing 1234 query \"SELECT time, line, captured FROM python.probe_hits WHERE probe_id = 1\"");
+  on_run(cmd, [&ctx, args] { return run_watch(ctx, *args); });
 }
 
 }  // namespace probing::cli
