@@ -41,6 +41,23 @@ std::atomic<bool> g_installed[NSIG];
 std::atomic<int> g_report{0};
 std::atomic<pid_t> g_writer{0};  // the thread that writes it
 
+// A number's decimal digits, without the heap (snprintf may take locks).
+struct Decimal {
+  explicit Decimal(long v) {
+    char digits[24];
+    int n = 0;
+    unsigned long u = v < 0 ? 0UL - static_cast<unsigned long>(v) : static_cast<unsigned long>(v);
+    do {
+      digits[n++] = static_cast<char>('0' + u % 10);
+      u /= 10;
+    } while (u != 0);
+    if (v < 0) digits[n++] = '-';
+    for (int i = 0; i < n; ++i) text[i] = digits[n - 1 - i];
+    text[n] = '\0';
+  }
+  char text[24];
+};
+
 // A fixed buffer written out with write(2): formatting that is safe in a signal handler.
 class Out {
  public:
@@ -53,19 +70,7 @@ class Out {
     while (*s != '\0') put(*s++);
     return *this;
   }
-  Out& dec(long v) {
-    char digits[24];
-    int n = 0;
-    const bool negative = v < 0;
-    unsigned long u = negative ? 0UL - static_cast<unsigned long>(v) : static_cast<unsigned long>(v);
-    do {
-      digits[n++] = static_cast<char>('0' + u % 10);
-      u /= 10;
-    } while (u != 0);
-    if (negative) put('-');
-    while (n > 0) put(digits[--n]);
-    return *this;
-  }
+  Out& dec(long v) { return str(Decimal(v).text); }
   Out& hex(unsigned long v) {
     str("0x");
     for (int shift = 60; shift >= 0; shift -= 4) put("0123456789abcdef"[(v >> shift) & 0xf]);
@@ -75,8 +80,9 @@ class Out {
     size_t done = 0;
     while (done < n_) {
       const ssize_t w = ::write(fd_, buf_ + done, n_ - done);
-      if (w <= 0 && errno != EINTR) break;
-      if (w > 0) done += static_cast<size_t>(w);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;
+      done += static_cast<size_t>(w);
     }
     n_ = 0;
   }
@@ -155,7 +161,7 @@ size_t read_small(const char* path, char* buf, size_t size) {
   return n;
 }
 
-// Appends text and decimals into a fixed buffer, without the heap (snprintf may take locks).
+// Appends text and decimals into a fixed buffer, without the heap.
 class Text {
  public:
   Text(char* buf, size_t size) : buf_(buf), size_(size) { buf_[0] = '\0'; }
@@ -164,20 +170,7 @@ class Text {
     buf_[n_] = '\0';
     return *this;
   }
-  Text& dec(long v) {
-    char digits[24];
-    int n = 0;
-    unsigned long u = v < 0 ? 0UL - static_cast<unsigned long>(v) : static_cast<unsigned long>(v);
-    do {
-      digits[n++] = static_cast<char>('0' + u % 10);
-      u /= 10;
-    } while (u != 0);
-    if (v < 0) digits[n++] = '-';
-    char rev[24];
-    for (int i = 0; i < n; ++i) rev[i] = digits[n - 1 - i];
-    rev[n] = '\0';
-    return str(rev);
-  }
+  Text& dec(long v) { return str(Decimal(v).text); }
 
  private:
   char* buf_;
@@ -196,9 +189,7 @@ void comm_of(long pid, long tid, char* buf, size_t size) {
 // Python text from the copy: a control character (a newline in a thread's or a file's name)
 // would break the report's lines.
 std::string one_line(std::string s) {
-  for (char& c : s) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  }
+  printable(s.data());
   return s;
 }
 
@@ -260,7 +251,7 @@ void report_python_stacks() noexcept {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) ::_exit(1);
   ::prctl(PR_SET_DUMPABLE, 0);  // reading its own memory needs no dumpability
-  if (::syscall(SYS_close_range, 0U, static_cast<unsigned>(fd) - 1, 0U) != 0 ||
+  if ((fd > 0 && ::syscall(SYS_close_range, 0U, static_cast<unsigned>(fd) - 1, 0U) != 0) ||
       ::syscall(SYS_close_range, static_cast<unsigned>(fd) + 1, ~0U, 0U) != 0) {
     for (int other = 0; other < 1024; ++other) {
       if (other != fd) ::close(other);
