@@ -1,5 +1,5 @@
 // probing crash-report: prints the report a process with the agent wrote when a fatal signal
-// ended it (agent/crash.h), its native frames named from the libraries its maps listed.
+// ended it (python/crash.h), its native frames named from the libraries its maps listed.
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -80,19 +80,17 @@ nlohmann::json thread_json(const PythonThread& t) {
   std::string w;
   nlohmann::json j = {{"holds_gil", false}, {"crashed", false}};
   while (words >> w) {
-    if (w == "thread")
-      words >> w, j["thread_id"] = std::strtoul(w.c_str(), nullptr, 10);
-    else if (w == "tid")
-      words >> w, j["native_thread_id"] = std::strtol(w.c_str(), nullptr, 10);
-    else if (w == "gil")
-      j["holds_gil"] = true;
-    else if (w == "crashed")
-      j["crashed"] = true;
-    else if (w == "name") {
+    if (w == "name") {  // the rest of the line: a name may hold spaces
       std::string rest;
       std::getline(words, rest);
       j["name"] = rest.empty() ? "" : rest.substr(1);
       break;
+    }
+    std::string number;
+    if (w == "gil" || w == "crashed") {
+      j[w == "gil" ? "holds_gil" : "crashed"] = true;
+    } else if ((w == "thread" || w == "tid") && words >> number) {
+      j[w == "thread" ? "thread_id" : "native_thread_id"] = std::strtoul(number.c_str(), nullptr, 10);
     }
   }
   nlohmann::json frames = nlohmann::json::array();
