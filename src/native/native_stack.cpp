@@ -413,20 +413,26 @@ std::vector<Frame> symbolize_offline(const std::string& maps_text, const std::ve
   DwflPtr dwfl(dwfl_begin(&callbacks));
   Result<std::vector<inspect::Mapping>> maps = inspect::parse_maps(maps_text);
   if (dwfl && maps.is_ok()) {
-    // Each file mapped from its start (a library, not a data file mapped from the middle, whose
-    // range would cover others), from there to the end of its last mapping.
-    std::map<std::string, std::pair<Dwarf_Addr, Dwarf_Addr>> files;
+    // A module per mapping of a file from its start (a library; not a data file mapped from the
+    // middle), to the end of the mappings of that file that follow it, before another file's
+    // start: a file mapped twice (a data file, a library opened in two namespaces) is two modules,
+    // never one whose range covers the libraries between them.
+    struct Module {
+      std::string path;
+      Dwarf_Addr start, end;
+    };
+    std::vector<Module> modules;
     for (const inspect::Mapping& m : *maps) {
-      if (m.is_file() && !m.deleted && m.offset == 0) files.emplace(m.path, std::make_pair(m.start, m.end));
-    }
-    for (const inspect::Mapping& m : *maps) {
-      auto it = files.find(m.path);
-      if (it != files.end() && m.start >= it->second.first)
-        it->second.second = std::max<Dwarf_Addr>(it->second.second, m.end);
+      if (!m.is_file() || m.deleted) continue;
+      if (m.offset == 0) {
+        modules.push_back({m.path, m.start, m.end});
+      } else if (!modules.empty() && modules.back().path == m.path && m.start >= modules.back().end) {
+        modules.back().end = m.end;
+      }
     }
     dwfl_report_begin(dwfl.get());
-    for (const auto& [path, range] : files) {
-      (void)dwfl_report_module(dwfl.get(), path.c_str(), range.first, range.second);
+    for (const Module& module : modules) {
+      (void)dwfl_report_module(dwfl.get(), module.path.c_str(), module.start, module.end);
     }
     dwfl_report_end(dwfl.get(), nullptr, nullptr);
   }
