@@ -2,16 +2,10 @@
 # and threading.excepthook (once the program imports threading) while exceptions.capture is on
 # (src/agent/exceptions.cpp), each wrapping the hook it found: the row goes into python.exceptions,
 # then the hook wrapped runs as before. They run on the program's thread, in the hook's call.
-# Compiled once into a private namespace after brief.py (the build puts that text before this
-# one), on an agent thread, possibly while the program's first imports run: it imports only what
-# brief.py does and _thread at load, and json only when it writes a row.
+# Compiled once into a private namespace after brief.py and exception_rows.py (the build puts
+# their text before this one), on an agent thread, possibly while the program's first imports
+# run: it imports only what brief.py does and _thread at load, and json only when it writes a row.
 import _thread
-
-_EXC_FRAMES = 32  # innermost frames of a traceback kept
-_EXC_LOCALS = 32  # locals of a frame kept
-_EXC_REPR_CHARS = 120
-_EXC_STACK_BYTES = 65536  # most bytes of one row's stack
-_EXC_CHAIN = 8  # causes and contexts kept
 
 
 class _ExceptionHooks:
@@ -24,70 +18,6 @@ class _ExceptionHooks:
 _EXC = _ExceptionHooks()
 
 
-def _exception_type(t):
-    mod = getattr(t, "__module__", None)
-    name = getattr(t, "__qualname__", None) or getattr(t, "__name__", "?")
-    return name if mod in (None, "builtins", "") else "%s.%s" % (mod, name)
-
-
-def _exception_text(exc):
-    """str() of the exception, as a traceback's last line shows it after the type (its own
-    __str__ runs, as it does there), at most 1000 characters."""
-    try:
-        text = str(exc)
-    except BaseException as e:
-        text = "<str() failed: %s>" % type(e).__name__
-    return text if len(text) <= 1000 else text[:997] + "..."
-
-
-def _exception_frames(tb, r):
-    """The traceback's frames, innermost first (as a backtrace lists them), with their locals in
-    brief (no code of the program's runs; a module's globals are left out), as JSON text; and the
-    innermost (frame, line)."""
-    import json  # on the program's thread, as a traceback's printing imports what it needs
-    seen = []
-    while tb is not None:
-        seen.append((tb.tb_frame, tb.tb_lineno))
-        tb = tb.tb_next
-    out = []
-    for frame, lineno in seen[::-1][:_EXC_FRAMES]:
-        code = frame.f_code
-        entry = {"func": getattr(code, "co_qualname", code.co_name), "file": code.co_filename,
-                 "lineno": lineno if lineno is not None else -1}
-        if code.co_name != "<module>":
-            f_locals = frame.f_locals
-            items = list(f_locals.items()) if type(f_locals) in (dict, _PROXY_TYPE) else []
-            kinds = _local_kinds(code)
-            entry["locals"] = [{"name": k, "value": _brief(v, r, float("inf")), "kind": kinds.get(k, "local")}
-                               for k, v in items[:_EXC_LOCALS] if type(k) is str]
-        out.append(entry)
-    text = json.dumps(out)
-    while len(text) > _EXC_STACK_BYTES and out:  # the outermost frames' locals go first, then frames
-        with_locals = [e for e in out if "locals" in e]
-        if with_locals:
-            del with_locals[-1]["locals"]
-        else:
-            out.pop()
-        text = json.dumps(out)
-    return text, (seen[-1] if seen else (None, None))
-
-
-def _exception_chain(exc):
-    import json
-    chain = []
-    seen = {id(exc)}
-    while exc is not None and len(chain) < _EXC_CHAIN:
-        cause = exc.__cause__
-        nxt = cause if cause is not None else (None if exc.__suppress_context__ else exc.__context__)
-        if nxt is None or id(nxt) in seen:
-            break
-        seen.add(id(nxt))
-        how = "cause" if cause is not None else "context"
-        chain.append({"how": how, "type": _exception_type(type(nxt)), "message": _exception_text(nxt)})
-        exc = nxt
-    return json.dumps(chain) if chain else None
-
-
 def _record_exception(kind, exc_type, exc, tb, thread=None, context=None):
     """Writes the row; never raises."""
     append = _EXC.append
@@ -97,22 +27,10 @@ def _record_exception(kind, exc_type, exc, tb, thread=None, context=None):
         if thread is None:
             threading = sys.modules.get("threading")
             thread = threading.current_thread() if threading is not None else None
-        stack, (frame, lineno) = _exception_frames(tb, _BriefRepr(_EXC_REPR_CHARS))
-        code = frame.f_code if frame is not None else None
-        append({
-            "time": time.time(),
-            "kind": kind,
-            "thread": getattr(thread, "name", None) if thread is not None else None,
-            "thread_id": getattr(thread, "ident", None) if thread is not None else _thread.get_ident(),
-            "type": _exception_type(exc_type),
-            "message": _exception_text(exc),
-            "file": code.co_filename if code is not None else None,
-            "line": lineno,
-            "function": getattr(code, "co_qualname", code.co_name) if code is not None else None,
-            "stack": stack,
-            "chain": _exception_chain(exc) if exc is not None else None,
-            "context": context,
-        })
+        append(_exception_row(kind, exc_type, exc, _traceback_frames(tb),
+                              getattr(thread, "name", None) if thread is not None else None,
+                              getattr(thread, "ident", None) if thread is not None else _thread.get_ident(),
+                              context))
     except BaseException:
         pass
 

@@ -80,7 +80,8 @@ void add_profile_command(CLI::App& app, Context& ctx);  // profile and top
 void add_mcp_command(CLI::App& app, Context& ctx);
 void add_memory_command(CLI::App& app, Context& ctx);
 void add_probe_command(CLI::App& app, Context& ctx);
-void add_watch_command(CLI::App& app, Context& ctx);  // in probe.cpp
+void add_watch_command(CLI::App& app, Context& ctx);  // in probe.cpp, with watch-tensor
+void add_catch_command(CLI::App& app, Context& ctx);  // in probe.cpp
 void add_export_command(CLI::App& app, Context& ctx);
 void add_cluster_command(CLI::App& app, Context& ctx);
 void add_crash_report_command(CLI::App& app, Context& ctx);

@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
   add_memory_command(app, ctx);
   add_probe_command(app, ctx);
   add_watch_command(app, ctx);
+  add_catch_command(app, ctx);
   add_export_command(app, ctx);
   add_mcp_command(app, ctx);
   add_cluster_command(app, ctx);

@@ -11,8 +11,12 @@
 # function: it evaluates its expression there and writes a row when the value (or the identity of
 # a mutable one) differs from what it was at the frame's previous line, naming that line. A probe
 # ends at its hit limit, at its expiry, or when its hits have cost more than probes.max_overhead
-# of the time since it was added. Nothing a probe does
-# raises into the program but KeyboardInterrupt and the like, which belong to it.
+# of the time since it was added. A tensor watch reads the tensor's version counter instead of its
+# value, and summarises it (shape, norm, nan/inf count; never the data) only when that changed. A
+# catch (3.12+) is a probe at every raise of the program: sys.monitoring's RAISE event, enabled
+# for the whole interpreter while one is active; its rows go to python.exceptions, with the
+# stack at the raise. Nothing a probe does raises into the program but KeyboardInterrupt and the
+# like, which belong to it.
 import _thread
 
 _FunctionType = type(lambda: None)
@@ -28,15 +32,20 @@ _WATCH_FRAMES = 256  # most frames a watch remembers its expression's last value
 # Values whose identity says nothing: a new float of the same value is no change.
 _PLAIN = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset)
 _SIZED = (list, dict, set, bytearray, str, bytes, tuple)  # built-in: len() runs no code of the program
+_CATCH_TYPES = 256  # exception classes whose answer (caught or not) a catch remembers
 
 
 class _Probe:
     def __init__(self, pid, spec, event, file, line, function, codes, captures, when, limit, expire_s,
-                 watch=None):
+                 watch=None, tensor=False, catch=None):
         self.id = pid
         self.spec = spec
-        self.event = event  # "line", "call", "return" or "watch"
+        self.event = event  # "line", "call", "return", "watch" or "raise"
         self.watch = watch  # (text, code object) of a watch's expression
+        self.tensor = tensor  # a tensor watch: in-place updates (the version counter) count as changes
+        self.catch = catch  # a catch's class names (module.Class or Class); matches: class -> bool
+        self.matches = {}
+        self.last = (None, None, None)  # a tensor watch's (id, version, summary) at its last change
         self.seen = {}  # a watch's: id(frame) -> ((id, repr, len) of the value, the line it was read at)
         self.file = file
         self.line = line  # the line probed (line probes), else the function's first line
@@ -69,6 +78,8 @@ class _Probes:
     lines = {}  # (code, line) -> [probe]
     calls = {}  # code -> [probe]
     returns = {}  # code -> [probe]
+    raises = ()  # the active catches
+    exceptions_append = None  # python.exceptions' append (catches)
     native = None  # 3.9-3.11: probes.cpp's set_entries([code, line, kind, probes, ...])
     thread_hook = None  # 3.9-3.11: what threading.settrace was given, while probes are active
 
@@ -257,10 +268,13 @@ def _index():
     hit), which the GIL may interleave: under _LOCK."""
     with _LOCK:
         lines, calls, returns = {}, {}, {}
+        raises = []
         deadline = 0.0
         for p in list(_P.by_id.values()):
             if p.state != "active":
                 continue
+            if p.event == "raise":
+                raises.append(p)
             if p.expires:
                 deadline = min(deadline, p.expires) if deadline else p.expires
             for c in p.codes:
@@ -274,7 +288,7 @@ def _index():
                     (calls if p.event == "call" else returns).setdefault(c, []).append(p)
         old_lines = _P.lines
         old = set(k[0] for k in old_lines) | set(_P.calls) | set(_P.returns)
-        _P.lines, _P.calls, _P.returns = lines, calls, returns
+        _P.lines, _P.calls, _P.returns, _P.raises = lines, calls, returns, tuple(raises)
         if _P.native is not None:
             flat = []
             for (c, line), ps in lines.items():
@@ -300,8 +314,9 @@ def _index():
         before = set(k[0] for k in old_lines)
         if any(k[0] in before and k not in old_lines for k in lines):
             mon.restart_events()
-        if not new:
-            for e in (ev.LINE, ev.PY_START, ev.PY_RETURN):
+        mon.set_events(_P.tool, ev.RAISE if raises else 0)
+        if not new and not raises:
+            for e in (ev.LINE, ev.PY_START, ev.PY_RETURN, ev.RAISE):
                 mon.register_callback(_P.tool, e, None)
             mon.free_tool_id(_P.tool)
             _P.tool = None
@@ -338,6 +353,7 @@ def _claim_tool():
     mon.register_callback(_P.tool, ev.LINE, _on_line)
     mon.register_callback(_P.tool, ev.PY_START, _on_start)
     mon.register_callback(_P.tool, ev.PY_RETURN, _on_return)
+    mon.register_callback(_P.tool, ev.RAISE, _on_raise)
 
 
 # sys.monitoring's callbacks (3.12+). An Exception here would be raised in the program: none gets
@@ -368,6 +384,28 @@ def _on_return(code, offset, value):
             _hit_all(ps, sys._getframe(1), value)
         except Exception:
             pass
+
+
+def _on_raise(code, offset, exc):
+    """Every raise while a catch is active; also each frame an exception propagates into, whose
+    traceback has then more than one entry: recorded once, where it was raised."""
+    ps = _P.raises
+    tb = exc.__traceback__
+    if not ps or tb is None or tb.tb_next is not None:
+        return
+    try:
+        t = type(exc)
+        for p in ps:
+            caught = p.matches.get(t)
+            if caught is None:
+                if len(p.matches) >= _CATCH_TYPES:
+                    p.matches.clear()
+                caught = p.matches[t] = any(
+                    _exception_type(k) in p.catch or getattr(k, "__name__", None) in p.catch for k in t.__mro__)
+            if caught:
+                _hit(p, tb.tb_frame, exc)
+    except Exception:
+        pass
 
 
 _MISSING_RETURN = object()
@@ -417,6 +455,9 @@ def _hit(p, frame, retval):
             return
         if p.watch is not None:
             _watched(p, frame, retval)
+            return
+        if p.catch is not None:
+            _raised(p, frame, retval)
             return
         f_globals = frame.f_globals
         f_locals = frame.f_locals
@@ -483,19 +524,18 @@ def _watched(p, frame, retval):
     read at this frame's previous line, that line changed it."""
     try:
         value = eval(p.watch[1], frame.f_globals, frame.f_locals)
+        if p.tensor:
+            _tensor_watched(p, frame, retval, value)
+            return
         # A brief repr shows a long container's first items only: its length tells growth.
         size = len(value) if type(value) in _SIZED else None
         now = (None if isinstance(value, _PLAIN) else id(value), _repr.repr(value), size)
     except Exception as e:  # not there yet (a NameError before the assignment), or broken
+        if p.tensor:
+            _tensor_watched(p, frame, retval, e)
+            return
         now = (None, "<%s>" % type(e).__name__, None)
-    key = id(frame)
-    before = p.seen.get(key)
-    if retval is _MISSING_RETURN:
-        if before is None and len(p.seen) >= _WATCH_FRAMES:
-            p.seen.clear()  # frames that ended by an exception: they never returned
-        p.seen[key] = (now, frame.f_lineno)
-    else:
-        p.seen.pop(key, None)  # the frame ends: its id may come back for another
+    before = _seen_at(p, frame, retval, now)
     if before is None or before[0] == now:
         return
     (_, was, was_size), line = before
@@ -506,6 +546,128 @@ def _watched(p, frame, retval):
     _record(p, frame, line, changed, None)
     if p.limit and p.hits >= p.limit:
         _end(p, "done: %d changes" % p.hits)
+
+
+def _seen_at(p, frame, retval, now):
+    """What a watch read at this frame's previous line, (now, that line) kept for the next: None at
+    the frame's first line. A frame that returns is forgotten."""
+    key = id(frame)
+    before = p.seen.get(key)
+    if retval is _MISSING_RETURN:
+        if before is None and len(p.seen) >= _WATCH_FRAMES:
+            p.seen.clear()  # frames that ended by an exception: they never returned
+        p.seen[key] = (now, frame.f_lineno)
+    else:
+        p.seen.pop(key, None)  # the frame ends: its id may come back for another
+    return before
+
+
+def _tensor_summary(t):
+    """Shape, dtype, device, and for a floating tensor its 2-norm and how many of its elements are
+    nan and inf: computed by torch (without grad), never its data."""
+    out = {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "device": str(t.device)}
+    torch = sys.modules["torch"]
+    if t.is_floating_point() and t.layout == torch.strided and t.device.type != "meta":
+        with torch.no_grad():
+            d = t.detach()
+            norm = float(torch.linalg.vector_norm(d, dtype=torch.float64)) if d.numel() else 0.0
+            out["norm"] = norm if norm == norm and abs(norm) != float("inf") else str(norm)  # JSON has no nan
+            out["nan"] = int(torch.isnan(d).sum())
+            out["inf"] = int(torch.isinf(d).sum())
+    return out
+
+
+def _tensor_watched(p, frame, retval, value):
+    """A tensor watch at a line (or the return) of its function: the tensor read now is the one
+    read at the previous line but its version counter moved (updated in place: by an optimizer's
+    step, an add_, a copy_), or it is another object (assigned anew). The row names the line, the
+    calls on it (the op), how many in-place updates the counter counted, and a summary of the
+    tensor before (the one kept from its last change) and after."""
+    version = getattr(value, "_version", None) if not isinstance(value, BaseException) else None
+    if type(version) is not int:
+        now = (None, None, "<%s>" % (type(value).__name__ if isinstance(value, BaseException) else
+                                      "not a tensor: " + _type_name(value)))
+    else:
+        now = (id(value), version, None)
+    before = _seen_at(p, frame, retval, now)
+    if before is None:
+        if now[0] is not None and (now[0], now[1]) != p.last[:2]:  # the summary it had before its first change
+            p.last = (now[0], now[1], _tensor_summary(value))
+        return
+    was, line = before
+    if was == now:
+        return
+    summary = _tensor_summary(value) if now[0] is not None else now[2]
+    kept = p.last[2] if p.last[:2] == was[:2] else None
+    if kept is None and was[0] is not None and was[0] == now[0]:
+        kept = "<not summarised before this change>"
+    in_place = was[0] is not None and was[0] == now[0]
+    changed = {p.watch[0]: summary, "was": kept if was[0] is not None else was[2],
+               "change": "in-place" if in_place else "identity", "op": _calls_on(frame.f_code, line)}
+    if in_place:
+        changed["updates"] = now[1] - was[1]
+    p.last = (now[0], now[1], summary)
+    p.hits += 1
+    _record(p, frame, line, changed, None)
+    if p.limit and p.hits >= p.limit:
+        _end(p, "done: %d changes" % p.hits)
+
+
+_CALLS_ON = {}  # (code, line) -> the calls on that line's statement
+
+
+def _calls_on(code, line):
+    """The calls on a line of code's file ("opt.step()", "w.add_(g, alpha=-lr)"), as its source
+    says them, at most three; None where the source cannot be read."""
+    key = (code, line)
+    if key in _CALLS_ON:
+        return _CALLS_ON[key]
+    import ast
+    import linecache
+    text = linecache.getline(code.co_filename, line).strip()
+    calls = None
+    try:
+        tree = ast.parse(text.rstrip(":") + (" pass" if text.endswith(":") else ""))
+        found, todo = [], [tree]
+        while todo:  # the outermost calls, in order: not the arguments' own
+            n = todo.pop(0)
+            if isinstance(n, ast.Call):
+                found.append(ast.get_source_segment(text, n))
+            else:
+                todo[:0] = ast.iter_child_nodes(n)
+        calls = ", ".join(c for c in found[:3] if c) or text[:200] or None
+    except SyntaxError:  # a statement over several lines
+        calls = text[:200] or None
+    if len(_CALLS_ON) > 1024:
+        _CALLS_ON.clear()
+    _CALLS_ON[key] = calls
+    return calls
+
+
+def _raised(p, frame, exc):
+    """A catch at a raise of one of its classes: a python.exceptions row (kind raised) with the
+    stack from the raising frame out."""
+    if p.when is not None:
+        try:
+            f_locals = dict(frame.f_locals)
+            f_locals["exc"] = exc
+            if not eval(p.when[1], frame.f_globals, f_locals):
+                return
+        except Exception:
+            pass  # recorded anyway: a condition that fails says nothing against the exception
+    frames = []
+    f, outermost = frame, frame
+    while f is not None:
+        if len(frames) < _EXC_FRAMES:
+            frames.append((f, f.f_lineno))
+        outermost, f = f, f.f_back
+    if outermost.f_code.co_filename.startswith("<probing "):
+        return  # the agent's own helpers, on its threads: not the program's
+    p.hits += 1
+    _P.exceptions_append(_exception_row("raised", type(exc), exc, frames, _thread_name(), _thread.get_ident(),
+                                        "catch %d" % p.id))
+    if p.limit and p.hits >= p.limit:
+        _end(p, "done: %d exceptions" % p.hits)
 
 
 def _main_function():
@@ -551,7 +713,8 @@ def _end(p, why):
 def _describe(p):
     return {"id": p.id, "spec": p.spec, "event": p.event, "file": p.file, "line": p.line,
             "function": p.function, "capture": [t for t, _ in p.captures],
-            "watch": p.watch[0] if p.watch else None,
+            "watch": p.watch[0] if p.watch else None, "tensor": p.tensor,
+            "catch": list(p.catch) if p.catch else None,
             "when": p.when[0] if p.when else None, "limit": p.limit,
             "expires": p.created + p.expire_s if p.expires else None, "created": p.created, "hits": p.hits,
             "errors": p.errors, "cost_s": round(p.cost, 6), "state": p.state, "codes": len(p.codes)}
@@ -566,11 +729,26 @@ def _sweep():
             _end(p, "expired")
 
 
-def add(where, capture, when, limit, expire_s, append, max_overhead, native, watch=""):
-    """Adds a probe (with `watch`, a watch of that expression in the function `where` names, by
-    default _main_function()); its description, or {"error": why} when the place or an expression
-    is not right. native: probes.cpp's set_entries on 3.9-3.11, else None (sys.monitoring)."""
-    _P.append = append
+def _catch_names(text):
+    names = tuple(t.strip()[len("builtins."):] if t.strip().startswith("builtins.") else t.strip()
+                  for t in text.split(",") if t.strip())
+    if not names or not all(all(part.isidentifier() for part in n.split(".")) for n in names):
+        raise ValueError("catch takes exception classes: ValueError, or module.Class, several with commas "
+                         "(got %r)" % text)
+    if sys.version_info < (3, 12):
+        raise ValueError("catch needs CPython 3.12 or later (sys.monitoring's RAISE event); this is %d.%d. "
+                         "Exceptions nothing caught are recorded on every version: python.exceptions"
+                         % sys.version_info[:2])
+    return names
+
+
+def add(where, capture, when, limit, expire_s, appends, max_overhead, native, kind="probe", expr=""):
+    """Adds a probe, or by `kind`: a "watch" or a "tensor" watch of the expression `expr` in the
+    function `where` names (by default _main_function()), or a "catch" of the exception classes
+    `expr` names. Its description, or {"error": why} when the place or an expression is not right.
+    appends: python.probe_hits' and python.exceptions' appends. native: probes.cpp's set_entries on
+    3.9-3.11, else None (sys.monitoring)."""
+    _P.append, _P.exceptions_append = appends
     _P.max_overhead = max_overhead
     if not _P.at_fork:
         sys.modules["posix"].register_at_fork(after_in_child=_in_forked_child)
@@ -581,14 +759,18 @@ def add(where, capture, when, limit, expire_s, append, max_overhead, native, wat
     _json()
     _sweep()
     try:
-        watched = None
-        if watch:
-            watched = _compile_watch(watch)
+        watched, catch = None, None
+        if kind in ("watch", "tensor"):
+            watched = _compile_watch(expr)
             event, file, line, function, codes = _resolve(where) if where else ("call",) + _main_function()
             if event != "call":
                 raise ValueError("a watch looks in a function: --in FILE:FUNCTION (got %r)" % where)
             event = "watch"
             where = where or "%s:%s" % (file, function)
+        elif kind == "catch":
+            catch = _catch_names(expr)
+            event, file, line, function, codes = "raise", None, None, None, []
+            where = "catch " + ", ".join(catch)
         else:
             event, file, line, function, codes = _resolve(where)
         captures = _compile_list(capture)
@@ -599,7 +781,7 @@ def add(where, capture, when, limit, expire_s, append, max_overhead, native, wat
         return {"error": str(e)}
     with _LOCK:
         p = _Probe(_P.next_id, where, event, file, line, function, codes, captures, condition, limit, expire_s,
-                   watched)
+                   watched, kind == "tensor", catch)
         _P.next_id += 1
         _P.by_id[p.id] = p
         _index()

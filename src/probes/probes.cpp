@@ -200,7 +200,19 @@ python::MethodDef g_thread_hook_def{"_native_thread_hook", reinterpret_cast<void
 python::MethodDef* const kNatives[] = {&g_set_entries_def, &g_thread_hook_def, nullptr};
 const python::HelperSource kProbeHelpers{kProbeHelpersSource, "probing._probes", kNatives};
 
-PyObject* g_append = nullptr;  // python.probe_hits' append, made once with the GIL and kept
+// python.probe_hits' and python.exceptions' appends, made once with the GIL and kept.
+PyObject* g_append = nullptr;
+PyObject* g_exceptions_append = nullptr;
+
+// The append of python.<table>, made in `slot` once. REQUIRES: GIL.
+Status make_append(const CApi& api, const char* table, PyObject*& slot) {
+  if (slot != nullptr) return Status::ok();
+  std::shared_ptr<sql::ColumnStore> store = sql::Engine::get().find_store("python", table);
+  if (store == nullptr) return Status(Code::kInternal, std::string("python.") + table + " is not registered");
+  slot = bindings::appender_for(store.get());  // the engine keeps the store
+  if (slot == nullptr) return Status(Code::kInternal, python::fetch_error_text(api));
+  return Status::ok();
+}
 
 // Calls a helper function with made arguments; its {"error": ...} answers become `code`.
 Result<nlohmann::json> call(python::PythonRuntime& runtime, const char* function, python::MakeArgs args,
@@ -240,11 +252,9 @@ Result<nlohmann::json> add_probe(python::PythonRuntime& runtime, const ProbeSpec
   const layout::PythonVersion version = runtime.version();
   const double max_overhead = settings().get_double("probes.max_overhead");
   python::MakeArgs args = [spec, version, max_overhead](const CApi& api) -> Result<std::vector<PyRef>> {
-    if (g_append == nullptr) {
-      std::shared_ptr<sql::ColumnStore> store = sql::Engine::get().find_store("python", "probe_hits");
-      if (store == nullptr) return Status(Code::kInternal, "python.probe_hits is not registered");
-      g_append = bindings::appender_for(store.get());  // the engine keeps the store
-      if (g_append == nullptr) return Status(Code::kInternal, python::fetch_error_text(api));
+    for (Status st :
+         {make_append(api, "probe_hits", g_append), make_append(api, "exceptions", g_exceptions_append)}) {
+      if (!st.is_ok()) return st;
     }
     Result<PyRef> native = backend(api, version);
     if (!native.is_ok()) return native.status();
@@ -257,14 +267,26 @@ Result<nlohmann::json> add_probe(python::PythonRuntime& runtime, const ProbeSpec
     made.push_back(text(spec.when));
     made.emplace_back(api, api.PyLong_FromLongLong(spec.limit));
     made.emplace_back(api, api.PyFloat_FromDouble(spec.expire_s));
-    made.push_back(PyRef::borrow(api, g_append));
+    PyRef appends(api, api.PyList_New(0));
+    if (!appends || api.PyList_Append(appends.get(), g_append) != 0 ||
+        api.PyList_Append(appends.get(), g_exceptions_append) != 0) {
+      return Status(Code::kInternal, python::fetch_error_text(api));
+    }
+    made.push_back(std::move(appends));
     made.emplace_back(api, api.PyFloat_FromDouble(max_overhead));
     for (const PyRef& r : made) {
       if (!r) return Status(Code::kInternal, python::fetch_error_text(api));
     }
     made.push_back(std::move(native).value());
-    made.push_back(text(spec.watch));
-    if (!made.back()) return Status(Code::kInternal, python::fetch_error_text(api));
+    const char* kind = !spec.catch_types.empty() ? "catch"
+                       : spec.watch.empty()      ? "probe"
+                       : spec.tensor             ? "tensor"
+                                                 : "watch";
+    made.push_back(text(kind));
+    made.push_back(text(spec.catch_types.empty() ? spec.watch : spec.catch_types));
+    for (const PyRef& r : made) {
+      if (!r) return Status(Code::kInternal, python::fetch_error_text(api));
+    }
     return made;
   };
   return call(runtime, "add", std::move(args), Code::kInvalidArgument);

@@ -21,13 +21,18 @@ struct ProbeSpec {
   long long limit = 0;  // hits, then the probe ends; 0 none
   double expire_s = 0;  // seconds, then the probe ends; 0 never
   // A watch: this expression, read at each line of the function `where` names (FILE:FUNCTION;
-  // "" for the one of __main__'s file the main thread runs), recorded when it changes.
+  // "" for the one of __main__'s file the main thread runs), recorded when it changes; with
+  // `tensor`, a tensor's in-place updates (its version counter) are changes too.
   std::string watch;
+  bool tensor = false;
+  // A catch (CPython 3.12+): the exception classes ("ValueError, mod.Error") whose raises are
+  // recorded in python.exceptions, caught or not; `where` and `capture` unused.
+  std::string catch_types;
 };
 
-// Adds a probe; its description (id, file, line, function, event, state ...). kInvalidArgument
-// saying what is wrong when the place, a capture or the condition is not right; kUnsupported where
-// this interpreter lacks what probes need.
+// Adds a probe (a watch, a catch); its description (id, file, line, function, event, state ...).
+// kInvalidArgument saying what is wrong when the place, a capture or the condition is not right; kUnsupported
+// where this interpreter lacks what probes need.
 Result<nlohmann::json> add_probe(python::PythonRuntime& runtime, const ProbeSpec& spec);
 
 // Every probe, ended ones too (with why they ended), until removed.

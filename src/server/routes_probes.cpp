@@ -3,7 +3,10 @@
 //   POST /probes {"action": "add", "where": "train.py:88", "capture": "loss.item(), lr",
 //                 "when": "step % 100 == 0", "limit": 50, "expire_s": 600}  -> {"probe": {...}}
 //   POST /probes {"action": "add", "watch": "trainer.lr", "where": "train.py:train", "limit": 50}
-//                 (a watch: "where" names the function, "" the main loop's)  -> {"probe": {...}}
+//                 (a watch: "where" names the function, "" the main loop's; "tensor": true for a
+//                 tensor's in-place updates)                                  -> {"probe": {...}}
+//   POST /probes {"action": "add", "catch": "ValueError", "when": "...", "limit": 10}
+//                 (raises of these classes into python.exceptions; 3.12+)    -> {"probe": {...}}
 //   POST /probes {"action": "remove", "id": 3}  (0: every probe)            -> {"removed": [...]}
 // Listing needs the read right; adding and removing run the caller's expressions in the program:
 // the full right (routes.cpp says which needs what).
@@ -36,15 +39,20 @@ HttpResponse handle_probes(const HttpRequest& request) {
     spec.capture = text("capture");
     spec.when = text("when");
     spec.watch = text("watch");
-    if ((spec.where.empty() && spec.watch.empty()) || !number_ok("limit") || !number_ok("expire_s")) {
+    spec.tensor = body.contains("tensor") && body["tensor"].is_boolean() && body["tensor"].get<bool>();
+    spec.catch_types = text("catch");
+    if ((spec.where.empty() && spec.watch.empty() && spec.catch_types.empty()) || !number_ok("limit") ||
+        !number_ok("expire_s")) {
       return error_response(400, "BadRequest",
                             R"(expected {"action": "add", "where": "FILE:LINE", "capture": "a, b", )"
-                            R"("when": "...", "limit": N >= 0, "expire_s": S >= 0}, or a "watch": "EXPR")");
+                            R"("when": "...", "limit": N >= 0, "expire_s": S >= 0}, or a "watch": "EXPR", )"
+                            R"(or a "catch": "ValueError")");
     }
     spec.limit = body.value("limit", 0LL);
     spec.expire_s = body.value("expire_s", 0.0);
     log_info("probe from " + request.peer.address + ": " + spec.where.substr(0, 200) + " capture " +
-             spec.capture.substr(0, 200) + (spec.watch.empty() ? "" : " watch " + spec.watch.substr(0, 200)));
+             spec.capture.substr(0, 200) + (spec.watch.empty() ? "" : " watch " + spec.watch.substr(0, 200)) +
+             (spec.catch_types.empty() ? "" : " catch " + spec.catch_types.substr(0, 200)));
     r = probes::add_probe(**runtime, spec);
   } else if (action == "remove") {
     if (!body.contains("id") || !body["id"].is_number_integer() || body["id"].get<long long>() < 0) {

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import interpreter_params, marker_line, run_cli
+from conftest import interpreter_params, marker_line, run_cli, torch_importable
 
 pytestmark = pytest.mark.parametrize("interp", interpreter_params())
 
@@ -181,6 +181,36 @@ def test_a_watch_records_each_change_with_the_line_that_made_it(interp, target_f
     # An equal new list: a change of identity.
     rows = hits(t.pid, same["id"])
     assert [(r["line"], r["captured"]["change"]) for r in rows] == [(batch, "identity")] * 2, rows
+
+
+def test_a_tensor_watch_records_the_optimizers_updates(interp, target_factory):
+    if not torch_importable(interp):
+        pytest.skip("torch is not importable in %s" % interp.path)
+    t = target_factory("tensor_watched.py", interp, mode="launch", ready_timeout=90)
+    step, nan, new = (marker_line("tensor_watched.py", m) for m in ("TENSOR_STEP", "TENSOR_NAN", "TENSOR_NEW"))
+    w = json.loads(cli_ok(t.pid, "watch-tensor", "model.weight", "--limit", "3", "--json"))
+    assert (w["event"], w["function"], w["watch"], w["tensor"]) == ("watch", "train", "model.weight", True), w
+    b = json.loads(cli_ok(t.pid, "watch-tensor", "buf", "--in", "tensor_watched.py:train", "--limit", "2", "--json"))
+    assert wait_until(lambda: all(probes(t.pid)[i]["state"].startswith("done") for i in (w["id"], b["id"])), 30), \
+        probes(t.pid)
+    # The optimizer's step: in place, once a step, each row's before the row before's after.
+    rows = hits(t.pid, w["id"])
+    assert len(rows) == 3, rows
+    for r in rows:
+        c = r["captured"]
+        assert (r["line"], c["change"], c["op"], c["updates"]) == (step, "in-place", "opt.step()", 1), r
+        assert (c["model.weight"]["shape"], c["model.weight"]["dtype"], c["model.weight"]["nan"]) == \
+            ([2, 4], "float32", 0), r
+        assert c["model.weight"]["norm"] != c["was"]["norm"], r
+    assert [r["captured"]["was"] for r in rows[1:]] == [r["captured"]["model.weight"] for r in rows[:2]], rows
+    # buf: filled with nan in place, then replaced by a new tensor.
+    rows = {r["line"]: r["captured"] for r in hits(t.pid, b["id"])}
+    assert set(rows) == {nan, new}, rows
+    assert (rows[nan]["change"], rows[nan]["op"], rows[nan]["buf"]["nan"], rows[nan]["buf"]["norm"],
+            rows[nan]["was"]["nan"]) == ("in-place", 'buf.fill_(float("nan"))', 3, "nan", 0), rows
+    assert (rows[new]["change"], rows[new]["op"], rows[new]["buf"]["nan"], rows[new]["was"]["nan"]) == \
+        ("identity", "torch.zeros(3)", 0, 3), rows
+    assert "updates" not in rows[new], rows
 
 
 def test_a_watch_says_what_is_wrong(interp, target_factory):

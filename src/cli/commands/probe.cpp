@@ -1,6 +1,7 @@
 // probing TARGET probe add|list|remove: breakpoints that record and go on (POST/GET /probes,
-// python.probe_hits); probing TARGET watch EXPR: a probe that records the changes of a value.
-// docs/probes.md.
+// python.probe_hits); probing TARGET watch|watch-tensor EXPR: a probe that records the changes of
+// a value, or of a tensor; probing TARGET catch TYPE: one that records raises into
+// python.exceptions. docs/probes.md.
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -22,6 +23,8 @@ struct ProbeArgs {
   double expire_s = 0;
   std::string id;  // remove: N or all
   std::string watch;
+  bool tensor = false;      // watch-tensor
+  std::string catch_types;  // catch
   bool json = false;
 };
 
@@ -49,9 +52,15 @@ nlohmann::json as_table(const nlohmann::json& probes) {
     for (const auto& c : p.value("capture", nlohmann::json::array())) {
       capture += (capture.empty() ? "" : ", ") + c.get<std::string>();
     }
-    if (p.contains("watch") && p["watch"].is_string()) capture = "watch: " + p["watch"].get<std::string>();
-    table["rows"].push_back({p["id"], p.value("file", "") + ":" + line_of(p), p["function"], p["event"],
-                             capture, p["when"], p["hits"], p["errors"], p["cost_s"], p["state"]});
+    if (p.contains("watch") && p["watch"].is_string()) {
+      capture = (p.value("tensor", false) ? "watch-tensor: " : "watch: ") + p["watch"].get<std::string>();
+    }
+    if (p.contains("catch") && p["catch"].is_array()) {
+      for (const auto& c : p["catch"]) capture += (capture.empty() ? "catch: " : ", ") + c.get<std::string>();
+    }
+    const std::string where = p["file"].is_string() ? p["file"].get<std::string>() + ":" + line_of(p) : "";
+    table["rows"].push_back({p["id"], where, p["function"], p["event"], capture, p["when"], p["hits"],
+                             p["errors"], p["cost_s"], p["state"]});
   }
   return table;
 }
@@ -83,16 +92,28 @@ int run_add(const Context& ctx, const ProbeArgs& args) {
 }
 
 int run_watch(const Context& ctx, const ProbeArgs& args) {
-  nlohmann::json body = {{"action", "add"},
-                         {"watch", args.watch},
-                         {"where", args.where},
-                         {"limit", args.limit},
-                         {"expire_s", args.expire_s}};
+  nlohmann::json body = {{"action", "add"},     {"watch", args.watch}, {"tensor", args.tensor},
+                         {"where", args.where}, {"limit", args.limit}, {"expire_s", args.expire_s}};
   return add_and_say(ctx, args, body, [&ctx, &args](const nlohmann::json& p) {
-    std::cout << "watch " << p["id"] << ": " << args.watch << " in " << p.value("function", "") << " ("
-              << p.value("file", "") << ":" << line_of(p) << "); its changes: probing " << ctx.target
+    std::cout << (args.tensor ? "tensor watch " : "watch ") << p["id"] << ": " << args.watch << " in "
+              << p.value("function", "") << " (" << p.value("file", "") << ":" << line_of(p)
+              << "); its changes: probing " << ctx.target
               << " query \"SELECT time, line, captured FROM python.probe_hits WHERE probe_id = " << p["id"]
               << "\"; probing " << ctx.target << " probe remove " << p["id"] << " ends it\n";
+  });
+}
+
+int run_catch(const Context& ctx, const ProbeArgs& args) {
+  nlohmann::json body = {{"action", "add"},
+                         {"catch", args.catch_types},
+                         {"when", args.when},
+                         {"limit", args.limit},
+                         {"expire_s", args.expire_s}};
+  return add_and_say(ctx, args, body, [&ctx](const nlohmann::json& p) {
+    std::cout
+        << "catch " << p["id"] << ": " << p.value("spec", "") << "; the exceptions: probing " << ctx.target
+        << " query \"SELECT time, type, message, file, line FROM python.exceptions WHERE context = 'catch "
+        << p["id"] << "'\"; probing " << ctx.target << " probe remove " << p["id"] << " ends it\n";
   });
 }
 
@@ -171,6 +192,33 @@ void add_probe_command(CLI::App& app, Context& ctx) {
   on_run(remove, [&ctx, args] { return run_remove(ctx, *args); });
 }
 
+namespace {
+
+// The options a watch, a tensor watch and a catch share: when it ends, and --json.
+void ending_options(CLI::App* cmd, ProbeArgs& args, const char* what, const char* units) {
+  cmd->add_option("--limit", args.limit,
+                  std::string("end the ") + what + " after this many " + units + " (default: none)")
+      ->check(CLI::Range(0LL, 100000000LL));
+  cmd->add_option("--expire", args.expire_s,
+                  std::string("end the ") + what +
+                      " after this many seconds "
+                      "(default: never)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--json", args.json, std::string("print the ") + what + " as JSON");
+}
+
+void watch_options(CLI::App* cmd, ProbeArgs& args, const char* example) {
+  cmd->add_option("expression", args.watch,
+                  std::string("a Python expression: a name or an attribute path, ") + example)
+      ->required();
+  cmd->add_option("--in", args.where,
+                  "FILE:FUNCTION whose lines it is read at (FILE the end of a path, FUNCTION may be "
+                  "Class.method); default: the main thread's function of the main script");
+  ending_options(cmd, args, "watch", "changes");
+}
+
+}  // namespace
+
 void add_watch_command(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<ProbeArgs>();
   CLI::App* cmd = app.add_subcommand(
@@ -181,22 +229,59 @@ void add_watch_command(CLI::App& app, Context& ctx) {
       "the new and the old value (brief reprs), or a mutable object's identity. A watch is a probe:\n"
       "`probe list` shows it, `probe remove ID` ends it. It runs your expression in the program: it\n"
       "needs the full right.");
-  cmd->add_option("expression", args->watch, "a Python expression: a name or an attribute path, trainer.lr")
-      ->required();
-  cmd->add_option("--in", args->where,
-                  "FILE:FUNCTION whose lines it is read at (FILE the end of a path, FUNCTION may be "
-                  "Class.method); default: the main thread's function of the main script");
-  cmd->add_option("--limit", args->limit, "end the watch after this many changes (default: none)")
-      ->check(CLI::Range(0LL, 100000000LL));
-  cmd->add_option("--expire", args->expire_s, "end the watch after this many seconds (default: never)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_flag("--json", args->json, "print the watch as JSON");
+  watch_options(cmd, *args, "trainer.lr");
   cmd->footer(
       "Examples:\n"
       "  probing 1234 watch trainer.lr\n"
       "  probing 1234 watch \"optimizer.param_groups[0]['lr']\" --in train.py:train --limit 100\n"
-      "  probing 1234 query \"SELECT time, line, captured FROM python.probe_hits WHERE probe_id = 1\"");
+      "  probing 1234 query \"SELECT time, line, captured FROM python.probe_hits WHERE probe_id = 1\"\n"
+      "A tensor's updates in place (an optimizer's step) leave it the same object: watch-tensor sees them.");
   on_run(cmd, [&ctx, args] { return run_watch(ctx, *args); });
+
+  auto targs = std::make_shared<ProbeArgs>();
+  targs->tensor = true;
+  CLI::App* tensor = app.add_subcommand(
+      "watch-tensor",
+      "Record each update of a tensor: as watch does, at every line of one function, but a change is\n"
+      "also an update in place (the tensor's version counter moved: an optimizer's step, an add_, a\n"
+      "copy_). A row in python.probe_hits names the line, the calls on it (op), how many in-place\n"
+      "updates it made, and the tensor before and after: shape, dtype, device, 2-norm and nan/inf\n"
+      "counts (computed by torch at each change; never the data). Needs the full right.");
+  watch_options(tensor, *targs, "model.head.weight");
+  tensor->footer(
+      "Examples:\n"
+      "  probing 1234 watch-tensor model.head.weight --limit 20\n"
+      "  probing 1234 watch-tensor \"model.layers[3].attn.q_proj.weight\" --in train.py:train\n"
+      "  probing 1234 query \"SELECT time, line, json_extract(captured, '$.op') AS op, captured\n"
+      "      FROM python.probe_hits WHERE probe_id = 1\"");
+  on_run(tensor, [&ctx, targs] { return run_watch(ctx, *targs); });
+}
+
+void add_catch_command(CLI::App& app, Context& ctx) {
+  auto args = std::make_shared<ProbeArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "catch",
+      "Record each raise of an exception class, caught or not: a row in python.exceptions (kind\n"
+      "'raised', context 'catch ID') with where it was raised and the stack out from there, with\n"
+      "locals in brief. Subclasses count (catch OSError records FileNotFoundError). Each exception is\n"
+      "recorded once, where it was raised, not in each frame it passes. CPython 3.12+ (sys.monitoring):\n"
+      "while a catch is active every raise of the program calls it. A catch is a probe: `probe list`\n"
+      "shows it, `probe remove ID` ends it. Needs the full right.");
+  cmd->add_option("class", args->catch_types,
+                  "exception classes: ValueError, or module.Class (torch.cuda.OutOfMemoryError); several "
+                  "with commas")
+      ->required();
+  cmd->add_option("--when", args->when,
+                  "record only when this Python expression is true, in the raising frame, where `exc` is "
+                  "the exception: \"'nan' in str(exc)\"");
+  ending_options(cmd, *args, "catch", "exceptions");
+  cmd->footer(
+      "Examples:\n"
+      "  probing 1234 catch ValueError --limit 10\n"
+      "  probing 1234 catch KeyError,IndexError --expire 600\n"
+      "  probing 1234 query \"SELECT time, type, message, file, line, stack FROM python.exceptions\n"
+      "      WHERE kind = 'raised' ORDER BY time DESC LIMIT 5\"");
+  on_run(cmd, [&ctx, args] { return run_catch(ctx, *args); });
 }
 
 }  // namespace probing::cli

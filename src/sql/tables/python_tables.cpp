@@ -456,8 +456,8 @@ Status add_recorded_tables(Engine& engine) {
           {"time", kReal, "when the exception reached the hook, unix time in seconds"},
           {"kind", kText,
            "uncaught (sys.excepthook: the main thread's, ending the program), thread (threading.excepthook: "
-           "a thread's, ending that thread) or unraisable (sys.unraisablehook: in a __del__, a callback, a "
-           "generator's close; the program goes on)"},
+           "a thread's, ending that thread), unraisable (sys.unraisablehook: in a __del__, a callback, a "
+           "generator's close; the program goes on) or raised (a catch's: raised, caught or not)"},
           {"thread", kText, "the thread's name; NULL when threading is not imported"},
           {"thread_id", kInt, "threading ident of the thread"},
           {"type", kText, "the exception's class (module.Class, built-ins without module)"},
@@ -471,12 +471,15 @@ Status add_recorded_tables(Engine& engine) {
           {"chain", kText,
            "the exceptions it was raised from or during, as a JSON list of {how: cause|context, type, "
            "message}; NULL when none"},
-          {"context", kText, "unraisable only: what CPython says it was raised in (err_msg: the object)"}},
+          {"context", kText,
+           "unraisable: what CPython says it was raised in (err_msg: the object); raised: the catch that "
+           "recorded it (catch ID)"}},
       ColumnStore::Limits{1000, 16 << 20, 256});
   PROBING_RETURN_IF_ERROR(
       engine.add_store(exceptions,
                        "Exceptions no code caught: each thread's, the main thread's last one, and those "
-                       "raised where nothing can catch them (exceptions.capture)."));
+                       "raised where nothing can catch them (exceptions.capture); and the raises that "
+                       "`probing PID catch CLASS` records, caught or not."));
   auto probe_hits = std::make_shared<ColumnStore>(
       "python", "probe_hits",
       std::vector<ColumnDef>{
