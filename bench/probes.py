@@ -3,19 +3,26 @@
 the same run: a loop that calls a small function (the work a probe sits in), measured with no
 probe, with a probe on a function the loop never calls, with a line probe hit at every call (one
 local captured), with a probe at the loop's call whose condition is false, after a probe ended
-by its limit at its first hit, and after the probes are removed. Each figure is the median of 5 rounds of 200,000 calls; the order of the cases is the
-same in each round, and the no-probe case is measured again last.
+by its limit at its first hit, and after the probes are removed. Each figure is the median of 5
+rounds of 200,000 calls; the order of the cases is the same in each round, and the no-probe case
+is measured again last.
 
-usage: bench/probes.py [--build build] [--python /usr/bin/python3.11] [--calls 200000]
+Then, where torch imports, a training step of the small transformer (bench/common.py; PyTorch
+tracing off, so that only the probe differs) with a line probe on a line of the training loop
+that runs once a step, capturing the loss: no probe, the probe, removed; the median step of 5
+rounds of --steps steps.
+
+usage: bench/probes.py [--build build] [--python /usr/bin/python3.11] [--calls 200000] [--steps 40]
 """
 import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import PYTHON, AgentConnection, StdinTarget, build_paths  # noqa: E402
+from common import PYTHON, TRANSFORMER, AgentConnection, StdinTarget, build_paths  # noqa: E402
 
 CODE = r'''
 import sys, time
@@ -35,37 +42,94 @@ for line in sys.stdin:
 '''
 
 
+STEP_CODE = TRANSFORMER + r'''
+model = Transformer()
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x = torch.randint(0, VOCAB, (BATCH, SEQ))
+
+def train(n):
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        loss = model(x).logsumexp(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        done = i  # BENCH_STEP_LINE
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2] * 1e3
+
+train(5)
+print("ready", flush=True)
+for line in sys.stdin:
+    print("%.4f" % train(int(line)), flush=True)
+'''
+
+
+def probed_target(code, env, python):
+    """(target, connection, timed(n), probe(spec, **extra), remove_all())"""
+    t = StdinTarget(code, env, python=python)
+    conn = AgentConnection(t.pid)
+
+    def timed(n):
+        t.proc.stdin.write("%d\n" % n)
+        t.proc.stdin.flush()
+        return float(t.proc.stdout.readline())
+
+    def probe(spec, **extra):
+        status, reply = conn.request("POST", "/probes", dict({"action": "add", "where": spec}, **extra))
+        if status != 200:
+            raise SystemExit("probe add %s: %s" % (spec, reply.decode()))
+        return json.loads(reply)["probe"]["id"]
+
+    def remove_all():
+        conn.request("POST", "/probes", {"action": "remove", "id": 0})
+
+    # Measured whole: the cost rule would end the probes hit at every call partway.
+    conn.request("PUT", "/config/probes.max_overhead", {"value": "1000"})
+    return t, conn, timed, probe, remove_all
+
+
+def training_step(args, paths):
+    line = STEP_CODE.splitlines().index("        done = i  # BENCH_STEP_LINE") + 1
+    t, conn, timed, probe, remove_all = probed_target(
+        STEP_CODE, {"LD_PRELOAD": paths["library"], "PROBING_TORCH": "off"}, args.python)
+    with t:
+        cases = ["no probe", "a probe once a step", "removed"]
+        times = {c: [] for c in cases}
+        for _ in range(args.rounds):
+            times["no probe"].append(timed(args.steps))
+            probe("<string>:%d" % line, capture="loss.item()")
+            times["a probe once a step"].append(timed(args.steps))
+            remove_all()
+            times["removed"].append(timed(args.steps))
+    base = statistics.median(times["no probe"])
+    print("\nthe transformer's training step, median step of %d rounds of %d steps" % (args.rounds, args.steps))
+    print("%-20s %12s %10s" % ("case", "ms a step", "over none"))
+    for c in cases:
+        m = statistics.median(times[c])
+        print("%-20s %12.3f %+9.2f %%" % (c, m, (m / base - 1) * 100))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "build"))
     ap.add_argument("--python", default=PYTHON)
     ap.add_argument("--calls", type=int, default=200000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=40, help="training steps a round (the transformer case)")
     args = ap.parse_args()
     paths = build_paths(args.build)
     line = CODE.splitlines().index("    y = x + 1  # BENCH_WORK_LINE") + 1
     where = "<string>"
-    with StdinTarget(CODE, {"LD_PRELOAD": paths["library"]}, python=args.python) as t:
-        conn = AgentConnection(t.pid)
-
+    t, conn, timed_n, probe, remove_all = probed_target(CODE, {"LD_PRELOAD": paths["library"]}, args.python)
+    with t:
         def timed():
-            t.proc.stdin.write("%d\n" % args.calls)
-            t.proc.stdin.flush()
-            return float(t.proc.stdout.readline())
-
-        def probe(spec, **extra):
-            status, reply = conn.request("POST", "/probes", dict({"action": "add", "where": spec}, **extra))
-            if status != 200:
-                raise SystemExit("probe add %s: %s" % (spec, reply.decode()))
-            return json.loads(reply)["probe"]["id"]
-
-        def remove_all():
-            conn.request("POST", "/probes", {"action": "remove", "id": 0})
+            return timed_n(args.calls)
 
         status, health = conn.request("GET", "/health")
         health = json.loads(health)
-        # Measured whole: the cost rule would end the probes hit at every call partway.
-        conn.request("PUT", "/config/probes.max_overhead", {"value": "1000"})
         cases = ["no probe", "probe elsewhere", "line probe hit", "condition false", "ended by its limit",
                  "removed"]
         times = {c: [] for c in cases}
@@ -91,6 +155,10 @@ def main():
         for c in cases:
             m = statistics.median(times[c])
             print("%-20s %12.1f %10.2f %12.1f ns" % (c, m, m / base, m - base))
+    if subprocess.run([args.python, "-c", "import torch"], capture_output=True).returncode == 0:
+        training_step(args, paths)
+    else:
+        print("\n(no transformer step: torch does not import under %s)" % args.python)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ void add_memory_command(CLI::App& app, Context& ctx);
 void add_probe_command(CLI::App& app, Context& ctx);
 void add_watch_command(CLI::App& app, Context& ctx);  // in probe.cpp, with watch-tensor
 void add_catch_command(CLI::App& app, Context& ctx);  // in probe.cpp
+// `probe remove`'s argument: a probe's id, or `all` (0); kInvalidArgument otherwise.
+Result<long long> probe_id_arg(const std::string& text);
 void add_export_command(CLI::App& app, Context& ctx);
 void add_cluster_command(CLI::App& app, Context& ctx);
 void add_crash_report_command(CLI::App& app, Context& ctx);

@@ -577,18 +577,27 @@ def _tensor_summary(t):
     return out
 
 
+def _tensor_state(value):
+    """(id, version counter, None) of a tensor; (None, None, why not) of anything else (the
+    exception the expression raised, an object of another type)."""
+    if isinstance(value, BaseException):
+        return (None, None, "<%s>" % type(value).__name__)
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, torch.Tensor):
+        return (None, None, "<not a tensor: %s>" % _type_name(value))
+    try:
+        return (id(value), value._version, None)
+    except RuntimeError:
+        return (None, None, "<an inference tensor: it has no version counter>")
+
+
 def _tensor_watched(p, frame, retval, value):
     """A tensor watch at a line (or the return) of its function: the tensor read now is the one
     read at the previous line but its version counter moved (updated in place: by an optimizer's
     step, an add_, a copy_), or it is another object (assigned anew). The row names the line, the
     calls on it (the op), how many in-place updates the counter counted, and a summary of the
     tensor before (the one kept from its last change) and after."""
-    version = getattr(value, "_version", None) if not isinstance(value, BaseException) else None
-    if type(version) is not int:
-        now = (None, None, "<%s>" % (type(value).__name__ if isinstance(value, BaseException) else
-                                      "not a tensor: " + _type_name(value)))
-    else:
-        now = (id(value), version, None)
+    now = _tensor_state(value)
     before = _seen_at(p, frame, retval, now)
     if before is None:
         if now[0] is not None and (now[0], now[1]) != p.last[:2]:  # the summary it had before its first change

@@ -757,9 +757,12 @@ int run_cluster_eval(const Context& ctx, const ClusterArgs& args) {
 
 std::string probe_line(const nlohmann::json& p) {
   const std::string state = p.value("state", std::string());
-  return "probe " + p.value("id", nlohmann::json()).dump() + " at " + p.value("file", std::string()) + ":" +
-         p.value("line", nlohmann::json()).dump() + " (" + p.value("function", std::string()) + ", " +
-         p.value("event", std::string()) + "): " + state +
+  const std::string where =
+      p.contains("file") && p["file"].is_string()
+          ? " at " + p["file"].get<std::string>() + ":" + p.value("line", nlohmann::json()).dump() + " (" +
+                p.value("function", std::string()) + ", " + p.value("event", std::string()) + ")"
+          : " (" + p.value("spec", std::string()) + ")";  // a catch: no place
+  return "probe " + p.value("id", nlohmann::json()).dump() + where + ": " + state +
          (state.rfind("done", 0) == 0 ? "" : ", " + p.value("hits", nlohmann::json(0)).dump() + " hits") +
          "\n";
 }
@@ -770,14 +773,9 @@ int run_cluster_probe(const Context& ctx, const ClusterArgs& args, const std::st
     body = {{"action", "add"},         {"where", args.probe_where}, {"capture", args.probe_capture},
             {"when", args.probe_when}, {"limit", args.probe_limit}, {"expire_s", args.probe_expire_s}};
   } else if (action == "remove") {
-    long long id = 0;
-    if (args.probe_id != "all") {
-      char* end = nullptr;
-      id = std::strtoll(args.probe_id.c_str(), &end, 10);
-      if (args.probe_id.empty() || *end != '\0' || id <= 0)
-        return fail("probe remove takes a probe's id or `all`");
-    }
-    body = {{"action", "remove"}, {"id", id}};
+    Result<long long> id = probe_id_arg(args.probe_id);
+    if (!id.is_ok()) return fail(id.status());
+    body = {{"action", "remove"}, {"id", *id}};
   }
   Deadline deadline(args.timeout_s);
   Result<Job> job = discover(ctx, args, deadline);

@@ -132,13 +132,9 @@ int run_list(const Context& ctx, const ProbeArgs& args) {
 }
 
 int run_remove(const Context& ctx, const ProbeArgs& args) {
-  long long id = 0;
-  if (args.id != "all") {
-    char* end = nullptr;
-    id = std::strtoll(args.id.c_str(), &end, 10);
-    if (args.id.empty() || *end != '\0' || id <= 0) return fail("probe remove takes a probe's id or `all`");
-  }
-  Result<nlohmann::json> r = ask(ctx, "POST", {{"action", "remove"}, {"id", id}});
+  Result<long long> id = probe_id_arg(args.id);
+  if (!id.is_ok()) return fail(id.status());
+  Result<nlohmann::json> r = ask(ctx, "POST", {{"action", "remove"}, {"id", *id}});
   if (!r.is_ok()) return fail(r.status());
   for (const nlohmann::json& p : (*r)["removed"]) {
     std::cout << "removed probe " << p["id"] << " (" << p.value("spec", "") << ", " << p["hits"]
@@ -148,6 +144,16 @@ int run_remove(const Context& ctx, const ProbeArgs& args) {
 }
 
 }  // namespace
+
+Result<long long> probe_id_arg(const std::string& text) {
+  if (text == "all") return 0LL;
+  char* end = nullptr;
+  const long long id = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || id <= 0) {
+    return Status(Code::kInvalidArgument, "probe remove takes a probe's id or `all` (got '" + text + "')");
+  }
+  return id;
+}
 
 void add_probe_command(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<ProbeArgs>();
