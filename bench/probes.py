@@ -9,8 +9,8 @@ is measured again last.
 
 Then, where torch imports, a training step of the small transformer (bench/common.py; PyTorch
 tracing off, so that only the probe differs) with a line probe on a line of the training loop
-that runs once a step, capturing the loss: no probe, the probe, removed; the median step of 5
-rounds of --steps steps.
+that runs once a step, capturing the loss, added and removed in turn: the median step of each
+round of --steps steps, the median of 2 x --rounds rounds each.
 
 usage: bench/probes.py [--build build] [--python /usr/bin/python3.11] [--calls 200000] [--steps 40]
 """
@@ -96,20 +96,34 @@ def training_step(args, paths):
     t, conn, timed, probe, remove_all = probed_target(
         STEP_CODE, {"LD_PRELOAD": paths["library"], "PROBING_TORCH": "off"}, args.python)
     with t:
-        cases = ["no probe", "a probe once a step", "removed"]
+        # On and off in turn, the order swapped every round (ABBA), so that a drift of the machine
+        # (the other core's load, the allocator's warming) falls on both alike; every "no probe"
+        # round after the first comes after a probe was removed.
+        cases = ["no probe", "a probe once a step"]
         times = {c: [] for c in cases}
-        for _ in range(args.rounds):
-            times["no probe"].append(timed(args.steps))
-            probe("<string>:%d" % line, capture="loss.item()")
-            times["a probe once a step"].append(timed(args.steps))
-            remove_all()
-            times["removed"].append(timed(args.steps))
+        hit_cost, hits = 0.0, 0  # what the probe's hits took, by its own count (probe list's cost_s)
+        before = timed(args.steps)
+        for r in range(args.rounds * 2):
+            for on in ((False, True) if r % 2 == 0 else (True, False)):
+                if on:
+                    probe("<string>:%d" % line, capture="loss.item()")
+                times[cases[on]].append(timed(args.steps))
+                if on:
+                    [p] = json.loads(conn.request("GET", "/probes")[1])["probes"]
+                    hit_cost, hits = hit_cost + p["cost_s"], hits + p["hits"]
+                    remove_all()
     base = statistics.median(times["no probe"])
-    print("\nthe transformer's training step, median step of %d rounds of %d steps" % (args.rounds, args.steps))
+    print("\nthe transformer's training step: the median step of each round of %d steps, the median of %d "
+          "rounds each, on and off in turn" % (args.steps, args.rounds * 2))
     print("%-20s %12s %10s" % ("case", "ms a step", "over none"))
     for c in cases:
         m = statistics.median(times[c])
         print("%-20s %12.3f %+9.2f %%" % (c, m, (m / base - 1) * 100))
+    print("%-20s %12.3f %+9.2f %%   (one round, before any probe)" % ("before any probe", before,
+                                                                       (before / base - 1) * 100))
+    print("the probe's hits themselves: %d hits, %.1f us each, %.3f %% of a step (its own count: the step "
+          "times above move by more than that with the machine's load)"
+          % (hits, hit_cost / max(hits, 1) * 1e6, hit_cost / max(hits, 1) / (base / 1e3) * 100))
 
 
 def main():
