@@ -206,9 +206,7 @@ void ending_options(CLI::App* cmd, ProbeArgs& args, const char* what, const char
                   std::string("end the ") + what + " after this many " + units + " (default: none)")
       ->check(CLI::Range(0LL, 100000000LL));
   cmd->add_option("--expire", args.expire_s,
-                  std::string("end the ") + what +
-                      " after this many seconds "
-                      "(default: never)")
+                  std::string("end the ") + what + " after this many seconds (default: never)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", args.json, std::string("print the ") + what + " as JSON");
 }
