@@ -567,7 +567,9 @@ def _tensor_summary(t):
     nan and inf: computed by torch (without grad), never its data."""
     out = {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "device": str(t.device)}
     torch = sys.modules["torch"]
-    if t.is_floating_point() and t.layout == torch.strided and t.device.type != "meta":
+    if t.is_cuda and torch.cuda.is_current_stream_capturing():
+        out["not_summarised"] = "a CUDA graph is being captured: a reduction now would break the capture"
+    elif t.is_floating_point() and t.layout == torch.strided and t.device.type != "meta":
         with torch.no_grad():
             d = t.detach()
             norm = float(torch.linalg.vector_norm(d, dtype=torch.float64)) if d.numel() else 0.0
