@@ -13,6 +13,7 @@
 #include "bindings/table_binding.h"
 #include "core/log.h"
 #include "core/settings.h"
+#include "python/crash.h"
 #include "python/frames.h"
 #include "python/helpers.h"
 #include "python/ref.h"
@@ -78,7 +79,8 @@ bool load_backtrace_helper(python::PythonRuntime& runtime) {
 // Keeps the hooks as the setting says. Touches Python only while the setting is on, or while
 // hooks of the agent's may still be in (until the first call after it went off). A check is one
 // call of the helper: some microseconds of the GIL every kIntervalS. After the first checks it
-// also has the backtrace helper compiled, once.
+// also has the backtrace helper compiled, once; and at each check it puts the crash handlers back
+// in front of PyTorch's (crash.h).
 void watch() noexcept {
   ::pthread_setname_np(::pthread_self(), "probing-exc");
   try {
@@ -88,6 +90,10 @@ void watch() noexcept {
     for (int checks = 0;; ++checks) {
       std::this_thread::sleep_for(
           std::chrono::duration<double>(checks < kFirstChecks ? kFirstIntervalS : kIntervalS));
+      // The crash handlers too, at the same pace: a DataLoader worker started by a forkserver or
+      // spawn sets PyTorch's handlers at its start, before torch tracing could wrap that (in a
+      // forked worker the wrapper does it at once). A few sigaction calls; no Python.
+      python::capture_crashes_again();
       if (!g_in_flight.expired()) continue;
       Result<python::PythonRuntime*> rt = python::PythonRuntime::get();
       if (!rt.is_ok()) continue;  // not initialized yet (or never: not a Python process)

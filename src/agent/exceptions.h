@@ -7,7 +7,8 @@ namespace probing::agent {
 
 // Follows the `exceptions.capture` setting from now on: installs the hooks once Python is
 // initialized, wraps again a hook the program sets in place of one of them, and takes them out
-// when the setting goes off.
+// when the setting goes off. Its thread also keeps the crash handlers in front of the ones a
+// DataLoader worker sets (python::capture_crashes_again).
 void start_exception_capture();
 
 }  // namespace probing::agent

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <execinfo.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -434,7 +435,10 @@ bool is_ours(const struct sigaction& sa) {
   return (sa.sa_flags & SA_SIGINFO) != 0 && sa.sa_sigaction == on_fatal_signal;
 }
 
-std::mutex g_mu;  // install and uninstall
+// Install and uninstall. Held across fork() by the forking thread (the atfork handlers of
+// start_crash_capture), so that a forked child never starts with it held by a thread it has not
+// got: the agent's housekeeping thread takes it every few seconds (capture_crashes_again).
+std::mutex g_mu;
 
 // PyTorch's handler in a DataLoader worker: it calls no handler that was there before it.
 bool is_torchs(const struct sigaction& sa) {
@@ -499,7 +503,10 @@ void install() {
     g_installed[sig].store(true);
   }
   g_enabled.store(true);
-  if (!left.empty()) log_info("no crash report for " + left + ": the program handles it itself");
+  static std::string said;  // under g_mu: install() runs again every few seconds (capture_crashes_again)
+  if (left != said && !left.empty())
+    log_info("no crash report for " + left + ": the program handles it itself");
+  said = left;
 }
 
 // REQUIRES: g_mu held.
@@ -533,8 +540,8 @@ void follow_setting() {
 
 void capture_crashes_again() noexcept {
   try {
-    // Not waited for: in a forked child (a DataLoader worker) a thread of the parent's may have
-    // held it at the fork, and nobody would ever let it go.
+    // Not waited for (the atfork handlers keep it free across a fork; this is a second guard):
+    // called from a forked worker's first Python, nothing may stall it.
     std::unique_lock<std::mutex> lock(g_mu, std::try_to_lock);
     if (lock.owns_lock() && g_enabled.load()) install();
   } catch (...) {
@@ -544,6 +551,7 @@ void capture_crashes_again() noexcept {
 void start_crash_capture() {
   static std::once_flag once;
   std::call_once(once, [] {
+    ::pthread_atfork([] { g_mu.lock(); }, [] { g_mu.unlock(); }, [] { g_mu.unlock(); });
     settings().observe("crash.capture", [](const std::string&, const std::string&) {
       std::lock_guard<std::mutex> lock(g_mu);
       follow_setting();

@@ -20,7 +20,8 @@ void start_crash_capture();
 
 // Puts the handlers back in front where one that ends the process anyway has replaced them
 // since: PyTorch's, which each DataLoader worker sets at its start (torch_trace.py calls this
-// right after). Nothing when crash.capture is off.
+// right after, in a forked worker; the agent's housekeeping thread every few seconds, which
+// covers a worker that a forkserver or spawn started). Nothing when crash.capture is off.
 void capture_crashes_again() noexcept;
 
 }  // namespace probing::python

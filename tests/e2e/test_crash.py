@@ -173,6 +173,24 @@ def test_a_dataloader_worker_that_segfaults_leaves_its_report(py):
         # again in whatever its main thread runs then: not the agent's doing.)
 
 
+@pytest.mark.parametrize("py", torch_interpreter_params())
+def test_a_spawned_dataloader_worker_that_segfaults_leaves_its_report(py):
+    """A worker that spawn (or a forkserver) starts sets PyTorch's handlers before anything of the
+    agent's can wrap that: its agent's next check puts the crash handlers back in front."""
+    with Target("crashes.py", py, args=["torch"], ready_timeout=60) as t, Reports(t.pid) as reports:
+        t.write("loader-segv-spawn\n")
+        i = t.wait_line(lambda l: l.startswith("loader failed "), timeout=90)
+        worker = int(t.stdout_lines()[i].split()[2])
+        err = "\n".join(t.stderr_lines())
+        assert "Unexpected segmentation fault encountered in worker" in err, err  # PyTorch's ran too
+        assert "crash report in /var/tmp/probing-%d.crash" % worker in err, err
+        r = reports.read(worker, "--json")
+        assert r["complete"] and r["signal"] == "11 SIGSEGV", r
+        getitem = "Items.__getitem__" if version_of(py) >= (3, 11) else "__getitem__"
+        assert (getitem, marker_line("crashes.py", "WORKER_LINE")) in \
+            [(f["func"], f["lineno"]) for f in crashed_thread(r, py)["frames"]], r
+
+
 @pytest.mark.parametrize("py", PARAMS[:1])
 def test_crash_capture_off_leaves_the_signal_alone(py):
     with Target("crashes.py", py) as t, Reports(t.pid) as reports:

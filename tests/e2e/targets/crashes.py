@@ -2,8 +2,8 @@
 native code (ctypes.string_at: a fault in the C library, called from Python), 'abort' calls
 os.abort(). 'faulthandler' enables faulthandler (after the agent). 'fork-segv' forks a child that does 'segv', prints its wait status, and reads the
 next word. With argv[1] == "torch", 'loader-segv' runs a DataLoader whose one worker does 'segv'
-in the dataset's __getitem__ (a forked worker), and prints the worker's pid once the loader
-raises. An idle second thread runs meanwhile."""
+in the dataset's __getitem__ (a forked worker; 'loader-segv-spawn': a spawned one, after 1 s),
+and prints the worker's pid once the loader raises. An idle second thread runs meanwhile."""
 import ctypes
 import os
 import sys
@@ -17,8 +17,12 @@ if sys.argv[1:] == ["torch"]:
         def __len__(self):
             return 4
 
+        def __init__(self, delay=0.0):
+            self.delay = delay
+
         def __getitem__(self, i):
             if i == 2:
+                time.sleep(self.delay)
                 read_null()  # WORKER_LINE
             return i
 
@@ -51,11 +55,14 @@ if __name__ == "__main__":
                 read_null()
             _, status = os.waitpid(child, 0)
             print("child %d status %d" % (child, status), flush=True)
-        elif word == "loader-segv":
+        elif word in ("loader-segv", "loader-segv-spawn"):
             try:
-                # Forked: a worker started otherwise (forkserver, 3.14's default) runs no agent
-                # thread and never had the wrapper that puts the agent's handlers back.
-                batches = iter(torch.utils.data.DataLoader(Items(), num_workers=1, multiprocessing_context="fork"))
+                # A forked worker gets the agent's handlers back from torch tracing's wrapper of
+                # PyTorch's; a spawned one from its own agent's next check, within 0.2 s at first:
+                # it crashes after 1 s.
+                spawn = word == "loader-segv-spawn"
+                batches = iter(torch.utils.data.DataLoader(Items(1.0 if spawn else 0.0), num_workers=1,
+                                                           multiprocessing_context="spawn" if spawn else "fork"))
                 worker = batches._workers[0].pid
                 for _ in batches:
                     pass
