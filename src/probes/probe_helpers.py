@@ -672,8 +672,8 @@ def _raised(p, frame, exc):
         if len(frames) < _EXC_FRAMES:
             frames.append((f, f.f_lineno))
         outermost, f = f, f.f_back
-    if frame.f_code.co_filename.startswith("<probing ") or outermost.f_code.co_filename.startswith("<probing "):
-        return  # the agent's own helpers (on its threads, or its hooks on the program's): not the program's
+    if any(f.f_code.co_filename.startswith("<probing ") for f in (frame, outermost)):
+        return  # the agent's own code (helpers on its threads, hooks on the program's): not the program's
     p.hits += 1
     _P.exceptions_append(_exception_row("raised", type(exc), exc, frames, _thread_name(), _thread.get_ident(),
                                         "catch %d" % p.id))
