@@ -147,18 +147,22 @@ def test_a_forked_child_writes_its_own_report_and_the_parent_goes_on(py):
         assert not os.path.exists(reports.path(t.pid))
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 @pytest.mark.parametrize("py", torch_interpreter_params())
-def test_a_dataloader_worker_that_segfaults_leaves_its_report(py):
-    """PyTorch sets its own handlers in each worker; the agent's go back in front of them."""
+def test_a_dataloader_worker_that_segfaults_leaves_its_report(py, start):
+    """PyTorch sets its own handlers in each worker; the agent's go back in front of them: in a
+    forked worker through torch tracing's wrapper of the call that sets them, in one that spawn
+    (or a forkserver) starts at its own agent's next check."""
     with Target("crashes.py", py, args=["torch"], ready_timeout=60) as t, Reports(t.pid) as reports:
-        deadline = time.monotonic() + 30
-        wrapped = "from torch.utils.data._utils import signal_handling as s; " \
-                  "print(type(s._set_worker_signal_handlers).__name__)"
-        while run_cli(t.pid, "eval", wrapped)[1].strip() != "function":  # torch tracing is on
-            assert time.monotonic() < deadline, run_cli(t.pid, "eval", wrapped)
-            time.sleep(0.2)
-        t.write("loader-segv\n")
-        i = t.wait_line(lambda l: l.startswith("loader failed "), timeout=60)
+        if start == "fork":
+            deadline = time.monotonic() + 30
+            wrapped = "from torch.utils.data._utils import signal_handling as s; " \
+                      "print(type(s._set_worker_signal_handlers).__name__)"
+            while run_cli(t.pid, "eval", wrapped)[1].strip() != "function":  # torch tracing is on
+                assert time.monotonic() < deadline, run_cli(t.pid, "eval", wrapped)
+                time.sleep(0.2)
+        t.write("loader-segv\n" if start == "fork" else "loader-segv-spawn\n")
+        i = t.wait_line(lambda l: l.startswith("loader failed "), timeout=90)
         worker = int(t.stdout_lines()[i].split()[2])
         err = "\n".join(t.stderr_lines())
         assert "Unexpected segmentation fault encountered in worker" in err, err  # PyTorch's ran too
@@ -171,24 +175,6 @@ def test_a_dataloader_worker_that_segfaults_leaves_its_report(py):
         assert (getitem, marker_line("crashes.py", "WORKER_LINE")) in frames, frames
         # (The parent may die later of PyTorch's SIGCHLD handler, which raises the worker's failure
         # again in whatever its main thread runs then: not the agent's doing.)
-
-
-@pytest.mark.parametrize("py", torch_interpreter_params())
-def test_a_spawned_dataloader_worker_that_segfaults_leaves_its_report(py):
-    """A worker that spawn (or a forkserver) starts sets PyTorch's handlers before anything of the
-    agent's can wrap that: its agent's next check puts the crash handlers back in front."""
-    with Target("crashes.py", py, args=["torch"], ready_timeout=60) as t, Reports(t.pid) as reports:
-        t.write("loader-segv-spawn\n")
-        i = t.wait_line(lambda l: l.startswith("loader failed "), timeout=90)
-        worker = int(t.stdout_lines()[i].split()[2])
-        err = "\n".join(t.stderr_lines())
-        assert "Unexpected segmentation fault encountered in worker" in err, err  # PyTorch's ran too
-        assert "crash report in /var/tmp/probing-%d.crash" % worker in err, err
-        r = reports.read(worker, "--json")
-        assert r["complete"] and r["signal"] == "11 SIGSEGV", r
-        getitem = "Items.__getitem__" if version_of(py) >= (3, 11) else "__getitem__"
-        assert (getitem, marker_line("crashes.py", "WORKER_LINE")) in \
-            [(f["func"], f["lineno"]) for f in crashed_thread(r, py)["frames"]], r
 
 
 @pytest.mark.parametrize("py", PARAMS[:1])
