@@ -522,19 +522,20 @@ def _record(p, frame, line, captured, error):
 def _watched(p, frame, retval):
     """A watch at a line (or the return) of its function: when its value now differs from the one
     read at this frame's previous line, that line changed it."""
+    failed = None
     try:
         value = eval(p.watch[1], frame.f_globals, frame.f_locals)
-        if p.tensor:
-            _tensor_watched(p, frame, retval, value)
-            return
+    except Exception as e:  # not there yet (a NameError before the assignment), or broken
+        value, failed = None, e
+    if p.tensor:
+        _tensor_watched(p, frame, retval, failed if failed is not None else value)
+        return
+    if failed is not None:
+        now = (None, "<%s>" % type(failed).__name__, None)
+    else:
         # A brief repr shows a long container's first items only: its length tells growth.
         size = len(value) if type(value) in _SIZED else None
         now = (None if isinstance(value, _PLAIN) else id(value), _repr.repr(value), size)
-    except Exception as e:  # not there yet (a NameError before the assignment), or broken
-        if p.tensor:
-            _tensor_watched(p, frame, retval, e)
-            return
-        now = (None, "<%s>" % type(e).__name__, None)
     before = _seen_at(p, frame, retval, now)
     if before is None or before[0] == now:
         return
