@@ -503,7 +503,9 @@ void install() {
     g_installed[sig].store(true);
   }
   g_enabled.store(true);
-  static std::string said;  // under g_mu: install() runs again every few seconds (capture_crashes_again)
+  // Under g_mu: install() runs again every few seconds (capture_crashes_again). Never destroyed: the
+  // probing-exc thread may still be here while the host exits.
+  static auto& said = *new std::string;
   if (left != said && !left.empty())
     log_info("no crash report for " + left + ": the program handles it itself");
   said = left;

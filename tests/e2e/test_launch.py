@@ -189,8 +189,8 @@ def test_forked_child_exits_as_without_the_agent(interp, target_factory):
         start = t.wait_line(lambda l: l.startswith("child "), 30, start) + 1
     children = [l for l in t.stdout_lines() if l.startswith("child ")]
     assert len(children) == 3, t.stdout_lines()
-    for line in children:
-        _, status, seconds = line.split()
-        assert status == "7", line
-        assert float(seconds) < 0.15, line  # the agent's 200 ms exit wait must not apply here
+    assert [l.split()[1] for l in children] == ["7"] * 3, children
+    # The agent's 200 ms exit wait must not apply here. It would apply to every child alike, so the
+    # quickest one tells; the others may have waited for a CPU on a loaded machine.
+    assert min(float(l.split()[2]) for l in children) < 0.15, children
     assert eval_ok(t.pid, "2 + 2") == "4\n"

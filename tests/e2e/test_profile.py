@@ -121,7 +121,10 @@ def test_modes_keep_what_they_say(interp, target_factory, tmp_path):
     assert [p["name"] for p in wall["profiles"]] == [main_profile(wall)["name"]]
     gil = speedscope(t.pid, tmp_path, "--gil", seconds=3)
     shares, _ = shares_of(gil, SHARES)
-    assert shares["wait_c"] <= 3, shares  # time.sleep releases the GIL
+    # time.sleep releases the GIL. A few points remain on a loaded machine: the thread retakes the
+    # GIL as the sleep ends and may wait for a CPU while holding it. Were the mode ignored, wait_c
+    # would keep its wall-clock share of 20.
+    assert shares["wait_c"] <= 8, shares
     if version_of(interp) >= (3, 11):  # on-CPU needs the kernel thread id, which 3.11+ keeps
         cpu = speedscope(t.pid, tmp_path, "--mode", "cpu", seconds=3)
         shares, _ = shares_of(cpu, SHARES)
