@@ -5,7 +5,13 @@
 #   make test-matrix  ... and the end-to-end tests on CPython 3.13 (torch 2.6), 3.14 (torch 2.14)
 #                   and 3.15, each in a Debian 13/sid chroot cached in MATRIX_CACHE (needs root)
 #   make demo       ... and run the demo: a small PyTorch training script, probed live
-#   make install    install to $(PREFIX) (default /usr/local); PYTHONS gets the PROBE=1 hook
+#   make install    install to $(PREFIX) (default /usr/local), stripped; PYTHONS gets the PROBE=1
+#                   hook; INSTALL_DEBUG=1 adds the debug information beside, in .debug/ directories
+#   make release    the shipped agent and CLI in $(RELEASE): static but for the C library, built
+#                   against glibc 2.31 (a Debian 11 sysroot in MATRIX_CACHE), stripped, checked
+#   make wheel      ... and the wheel, in $(DIST)
+#   make deb        ... and the Debian package, in $(DIST)
+#   make test-release  ... both, installed and tried in Debian 11, 13 and sid chroots (needs root)
 #   make asan       unit tests under AddressSanitizer + UBSan
 #   make clang      build with clang++ (CI builds with g++)
 #   make fuzz       the request fuzz target (libFuzzer, clang), for FUZZ_SECONDS (default 60)
@@ -18,10 +24,12 @@ PYTHONS ?= $(shell realpath /usr/bin/python3 2>/dev/null) $(shell python3 -c 'im
 JOBS ?= $(shell nproc)
 SOURCES = $(shell git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 2>/dev/null)
 
-.PHONY: all deps build test test-matrix soak demo install asan clang fuzz format lint bench clean
+.PHONY: all deps build test test-matrix soak demo install release wheel deb test-release asan clang fuzz format lint bench clean
 FUZZ_SECONDS ?= 60
 SOAK_SECONDS ?= 60
 MATRIX_CACHE ?= /var/cache/probing-matrix
+RELEASE ?= build-release
+DIST ?= dist
 
 all: build
 
@@ -50,8 +58,26 @@ demo: build
 	scripts/demo.sh $(BUILD)
 
 install: build
-	cmake --install $(BUILD) --prefix $(PREFIX)
+	cmake --install $(BUILD) --prefix $(PREFIX) --strip
+	@if [ "$(INSTALL_DEBUG)" = 1 ]; then scripts/install-debug.sh $(BUILD) $(PREFIX); fi
 	scripts/install-pth.sh $(PREFIX) $(PYTHONS)
+
+release: deps
+	@scripts/install-deps.sh --matrix
+	PROBING_MATRIX_CACHE=$(MATRIX_CACHE) scripts/release.sh $(RELEASE)
+
+wheel: release
+	python3 scripts/make-wheel.py $(RELEASE) $(DIST)
+
+deb: release
+	scripts/make-deb.sh $(RELEASE) $(DIST)
+
+test-release: wheel deb
+	@scripts/install-deps.sh --test
+	scripts/matrix-chroot.sh trixie $(MATRIX_CACHE)
+	scripts/matrix-chroot.sh sid $(MATRIX_CACHE)
+	PROBING_DIST=$(abspath $(DIST)) PROBING_RELEASE=$(abspath $(RELEASE)) PROBING_MATRIX_CACHE=$(MATRIX_CACHE) \
+	  /usr/bin/python3 -m pytest tests/release -q -rs -p no:cacheprovider
 
 asan: deps
 	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPROBING_SANITIZE=ON
@@ -83,4 +109,4 @@ bench: build
 	/usr/bin/python3 bench/profile.py --build $(BUILD)
 
 clean:
-	rm -rf $(BUILD) build-asan build-clang
+	rm -rf $(BUILD) build-asan build-clang $(RELEASE) $(DIST)

@@ -10,12 +10,15 @@
 #                                     package into tests/tools/ (not installed: no service starts),
 #                                     and protoc, which decodes `export`'s Perfetto traces
 #   scripts/install-deps.sh --dev     also the tools of `make format`, `make lint`, `make clang`
-#   scripts/install-deps.sh --matrix  also debootstrap, for `make test-matrix`'s chroots
+#   scripts/install-deps.sh --matrix  also debootstrap, for the chroots of `make test-matrix` and
+#                                     `make release` (its Debian 11 sysroot)
 set -euo pipefail
 
 packages=(
   g++ make cmake ninja-build pkg-config
   libboost-dev nlohmann-json3-dev libcli11-dev libedit-dev libsqlite3-dev libssl-dev libdw-dev libelf-dev
+  # the static archives that the CLI links in with libdw, libelf and libedit (PROBING_STATIC_RUNTIME)
+  zlib1g-dev liblzma-dev libbz2-dev libzstd-dev libbsd-dev libmd-dev libncurses-dev
   libgtest-dev
   clang libclang-rt-dev openssl
   python3 python3-pytest python3-torch python3-ipython

@@ -18,18 +18,23 @@ import time
 __all__ = ["init", "library_path", "table", "Table", "span", "event", "__version__", "connect", "Probe", "Cluster",
            "RemoteError", "NotSupported", "TargetUnavailable", "ConnectionLost"]
 
-__version__ = "0.1.0"
+from probing._version import __version__  # written by the build, from VERSION
 
 _agent = None
 
 
 def library_path():
-    """Path of libprobing.so: $PROBING_LIBRARY, else the one installed beside this package
-    (lib/probing/libprobing.so, with the package in lib/probing/python/probing)."""
+    """Path of libprobing.so: $PROBING_LIBRARY, else the one installed with this package: inside
+    it in the wheel (probing/_bundle/lib/probing/libprobing.so, beside the CLI's _bundle/bin/), or
+    lib/probing/libprobing.so with the package in lib/probing/python/probing (`make install`, the
+    .deb, the build tree)."""
     env = os.environ.get("PROBING_LIBRARY")
     if env:
         return env
     here = os.path.dirname(os.path.abspath(__file__))
+    bundled = os.path.join(here, "_bundle", "lib", "probing", "libprobing.so")
+    if os.path.exists(bundled):
+        return bundled
     return os.path.normpath(os.path.join(here, "..", "..", "libprobing.so"))
 
 

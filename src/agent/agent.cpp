@@ -21,6 +21,7 @@
 #include "agent/exceptions.h"
 #include "agent/subprocesses.h"
 #include "bindings/table_binding.h"
+#include "build_info.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/settings.h"

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <iostream>
 
+#include "build_info.h"
 #include "cli/common.h"
 #include "core/suggest.h"
 
@@ -108,7 +109,8 @@ int main(int argc, char** argv) {
       "  probing cluster -t trainer-0:9000 backtrace   (every rank of a job)\n"
       "  probing crash-report 1234 (what a fatal signal left in /var/tmp/probing-1234.crash)\n",
       "probing"};
-  app.set_version_flag("--version", std::string("probing ") + PROBING_VERSION);
+  app.set_version_flag("--version",
+                       std::string("probing ") + PROBING_VERSION + " (commit " + PROBING_COMMIT + ")");
   // Named apart from -t,--target: CLI11 2.4 (Debian 13) refuses two options of one name.
   app.add_option("TARGET", ctx.target, "pid, host:port or unix:PATH of the process to talk to");
   app.add_option("-t,--target", ctx.target, "the target, as an option");

@@ -26,6 +26,11 @@
 #include "python/capi.h"
 #include "python/gil_free.h"
 
+// glibc before 2.34 names no SYS_close_range (Linux 5.9); its number is 436 on every architecture.
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
 namespace probing::python {
 namespace {
 

@@ -1,6 +1,7 @@
 #include "python/executor.h"
 
 #include <cxxabi.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -29,19 +30,47 @@ namespace {
 // way out, because an eval was running a tensor operation when the program ended. Such a thread
 // of the agent's is parked for good instead, as CPython 3.14 parks these threads itself; exit
 // ends it. Every other std::terminate goes to the handler installed before this one.
+//
+// The handler goes into two C++ runtimes where there are two: the agent's own (static, hidden),
+// whose noexcept frames are the agent's, and the host's shared libstdc++, whose noexcept frames
+// are torch's. The host's may be loaded after the agent starts (`import torch`), so it is looked
+// for again before each job until found.
 thread_local bool t_agent_python_thread = false;
 const CApi* g_terminate_api = nullptr;
-std::terminate_handler g_previous_terminate = nullptr;
+std::terminate_handler g_previous_terminate = nullptr;       // the agent's runtime's
+std::terminate_handler g_previous_host_terminate = nullptr;  // the host's libstdc++'s
+std::atomic<bool> g_host_runtime_done{false};
 
-[[noreturn]] void park_agent_thread_or_terminate() {
+[[noreturn]] void park_agent_thread_or(std::terminate_handler previous) {
   if (t_agent_python_thread && g_terminate_api != nullptr && g_terminate_api->is_finalizing()) {
     sigset_t all;
     ::sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, nullptr);  // the host's signals go to its own threads
     for (;;) ::pause();
   }
-  if (g_previous_terminate != nullptr) g_previous_terminate();
+  if (previous != nullptr) previous();
   std::abort();
+}
+[[noreturn]] void park_agent_thread_or_terminate() { park_agent_thread_or(g_previous_terminate); }
+[[noreturn]] void park_agent_thread_or_host_terminate() { park_agent_thread_or(g_previous_host_terminate); }
+
+// Installs the handler in the host's libstdc++ once it is loaded, unless that is the agent's own
+// runtime (a build with the shared one). Called without the GIL: dlopen takes the loader's lock.
+void install_in_host_runtime() {
+  if (g_host_runtime_done.load(std::memory_order_acquire)) return;
+  static auto& mu = *new std::mutex;  // never destroyed: agent threads may be here while the host exits
+  std::lock_guard<std::mutex> lock(mu);
+  if (g_host_runtime_done.load(std::memory_order_relaxed)) return;
+  // RTLD_NOLOAD: only a libstdc++ already loaded, which torch's loads with RTLD_LOCAL (so not
+  // through RTLD_DEFAULT). The handle is kept: the library stays loaded for as long as the host.
+  void* lib = ::dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_NOLOAD);
+  if (lib == nullptr) return;  // no libstdc++ in the host yet
+  using SetTerminate = std::terminate_handler (*)(std::terminate_handler) noexcept;
+  auto host = reinterpret_cast<SetTerminate>(::dlsym(lib, "_ZSt13set_terminatePFvvE"));
+  if (host == nullptr) return;
+  if (host != static_cast<SetTerminate>(&std::set_terminate))
+    g_previous_host_terminate = host(park_agent_thread_or_host_terminate);
+  g_host_runtime_done.store(true, std::memory_order_release);
 }
 
 // Marks the calling thread as one the handler may park, installing the handler once.
@@ -408,6 +437,7 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::execute(Job& job) {
       explicit Waiting(std::atomic<int>& count) : n(count) { n.fetch_add(1); }
       ~Waiting() { n.fetch_sub(1); }
     } waiting(gil_waiters_);
+    install_in_host_runtime();
     gil = api_.PyGILState_Ensure();
   }
   {

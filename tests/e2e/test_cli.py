@@ -8,13 +8,26 @@ import time
 
 import pytest
 
-from conftest import DEBIAN_PYTHON, PROBING, Target, agent_mapped, clean_env, run_cli
+from conftest import DEBIAN_PYTHON, PROBING, PYPKG, REPO, Target, agent_mapped, clean_env, http_request, run_cli
 
 
 @pytest.fixture(scope="module")
 def listed(interp):
     with Target("idle.py", interp, mode="launch") as t:
         yield t
+
+
+def test_one_version_everywhere(interp, listed):
+    # VERSION is the one place: the CLI (with the commit it was built from), the agent and the
+    # Python package all say what it says.
+    version = open(os.path.join(REPO, "VERSION")).read().strip()
+    out = subprocess.run([PROBING, "--version"], capture_output=True, text=True, check=True).stdout
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert re.fullmatch(r"probing %s \(commit (%s(-dirty)?|unknown)\)\n" % (re.escape(version), commit or "[0-9a-f]+"), out), out
+    package = subprocess.run([interp.path, "-c", "import probing; print(probing.__version__)"], capture_output=True,
+                             text=True, env=dict(clean_env(), PYTHONPATH=PYPKG))
+    assert package.stdout == version + "\n", package
+    assert http_request(listed.pid, "GET", "/health").json()["agent_version"] == version
 
 
 def test_no_such_process():

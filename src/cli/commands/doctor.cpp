@@ -17,6 +17,7 @@
 #include <set>
 #include <sstream>
 
+#include "build_info.h"
 #include "cli/common.h"
 #include "core/proc_files.h"
 #include "inspect/maps.h"
@@ -164,7 +165,7 @@ int doctor_install() {
                                       : "ptrace: /proc/sys/kernel/yama/ptrace_scope is " + scope +
                                             (can_attach ? " (inject works on your own processes)"
                                                         : " (inject is refused: see docs/attach.md)")});
-  std::cout << "probing " << PROBING_VERSION << "\n";
+  std::cout << "probing " << PROBING_VERSION << " (commit " << PROBING_COMMIT << ")\n";
   print(findings);
   std::cout << "PROBE=1 (start the agent with the program) works for:\n";
   auto pythons = interpreters_on_path();

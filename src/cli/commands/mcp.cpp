@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "build_info.h"
 #include "cli/common.h"
 
 extern char** environ;
