@@ -78,6 +78,12 @@ test-release: wheel deb
 	scripts/matrix-chroot.sh sid $(MATRIX_CACHE)
 	PROBING_DIST=$(abspath $(DIST)) PROBING_RELEASE=$(abspath $(RELEASE)) PROBING_MATRIX_CACHE=$(MATRIX_CACHE) \
 	  /usr/bin/python3 -m pytest tests/release -q -rs -p no:cacheprovider
+	# The end-to-end tests of what the static linking could break (TLS, exit, torch, libdw,
+	# libedit, crash reports), on the shipped files: the stage, with the build's probing.pth.
+	rm -rf $(RELEASE)/e2e && cp -a $(RELEASE)/stage $(RELEASE)/e2e && cp $(RELEASE)/build/lib/probing/probing.pth $(RELEASE)/e2e/lib/probing/
+	PROBING_BUILD=$(abspath $(RELEASE))/e2e /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider \
+	  tests/e2e/test_remote.py tests/e2e/test_exit.py tests/e2e/test_torch.py tests/e2e/test_backtrace_native.py \
+	  tests/e2e/test_repl.py tests/e2e/test_crash.py tests/e2e/test_inject.py
 
 asan: deps
 	cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPROBING_SANITIZE=ON

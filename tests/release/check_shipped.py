@@ -30,6 +30,8 @@ def elf_files(roots):
         for dirpath, _, names in os.walk(root):
             for name in sorted(names):
                 path = os.path.join(dirpath, name)
+                if name.endswith(".debug"):  # the split debug information (INSTALL_DEBUG=1): not loaded
+                    continue
                 if os.path.islink(path) or not os.path.isfile(path):
                     continue
                 with open(path, "rb") as f:

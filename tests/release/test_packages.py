@@ -7,8 +7,8 @@ scripts/matrix-chroot.sh. Per chroot (Debian 11 with CPython 3.9 and torch 1.7, 
 network, and the CLI from that venv runs launch, inject, eval, backtrace and query against a
 target in the same chroot, and reads torch tracing's rows where torch is there. From the host:
 the CLI injects the agent into a target whose root holds glibc, libgcc_s and CPython 3.9's own
-libraries alone. The .deb installs with dpkg into a copy of nothing but its files' places.
-Needs root (chroot and bind mounts)."""
+libraries alone. The .deb installs with apt in each chroot (PROBE=1 then works for Debian's
+python3 there), and with dpkg into an empty root. Needs root (chroot and bind mounts)."""
 import glob
 import json
 import os
@@ -171,6 +171,24 @@ def test_the_wheel_works_in_a_venv_of_another_debian(suite, work):
             assert root.run(probing, str(t.pid), "eval", "import probing; print(probing.__version__)").stdout == VERSION + "\n"
         finally:
             stop(t)
+
+        # The .deb, with apt, as on a machine of that release: /usr/bin/probing, and PROBE=1 for
+        # Debian's python3 through /usr/lib/python3/dist-packages/probing.pth. Removed after.
+        deb = os.path.join(work, os.path.basename(one("probing_*.deb")))
+        shutil.copy(one("probing_*.deb"), deb)
+        try:
+            root.run("apt-get", "install", "-y", "-q", deb, timeout=300,
+                     env=("DEBIAN_FRONTEND=noninteractive",))
+            assert root.run("/usr/bin/probing", "--version").stdout.startswith("probing %s (commit " % VERSION)
+            t = root.start("/usr/bin/python3", idle, env=("PROBE=1",))
+            try:
+                out = root.run("/usr/bin/probing", str(t.pid), "eval", "import probing; print(probing.__file__)").stdout
+                assert out == "/usr/lib/probing/python/probing/__init__.py\n", out
+            finally:
+                stop(t)
+        finally:
+            root.run("apt-get", "purge", "-y", "-q", "probing", check=False, env=("DEBIAN_FRONTEND=noninteractive",))
+        assert not os.path.exists(root_path + "/usr/lib/python3/dist-packages/probing.pth")
 
         if not has_torch:
             return
