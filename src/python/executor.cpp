@@ -423,6 +423,9 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::execute(Job& job) {
     if (job.state == Job::State::kCancelled) return;
     job.state = Job::State::kWaitingGil;
   }
+  // Before the check below, so that nothing stands between it and PyGILState_Ensure: dlopen may
+  // wait for the loader's lock, and Ensure once the interpreter has finished finalizing is fatal.
+  install_in_host_runtime();
   if (api_.is_finalizing()) {
     std::lock_guard<std::mutex> lock(job.mu);
     job.failure = "the Python interpreter is shutting down";
@@ -437,7 +440,6 @@ PROBING_CATCHES_FORCED_UNWIND void PythonExecutor::execute(Job& job) {
       explicit Waiting(std::atomic<int>& count) : n(count) { n.fetch_add(1); }
       ~Waiting() { n.fetch_sub(1); }
     } waiting(gil_waiters_);
-    install_in_host_runtime();
     gil = api_.PyGILState_Ensure();
   }
   {
