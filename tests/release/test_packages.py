@@ -145,6 +145,9 @@ def test_the_wheel_works_in_a_venv_of_another_debian(suite, work):
         root.run(venv + "/bin/pip", "install", "--no-index", "--no-cache-dir", "--disable-pip-version-check", wheel, timeout=300)
         probing = venv + "/bin/probing"
         assert root.run(probing, "--version").stdout.startswith("probing %s (commit " % VERSION)
+        # The chroot's own python3 lacks the hook; doctor says how a wheel user gives it one.
+        doctor = root.run(probing, "doctor").stdout
+        assert "agent library %s/" % venv in doctor and "-m pip install probing-*.whl" in doctor, doctor
 
         # launch, eval, backtrace, query: the agent preloaded by the venv's CLI.
         idle = target(work, IDLE)

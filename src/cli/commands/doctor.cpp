@@ -144,6 +144,18 @@ Status ptrace_allowed(pid_t pid) {
   return Status::ok();
 }
 
+// What gives INTERPRETER the PROBE=1 hook, by how probing itself was installed: the wheel's
+// bundle, the .deb (/usr/lib/probing), or a source build.
+std::string how_to_hook(const std::string& interpreter) {
+  Result<std::string> lib = agent_library_path();
+  const std::string path = lib.is_ok() ? *lib : "";
+  if (path.find("/_bundle/lib/probing/") != std::string::npos)
+    return interpreter + " -m pip install probing-*.whl (the wheel, into its environment) gives it the hook";
+  if (path.rfind("/usr/lib/probing/", 0) == 0)
+    return "the .deb hooks Debian's python3; " + interpreter + " -m pip install probing-*.whl gives it the hook";
+  return "make install PYTHONS=" + interpreter + " gives it the hook";
+}
+
 struct Finding {
   bool good;
   std::string text;
@@ -174,7 +186,7 @@ int doctor_install() {
     std::string pth = it.pth();
     std::cout << "  " << (pth.empty() ? "no   " : "ok   ") << py
               << (py == it.executable ? "" : " (" + it.executable + ")")
-              << (pth.empty() ? ": make install PYTHONS=" + it.executable + " gives it the hook" : ": " + pth)
+              << ": " << (pth.empty() ? how_to_hook(it.executable) : pth)
               << "\n";
   }
   return lib.is_ok() ? kExitOk : kExitFailed;
@@ -289,8 +301,7 @@ int doctor_process(pid_t pid) {
   if (it && !it->pth().empty()) pth = it->pth();
   if (asked && !pth && it) {
     findings.push_back({false, "it was started with PROBE=1, but its interpreter " + interpreter +
-                                   " has no probing.pth: make install PYTHONS=" + interpreter +
-                                   " gives it the hook"});
+                                   " has no probing.pth: " + how_to_hook(interpreter)});
   } else if (!asked) {
     findings.push_back({false, "no agent: it was not started with PROBE=1 (or `probing launch`)" +
                                    std::string(pth ? ", which its interpreter supports" : "")});
