@@ -72,14 +72,14 @@ wheel: release
 deb: release
 	scripts/make-deb.sh $(RELEASE) $(DIST)
 
+# tests/release, then the end-to-end tests of what static linking could break (TLS, exit, torch,
+# libdw, libedit, crash reports, inject) on the shipped files: the stage, with the build's probing.pth.
 test-release: wheel deb
 	@scripts/install-deps.sh --test
 	scripts/matrix-chroot.sh trixie $(MATRIX_CACHE)
 	scripts/matrix-chroot.sh sid $(MATRIX_CACHE)
 	PROBING_DIST=$(abspath $(DIST)) PROBING_RELEASE=$(abspath $(RELEASE)) PROBING_MATRIX_CACHE=$(MATRIX_CACHE) \
 	  /usr/bin/python3 -m pytest tests/release -q -rs -p no:cacheprovider
-	# The end-to-end tests of what the static linking could break (TLS, exit, torch, libdw,
-	# libedit, crash reports), on the shipped files: the stage, with the build's probing.pth.
 	rm -rf $(RELEASE)/e2e && cp -a $(RELEASE)/stage $(RELEASE)/e2e && cp $(RELEASE)/build/lib/probing/probing.pth $(RELEASE)/e2e/lib/probing/
 	PROBING_BUILD=$(abspath $(RELEASE))/e2e /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider \
 	  tests/e2e/test_remote.py tests/e2e/test_exit.py tests/e2e/test_torch.py tests/e2e/test_backtrace_native.py \
