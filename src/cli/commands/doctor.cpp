@@ -152,7 +152,8 @@ std::string how_to_hook(const std::string& interpreter) {
   if (path.find("/_bundle/lib/probing/") != std::string::npos)
     return interpreter + " -m pip install probing-*.whl (the wheel, into its environment) gives it the hook";
   if (path.rfind("/usr/lib/probing/", 0) == 0)
-    return "the .deb hooks Debian's python3; " + interpreter + " -m pip install probing-*.whl gives it the hook";
+    return "the .deb hooks Debian's python3; " + interpreter +
+           " -m pip install probing-*.whl gives it the hook";
   return "make install PYTHONS=" + interpreter + " gives it the hook";
 }
 
@@ -185,9 +186,8 @@ int doctor_install() {
   for (const auto& [py, it] : pythons) {
     std::string pth = it.pth();
     std::cout << "  " << (pth.empty() ? "no   " : "ok   ") << py
-              << (py == it.executable ? "" : " (" + it.executable + ")")
-              << ": " << (pth.empty() ? how_to_hook(it.executable) : pth)
-              << "\n";
+              << (py == it.executable ? "" : " (" + it.executable + ")") << ": "
+              << (pth.empty() ? how_to_hook(it.executable) : pth) << "\n";
   }
   return lib.is_ok() ? kExitOk : kExitFailed;
 }
