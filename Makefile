@@ -58,8 +58,11 @@ demo: build
 	scripts/demo.sh $(BUILD)
 
 install: build
-	cmake --install $(BUILD) --prefix $(PREFIX) --strip
-	@if [ "$(INSTALL_DEBUG)" = 1 ]; then scripts/install-debug.sh $(BUILD) $(PREFIX); fi
+	@if [ "$(INSTALL_DEBUG)" = 1 ]; then \
+	  cmake --install $(BUILD) --prefix $(PREFIX) && \
+	  scripts/split-debug.sh $(PREFIX)/bin/probing $(PREFIX)/bin/.debug && \
+	  scripts/split-debug.sh $(PREFIX)/lib/probing/libprobing.so $(PREFIX)/lib/probing/.debug; \
+	else cmake --install $(BUILD) --prefix $(PREFIX) --strip; fi
 	scripts/install-pth.sh $(PREFIX) $(PYTHONS)
 
 release: deps
