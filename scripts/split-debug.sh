@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# split-debug.sh FILE DEBUG_DIR (release.sh, and `make install INSTALL_DEBUG=1`): moves FILE's debug information to DEBUG_DIR/NAME.debug and leaves
+# split-debug.sh FILE DEBUG_DIR (release.sh, `make install INSTALL_DEBUG=1`): moves FILE's debug
+# information to DEBUG_DIR/NAME.debug and leaves
 # FILE stripped, with a GNU debuglink naming that file: gdb, perf and elfutils find it when it sits
 # in a .debug directory beside FILE (`make install INSTALL_DEBUG=1` puts it there) or under
 # /usr/lib/debug/ at FILE's own path.
