@@ -61,6 +61,33 @@ echo
 echo "demo: where its time goes, sampled for 3 s without the GIL (-o run.svg writes a flamegraph):"
 show "$probing" "$pid" profile --seconds 3
 echo
+echo "demo: the same as a web page: probing $pid ui serves it on 127.0.0.1 and prints its URL."
+ui_out=$(mktemp /tmp/probing-demo-ui.XXXXXX)
+"$probing" "$pid" ui > "$ui_out" 2>/dev/null &
+ui=$!
+url=
+for _ in $(seq 50); do
+  url=$(head -n 1 "$ui_out")
+  [[ -n $url ]] && break
+  sleep 0.1
+done
+if [[ -z $url ]]; then
+  echo "demo: probing ui printed no URL" >&2
+  exit 1
+fi
+echo "  $url"
+# What the page asks first, through that server, with the URL's secret as the page sends it.
+health=$(curl -s -H "X-Probing-Ui-Secret: ${url##*#s=}" "${url%%#*}health" 2>/dev/null ||
+  "$python" -c 'import sys, urllib.request as u
+r = u.Request(sys.argv[1] + "health", headers={"X-Probing-Ui-Secret": sys.argv[2]})
+print(u.urlopen(r, timeout=5).read().decode())' "${url%%#*}" "${url##*#s=}")
+echo "  (it answers: $(echo "$health" | head -c 120)...)"
+if [[ -t 0 && -t 1 ]]; then
+  read -r -p "demo: open it in a browser on this machine (ssh -L for another); Enter goes on: " _ || true
+fi
+kill "$ui" 2>/dev/null
+rm -f "$ui_out"
+echo
 echo "demo: the training script kept training throughout; its own output meanwhile:"
 tail -n 3 "$log"
 show "$probing" "$pid" eval "print(f'step {step}: loss {last_loss:.4f}, lr {optimizer.param_groups[0][\"lr\"]}')"

@@ -23,14 +23,15 @@ packages=(
   clang libclang-rt-dev openssl
   python3 python3-pytest python3-torch python3-ipython
   procps util-linux
+  nodejs  # the web page is bundled at build time (web/, npm's esbuild)
 )
+# npm comes with Debian's nodejs as a package of its own; a nodejs from elsewhere brings its own.
+command -v npm >/dev/null || packages+=(npm)
 browser=0
 if [[ "${1:-}" == "--test" ]]; then
   browser=1
-  packages+=(chromium nodejs protobuf-compiler)
+  packages+=(chromium protobuf-compiler)
   packages+=(iproute2)  # `ip netns`: test_cluster.py's ranks on two "hosts"
-  # npm comes with Debian's nodejs as a package of its own; a nodejs from elsewhere brings its own.
-  command -v npm >/dev/null || packages+=(npm)
 fi
 if [[ "${1:-}" == "--dev" ]]; then
   packages+=(clang clang-format clang-tidy)

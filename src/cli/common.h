@@ -78,6 +78,7 @@ void add_doctor_command(CLI::App& app, Context& ctx);
 void add_children_command(CLI::App& app, Context& ctx);
 void add_profile_command(CLI::App& app, Context& ctx);  // profile and top
 void add_mcp_command(CLI::App& app, Context& ctx);
+void add_ui_command(CLI::App& app, Context& ctx);  // commands/ui.cpp: the web page on 127.0.0.1
 void add_memory_command(CLI::App& app, Context& ctx);
 void add_probe_command(CLI::App& app, Context& ctx);
 void add_watch_command(CLI::App& app, Context& ctx);  // in probe.cpp, with watch-tensor

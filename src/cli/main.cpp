@@ -144,6 +144,7 @@ int main(int argc, char** argv) {
   add_catch_command(app, ctx);
   add_export_command(app, ctx);
   add_mcp_command(app, ctx);
+  add_ui_command(app, ctx);
   add_cluster_command(app, ctx);
   add_crash_report_command(app, ctx);
   if (argc <= 1) {

@@ -204,9 +204,26 @@ class StreamClient final : public Client {
 
   Result<Response> request(const std::string& method, const std::string& path, const std::string& body,
                            double timeout_s) override {
+    Result<Response> r = exchange(method, path, body, {}, timeout_s);
+    if (!r.is_ok()) return r;
+    if (r->status == 401) return refused_token(*r);
+    if (r->status == 403) return Status(Code::kPermissionDenied, r->error_message());
+    return r;
+  }
+
+  Result<Response> forward(const std::string& method, const std::string& target, const std::string& body,
+                           const Headers& headers, double timeout_s) override {
+    return exchange(method, target, body, headers, timeout_s);
+  }
+
+ private:
+  // One request and its reply, whatever its status; the reply's headers with it.
+  Result<Response> exchange(const std::string& method, const std::string& path, const std::string& body,
+                            const Headers& headers, double timeout_s) {
     http::request<http::string_body> req(http::string_to_verb(method), path, 11);
     req.set(http::field::host, target_.kind == Target::Kind::kTcp ? target_.text : std::string("probing"));
     req.set(http::field::user_agent, "probing-cli");
+    for (const auto& [name, value] : headers) req.set(name, value);
     if (!options_.token.empty()) req.set(http::field::authorization, "Bearer " + options_.token);
     if (options_.read_only) req.set("X-Probing-Right", "read");
     if (!body.empty()) req.set(http::field::content_type, "application/json");
@@ -224,13 +241,13 @@ class StreamClient final : public Client {
     if (ec) return io_error("reading the reply", ec, timeout_s);
     Response r;
     r.status = static_cast<int>(parser.get().result_int());
+    for (const auto& field : parser.get()) {
+      r.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
     r.body = std::move(parser.get().body());
-    if (r.status == 401) return refused_token(r);
-    if (r.status == 403) return Status(Code::kPermissionDenied, r.error_message());
     return r;
   }
 
- private:
   Stream make_stream() {
     if constexpr (kIsTls<Stream>) {
       return Stream(ioc_, *tls_);

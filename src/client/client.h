@@ -6,6 +6,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -26,9 +28,12 @@ struct Target {
 // "1234" -> pid; "unix:/run/x.sock" or "unix:@name" -> unix socket; "host:port" -> TCP.
 Result<Target> parse_target(const std::string& text);
 
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
 struct Response {
   int status = 0;
   std::string body;
+  Headers headers;  // as the agent sent them
   // The body as JSON; a discarded value when it is not JSON.
   nlohmann::json json() const { return nlohmann::json::parse(body, nullptr, false); }
   // The agent's {"error": {"type","message"}}, when there is one.
@@ -67,6 +72,12 @@ class Client {
   // kPermissionDenied with the agent's message; every other reply is returned as it came.
   virtual Result<Response> request(const std::string& method, const std::string& path,
                                    const std::string& body, double timeout_s) = 0;
+
+  // A request passed on for another client (`probing PID ui`'s server): `target` is the path
+  // with its query string, `headers` go with it, and every reply comes back as it was, 401 and
+  // 403 included. The errors are request()'s.
+  virtual Result<Response> forward(const std::string& method, const std::string& target,
+                                   const std::string& body, const Headers& headers, double timeout_s) = 0;
 
   const Target& target() const { return target_; }
 

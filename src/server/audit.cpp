@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "core/log.h"
+#include "core/random.h"
 #include "sql/engine.h"
 
 namespace probing::server {
@@ -27,13 +28,7 @@ std::string sha256_hex(const std::string& text) {
       SHA256_Final(digest, &ctx) != 1) {
     return {};
   }
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char byte : digest) {
-    out += kHex[byte >> 4];
-    out += kHex[byte & 15];
-  }
-  return out;
+  return to_hex(std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
 }
 
 std::string first_line(const std::string& code) {

@@ -33,6 +33,7 @@ struct HttpRequest {
   std::string origin;         // the Origin header (sent by browsers), or ""
   std::string host;           // the Host header, or ""
   bool read_only = false;     // "X-Probing-Right: read": the client asks for the read right only
+  bool accepts_gzip = false;  // Accept-Encoding names gzip
   Peer peer;
 };
 

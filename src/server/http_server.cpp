@@ -52,6 +52,7 @@ HttpRequest to_request(http::request<http::string_body>& msg, const Peer& peer) 
   request.origin = std::string(msg[http::field::origin]);
   request.host = std::string(msg[http::field::host]);
   request.read_only = msg["X-Probing-Right"] == "read";
+  request.accepts_gzip = msg[http::field::accept_encoding].find("gzip") != std::string_view::npos;
   request.peer = peer;
   return request;
 }

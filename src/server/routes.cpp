@@ -49,7 +49,7 @@ bool interactive_eval(const HttpRequest& request) {
 
 }  // namespace
 
-HttpResponse handle_health(const HttpRequest&, const AgentInfo& info) {
+HttpResponse handle_health(const HttpRequest&, const AgentInfo& info, Right right) {
   Result<python::PythonRuntime*> runtime = python::PythonRuntime::get();
   std::string version = python::PythonRuntime::version_text();
   nlohmann::json j = {
@@ -66,6 +66,7 @@ HttpResponse handle_health(const HttpRequest&, const AgentInfo& info) {
       {"remote", info.remote_address.empty() ? nlohmann::json(nullptr) : nlohmann::json(info.remote_address)},
       {"subprocesses", info.subprocesses ? info.subprocesses() : std::string("off")},
       {"sampler", profile::sampler_status()},
+      {"right", right_name(right)},
   };
   return json_response(j);
 }
@@ -138,10 +139,21 @@ bool plain_host(const std::string& host) {
   return h == "localhost" || parse_address(h).has_value();
 }
 
+// A browser names the page behind each request it sends (Origin): only this agent's own page, on
+// the scheme and host:port the browser reached it by, may call the API.
+bool same_origin(const HttpRequest& request) {
+  if (request.host.empty()) return false;
+  return request.origin == (request.peer.tls ? "https://" : "http://") + request.host;
+}
+
 }  // namespace
 
 Right request_right(const HttpRequest& request, const AgentInfo& info, HttpResponse* refusal) {
   if (request.peer.local) return Right::kFull;
+  if (!request.origin.empty() && !same_origin(request)) {
+    *refusal = error_response(403, "PermissionDenied", "requests from other web pages are refused");
+    return Right::kNone;
+  }
   const RemoteOptions& remote = info.remote;
   if (!remote.token.empty() || !remote.read_token.empty()) {
     Right right = right_of_token(remote, request.authorization);
@@ -156,9 +168,10 @@ Right request_right(const HttpRequest& request, const AgentInfo& info, HttpRespo
     return right;
   }
   // No token: the listener is on loopback, and serves the users the unix socket would — but not a
-  // web page reaching it through the user's browser (a cross-site POST, DNS rebinding): browsers
-  // send Origin, and their Host is the page's name. (A page cannot send a bearer token.)
-  if (!request.origin.empty() || !plain_host(request.host)) {
+  // web page reaching it through the user's browser by DNS rebinding, whose Host is the page's
+  // name (a cross-site request was refused above by its Origin). Its own page may: the user's
+  // browser runs as the user.
+  if (!plain_host(request.host)) {
     *refusal = error_response(403, "PermissionDenied", "requests from web pages are refused");
     return Right::kNone;
   }
@@ -175,30 +188,40 @@ HttpServer::Handler make_router(const AgentInfo& info) {
     const char* method;  // "*": the handler checks the method itself
     const char* path;    // ending in '/': the path and everything under it
     Right right;         // what a client needs (over TCP); some routes need more for some bodies
-    std::function<HttpResponse(const HttpRequest&)> handle;
+    std::function<HttpResponse(const HttpRequest&, Right)> handle;  // Right: what was granted
+  };
+  // Most handlers need not know the right: the router checked it.
+  auto plain = [](HttpResponse (*fn)(const HttpRequest&)) {
+    return [fn](const HttpRequest& r, Right) { return fn(r); };
   };
   constexpr Right kRead = Right::kRead, kFull = Right::kFull;
   // One line per route of the API (DESIGN.md §4).
   std::vector<Route> routes{
-      {"GET", "/health", kRead, [&info](const HttpRequest& r) { return handle_health(r, info); }},
-      {"POST", "/eval", kFull, handle_eval},
-      {"GET", "/backtrace", kRead, handle_backtrace},   // routes_backtrace.cpp
-      {"POST", "/complete", kFull, handle_complete},    // routes_repl.cpp: completion evaluates lookups
-      {"POST", "/interrupt", kFull, handle_interrupt},  // routes_repl.cpp
-      {"POST", "/query", kRead, handle_query},          // routes_query.cpp; SET needs kFull
-      {"*", "/config", kRead, handle_config},           // routes_query.cpp; PUT needs kFull
-      {"*", "/config/", kRead, handle_config},
-      {"*", "/profile", kRead, handle_profile},   // routes_profile.cpp: sampling, bounded in rate and time
-      {"POST", "/memory", kFull, handle_memory},  // routes_memory.cpp: a new base for memory growth
-      {"*", "/probes", kRead, handle_probes},     // routes_probes.cpp; POST (add, remove) needs kFull
+      {"GET", "/health", kRead,
+       [&info](const HttpRequest& r, Right right) { return handle_health(r, info, right); }},
+      {"POST", "/eval", kFull, plain(handle_eval)},
+      {"GET", "/backtrace", kRead, plain(handle_backtrace)},  // routes_backtrace.cpp
+      {"POST", "/complete", kFull, plain(handle_complete)},   // routes_repl.cpp: completion evaluates lookups
+      {"POST", "/interrupt", kFull, plain(handle_interrupt)},  // routes_repl.cpp
+      {"POST", "/query", kRead, plain(handle_query)},          // routes_query.cpp; SET needs kFull
+      {"*", "/config", kRead, plain(handle_config)},           // routes_query.cpp; PUT needs kFull
+      {"*", "/config/", kRead, plain(handle_config)},
+      {"*", "/profile", kRead,
+       plain(handle_profile)},  // routes_profile.cpp: sampling, bounded in rate and time
+      {"POST", "/memory", kFull, plain(handle_memory)},  // routes_memory.cpp: a new base for memory growth
+      {"*", "/probes", kRead, plain(handle_probes)},     // routes_probes.cpp; POST (add, remove) needs kFull
       {"GET", "/metrics", kRead,
-       [&info](const HttpRequest& r) { return handle_metrics(r, info); }},  // Prometheus
+       [&info](const HttpRequest& r, Right) { return handle_metrics(r, info); }},  // Prometheus
       {"GET", "/cluster", kRead,
-       [&info](const HttpRequest& r) { return handle_cluster(r, info); }},  // cluster.cpp
+       [&info](const HttpRequest& r, Right) { return handle_cluster(r, info); }},  // cluster.cpp
       // A member's address is where clients send their token: only a full token may register one.
-      {"POST", "/cluster/register", kFull, handle_cluster_register},
+      {"POST", "/cluster/register", kFull, plain(handle_cluster_register)},
   };
   return [routes = std::move(routes), &info](const HttpRequest& request) -> HttpResponse {
+    // The web page's files hold no data: served to whoever may connect (routes_web.cpp).
+    if (request.path == "/" || request.path == "/index.html" || request.path.starts_with("/assets/")) {
+      return handle_web(request);
+    }
     for (const Route& route : routes) {
       std::string_view path = route.path;
       bool under = path.back() == '/' && request.path.size() > path.size() && request.path.starts_with(path);
@@ -243,7 +266,7 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       }
       if (!action.empty()) audit(request, right, action);
       python::ScopedUserReprs reprs(right == kFull);  // the read right runs no __repr__ of the target's
-      return route.handle(request);
+      return route.handle(request, right);
     }
     return error_response(404, "NotFound", "no route " + request.method + " " + request.path);
   };

@@ -30,7 +30,8 @@ Right request_right(const HttpRequest& request, const AgentInfo& info, HttpRespo
 HttpServer::Handler make_router(const AgentInfo& info);
 
 // The routes, exposed for tests.
-HttpResponse handle_health(const HttpRequest& request, const AgentInfo& info);
+// `right`: what the client was granted, which the web page shows (and hides Eval by).
+HttpResponse handle_health(const HttpRequest& request, const AgentInfo& info, Right right);
 HttpResponse handle_eval(const HttpRequest& request);
 HttpResponse handle_backtrace(const HttpRequest& request);  // routes_backtrace.cpp
 HttpResponse handle_complete(const HttpRequest& request);   // routes_repl.cpp
@@ -41,5 +42,6 @@ HttpResponse handle_profile(const HttpRequest& request);    // routes_profile.cp
 HttpResponse handle_metrics(const HttpRequest& request, const AgentInfo& info);  // routes_metrics.cpp
 HttpResponse handle_memory(const HttpRequest& request);                          // routes_memory.cpp
 HttpResponse handle_probes(const HttpRequest& request);                          // routes_probes.cpp
+HttpResponse handle_web(const HttpRequest& request);  // routes_web.cpp: GET / and /assets/...
 
 }  // namespace probing::server

@@ -599,3 +599,27 @@ def eval_while_gil_held(t):
     t0 = time.monotonic()
     rc, out, err = run_cli(t.pid, "eval", "--timeout", "30", "1", timeout=20)
     return holder, rc, out, err, time.monotonic() - t0
+
+
+BROWSER_DIR = os.path.join(REPO, "tests", "browser")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def require_browser(*packages):
+    """Skips, saying what is missing, unless node, Chromium and these npm packages of tests/browser
+    are there; fails instead under PROBING_BROWSER_REQUIRED=1 (`make test` installs them)."""
+    why = None
+    if shutil.which("node") is None:
+        why = "node is not installed"
+    elif not os.path.exists(CHROMIUM):
+        why = "%s is not installed" % CHROMIUM
+    else:
+        for package in packages:
+            if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", package)):
+                why = "npm package %s is missing (npm ci --prefix tests/browser)" % package
+                break
+    if why is None:
+        return
+    if os.environ.get("PROBING_BROWSER_REQUIRED") == "1":
+        pytest.fail("the browser checks cannot run: " + why)
+    pytest.skip(why)

@@ -16,32 +16,16 @@ import time
 
 import pytest
 
-from conftest import INTERPRETERS, PYPKG, REPO, Target, clean_env, run_cli, torch_importable
+from conftest import (BROWSER_DIR, CHROMIUM, INTERPRETERS, PYPKG, REPO, Target, clean_env, require_browser, run_cli,
+                      torch_importable)
 
-BROWSER_DIR = os.path.join(REPO, "tests", "browser")
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-
-
-def _missing():
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if not os.path.exists(CHROMIUM):
-        return "%s is not installed" % CHROMIUM
-    for package in ("playwright-core", "speedscope"):
-        if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", package)):
-            return "npm package %s is missing (npm ci --prefix tests/browser)" % package
-    return None
 
 
 @pytest.fixture(scope="module", autouse=True)
 def browser_present():
     if os.environ.get("PROBING_E2E_INTERPRETERS"):
         pytest.skip("the formats are the CLI's, the same on every interpreter: checked once, on the host's")
-    why = _missing()
-    if why is not None:
-        if os.environ.get("PROBING_BROWSER_REQUIRED") == "1":
-            pytest.fail("the browser checks cannot run: " + why)
-        pytest.skip(why)
+    require_browser("playwright-core", "speedscope")
 
 
 def open_in_browser(kind, path, *extra):

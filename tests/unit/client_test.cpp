@@ -80,10 +80,10 @@ TEST(Connect, TlsIsForTcpTargetsOnly) {
 }
 
 TEST(Response, ErrorFields) {
-  Response r{503, R"({"error": {"type": "Timeout", "message": "GIL held"}})"};
+  Response r{503, R"({"error": {"type": "Timeout", "message": "GIL held"}})", {}};
   EXPECT_EQ(r.error_type(), "Timeout");
   EXPECT_EQ(r.error_message(), "GIL held");
-  Response plain{500, "oops"};
+  Response plain{500, "oops", {}};
   EXPECT_EQ(plain.error_message(), "oops");
 }
 

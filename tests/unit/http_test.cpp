@@ -1,6 +1,7 @@
 #include "server/http.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "server/http_server.h"
 #include "server/routes.h"
@@ -54,6 +55,58 @@ TEST(Router, UnknownRoutesAndMethods) {
   EXPECT_NE(r.body.find("code"), std::string::npos);
   req.body = R"({"code": "1", "timeout": -3})";
   EXPECT_EQ(router(req).status, 400);
+}
+
+TEST(Router, ServesThePageWithAFreshNonceEachTime) {
+  AgentInfo info;
+  info.remote.token = "t0ken";  // the page's files need no token; the API does
+  auto router = make_router(info);
+  HttpRequest req;
+  req.method = "GET";
+  req.path = "/";
+  req.peer.local = false;
+  auto header = [](const HttpResponse& r, const std::string& name) {
+    for (const auto& [n, v] : r.headers) {
+      if (n == name) return v;
+    }
+    return std::string();
+  };
+  HttpResponse first = router(req), second = router(req);
+  ASSERT_EQ(first.status, 200);
+  EXPECT_EQ(first.content_type, "text/html; charset=utf-8");
+  const std::string csp = header(first, "Content-Security-Policy");
+  EXPECT_NE(csp.find("script-src 'self';"), std::string::npos) << csp;
+  EXPECT_EQ(csp.find("unsafe"), std::string::npos) << csp;
+  EXPECT_NE(csp, header(second, "Content-Security-Policy"));
+  EXPECT_EQ(first.body.find("__PROBING_CSP_NONCE__"), std::string::npos);
+  req.path = "/health";
+  EXPECT_EQ(router(req).status, 401);
+  req.path = "/no-such-page";
+  EXPECT_EQ(router(req).status, 404);
+  req.method = "POST";
+  req.path = "/";
+  EXPECT_EQ(router(req).status, 405);
+}
+
+TEST(Router, OnlyThisAgentsOwnPageMayCallIt) {
+  AgentInfo info;  // no token: loopback, this user
+  auto router = make_router(info);
+  HttpRequest req;
+  req.method = "GET";
+  req.path = "/health";
+  req.peer.local = false;
+  req.peer.uid_known = true;
+  req.peer.uid = ::geteuid();
+  req.host = "127.0.0.1:9000";
+  req.origin = "http://127.0.0.1:9000";
+  EXPECT_EQ(router(req).status, 200);
+  req.origin = "http://127.0.0.1:9001";  // another page on this host
+  EXPECT_EQ(router(req).status, 403);
+  req.origin = "https://127.0.0.1:9000";  // the scheme is part of the origin
+  EXPECT_EQ(router(req).status, 403);
+  req.origin = "";
+  req.host = "rebound.example:9000";  // DNS rebinding
+  EXPECT_EQ(router(req).status, 403);
 }
 
 TEST(Router, EvalWithoutPythonIsUnavailable) {

@@ -4,6 +4,8 @@
 
 #include <cerrno>
 
+#include "core/random.h"
+
 namespace probing {
 namespace {
 
@@ -42,6 +44,29 @@ Status fails_early() {
 }
 
 TEST(Status, ReturnIfErrorReturnsTheFirstError) { EXPECT_EQ(fails_early().message(), "first"); }
+
+}  // namespace
+}  // namespace probing
+
+namespace probing {
+namespace {
+
+TEST(Random, BytesAndTheirTextForms) {
+  Result<std::string> a = random_bytes(16), b = random_bytes(16);
+  ASSERT_TRUE(a.is_ok() && b.is_ok());
+  EXPECT_EQ(a->size(), 16u);
+  EXPECT_NE(*a, *b);
+  EXPECT_EQ(to_hex(std::string("\x00\x9f\xff", 3)), "009fff");
+  // RFC 4648's test vectors.
+  EXPECT_EQ(to_base64(""), "");
+  EXPECT_EQ(to_base64("f"), "Zg==");
+  EXPECT_EQ(to_base64("fo"), "Zm8=");
+  EXPECT_EQ(to_base64("foo"), "Zm9v");
+  EXPECT_EQ(to_base64("foob"), "Zm9vYg==");
+  EXPECT_EQ(to_base64("fooba"), "Zm9vYmE=");
+  EXPECT_EQ(to_base64("foobar"), "Zm9vYmFy");
+  EXPECT_EQ(to_base64(*a).size(), 24u);
+}
 
 }  // namespace
 }  // namespace probing
