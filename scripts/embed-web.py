@@ -4,19 +4,21 @@
 Scripts and stylesheets are stored gzip-compressed (the agent serves them so); index.html is
 stored as it is, since the agent puts a fresh CSP nonce in it for each reply.
 
-usage: embed-web.py DIR OUT.cpp       (DIR: what web/build.mjs wrote)
-       embed-web.py --none OUT.cpp    (a build without the page: PROBING_WEB=OFF)
+usage: embed-web.py DIR OUT.cpp                 (DIR: what web/build.mjs wrote)
+       embed-web.py --none OUT.cpp [WHY]        (a build without the page: PROBING_WEB=OFF, or npm
+                                                 could not install the page's build tools)
 """
 import gzip
+import html
 import os
 import sys
 
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 
-WITHOUT_PAGE = b"""<!doctype html><meta charset="utf-8"><title>probing</title>
-<p>This agent was built without its web page (<code>cmake -DPROBING_WEB=OFF</code>). The HTTP API
-answers as usual: <code>probing PID query ...</code>, or <code>GET /health</code>.</p>
+WITHOUT_PAGE = """<!doctype html><meta charset="utf-8"><title>probing</title>
+<p>This agent was built without its web page: %s. The HTTP API answers as usual:
+<code>probing PID query ...</code>, or <code>GET /health</code>.</p>
 """
 
 
@@ -35,10 +37,14 @@ def array(name, data):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4) or (len(sys.argv) == 4 and sys.argv[1] != "--none"):
         sys.exit(__doc__)
     source, out = sys.argv[1], sys.argv[2]
-    found = [("/index.html", WITHOUT_PAGE)] if source == "--none" else sorted(files(source))
+    if source == "--none":
+        why = sys.argv[3] if len(sys.argv) == 4 else "it was configured with cmake -DPROBING_WEB=OFF"
+        found = [("/index.html", (WITHOUT_PAGE % html.escape(why)).encode())]
+    else:
+        found = sorted(files(source))
     arrays, entries = [], []
     for i, (path, data) in enumerate(found):
         ext = os.path.splitext(path)[1]

@@ -79,6 +79,16 @@ void add_children_command(CLI::App& app, Context& ctx);
 void add_profile_command(CLI::App& app, Context& ctx);  // profile and top
 void add_mcp_command(CLI::App& app, Context& ctx);
 void add_ui_command(CLI::App& app, Context& ctx);  // commands/ui.cpp: the web page on 127.0.0.1
+
+// Serves the web page of the context's target on 127.0.0.1:port until killed (`probing PID ui`);
+// with `cluster`, the page's Cluster view asks every rank of the target's job (`probing cluster ui`).
+int serve_ui(const Context& ctx, int port, bool read_only, bool cluster);
+
+// The job's answers for the web page (commands/cluster.cpp): `what` is nodes, backtrace or query;
+// `params`: {"sql"} for query, {"exact": bool} for backtrace. {"result", "notes", "coverage",
+// "answered", "asked", "failed"} and, for query, "how" it ran.
+Result<nlohmann::json> cluster_for_page(const Context& ctx, const std::string& what,
+                                        const nlohmann::json& params);
 void add_memory_command(CLI::App& app, Context& ctx);
 void add_probe_command(CLI::App& app, Context& ctx);
 void add_watch_command(CLI::App& app, Context& ctx);  // in probe.cpp, with watch-tensor

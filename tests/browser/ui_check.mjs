@@ -36,8 +36,15 @@ try {
   const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, colorScheme: 'light' });
   const page = await context.newPage();
   page.on('pageerror', (e) => result.errors.push('script: ' + e.message));
+  // API answers of 401, 403 and 404 are expected (the token form, a read token, the Cluster page
+  // asking whether this is `probing cluster ui`); a page file that fails to load is not.
   page.on('console', (m) => {
-    if (m.type() === 'error' && !/status of (401|403)/.test(m.text())) result.errors.push('console: ' + m.text());
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) result.errors.push('console: ' + m.text());
+  });
+  page.on('response', (r) => {
+    if (r.status() >= 400 && ['document', 'script', 'stylesheet', 'image'].includes(r.request().resourceType())) {
+      result.errors.push(`file: ${r.status()} ${r.url()}`);
+    }
   });
   page.on('request', (r) => {
     const h = r.headers();
@@ -162,9 +169,22 @@ try {
   };
   await page.screenshot({ path: path.join(outDir, 'ui-profile.png') });
 
+  // Cluster: the job's ranks (under `probing cluster ui`: every rank asked, stacks grouped).
   await page.click('nav a[href="#cluster"]');
-  await page.waitForSelector('#page-cluster p', { timeout: 10000 });
-  result.pages.cluster = { text: await page.textContent('#page-cluster') };
+  await page.waitForFunction(() => {
+    const p = document.querySelector('#page-cluster');
+    return p && p.textContent && !p.textContent.includes('Reading the job') &&
+      (!document.querySelector('#page-cluster .ranks') || document.querySelector('#page-cluster .group') ||
+       document.querySelector('#page-cluster .error'));
+  }, null, { timeout: 30000 });
+  await page.waitForTimeout(500);
+  result.pages.cluster = {
+    text: await page.textContent('#page-cluster'),
+    ranks: await page.$$eval('#page-cluster .rank', (rs) => rs.map((r) => ({ cls: r.className, text: r.textContent }))),
+    groups: await page.$$eval('#page-cluster .group h3', (hs) => hs.map((h) => h.textContent)),
+    coverage: await page.$eval('#page-cluster [role=status]', (s) => s.textContent).catch(() => null),
+  };
+  await page.screenshot({ path: path.join(outDir, 'ui-cluster.png'), fullPage: true });
 
   // Eval, where the page has the full right.
   if (result.tabs.includes('Eval')) {

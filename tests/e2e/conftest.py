@@ -605,21 +605,44 @@ BROWSER_DIR = os.path.join(REPO, "tests", "browser")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
-def require_browser(*packages):
-    """Skips, saying what is missing, unless node, Chromium and these npm packages of tests/browser
-    are there; fails instead under PROBING_BROWSER_REQUIRED=1 (`make test` installs them)."""
-    why = None
+def browser_missing(*packages):
+    """What is missing for the browser checks: node, Chromium, or one of these npm packages of
+    tests/browser; None when nothing is."""
     if shutil.which("node") is None:
-        why = "node is not installed"
-    elif not os.path.exists(CHROMIUM):
-        why = "%s is not installed" % CHROMIUM
-    else:
-        for package in packages:
-            if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", package)):
-                why = "npm package %s is missing (npm ci --prefix tests/browser)" % package
-                break
+        return "node is not installed"
+    if not os.path.exists(CHROMIUM):
+        return "%s is not installed" % CHROMIUM
+    for package in packages:
+        if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", package)):
+            return "npm package %s is missing (npm ci --prefix tests/browser)" % package
+    return None
+
+
+def require_browser(*packages):
+    """Skips, saying what is missing, unless the browser checks can run; fails instead under
+    PROBING_BROWSER_REQUIRED=1 (`make test` installs what they need)."""
+    why = browser_missing(*packages)
     if why is None:
         return
     if os.environ.get("PROBING_BROWSER_REQUIRED") == "1":
         pytest.fail("the browser checks cannot run: " + why)
     pytest.skip(why)
+
+
+def start_ui(*args):
+    """`probing ARGS` (a `ui` command) in the background, and the URL it printed."""
+    p = subprocess.Popen([PROBING, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=clean_env())
+    url = p.stdout.readline().strip()
+    if not url.startswith("http://127.0.0.1:"):
+        p.kill()
+        raise AssertionError("probing %s printed no URL: %r %s" % (" ".join(map(str, args)), url, p.stderr.read()))
+    return p, url
+
+
+def ui_check(url, out_dir, *flags, timeout=150):
+    """What the web page at URL showed, page by page (tests/browser/ui_check.mjs in Chromium)."""
+    p = subprocess.run(["node", os.path.join(BROWSER_DIR, "ui_check.mjs"), url, str(out_dir), *flags],
+                       capture_output=True, text=True, timeout=timeout, env=clean_env({"CHROMIUM": CHROMIUM}))
+    assert p.returncode == 0, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])

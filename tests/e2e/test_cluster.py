@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from conftest import (PROBING, PYPKG, TARGETS, clean_env, eval_ok, marker_line, run_cli,
-                      torch_interpreter_params)
+from conftest import (PROBING, PYPKG, TARGETS, browser_missing, clean_env, eval_ok, marker_line, run_cli,
+                      start_ui, torch_interpreter_params, ui_check)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,6 +159,29 @@ def listed_agents(out):
     return {int(l.split()[0]): l.split() for l in out.splitlines()[1:] if l.split() and l.split()[0].isdigit()}
 
 
+def check_the_jobs_page(pids, tmp_path):
+    """`probing cluster -t RANK ui`: its Cluster page shows the 8 ranks, who answered, and the stalled
+    rank apart from the 7 (in Chromium; on the host, which has the browser)."""
+    if os.environ.get("PROBING_E2E_INTERPRETERS"):
+        return  # the page is the CLI's and the agent's: checked once, on the host
+    missing = browser_missing("playwright-core")
+    if missing:
+        assert os.environ.get("PROBING_BROWSER_REQUIRED") != "1", missing
+        print("the job's page not checked: " + missing)
+        return
+    ui, url = start_ui("cluster", "-t", pids[0], "ui")
+    try:
+        shown = ui_check(url, tmp_path)
+    finally:
+        ui.kill()
+    c = shown["pages"]["cluster"]
+    assert [t["text"].split("running")[0] for t in c["ranks"]] == [str(r) for r in range(8)], c
+    assert "8/8 ranks answered" in c["text"], c["text"]
+    assert any(g.startswith("ranks 0-2,4-7 (7)") for g in c["groups"]), c["groups"]
+    assert any(g.startswith("rank 3 (1)") for g in c["groups"]), c["groups"]
+    assert shown["errors"] == [], shown["errors"]
+
+
 @pytest.mark.parametrize("interp", torch_interpreter_params())
 def test_ddp_job_of_8_ranks(interp, tmp_path):
     base = free_port_range(9)
@@ -222,6 +245,7 @@ def test_ddp_job_of_8_ranks(interp, tmp_path):
         seven = out[out.index("ranks 0-2,4-7 (7)"):out.index("\nrank 3 (1)")]
         assert "backward" in seven and "wait_for_batch" not in seven, out
         assert re.search(r"read within \d+ ms", out), out
+        check_the_jobs_page(pids, tmp_path)
         # --native: the same two groups, with the C++ frames they wait in.
         rc, out, err = run_cli("cluster", "-t", pids[0], "backtrace", "--native", timeout=120)
         assert rc == 0, err

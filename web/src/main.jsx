@@ -108,6 +108,7 @@ function App() {
           refused={asked > 0}
           onToken={(t) => {
             setToken(t);
+            setProblem(null); // until the agent has answered with this token
             setAsked(asked + 1);
           }}
         />

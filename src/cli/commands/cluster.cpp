@@ -389,10 +389,22 @@ void print_reply(const nlohmann::json& reply, const std::string& format) {
 
 // ---- nodes ----
 
-int run_nodes(const Context& ctx, const ClusterArgs& args) {
+// What a command shows: its result, the notes, and how many ranks answered (as text and as data).
+struct Reply {
+  nlohmann::json body;
+  std::vector<std::string> notes;
+  std::map<int, Answer> answers;
+};
+
+void print_notes(const Reply& reply) {
+  for (const std::string& note : reply.notes) std::cerr << "probing: note: " << note << "\n";
+  std::cerr << coverage(reply.answers) << "\n";
+}
+
+Result<Reply> nodes_reply(const Context& ctx, const ClusterArgs& args) {
   Deadline deadline(args.timeout_s);
   Result<Job> job = discover(ctx, args, deadline);
-  if (!job.is_ok()) return fail(job.status());
+  if (!job.is_ok()) return job.status();
   const std::vector<int>& ranks = job->asked;
   const double now = unix_now_s();
   std::map<int, Answer> answers =
@@ -433,9 +445,14 @@ int run_nodes(const Context& ctx, const ClusterArgs& args) {
     table["rows"].push_back({r, rank.hostname, address.empty() ? nlohmann::json() : nlohmann::json(address),
                              pid, state, step, last, seen.empty() ? nlohmann::json() : nlohmann::json(seen)});
   }
-  print_reply(table, args.format);
-  for (const std::string& note : job->notes) std::cerr << "probing: note: " << note << "\n";
-  std::cerr << coverage(answers) << "\n";
+  return Reply{std::move(table), job->notes, std::move(answers)};
+}
+
+int run_nodes(const Context& ctx, const ClusterArgs& args) {
+  Result<Reply> reply = nodes_reply(ctx, args);
+  if (!reply.is_ok()) return fail(reply.status());
+  print_reply(reply->body, args.format);
+  print_notes(*reply);
   return kExitOk;
 }
 
@@ -539,16 +556,14 @@ Result<nlohmann::json> query_here(const Context& ctx, const Job& job, const std:
   return run_over_rows(args.sql, catalog, tables);
 }
 
-int run_cluster_query(const Context& ctx, ClusterArgs args) {
-  if (args.sql == "-") {
-    std::ostringstream text;
-    text << std::cin.rdbuf();
-    args.sql = text.str();
+// The result of args.sql over the job; `how` says where it ran.
+Result<Reply> query_reply(const Context& ctx, const ClusterArgs& args, std::string* how) {
+  if (args.sql.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return Status(Code::kInvalidArgument, "nothing to run: give SQL");
   }
-  if (args.sql.find_first_not_of(" \t\r\n") == std::string::npos) return fail("nothing to run: give SQL");
   Deadline deadline(args.timeout_s);
   Result<Job> job = discover(ctx, args, deadline);
-  if (!job.is_ok()) return fail(job.status());
+  if (!job.is_ok()) return job.status();
   const std::vector<int>& ranks = job->asked;
   QueryPlan plan = plan_query(args.sql);
   std::vector<std::string> notes = job->notes;
@@ -566,7 +581,9 @@ int run_cluster_query(const Context& ctx, ClusterArgs args) {
         first_error = a.reason;
       }
     }
-    if (results.empty() && !first_error.empty()) return fail(first_error);  // the SQL is wrong everywhere
+    if (results.empty() && !first_error.empty()) {  // the SQL is wrong everywhere
+      return Status(Code::kInternal, first_error);  // the ranks' own error (exit 1, as `query`'s)
+    }
     result = merge_per_rank(results, plan.tail);
     if (!result.is_ok()) {  // the ORDER BY names what the result lacks: run it here instead
       plan.per_rank = false;
@@ -578,17 +595,25 @@ int run_cluster_query(const Context& ctx, ClusterArgs args) {
   if (!plan.per_rank) {
     answers.clear();
     result = query_here(ctx, *job, ranks, args, deadline, plan, &answers, &notes);
-    if (!result.is_ok()) return fail(result.status());
+    if (!result.is_ok()) return result.status();
   }
-  if (args.explain) {
-    std::cerr << "probing: "
-              << (plan.per_rank ? "ran on each rank, merged here"
-                                : "ran here over the rows the ranks sent, because " + plan.why)
-              << "\n";
+  *how = plan.per_rank ? "ran on each rank, merged here"
+                       : "ran here over the rows the ranks sent, because " + plan.why;
+  return Reply{std::move(*result), std::move(notes), std::move(answers)};
+}
+
+int run_cluster_query(const Context& ctx, ClusterArgs args) {
+  if (args.sql == "-") {
+    std::ostringstream text;
+    text << std::cin.rdbuf();
+    args.sql = text.str();
   }
-  print_reply(*result, args.format);
-  for (const std::string& note : notes) std::cerr << "probing: note: " << note << "\n";
-  std::cerr << coverage(answers) << "\n";
+  std::string how;
+  Result<Reply> reply = query_reply(ctx, args, &how);
+  if (!reply.is_ok()) return fail(reply.status());
+  if (args.explain) std::cerr << "probing: " << how << "\n";
+  print_reply(reply->body, args.format);
+  print_notes(*reply);
   return kExitOk;
 }
 
@@ -600,10 +625,11 @@ std::string frame_line(const nlohmann::json& f) {
   return out + ")";
 }
 
-int run_cluster_backtrace(const Context& ctx, const ClusterArgs& args) {
+// {answered, asked, failed, window_ms, groups: [{ranks, thread}]}, the largest group first.
+Result<Reply> backtrace_reply(const Context& ctx, const ClusterArgs& args) {
   Deadline deadline(args.timeout_s);
   Result<Job> job = discover(ctx, args, deadline);
-  if (!job.is_ok()) return fail(job.status());
+  if (!job.is_ok()) return job.status();
   const std::vector<int>& ranks = job->asked;
   const std::string path = args.all_threads ? "/backtrace?all=1" : "/backtrace";
   std::vector<int> here, elsewhere;  // --native: this host's ranks are read from outside
@@ -665,34 +691,42 @@ int run_cluster_backtrace(const Context& ctx, const ClusterArgs& args) {
   });
   size_t answered = 0;
   for (const auto& entry : answers) answered += entry.second.ok ? 1 : 0;
+  nlohmann::json out = coverage_json(answers);
+  out["window_ms"] = answered ? nlohmann::json((last_received - first_sent) * 1000) : nlohmann::json(nullptr);
+  out["groups"] = nlohmann::json::array();
+  for (const Group* g : order) out["groups"].push_back({{"ranks", g->ranks}, {"thread", g->thread}});
+  return Reply{std::move(out), job->notes, std::move(answers)};
+}
+
+int run_cluster_backtrace(const Context& ctx, const ClusterArgs& args) {
+  Result<Reply> reply = backtrace_reply(ctx, args);
+  if (!reply.is_ok()) return fail(reply.status());
+  const nlohmann::json& out = reply->body;
+  const size_t answered = out["answered"].get<size_t>();
   if (args.json) {
-    nlohmann::json out = coverage_json(answers);
-    out["window_ms"] =
-        answered ? nlohmann::json((last_received - first_sent) * 1000) : nlohmann::json(nullptr);
-    out["groups"] = nlohmann::json::array();
-    for (const Group* g : order) out["groups"].push_back({{"ranks", g->ranks}, {"thread", g->thread}});
     std::cout << out.dump(2) << "\n" << std::flush;
-    std::cerr << coverage(answers) << "\n";
+    std::cerr << coverage(reply->answers) << "\n";
     return answered > 0 ? kExitOk : kExitFailed;
   }
   char spread[64];
-  std::snprintf(spread, sizeof spread, "%.0f ms", (last_received - first_sent) * 1000);
+  std::snprintf(spread, sizeof spread, "%.0f ms", answered ? out["window_ms"].get<double>() : 0.0);
   std::cout << "stacks of " << answered << " ranks, read within " << (answered ? spread : "-")
             << (args.exact ? "" : "; grouped by function and file (--exact: and line)") << "\n";
-  for (const Group* g : order) {
+  for (const nlohmann::json& g : out["groups"]) {
+    const std::vector<int> ranks = g["ranks"].get<std::vector<int>>();
+    const nlohmann::json& thread = g["thread"];
     std::cout << "\n"
-              << ranks_phrase(g->ranks) << " (" << g->ranks.size() << "): thread \""
-              << g->thread.value("name", std::string("?")) << "\"";
-    if (g->thread.value("state", nlohmann::json()).is_string())
-      std::cout << ", " << g->thread["state"].get<std::string>();
+              << ranks_phrase(ranks) << " (" << ranks.size() << "): thread \""
+              << thread.value("name", std::string("?")) << "\"";
+    if (thread.value("state", nlohmann::json()).is_string())
+      std::cout << ", " << thread["state"].get<std::string>();
     std::cout << "\n";
-    for (const nlohmann::json& f : g->thread.value("frames", nlohmann::json::array())) {
+    for (const nlohmann::json& f : thread.value("frames", nlohmann::json::array())) {
       std::cout << "  " << frame_line(f) << "\n";
     }
   }
   std::cout << std::flush;
-  for (const std::string& note : job->notes) std::cerr << "probing: note: " << note << "\n";
-  std::cerr << coverage(answers) << "\n";
+  print_notes(*reply);
   return answered > 0 ? kExitOk : kExitFailed;
 }
 
@@ -811,6 +845,30 @@ int run_cluster_probe(const Context& ctx, const ClusterArgs& args, const std::st
 
 }  // namespace
 
+Result<nlohmann::json> cluster_for_page(const Context& ctx, const std::string& what,
+                                        const nlohmann::json& params) {
+  ClusterArgs args;
+  args.timeout_s = 10;
+  Result<Reply> reply = Status(Code::kNotFound, "no such view of the job: " + what);
+  std::string how;
+  if (what == "nodes") {
+    reply = nodes_reply(ctx, args);
+  } else if (what == "backtrace") {
+    args.exact = params.value("exact", false);
+    reply = backtrace_reply(ctx, args);
+  } else if (what == "query") {
+    args.sql = params.value("sql", std::string());
+    reply = query_reply(ctx, args, &how);
+  }
+  if (!reply.is_ok()) return reply.status();
+  nlohmann::json out = coverage_json(reply->answers);
+  out["result"] = std::move(reply->body);
+  out["notes"] = reply->notes;
+  out["coverage"] = coverage(reply->answers);
+  if (!how.empty()) out["how"] = how;
+  return out;
+}
+
 void add_cluster_command(CLI::App& app, Context& ctx) {
   auto args = std::make_shared<ClusterArgs>();
   CLI::App* cmd = app.add_subcommand(
@@ -898,6 +956,17 @@ void add_cluster_command(CLI::App& app, Context& ctx) {
       "--json", args->json,
       "every rank's reply as JSON: {answered, asked, failed, results: {RANK: {output, value, exception}}}");
   on_run(eval, [&ctx, args] { return run_cluster_eval(ctx, *args); });
+
+  CLI::App* ui = cmd->add_subcommand(
+      "ui",
+      "The job's web page: served on 127.0.0.1 like `probing PID ui`, with a Cluster page that\n"
+      "asks every rank (nodes, grouped stacks, per-rank step time); the other pages show the target rank.");
+  auto ui_port = std::make_shared<int>(0);
+  auto ui_read_only = std::make_shared<bool>(false);
+  ui->add_option("--port", *ui_port, "the port to listen on (default: any free one)");
+  ui->add_flag("--read-only", *ui_read_only, "the page may read only: no Eval page, no SET");
+  on_run(ui,
+         [&ctx, ui_port, ui_read_only] { return serve_ui(ctx, *ui_port, *ui_read_only, /*cluster=*/true); });
 
   CLI::App* probe = cmd->add_subcommand(
       "probe", "Probes on every rank (or --ranks), as `probing PID probe` puts them on one: docs/probes.md.");

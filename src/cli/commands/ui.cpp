@@ -34,13 +34,9 @@ constexpr int kMaxConnections = 32;       // a browser opens six per host
 constexpr double kForwardTimeoutS = 660;  // an eval may run for its own timeout, up to 600 s
 constexpr int kIdleTimeoutS = 120;        // an idle keep-alive connection is closed after this
 
-struct UiArgs {
-  int port = 0;  // 0: any free port
-  bool read_only = false;
-};
-
 struct UiServer {
   Context ctx;
+  bool cluster = false;  // /ui/cluster/...: the job, asked here (`probing cluster ui`)
   std::string secret;
   std::vector<std::string> hosts;  // what the Host header may say: 127.0.0.1:PORT, localhost:PORT
   std::atomic<int> open{0};
@@ -70,6 +66,31 @@ bool is_page_file(std::string_view path) {
   return path == "/" || path == "/index.html" || path.starts_with("/assets/");
 }
 
+// GET /ui/cluster/nodes, GET /ui/cluster/backtrace[?exact=1], POST /ui/cluster/query {"sql"}.
+Reply cluster_reply(UiServer& ui, const Request& req, const std::string& what) {
+  nlohmann::json params = nlohmann::json::object();
+  if (req.method() == http::verb::post) {
+    params = nlohmann::json::parse(req.body(), nullptr, /*allow_exceptions=*/false);
+    if (!params.is_object())
+      return error_reply(req, http::status::bad_request, "BadRequest", "expected a JSON object");
+  }
+  params["exact"] = std::string(req.target()).find("exact=1") != std::string::npos;
+  Result<nlohmann::json> answer = cluster_for_page(ui.ctx, what, params);
+  if (!answer.is_ok()) {
+    const Code code = answer.status().code();
+    return error_reply(req,
+                       code == Code::kNotFound          ? http::status::not_found
+                       : code == Code::kInvalidArgument ? http::status::bad_request
+                                                        : http::status::bad_gateway,
+                       code_name(code), answer.status().message());
+  }
+  Reply r(http::status::ok, req.version());
+  r.set(http::field::content_type, "application/json");
+  r.set(http::field::cache_control, "no-store");
+  r.body() = answer->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return r;
+}
+
 Reply handle(UiServer& ui, const Request& req) {
   const std::string host(req[http::field::host]);
   if (std::find(ui.hosts.begin(), ui.hosts.end(), host) == ui.hosts.end()) {
@@ -97,6 +118,7 @@ Reply handle(UiServer& ui, const Request& req) {
                          "this page's secret is missing or wrong: open the URL that `probing ui` printed");
     }
   }
+  if (ui.cluster && path.starts_with("/ui/cluster/")) return cluster_reply(ui, req, path.substr(12));
   Result<std::unique_ptr<client::Client>> client = connect_target(ui.ctx);
   if (!client.is_ok()) {
     return error_reply(req, http::status::bad_gateway, "TargetGone", client.status().message());
@@ -142,12 +164,14 @@ void serve(UiServer& ui, tcp::socket socket) {
   --ui.open;
 }
 
-int run_ui(Context& ctx, const UiArgs& args) {
-  if (args.port < 0 || args.port > 65535)
-    return fail(Status(Code::kInvalidArgument, "--port must be 0-65535"));
+}  // namespace
+
+int serve_ui(const Context& ctx, int port, bool read_only, bool cluster) {
+  if (port < 0 || port > 65535) return fail(Status(Code::kInvalidArgument, "--port must be 0-65535"));
   static UiServer ui;  // outlives the connection threads, which are never joined
   ui.ctx = ctx;
-  ui.ctx.connect.read_only = ctx.connect.read_only || args.read_only;
+  ui.cluster = cluster;
+  ui.ctx.connect.read_only = ctx.connect.read_only || read_only;
   Result<std::string> secret = random_bytes(16);
   if (!secret.is_ok()) return fail(secret.status());
   ui.secret = to_hex(*secret);
@@ -160,18 +184,19 @@ int run_ui(Context& ctx, const UiArgs& args) {
   asio::io_context io;
   tcp::acceptor acceptor(io);
   beast::error_code ec;
-  tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(args.port));
+  tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port));
   acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return fail("cannot listen on 127.0.0.1:" + std::to_string(args.port) + ": " + ec.message());
-  const int port = acceptor.local_endpoint().port();
+  if (ec) return fail("cannot listen on 127.0.0.1:" + std::to_string(port) + ": " + ec.message());
+  port = acceptor.local_endpoint().port();
   ui.hosts = {"127.0.0.1:" + std::to_string(port), "localhost:" + std::to_string(port)};
   std::cout << "http://127.0.0.1:" << port << "/#s=" << ui.secret << std::endl;
-  std::cerr << "probing: the page of " << ctx.target << " is at the URL above"
-            << (args.read_only ? " (read only)" : "") << "; it works from this machine only (ssh -L " << port
-            << ":127.0.0.1:" << port << " to open it from another). Ctrl-C stops it." << std::endl;
+  std::cerr << "probing: the page of " << (cluster ? "the job of " : "") << ctx.target
+            << " is at the URL above" << (read_only ? " (read only)" : "")
+            << "; it works from this machine only (ssh -L " << port << ":127.0.0.1:" << port
+            << " to open it from another). Ctrl-C stops it." << std::endl;
   for (;;) {
     tcp::socket socket(io);
     acceptor.accept(socket, ec);
@@ -188,9 +213,11 @@ int run_ui(Context& ctx, const UiArgs& args) {
   }
 }
 
-}  // namespace
-
 void add_ui_command(CLI::App& app, Context& ctx) {
+  struct UiArgs {
+    int port = 0;  // 0: any free port
+    bool read_only = false;
+  };
   auto args = std::make_shared<UiArgs>();
   CLI::App* cmd = app.add_subcommand(
       "ui",
@@ -198,7 +225,7 @@ void add_ui_command(CLI::App& app, Context& ctx) {
       "TCP port; an agent started with PROBING_PORT serves the page itself at http://HOST:PORT/).");
   cmd->add_option("--port", args->port, "the port to listen on (default: any free one)");
   cmd->add_flag("--read-only", args->read_only, "the page may read only: no Eval page, no SET");
-  on_run(cmd, [&ctx, args] { return run_ui(ctx, *args); });
+  on_run(cmd, [&ctx, args] { return serve_ui(ctx, args->port, args->read_only, /*cluster=*/false); });
 }
 
 }  // namespace probing::cli
