@@ -147,6 +147,18 @@ try {
     error: await page.$eval('#page-sql .error', (e) => e.textContent).catch(() => null),
   };
   await page.screenshot({ path: path.join(outDir, 'ui-sql.png') });
+  // 10,000 rows (query.max_rows): the grid draws only what is in view; the last row scrolls in.
+  await page.click('.cm-content');
+  await page.keyboard.press('Control+a');
+  await page.keyboard.press('Delete');
+  await page.keyboard.type('WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 9999) SELECT i, i * i AS sq FROM n');
+  await page.keyboard.press('Control+Enter');
+  await page.waitForFunction(() => /^10000 rows/.test(document.querySelector('#page-sql [role=status]')?.textContent || ''), null, { timeout: 20000 });
+  const drawn = await page.$$eval('.grid-row', (rs) => rs.length);
+  await page.$eval('.grid-body', (b) => { b.scrollTop = b.scrollHeight; });
+  await page.waitForTimeout(300);
+  const lastCells = await page.$$eval('.grid-row', (rs) => rs.map((r) => r.children[0].textContent));
+  result.pages.sql.big = { drawn, last: lastCells[lastCells.length - 1], status: await page.textContent('#page-sql [role=status]') };
 
   // Torch: the step time chart and the slowest modules.
   await page.click('nav a[href="#torch"]');

@@ -87,6 +87,9 @@ def assert_pages_show_the_target(shown, out_dir):
     assert q["error"] is None and q["columns"] == ["func", "lineno"], q
     assert q["rows"] and q["rows"][-1][0] == "<module>", q["rows"]
     assert "python.threads" in " ".join(q["completions"]) or "threads" in q["completions"], q["completions"]
+    big = q["big"]
+    assert big["status"].startswith("10000 rows") and big["last"] == "9999", big
+    assert big["drawn"] < 100, big  # only the rows in view
     t = shown["pages"]["torch"]
     assert "Step time, ms" in t["charts"], t
     assert any(r[0] == "Linear" and r[1] == "forward" for r in t["modules"]), t["modules"]

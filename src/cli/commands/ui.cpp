@@ -7,6 +7,7 @@
 // request. The page's files themselves hold no data and are served without it. A request whose
 // Host is not this server's own address (a browser sent here by DNS rebinding) or whose Origin is
 // another page's is refused.
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -168,7 +169,8 @@ void serve(UiServer& ui, tcp::socket socket) {
 
 int serve_ui(const Context& ctx, int port, bool read_only, bool cluster) {
   if (port < 0 || port > 65535) return fail(Status(Code::kInvalidArgument, "--port must be 0-65535"));
-  static UiServer ui;  // outlives the connection threads, which are never joined
+  ::signal(SIGPIPE, SIG_IGN);  // a browser that closes a connection mid-reply ends that reply only
+  static UiServer ui;          // outlives the connection threads, which are never joined
   ui.ctx = ctx;
   ui.cluster = cluster;
   ui.ctx.connect.read_only = ctx.connect.read_only || read_only;
