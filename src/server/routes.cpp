@@ -206,8 +206,7 @@ HttpServer::Handler make_router(const AgentInfo& info) {
       {"POST", "/query", kRead, plain(handle_query)},          // routes_query.cpp; SET needs kFull
       {"*", "/config", kRead, plain(handle_config)},           // routes_query.cpp; PUT needs kFull
       {"*", "/config/", kRead, plain(handle_config)},
-      {"*", "/profile", kRead,
-       plain(handle_profile)},  // routes_profile.cpp: sampling, bounded in rate and time
+      {"*", "/profile", kRead, plain(handle_profile)},   // routes_profile.cpp: bounded in rate and time
       {"POST", "/memory", kFull, plain(handle_memory)},  // routes_memory.cpp: a new base for memory growth
       {"*", "/probes", kRead, plain(handle_probes)},     // routes_probes.cpp; POST (add, remove) needs kFull
       {"GET", "/metrics", kRead,

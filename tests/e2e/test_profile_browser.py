@@ -72,6 +72,8 @@ def test_speedscope_shows_the_speedscope_file_as_written(shares_target, tmp_path
         # Each frame's total and self time as the file has it, and as speedscope shows it.
         total, own = collections.Counter(), collections.Counter()
         for stack, weight in zip(profile["samples"], profile["weights"]):
+            if not stack:  # a thread with no Python frame at that moment (starting, ending): no frame to count
+                continue
             for i in set(stack):
                 total[i] += weight
             own[stack[-1]] += weight

@@ -354,6 +354,8 @@ def test_gil_budget_is_shared_by_every_scan_of_a_query(sql_target):
         # Each scan alone counts 1.5 M objects (40-120 ms here): three take 200 ms without a shared budget.
         whole = run("SELECT (SELECT sum(count) FROM python.objects) >= 1500000")
         assert whole["rows"] == [[1]] and not whole["notices"], whole
+        # Cut short, a query takes less than the one whole scan did (under load, both slow down).
+        bound = max(100, whole["elapsed_ms"])
         run("SET query.gil_budget_s = 0.02")
         r = run("SELECT (SELECT count(*) FROM python.objects), (SELECT sum(count) FROM python.objects), "
                 "(SELECT sum(size_bytes) FROM python.objects), (SELECT count(locals) FROM python.backtrace)")
@@ -361,12 +363,12 @@ def test_gil_budget_is_shared_by_every_scan_of_a_query(sql_target):
         assert any(note in notes for note in cut_short), notes
         assert "was spent by its earlier scans; locals are left out" in notes, notes
         assert r["rows"][0][3] == 0, r
-        assert r["elapsed_ms"] < 100, r
+        assert r["elapsed_ms"] < bound, (r, bound)
         # A self-join whose sides read different columns: two scans, one budget.
         r = run("SELECT sum(a.count), sum(b.size_bytes) FROM python.objects a "
                 "JOIN python.objects b ON a.type = b.type AND a.module = b.module")
         assert any(note in "\n".join(r["notices"]) for note in cut_short), r
-        assert r["elapsed_ms"] < 100, r
+        assert r["elapsed_ms"] < bound, (r, bound)
     finally:
         run("SET query.gil_budget_s = 1")
         eval_ok(pid, "del builtins._budget_heap")
