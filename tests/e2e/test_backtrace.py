@@ -300,7 +300,10 @@ def test_locals_of_a_generator_closed_during_the_capture(py):
             rc, out, err = run_cli(t.pid, "backtrace", "--json", "--locals", timeout=30)
             if rc != 0:
                 continue  # the target ended (its exit status is checked below)
-            for f in main_thread(json.loads(out))["frames"]:
+            j = json.loads(out)
+            if j["gil_free"]:
+                continue  # the GIL was held past backtrace.gil_timeout_s (a loaded machine): no locals
+            for f in main_thread(j)["frames"]:
                 if f["func"] == "generator":
                     values = {x["name"]: x["value"] for x in f["locals"]}
                     assert values["payload"] == "['payload', 1, 2.5]", f
