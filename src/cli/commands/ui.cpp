@@ -227,6 +227,14 @@ void add_ui_command(CLI::App& app, Context& ctx) {
       "TCP port; an agent started with PROBING_PORT serves the page itself at http://HOST:PORT/).");
   cmd->add_option("--port", args->port, "the port to listen on (default: any free one)");
   cmd->add_flag("--read-only", args->read_only, "the page may read only: no Eval page, no SET");
+  cmd->footer(
+      "Prints the URL on standard output (http://127.0.0.1:PORT/#s=SECRET: the secret is the page's key) "
+      "and\n"
+      "serves until Ctrl-C. Examples:\n"
+      "  probing 4242 ui\n"
+      "  probing 4242 ui --port 8080 --read-only     # then, from a laptop: ssh -L 8080:127.0.0.1:8080 HOST\n"
+      "  probing cluster -t 4242 ui                  # the job's page: every rank\n"
+      "docs/web.md has the pages and how the page keeps the token safe.");
   on_run(cmd, [&ctx, args] { return serve_ui(ctx, args->port, args->read_only, /*cluster=*/false); });
 }
 
