@@ -15,17 +15,10 @@
 
 #include "core/job.h"
 #include "core/proc_files.h"
+#include "core/random.h"
 
 namespace probing::server {
 namespace {
-
-bool equal_constant_time(const std::string& a, const std::string& b) {
-  // The length is not secret enough to hide (tokens are long and random); the content is.
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
 
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t");
@@ -202,8 +195,8 @@ Right right_of_token(const RemoteOptions& options, const std::string& authorizat
   }
   std::string token = trim(authorization.substr(kBearer.size()));
   // Both comparisons always run, so the time does not tell which token matched.
-  bool full = !options.token.empty() && equal_constant_time(token, options.token);
-  bool read = !options.read_token.empty() && equal_constant_time(token, options.read_token);
+  bool full = !options.token.empty() && equal_secrets(token, options.token);
+  bool read = !options.read_token.empty() && equal_secrets(token, options.read_token);
   return full ? Right::kFull : read ? Right::kRead : Right::kNone;
 }
 

@@ -66,6 +66,9 @@ TEST(Random, BytesAndTheirTextForms) {
   EXPECT_EQ(to_base64("fooba"), "Zm9vYmE=");
   EXPECT_EQ(to_base64("foobar"), "Zm9vYmFy");
   EXPECT_EQ(to_base64(*a).size(), 24u);
+  EXPECT_TRUE(equal_secrets("s3cret", "s3cret"));
+  EXPECT_FALSE(equal_secrets("s3cret", "s3creT"));
+  EXPECT_FALSE(equal_secrets("s3cret", "s3cre"));
 }
 
 }  // namespace

@@ -43,14 +43,6 @@ struct UiServer {
   std::atomic<int> open{0};
 };
 
-// Compares in time that does not depend on where the strings first differ.
-bool same_secret(std::string_view given, std::string_view secret) {
-  if (given.size() != secret.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < given.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ secret[i]);
-  return diff == 0;
-}
-
 using Request = http::request<http::string_body>;
 using Reply = http::response<http::string_body>;
 
@@ -114,7 +106,7 @@ Reply handle(UiServer& ui, const Request& req) {
       return error_reply(req, http::status::forbidden, "PermissionDenied",
                          "requests from other web pages are refused");
     }
-    if (!same_secret(std::string(req["X-Probing-Ui-Secret"]), ui.secret)) {
+    if (!equal_secrets(std::string(req["X-Probing-Ui-Secret"]), ui.secret)) {
       return error_reply(req, http::status::unauthorized, "Unauthorized",
                          "this page's secret is missing or wrong: open the URL that `probing ui` printed");
     }
