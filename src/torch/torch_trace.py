@@ -172,6 +172,24 @@ def _running_modules(module):
     return found
 
 
+_CHECKPOINT_FILE = "/torch/utils/checkpoint.py"
+
+
+def _recomputing():
+    """Whether the module being called runs inside an activation checkpoint's recomputation during
+    the backward pass: below a frame of torch.utils.checkpoint's backward (use_reentrant=True) or
+    of its saved-tensor unpack hook (use_reentrant=False: `unpack` before 2.0, `unpack_hook`
+    since). Its first forward, under checkpoint() itself, is not."""
+    f = sys._getframe(1)
+    while f is not None:
+        code = f.f_code
+        if code.co_filename.endswith(_CHECKPOINT_FILE) and \
+                (code.co_name == "backward" or "unpack" in code.co_name):
+            return True
+        f = f.f_back
+    return False
+
+
 def _running(module):
     """Called by the native pre hook when `module` is called while an entry of its own is on this
     thread's stack: whether its forward is running on this thread besides the call being entered
@@ -235,8 +253,9 @@ def _top_level(module):
     step (without an optimizer). The modules already running are not traced: a call that began
     before the hooks existed took PyTorch's path without hooks and never runs the post hook that
     would end its entry (the stack would never be empty again, and no step counted). Returns 0 when
-    this process is not traced (a DataLoader worker: the hooks are then gone), 2 when the call is
-    being captured into a CUDA graph (not timed), else 1."""
+    the call is not traced (in a DataLoader worker, whose hooks are then gone; in a checkpoint's
+    recomputation before its model is named), 2 when the call is being captured into a CUDA graph
+    (not timed), else 1."""
     try:
         if _in_dataloader_worker():
             _decline()
@@ -249,8 +268,12 @@ def _top_level(module):
                 walk.discard(_get_ident())
         root = running[0] if running else module
         # (A module of a model named already keeps its name when called on its own: an
-        # activation checkpoint's recomputation during the backward pass calls it so.)
+        # activation checkpoint's recomputation during the backward pass calls it so. Before its
+        # model is named, that call is not a top model's: it is left untraced until the model's
+        # next forward names it, rather than named, for good, as a model of its own.)
         if root not in S.roots and _native_name(root) is None:
+            if _recomputing():
+                return 0
             _name_tree(root)
         if S.primary_root is None:
             S.primary_root = root

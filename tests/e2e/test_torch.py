@@ -169,6 +169,17 @@ def test_inject_into_a_process_that_imported_torch_long_before(torch_factory):
     assert tracing_state(t.pid)["optimizer_traced"] is True  # the optimizer made before the agent came
 
 
+def switched_off_and_on(pid, times, pause):
+    """Switches torch.trace off and on `times` times, the i-th time i * `pause` seconds apart (at
+    another point of the step each time); yields (i, the time before it switched on)."""
+    for i in range(times):
+        assert run_cli(pid, "config", "torch.trace=off")[0] == 0
+        time.sleep(pause * i)
+        since = time.time()
+        assert run_cli(pid, "config", "torch.trace=on")[0] == 0
+        yield i, since
+
+
 def test_names_are_the_same_from_the_first_row_after_each_toggle(torch_factory):
     """Tracing switched off and on 12 times while a transformer trains, each time at another point
     of its step: every forward row after each switch carries the module's dotted path (a switch
@@ -176,11 +187,7 @@ def test_names_are_the_same_from_the_first_row_after_each_toggle(torch_factory):
     t = start(torch_factory, "transformer")
     last_full_step(t.pid)
     expected = set(json.loads(eval_ok(t.pid, "import json; print(json.dumps([n or 'Tiny' for n, _ in model.named_modules()]))")))
-    for i in range(12):
-        assert run_cli(t.pid, "config", "torch.trace=off")[0] == 0
-        time.sleep(0.003 * i)
-        since = time.time()
-        assert run_cli(t.pid, "config", "torch.trace=on")[0] == 0
+    for i, since in switched_off_and_on(t.pid, 12, 0.003):
         got = wait_rows(t.pid, "SELECT DISTINCT module FROM python.torch_trace WHERE stage = 'forward' "
                                "AND time > %f" % since, lambda r: len(r) >= 20)
         names = {r["module"] for r in got}
@@ -365,6 +372,23 @@ def test_checkpointed_modules_keep_their_names(torch_factory):
     assert got[6:-1].count(("encoder", "forward")) == 1 and set(encoder) <= set(got[6:-1]), got  # the recomputation
     assert got[-1] == ("SGD", "step") and ("CheckpointedMLP", "backward") in got, got
     assert not {m for m, _ in got} & {"Sequential", "Linear", "ReLU"}, got
+
+
+@pytest.mark.parametrize("reentrant", ["0", "1"])
+def test_switched_on_during_a_recomputation_names_no_model_of_its_own(torch_factory, reentrant):
+    """Tracing switched on while a checkpoint recomputes the encoder in the backward pass (20 ms of
+    each ~30 ms step): the encoder is not taken for a top model (it was named 'Sequential', its
+    layers '0', '1', '2', for good); its calls there go untraced until the model's forward names
+    them. Both kinds of checkpoint: the saved-tensor hooks' and the reentrant autograd Function's."""
+    t = start(torch_factory, "checkpointed", env={"CHECKPOINT_REENTRANT": reentrant})
+    last_full_step(t.pid)
+    want = {"encoder.0", "encoder.1", "encoder.2", "encoder", "head", "CheckpointedMLP"}
+    for i, since in switched_off_and_on(t.pid, 8, 0.004):
+        got = wait_rows(t.pid, "SELECT step, module FROM python.torch_trace WHERE stage = 'forward' AND time > %f"
+                        % since, lambda r: len({x["step"] for x in r}) >= 3)
+        assert len({x["step"] for x in got}) >= 3, (i, got)
+        names = {r["module"] for r in got}
+        assert names == want, (i, sorted(names))
 
 
 def test_no_optimizer_counts_top_level_forward_calls(torch_factory):

@@ -6,7 +6,9 @@ argv[1]:
   slow_inference  the same with a 20 ms pause in the middle of each forward (SlowMLP), so that
                tracing switched on lands inside a forward that began without hooks
   raising      the MLP forward-only, every other call raising in its head (caught by the loop)
-  checkpointed the MLP trained with SGD, its encoder under activation checkpointing
+  checkpointed the MLP trained with SGD, its encoder under activation checkpointing; each
+               recomputation of it pauses 20 ms before it begins; use_reentrant=False, or True
+               with CHECKPOINT_REENTRANT=1
   slow_backward  the MLP trained with SGD, its encoder.1 a ReLU whose backward takes 30 ms more
                (SlowGradReLU), then an in-place ReLU (encoder.3) and an Identity (encoder.4);
                `losses` holds every step's loss
@@ -80,11 +82,22 @@ class SlowGradReLU(nn.Module):
         return _SlowGrad.apply(x)
 
 
+in_backward = False
+
+
 class CheckpointedMLP(MLP):
-    """Its encoder under activation checkpointing: run again during the backward pass."""
+    """Its encoder under activation checkpointing: run again during the backward pass, 20 ms after
+    the recomputation begins (where tracing switched on then lands)."""
     def forward(self, x):
         from torch.utils.checkpoint import checkpoint
-        return self.head(checkpoint(self.encoder, x, use_reentrant=False))
+        if os.environ.get("CHECKPOINT_REENTRANT") == "1":  # recomputes only for an input that needs a gradient
+            return self.head(checkpoint(self.encode, x.detach().requires_grad_(), use_reentrant=True))
+        return self.head(checkpoint(self.encode, x, use_reentrant=False))
+
+    def encode(self, x):
+        if in_backward:
+            time.sleep(0.02)
+        return self.encoder(x)
 
 
 class SlowMLP(MLP):
@@ -176,7 +189,9 @@ for bx, by in batches():
     else:
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(bx), by)
+        in_backward = True
         loss.backward()
+        in_backward = False
         optimizer.step()
         losses.append(loss.item())
     step += 1
