@@ -50,6 +50,7 @@ class _State:
         self.module_backward_error = None  # why it switched itself off
         self.backward_calls = []      # _BackwardCalls whose backward began, to be written
         self.tensor_type = None       # torch.Tensor
+        self.graph_task_id = None     # torch._C._current_graph_task_id (2.x): -1 outside a backward pass
 
 
 S = _State()
@@ -176,10 +177,13 @@ _CHECKPOINT_FILE = "/torch/utils/checkpoint.py"
 
 
 def _recomputing():
-    """Whether the module being called runs inside an activation checkpoint's recomputation during
-    the backward pass: below a frame of torch.utils.checkpoint's backward (use_reentrant=True) or
-    of its saved-tensor unpack hook (use_reentrant=False: `unpack` before 2.0, `unpack_hook`
-    since). Its first forward, under checkpoint() itself, is not."""
+    """Whether the module being called, whose model is not named, runs in an activation
+    checkpoint's recomputation during the backward pass. torch.utils.checkpoint's is found on the
+    Python stack, below its backward (use_reentrant=True) or its saved-tensor unpack hook
+    (use_reentrant=False: `unpack` before 2.0, `unpack_hook` since); its first forward, under
+    checkpoint() itself, is not. Another's (an autograd Function of its own, as Megatron's and
+    DeepSpeed's are) is, on torch 2.x, any call during a backward pass (autograd's graph task on
+    this thread) while no model is named yet."""
     f = sys._getframe(1)
     while f is not None:
         code = f.f_code
@@ -187,7 +191,7 @@ def _recomputing():
                 (code.co_name == "backward" or "unpack" in code.co_name):
             return True
         f = f.f_back
-    return False
+    return not S.roots and S.graph_task_id is not None and S.graph_task_id() != -1
 
 
 def _running(module):
@@ -709,6 +713,7 @@ def install(append, sample_rate, module_backward=False):
     if torch is None:
         return json.dumps(dict(status(), reason="torch is not imported"))
     S.tensor_type = torch.Tensor
+    S.graph_task_id = getattr(getattr(torch, "_C", None), "_current_graph_task_id", None)
     set_sample_rate(sample_rate)
     set_module_backward(module_backward)
     if S.installed:

@@ -7,8 +7,9 @@ argv[1]:
                tracing switched on lands inside a forward that began without hooks
   raising      the MLP forward-only, every other call raising in its head (caught by the loop)
   checkpointed the MLP trained with SGD, its encoder under activation checkpointing; each
-               recomputation of it pauses 20 ms before it begins; use_reentrant=False, or True
-               with CHECKPOINT_REENTRANT=1
+               recomputation of it pauses 20 ms before it begins; torch.utils.checkpoint with
+               use_reentrant=False, with use_reentrant=True (CHECKPOINT=reentrant), or an autograd
+               Function of the script's own (CHECKPOINT=own)
   slow_backward  the MLP trained with SGD, its encoder.1 a ReLU whose backward takes 30 ms more
                (SlowGradReLU), then an in-place ReLU (encoder.3) and an Identity (encoder.4);
                `losses` holds every step's loss
@@ -85,12 +86,35 @@ class SlowGradReLU(nn.Module):
 in_backward = False
 
 
+class OwnCheckpoint(torch.autograd.Function):
+    """Activation checkpointing of its own, as Megatron's and DeepSpeed's are: forward without
+    keeping activations, run again in backward."""
+    @staticmethod
+    def forward(ctx, run, x):
+        ctx.run = run
+        ctx.save_for_backward(x)
+        with torch.no_grad():
+            return run(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        x = x.detach().requires_grad_()
+        with torch.enable_grad():
+            out = ctx.run(x)
+        torch.autograd.backward(out, grad)
+        return None, x.grad
+
+
 class CheckpointedMLP(MLP):
     """Its encoder under activation checkpointing: run again during the backward pass, 20 ms after
     the recomputation begins (where tracing switched on then lands)."""
     def forward(self, x):
         from torch.utils.checkpoint import checkpoint
-        if os.environ.get("CHECKPOINT_REENTRANT") == "1":  # recomputes only for an input that needs a gradient
+        how = os.environ.get("CHECKPOINT", "hooks")
+        if how == "own":
+            return self.head(OwnCheckpoint.apply(self.encode, x.detach().requires_grad_()))
+        if how == "reentrant":  # recomputes only for an input that needs a gradient
             return self.head(checkpoint(self.encode, x.detach().requires_grad_(), use_reentrant=True))
         return self.head(checkpoint(self.encode, x, use_reentrant=False))
 
