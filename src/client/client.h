@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -40,6 +41,12 @@ struct Response {
   std::string error_type() const;
   std::string error_message() const;
 };
+
+// Whether `path` is one of the web page's files (`/`, `/index.html`, `/assets/...`): they hold no
+// data, and the agent serves them to whoever may connect, without a token.
+inline bool is_web_page_path(std::string_view path) {
+  return path == "/" || path == "/index.html" || path.starts_with("/assets/");
+}
 
 // How to reach an agent beyond naming it: the agent's remote options (PROBING_TOKEN,
 // PROBING_TLS_CERT) decide what it asks for.

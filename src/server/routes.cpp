@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string_view>
 
+#include "client/client.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/settings.h"
@@ -218,7 +219,7 @@ HttpServer::Handler make_router(const AgentInfo& info) {
   };
   return [routes = std::move(routes), &info](const HttpRequest& request) -> HttpResponse {
     // The web page's files hold no data: served to whoever may connect (routes_web.cpp).
-    if (request.path == "/" || request.path == "/index.html" || request.path.starts_with("/assets/")) {
+    if (client::is_web_page_path(request.path)) {
       return handle_web(request);
     }
     for (const Route& route : routes) {

@@ -21,6 +21,7 @@
 #include <boost/beast/http.hpp>
 
 #include "cli/common.h"
+#include "client/client.h"
 #include "core/random.h"
 
 namespace probing::cli {
@@ -53,10 +54,6 @@ Reply error_reply(const Request& req, http::status status, const std::string& ty
   r.set(http::field::cache_control, "no-store");
   r.body() = nlohmann::json{{"error", {{"type", type}, {"message", message}}}}.dump();
   return r;
-}
-
-bool is_page_file(std::string_view path) {
-  return path == "/" || path == "/index.html" || path.starts_with("/assets/");
 }
 
 // GET /ui/cluster/nodes, GET /ui/cluster/backtrace[?exact=1], POST /ui/cluster/query {"sql"}.
@@ -93,7 +90,7 @@ Reply handle(UiServer& ui, const Request& req) {
   const std::string target(req.target());
   const std::string path = target.substr(0, target.find('?'));
   client::Headers headers;
-  if (is_page_file(path)) {
+  if (client::is_web_page_path(path)) {
     if (req.method() != http::verb::get) {
       return error_reply(req, http::status::method_not_allowed, "BadRequest", "use GET " + path);
     }
