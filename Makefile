@@ -63,7 +63,7 @@ install: build
 	  scripts/split-debug.sh $(PREFIX)/bin/probing $(PREFIX)/bin/.debug && \
 	  scripts/split-debug.sh $(PREFIX)/lib/probing/libprobing.so $(PREFIX)/lib/probing/.debug; \
 	else cmake --install $(BUILD) --prefix $(PREFIX) --strip; fi
-	scripts/install-pth.sh $(PREFIX) $(PYTHONS)
+	scripts/install-pth.sh $(BUILD) $(PREFIX) $(PYTHONS)
 
 release: deps
 	@scripts/install-deps.sh --matrix

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# install-pth.sh PREFIX PYTHON...: puts probing.pth into each interpreter's site-packages, so
-# that `PROBE=1 python3 app.py` starts the agent. The package itself stays in one place,
-# PREFIX/lib/probing/python; the .pth adds that directory to sys.path.
+# install-pth.sh BUILD PREFIX PYTHON...: puts probing.pth into each interpreter's site-packages,
+# so that `PROBE=1 python3 app.py` starts the agent. The package itself stays in one place,
+# PREFIX/lib/probing/python; the .pth adds that directory to sys.path, then runs the hook line of
+# the build's own probing.pth (python/CMakeLists.txt writes it; the wheel and the .deb take it too).
 set -euo pipefail
-prefix=$(realpath "$1"); shift
+build=$1; prefix=$(realpath "$2"); shift 2
 pkg="$prefix/lib/probing/python"
 [[ -d "$pkg/probing" ]] || { echo "install-pth: $pkg/probing is missing; run cmake --install first" >&2; exit 1; }
-hook="import os; (os.environ.get('PROBE') or os.environ.get('PROBING') or '').strip().lower() in ('1', 'true', 'on', 'yes') and __import__('probing').init()"
+pth="$build/lib/probing/probing.pth"
+[[ -f "$pth" ]] || { echo "install-pth: $pth is missing; build first" >&2; exit 1; }
+hook=$(tail -n 1 "$pth")
 declare -A done_sites=()
 hooked=()
 for py in "$@"; do

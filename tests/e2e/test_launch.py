@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from conftest import (DEBIAN_PYTHON, LIBPROBING, PYPKG, agent_listening, agent_mapped, clean_env, eval_ok,
-                      http_request, make_user_site, run_cli, wait_for_health)
+from conftest import (BUILD, DEBIAN_PYTHON, LIBPROBING, PYPKG, REPO, agent_listening, agent_mapped, clean_env,
+                      eval_ok, http_request, make_user_site, run_cli, wait_for_health)
 
 
 def _check_agent(t, interp):
@@ -64,6 +64,27 @@ def test_pth_without_probe_starts_no_agent(interp, target_factory, tmp_path):
     p = subprocess.run([interp.path, "-c", "import sys; print(%r in sys.path)" % PYPKG], capture_output=True,
                        text=True, timeout=20, env=clean_env({"PYTHONUSERBASE": root}))
     assert p.stdout == "True\n", (p.stdout, p.stderr)
+
+
+def test_make_install_recipe_hooks_a_venv(interp, tmp_path):
+    """`make install`'s two steps (cmake --install, then scripts/install-pth.sh) into a prefix, with
+    a venv of the interpreter as PYTHONS: PROBE=1 then starts the installed agent there, and only
+    with PROBE=1."""
+    if not os.path.exists(os.path.join(BUILD, "cmake_install.cmake")):
+        pytest.skip("%s is not a CMake build tree (a release stage): make install does not apply" % BUILD)
+    prefix, venv = tmp_path / "prefix", tmp_path / "venv"
+    for cmd in (["cmake", "--install", BUILD, "--prefix", str(prefix)],
+                [interp.path, "-m", "venv", "--without-pip", str(venv)],
+                [os.path.join(REPO, "scripts", "install-pth.sh"), BUILD, str(prefix), str(venv / "bin/python")]):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=clean_env())
+        assert p.returncode == 0, (cmd, p.stdout, p.stderr)
+    assert "PROBE=1 starts the agent with: %s" % (venv / "bin/python") in p.stdout, p.stdout
+    probe = ("import os; print(os.environ.get('PROBE'), "
+             "sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libprobing' in l}))")
+    for value, library in (("1", [str(prefix / "lib" / "probing" / "libprobing.so")]), ("0", [])):
+        p = subprocess.run([str(venv / "bin/python"), "-c", probe], capture_output=True, text=True,
+                           timeout=30, env=clean_env({"PROBE": value}))
+        assert p.returncode == 0 and p.stdout == "%s %r\n" % (value, library), (p.stdout, p.stderr)
 
 
 @pytest.mark.parametrize("value", ["0", "", "no"])
