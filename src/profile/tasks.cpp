@@ -27,11 +27,20 @@ constexpr size_t kMaxRuns = 1'000'000;
 constexpr size_t kMaxStacks = 50'000;
 constexpr size_t kMaxFailures = 32;
 constexpr size_t kMaxChain = 32;  // tasks awaiting tasks
+constexpr int kMaxSourceLines = 2000;  // of one snapshot_tasks_now
 constexpr const char* kTaskFile = "<task>";
 
 std::mutex g_mu;
 double g_until = 0;
 bool g_running = false;
+
+// tasks_helpers.py's snapshot, waiting at most gil_timeout_s for the GIL.
+Result<nlohmann::json> snapshot(python::PythonRuntime& runtime, double gil_timeout_s, int max_source_lines) {
+  python::HelperCall call(gil_timeout_s, 5.0);
+  call.reads_other_threads = true;  // each thread's frames, for its event loop
+  return python::call_helper(runtime, kHelpers, "snapshot",
+                             nlohmann::json::array({kMaxTasks, max_source_lines}), call);
+}
 
 void take_snapshots() noexcept {
   try {
@@ -52,10 +61,7 @@ void take_snapshots() noexcept {
         book.fail(unix_now_s(), "Python is not available: " + rt.status().message());
         period = 1;
       } else {
-        python::HelperCall call(2.0, 5.0);
-        call.reads_other_threads = true;  // each thread's frames, for its event loop
-        Result<nlohmann::json> reply =
-            python::call_helper(**rt, kHelpers, "snapshot", nlohmann::json::array({kMaxTasks}), call);
+        Result<nlohmann::json> reply = snapshot(**rt, 2.0, 0);
         if (reply.is_ok()) {
           // The time the snapshot held the GIL, not the wait for it: that costs the program nothing.
           period = std::clamp(reply->value("cost", 0.0) / kMaxShare, kPeriod_s, kMaxPeriod_s);
@@ -115,6 +121,10 @@ void snapshot_tasks_until(double until) {
     g_running = false;
     TaskBook::get().fail(unix_now_s(), std::string("cannot start the task snapshot thread: ") + e.what());
   }
+}
+
+Result<nlohmann::json> snapshot_tasks_now(python::PythonRuntime& runtime, double gil_timeout_s) {
+  return snapshot(runtime, gil_timeout_s, kMaxSourceLines);
 }
 
 TaskBook& TaskBook::get() {

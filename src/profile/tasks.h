@@ -24,13 +24,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/status.h"
 #include "layout/interpreter_reader.h"
 #include "profile/stack_table.h"
+#include "python/runtime.h"
 
 namespace probing::profile {
 
 // Keeps snapshots coming until `until` (unix seconds), starting the thread that takes them.
 void snapshot_tasks_until(double until);
+
+// One snapshot now, for `backtrace --tasks`: tasks_helpers.py's reply, each waiting task's frames
+// with their source lines. Waits at most gil_timeout_s for the GIL (kTimeout then).
+Result<nlohmann::json> snapshot_tasks_now(python::PythonRuntime& runtime, double gil_timeout_s);
 
 // What the snapshots saw. Bounded (tasks, their await stacks, how long they waited where), and
 // emptied of what lies before the sampler's oldest kept sample. Thread-safe.

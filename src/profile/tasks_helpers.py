@@ -1,8 +1,9 @@
-"""asyncio's tasks, for `probing PID profile --async` (profile/tasks.cpp).
+"""asyncio's tasks, for `probing PID profile --async` and `probing PID backtrace --tasks`
+(profile/tasks.cpp).
 
-Called with the GIL a few times a second while such a profile runs. It reads what asyncio keeps
-and imports nothing but json and time (the agent's other helpers import them too): a process that never
-imported asyncio gets an empty answer. It names what each running event loop runs: its tasks, the
+Called with the GIL a few times a second while such a profile runs, once for such a backtrace. It
+reads what asyncio keeps and imports nothing but json and time (the agent's other helpers import
+them too): a process that never imported asyncio gets an empty answer. It names what each running event loop runs: its tasks, the
 coroutine each runs (by id(), the address the agent's sampler sees on the stacks it reads without
 the GIL), which task awaits which, and where each waiting task waits.
 """
@@ -42,14 +43,18 @@ def _qualname(code):
     return getattr(code, "co_qualname", code.co_name)
 
 
-def _await_chain(coro):
-    """Where a suspended coroutine waits: its frames and those of what it awaits, innermost first."""
+def _await_chain(coro, source):
+    """Where a suspended coroutine waits: its frames and those of what it awaits, innermost first.
+    With `source` (a function of file and line), each frame ends with its source line."""
     frames = []
     while coro is not None and len(frames) < MAX_FRAMES:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
         if frame is None:
             break
-        frames.append([_qualname(frame.f_code), frame.f_code.co_filename, frame.f_lineno or 0])
+        entry = [_qualname(frame.f_code), frame.f_code.co_filename, frame.f_lineno or 0]
+        if source is not None:
+            entry.append(source(entry[1], entry[2]))
+        frames.append(entry)
         if hasattr(coro, "cr_await"):
             coro = coro.cr_await
         else:
@@ -82,9 +87,31 @@ def _group_parent(task):
     return None
 
 
-def snapshot(max_tasks):
+def _source_lines(max_lines):
+    """A function of (file, line) giving that line's text, stripped, through linecache when it is
+    loaded (traceback loads it; this imports nothing); None past `max_lines` distinct lines."""
+    linecache = sys.modules.get("linecache")
+    seen = {}
+
+    def source(filename, lineno):
+        key = (filename, lineno)
+        if key not in seen:
+            text = None
+            if linecache is not None and len(seen) < max_lines and lineno > 0:
+                try:
+                    text = linecache.getline(filename, lineno).strip() or None
+                except Exception:
+                    text = None
+            seen[key] = text
+        return seen[key]
+
+    return source
+
+
+def snapshot(max_tasks, max_source_lines=0):
     """{"time", "loops": [{"thread", "tasks": [[id, coroutine id, name, running, [parent ids], chain]]}],
-    "truncated", "asyncio", "cost": seconds it took}: chain is null for a running task (the sampler sees its stack)."""
+    "truncated", "asyncio", "cost": seconds it took}: chain is null for a running task (the sampler sees its stack).
+    With max_source_lines, the chain's frames carry their source line (up to that many lines)."""
     now = time.time()
     started = time.perf_counter()
     asyncio = sys.modules.get("asyncio")
@@ -98,6 +125,7 @@ def snapshot(max_tasks):
     def is_task(obj):
         return isinstance(obj, task_types)
 
+    source = _source_lines(max_source_lines) if max_source_lines > 0 else None
     loops = []
     left = max_tasks
     truncated = False
@@ -132,7 +160,7 @@ def snapshot(max_tasks):
                     str(name),
                     running,
                     sorted(set(parents.get(id(task), ()))),
-                    None if running else _await_chain(coro),
+                    None if running else _await_chain(coro, source),
                 ]
             )
         loops.append({"thread": ident, "tasks": rows})

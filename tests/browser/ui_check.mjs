@@ -5,6 +5,8 @@
 //   node ui_check.mjs URL OUT_DIR --gone      prints {"loaded": true} once the page shows the
 //                                             target, then waits (30 s) for the page to say the
 //                                             target is gone, and prints what it said
+//   node ui_check.mjs URL OUT_DIR --tasks     the Stacks page with "asyncio tasks" ticked: each
+//                                             loop's heading and its task lines, as text
 //
 // It opens URL (the agent's own page, or the one `probing PID ui` printed), answers the token
 // prompt when one is shown, visits every page in its tab order, types SQL in the SQL page's editor
@@ -85,6 +87,24 @@ try {
     await page.waitForSelector('.banner.error', { timeout: 30000 });
     result.gone = await page.textContent('.banner.error');
     await page.screenshot({ path: path.join(outDir, 'ui-gone.png') });
+    console.log(JSON.stringify(result));
+    process.exit(0);
+  }
+  if (args.includes('--tasks')) {
+    await page.click('nav a[href="#stacks"]');
+    await page.waitForSelector('.thread .func');
+    await page.check('.toolbar input[type=checkbox]');
+    await page.waitForSelector('.loop .task', { timeout: 10000 });
+    result.loops = await page.$$eval('.loop', (ls) =>
+      ls.map((l) => ({
+        heading: l.querySelector('h3').textContent,
+        // Each task line: its own text, without that of the frames and tasks under it.
+        tasks: [...l.querySelectorAll('.task')].map((t) =>
+          [...t.childNodes].filter((c) => !(c.matches && c.matches('ol, ul'))).map((c) => c.textContent).join('').trim()),
+        frames: [...l.querySelectorAll('.task .frame .func')].map((f) => f.textContent),
+      })),
+    );
+    await (await page.$('.loop')).screenshot({ path: path.join(outDir, 'ui-tasks.png') });
     console.log(JSON.stringify(result));
     process.exit(0);
   }

@@ -204,6 +204,14 @@ def test_gil_held_answers_without_the_gil(py):
         assert out.splitlines()[0].startswith("(read without the GIL; thread %d \"gil-holder\" holds it)"
                                               % j["gil_holder"]["thread_id"]), out
         assert "locals cannot be shown without the GIL" in err
+        # asyncio's tasks need the GIL too: the stacks come, with a note, and no second wait for it.
+        start = time.monotonic()
+        rc, out, err = run_cli(t.pid, "backtrace", "--tasks")
+        assert time.monotonic() - start < 2.0
+        assert rc == 0 and out.startswith("(read without the GIL;") and '"gil-holder" holds it' in out, (out, err)
+        assert "the asyncio tasks need the GIL" in err, err
+        assert [l for l in out.splitlines() if l.startswith("Thread ")][0].find('"MainThread"') > 0, out
+        assert len([l for l in out.splitlines() if l.startswith("Thread ")]) == 1, out  # as asked: the main one
         # eval's GIL timeout names the holder
         rc, out, err = run_cli(t.pid, "eval", "--timeout", "1", "1+1")
         assert rc == 1 and '"gil-holder"' in err and "holds it" in err, (rc, out, err)

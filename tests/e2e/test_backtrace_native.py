@@ -196,7 +196,10 @@ def test_plain_backtrace_without_an_agent_reads_from_outside(py):
         assert any("has no agent" in n and "inject" in n for n in j["notes"]), j["notes"]
         rc, out, err = run_cli(t.pid, "backtrace", "--locals")
         assert rc == 0 and out.startswith("(no agent: read from outside)\n") and "inner" in out, (out, err)
-        assert "--locals needs the agent" in err, err
+        assert "without locals (they need the agent)" in err, err
+        rc, out, err = run_cli(t.pid, "backtrace", "--tasks")
+        assert rc == 0 and out.startswith("(no agent: read from outside)\n") and "inner" in out, (out, err)
+        assert "without locals or asyncio tasks (they need the agent)" in err, err
         assert agent_mapped(t.pid) == 0 and t.alive()
     # A process with no CPython is told so, and pointed at --native, not at inject (which would
     # refuse it too).

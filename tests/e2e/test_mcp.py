@@ -101,6 +101,15 @@ def test_protocol_errors_are_json_rpc_errors(target):
     assert json.loads(garbage.stdout)["error"]["code"] == -32700
 
 
+def test_the_backtrace_tool_passes_its_flags(target):
+    call = {"name": "backtrace", "arguments": {"target": str(target.pid), "tasks": True}}
+    replies = mcp_session([{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                           {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call}])
+    result = replies[1]["result"]
+    assert result["isError"] is False and "idle.py" in text_of(result), result
+    assert "no asyncio tasks: the process has not imported asyncio" in text_of(result), result
+
+
 def test_read_only_is_a_cli_option_too(target):
     rc, _, err = run_cli("--read-only", target.pid, "eval", "1 + 1")
     assert rc == 1 and "read right only" in err, err

@@ -193,6 +193,29 @@ def test_probing_ui_serves_a_local_pid_behind_its_secret(target_factory, tmp_pat
         ui.kill()
 
 
+def test_the_stacks_page_shows_asyncio_tasks(target_factory, tmp_path, browser):
+    """targets/async_stuck.py: the tree `backtrace --tasks` prints, drawn by the page."""
+    t = target_factory("async_stuck.py", PY)
+    ui, url = start_ui(t.pid, "ui")
+    try:
+        shown = ui_check(url, str(tmp_path), "--tasks")
+    finally:
+        ui.kill()
+    assert shown["errors"] == [], shown["errors"]
+    main, side = shown["loops"]  # the main thread's loop first
+    assert main["heading"].endswith('"MainThread" 44 tasks'), main["heading"]
+    assert side["heading"].endswith('"side-loop" 2 tasks'), side["heading"]
+    tasks = main["tasks"]
+    assert tasks[0] == 'Task "Task-1" waiting', tasks
+    assert 'awaits 40 tasks ("conn-0", "conn-1", "conn-2", ...) waiting' in tasks, tasks
+    assert 'awaits Task "lock-holder" waiting' in tasks, tasks
+    cycle = tasks.index("tasks that await each other (a cycle: none of them can finish):")
+    assert {tasks[cycle + 1], tasks[cycle + 2]} == {'Task "ping" waiting', 'awaits Task "pong" waiting'} or \
+        {tasks[cycle + 1], tasks[cycle + 2]} == {'Task "pong" waiting', 'awaits Task "ping" waiting'}, tasks
+    assert tasks[cycle + 3] in ('awaits Task "ping" (shown above)', 'awaits Task "pong" (shown above)'), tasks
+    assert "Lock.acquire" in main["frames"] and "handle" in main["frames"], main["frames"]
+
+
 def test_the_page_says_when_the_target_is_gone(target_factory, tmp_path, browser):
     t = target_factory("torch_train.py", PY)
     ui, url = start_ui(t.pid, "ui")

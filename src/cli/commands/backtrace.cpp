@@ -1,4 +1,4 @@
-// probing TARGET backtrace [--all] [--thread TID] [--locals] [--native] [--json]
+// probing TARGET backtrace [--all] [--thread TID] [--locals] [--native] [--tasks] [--json]
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
+#include <set>
 
 #include "cli/commands/process_tree.h"
 #include "cli/common.h"
@@ -22,6 +23,7 @@ struct BacktraceArgs {
   bool locals = false;
   bool native = false;
   bool subprocesses = false;
+  bool tasks = false;
   bool json = false;
 };
 
@@ -101,6 +103,181 @@ void print_thread(const nlohmann::json& t) {
   }
   if (t.contains("note") && t["note"].is_string())
     std::cout << "  (" << t["note"].get<std::string>() << ")\n";
+}
+
+// asyncio's tasks (`--tasks`), one event loop at a time, as a tree: a task that another awaits
+// (directly, through a gather, or started by its TaskGroup) is shown under it; sibling tasks with
+// nothing under them that wait at the same place are shown once, with their count and names.
+class TaskTree {
+ public:
+  TaskTree(const nlohmann::json& loop, std::string thread) : thread_(std::move(thread)) {
+    for (const auto& row : loop.value("tasks", nlohmann::json::array())) {
+      if (!row.is_array() || row.size() < 6) continue;
+      Task t;
+      t.id = row[0].get<uint64_t>();
+      t.name = text_of(row[2]);
+      t.running = row[3].get<bool>();
+      for (const auto& p : row[4]) t.parents.push_back(p.get<uint64_t>());
+      t.chain = row[5].is_array() ? row[5] : nlohmann::json::array();
+      index_[t.id] = tasks_.size();
+      tasks_.push_back(std::move(t));
+    }
+    for (size_t i = 0; i < tasks_.size(); ++i) {
+      bool awaited = false;
+      for (uint64_t p : tasks_[i].parents) {
+        if (auto it = index_.find(p); it != index_.end() && it->second != i) {
+          children_[it->second].push_back(i);
+          awaited = true;
+        }
+      }
+      if (!awaited) roots_.push_back(i);
+    }
+  }
+
+  void print() {
+    size_t running = 0;
+    for (const Task& t : tasks_) running += t.running;
+    std::cout << "asyncio event loop in thread " << thread_ << ": " << tasks_.size()
+              << (tasks_.size() == 1 ? " task" : " tasks");
+    if (running > 0) std::cout << ", " << running << " running";
+    std::cout << "\n";
+    print_siblings(roots_, 2);
+    std::vector<size_t> rest;  // in a cycle: tasks that await each other, none awaited from outside
+    for (size_t i = 0; i < tasks_.size(); ++i)
+      if (!shown_.count(i)) rest.push_back(i);
+    if (!rest.empty()) std::cout << "  tasks that await each other (a cycle: none of them can finish):\n";
+    for (size_t i : rest)
+      if (!shown_.count(i)) print_siblings({i}, 2);
+  }
+
+ private:
+  struct Task {
+    uint64_t id = 0;
+    std::string name;
+    bool running = false;
+    std::vector<uint64_t> parents;
+    nlohmann::json chain;  // [func, file, line, source], innermost first; empty when running
+  };
+
+  // Where a task is, as a key: tasks with equal keys and no children are shown as one.
+  std::string place(const Task& t) const {
+    std::string key = t.running ? "running" : "waiting";
+    for (const auto& f : t.chain) key += '\0' + text_of(f[0]) + '\0' + text_of(f[1]) + '\0' + text_of(f[2]);
+    return key;
+  }
+
+  void print_siblings(const std::vector<size_t>& siblings, int indent) {
+    // Leaves grouped by place; the largest group first, then by the first name.
+    std::map<std::string, std::vector<size_t>> by_place;
+    std::vector<std::vector<size_t>> groups;
+    for (size_t i : siblings) {
+      if (shown_.count(i)) continue;
+      if (children_.count(i)) {
+        groups.push_back({i});
+      } else {
+        by_place[place(tasks_[i])].push_back(i);
+      }
+    }
+    auto name_less = [this](size_t a, size_t b) {  // Task-9 before Task-10
+      const std::string &x = tasks_[a].name, &y = tasks_[b].name;
+      return x.size() != y.size() ? x.size() < y.size() : x < y;
+    };
+    for (auto& [key, group] : by_place) {
+      std::sort(group.begin(), group.end(), name_less);
+      groups.push_back(std::move(group));
+    }
+    std::stable_sort(groups.begin(), groups.end(), [&](const auto& a, const auto& b) {
+      return a.size() != b.size() ? a.size() > b.size() : name_less(a.front(), b.front());
+    });
+    for (const auto& group : groups) print_group(group, indent);
+  }
+
+  void print_group(const std::vector<size_t>& group, int indent) {
+    const Task& first = tasks_[group.front()];
+    const std::string pad(indent, ' ');
+    std::cout << pad << (indent > 2 ? "awaits " : "");
+    if (group.size() == 1) {
+      std::cout << "Task \"" << first.name << "\"";
+    } else {
+      std::cout << group.size() << " tasks (";
+      for (size_t k = 0; k < group.size() && k < 3; ++k)
+        std::cout << (k ? ", " : "") << "\"" << tasks_[group[k]].name << "\"";
+      std::cout << (group.size() > 3 ? ", ...)" : ")");
+    }
+    for (size_t i : group) shown_.insert(i);
+    if (first.running) {
+      std::cout << ", running: the stack of thread " << thread_ << " shows where\n";
+    } else {
+      std::cout << ", waiting:\n";
+      for (const auto& f : first.chain) {
+        std::cout << pad << "    " << text_of(f[0], "?") << " (" << text_of(f[1], "?");
+        if (f[2].is_number() && f[2].get<long long>() > 0) std::cout << ":" << f[2].get<long long>();
+        std::cout << ")\n";
+        if (f.size() > 3 && f[3].is_string())
+          std::cout << pad << "        " << f[3].get<std::string>() << "\n";
+      }
+    }
+    if (group.size() == 1) {
+      auto it = children_.find(group.front());
+      if (it == children_.end()) return;
+      for (size_t c : it->second) {  // awaited by more than one task: shown under the first only
+        if (shown_.count(c)) std::cout << pad << "  awaits Task \"" << tasks_[c].name << "\" (shown above)\n";
+      }
+      print_siblings(it->second, indent + 2);
+    }
+  }
+
+  std::string thread_;
+  std::vector<Task> tasks_;
+  std::map<uint64_t, size_t> index_;
+  std::map<size_t, std::vector<size_t>> children_;
+  std::vector<size_t> roots_;
+  std::set<size_t> shown_;
+};
+
+// The `tasks` part of an agent's answer: each event loop's tasks, and notes on what is missing.
+void print_tasks(const nlohmann::json& j, std::vector<std::string>* notes) {
+  if (j.contains("tasks_error") && j["tasks_error"].is_string()) {
+    notes->push_back(j["tasks_error"].get<std::string>());
+    return;
+  }
+  const nlohmann::json& tasks = j.value("tasks", nlohmann::json());
+  if (!tasks.is_object()) return;
+  std::map<unsigned long, std::string> names;
+  for (const auto& t : j.value("threads", nlohmann::json::array())) {
+    if (t.value("thread_id", nlohmann::json()).is_number_unsigned() &&
+        t.value("name", nlohmann::json()).is_string())
+      names[t["thread_id"].get<unsigned long>()] = t["name"].get<std::string>();
+  }
+  // In the order of the threads above (the main thread's loop first), then loops of threads not shown.
+  const nlohmann::json& loops = tasks.value("loops", nlohmann::json::array());
+  std::vector<const nlohmann::json*> ordered;
+  for (const auto& loop : loops) ordered.push_back(&loop);
+  std::map<unsigned long, size_t> position;
+  for (const auto& t : j.value("threads", nlohmann::json::array())) {
+    if (t.value("thread_id", nlohmann::json()).is_number_unsigned())
+      position.emplace(t["thread_id"].get<unsigned long>(), position.size());
+  }
+  auto rank = [&position](const nlohmann::json* loop) {
+    auto it = position.find(loop->value("thread", 0UL));
+    return it == position.end() ? position.size() : it->second;
+  };
+  std::stable_sort(ordered.begin(), ordered.end(),
+                   [&rank](const nlohmann::json* a, const nlohmann::json* b) { return rank(a) < rank(b); });
+  for (const nlohmann::json* loop : ordered) {
+    const unsigned long ident = loop->value("thread", 0UL);
+    std::string thread = std::to_string(ident);
+    if (auto it = names.find(ident); it != names.end()) thread += " \"" + it->second + "\"";
+    std::cout << "\n";
+    TaskTree(*loop, thread).print();
+  }
+  if (!tasks.value("asyncio", false)) {
+    notes->push_back("no asyncio tasks: the process has not imported asyncio");
+  } else if (loops.empty()) {
+    notes->push_back("no asyncio tasks: no thread is running an event loop (in run_forever) now");
+  }
+  if (tasks.value("truncated", false))
+    notes->push_back("the tasks were cut at 5000: the others are not shown");
 }
 
 // The text of line `lineno` of `file` as process `pid` sees it, stripped; "" when unreadable.
@@ -196,9 +373,10 @@ Result<Answer> outside_answer(const Context& ctx, pid_t pid, const BacktraceArgs
   std::map<long, nlohmann::json> known;
   if (no_agent) {
     a.notes.push_back("process " + std::to_string(pid) +
-                      " has no agent: its Python stacks were read from outside " +
-                      "(ptrace), without locals" + (args.locals ? " (--locals needs the agent)" : "") +
-                      "; `probing " + std::to_string(pid) + " inject` attaches one");
+                      " has no agent: its Python stacks were read from outside (ptrace), without locals" +
+                      (args.tasks ? " or asyncio tasks" : "") +
+                      (args.locals || args.tasks ? " (they need the agent)" : "") + "; `probing " +
+                      std::to_string(pid) + " inject` attaches one");
   } else {
     known = agent_threads(ctx, &a.notes);
   }
@@ -260,6 +438,7 @@ Result<Answer> agent_answer(client::Client& client, const BacktraceArgs& args) {
   if (args.all) path += "all=1&";
   if (args.thread != 0) path += "thread=" + std::to_string(args.thread) + "&";
   if (args.locals) path += "locals=1&";
+  if (args.tasks) path += "tasks=1&";
   path.pop_back();
   Result<client::Response> reply = client.request("GET", path, "", 15);
   if (!reply.is_ok()) return reply.status();
@@ -297,7 +476,9 @@ void print_answer(const Answer& a) {
     first = false;
     print_thread(t);
   }
-  for (const std::string& n : a.notes) std::cerr << "probing: note: " << n << "\n";
+  std::vector<std::string> notes = a.notes;
+  print_tasks(j, &notes);
+  for (const std::string& n : notes) std::cerr << "probing: note: " << n << "\n";
 }
 
 int print_result(const Result<Answer>& a, const BacktraceArgs& args) {
@@ -395,6 +576,11 @@ int run_backtrace(const Context& ctx, const BacktraceArgs& args) {
                        "--locals cannot be combined with --native (locals are read in "
                        "the target with the GIL; native frames from outside)"));
   }
+  if (args.native && args.tasks) {
+    return fail(Status(Code::kInvalidArgument,
+                       "--tasks cannot be combined with --native (asyncio's tasks are read in the target "
+                       "with the GIL; native frames from outside)"));
+  }
   if (args.subprocesses) return run_tree(ctx, args);
   return print_result(answer_for(ctx, args), args);
 }
@@ -427,6 +613,10 @@ void add_backtrace_command(CLI::App& app, Context& ctx) {
       "--subprocesses", args->subprocesses,
       "every process of the tree under the target too (DataLoader workers, multiprocessing pools),\n"
       "each labelled with its pid and role, each read from its agent or else from outside");
+  cmd->add_flag(
+      "--tasks", args->tasks,
+      "asyncio's tasks too: each event loop's tasks, where each waits (its await chain), which task\n"
+      "awaits which; the stacks of the threads running a loop are shown beside the one asked for");
   cmd->add_flag("--json", args->json, "print the stacks as JSON");
   on_run(cmd, [&ctx, args] { return run_backtrace(ctx, *args); });
 }

@@ -143,7 +143,11 @@ nlohmann::json tools(bool allow_eval) {
                    {"all", {{"type", "boolean"}, {"description", "every thread, not only the main one"}}},
                    {"locals",
                     {{"type", "boolean"}, {"description", "each frame's variables (built-in values only)"}}},
-                   {"native", {{"type", "boolean"}, {"description", "C/C++ frames too (a local pid)"}}}},
+                   {"native", {{"type", "boolean"}, {"description", "C/C++ frames too (a local pid)"}}},
+                   {"tasks",
+                    {{"type", "boolean"},
+                     {"description",
+                      "asyncio: each event loop's tasks, where each waits, which awaits which"}}}},
                   {"target"})),
       tool("query",
            "SQL (SQLite) over what the process is and recorded: python.backtrace, python.threads, "
@@ -269,6 +273,7 @@ class Server {
           if (flag_arg(args, "all")) argv.push_back("--all");
           if (flag_arg(args, "locals")) argv.push_back("--locals");
           if (flag_arg(args, "native")) argv.push_back("--native");
+          if (flag_arg(args, "tasks")) argv.push_back("--tasks");
         } else if (name == "query") {
           argv.insert(argv.end(), {"query", "--", string_arg(args, "sql")});
           timeout_s = 150;

@@ -1,7 +1,19 @@
-// Every thread's stack, read again on demand or every few seconds; a frame's locals on click.
+// Every thread's stack, read again on demand or every few seconds; a frame's locals on click;
+// asyncio's tasks on demand.
 import { useState } from "preact/hooks";
 import { call } from "../api.js";
 import { ErrorLine, shortFile, usePoll } from "../util.jsx";
+import { Tasks } from "./tasks.jsx";
+
+// A thread's waiting_for, as the CLI says it: "threading.Lock `theirs` at 0x7f48... (held by thread 1396 "loader")".
+function waitingText(w) {
+  const owner = w.owner != null ? `thread ${w.owner}` + (w.owner_name ? ` "${w.owner_name}"` : "") : "";
+  if (w.kind === "thread_end") return `${owner || "a thread"} to end`;
+  if (w.kind === "threading.Condition") return `a notify on threading.Condition at ${w.address}`;
+  return `${w.kind} \`${w.expr}\` at ${w.address}` + (owner ? ` (held by ${owner})` : "");
+}
+
+const holderText = (h) => `thread ${h.thread_id}` + (h.name ? ` "${h.name}"` : "");
 
 // A frame's key that survives a second read of a stack that went deeper or shallower meanwhile:
 // counted from the outermost frame, with its function.
@@ -59,7 +71,7 @@ function Thread({ thread }) {
         {thread.name} <span class="muted">tid {thread.native_thread_id}</span>{" "}
         <span class={"state " + thread.state}>{thread.state}</span>
         {thread.holds_gil && <span class="badge">holds the GIL</span>}
-        {thread.waiting_for && <span class="muted"> · waiting for {thread.waiting_for}</span>}
+        {thread.waiting_for && <span class="muted"> · waiting for {waitingText(thread.waiting_for)}</span>}
         <button class="small" onClick={loadLocals}>
           locals
         </button>
@@ -76,7 +88,8 @@ function Thread({ thread }) {
 
 export function Stacks() {
   const [every, setEvery] = useState(0);
-  const [data, error, reload] = usePoll(() => call("GET", "/backtrace?all=1"), every * 1000, []);
+  const [tasks, setTasks] = useState(false);
+  const [data, error, reload] = usePoll(() => call("GET", "/backtrace?all=1" + (tasks ? "&tasks=1" : "")), every * 1000, [tasks]);
   return (
     <>
       <div class="toolbar">
@@ -89,11 +102,14 @@ export function Stacks() {
             <option value={5}>5 s</option>
           </select>
         </label>
+        <label title="each event loop's tasks: where each waits, which awaits which">
+          <input type="checkbox" checked={tasks} onChange={(e) => setTasks(e.currentTarget.checked)} /> asyncio tasks
+        </label>
         {data && (
           <span class="muted" role="status">
             {data.threads.length} threads ·{" "}
             {data.gil_free
-              ? "read without the GIL" + (data.gil_holder ? ` (thread ${data.gil_holder} holds it)` : "")
+              ? "read without the GIL" + (data.gil_holder ? ` (${holderText(data.gil_holder)} holds it)` : "")
               : "read with the GIL"}
           </span>
         )}
@@ -101,6 +117,7 @@ export function Stacks() {
       <ErrorLine error={error} />
       {data && data.notes && data.notes.map((n) => <p class="muted">{n}</p>)}
       {data && data.threads.map((t) => <Thread key={t.thread_id} thread={t} />)}
+      {data && tasks && <Tasks data={data} />}
     </>
   );
 }
