@@ -243,31 +243,30 @@ void print_tasks(const nlohmann::json& j, std::vector<std::string>* notes) {
   }
   const nlohmann::json& tasks = j.value("tasks", nlohmann::json());
   if (!tasks.is_object()) return;
-  std::map<unsigned long, std::string> names;
+  // The threads shown above, by ident: their order and name. The loops go in that order (the main
+  // thread's first), then loops of threads not shown.
+  std::map<unsigned long, std::pair<size_t, std::string>> shown;
   for (const auto& t : j.value("threads", nlohmann::json::array())) {
-    if (t.value("thread_id", nlohmann::json()).is_number_unsigned() &&
-        t.value("name", nlohmann::json()).is_string())
-      names[t["thread_id"].get<unsigned long>()] = t["name"].get<std::string>();
+    const nlohmann::json& id = t.value("thread_id", nlohmann::json());
+    const nlohmann::json& name = t.value("name", nlohmann::json());
+    if (id.is_number_unsigned())
+      shown.emplace(id.get<unsigned long>(),
+                    std::make_pair(shown.size(), name.is_string() ? name.get<std::string>() : ""));
   }
-  // In the order of the threads above (the main thread's loop first), then loops of threads not shown.
   const nlohmann::json& loops = tasks.value("loops", nlohmann::json::array());
   std::vector<const nlohmann::json*> ordered;
   for (const auto& loop : loops) ordered.push_back(&loop);
-  std::map<unsigned long, size_t> position;
-  for (const auto& t : j.value("threads", nlohmann::json::array())) {
-    if (t.value("thread_id", nlohmann::json()).is_number_unsigned())
-      position.emplace(t["thread_id"].get<unsigned long>(), position.size());
-  }
-  auto rank = [&position](const nlohmann::json* loop) {
-    auto it = position.find(loop->value("thread", 0UL));
-    return it == position.end() ? position.size() : it->second;
+  auto rank = [&shown](const nlohmann::json* loop) {
+    auto it = shown.find(loop->value("thread", 0UL));
+    return it == shown.end() ? shown.size() : it->second.first;
   };
   std::stable_sort(ordered.begin(), ordered.end(),
                    [&rank](const nlohmann::json* a, const nlohmann::json* b) { return rank(a) < rank(b); });
   for (const nlohmann::json* loop : ordered) {
     const unsigned long ident = loop->value("thread", 0UL);
     std::string thread = std::to_string(ident);
-    if (auto it = names.find(ident); it != names.end()) thread += " \"" + it->second + "\"";
+    if (auto it = shown.find(ident); it != shown.end() && !it->second.second.empty())
+      thread += " \"" + it->second.second + "\"";
     std::cout << "\n";
     TaskTree(*loop, thread).print();
   }
