@@ -97,12 +97,15 @@ std::string clock_text(double unix_s) {
   return buf;
 }
 
-// "func (file:line)" lines, innermost first.
+// "func (file:line)"
+std::string where(const Frame& f) { return f.func + " (" + f.file + ":" + std::to_string(f.line) + ")"; }
+
+// One where() line per frame, innermost first.
 std::string stack_text(const std::vector<Frame>& frames) {
   std::string out;
   for (const Frame& f : frames) {
     if (!out.empty()) out += '\n';
-    out += f.func + " (" + f.file + ":" + std::to_string(f.line) + ")";
+    out += where(f);
   }
   return out;
 }
@@ -459,13 +462,21 @@ void Sampler::watch_for_hang(double now, const ThreadState* main) {
   const double quiet_since = std::max(main_moved_at_, torch_moved_at_);
   if (hung_) {
     if (quiet_since <= hangs_.back().started) return;  // still hung
+    // Which sign of life ended it, and where the main thread is now: a hang that ends while the
+    // program still waits is worth knowing about.
+    std::string why = "torch tracing recorded again";
+    if (main_moved_at_ == quiet_since) {
+      const std::vector<Frame> frames = stacks_->frames_of(main->stack);
+      why = "the main thread is now in " +
+            (frames.empty() ? std::string("no Python frame") : where(frames.front()));
+    }
     std::string text;
     {
       std::lock_guard<std::mutex> lock(mu_);
       Hang& h = hangs_.back();
       h.ended = quiet_since;
       text = "the main thread moved again after " + std::to_string(static_cast<int>(h.ended - h.started)) +
-             " s (python.hangs id " + std::to_string(h.id) + ")";
+             " s (python.hangs id " + std::to_string(h.id) + "): " + why;
     }
     hung_ = false;
     log_info(text);  // not under mu_: a log write may block on a full pipe
@@ -493,12 +504,11 @@ void Sampler::watch_for_hang(double now, const ThreadState* main) {
     }
   }
   h.before = recorder_before(main_ident_, quiet_since - hang_after_s_, quiet_since);
-  const std::string where = main_frames.empty() ? std::string("no Python frame")
-                                                : main_frames.front().func + " (" + main_frames.front().file +
-                                                      ":" + std::to_string(main_frames.front().line) + ")";
-  const std::string text = "the main thread has not moved for " +
-                           std::to_string(static_cast<int>(now - quiet_since)) + " s (since " +
-                           clock_text(quiet_since) + "), in " + where + ": SELECT * FROM python.hangs";
+  const std::string text =
+      "the main thread has not moved for " + std::to_string(static_cast<int>(now - quiet_since)) +
+      " s (since " + clock_text(quiet_since) + "), in " +
+      (main_frames.empty() ? std::string("no Python frame") : where(main_frames.front())) +
+      ": SELECT * FROM python.hangs";
   // A training job that stops is news; a server waiting for work is not.
   if (torch_ever_) {
     log_warn(text);

@@ -251,7 +251,8 @@ def test_samples_while_a_thread_holds_the_gil(interp, target_factory, tmp_path):
 
 @pytest.mark.parametrize("interp", interpreter_params())
 def test_hang_is_detected_recorded_and_closed(interp, target_factory, tmp_path):
-    t = target_factory("shares.py", interp, args=["hang", "40"], env={"PROBING_HANG_AFTER_S": "2"})
+    t = target_factory("shares.py", interp, args=["hang", "40"],
+                       env={"PROBING_HANG_AFTER_S": "2", "PROBING_LOG": "info"})
     t.wait_line(lambda l: l == "hung", timeout=30)
     deadline = time.monotonic() + 20
     while True:
@@ -263,7 +264,7 @@ def test_hang_is_detected_recorded_and_closed(interp, target_factory, tmp_path):
         time.sleep(0.5)
     assert len(rows) == 1, rows
     h = rows[0]
-    assert h["ended"] is None and h["duration_s"] >= 2, h
+    assert h["ended"] is None and h["duration_s"] >= 2, (h, [l for l in t.stderr_lines() if "moved" in l])
     assert h["stack"].splitlines()[-2].startswith("main ("), h["stack"]  # innermost first: <module> last
     assert "get (" in h["stack"], h["stack"]
     assert "step (" in h["before"] and "samples:" in h["before"], h["before"]
@@ -285,6 +286,9 @@ def test_hang_is_detected_recorded_and_closed(interp, target_factory, tmp_path):
             break
         time.sleep(0.3)
     assert rows[0]["ended"] is not None and rows[0]["duration_s"] >= 2, rows
+    # The log says what ended it, and where the main thread went.
+    moved = [l for l in t.stderr_lines() if "the main thread moved again" in l]
+    assert len(moved) == 1 and "(python.hangs id 1): the main thread is now in " in moved[0], moved
 
 
 @pytest.mark.parametrize("interp", interpreter_params())
@@ -298,7 +302,6 @@ def test_top_prints_once_to_a_pipe(interp, target_factory):
     assert "\x1b[" not in out  # no terminal codes in a pipe
 
 
-@pytest.mark.parametrize("interp", interpreter_params())
 def pool_with_agents(t):
     """Has tree.py (pool_later, under launch) make its pool once the after-fork hook is in, and
     waits until both workers answer; returns their pids."""
