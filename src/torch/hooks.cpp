@@ -101,6 +101,15 @@ struct ThreadStackOwner {
 };
 thread_local ThreadStackOwner t_stack;
 
+// A call timed from here (an optimizer step, a backward pass, the wait for a batch).
+struct Timing {
+  bool timing = false;  // false: the step is not traced, or the call is captured into a CUDA graph
+  int64_t start_ns = 0;
+  double start_time = 0;
+  PyObject* cuda = nullptr;  // ours, on CUDA: what _cuda_start returned (its start event)
+};
+constexpr size_t kMaxOpenSteps = 16;
+
 struct Named {
   PyObject* weakref;  // ours; tells a module from a later one at the same address
   std::string name;
@@ -125,7 +134,7 @@ struct Tracer {
   PyObject* name_in = nullptr;      // (module, parent or None) -> str
   PyObject* cuda_start = nullptr;   // (check_capture) -> [event, children] or None
   PyObject* cuda_finish = nullptr;  // (name, stage, started, parent's, start time, module or None)
-  PyObject* after_step = nullptr;   // () after an optimizer step wrapped here
+  PyObject* after_step = nullptr;   // () after an optimizer step (a step hook, or one wrapped here)
   PyObject* running = nullptr;      // (module) -> whether its forward runs on this thread already
   // While torch.module_backward is on, else null: (inputs) -> their autograd nodes, before a
   // traced call's forward; (name, those nodes, output, start ns, end ns, had traced children)
@@ -138,6 +147,12 @@ struct Tracer {
   std::unordered_map<PyObject*, Named> names;
   size_t sweep_at = 1024;
   sql::ColumnStore::TextHint forward_hint;  // of "forward"
+  // 2.x's optimizer steps begun and not ended (a step that raised runs no post hook: its entry is
+  // dropped when kMaxOpenSteps are open); the last optimizer class seen and its name (ours).
+  std::vector<Timing> steps;
+  PyObject* step_type = nullptr;
+  PyObject* step_name = nullptr;
+  sql::ColumnStore::TextHint step_hint;  // of "step"
 };
 
 Tracer& tracer() {
@@ -533,6 +548,66 @@ void free_timed(PyObject* capsule) noexcept {
   delete timed;
 }
 
+PyObject* raise(const CApi& api, const char* message) {
+  api.PyErr_SetString(api.exc_value_error, message);
+  return nullptr;
+}
+
+// Begins timing a call when the step is traced (on CUDA, with torch_trace.py's start event; not
+// while the stream is captured into a CUDA graph). False when that call raised what goes on to
+// the program (an interrupt).
+bool begin_timing(Tracer& t, Timing* tm) {
+  const CApi& api = *t.api;
+  *tm = {};
+  if (!t.on || !t.traced) return true;
+  if (t.cuda) {
+    PyObject* yes = api.PyLong_FromLongLong(1);
+    PyObject* started = yes != nullptr ? call(api, t.cuda_start, yes) : nullptr;
+    if (yes != nullptr) api.Py_DecRef(yes);
+    if (started == nullptr || started == api.None) {  // captured (or failed): not timed
+      if (started != nullptr) api.Py_DecRef(started);
+      return api.PyErr_Occurred() == nullptr;
+    }
+    tm->cuda = started;
+  }
+  tm->timing = true;
+  tm->start_ns = monotonic_ns();
+  tm->start_time = wall_time(tm->start_ns);
+  return true;
+}
+
+// Lets go of what `tm` held, writing no row.
+void drop_timing(const CApi& api, Timing& tm) {
+  if (tm.cuda != nullptr) api.Py_DecRef(tm.cuda);
+  tm = {};
+}
+
+// Ends it, at end_ns: a row of `stage` named `label` (a str) while tracing is on, and lets go of
+// what `tm` held.
+void end_timing(Tracer& t, Timing& tm, PyObject* label, std::string_view stage,
+                sql::ColumnStore::TextHint* stage_hint, int64_t end_ns) {
+  const CApi& api = *t.api;
+  if (tm.timing && t.on && api.PyErr_Occurred() == nullptr) {
+    if (tm.cuda == nullptr) {
+      std::string_view name = text_of(api, label);
+      append_row(t, name.empty() ? std::string_view("?") : name, nullptr, stage, stage_hint,
+                 end_ns - tm.start_ns, std::monostate{}, tm.start_time);
+    } else {
+      PyObject* stage_str = api.PyUnicode_FromStringAndSize(stage.data(), static_cast<long>(stage.size()));
+      PyObject* when = api.PyFloat_FromDouble(tm.start_time);
+      if (label != nullptr && stage_str != nullptr && when != nullptr) {
+        if (PyObject* r = call(api, t.cuda_finish, label, stage_str, tm.cuda, api.None, when, api.None)) {
+          api.Py_DecRef(r);
+        }
+      }
+      if (stage_str != nullptr) api.Py_DecRef(stage_str);
+      if (when != nullptr) api.Py_DecRef(when);
+      keep_error(api);  // a failed str or float: cleared
+    }
+  }
+  drop_timing(api, tm);
+}
+
 // The wrapper: fn(*args, **kwargs), its exceptions untouched, and a row when the step is traced.
 // METH_VARARGS | METH_KEYWORDS.
 PyObject* timed_call(PyObject* self, PyObject* args, PyObject* kwargs) noexcept {
@@ -540,83 +615,84 @@ PyObject* timed_call(PyObject* self, PyObject* args, PyObject* kwargs) noexcept 
   const CApi& api = *t.api;
   auto* timed = static_cast<Timed*>(api.PyCapsule_GetPointer(self, kTimedCapsule));
   if (timed == nullptr) return nullptr;
-  // After fn returned: the step counted (stage step), or fn's result dropped for an interrupt that
-  // came in torch_trace.py's code.
-  auto finish = [&](PyObject* result) -> PyObject* {
-    if (api.PyErr_Occurred() == nullptr && t.on && timed->stage == "step") {
-      if (PyObject* r = call(api, t.after_step)) api.Py_DecRef(r);
-    }
-    if (api.PyErr_Occurred() != nullptr) {
-      api.Py_DecRef(result);
-      return nullptr;
-    }
-    return result;
-  };
-  if (!t.on || !t.traced) {
-    PyObject* result = api.PyObject_Call(timed->fn, args, kwargs);
-    return result != nullptr ? finish(result) : nullptr;
-  }
-  PyObject* started = nullptr;
-  if (t.cuda) {
-    PyObject* yes = api.PyLong_FromLongLong(1);
-    started = yes != nullptr ? call(api, t.cuda_start, yes) : nullptr;
-    if (yes != nullptr) api.Py_DecRef(yes);
-    if (api.PyErr_Occurred() != nullptr) return nullptr;
-    if (started == api.None) {  // captured into a CUDA graph: not timed
-      api.Py_DecRef(started);
-      started = nullptr;
-    }
-  }
-  const bool timing = !t.cuda || started != nullptr;
-  const int64_t start_ns = monotonic_ns();
-  const double start_time = wall_time(start_ns);
+  Timing tm;
+  if (!begin_timing(t, &tm)) return nullptr;
   PyObject* result = api.PyObject_Call(timed->fn, args, kwargs);
   const int64_t end_ns = monotonic_ns();
   if (result == nullptr) {  // fn's exception goes to the caller as it is
-    if (started != nullptr) api.Py_DecRef(started);
+    drop_timing(api, tm);
     return nullptr;
   }
-  if (timing && t.on) {
-    PyObject* label = timed->label;
-    bool own = false;
-    if (python::type_of(label) != api.PyUnicode_Type) {
-      label = call(api, label, args);
-      own = label != nullptr;
-    }
-    if (api.PyErr_Occurred() != nullptr) {
-      // an interrupt: dropped below
-    } else if (started == nullptr) {
-      std::string_view name = text_of(api, label);
-      append_row(t, name.empty() ? std::string_view("?") : name, nullptr, timed->stage, &timed->stage_hint,
-                 end_ns - start_ns, std::monostate{}, start_time);
-    } else {
-      PyObject* stage =
-          api.PyUnicode_FromStringAndSize(timed->stage.data(), static_cast<long>(timed->stage.size()));
-      PyObject* when = api.PyFloat_FromDouble(start_time);
-      if (label != nullptr && stage != nullptr && when != nullptr) {
-        if (PyObject* r = call(api, t.cuda_finish, label, stage, started, api.None, when, api.None)) {
-          api.Py_DecRef(r);
-        }
-      }
-      if (stage != nullptr) api.Py_DecRef(stage);
-      if (when != nullptr) api.Py_DecRef(when);
-      keep_error(api);  // a failed str or float: cleared
-    }
-    if (own) api.Py_DecRef(label);
+  PyObject* label = timed->label;
+  bool own = false;
+  if (tm.timing && t.on && python::type_of(label) != api.PyUnicode_Type) {
+    label = call(api, label, args);
+    own = label != nullptr;
   }
-  if (started != nullptr) api.Py_DecRef(started);
-  return finish(result);
+  end_timing(t, tm, label, timed->stage, &timed->stage_hint, end_ns);  // none after an interrupt
+  if (own) api.Py_DecRef(label);
+  // After fn returned: the step counted (stage step), or fn's result dropped for an interrupt that
+  // came in torch_trace.py's code.
+  if (api.PyErr_Occurred() == nullptr && t.on && timed->stage == "step") {
+    if (PyObject* r = call(api, t.after_step)) api.Py_DecRef(r);
+  }
+  if (api.PyErr_Occurred() != nullptr) {
+    api.Py_DecRef(result);
+    return nullptr;
+  }
+  return result;
 }
 
 MethodDef g_timed_call_def{"traced", reinterpret_cast<void*>(timed_call),
                            python::kMethVarargs | python::kMethKeywords, nullptr};
 
-// ---- what torch_trace.py calls ----
-
-PyObject* raise(const CApi& api, const char* message) {
-  api.PyErr_SetString(api.exc_value_error, message);
-  return nullptr;
+// PyTorch 2.x's global optimizer step hooks, (optimizer, args, kwargs) -> None: a row of stage
+// step named by the optimizer's class, and torch_trace.py's after_step once it ended.
+PyObject* step_pre(PyObject*, PyObject* const*, long nargs) noexcept {
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (nargs != 3) return raise(api, "_native_step_pre(optimizer, args, kwargs)");
+  Timing tm;
+  if (!begin_timing(t, &tm)) return nullptr;
+  if (t.steps.size() >= kMaxOpenSteps) {  // steps that raised left theirs
+    drop_timing(api, t.steps.front());
+    t.steps.erase(t.steps.begin());
+  }
+  try {
+    t.steps.push_back(tm);
+  } catch (...) {  // out of memory: not timed
+    drop_timing(api, tm);
+  }
+  return none(api);
 }
+
+PyObject* step_post(PyObject*, PyObject* const* args, long nargs) noexcept {
+  const int64_t end_ns = monotonic_ns();
+  Tracer& t = tracer();
+  const CApi& api = *t.api;
+  if (nargs != 3) return raise(api, "_native_step_post(optimizer, args, kwargs)");
+  if (!t.steps.empty()) {
+    Timing tm = t.steps.back();
+    t.steps.pop_back();
+    auto* type = static_cast<PyObject*>(python::type_of(args[0]));
+    if (tm.timing && t.on && type != t.step_type) {
+      PyObject* name = api.PyObject_GetAttrString(type, "__name__");
+      if (name == nullptr) keep_error(api);
+      if (t.step_type != nullptr) api.Py_DecRef(t.step_type);
+      if (t.step_name != nullptr) api.Py_DecRef(t.step_name);
+      api.Py_IncRef(type);
+      t.step_type = type;
+      t.step_name = name;
+    }
+    end_timing(t, tm, t.step_name, "step", &t.step_hint, end_ns);
+  }
+  if (api.PyErr_Occurred() == nullptr && t.on) {
+    if (PyObject* r = call(api, t.after_step)) api.Py_DecRef(r);
+  }
+  return api.PyErr_Occurred() != nullptr ? nullptr : none(api);
+}
+
+// ---- what torch_trace.py calls ----
 
 // _native_start(top_level, name_in, cuda_start, cuda_finish, after_step, running): tracing on,
 // from a new generation (no thread keeps entries of an earlier install's calls), no names kept.
@@ -651,6 +727,8 @@ PyObject* native_stop(PyObject*, PyObject*) noexcept {
   t.on = false;
   ++t.generation;
   clear_all_stacks(*t.api);  // the modules every thread's calls in progress held
+  for (Timing& tm : t.steps) drop_timing(*t.api, tm);
+  t.steps.clear();
   clear_names(t);
   return none(*t.api);
 }
@@ -840,6 +918,8 @@ MethodDef g_defs[] = {
     def("_native_method", native_method, kO),
     def("_native_set_backward", native_set_backward, kFast),
     def("_native_crash_capture_again", native_crash_capture_again, kNone),
+    def("_native_step_pre", step_pre, kFast),
+    def("_native_step_post", step_post, kFast),
 };
 
 }  // namespace
@@ -847,6 +927,6 @@ MethodDef g_defs[] = {
 python::MethodDef* const kTracerNatives[] = {&g_defs[0],  &g_defs[1],  &g_defs[2],  &g_defs[3],  &g_defs[4],
                                              &g_defs[5],  &g_defs[6],  &g_defs[7],  &g_defs[8],  &g_defs[9],
                                              &g_defs[10], &g_defs[11], &g_defs[12], &g_defs[13], &g_defs[14],
-                                             &g_defs[15], nullptr};
+                                             &g_defs[15], &g_defs[16], &g_defs[17], nullptr};
 
 }  // namespace probing::torch

@@ -814,9 +814,9 @@ def _install_hooks(torch, module_mod, optim_mod):
     # optimizer steps: PyTorch 2.x has global step hooks; 1.13 gets its classes' step wrapped.
     pre = getattr(optim_mod, "register_optimizer_step_pre_hook", None)
     post = getattr(optim_mod, "register_optimizer_step_post_hook", None)
-    if pre is not None and post is not None:
-        S.handles.append(pre(_step_pre_hook))
-        S.handles.append(post(_step_post_hook))
+    if pre is not None and post is not None:  # builtins: (optimizer, args, kwargs)
+        S.handles.append(pre(_native_step_pre))
+        S.handles.append(post(_native_step_post))
     else:
         Optimizer = optim_mod.Optimizer
         for cls in _optimizer_classes(Optimizer):
@@ -832,24 +832,6 @@ def _install_hooks(torch, module_mod, optim_mod):
             S.restore.append((Optimizer, "_hook_for_profile", original_hook))
             S.ours.append(_hook_for_profile)
             Optimizer._hook_for_profile = _hook_for_profile
-
-
-_step_started = []
-
-
-def _step_pre_hook(optimizer, args, kwargs):
-    try:
-        _step_started.append(_begin())
-    except Exception as e:
-        _fail(e)
-
-
-def _step_post_hook(optimizer, args, kwargs):
-    try:
-        _end(type(optimizer).__name__, "step", _step_started.pop() if _step_started else None)
-    except Exception as e:
-        _fail(e)
-    _after_step()
 
 
 def uninstall():

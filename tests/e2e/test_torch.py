@@ -100,6 +100,22 @@ LIMIT 10;""")
                 "FROM python.torch_trace WHERE step > 100 GROUP BY step, module ORDER BY total_memory_mb DESC LIMIT 10")
 
 
+def test_two_optimizers_and_steps_that_raise(torch_factory):
+    # Each optimizer's step is a row named by its class; a step that raised (its post hook never
+    # runs) leaves nothing that a later step's row would be timed from.
+    t = start(torch_factory, "two_optimizers")
+    got = wait_rows(t.pid, "SELECT module, duration FROM python.torch_trace WHERE stage = 'step'",
+                    lambda r: sum(x["module"] == "Adam" for x in r) >= 60, timeout=60)
+    sgd = [r["duration"] for r in got if r["module"] == "SGD"]
+    adam = [r["duration"] for r in got if r["module"] == "Adam"]
+    assert {r["module"] for r in got} == {"SGD", "Adam"} and len(adam) >= 60, got[:10]
+    assert 0.55 < len(adam) / len(sgd) < 0.75, (len(adam), len(sgd))  # 2 of 3 Adam steps end
+    assert all(d > 0 for d in sgd + adam)
+    # an Adam step of 33 parameters is well under a ms; one timed from a step that raised would
+    # span whole iterations (each sleeps 5 ms)
+    assert sum(d > 0.01 for d in adam) <= len(adam) // 10, sorted(adam)[-10:]
+
+
 def test_transformer_rows(torch_factory):
     t = start(torch_factory, "transformer")
     step = last_full_step(t.pid)

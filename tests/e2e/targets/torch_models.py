@@ -16,6 +16,8 @@ argv[1]:
   loader       the MLP trained with SGD on batches from a DataLoader (no worker processes)
   workers      the same from a DataLoader with 2 forked workers, whose dataset runs a module
                (an nn.Linear "transform") on each item; `workers` holds their pids
+  two_optimizers  the MLP's encoder trained with SGD and its head with Adam, stepped after it;
+               every third Adam step raises in its closure (caught by the loop)
 Each step sleeps a little so that the test's queries get CPU. Prints 'ready' after the first
 step. A line 'spans' on stdin runs three nested probing.span blocks (when probing is importable).
 With PROBING_TEST_MODE=1 (PyTorch 2.x) the main thread runs under a TorchFunctionMode that notes
@@ -146,6 +148,9 @@ else:
     x = torch.randn(16, 8)
     trained = ("mlp", "loader", "workers", "slow_backward", "checkpointed")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if kind in trained else None
+    if kind == "two_optimizers":
+        optimizer = torch.optim.SGD(model.encoder.parameters(), lr=0.01)
+        second = torch.optim.Adam(model.head.parameters(), lr=1e-3)
 losses = []
 y = torch.randn(x.shape[0], 1)
 step = 0
@@ -217,6 +222,14 @@ for bx, by in batches():
         loss.backward()
         in_backward = False
         optimizer.step()
+        if kind == "two_optimizers":
+            def closure():
+                if step % 3 == 2:
+                    raise ValueError("a step that raises")
+            try:
+                second.step(closure)
+            except ValueError:
+                pass
         losses.append(loss.item())
     step += 1
     if step == 1:
