@@ -465,7 +465,7 @@ void Sampler::watch_for_hang(double now, const ThreadState* main) {
     // Which sign of life ended it, and where the main thread is now: a hang that ends while the
     // program still waits is worth knowing about.
     std::string why = "torch tracing recorded again";
-    if (main_moved_at_ == quiet_since) {
+    if (main != nullptr && main_moved_at_ == quiet_since) {
       const std::vector<Frame> frames = stacks_->frames_of(main->stack);
       why = "the main thread is now in " +
             (frames.empty() ? std::string("no Python frame") : where(frames.front()));
