@@ -7,6 +7,7 @@
 //                                             target is gone, and prints what it said
 //   node ui_check.mjs URL OUT_DIR --tasks     the Stacks page with "asyncio tasks" ticked: each
 //                                             loop's heading and its task lines, as text
+//   node ui_check.mjs URL OUT_DIR --stacks    the Stacks page: each thread's heading, as text
 //
 // It opens URL (the agent's own page, or the one `probing PID ui` printed), answers the token
 // prompt when one is shown, visits every page in its tab order, types SQL in the SQL page's editor
@@ -87,6 +88,13 @@ try {
     await page.waitForSelector('.banner.error', { timeout: 30000 });
     result.gone = await page.textContent('.banner.error');
     await page.screenshot({ path: path.join(outDir, 'ui-gone.png') });
+    console.log(JSON.stringify(result));
+    process.exit(0);
+  }
+  if (args.includes('--stacks')) {
+    await page.click('nav a[href="#stacks"]');
+    await page.waitForSelector('.thread .func');
+    result.threads = await page.$$eval('.thread h3', (hs) => hs.map((h) => h.textContent));
     console.log(JSON.stringify(result));
     process.exit(0);
   }

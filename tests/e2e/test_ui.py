@@ -216,6 +216,24 @@ def test_the_stacks_page_shows_asyncio_tasks(target_factory, tmp_path, browser):
     assert "Lock.acquire" in main["frames"] and "handle" in main["frames"], main["frames"]
 
 
+def test_the_stacks_page_says_what_a_thread_waits_for(target_factory, tmp_path, browser):
+    """targets/hung.py rlock: a thread waiting for an RLock another holds, the main thread joining
+    it; each thread's heading says it as `backtrace` does."""
+    t = target_factory("hung.py", PY, args=["rlock"])
+    ui, url = start_ui(t.pid, "ui")
+    try:
+        shown = ui_check(url, str(tmp_path), "--stacks")
+    finally:
+        ui.kill()
+    assert shown["errors"] == [], shown["errors"]
+    heads = {h.split()[0]: h for h in shown["threads"]}
+    wanter = heads["rlock-wanter"]
+    assert re.search(r'waiting for threading\.RLock `guard` at 0x[0-9a-f]+ \(held by thread \d+ "rlock-holder"\)',
+                     wanter), wanter
+    assert re.search(r'waiting for thread \d+ "rlock-wanter" to end', heads["MainThread"]), heads["MainThread"]
+    assert "[object Object]" not in "".join(shown["threads"]), shown["threads"]
+
+
 def test_the_page_says_when_the_target_is_gone(target_factory, tmp_path, browser):
     t = target_factory("torch_train.py", PY)
     ui, url = start_ui(t.pid, "ui")
