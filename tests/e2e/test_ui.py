@@ -193,15 +193,21 @@ def test_probing_ui_serves_a_local_pid_behind_its_secret(target_factory, tmp_pat
         ui.kill()
 
 
-def test_the_stacks_page_shows_asyncio_tasks(target_factory, tmp_path, browser):
-    """targets/async_stuck.py: the tree `backtrace --tasks` prints, drawn by the page."""
-    t = target_factory("async_stuck.py", PY)
+def one_page(t, tmp_path, mode):
+    """What ui_check.mjs `mode` showed of target t's page under `probing PID ui`; no page errors."""
     ui, url = start_ui(t.pid, "ui")
     try:
-        shown = ui_check(url, str(tmp_path), "--tasks")
+        shown = ui_check(url, str(tmp_path), mode)
     finally:
         ui.kill()
     assert shown["errors"] == [], shown["errors"]
+    return shown
+
+
+def test_the_stacks_page_shows_asyncio_tasks(target_factory, tmp_path, browser):
+    """targets/async_stuck.py: the tree `backtrace --tasks` prints, drawn by the page."""
+    t = target_factory("async_stuck.py", PY)
+    shown = one_page(t, tmp_path, "--tasks")
     main, side = shown["loops"]  # the main thread's loop first
     assert main["heading"].endswith('"MainThread" 44 tasks'), main["heading"]
     assert side["heading"].endswith('"side-loop" 2 tasks'), side["heading"]
@@ -220,12 +226,7 @@ def test_the_stacks_page_says_what_a_thread_waits_for(target_factory, tmp_path, 
     """targets/hung.py rlock: a thread waiting for an RLock another holds, the main thread joining
     it; each thread's heading says it as `backtrace` does."""
     t = target_factory("hung.py", PY, args=["rlock"])
-    ui, url = start_ui(t.pid, "ui")
-    try:
-        shown = ui_check(url, str(tmp_path), "--stacks")
-    finally:
-        ui.kill()
-    assert shown["errors"] == [], shown["errors"]
+    shown = one_page(t, tmp_path, "--stacks")
     heads = {h.split()[0]: h for h in shown["threads"]}
     wanter = heads["rlock-wanter"]
     assert re.search(r'waiting for threading\.RLock `guard` at 0x[0-9a-f]+ \(held by thread \d+ "rlock-holder"\)',
