@@ -150,6 +150,9 @@ struct Tracer {
   // 2.x's optimizer steps begun and not ended (a step that raised runs no post hook: its entry is
   // dropped when kMaxOpenSteps are open); the last optimizer class seen and its name (ours).
   std::vector<Timing> steps;
+  // The top model (torch_trace.py's S.primary_root, which keeps it; known_name() checks that the
+  // module at this address is still it): its name labels the backward pass's row.
+  PyObject* primary = nullptr;
   PyObject* step_type = nullptr;
   PyObject* step_name = nullptr;
   sql::ColumnStore::TextHint step_hint;  // of "step"
@@ -623,6 +626,17 @@ PyObject* timed_call(PyObject* self, PyObject* args, PyObject* kwargs) noexcept 
     drop_timing(api, tm);
     return nullptr;
   }
+  // The backward pass's row on the CPU, without torch.module_backward (whose rows its label
+  // function writes first): the top model's name, known here.
+  Named* top = tm.timing && t.on && tm.cuda == nullptr && t.primary != nullptr &&
+                       t.backward_inputs == nullptr && timed->stage == "backward"
+                   ? known_name(t, t.primary)
+                   : nullptr;
+  if (top != nullptr && !top->name.empty()) {
+    append_row(t, top->name, &top->hint, timed->stage, &timed->stage_hint, end_ns - tm.start_ns,
+               std::monostate{}, tm.start_time);
+    drop_timing(api, tm);
+  }
   PyObject* label = timed->label;
   bool own = false;
   if (tm.timing && t.on && python::type_of(label) != api.PyUnicode_Type) {
@@ -715,6 +729,7 @@ PyObject* native_start(PyObject*, PyObject* const* args, long nargs) noexcept {
   }
   clear_names(t);
   ++t.generation;
+  t.primary = nullptr;
   t.cuda = false;
   read_wall_offset();
   t.on = true;
@@ -729,6 +744,7 @@ PyObject* native_stop(PyObject*, PyObject*) noexcept {
   clear_all_stacks(*t.api);  // the modules every thread's calls in progress held
   for (Timing& tm : t.steps) drop_timing(*t.api, tm);
   t.steps.clear();
+  t.primary = nullptr;
   clear_names(t);
   return none(*t.api);
 }
@@ -882,6 +898,13 @@ PyObject* native_timed(PyObject*, PyObject* const* args, long nargs) noexcept {
   return fn;
 }
 
+// _native_set_primary(module): the top model, whose name labels the backward pass's row.
+PyObject* native_set_primary(PyObject*, PyObject* module) noexcept {
+  Tracer& t = tracer();
+  t.primary = module != t.api->None ? module : nullptr;
+  return none(*t.api);
+}
+
 // _native_crash_capture_again(): the crash handlers back in front of PyTorch's, in a DataLoader
 // worker that has just set its own (python/crash.h).
 PyObject* native_crash_capture_again(PyObject*, PyObject*) noexcept {
@@ -920,6 +943,7 @@ MethodDef g_defs[] = {
     def("_native_crash_capture_again", native_crash_capture_again, kNone),
     def("_native_step_pre", step_pre, kFast),
     def("_native_step_post", step_post, kFast),
+    def("_native_set_primary", native_set_primary, kO),
 };
 
 }  // namespace
@@ -927,6 +951,6 @@ MethodDef g_defs[] = {
 python::MethodDef* const kTracerNatives[] = {&g_defs[0],  &g_defs[1],  &g_defs[2],  &g_defs[3],  &g_defs[4],
                                              &g_defs[5],  &g_defs[6],  &g_defs[7],  &g_defs[8],  &g_defs[9],
                                              &g_defs[10], &g_defs[11], &g_defs[12], &g_defs[13], &g_defs[14],
-                                             &g_defs[15], &g_defs[16], &g_defs[17], nullptr};
+                                             &g_defs[15], &g_defs[16], &g_defs[17], &g_defs[18], nullptr};
 
 }  // namespace probing::torch

@@ -281,6 +281,7 @@ def _top_level(module):
             _name_tree(root)
         if S.primary_root is None:
             S.primary_root = root
+            _native_set_primary(root)
         if not running and module is S.primary_root and not S.optimizer_seen:
             _new_step()
         return 2 if S.cuda is not None and _capturing() else 1
