@@ -286,8 +286,12 @@ def test_hang_is_detected_recorded_and_closed(interp, target_factory, tmp_path):
             break
         time.sleep(0.3)
     assert rows[0]["ended"] is not None and rows[0]["duration_s"] >= 2, rows
-    # The log says what ended it, and where the main thread went.
-    moved = [l for l in t.stderr_lines() if "the main thread moved again" in l]
+    # The log says what ended it, and where the main thread went (written just after the row closed).
+    deadline = time.monotonic() + 5
+    while not (moved := [l for l in t.stderr_lines() if "the main thread moved again" in l]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert len(moved) == 1 and "(python.hangs id 1): the main thread is now in " in moved[0], moved
 
 
